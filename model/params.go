@@ -1,0 +1,208 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+)
+
+// Param is one named tensor of a ParamSet. Data is a view into the set's
+// contiguous buffer, so optimizers, gradient reductions and checkpoints work
+// on one slice while graphs bind each tensor separately.
+type Param struct {
+	Name   string
+	Shape  []int
+	Offset int       // position of Data in the set's buffer
+	Data   []float32 // len = product of Shape
+	Decay  bool      // whether AdamW applies weight decay
+}
+
+// Size returns the number of elements.
+func (p *Param) Size() int { return len(p.Data) }
+
+// ParamSpec describes a parameter to allocate.
+type ParamSpec struct {
+	Name  string
+	Shape []int
+	Decay bool
+}
+
+// ParamSet is an ordered set of named float32 tensors in one contiguous
+// buffer. The order is fixed at creation and is the order of checkpoints,
+// gradient buffers and optimizer state.
+type ParamSet struct {
+	Data   []float32
+	Params []*Param
+	index  map[string]*Param
+}
+
+// NewParamSet allocates a zeroed set for specs. Names must be unique and
+// shapes positive.
+func NewParamSet(specs []ParamSpec) (*ParamSet, error) {
+	total := 0
+	for _, s := range specs {
+		n := 1
+		for _, d := range s.Shape {
+			if d <= 0 {
+				return nil, fmt.Errorf("model: parameter %q has shape %v", s.Name, s.Shape)
+			}
+			n *= d
+		}
+		total += n
+	}
+	ps := &ParamSet{Data: make([]float32, total), index: make(map[string]*Param, len(specs))}
+	off := 0
+	for _, s := range specs {
+		if s.Name == "" {
+			return nil, fmt.Errorf("model: parameter with an empty name")
+		}
+		if _, dup := ps.index[s.Name]; dup {
+			return nil, fmt.Errorf("model: duplicate parameter %q", s.Name)
+		}
+		n := 1
+		for _, d := range s.Shape {
+			n *= d
+		}
+		p := &Param{Name: s.Name, Shape: append([]int(nil), s.Shape...), Offset: off, Data: ps.Data[off : off+n : off+n], Decay: s.Decay}
+		ps.Params = append(ps.Params, p)
+		ps.index[s.Name] = p
+		off += n
+	}
+	return ps, nil
+}
+
+// Get returns the parameter called name, or nil.
+func (ps *ParamSet) Get(name string) *Param { return ps.index[name] }
+
+// Len returns the total number of elements.
+func (ps *ParamSet) Len() int { return len(ps.Data) }
+
+// Names returns the parameter names in order.
+func (ps *ParamSet) Names() []string {
+	names := make([]string, len(ps.Params))
+	for i, p := range ps.Params {
+		names[i] = p.Name
+	}
+	return names
+}
+
+// Layout returns the specs the set was created from, so that an identically
+// shaped set (gradients, optimizer moments) can be allocated.
+func (ps *ParamSet) Layout() []ParamSpec {
+	specs := make([]ParamSpec, len(ps.Params))
+	for i, p := range ps.Params {
+		specs[i] = ParamSpec{Name: p.Name, Shape: p.Shape, Decay: p.Decay}
+	}
+	return specs
+}
+
+// Module names, as Hugging Face GPT-2 names them.
+const (
+	NameWTE  = "transformer.wte"
+	NameWPE  = "transformer.wpe"
+	NameLNF  = "transformer.ln_f"
+	NameHead = "lm_head" // only present when embeddings are not tied
+)
+
+// BlockName returns the module prefix of transformer block i.
+func BlockName(i int) string { return fmt.Sprintf("transformer.h.%d", i) }
+
+// LinearNames lists the model's linear modules (weight [in, out] plus bias,
+// as Hugging Face's Conv1D), in graph order. The tied output head is not a
+// separate module; an untied one is NameHead.
+func (c Config) LinearNames() []string {
+	var names []string
+	for i := 0; i < c.Layers; i++ {
+		b := BlockName(i)
+		names = append(names, b+".attn.c_attn", b+".attn.c_proj", b+".mlp.c_fc", b+".mlp.c_proj")
+	}
+	if !c.TiedEmbeddings {
+		names = append(names, NameHead)
+	}
+	return names
+}
+
+// linearShape returns the [in, out] shape of a linear module of c.
+func (c Config) linearShape(name string) (in, out int) {
+	switch {
+	case strings.HasSuffix(name, ".attn.c_attn"):
+		return c.DModel, c.QKVWidth()
+	case strings.HasSuffix(name, ".attn.c_proj"):
+		return c.DModel, c.DModel
+	case strings.HasSuffix(name, ".mlp.c_fc"):
+		return c.DModel, c.MLPRatio * c.DModel
+	case strings.HasSuffix(name, ".mlp.c_proj"):
+		return c.MLPRatio * c.DModel, c.DModel
+	case name == NameHead:
+		return c.DModel, c.Vocab
+	}
+	return 0, 0
+}
+
+// paramSpecs lists the model's parameters with GPT-2 names and layouts.
+// Weight decay follows GPT-2 practice and the PyTorch anchor: matrices of
+// linear layers decay; biases, LayerNorm and embeddings do not.
+func (c Config) paramSpecs() []ParamSpec {
+	C := c.DModel
+	ln := func(name string) []ParamSpec {
+		return []ParamSpec{{Name: name + ".weight", Shape: []int{C}}, {Name: name + ".bias", Shape: []int{C}}}
+	}
+	lin := func(name string) []ParamSpec {
+		in, out := c.linearShape(name)
+		specs := []ParamSpec{{Name: name + ".weight", Shape: []int{in, out}, Decay: true}}
+		if name != NameHead { // GPT-2's head has no bias
+			specs = append(specs, ParamSpec{Name: name + ".bias", Shape: []int{out}})
+		}
+		return specs
+	}
+	specs := []ParamSpec{
+		{Name: NameWTE + ".weight", Shape: []int{c.Vocab, C}},
+		{Name: NameWPE + ".weight", Shape: []int{c.SeqLen, C}},
+	}
+	for i := 0; i < c.Layers; i++ {
+		b := BlockName(i)
+		specs = append(specs, ln(b+".ln_1")...)
+		specs = append(specs, lin(b+".attn.c_attn")...)
+		specs = append(specs, lin(b+".attn.c_proj")...)
+		specs = append(specs, ln(b+".ln_2")...)
+		specs = append(specs, lin(b+".mlp.c_fc")...)
+		specs = append(specs, lin(b+".mlp.c_proj")...)
+	}
+	specs = append(specs, ln(NameLNF)...)
+	if !c.TiedEmbeddings {
+		specs = append(specs, lin(NameHead)...)
+	}
+	return specs
+}
+
+// initGPT2 fills ps with GPT-2's initialization from seed: N(0, 0.02) for
+// matrices and embeddings, N(0, 0.02/√(2·layers)) for the projections into
+// the residual stream, zero biases and unit LayerNorm gains.
+func initGPT2(ps *ParamSet, layers int, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x6761_6c6c_656f_6e)) // "galleon"
+	resid := 0.02 / math.Sqrt(2*float64(layers))
+	// Sorted names make the draw independent of the set's order.
+	names := ps.Names()
+	sort.Strings(names)
+	for _, name := range names {
+		p := ps.Get(name)
+		switch {
+		case strings.HasSuffix(name, ".bias"):
+			clear(p.Data)
+		case strings.Contains(name, "ln_") && strings.HasSuffix(name, ".weight"):
+			for i := range p.Data {
+				p.Data[i] = 1
+			}
+		default:
+			std := 0.02
+			if strings.HasSuffix(name, ".c_proj.weight") {
+				std = resid
+			}
+			for i := range p.Data {
+				p.Data[i] = float32(rng.NormFloat64() * std)
+			}
+		}
+	}
+}
