@@ -1,0 +1,92 @@
+package report
+
+import (
+	"bytes"
+	"errors"
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestPlotPNG(t *testing.T) {
+	p := Plot{Title: "loss", XLabel: "step", YLabel: "bits/byte", Series: []Series{
+		{Name: "train", X: []float64{1, 2, 3, 4}, Y: []float64{4, 3, 2.5, 2.2}},
+		{Name: "validation", X: []float64{2, 4}, Y: []float64{3.1, 2.4}},
+	}}
+	path := filepath.Join(t.TempDir(), "loss.png")
+	if err := p.SavePNG(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 300 || b.Dy() < 200 {
+		t.Errorf("image is %v", b)
+	}
+	bad := Plot{Series: []Series{{Name: "x", X: []float64{1}, Y: nil}}}
+	if _, err := bad.PNG(); err == nil {
+		t.Error("mismatched series accepted")
+	}
+	logs := Plot{LogX: true, LogY: true, Series: []Series{{Name: "t", X: []float64{1024, 4096, 16384}, Y: []float64{1, 10, 100}}}}
+	if _, err := logs.PNG(); err != nil {
+		t.Errorf("log plot: %v", err)
+	}
+}
+
+func TestWriteAtomicKeepsOldFileOnFailure(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ckpt")
+	if err := WriteFileAtomic(path, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("disk full")
+	err := WriteAtomic(path, func(w io.Writer) error {
+		_, _ = w.Write([]byte("partial"))
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("error %v does not wrap the writer's", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "old" {
+		t.Fatalf("file is %q after a failed write", b)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("temporary files left behind: %v", entries)
+	}
+	if err := WriteFileAtomic(filepath.Join(dir, "missing", "x"), nil); err == nil {
+		t.Error("write into a missing directory succeeded")
+	}
+}
+
+func TestPrintJSONIsOneLine(t *testing.T) {
+	var buf bytes.Buffer
+	if err := PrintJSON(&buf, map[string]any{"steps": 3, "val_bpb": 2.5}); err != nil {
+		t.Fatal(err)
+	}
+	if s := buf.String(); strings.Count(s, "\n") != 1 || !strings.HasPrefix(s, "{") {
+		t.Errorf("PrintJSON wrote %q", s)
+	}
+}
+
+func TestProgress(t *testing.T) {
+	var buf bytes.Buffer
+	p := NewProgress(&buf, "train")
+	p.Update(0.5, "loss 2.1")
+	p.Finish("done")
+	if !strings.Contains(buf.String(), "done") {
+		t.Errorf("bar output %q", buf.String())
+	}
+	q := NewProgress(nil, "silent")
+	q.Update(2, "clamped")
+	q.Finish("")
+}
