@@ -1,5 +1,9 @@
 package kernels
 
+//go:generate go run -C _asm ./vec -out ../vec_amd64.s -stubs ../vec_amd64_stubs.go
+
+import "math"
+
 // The vector routines below are the inner loops of softmax, LayerNorm,
 // attention tiles and optimizers. Each checks its lengths and dispatches to
 // the assembly or the portable implementation.
@@ -13,28 +17,56 @@ func checkSameLen(name string, a, b int) {
 // Dot returns Σ x[i]·y[i]. x and y must have the same length.
 func Dot(x, y []float32) float32 {
 	checkSameLen("Dot", len(x), len(y))
+	if useAVX2 {
+		return dotAVX2(x, y)
+	}
 	return dotGeneric(x, y)
 }
 
 // Axpy computes y[i] += alpha·x[i]. x and y must have the same length.
 func Axpy(alpha float32, x, y []float32) {
 	checkSameLen("Axpy", len(x), len(y))
+	if useAVX2 {
+		axpyAVX2(alpha, x, y)
+		return
+	}
 	axpyGeneric(alpha, x, y)
 }
 
 // Scale computes x[i] *= alpha.
 func Scale(alpha float32, x []float32) {
+	if useAVX2 {
+		scaleAVX2(alpha, x)
+		return
+	}
 	scaleGeneric(alpha, x)
 }
 
 // Max returns the largest element of x, or -Inf for an empty slice.
 // NaN elements are ignored unless every element is NaN.
 func Max(x []float32) float32 {
+	if useAVX2 {
+		m := maxAVX2(x)
+		if m == float32(math.Inf(-1)) && len(x) > 0 {
+			// The vector loop skips NaNs; tell "all NaN" from "all NaN or
+			// -Inf". A masked row (all -Inf) stops at its first element.
+			for _, v := range x {
+				if v == v {
+					return m
+				}
+			}
+			return float32(math.NaN())
+		}
+		return m
+	}
 	return maxGeneric(x)
 }
 
 // Sum returns Σ x[i].
 func Sum(x []float32) float32 {
+	if useAVX2 {
+		return sumAVX2(x)
+	}
 	return sumGeneric(x)
 }
 
@@ -44,6 +76,10 @@ func Sum(x []float32) float32 {
 // be the same slice.
 func Exp(dst, src []float32) {
 	checkSameLen("Exp", len(dst), len(src))
+	if useAVX2 {
+		expAVX2(dst, src)
+		return
+	}
 	expGeneric(dst, src)
 }
 
@@ -52,5 +88,10 @@ func Exp(dst, src []float32) {
 // m = -Inf and src[i] = -Inf the element is 0 (a fully masked row), not NaN.
 func ExpSubSum(dst, src []float32, m float32) float32 {
 	checkSameLen("ExpSubSum", len(dst), len(src))
+	// m = -Inf (a fully masked row) needs the -Inf − (-Inf) case that the
+	// vector loop leaves out.
+	if useAVX2 && m != float32(math.Inf(-1)) {
+		return expSubSumAVX2(dst, src, m)
+	}
 	return expSubSumGeneric(dst, src, m)
 }

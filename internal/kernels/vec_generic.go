@@ -62,48 +62,57 @@ func sumGeneric(x []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-// Constants of the float32 exp: x = k·ln2 + r with |r| ≤ ln2/2, ln2 split in
-// a high part exact in float32 and a low correction (Cody–Waite), then a
-// degree-6 polynomial for e^r and 2^k built in the exponent bits.
+// Constants of the float32 exp, the same in the assembly (_asm/vec). x is
+// clamped to [expLo, expHi], split as x = k·ln2 + r with k = round(x·log2e)
+// and |r| ≤ ln2/2 (ln2 in a high part exact in float32 times any such k, and
+// a low correction: Cody–Waite), e^r comes from a polynomial and 2^k is
+// added into its exponent bits.
 const (
-	expLn2Hi   = 0.693359375
-	expLn2Lo   = -2.12194440e-4
-	expLog2e   = 1.44269504088896341
-	expOverMax = 88.72283905206835 // ln(MaxFloat32)
-	expUnder   = -103.97208        // below this e^x rounds to 0 in float32
+	expLn2Hi = 0.693359375
+	expLn2Lo = -2.12194440e-4
+	expLog2e = 1.44269504088896341
+	// Beyond the clamps e^x rounds to 0 (below e^-103.97 = 2^-150) or
+	// overflows (above ln(MaxFloat32) ≈ 88.72) by itself, so they need no
+	// special case; within them k ∈ [-151, 128].
+	expLo = -104
+	expHi = 89
+	// Minimax fit of (e^r − 1 − r)/r² on [−ln2/2, ln2/2] (relative error of
+	// e^r 4e-9, well under float32's rounding).
+	expC6 = 1.3814191e-3
+	expC5 = 8.368914e-3
+	expC4 = 4.1668408e-2
+	expC3 = 1.666652e-1
+	expC2 = 4.9999994e-1
+	// Adding then subtracting 1.5·2^23 rounds a float32 of magnitude below
+	// 2^22 to an integer, ties to even, like VROUNDPS.
+	expRound = 1.5 * (1 << 23)
 )
 
+// expScalar is the scalar form of the vector exp; both give the same results
+// up to FMA contraction (at most an ulp apart). Subnormal results are not
+// flushed: 2^k is applied in two steps so that they round once from e^r.
 func expScalar(x float32) float32 {
-	switch {
-	case x != x:
+	if x != x {
 		return x
-	case x > expOverMax:
-		return float32(math.Inf(1))
-	case x < expUnder:
-		return 0
 	}
-	k := float32(math.Floor(float64(x*expLog2e + 0.5)))
+	x = min(max(x, expLo), expHi)
+	k := x*expLog2e + expRound
+	k -= expRound
 	r := x - k*expLn2Hi
 	r -= k * expLn2Lo
-	// e^r on [-ln2/2, ln2/2], Taylor–minimax coefficients.
-	p := float32(1.0 / 720)
-	p = p*r + 1.0/120
-	p = p*r + 1.0/24
-	p = p*r + 1.0/6
-	p = p*r + 0.5
+	p := float32(expC6)
+	p = p*r + expC5
+	p = p*r + expC4
+	p = p*r + expC3
+	p = p*r + expC2
 	p = p*r + 1
 	p = p*r + 1
-	// 2^k, split so subnormal results stay exact: k may reach -150.
+	// p·2^k as (p·2^(k−h))·2^h with h = k>>1: the first factor is exact
+	// (normal), the second rounds once, into the subnormals or to +Inf.
 	ki := int32(k)
-	if ki < -126 {
-		p *= math.Float32frombits(uint32(ki+126+127) << 23)
-		return p * math.Float32frombits(1<<23) // 2^-126
-	}
-	if ki > 127 {
-		p *= 2
-		ki--
-	}
-	return p * math.Float32frombits(uint32(ki+127)<<23)
+	h := ki >> 1
+	p = math.Float32frombits(math.Float32bits(p) + uint32(ki-h)<<23)
+	return p * math.Float32frombits(uint32(h+127)<<23)
 }
 
 func expGeneric(dst, src []float32) {
