@@ -1,0 +1,106 @@
+package kernels
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// sgemmBenchShape is one benchmark product, named as its sub-benchmark.
+type sgemmBenchShape struct {
+	name           string
+	transA, transB bool
+	m, k, n        int
+}
+
+// sgemmBenchShapes are the products BenchmarkSgemm and BenchmarkSgemmGonum
+// time: square ones, and a transformer projection (2048 tokens, d=256 to
+// 3·256) with the two products of its backward pass.
+var sgemmBenchShapes = []sgemmBenchShape{
+	{"n=256", false, false, 256, 256, 256},
+	{"n=512", false, false, 512, 512, 512},
+	{"n=1024", false, false, 1024, 1024, 1024},
+	{"m=2048,k=256,n=768", false, false, 2048, 256, 768},
+	// dX = dY·Wᵀ and dW = Xᵀ·dY of that projection.
+	{"m=2048,k=768,n=256,transB", false, true, 2048, 768, 256},
+	{"m=256,k=2048,n=768,transA", true, false, 256, 2048, 768},
+	// One token through the projection (generation), and a small tile.
+	{"m=1,k=256,n=768", false, false, 1, 256, 768},
+	{"n=64", false, false, 64, 64, 64},
+}
+
+func benchSgemm(b *testing.B, f func(s sgemmBenchShape, a, bb, c []float32)) {
+	for _, s := range sgemmBenchShapes {
+		b.Run(s.name, func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			rnd := func(n int) []float32 {
+				x := make([]float32, n)
+				for i := range x {
+					x[i] = rng.Float32()
+				}
+				return x
+			}
+			a, bb, c := rnd(s.m*s.k), rnd(s.k*s.n), rnd(s.m*s.n)
+			f(s, a, bb, c) // warm up: pools, helpers, caches
+			b.ResetTimer()
+			for b.Loop() {
+				f(s, a, bb, c)
+			}
+			b.ReportMetric(2*float64(s.m)*float64(s.n)*float64(s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// ld returns the row stride of a densely stored rows×cols matrix.
+func ld(trans bool, rows, cols int) int {
+	if trans {
+		return rows
+	}
+	return cols
+}
+
+func BenchmarkSgemm(b *testing.B) {
+	b.Logf("implementation: %s", Implementation())
+	benchSgemm(b, func(s sgemmBenchShape, a, bb, c []float32) {
+		Sgemm(s.transA, s.transB, s.m, s.n, s.k, 1, a, ld(s.transA, s.m, s.k), bb, ld(s.transB, s.k, s.n), 0, c, s.n)
+	})
+}
+
+// BenchmarkSgemmGonum is the baseline: gonum's pure-Go BLAS, also row-major.
+func BenchmarkSgemmGonum(b *testing.B) {
+	tr := func(t bool) blas.Transpose {
+		if t {
+			return blas.Trans
+		}
+		return blas.NoTrans
+	}
+	benchSgemm(b, func(s sgemmBenchShape, a, bb, c []float32) {
+		gonum.Implementation{}.Sgemm(tr(s.transA), tr(s.transB), s.m, s.n, s.k, 1, a, ld(s.transA, s.m, s.k), bb, ld(s.transB, s.k, s.n), 0, c, s.n)
+	})
+}
+
+// BenchmarkSgemmKernel times the micro-kernel alone on L1-resident panels:
+// the ceiling of one core.
+func BenchmarkSgemmKernel(b *testing.B) {
+	forEachImplB(b, func(b *testing.B) {
+		a := make([]float32, sgemmKC*sgemmMR)
+		bb := make([]float32, sgemmKC*sgemmNR)
+		c := make([]float32, sgemmMR*sgemmNR)
+		for b.Loop() {
+			sgemmKernel(sgemmKC, a, bb, c, sgemmNR, 1, 1)
+		}
+		b.ReportMetric(2*sgemmMR*sgemmNR*sgemmKC*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	})
+}
+
+// forEachImplB is forEachImpl for benchmarks.
+func forEachImplB(b *testing.B, f func(b *testing.B)) {
+	saved := useAVX2
+	defer func() { useAVX2 = saved }()
+	for _, asm := range implementations() {
+		useAVX2 = asm
+		b.Run(Implementation(), f)
+	}
+}
