@@ -1,0 +1,120 @@
+package nn
+
+import (
+	"fmt"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+)
+
+// checkEmbedding validates the sizes shared by the embedding kernels and
+// returns V, the vocabulary size.
+func checkEmbedding(fn string, nOut, nWte, nWpe int, ids []int32, T, C, pos0 int) (int, error) {
+	V, err := rowsOf(fn, "wte", nWte, C)
+	if err != nil {
+		return 0, err
+	}
+	tmax, err := rowsOf(fn, "wpe", nWpe, C)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case V == 0:
+		return 0, shapeErr(fn, "empty wte")
+	case T <= 0:
+		return 0, shapeErr(fn, "sequence length T=%d must be positive", T)
+	case len(ids)%T != 0:
+		return 0, shapeErr(fn, "%d ids are not a multiple of T=%d", len(ids), T)
+	case pos0 < 0 || pos0+T > tmax:
+		return 0, shapeErr(fn, "positions [%d, %d) outside wpe's %d rows", pos0, pos0+T, tmax)
+	}
+	if err := checkLen(fn, "out", nOut, len(ids)*C); err != nil {
+		return 0, err
+	}
+	return V, nil
+}
+
+// checkIDs reports the first id outside [0, V).
+func checkIDs(fn string, ids []int32, V int) error {
+	for i, id := range ids {
+		if id < 0 || int(id) >= V {
+			return fmt.Errorf("nn: %s: ids[%d]=%d outside [0, %d): %w", fn, i, id, V, ErrRange)
+		}
+	}
+	return nil
+}
+
+// EmbeddingForward computes out[r] = wte[ids[r]] + wpe[pos0 + r mod T] for
+// every row r of the flattened [B, T] ids: token plus learned position
+// embedding. wte is [V, C], wpe [Tmax, C], out [len(ids), C]. pos0 is the
+// position of each sequence's first id (0 in training, the cache length when
+// generating one token at a time). It returns an error, leaving out
+// untouched, if the sizes disagree or an id is outside [0, V).
+func EmbeddingForward(out, wte, wpe []float32, ids []int32, T, C, pos0 int) error {
+	const fn = "EmbeddingForward"
+	V, err := checkEmbedding(fn, len(out), len(wte), len(wpe), ids, T, C, pos0)
+	if err != nil {
+		return err
+	}
+	if err := checkIDs(fn, ids, V); err != nil {
+		return err
+	}
+	embeddingForward(out, wte, wpe, ids, T, C, pos0)
+	return nil
+}
+
+func embeddingForward(out, wte, wpe []float32, ids []int32, T, C, pos0 int) {
+	for r, id := range ids {
+		t := pos0 + r%T
+		o := out[r*C : r*C+C]
+		e := wte[int(id)*C : int(id)*C+C]
+		p := wpe[t*C : t*C+C]
+		for j := range o {
+			o[j] = e[j] + p[j]
+		}
+	}
+}
+
+// EmbeddingBackward scatters dout back to the tables: dwte[ids[r]] += dout[r]
+// and dwpe[pos0 + r mod T] += dout[r]. Either gradient may be nil to skip it.
+// Rows are added in order, so repeated ids give a deterministic sum.
+func EmbeddingBackward(dwte, dwpe, dout []float32, ids []int32, T, C, pos0 int) error {
+	const fn = "EmbeddingBackward"
+	if dwte == nil && dwpe == nil {
+		return nil
+	}
+	// Sizes of the tables come from the gradients, which are the tables' shape.
+	nWte, nWpe := len(dwte), len(dwpe)
+	if dwte == nil {
+		nWte = C
+	}
+	if dwpe == nil {
+		nWpe = (pos0 + T) * C
+	}
+	V, err := checkEmbedding(fn, len(dout), nWte, nWpe, ids, T, C, pos0)
+	if err != nil {
+		return err
+	}
+	if dwte != nil {
+		if err := checkIDs(fn, ids, V); err != nil {
+			return err
+		}
+		embeddingBackwardWte(dwte, dout, ids, C)
+	}
+	if dwpe != nil {
+		embeddingBackwardWpe(dwpe, dout, len(ids), T, C, pos0)
+	}
+	return nil
+}
+
+func embeddingBackwardWte(dwte, dout []float32, ids []int32, C int) {
+	for r, id := range ids {
+		kernels.Axpy(1, dout[r*C:r*C+C], dwte[int(id)*C:int(id)*C+C])
+	}
+}
+
+func embeddingBackwardWpe(dwpe, dout []float32, rows, T, C, pos0 int) {
+	for r := 0; r < rows; r++ {
+		t := pos0 + r%T
+		kernels.Axpy(1, dout[r*C:r*C+C], dwpe[t*C:t*C+C])
+	}
+}

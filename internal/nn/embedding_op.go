@@ -1,0 +1,149 @@
+package nn
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+type embeddingOp struct {
+	opBase
+	ids        *IDs
+	V, C, Tmax int
+	out        outBuf
+}
+
+// Embedding adds out[b·T+t] = wte[ids[b·T+t]] + wpe[t] to the graph: wte
+// [V, C], wpe [Tmax, C] with ids.T ≤ Tmax; the result is [ids.B·ids.T, C].
+// ids is read at every run; an id outside [0, V) makes the run fail with an
+// error wrapping ErrRange. Gradients scatter-add into wte and wpe.
+func Embedding(wte, wpe *G.Node, ids *IDs) (*G.Node, error) {
+	const fn = "Embedding"
+	if err := ids.check(fn); err != nil {
+		return nil, err
+	}
+	ws, err := nodeShape(fn, "wte", wte, 2)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := nodeShape(fn, "wpe", wpe, 2)
+	if err != nil {
+		return nil, err
+	}
+	if ws[1] != ps[1] {
+		return nil, shapeErr(fn, "wte %v and wpe %v have different widths", ws, ps)
+	}
+	if ids.T > ps[0] {
+		return nil, shapeErr(fn, "sequence length %d exceeds wpe's %d positions", ids.T, ps[0])
+	}
+	op := &embeddingOp{opBase: newOpBase(), ids: ids, V: ws[0], C: ws[1], Tmax: ps[0]}
+	return apply(fn, op, wte, wpe)
+}
+
+func (op *embeddingOp) rows() int { return op.ids.B * op.ids.T }
+
+func (op *embeddingOp) Arity() int { return 2 }
+
+func (op *embeddingOp) Type() hm.Type { return hm.NewFnType(matrixType, matrixType, matrixType) }
+
+func (op *embeddingOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.rows(), op.C}, nil
+}
+
+func (op *embeddingOp) compute(dst []float32, in []G.Value) error {
+	const fn = "Embedding"
+	if err := checkArity(fn, len(in), 2); err != nil {
+		return err
+	}
+	if err := op.ids.check(fn); err != nil {
+		return err
+	}
+	if len(op.ids.Data) != op.rows() {
+		return shapeErr(fn, "IDs resized to %d×%d after the graph was built", op.ids.B, op.ids.T)
+	}
+	wte, err := f32s(fn, "wte", in[0], op.V*op.C)
+	if err != nil {
+		return err
+	}
+	wpe, err := f32s(fn, "wpe", in[1], op.Tmax*op.C)
+	if err != nil {
+		return err
+	}
+	if err := checkIDs(fn, op.ids.Data, op.V); err != nil {
+		return err
+	}
+	embeddingForward(dst, wte, wpe, op.ids.Data, op.ids.T, op.C, 0)
+	return nil
+}
+
+// Do computes the embedding into the op's own buffer.
+func (op *embeddingOp) Do(in ...G.Value) (G.Value, error) {
+	t := op.out.get(op.rows(), op.C)
+	if err := op.compute(t.Float32s(), in); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// UsePreallocDo computes the embedding into prealloc.
+func (op *embeddingOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
+	dst, err := f32s("Embedding", "prealloc", prealloc, op.rows()*op.C)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.compute(dst, in); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+func (op *embeddingOp) DiffWRT(n int) []bool { return []bool{true, true} }
+
+// SymDiff builds one scatter-add per table; the ids are those of the run.
+func (op *embeddingOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 2 {
+		return nil, checkArity("Embedding.SymDiff", len(inputs), 2)
+	}
+	rows, C := op.rows(), op.C
+	dwte, err := newGrad("EmbeddingGradWte", op.serial, inputs[0], op.V, C, func(dst []float32, in []G.Value) error {
+		dy, err := f32s("EmbeddingGradWte", "dy", in[0], rows*C)
+		if err != nil {
+			return err
+		}
+		if err := checkIDs("EmbeddingGradWte", op.ids.Data, op.V); err != nil {
+			return err
+		}
+		clear(dst)
+		embeddingBackwardWte(dst, dy, op.ids.Data, C)
+		return nil
+	}, grad)
+	if err != nil {
+		return nil, err
+	}
+	dwpe, err := newGrad("EmbeddingGradWpe", op.serial, inputs[1], op.Tmax, C, func(dst []float32, in []G.Value) error {
+		dy, err := f32s("EmbeddingGradWpe", "dy", in[0], rows*C)
+		if err != nil {
+			return err
+		}
+		clear(dst)
+		embeddingBackwardWpe(dst, dy, rows, op.ids.T, C, 0)
+		return nil
+	}, grad)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dwte, dwpe}, nil
+}
+
+func (op *embeddingOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "nn.Embedding#%d(V=%d, C=%d, Tmax=%d, B=%d, T=%d, ids=%p)", op.serial, op.V, op.C, op.Tmax, op.ids.B, op.ids.T, op.ids)
+}
+
+func (op *embeddingOp) Hashcode() uint32 { return hashOf(op) }
+
+func (op *embeddingOp) String() string {
+	return fmt.Sprintf("nn.Embedding(%d×%d)", op.ids.B, op.ids.T)
+}

@@ -1,0 +1,96 @@
+package nn
+
+import "github.com/galleon-ml/galleon/internal/kernels"
+
+// GELU in its tanh form, 0.5·x·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³),
+// is evaluated as x·σ(2u) = x / (1 + exp(−2u)): the same function with one
+// exponential (vectorized by kernels.Exp) and no tanh. The form stays
+// finite at both ends: exp(−2u) = +Inf gives σ = 0, and 0 gives σ = 1.
+const (
+	geluC = 0.7978845608028654 // √(2/π)
+	geluK = 0.044715
+	// geluChunk bounds the stack scratch so the kernels never allocate.
+	geluChunk = 256
+)
+
+// GELUForward computes y = GELU(x) element-wise (tanh approximation, as GPT-2
+// and PyTorch's approximate='tanh'). y may alias x.
+func GELUForward(y, x []float32) error {
+	if err := checkLen("GELUForward", "y", len(y), len(x)); err != nil {
+		return err
+	}
+	geluForward(y, nil, x)
+	return nil
+}
+
+// geluForward writes y = x·s and, when s is non-nil, the sigmoid s = σ(2u)
+// that the backward pass needs, so backward repeats no exponential.
+func geluForward(y, s, x []float32) {
+	y = y[:len(x)]
+	if s != nil {
+		s = s[:len(x)]
+		geluSigmoid(s, x)
+		for i, v := range x {
+			y[i] = v * s[i]
+		}
+		return
+	}
+	var buf [geluChunk]float32
+	for lo := 0; lo < len(x); lo += geluChunk {
+		hi := min(lo+geluChunk, len(x))
+		sc := buf[:hi-lo]
+		geluSigmoid(sc, x[lo:hi])
+		for i, v := range x[lo:hi] {
+			y[lo+i] = v * sc[i]
+		}
+	}
+}
+
+// geluSigmoid writes s = σ(2u(x)) = 1/(1 + exp(−2u)); s may alias x.
+func geluSigmoid(s, x []float32) {
+	s = s[:len(x)]
+	for i, v := range x {
+		s[i] = -2 * geluC * (v + geluK*v*v*v)
+	}
+	kernels.Exp(s, s)
+	for i, e := range s {
+		s[i] = 1 / (1 + e)
+	}
+}
+
+// GELUBackward accumulates dx += dy·GELU'(x), with
+// GELU'(x) = σ + x·σ·(1 − σ)·2√(2/π)·(1 + 3·0.044715·x²), σ = σ(2u).
+func GELUBackward(dx, dy, x []float32) error {
+	const fn = "GELUBackward"
+	if err := checkLen(fn, "dy", len(dy), len(x)); err != nil {
+		return err
+	}
+	if err := checkLen(fn, "dx", len(dx), len(x)); err != nil {
+		return err
+	}
+	var buf [geluChunk]float32
+	for lo := 0; lo < len(x); lo += geluChunk {
+		hi := min(lo+geluChunk, len(x))
+		s := buf[:hi-lo]
+		geluSigmoid(s, x[lo:hi])
+		geluBackward(dx[lo:hi], dy[lo:hi], x[lo:hi], s, true)
+	}
+	return nil
+}
+
+// geluBackward writes (acc false) or adds (acc true) dx = dy·GELU'(x) from the
+// sigmoid s saved by geluForward.
+func geluBackward(dx, dy, x, s []float32, acc bool) {
+	dx = dx[:len(x)]
+	dy = dy[:len(x)]
+	s = s[:len(x)]
+	for i, v := range x {
+		sig := s[i]
+		d := sig + v*sig*(1-sig)*(2*geluC)*(1+3*geluK*v*v)
+		if acc {
+			dx[i] += dy[i] * d
+		} else {
+			dx[i] = dy[i] * d
+		}
+	}
+}

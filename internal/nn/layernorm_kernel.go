@@ -1,0 +1,191 @@
+package nn
+
+import (
+	"math"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+)
+
+// DefaultEps is GPT-2's LayerNorm epsilon.
+const DefaultEps = 1e-5
+
+// LayerNormForward normalizes each row of x [N, C] over its C features and
+// applies the affine map: y = (x − μ)·rstd·gamma + beta with
+// rstd = 1/√(σ² + eps), σ² the biased variance (as PyTorch). mean and rstd
+// [N] receive μ and rstd per row for the backward pass; pass nil for both
+// when no backward will follow. y may alias x.
+func LayerNormForward(y, mean, rstd, x, gamma, beta []float32, C int, eps float32) error {
+	const fn = "LayerNormForward"
+	n, err := rowsOf(fn, "x", len(x), C)
+	if err != nil {
+		return err
+	}
+	if err := checkLayerNorm(fn, n, C, len(y), len(gamma), len(beta)); err != nil {
+		return err
+	}
+	if (mean == nil) != (rstd == nil) {
+		return shapeErr(fn, "mean and rstd must both be given or both be nil")
+	}
+	if mean != nil {
+		if err := checkLen(fn, "mean", len(mean), n); err != nil {
+			return err
+		}
+		if err := checkLen(fn, "rstd", len(rstd), n); err != nil {
+			return err
+		}
+	}
+	if !(eps >= 0) {
+		return shapeErr(fn, "eps=%g must be non-negative", eps)
+	}
+	layerNormForward(y, mean, rstd, x, gamma, beta, C, eps)
+	return nil
+}
+
+func checkLayerNorm(fn string, n, C, ny, ngamma, nbeta int) error {
+	if err := checkLen(fn, "y", ny, n*C); err != nil {
+		return err
+	}
+	if err := checkLen(fn, "gamma", ngamma, C); err != nil {
+		return err
+	}
+	return checkLen(fn, "beta", nbeta, C)
+}
+
+func layerNormForward(y, mean, rstd, x, gamma, beta []float32, C int, eps float32) {
+	invC := 1 / float32(C)
+	n := len(x) / C
+	for r := 0; r < n; r++ {
+		xr := x[r*C : r*C+C]
+		yr := y[r*C : r*C+C]
+		mu := kernels.Sum(xr) * invC
+		// Two passes: the variance of shifted data does not cancel
+		// catastrophically when |μ| ≫ σ, as E[x²] − μ² would.
+		var v0, v1, v2, v3 float32
+		j := 0
+		for ; j+4 <= C; j += 4 {
+			d0, d1, d2, d3 := xr[j]-mu, xr[j+1]-mu, xr[j+2]-mu, xr[j+3]-mu
+			v0 += d0 * d0
+			v1 += d1 * d1
+			v2 += d2 * d2
+			v3 += d3 * d3
+		}
+		for ; j < C; j++ {
+			d := xr[j] - mu
+			v0 += d * d
+		}
+		variance := ((v0 + v1) + (v2 + v3)) * invC
+		rs := float32(1 / math.Sqrt(float64(variance)+float64(eps)))
+		if mean != nil {
+			mean[r] = mu
+			rstd[r] = rs
+		}
+		g := gamma[:len(yr)]
+		b := beta[:len(yr)]
+		xr = xr[:len(yr)]
+		for j := range yr {
+			yr[j] = (xr[j]-mu)*rs*g[j] + b[j]
+		}
+	}
+}
+
+// LayerNormBackward accumulates the gradients of LayerNormForward given dy
+// [N, C] and the mean and rstd it saved: dx += rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))
+// with x̂ = (x − μ)·rstd and ĝ = dy·gamma; dgamma += Σ_rows dy·x̂;
+// dbeta += Σ_rows dy. Any of dx, dgamma, dbeta may be nil to skip it.
+func LayerNormBackward(dx, dgamma, dbeta, dy, x, gamma, mean, rstd []float32, C int) error {
+	const fn = "LayerNormBackward"
+	n, err := rowsOf(fn, "x", len(x), C)
+	if err != nil {
+		return err
+	}
+	if err := checkLen(fn, "dy", len(dy), n*C); err != nil {
+		return err
+	}
+	if err := checkLen(fn, "mean", len(mean), n); err != nil {
+		return err
+	}
+	if err := checkLen(fn, "rstd", len(rstd), n); err != nil {
+		return err
+	}
+	if dx != nil {
+		if err := checkLen(fn, "dx", len(dx), n*C); err != nil {
+			return err
+		}
+		if err := checkLen(fn, "gamma", len(gamma), C); err != nil {
+			return err
+		}
+	}
+	if dgamma != nil {
+		if err := checkLen(fn, "dgamma", len(dgamma), C); err != nil {
+			return err
+		}
+	}
+	if dbeta != nil {
+		if err := checkLen(fn, "dbeta", len(dbeta), C); err != nil {
+			return err
+		}
+	}
+	if dx != nil {
+		layerNormBackwardX(dx, dy, x, gamma, mean, rstd, C, true)
+	}
+	if dgamma != nil {
+		layerNormBackwardGamma(dgamma, dy, x, mean, rstd, C)
+	}
+	if dbeta != nil {
+		columnSums(dbeta, dy, C)
+	}
+	return nil
+}
+
+// layerNormBackwardX writes (acc false) or adds (acc true) dx.
+func layerNormBackwardX(dx, dy, x, gamma, mean, rstd []float32, C int, acc bool) {
+	invC := 1 / float32(C)
+	n := len(x) / C
+	gamma = gamma[:C]
+	for r := 0; r < n; r++ {
+		xr := x[r*C : r*C+C]
+		dyr := dy[r*C : r*C+C]
+		dxr := dx[r*C : r*C+C]
+		mu, rs := mean[r], rstd[r]
+		var sg, sgx float32 // Σ ĝ and Σ ĝ·x̂
+		for j := range xr {
+			g := dyr[j] * gamma[j]
+			sg += g
+			sgx += g * (xr[j] - mu) * rs
+		}
+		mg, mgx := sg*invC, sgx*invC
+		if acc {
+			for j := range dxr {
+				xh := (xr[j] - mu) * rs
+				dxr[j] += rs * (dyr[j]*gamma[j] - mg - xh*mgx)
+			}
+		} else {
+			for j := range dxr {
+				xh := (xr[j] - mu) * rs
+				dxr[j] = rs * (dyr[j]*gamma[j] - mg - xh*mgx)
+			}
+		}
+	}
+}
+
+// layerNormBackwardGamma adds Σ_rows dy·x̂ into dgamma, rows in order.
+func layerNormBackwardGamma(dgamma, dy, x, mean, rstd []float32, C int) {
+	n := len(x) / C
+	dgamma = dgamma[:C]
+	for r := 0; r < n; r++ {
+		xr := x[r*C : r*C+C]
+		dyr := dy[r*C : r*C+C]
+		mu, rs := mean[r], rstd[r]
+		for j := range dgamma {
+			dgamma[j] += dyr[j] * (xr[j] - mu) * rs
+		}
+	}
+}
+
+// columnSums adds the column sums of m [N, C] into s [C], rows in order.
+func columnSums(s, m []float32, C int) {
+	n := len(m) / C
+	for r := 0; r < n; r++ {
+		kernels.Axpy(1, m[r*C:r*C+C], s[:C])
+	}
+}

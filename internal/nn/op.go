@@ -1,0 +1,267 @@
+package nn
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"sync/atomic"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// opSerial numbers op instances. Each op writes its number into its hash so
+// gorgonia never merges two of them: ops that look alike may read different
+// IDs holders or saved state.
+var opSerial atomic.Uint64
+
+// opBase carries the parts common to every op of the package.
+type opBase struct {
+	serial uint64
+}
+
+func newOpBase() opBase { return opBase{serial: opSerial.Add(1)} }
+
+// ReturnsPtr is false: outputs are fresh values that no consumer may assume
+// to be one of its inputs.
+func (opBase) ReturnsPtr() bool { return false }
+
+// CallsExtern is false: no cgo. (True would also make the compiler insert an
+// alloc instruction that allocates afresh after every Reset.)
+func (opBase) CallsExtern() bool { return false }
+
+// OverwritesInput is -1: inputs are never written.
+func (opBase) OverwritesInput() int { return -1 }
+
+// hashOf turns an op's WriteHash into its Hashcode.
+func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
+	h := fnv.New32a()
+	op.WriteHash(h)
+	return h.Sum32()
+}
+
+var (
+	matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
+	vectorType = G.TensorType{Dims: 1, Of: tensor.Float32}
+)
+
+// outBuf is an op-owned output tensor, allocated on the first run and reused
+// by the next ones, so a training step does not allocate its activations and
+// gradients again.
+type outBuf struct {
+	data []float32
+	t    *tensor.Dense
+}
+
+// get returns the buffer as a tensor of shape (r, c), or (r) when c < 0. It
+// rebuilds the tensor header (never the memory) if someone changed it, e.g.
+// after gorgonia's UnbindAll returned it to tensor's pool.
+func (b *outBuf) get(r, c int) *tensor.Dense {
+	n := r
+	if c >= 0 {
+		n = r * c
+	}
+	if len(b.data) != n {
+		b.data = make([]float32, n)
+		b.t = nil
+	}
+	if b.t != nil && b.intact(r, c) {
+		return b.t
+	}
+	if c >= 0 {
+		b.t = tensor.New(tensor.WithShape(r, c), tensor.WithBacking(b.data))
+	} else {
+		b.t = tensor.New(tensor.WithShape(r), tensor.WithBacking(b.data))
+	}
+	return b.t
+}
+
+func (b *outBuf) intact(r, c int) bool {
+	t := b.t
+	if t.Dtype() != tensor.Float32 {
+		return false
+	}
+	s := t.Shape()
+	if c >= 0 {
+		if len(s) != 2 || s[0] != r || s[1] != c {
+			return false
+		}
+	} else if len(s) != 1 || s[0] != r {
+		return false
+	}
+	d := t.Float32s()
+	return len(d) == len(b.data) && &d[0] == &b.data[0]
+}
+
+// f32s returns the n float32s of a dense, contiguous value.
+func f32s(fn, what string, v G.Value, n int) ([]float32, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return nil, fmt.Errorf("nn: %s: %s is a %T, want *tensor.Dense: %w", fn, what, v, ErrShape)
+	}
+	if d.Dtype() != tensor.Float32 {
+		return nil, fmt.Errorf("nn: %s: %s has dtype %v, want float32: %w", fn, what, d.Dtype(), ErrShape)
+	}
+	if d.RequiresIterator() {
+		return nil, fmt.Errorf("nn: %s: %s is a non-contiguous view: %w", fn, what, ErrShape)
+	}
+	data := d.Float32s()
+	if d.Shape().TotalSize() != n || len(data) < n {
+		return nil, shapeErr(fn, "%s has shape %v, want %d elements", what, d.Shape(), n)
+	}
+	return data[:n], nil
+}
+
+// scalarF32 reads a scalar value (the upstream gradient of a loss).
+func scalarF32(fn string, v G.Value) (float32, error) {
+	switch s := v.(type) {
+	case *G.F32:
+		return float32(*s), nil
+	case *G.F64:
+		return float32(*s), nil
+	case *tensor.Dense:
+		if s.Shape().TotalSize() == 1 {
+			switch s.Dtype() {
+			case tensor.Float32:
+				return s.Float32s()[0], nil
+			case tensor.Float64:
+				return float32(s.Float64s()[0]), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("nn: %s: upstream gradient is a %T, want a float scalar: %w", fn, v, ErrShape)
+}
+
+// checkArity reports a wrong number of values given to Do.
+func checkArity(fn string, got, want int) error {
+	if got != want {
+		return fmt.Errorf("nn: %s: %d inputs, want %d: %w", fn, got, want, ErrShape)
+	}
+	return nil
+}
+
+// nodeShape validates that n is a float32 node of the given rank and returns
+// its shape.
+func nodeShape(fn, what string, n *G.Node, dims int) (tensor.Shape, error) {
+	if n == nil {
+		return nil, fmt.Errorf("nn: %s: %s is nil: %w", fn, what, ErrShape)
+	}
+	if n.Dtype() != tensor.Float32 {
+		return nil, fmt.Errorf("nn: %s: %s has dtype %v, want float32: %w", fn, what, n.Dtype(), ErrShape)
+	}
+	s := n.Shape()
+	if len(s) != dims {
+		return nil, shapeErr(fn, "%s has shape %v, want %d dimensions", what, s, dims)
+	}
+	for _, d := range s {
+		if d <= 0 {
+			return nil, shapeErr(fn, "%s has shape %v", what, s)
+		}
+	}
+	return s, nil
+}
+
+// apply adds op to the graph of its inputs.
+func apply(fn string, op G.Op, inputs ...*G.Node) (*G.Node, error) {
+	n, err := G.ApplyOp(op, inputs...)
+	if err != nil {
+		return nil, fmt.Errorf("nn: %s: %w", fn, err)
+	}
+	return n, nil
+}
+
+// gradOp is the backward op for one input (its target) of a forward op. Its
+// inputs are whatever values the gradient needs, including the forward node
+// when the forward op's saved state is read, so the tape runs it after the
+// forward op.
+type gradOp struct {
+	opBase
+	name   string // e.g. "LayerNormGradX"
+	fwd    uint64 // serial of the forward op, for the hash and String
+	target *G.Node
+	arity  int
+	typ    hm.Type
+	r, c   int // output shape (r, c), or (r) when c < 0
+	run    func(dst []float32, in []G.Value) error
+
+	out, placeholder outBuf
+}
+
+// newGrad builds the gradient node of target from inputs.
+func newGrad(name string, fwd uint64, target *G.Node, r, c int, run func([]float32, []G.Value) error, inputs ...*G.Node) (*G.Node, error) {
+	types := make([]hm.Type, 0, len(inputs)+1)
+	for _, in := range inputs {
+		types = append(types, in.Type())
+	}
+	if c >= 0 {
+		types = append(types, matrixType)
+	} else {
+		types = append(types, vectorType)
+	}
+	op := &gradOp{opBase: newOpBase(), name: name, fwd: fwd, target: target, arity: len(inputs), typ: hm.NewFnType(types...), r: r, c: c, run: run}
+	return apply(name, op, inputs...)
+}
+
+// needed reports whether G.Grad gave the target a derivative: it does for
+// the nodes passed to it and every node between them and the cost, and for
+// no other. A frozen weight (or the data) has none, and its gradient is then
+// never read, so it is not computed.
+func (op *gradOp) needed() bool { return op.target.Deriv() != nil }
+
+// Arity is the number of values the gradient reads.
+func (op *gradOp) Arity() int { return op.arity }
+
+// Type is the function type from the inputs' types to the gradient's.
+func (op *gradOp) Type() hm.Type { return op.typ }
+
+// InferShape returns the target's shape.
+func (op *gradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	if op.c >= 0 {
+		return tensor.Shape{op.r, op.c}, nil
+	}
+	return tensor.Shape{op.r}, nil
+}
+
+// Do computes the gradient into the op's own buffer, or returns a 1×1
+// placeholder without computing when the target needs no gradient.
+func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
+	if !op.needed() {
+		return op.placeholder.get(1, 1), nil
+	}
+	t := op.out.get(op.r, op.c)
+	if err := op.run(t.Float32s(), in); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// UsePreallocDo computes the gradient into prealloc.
+func (op *gradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
+	if !op.needed() {
+		return op.placeholder.get(1, 1), nil
+	}
+	n := op.r
+	if op.c >= 0 {
+		n *= op.c
+	}
+	dst, err := f32s(op.name, "prealloc", prealloc, n)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.run(dst, in); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+// WriteHash identifies the instance.
+func (op *gradOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "nn.%s#%d(fwd#%d, %d×%d)", op.name, op.serial, op.fwd, op.r, op.c)
+}
+
+// Hashcode hashes WriteHash.
+func (op *gradOp) Hashcode() uint32 { return hashOf(op) }
+
+// String names the op in graph dumps.
+func (op *gradOp) String() string { return fmt.Sprintf("nn.%s(fwd#%d)", op.name, op.fwd) }
