@@ -112,7 +112,7 @@ func TestBadShapes(t *testing.T) {
 	for _, impl := range []struct {
 		name string
 		f    fwd
-	}{{"naive", NaiveForwardInto}} {
+	}{{"naive", NaiveForwardInto}, {"flash", ForwardInto}} {
 		f := impl.f
 		t.Run(impl.name, func(t *testing.T) {
 			bad("mismatched D", f(o, lse, good.q, NewTensor(2, 2, 8, 32), NewTensor(2, 2, 8, 32), Options{}), ErrShape)

@@ -237,6 +237,9 @@ func maxErrLSE(t *testing.T, got []float32, want []float64) float64 {
 // float64 reference may be at most twice the float32 naive error plus 1e-6.
 func checkTol(t *testing.T, what string, errImpl, errNaive float64) {
 	t.Helper()
+	if testing.Verbose() {
+		t.Logf("%s: error %.3g, naive %.3g, ratio %.2f", what, errImpl, errNaive, errImpl/(2*errNaive+1e-6))
+	}
 	if errImpl > 2*errNaive+1e-6 {
 		t.Errorf("%s: error %.3g vs float64, naive float32 %.3g: over 2×naive+1e-6", what, errImpl, errNaive)
 	}

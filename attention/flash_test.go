@@ -1,0 +1,120 @@
+package attention
+
+import (
+	"math"
+	"testing"
+)
+
+// flashCases cover tile edges: lengths that are not multiples of the tile,
+// every supported head size, causal diagonals crossing tiles, GQA and MQA,
+// sliding windows, padded batches and fully masked rows.
+func flashCases(short bool) []tcase {
+	cs := []tcase{
+		{B: 1, H: 1, KVH: 1, Tq: 1, Tk: 1, D: 16, Causal: true},
+		{B: 2, H: 2, KVH: 1, Tq: 7, Tk: 7, D: 16, Causal: true},
+		{B: 1, H: 2, KVH: 2, Tq: 63, Tk: 63, D: 32, Causal: true},
+		{B: 1, H: 2, KVH: 1, Tq: 65, Tk: 65, D: 64, Causal: true},
+		{B: 1, H: 1, KVH: 1, Tq: 65, Tk: 65, D: 64},
+		{B: 1, H: 4, KVH: 1, Tq: 200, Tk: 200, D: 64, Causal: true},
+		{B: 2, H: 2, KVH: 2, Tq: 130, Tk: 130, D: 128, Causal: true},
+		{B: 1, H: 3, KVH: 3, Tq: 97, Tk: 97, D: 16},
+		{B: 1, H: 4, KVH: 2, Tq: 150, Tk: 150, D: 32, Causal: true, Window: 37},
+		{B: 1, H: 2, KVH: 1, Tq: 90, Tk: 90, D: 32, Window: 20},
+		{B: 3, H: 2, KVH: 1, Tq: 70, Tk: 70, D: 64, Causal: true, Lengths: []int{70, 33, 0}},
+		{B: 2, H: 2, KVH: 2, Tq: 50, Tk: 50, D: 16, Lengths: []int{17, 50}},
+		{B: 1, H: 2, KVH: 1, Tq: 5, Tk: 77, D: 64, Causal: true},
+		{B: 1, H: 1, KVH: 1, Tq: 40, Tk: 9, D: 16, Causal: true},
+		{B: 1, H: 2, KVH: 2, Tq: 64, Tk: 64, D: 24, Causal: true},
+		// Tile sizes that are not multiples of the register block, and
+		// tiny tiles so that diagonals cross many tiles.
+		{B: 1, H: 2, KVH: 1, Tq: 100, Tk: 100, D: 32, Causal: true, BQ: 7, BK: 5},
+		{B: 1, H: 2, KVH: 2, Tq: 129, Tk: 129, D: 64, Causal: true, BQ: 64, BK: 64},
+		{B: 1, H: 1, KVH: 1, Tq: 129, Tk: 129, D: 64, Causal: true, BQ: 48, BK: 128, Scale: 0.3},
+	}
+	if !short {
+		cs = append(cs,
+			tcase{B: 1, H: 2, KVH: 1, Tq: 333, Tk: 333, D: 128, Causal: true},
+			tcase{B: 2, H: 4, KVH: 4, Tq: 257, Tk: 257, D: 64, Causal: true, Window: 100, Lengths: []int{257, 190}},
+		)
+	}
+	return cs
+}
+
+// result32 is one float32 implementation's output and gradients.
+type result32 struct {
+	o          Tensor
+	lse        []float32
+	dq, dk, dv Tensor
+}
+
+func runNaive(t *testing.T, c tcase, in inputs) result32 {
+	t.Helper()
+	o, lse, err := NaiveForward(in.q, in.k, in.v, c.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dq, dk, dv, err := NaiveBackward(in.q, in.k, in.v, o, lse, in.dO, c.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return result32{o, lse, dq, dk, dv}
+}
+
+// compare applies the tolerance rule to every output of got that is set.
+func compare(t *testing.T, c tcase, got, naive result32, ref ref64) {
+	t.Helper()
+	checkTol(t, "o", maxErr(t, "o", got.o, ref.o), maxErr(t, "o", naive.o, ref.o))
+	if got.lse != nil {
+		checkTol(t, "lse", maxErrLSE(t, got.lse, ref.lse), maxErrLSE(t, naive.lse, ref.lse))
+	}
+	if got.dq.Data != nil {
+		checkTol(t, "dq", maxErr(t, "dq", got.dq, ref.dq), maxErr(t, "dq", naive.dq, ref.dq))
+		checkTol(t, "dk", maxErr(t, "dk", got.dk, ref.dk), maxErr(t, "dk", naive.dk, ref.dk))
+		checkTol(t, "dv", maxErr(t, "dv", got.dv, ref.dv), maxErr(t, "dv", naive.dv, ref.dv))
+	}
+}
+
+func TestFlashForward(t *testing.T) {
+	forEachTileKernel(t, func(t *testing.T) {
+		for _, c := range flashCases(testing.Short()) {
+			t.Run(c.String(), func(t *testing.T) {
+				in := c.inputs(11)
+				ref := c.reference(in)
+				naive := runNaive(t, c, in)
+				o, lse, err := Forward(in.q, in.k, in.v, c.opts())
+				if err != nil {
+					t.Fatal(err)
+				}
+				compare(t, c, result32{o: o, lse: lse}, naive, ref)
+				checkMaskedRows(t, c, o, lse)
+			})
+		}
+	})
+}
+
+// checkMaskedRows checks that rows with no visible key are exactly zero with
+// a log-sum-exp of −Inf.
+func checkMaskedRows(t *testing.T, c tcase, o Tensor, lse []float32) {
+	t.Helper()
+	for b := 0; b < c.B; b++ {
+		for h := 0; h < c.H; h++ {
+			for i := 0; i < c.Tq; i++ {
+				any := false
+				for j := 0; j < c.Tk && !any; j++ {
+					any = c.refAllowed(b, i, j)
+				}
+				if any {
+					continue
+				}
+				if l := lse[(b*c.H+h)*c.Tq+i]; !math.IsInf(float64(l), -1) {
+					t.Fatalf("masked row (%d %d %d): lse %v", b, h, i, l)
+				}
+				for _, x := range o.Row(b, h, i) {
+					if x != 0 {
+						t.Fatalf("masked row (%d %d %d): output %v", b, h, i, x)
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package attention
+
+// Tile products. Every matrix product of the FlashAttention kernels is
+//
+//	C[m×n] = op(A·B)   with A(i,p) = a[i·sai + p·sak], B(p,j) = b[p·ldb + j],
+//
+// C(i,j) = c[i·ldc + j], so that A can be read row-major (sai = lda, sak = 1)
+// or transposed (sai = 1, sak = lda) without copying, and op is one of:
+//
+//	tileSet:  C  = A·B
+//	tileAdd:  C += A·B
+//	tileDS:   C  = P ∘ (A·B − dv[i])   (P laid out like C; the score
+//	                                    gradient of the backward pass)
+//
+// The 6×16 register-blocked AVX2/FMA kernel covers whole 6-row, 16-column
+// blocks; the rest runs in Go. Callers pad their tile buffers so that nearly
+// all the work falls into whole blocks.
+
+const (
+	tileSet = iota
+	tileAdd
+	tileDS
+)
+
+const (
+	microM = 6  // rows of the register block
+	microN = 16 // columns of the register block
+)
+
+// useAsm selects the assembly kernel; tests flip it to cover both paths.
+var useAsm = hasAsm
+
+// tileKernel returns the name of the tile kernel in use.
+func tileKernel() string {
+	if useAsm {
+		return "avx2+fma 6x16"
+	}
+	return "generic"
+}
+
+// gemm computes C = op(A·B) as described above. It panics if a slice is too
+// short for the dimensions (an internal error: callers size their buffers).
+func gemm(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) {
+	if m <= 0 || n <= 0 {
+		return
+	}
+	if k > 0 {
+		_ = a[(m-1)*sai+(k-1)*sak]
+		_ = b[(k-1)*ldb+n-1]
+	}
+	_ = c[(m-1)*ldc+n-1]
+	if mode == tileDS {
+		_ = p[(m-1)*ldc+n-1]
+		_ = dv[m-1]
+	}
+	m6, n16 := m, n
+	if useAsm && k > 0 {
+		m6, n16 = m/microM*microM, n/microN*microN
+		if n16 > 0 {
+			for i := 0; i < m6; i += microM {
+				var pp, dd *float32
+				if mode == tileDS {
+					pp, dd = &p[i*ldc], &dv[i]
+				}
+				kern6x16(n16, k, &a[i*sai], sai, sak, &b[0], ldb, &c[i*ldc], ldc, mode, pp, dd)
+			}
+		} else {
+			m6 = 0
+		}
+		// Remaining columns of the whole row blocks.
+		if n16 < n && m6 > 0 {
+			gemmGeneric(m6, n16, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+		}
+		if m6 == m {
+			return
+		}
+		// Remaining rows, all columns.
+		a, c = a[m6*sai:], c[m6*ldc:]
+		if mode == tileDS {
+			p, dv = p[m6*ldc:], dv[m6:]
+		}
+		m -= m6
+	}
+	gemmGeneric(m, 0, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+}
+
+// gemmGeneric computes columns [j0, j1) of C = op(A·B) for m rows in Go.
+// It accumulates in float64 (one rounding per element, like the FMA chains
+// of the assembly kernel, where plain float32 multiply-adds would round
+// twice per step).
+func gemmGeneric(m, j0, j1, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) {
+	const chunk = 64
+	var acc [chunk]float64
+	for i := 0; i < m; i++ {
+		for jc := j0; jc < j1; jc += chunk {
+			je := min(jc+chunk, j1)
+			crow := c[i*ldc+jc : i*ldc+je]
+			sum := acc[:len(crow)]
+			for j := range sum {
+				sum[j] = 0
+				if mode == tileAdd {
+					sum[j] = float64(crow[j])
+				}
+			}
+			for q := 0; q < k; q++ {
+				av := float64(a[i*sai+q*sak])
+				brow := b[q*ldb+jc : q*ldb+je]
+				for j, bv := range brow {
+					sum[j] += av * float64(bv)
+				}
+			}
+			if mode == tileDS {
+				prow := p[i*ldc+jc : i*ldc+je]
+				d := float64(dv[i])
+				for j := range sum {
+					crow[j] = prow[j] * float32(sum[j]-d)
+				}
+				continue
+			}
+			for j, x := range sum {
+				crow[j] = float32(x)
+			}
+		}
+	}
+}

@@ -1,0 +1,108 @@
+package attention
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// forEachTileKernel runs f with every tile kernel this CPU supports. Tests
+// using it must not run in parallel: they flip useAsm.
+func forEachTileKernel(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	saved := useAsm
+	defer func() { useAsm = saved }()
+	impls := []bool{false}
+	if hasAsm {
+		impls = append(impls, true)
+	}
+	for _, asm := range impls {
+		useAsm = asm
+		t.Run(tileKernel(), f)
+	}
+}
+
+func TestGemm(t *testing.T) {
+	forEachTileKernel(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(1, 2))
+		for _, m := range []int{1, 5, 6, 7, 13, 18} {
+			for _, n := range []int{1, 8, 16, 17, 32, 47} {
+				for _, k := range []int{0, 1, 3, 16, 65} {
+					for _, trans := range []bool{false, true} {
+						for mode := tileSet; mode <= tileDS; mode++ {
+							checkGemm(t, rng, m, n, k, trans, mode)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+func checkGemm(t *testing.T, rng *rand.Rand, m, n, k int, trans bool, mode int) {
+	t.Helper()
+	lda, ldb, ldc := k+3, n+5, n+2
+	sai, sak := lda, 1
+	if trans {
+		lda = m + 3
+		sai, sak = 1, lda
+	}
+	rows := m
+	if trans {
+		rows = k
+	}
+	a := randData(rng, max(rows, 1)*lda)
+	b := randData(rng, max(k, 1)*ldb)
+	c := randData(rng, m*ldc)
+	p := randData(rng, m*ldc)
+	dv := randData(rng, m)
+	want := make([]float64, len(c))
+	for i := 0; i < m; i++ {
+		for j := 0; j < ldc; j++ {
+			want[i*ldc+j] = float64(c[i*ldc+j])
+			if j >= n {
+				continue
+			}
+			var s float64
+			for q := 0; q < k; q++ {
+				s += float64(a[i*sai+q*sak]) * float64(b[q*ldb+j])
+			}
+			switch mode {
+			case tileSet:
+				want[i*ldc+j] = s
+			case tileAdd:
+				want[i*ldc+j] += s
+			case tileDS:
+				want[i*ldc+j] = float64(p[i*ldc+j]) * (s - float64(dv[i]))
+			}
+		}
+	}
+	gemm(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+	for i := range c {
+		if d := math.Abs(float64(c[i]) - want[i]); d > 1e-4*(1+math.Abs(want[i])) {
+			t.Fatalf("m=%d n=%d k=%d trans=%v mode=%d: c[%d] = %v, want %v", m, n, k, trans, mode, i, c[i], want[i])
+		}
+	}
+}
+
+func BenchmarkGemm(b *testing.B) {
+	for _, s := range []struct{ m, n, k int }{{96, 64, 64}, {64, 64, 96}, {66, 128, 64}} {
+		for _, trans := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%dx%dx%d/trans=%v", s.m, s.n, s.k, trans), func(b *testing.B) {
+				rng := rand.New(rand.NewPCG(1, 2))
+				a := randData(rng, s.m*s.k)
+				bb := randData(rng, s.k*s.n)
+				c := make([]float32, s.m*s.n)
+				sai, sak := s.k, 1
+				if trans {
+					sai, sak = 1, s.m
+				}
+				for i := 0; i < b.N; i++ {
+					gemm(s.m, s.n, s.k, a, sai, sak, bb, s.n, c, s.n, tileAdd, nil, nil)
+				}
+				b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
