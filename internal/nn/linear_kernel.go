@@ -1,6 +1,10 @@
 package nn
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+)
 
 // weightGradProducts counts the weight-gradient GEMMs run (xᵀ·dy), so tests
 // can prove that frozen weights cost none.
@@ -63,9 +67,9 @@ func linearForward(y, x, w, b []float32, n, in, out int, transW bool) {
 		beta = 1
 	}
 	if transW {
-		sgemm(false, true, n, out, in, 1, x, in, w, in, beta, y, out)
+		kernels.Sgemm(false, true, n, out, in, 1, x, in, w, in, beta, y, out)
 	} else {
-		sgemm(false, false, n, out, in, 1, x, in, w, out, beta, y, out)
+		kernels.Sgemm(false, false, n, out, in, 1, x, in, w, out, beta, y, out)
 	}
 }
 
@@ -122,9 +126,9 @@ func linearBackwardX(dx, dy, w []float32, n, in, out int, transW bool, beta floa
 		return
 	}
 	if transW {
-		sgemm(false, false, n, in, out, 1, dy, out, w, in, beta, dx, in)
+		kernels.Sgemm(false, false, n, in, out, 1, dy, out, w, in, beta, dx, in)
 	} else {
-		sgemm(false, true, n, in, out, 1, dy, out, w, out, beta, dx, in)
+		kernels.Sgemm(false, true, n, in, out, 1, dy, out, w, out, beta, dx, in)
 	}
 }
 
@@ -138,8 +142,8 @@ func linearBackwardW(dw, dy, x []float32, n, in, out int, transW bool, beta floa
 		return
 	}
 	if transW {
-		sgemm(true, false, out, in, n, 1, dy, out, x, in, beta, dw, in)
+		kernels.Sgemm(true, false, out, in, n, 1, dy, out, x, in, beta, dw, in)
 	} else {
-		sgemm(true, false, in, out, n, 1, x, in, dy, out, beta, dw, out)
+		kernels.Sgemm(true, false, in, out, n, 1, x, in, dy, out, beta, dw, out)
 	}
 }
