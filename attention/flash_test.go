@@ -118,3 +118,60 @@ func checkMaskedRows(t *testing.T, c tcase, o Tensor, lse []float32) {
 		}
 	}
 }
+
+func TestFlashBackward(t *testing.T) {
+	forEachTileKernel(t, func(t *testing.T) {
+		for _, c := range flashCases(testing.Short()) {
+			t.Run(c.String(), func(t *testing.T) {
+				in := c.inputs(12)
+				ref := c.reference(in)
+				naive := runNaive(t, c, in)
+				o, lse, err := Forward(in.q, in.k, in.v, c.opts())
+				if err != nil {
+					t.Fatal(err)
+				}
+				dq, dk, dv, err := Backward(in.q, in.k, in.v, o, lse, in.dO, c.opts())
+				if err != nil {
+					t.Fatal(err)
+				}
+				compare(t, c, result32{o: o, lse: lse, dq: dq, dk: dk, dv: dv}, naive, ref)
+			})
+		}
+	})
+}
+
+// TestFlashDeterministic checks that repeated runs, with any number of
+// workers, give bit-identical outputs and gradients.
+func TestFlashDeterministic(t *testing.T) {
+	for _, c := range []tcase{
+		{B: 1, H: 4, KVH: 1, Tq: 300, Tk: 300, D: 64, Causal: true}, // split key blocks
+		{B: 2, H: 4, KVH: 2, Tq: 150, Tk: 150, D: 32, Causal: true, Window: 50},
+	} {
+		in := c.inputs(5)
+		var first []Tensor
+		for run, workers := range []int{1, 2, 3, 8, 2} {
+			opts := c.opts()
+			opts.Workers = workers
+			o, lse, err := Forward(in.q, in.k, in.v, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dq, dk, dv, err := Backward(in.q, in.k, in.v, o, lse, in.dO, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []Tensor{o, dq, dk, dv}
+			if run == 0 {
+				first = got
+				continue
+			}
+			for i := range got {
+				for j, x := range got[i].Data {
+					if math.Float32bits(x) != math.Float32bits(first[i].Data[j]) {
+						t.Fatalf("%v: workers=%d: output %d differs at %d: %v vs %v", c, workers, i, j, x, first[i].Data[j])
+					}
+				}
+			}
+		}
+	}
+}

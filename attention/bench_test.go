@@ -1,0 +1,81 @@
+package attention
+
+import (
+	"fmt"
+	"testing"
+)
+
+// Benchmarks of the issue: B=1, H=4, D=64, causal. FLOPs count the causal
+// half, as the PyTorch anchor does: 4·B·H·T²·D/2 for the forward pass (two
+// products) and 3.5 times that for forward plus backward (seven products).
+
+const benchB, benchH, benchD = 1, 4, 64
+
+func fwdFLOPs(t int) float64 { return 2 * 2 * benchB * benchH * float64(t) * float64(t) * benchD / 2 }
+
+func benchInputs(t int) inputs {
+	return tcase{B: benchB, H: benchH, KVH: benchH, Tq: t, Tk: t, D: benchD}.inputs(1)
+}
+
+type fwdFunc func(q, k, v Tensor, opts Options) (Tensor, []float32, error)
+type bwdFunc func(q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) (Tensor, Tensor, Tensor, error)
+
+func benchAttention(b *testing.B, fwd fwdFunc, bwd bwdFunc, t int, backward bool, opts Options) {
+	in := benchInputs(t)
+	opts.Causal = true
+	step := func() {
+		o, lse, err := fwd(in.q, in.k, in.v, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if backward {
+			if _, _, _, err := bwd(in.q, in.k, in.v, o, lse, in.dO, opts); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	step() // fill the scratch pools: B/op then shows the steady state
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		step()
+	}
+	flops := fwdFLOPs(t)
+	if backward {
+		flops *= 3.5
+	}
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
+}
+
+func BenchmarkFlash(b *testing.B) {
+	for _, pass := range []string{"fwd", "fwdbwd"} {
+		for _, t := range []int{1024, 4096, 16384} {
+			b.Run(fmt.Sprintf("%s/T=%d", pass, t), func(b *testing.B) {
+				benchAttention(b, Forward, Backward, t, pass == "fwdbwd", Options{})
+			})
+		}
+	}
+}
+
+func BenchmarkNaive(b *testing.B) {
+	for _, pass := range []string{"fwd", "fwdbwd"} {
+		for _, t := range []int{1024, 4096} {
+			b.Run(fmt.Sprintf("%s/T=%d", pass, t), func(b *testing.B) {
+				benchAttention(b, NaiveForward, NaiveBackward, t, pass == "fwdbwd", Options{})
+			})
+		}
+	}
+}
+
+// BenchmarkTileSweep times forward+backward at T=4096 for a grid of tile
+// sizes; it chose DefaultBlockQ and DefaultBlockK.
+func BenchmarkTileSweep(b *testing.B) {
+	for _, bq := range []int{48, 64, 96, 128, 192} {
+		for _, bk := range []int{32, 64, 128, 256} {
+			b.Run(fmt.Sprintf("bq=%d/bk=%d", bq, bk), func(b *testing.B) {
+				benchAttention(b, Forward, Backward, 4096, true, Options{BlockQ: bq, BlockK: bk})
+			})
+		}
+	}
+}

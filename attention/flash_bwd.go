@@ -1,0 +1,313 @@
+package attention
+
+import (
+	"sync"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+)
+
+// Backward returns the gradients of the attention inputs given the forward
+// output o, its log-sum-exp lse (from Forward) and the output gradient dO
+// (shaped like q). It recomputes the probabilities tile by tile from lse and
+// never allocates a T×T buffer. dq is a new [B, H, Tq, D] tensor, dk and dv
+// new [B, KVH, Tk, D] tensors. opts must be the options of the forward call
+// (tile sizes and workers may differ).
+func Backward(q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) (dq, dk, dv Tensor, err error) {
+	if _, err = checkQKV(q, k, v); err != nil {
+		return
+	}
+	dq = NewTensor(q.B, q.H, q.T, q.D)
+	dk = NewTensor(k.B, k.H, k.T, k.D)
+	dv = NewTensor(v.B, v.H, v.T, v.D)
+	if err = BackwardInto(dq, dk, dv, q, k, v, o, lse, dO, opts); err != nil {
+		return Tensor{}, Tensor{}, Tensor{}, err
+	}
+	return dq, dk, dv, nil
+}
+
+// BackwardInto is Backward writing (not adding) the gradients into dq, dk
+// and dv, which may have any strides (for example the column ranges of one
+// packed QKV gradient, see PackedQKV). Apart from pooled scratch it
+// allocates nothing that grows with the problem.
+func BackwardInto(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) error {
+	p, err := checkQKV(q, k, v)
+	if err != nil {
+		return err
+	}
+	if err := p.resolve(&opts, false, 0); err != nil {
+		return err
+	}
+	if err := checkBackwardArgs(p, dq, dk, dv, q, k, o, dO); err != nil {
+		return err
+	}
+	if err := checkLSE(lse, p); err != nil {
+		return err
+	}
+	flashBackward(p, &bwdArgs{q: q, k: k, v: v, o: o, dO: dO, lse: lse, dq: dq, dk: dk, dv: dv})
+	return nil
+}
+
+// bwdArgs gathers the tensors of a backward call.
+type bwdArgs struct {
+	q, k, v, o, dO Tensor
+	lse            []float32
+	dq, dk, dv     Tensor
+}
+
+// minBackwardItems is the number of work items below which the key blocks of
+// one (batch, kv head) are split between several items. It depends on the
+// shapes only, so results do not depend on the number of workers.
+const minBackwardItems = 4
+
+var (
+	bwdPool     = sync.Pool{New: func() any { return new(bwdScratch) }}
+	dqPartsPool floatPool
+)
+
+// bwdScratch is one worker's memory in the backward pass.
+type bwdScratch struct {
+	kt, vt     []float32 // scaled Kᵀ and Vᵀ of the key block, D × ldt
+	ps, ds     []float32 // probabilities and score gradients, mr × lds
+	dk, dv     []float32 // key-block gradients, roundUp(bk, 6) × D
+	qpad, dpad []float32 // padded copies of the last query block of q and dO
+	di         []float32 // rowsum(dO∘O) per head of the group, padded rows
+	dq         []float32 // dq accumulator per head of the group (unsplit items)
+}
+
+// bwdGeom holds the sizes shared by the items of one backward call.
+type bwdGeom struct {
+	ldt, lds, mr int // leading dims of the Kᵀ/Vᵀ tiles and P/dS, padded block rows
+	tqp          int // padded rows of di and dq per head
+	nkb          int // key blocks
+	nsplit       int // items per (batch, kv head)
+	splits       []int
+}
+
+func (s *bwdScratch) size(p *problem, g *bwdGeom, ownDQ bool) {
+	d := p.D
+	s.kt = grow(s.kt, d*g.ldt)
+	s.vt = grow(s.vt, d*g.ldt)
+	s.ps = grow(s.ps, g.mr*g.lds)
+	s.ds = grow(s.ds, g.mr*g.lds)
+	s.dk = grow(s.dk, roundUp(p.bk, microM)*d)
+	s.dv = grow(s.dv, roundUp(p.bk, microM)*d)
+	s.qpad = grow(s.qpad, g.mr*d)
+	s.dpad = grow(s.dpad, g.mr*d)
+	s.di = grow(s.di, p.G*g.tqp)
+	if ownDQ {
+		s.dq = grow(s.dq, p.G*g.tqp*d)
+	}
+}
+
+// flashBackward runs the backward pass on validated arguments.
+func flashBackward(p *problem, a *bwdArgs) {
+	if p.B*p.KVH == 0 || p.Tk == 0 && p.Tq == 0 {
+		return
+	}
+	g := &bwdGeom{
+		ldt: roundUp(p.bk, microN),
+		lds: roundUp(p.bk, microN) + 8, // room for 6-row reads of Pᵀ past bc
+		mr:  roundUp(p.bq, microM),
+		tqp: p.Tq + microM,
+		nkb: (p.Tk + p.bk - 1) / p.bk,
+	}
+	pairs := p.B * p.KVH
+	g.nsplit = 1
+	if pairs < minBackwardItems && g.nkb > 1 {
+		g.nsplit = min((minBackwardItems+pairs-1)/pairs, g.nkb)
+	}
+	var parts *[]float32
+	partLen := p.G * g.tqp * p.D
+	if g.nsplit > 1 {
+		parts = dqPartsPool.get(pairs * g.nsplit * partLen)
+		defer dqPartsPool.put(parts)
+	}
+	nitems := pairs * g.nsplit
+	scratch := make([]*bwdScratch, min(p.workers, nitems))
+	parallelFor(p.workers, nitems, func(w, item int) {
+		s := scratch[w]
+		if s == nil {
+			s = bwdPool.Get().(*bwdScratch)
+			s.size(p, g, g.nsplit == 1)
+			scratch[w] = s
+		}
+		pair, split := item/g.nsplit, item%g.nsplit
+		b, kh := pair/p.KVH, pair%p.KVH
+		kb0, kb1 := 0, g.nkb
+		dqAcc := s.dq
+		if g.nsplit > 1 {
+			kb0, kb1 = splitRange(p, g, b, split)
+			dqAcc = (*parts)[item*partLen : (item+1)*partLen]
+		}
+		backwardItem(p, g, s, a, b, kh, kb0, kb1, dqAcc)
+		if g.nsplit == 1 {
+			writeDQ(p, g, a.dq, b, kh, [][]float32{dqAcc})
+		}
+	})
+	for _, s := range scratch {
+		if s != nil {
+			bwdPool.Put(s)
+		}
+	}
+	if g.nsplit > 1 {
+		// Sum the partial dq of each (batch, kv head) in split order.
+		parallelFor(p.workers, pairs, func(_, pair int) {
+			ps := make([][]float32, g.nsplit)
+			for i := range ps {
+				it := pair*g.nsplit + i
+				ps[i] = (*parts)[it*partLen : (it+1)*partLen]
+			}
+			writeDQ(p, g, a.dq, pair/p.KVH, pair%p.KVH, ps)
+		})
+	}
+}
+
+// splitRange returns the key blocks [kb0, kb1) of one split: contiguous
+// ranges with about equal numbers of (query row, key block) pairs.
+func splitRange(p *problem, g *bwdGeom, b, split int) (kb0, kb1 int) {
+	cost := make([]int, g.nkb+1)
+	for j := 0; j < g.nkb; j++ {
+		i0, i1 := p.queryRangeForKeys(b, j*p.bk, (j+1)*p.bk)
+		cost[j+1] = cost[j] + (i1 - i0) + 1
+	}
+	total := cost[g.nkb]
+	bound := func(s int) int {
+		if s == g.nsplit {
+			return g.nkb
+		}
+		return searchRows(g.nkb, func(j int) bool { return cost[j]*g.nsplit >= total*s })
+	}
+	return bound(split), bound(split + 1)
+}
+
+// writeDQ writes dq = scale·Σ parts for the query heads of (b, kv head kh).
+func writeDQ(p *problem, g *bwdGeom, dq Tensor, b, kh int, parts [][]float32) {
+	d := p.D
+	for hg := 0; hg < p.G; hg++ {
+		h := kh*p.G + hg
+		for i := 0; i < p.Tq; i++ {
+			row := dq.Row(b, h, i)
+			off := (hg*g.tqp + i) * d
+			copy(row, parts[0][off:off+d])
+			for _, part := range parts[1:] {
+				kernels.Axpy(1, part[off:off+d], row)
+			}
+			kernels.Scale(p.scale, row)
+		}
+	}
+}
+
+// backwardItem accumulates, for key blocks [kb0, kb1) of kv head kh of
+// sequence b, the gradients dK and dV of those keys (written to a.dk, a.dv)
+// and the unscaled dQ contributions of the group's query heads (into dqAcc,
+// G heads of g.tqp rows of D).
+func backwardItem(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, kb0, kb1 int, dqAcc []float32) {
+	clear(dqAcc)
+	// D_i = rowsum(dO∘O), zero for masked and padding rows.
+	di := s.di
+	clear(di)
+	for hg := 0; hg < p.G; hg++ {
+		h := kh*p.G + hg
+		lse := a.lse[(b*p.H+h)*p.Tq : (b*p.H+h+1)*p.Tq]
+		for i := 0; i < p.Tq; i++ {
+			if lse[i] != negInf {
+				di[hg*g.tqp+i] = kernels.Dot(a.dO.Row(b, h, i), a.o.Row(b, h, i))
+			}
+		}
+	}
+	for kb := kb0; kb < kb1; kb++ {
+		j0 := kb * p.bk
+		bc := min(p.bk, p.Tk-j0)
+		backwardKeyBlock(p, g, s, a, b, kh, j0, bc, dqAcc)
+	}
+}
+
+// backwardKeyBlock handles keys [j0, j0+bc) of kv head kh of sequence b.
+func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, j0, bc int, dqAcc []float32) {
+	d := p.D
+	nb := roundUp(bc, microN) // columns of the S and dS products
+	mk := roundUp(bc, microM) // rows of the dK and dV products
+	dk, dv := s.dk[:mk*d], s.dv[:mk*d]
+	clear(dk)
+	clear(dv)
+	// Scaled Kᵀ and Vᵀ of the block, zero-padded to nb columns.
+	kt, vt := s.kt, s.vt
+	for c := 0; c < bc; c++ {
+		krow, vrow := a.k.Row(b, kh, j0+c), a.v.Row(b, kh, j0+c)
+		for x := 0; x < d; x++ {
+			kt[x*g.ldt+c] = p.scale * krow[x]
+			vt[x*g.ldt+c] = vrow[x]
+		}
+	}
+	for x := 0; x < d; x++ {
+		clear(kt[x*g.ldt+bc : x*g.ldt+nb])
+		clear(vt[x*g.ldt+bc : x*g.ldt+nb])
+	}
+	kRows := a.k.Data[a.k.Index(b, kh, j0, 0):]
+	qi0, qi1 := p.queryRangeForKeys(b, j0, j0+bc)
+	ps, ds := s.ps, s.ds
+	for hg := 0; hg < p.G && qi0 < qi1; hg++ {
+		h := kh*p.G + hg
+		lse := a.lse[(b*p.H+h)*p.Tq : (b*p.H+h+1)*p.Tq]
+		di := s.di[hg*g.tqp : (hg+1)*g.tqp]
+		dqh := dqAcc[hg*g.tqp*d : (hg+1)*g.tqp*d]
+		for i0 := qi0; i0 < qi1; i0 += p.bq {
+			br := min(p.bq, qi1-i0)
+			mr := roundUp(br, microM)
+			qRows := a.q.Data[a.q.Index(b, h, i0, 0):]
+			dORows := a.dO.Data[a.dO.Index(b, h, i0, 0):]
+			// The products read mr rows of q and dO; past the end of the
+			// sequence use zero-padded copies.
+			qA, ldq := qRows, a.q.StrideT
+			dA, ldd := dORows, a.dO.StrideT
+			if i0+mr > p.Tq {
+				qA, ldq = padRows(s.qpad, a.q, b, h, i0, br, mr), d
+				dA, ldd = padRows(s.dpad, a.dO, b, h, i0, br, mr), d
+			}
+			// P = exp(S − lse), zero outside the mask and in padding rows.
+			gemm(mr, nb, d, qA, ldq, 1, kt, g.ldt, ps, g.lds, tileSet, nil, nil)
+			for r := 0; r < mr; r++ {
+				row := ps[r*g.lds : r*g.lds+bc]
+				if r >= br {
+					clear(ps[r*g.lds : r*g.lds+nb])
+					continue
+				}
+				i := i0 + r
+				lo, hi := p.keyRange(b, i)
+				lo, hi = max(lo-j0, 0), min(hi-j0, bc)
+				if lo >= hi || lse[i] == negInf {
+					clear(row)
+					continue
+				}
+				kernels.ExpSubSum(row[lo:hi], row[lo:hi], lse[i])
+				clear(row[:lo])
+				clear(row[hi:])
+			}
+			// dS = P ∘ (dO·Vᵀ − D).
+			gemm(mr, nb, d, dA, ldd, 1, vt, g.ldt, ds, g.lds, tileDS, ps, di[i0:])
+			// dV += Pᵀ·dO and dK += dSᵀ·Q over the block's br rows.
+			gemm(mk, d, br, ps, 1, g.lds, dORows, a.dO.StrideT, dv, d, tileAdd, nil, nil)
+			gemm(mk, d, br, ds, 1, g.lds, qRows, a.q.StrideT, dk, d, tileAdd, nil, nil)
+			// dQ += dS·K (rows past br of dS are zero).
+			gemm(mr, d, bc, ds, g.lds, 1, kRows, a.k.StrideT, dqh[i0*d:], d, tileAdd, nil, nil)
+		}
+	}
+	for c := 0; c < bc; c++ {
+		krow, vrow := a.dk.Row(b, kh, j0+c), a.dv.Row(b, kh, j0+c)
+		copy(krow, dk[c*d:(c+1)*d])
+		kernels.Scale(p.scale, krow)
+		copy(vrow, dv[c*d:(c+1)*d])
+	}
+}
+
+// padRows copies rows [i0, i0+br) of (b, h) of x into buf as an mr×D block
+// with zero rows after br.
+func padRows(buf []float32, x Tensor, b, h, i0, br, mr int) []float32 {
+	d := x.D
+	buf = buf[:mr*d]
+	for r := 0; r < br; r++ {
+		copy(buf[r*d:(r+1)*d], x.Row(b, h, i0+r))
+	}
+	clear(buf[br*d:])
+	return buf
+}
