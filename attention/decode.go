@@ -1,0 +1,157 @@
+package attention
+
+import (
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+)
+
+// DecodeChunk is the number of cache positions one decoding work item
+// covers. The key/value length is cut into chunks of this size, processed in
+// parallel and merged by their log-sum-exp in chunk order, so the result
+// depends on the cache length only, not on the number of workers.
+const DecodeChunk = 256
+
+// Decode computes attention for a few new query rows against a KV cache, the
+// generation path of the model.
+//
+// The caller provides:
+//   - q: [B, H, Tq, D], the queries of the Tq newest tokens of each
+//     sequence (Tq is usually 1; any strides).
+//   - kcache, vcache: [B, KVH, Tcap, D] views of the caches (capacity Tcap,
+//     any strides, typically contiguous), where positions [0, L) are valid and
+//     already include the keys and values of the Tq new tokens at positions
+//     L−Tq … L−1.
+//   - length: L, the same for every sequence; or, if opts.Lengths is non-nil,
+//     length must be 0 and opts.Lengths[b] is sequence b's L. Tq ≤ L ≤ Tcap.
+//
+// Query row r sits at position L−Tq+r: with opts.Causal it sees positions
+// 0 … L−Tq+r, otherwise all L (opts.Window restricts both). The result is a
+// new [B, H, Tq, D] tensor equal (to rounding) to the last Tq rows of Forward
+// over the first L positions.
+func Decode(q, kcache, vcache Tensor, length int, opts Options) (Tensor, error) {
+	if _, err := checkQKV(q, kcache, vcache); err != nil {
+		return Tensor{}, err
+	}
+	o := NewTensor(q.B, q.H, q.T, q.D)
+	if err := DecodeInto(o, q, kcache, vcache, length, opts); err != nil {
+		return Tensor{}, err
+	}
+	return o, nil
+}
+
+// DecodeInto is Decode writing into o (shaped like q, any strides).
+func DecodeInto(o, q, kcache, vcache Tensor, length int, opts Options) error {
+	p, err := checkQKV(q, kcache, vcache)
+	if err != nil {
+		return err
+	}
+	if opts.Lengths != nil && length != 0 {
+		return fmt.Errorf("attention: decode with both a length (%d) and per-sequence lengths: %w", length, ErrOption)
+	}
+	if err := p.resolve(&opts, true, length); err != nil {
+		return err
+	}
+	if err := checkSame("o", o, q); err != nil {
+		return err
+	}
+	flashDecode(p, q, kcache, vcache, o)
+	return nil
+}
+
+var (
+	decodePartsPool floatPool
+	decodeRowPool   = sync.Pool{New: func() any { s := make([]float32, DecodeChunk); return &s }}
+)
+
+// flashDecode runs the split-KV decoding on validated arguments.
+func flashDecode(p *problem, q, k, v, o Tensor) {
+	if p.B*p.H*p.Tq == 0 {
+		return
+	}
+	lmax := 0
+	for _, l := range p.lk {
+		lmax = max(lmax, l)
+	}
+	nchunk := max((lmax+DecodeChunk-1)/DecodeChunk, 1)
+	rows := p.G * p.Tq
+	stride := p.D + 2 // per row: m, l, then D accumulators
+	itemLen := rows * stride
+	nitems := p.B * p.KVH * nchunk
+	parts := decodePartsPool.get(nitems * itemLen)
+	defer decodePartsPool.put(parts)
+	bufs := make([]*[]float32, min(p.workers, nitems))
+	parallelFor(p.workers, nitems, func(w, item int) {
+		if bufs[w] == nil {
+			bufs[w] = decodeRowPool.Get().(*[]float32)
+		}
+		pair, c := item/nchunk, item%nchunk
+		decodeChunk(p, q, k, v, pair/p.KVH, pair%p.KVH, c*DecodeChunk, (*parts)[item*itemLen:(item+1)*itemLen], *bufs[w])
+	})
+	for _, b := range bufs {
+		if b != nil {
+			decodeRowPool.Put(b)
+		}
+	}
+	// Merge the chunks of each (batch, kv head) in chunk order.
+	parallelFor(p.workers, p.B*p.KVH, func(_, pair int) {
+		b, kh := pair/p.KVH, pair%p.KVH
+		for row := 0; row < rows; row++ {
+			hg, r := row/p.Tq, row%p.Tq
+			orow := o.Row(b, kh*p.G+hg, r)
+			clear(orow)
+			mx := negInf
+			for c := 0; c < nchunk; c++ {
+				mx = max(mx, (*parts)[(pair*nchunk+c)*itemLen+row*stride])
+			}
+			if mx == negInf {
+				continue
+			}
+			var l float32
+			for c := 0; c < nchunk; c++ {
+				part := (*parts)[(pair*nchunk+c)*itemLen+row*stride:][:stride]
+				if part[0] == negInf {
+					continue
+				}
+				w := float32(math.Exp(float64(part[0] - mx)))
+				l += w * part[1]
+				kernels.Axpy(w, part[2:], orow)
+			}
+			kernels.Scale(1/l, orow)
+		}
+	})
+}
+
+// decodeChunk computes, for every query row of the group of kv head kh of
+// sequence b, the running maximum, sum and unnormalized output over cache
+// positions [c0, c0+DecodeChunk), into part (rows × (D+2)).
+func decodeChunk(p *problem, q, k, v Tensor, b, kh, c0 int, part, s []float32) {
+	stride := p.D + 2
+	for hg := 0; hg < p.G; hg++ {
+		h := kh*p.G + hg
+		for r := 0; r < p.Tq; r++ {
+			out := part[(hg*p.Tq+r)*stride:][:stride]
+			out[0], out[1] = negInf, 0
+			acc := out[2:]
+			clear(acc)
+			lo, hi := p.keyRange(b, r)
+			lo, hi = max(lo, c0), min(hi, c0+DecodeChunk)
+			if lo >= hi {
+				continue
+			}
+			qrow := q.Row(b, h, r)
+			seg := s[:hi-lo]
+			for j := range seg {
+				seg[j] = p.scale * kernels.Dot(qrow, k.Row(b, kh, lo+j))
+			}
+			m := kernels.Max(seg)
+			out[0] = m
+			out[1] = kernels.ExpSubSum(seg, seg, m)
+			for j, pj := range seg {
+				kernels.Axpy(pj, v.Row(b, kh, lo+j), acc)
+			}
+		}
+	}
+}
