@@ -46,18 +46,7 @@ func Scale(alpha float32, x []float32) {
 // NaN elements are ignored unless every element is NaN.
 func Max(x []float32) float32 {
 	if useAVX2 {
-		m := maxAVX2(x)
-		if m == float32(math.Inf(-1)) && len(x) > 0 {
-			// The vector loop skips NaNs; tell "all NaN" from "all NaN or
-			// -Inf". A masked row (all -Inf) stops at its first element.
-			for _, v := range x {
-				if v == v {
-					return m
-				}
-			}
-			return float32(math.NaN())
-		}
-		return m
+		return maxOrNaN(x, maxAVX2(x))
 	}
 	return maxGeneric(x)
 }

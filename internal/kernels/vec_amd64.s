@@ -38,16 +38,16 @@ dot_block:
 	JL          dot_single
 	VMOVUPS     (AX), Y4
 	VFMADD231PS (DX), Y4, Y0
-	VMOVUPS     32(AX), Y4
-	VFMADD231PS 32(DX), Y4, Y1
+	VMOVUPS     32(AX), Y5
+	VFMADD231PS 32(DX), Y5, Y1
 	VMOVUPS     64(AX), Y4
 	VFMADD231PS 64(DX), Y4, Y2
 	VMOVUPS     96(AX), Y4
 	VFMADD231PS 96(DX), Y4, Y3
 	VMOVUPS     128(AX), Y4
 	VFMADD231PS 128(DX), Y4, Y0
-	VMOVUPS     160(AX), Y4
-	VFMADD231PS 160(DX), Y4, Y1
+	VMOVUPS     160(AX), Y5
+	VFMADD231PS 160(DX), Y5, Y1
 	VMOVUPS     192(AX), Y4
 	VFMADD231PS 192(DX), Y4, Y2
 	VMOVUPS     224(AX), Y4
@@ -76,7 +76,7 @@ dot_tail:
 	VMOVDQU     (BX), Y5
 	VMASKMOVPS  (AX), Y5, Y4
 	VMASKMOVPS  (DX), Y5, Y5
-	VFMADD231PS Y5, Y4, Y3
+	VFMADD231PS Y5, Y4, Y1
 
 dot_done:
 	VADDPS       Y1, Y0, Y0
@@ -101,6 +101,10 @@ TEXT ·sumAVX2(SB), NOSPLIT, $0-28
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
 
 sum_block:
 	CMPQ   CX, $0x00000040
@@ -109,10 +113,10 @@ sum_block:
 	VADDPS 32(AX), Y1, Y1
 	VADDPS 64(AX), Y2, Y2
 	VADDPS 96(AX), Y3, Y3
-	VADDPS 128(AX), Y0, Y0
-	VADDPS 160(AX), Y1, Y1
-	VADDPS 192(AX), Y2, Y2
-	VADDPS 224(AX), Y3, Y3
+	VADDPS 128(AX), Y4, Y4
+	VADDPS 160(AX), Y5, Y5
+	VADDPS 192(AX), Y6, Y6
+	VADDPS 224(AX), Y7, Y7
 	ADDQ   $0x00000100, AX
 	SUBQ   $0x00000040, CX
 	JMP    sum_block
@@ -131,14 +135,18 @@ sum_tail:
 	LEAQ       vecTailMask<>+32(SB), DX
 	SHLQ       $0x02, CX
 	SUBQ       CX, DX
-	VMOVDQU    (DX), Y4
-	VMASKMOVPS (AX), Y4, Y4
-	VADDPS     Y4, Y3, Y3
+	VMOVDQU    (DX), Y8
+	VMASKMOVPS (AX), Y8, Y8
+	VADDPS     Y8, Y1, Y1
 
 sum_done:
 	VADDPS       Y1, Y0, Y0
 	VADDPS       Y3, Y2, Y2
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
 	VADDPS       Y2, Y0, Y0
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y4, Y0, Y0
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	VPERMILPD    $0x01, X0, X1
@@ -174,16 +182,16 @@ max_block:
 	JL      max_single
 	VMOVUPS (AX), Y4
 	VMAXPS  Y0, Y4, Y0
-	VMOVUPS 32(AX), Y4
-	VMAXPS  Y1, Y4, Y1
+	VMOVUPS 32(AX), Y5
+	VMAXPS  Y1, Y5, Y1
 	VMOVUPS 64(AX), Y4
 	VMAXPS  Y2, Y4, Y2
 	VMOVUPS 96(AX), Y4
 	VMAXPS  Y3, Y4, Y3
 	VMOVUPS 128(AX), Y4
 	VMAXPS  Y0, Y4, Y0
-	VMOVUPS 160(AX), Y4
-	VMAXPS  Y1, Y4, Y1
+	VMOVUPS 160(AX), Y5
+	VMAXPS  Y1, Y5, Y1
 	VMOVUPS 192(AX), Y4
 	VMAXPS  Y2, Y4, Y2
 	VMOVUPS 224(AX), Y4
@@ -207,11 +215,11 @@ max_tail:
 	LEAQ       vecTailMask<>+32(SB), DX
 	SHLQ       $0x02, CX
 	SUBQ       CX, DX
-	VMOVDQU    (DX), Y5
-	VMASKMOVPS (AX), Y5, Y4
-	VMOVUPS    vecNegInf<>+0(SB), Y6
-	VBLENDVPS  Y5, Y4, Y6, Y4
-	VMAXPS     Y3, Y4, Y3
+	VMOVDQU    (DX), Y6
+	VMASKMOVPS (AX), Y6, Y4
+	VMOVUPS    vecNegInf<>+0(SB), Y5
+	VBLENDVPS  Y6, Y4, Y5, Y4
+	VMAXPS     Y1, Y4, Y1
 
 max_done:
 	VMAXPS       Y1, Y0, Y0
@@ -463,74 +471,74 @@ exp_block:
 	CMPQ         DX, $0x00000018
 	JL           exp_single
 	VMOVUPS      (CX), Y2
+	VMOVUPS      32(CX), Y3
+	VMOVUPS      64(CX), Y4
 	VMAXPS       Y2, Y0, Y2
+	VMAXPS       Y3, Y0, Y3
+	VMAXPS       Y4, Y0, Y4
 	VMINPS       Y2, Y1, Y2
-	VMULPS       vecExpLog2e<>+0(SB), Y2, Y4
-	VROUNDPS     $0x08, Y4, Y4
-	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y4, Y2
-	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y4, Y2
-	VCVTPS2DQ    Y4, Y4
-	VMOVUPS      vecExpC6<>+0(SB), Y3
-	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VPSRAD       $0x01, Y4, Y2
-	VPSUBD       Y2, Y4, Y4
+	VMINPS       Y3, Y1, Y3
+	VMINPS       Y4, Y1, Y4
+	VMULPS       vecExpLog2e<>+0(SB), Y2, Y8
+	VMULPS       vecExpLog2e<>+0(SB), Y3, Y9
+	VMULPS       vecExpLog2e<>+0(SB), Y4, Y10
+	VROUNDPS     $0x08, Y8, Y8
+	VROUNDPS     $0x08, Y9, Y9
+	VROUNDPS     $0x08, Y10, Y10
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y8, Y2
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y9, Y3
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y10, Y4
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y8, Y2
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y9, Y3
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y10, Y4
+	VCVTPS2DQ    Y8, Y8
+	VCVTPS2DQ    Y9, Y9
+	VCVTPS2DQ    Y10, Y10
+	VMOVUPS      vecExpC6<>+0(SB), Y5
+	VMOVUPS      vecExpC6<>+0(SB), Y6
+	VMOVUPS      vecExpC6<>+0(SB), Y7
+	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC5<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC5<>+0(SB), Y4, Y7
+	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC4<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC4<>+0(SB), Y4, Y7
+	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC3<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC3<>+0(SB), Y4, Y7
+	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC2<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC2<>+0(SB), Y4, Y7
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y6
+	VFMADD213PS  vecOne<>+0(SB), Y4, Y7
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y6
+	VFMADD213PS  vecOne<>+0(SB), Y4, Y7
+	VPSRAD       $0x01, Y8, Y2
+	VPSRAD       $0x01, Y9, Y3
+	VPSRAD       $0x01, Y10, Y4
+	VPSUBD       Y2, Y8, Y8
+	VPSUBD       Y3, Y9, Y9
+	VPSUBD       Y4, Y10, Y10
 	VPADDD       vecExpBias<>+0(SB), Y2, Y2
+	VPADDD       vecExpBias<>+0(SB), Y3, Y3
+	VPADDD       vecExpBias<>+0(SB), Y4, Y4
 	VPSLLD       $0x17, Y2, Y2
+	VPSLLD       $0x17, Y3, Y3
 	VPSLLD       $0x17, Y4, Y4
-	VPADDD       Y4, Y3, Y3
-	VMULPS       Y2, Y3, Y2
+	VPSLLD       $0x17, Y8, Y8
+	VPSLLD       $0x17, Y9, Y9
+	VPSLLD       $0x17, Y10, Y10
+	VPADDD       Y8, Y5, Y5
+	VPADDD       Y9, Y6, Y6
+	VPADDD       Y10, Y7, Y7
+	VMULPS       Y2, Y5, Y2
+	VMULPS       Y3, Y6, Y3
+	VMULPS       Y4, Y7, Y4
 	VMOVUPS      Y2, (AX)
-	VMOVUPS      32(CX), Y2
-	VMAXPS       Y2, Y0, Y2
-	VMINPS       Y2, Y1, Y2
-	VMULPS       vecExpLog2e<>+0(SB), Y2, Y4
-	VROUNDPS     $0x08, Y4, Y4
-	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y4, Y2
-	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y4, Y2
-	VCVTPS2DQ    Y4, Y4
-	VMOVUPS      vecExpC6<>+0(SB), Y3
-	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VPSRAD       $0x01, Y4, Y2
-	VPSUBD       Y2, Y4, Y4
-	VPADDD       vecExpBias<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
-	VPSLLD       $0x17, Y4, Y4
-	VPADDD       Y4, Y3, Y3
-	VMULPS       Y2, Y3, Y2
-	VMOVUPS      Y2, 32(AX)
-	VMOVUPS      64(CX), Y2
-	VMAXPS       Y2, Y0, Y2
-	VMINPS       Y2, Y1, Y2
-	VMULPS       vecExpLog2e<>+0(SB), Y2, Y4
-	VROUNDPS     $0x08, Y4, Y4
-	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y4, Y2
-	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y4, Y2
-	VCVTPS2DQ    Y4, Y4
-	VMOVUPS      vecExpC6<>+0(SB), Y3
-	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VPSRAD       $0x01, Y4, Y2
-	VPSUBD       Y2, Y4, Y4
-	VPADDD       vecExpBias<>+0(SB), Y2, Y2
-	VPSLLD       $0x17, Y2, Y2
-	VPSLLD       $0x17, Y4, Y4
-	VPADDD       Y4, Y3, Y3
-	VMULPS       Y2, Y3, Y2
-	VMOVUPS      Y2, 64(AX)
+	VMOVUPS      Y3, 32(AX)
+	VMOVUPS      Y4, 64(AX)
 	ADDQ         $0x00000060, CX
 	ADDQ         $0x00000060, AX
 	SUBQ         $0x00000018, DX
@@ -542,25 +550,25 @@ exp_single:
 	VMOVUPS      (CX), Y2
 	VMAXPS       Y2, Y0, Y2
 	VMINPS       Y2, Y1, Y2
-	VMULPS       vecExpLog2e<>+0(SB), Y2, Y4
-	VROUNDPS     $0x08, Y4, Y4
-	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y4, Y2
-	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y4, Y2
-	VCVTPS2DQ    Y4, Y4
-	VMOVUPS      vecExpC6<>+0(SB), Y3
-	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VPSRAD       $0x01, Y4, Y2
-	VPSUBD       Y2, Y4, Y4
+	VMULPS       vecExpLog2e<>+0(SB), Y2, Y8
+	VROUNDPS     $0x08, Y8, Y8
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y8, Y2
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y8, Y2
+	VCVTPS2DQ    Y8, Y8
+	VMOVUPS      vecExpC6<>+0(SB), Y5
+	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y5
+	VPSRAD       $0x01, Y8, Y2
+	VPSUBD       Y2, Y8, Y8
 	VPADDD       vecExpBias<>+0(SB), Y2, Y2
 	VPSLLD       $0x17, Y2, Y2
-	VPSLLD       $0x17, Y4, Y4
-	VPADDD       Y4, Y3, Y3
-	VMULPS       Y2, Y3, Y2
+	VPSLLD       $0x17, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VMULPS       Y2, Y5, Y2
 	VMOVUPS      Y2, (AX)
 	ADDQ         $0x20, CX
 	ADDQ         $0x20, AX
@@ -573,30 +581,30 @@ exp_tail:
 	LEAQ         vecTailMask<>+32(SB), BX
 	SHLQ         $0x02, DX
 	SUBQ         DX, BX
-	VMOVDQU      (BX), Y5
-	VMASKMOVPS   (CX), Y5, Y2
+	VMOVDQU      (BX), Y3
+	VMASKMOVPS   (CX), Y3, Y2
 	VMAXPS       Y2, Y0, Y2
 	VMINPS       Y2, Y1, Y2
-	VMULPS       vecExpLog2e<>+0(SB), Y2, Y4
-	VROUNDPS     $0x08, Y4, Y4
-	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y4, Y2
-	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y4, Y2
-	VCVTPS2DQ    Y4, Y4
-	VMOVUPS      vecExpC6<>+0(SB), Y3
-	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y3
-	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VFMADD213PS  vecOne<>+0(SB), Y2, Y3
-	VPSRAD       $0x01, Y4, Y2
-	VPSUBD       Y2, Y4, Y4
+	VMULPS       vecExpLog2e<>+0(SB), Y2, Y8
+	VROUNDPS     $0x08, Y8, Y8
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y8, Y2
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y8, Y2
+	VCVTPS2DQ    Y8, Y8
+	VMOVUPS      vecExpC6<>+0(SB), Y5
+	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y5
+	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y5
+	VPSRAD       $0x01, Y8, Y2
+	VPSUBD       Y2, Y8, Y8
 	VPADDD       vecExpBias<>+0(SB), Y2, Y2
 	VPSLLD       $0x17, Y2, Y2
-	VPSLLD       $0x17, Y4, Y4
-	VPADDD       Y4, Y3, Y3
-	VMULPS       Y2, Y3, Y2
-	VMASKMOVPS   Y2, Y5, (AX)
+	VPSLLD       $0x17, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VMULPS       Y2, Y5, Y2
+	VMASKMOVPS   Y2, Y3, (AX)
 
 exp_done:
 	VZEROUPPER
@@ -612,95 +620,119 @@ TEXT ·expSubSumAVX2(SB), NOSPLIT, $0-60
 	VBROADCASTSS X0, Y0
 	VMOVUPS      vecExpLo<>+0(SB), Y1
 	VMOVUPS      vecExpHi<>+0(SB), Y2
-	VXORPS       Y3, Y3, Y3
-	VXORPS       Y4, Y4, Y4
+	VXORPS       Y12, Y12, Y12
 
 expsubsum_block:
-	CMPQ         DX, $0x00000010
+	CMPQ         DX, $0x00000018
 	JL           expsubsum_single
-	VMOVUPS      (CX), Y5
+	VMOVUPS      (CX), Y3
+	VSUBPS       Y0, Y3, Y3
+	VMOVUPS      32(CX), Y4
+	VSUBPS       Y0, Y4, Y4
+	VMOVUPS      64(CX), Y5
 	VSUBPS       Y0, Y5, Y5
+	VMAXPS       Y3, Y1, Y3
+	VMAXPS       Y4, Y1, Y4
 	VMAXPS       Y5, Y1, Y5
+	VMINPS       Y3, Y2, Y3
+	VMINPS       Y4, Y2, Y4
 	VMINPS       Y5, Y2, Y5
-	VMULPS       vecExpLog2e<>+0(SB), Y5, Y7
-	VROUNDPS     $0x08, Y7, Y7
-	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y7, Y5
-	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y7, Y5
-	VCVTPS2DQ    Y7, Y7
+	VMULPS       vecExpLog2e<>+0(SB), Y3, Y9
+	VMULPS       vecExpLog2e<>+0(SB), Y4, Y10
+	VMULPS       vecExpLog2e<>+0(SB), Y5, Y11
+	VROUNDPS     $0x08, Y9, Y9
+	VROUNDPS     $0x08, Y10, Y10
+	VROUNDPS     $0x08, Y11, Y11
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y9, Y3
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y10, Y4
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y11, Y5
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y9, Y3
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y10, Y4
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y11, Y5
+	VCVTPS2DQ    Y9, Y9
+	VCVTPS2DQ    Y10, Y10
+	VCVTPS2DQ    Y11, Y11
 	VMOVUPS      vecExpC6<>+0(SB), Y6
-	VFMADD213PS  vecExpC5<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC4<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC3<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC2<>+0(SB), Y5, Y6
-	VFMADD213PS  vecOne<>+0(SB), Y5, Y6
-	VFMADD213PS  vecOne<>+0(SB), Y5, Y6
-	VPSRAD       $0x01, Y7, Y5
-	VPSUBD       Y5, Y7, Y7
+	VMOVUPS      vecExpC6<>+0(SB), Y7
+	VMOVUPS      vecExpC6<>+0(SB), Y8
+	VFMADD213PS  vecExpC5<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC5<>+0(SB), Y4, Y7
+	VFMADD213PS  vecExpC5<>+0(SB), Y5, Y8
+	VFMADD213PS  vecExpC4<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC4<>+0(SB), Y4, Y7
+	VFMADD213PS  vecExpC4<>+0(SB), Y5, Y8
+	VFMADD213PS  vecExpC3<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC3<>+0(SB), Y4, Y7
+	VFMADD213PS  vecExpC3<>+0(SB), Y5, Y8
+	VFMADD213PS  vecExpC2<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC2<>+0(SB), Y4, Y7
+	VFMADD213PS  vecExpC2<>+0(SB), Y5, Y8
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y6
+	VFMADD213PS  vecOne<>+0(SB), Y4, Y7
+	VFMADD213PS  vecOne<>+0(SB), Y5, Y8
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y6
+	VFMADD213PS  vecOne<>+0(SB), Y4, Y7
+	VFMADD213PS  vecOne<>+0(SB), Y5, Y8
+	VPSRAD       $0x01, Y9, Y3
+	VPSRAD       $0x01, Y10, Y4
+	VPSRAD       $0x01, Y11, Y5
+	VPSUBD       Y3, Y9, Y9
+	VPSUBD       Y4, Y10, Y10
+	VPSUBD       Y5, Y11, Y11
+	VPADDD       vecExpBias<>+0(SB), Y3, Y3
+	VPADDD       vecExpBias<>+0(SB), Y4, Y4
 	VPADDD       vecExpBias<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y3, Y3
+	VPSLLD       $0x17, Y4, Y4
 	VPSLLD       $0x17, Y5, Y5
-	VPSLLD       $0x17, Y7, Y7
-	VPADDD       Y7, Y6, Y6
-	VMULPS       Y5, Y6, Y5
-	VMOVUPS      Y5, (AX)
-	VADDPS       Y5, Y3, Y3
-	VMOVUPS      32(CX), Y5
-	VSUBPS       Y0, Y5, Y5
-	VMAXPS       Y5, Y1, Y5
-	VMINPS       Y5, Y2, Y5
-	VMULPS       vecExpLog2e<>+0(SB), Y5, Y7
-	VROUNDPS     $0x08, Y7, Y7
-	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y7, Y5
-	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y7, Y5
-	VCVTPS2DQ    Y7, Y7
-	VMOVUPS      vecExpC6<>+0(SB), Y6
-	VFMADD213PS  vecExpC5<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC4<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC3<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC2<>+0(SB), Y5, Y6
-	VFMADD213PS  vecOne<>+0(SB), Y5, Y6
-	VFMADD213PS  vecOne<>+0(SB), Y5, Y6
-	VPSRAD       $0x01, Y7, Y5
-	VPSUBD       Y5, Y7, Y7
-	VPADDD       vecExpBias<>+0(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
-	VPSLLD       $0x17, Y7, Y7
-	VPADDD       Y7, Y6, Y6
-	VMULPS       Y5, Y6, Y5
-	VMOVUPS      Y5, 32(AX)
-	VADDPS       Y5, Y4, Y4
-	ADDQ         $0x00000040, CX
-	ADDQ         $0x00000040, AX
-	SUBQ         $0x00000010, DX
+	VPSLLD       $0x17, Y9, Y9
+	VPSLLD       $0x17, Y10, Y10
+	VPSLLD       $0x17, Y11, Y11
+	VPADDD       Y9, Y6, Y6
+	VPADDD       Y10, Y7, Y7
+	VPADDD       Y11, Y8, Y8
+	VMULPS       Y3, Y6, Y3
+	VMULPS       Y4, Y7, Y4
+	VMULPS       Y5, Y8, Y5
+	VMOVUPS      Y3, (AX)
+	VADDPS       Y3, Y12, Y12
+	VMOVUPS      Y4, 32(AX)
+	VADDPS       Y4, Y12, Y12
+	VMOVUPS      Y5, 64(AX)
+	VADDPS       Y5, Y12, Y12
+	ADDQ         $0x00000060, CX
+	ADDQ         $0x00000060, AX
+	SUBQ         $0x00000018, DX
 	JMP          expsubsum_block
 
 expsubsum_single:
 	CMPQ         DX, $0x08
 	JL           expsubsum_tail
-	VMOVUPS      (CX), Y5
-	VSUBPS       Y0, Y5, Y5
-	VMAXPS       Y5, Y1, Y5
-	VMINPS       Y5, Y2, Y5
-	VMULPS       vecExpLog2e<>+0(SB), Y5, Y7
-	VROUNDPS     $0x08, Y7, Y7
-	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y7, Y5
-	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y7, Y5
-	VCVTPS2DQ    Y7, Y7
+	VMOVUPS      (CX), Y3
+	VSUBPS       Y0, Y3, Y3
+	VMAXPS       Y3, Y1, Y3
+	VMINPS       Y3, Y2, Y3
+	VMULPS       vecExpLog2e<>+0(SB), Y3, Y9
+	VROUNDPS     $0x08, Y9, Y9
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y9, Y3
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y9, Y3
+	VCVTPS2DQ    Y9, Y9
 	VMOVUPS      vecExpC6<>+0(SB), Y6
-	VFMADD213PS  vecExpC5<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC4<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC3<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC2<>+0(SB), Y5, Y6
-	VFMADD213PS  vecOne<>+0(SB), Y5, Y6
-	VFMADD213PS  vecOne<>+0(SB), Y5, Y6
-	VPSRAD       $0x01, Y7, Y5
-	VPSUBD       Y5, Y7, Y7
-	VPADDD       vecExpBias<>+0(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
-	VPSLLD       $0x17, Y7, Y7
-	VPADDD       Y7, Y6, Y6
-	VMULPS       Y5, Y6, Y5
-	VMOVUPS      Y5, (AX)
-	VADDPS       Y5, Y3, Y3
+	VFMADD213PS  vecExpC5<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC4<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC3<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC2<>+0(SB), Y3, Y6
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y6
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y6
+	VPSRAD       $0x01, Y9, Y3
+	VPSUBD       Y3, Y9, Y9
+	VPADDD       vecExpBias<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
+	VPSLLD       $0x17, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMULPS       Y3, Y6, Y3
+	VMOVUPS      Y3, (AX)
+	VADDPS       Y3, Y12, Y12
 	ADDQ         $0x20, CX
 	ADDQ         $0x20, AX
 	SUBQ         $0x08, DX
@@ -712,42 +744,41 @@ expsubsum_tail:
 	LEAQ         vecTailMask<>+32(SB), BX
 	SHLQ         $0x02, DX
 	SUBQ         DX, BX
-	VMOVDQU      (BX), Y8
-	VMASKMOVPS   (CX), Y8, Y5
-	VSUBPS       Y0, Y5, Y5
-	VMAXPS       Y5, Y1, Y5
-	VMINPS       Y5, Y2, Y5
-	VMULPS       vecExpLog2e<>+0(SB), Y5, Y7
-	VROUNDPS     $0x08, Y7, Y7
-	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y7, Y5
-	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y7, Y5
-	VCVTPS2DQ    Y7, Y7
+	VMOVDQU      (BX), Y4
+	VMASKMOVPS   (CX), Y4, Y3
+	VSUBPS       Y0, Y3, Y3
+	VMAXPS       Y3, Y1, Y3
+	VMINPS       Y3, Y2, Y3
+	VMULPS       vecExpLog2e<>+0(SB), Y3, Y9
+	VROUNDPS     $0x08, Y9, Y9
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y9, Y3
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y9, Y3
+	VCVTPS2DQ    Y9, Y9
 	VMOVUPS      vecExpC6<>+0(SB), Y6
-	VFMADD213PS  vecExpC5<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC4<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC3<>+0(SB), Y5, Y6
-	VFMADD213PS  vecExpC2<>+0(SB), Y5, Y6
-	VFMADD213PS  vecOne<>+0(SB), Y5, Y6
-	VFMADD213PS  vecOne<>+0(SB), Y5, Y6
-	VPSRAD       $0x01, Y7, Y5
-	VPSUBD       Y5, Y7, Y7
-	VPADDD       vecExpBias<>+0(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
-	VPSLLD       $0x17, Y7, Y7
-	VPADDD       Y7, Y6, Y6
-	VMULPS       Y5, Y6, Y5
-	VMASKMOVPS   Y5, Y8, (AX)
-	VANDPS       Y8, Y5, Y5
-	VADDPS       Y5, Y4, Y4
+	VFMADD213PS  vecExpC5<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC4<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC3<>+0(SB), Y3, Y6
+	VFMADD213PS  vecExpC2<>+0(SB), Y3, Y6
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y6
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y6
+	VPSRAD       $0x01, Y9, Y3
+	VPSUBD       Y3, Y9, Y9
+	VPADDD       vecExpBias<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
+	VPSLLD       $0x17, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMULPS       Y3, Y6, Y3
+	VMASKMOVPS   Y3, Y4, (AX)
+	VANDPS       Y4, Y3, Y3
+	VADDPS       Y3, Y12, Y12
 
 expsubsum_done:
-	VADDPS       Y4, Y3, Y3
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X0, X3, X3
-	VPERMILPD    $0x01, X3, X0
-	VADDPS       X0, X3, X3
-	VMOVSHDUP    X3, X0
-	VADDPS       X0, X3, X3
+	VEXTRACTF128 $0x01, Y12, X0
+	VADDPS       X0, X12, X12
+	VPERMILPD    $0x01, X12, X0
+	VADDPS       X0, X12, X12
+	VMOVSHDUP    X12, X0
+	VADDPS       X0, X12, X12
 	VZEROUPPER
-	MOVSS        X3, ret+56(FP)
+	MOVSS        X12, ret+56(FP)
 	RET

@@ -31,20 +31,48 @@ func scaleGeneric(alpha float32, x []float32) {
 }
 
 func maxGeneric(x []float32) float32 {
-	m := float32(math.Inf(-1))
-	nan := len(x) > 0
+	// Four running maxima break the compare chain; NaN fails every
+	// comparison and so is skipped.
+	m0, m1, m2, m3 := float32(math.Inf(-1)), float32(math.Inf(-1)), float32(math.Inf(-1)), float32(math.Inf(-1))
+	n := len(x) &^ 3
+	for i := 0; i < n; i += 4 {
+		if v := x[i]; v > m0 {
+			m0 = v
+		}
+		if v := x[i+1]; v > m1 {
+			m1 = v
+		}
+		if v := x[i+2]; v > m2 {
+			m2 = v
+		}
+		if v := x[i+3]; v > m3 {
+			m3 = v
+		}
+	}
+	for _, v := range x[n:] {
+		if v > m0 {
+			m0 = v
+		}
+	}
+	return maxOrNaN(x, max(m0, m1, m2, m3))
+}
+
+// maxOrNaN returns m, the largest non-NaN element of x or -Inf, except that
+// it is NaN when every element of x is NaN.
+func maxOrNaN(x []float32, m float32) float32 {
+	if m != float32(math.Inf(-1)) {
+		return m
+	}
+	// A masked row (all -Inf) stops at its first element.
 	for _, v := range x {
-		if v > m {
-			m = v
-		}
 		if v == v {
-			nan = false
+			return m
 		}
 	}
-	if nan {
-		return float32(math.NaN())
+	if len(x) == 0 {
+		return m
 	}
-	return m
+	return float32(math.NaN())
 }
 
 func sumGeneric(x []float32) float32 {
@@ -95,7 +123,11 @@ func expScalar(x float32) float32 {
 	if x != x {
 		return x
 	}
-	x = min(max(x, expLo), expHi)
+	if x < expLo {
+		x = expLo
+	} else if x > expHi {
+		x = expHi
+	}
 	k := x*expLog2e + expRound
 	k -= expRound
 	r := x - k*expLn2Hi

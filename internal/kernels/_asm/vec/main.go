@@ -90,16 +90,15 @@ func hreduce(y reg.VecVirtual, op func(...Op)) {
 	op(t, x, x)
 }
 
-// reduction emits a loop that folds the slices into acc[0] with step, which
-// consumes one 8-lane vector at each of the given byte offsets.
-func reduction(unroll int, n reg.Register, ptrs []reg.Register, acc []reg.VecVirtual,
-	step func(acc reg.VecVirtual, off int), tail func(acc reg.VecVirtual, mask reg.VecVirtual), name string) {
+// loop emits the loop over n elements shared by all routines: block(k)
+// processes k 8-lane vectors at byte offsets 0, 32, … from the pointers, first
+// unroll at a time, then one at a time, and tail handles the last 1..7
+// elements under a lane mask.
+func loop(unroll int, n reg.Register, ptrs []reg.Register, block func(k int), tail func(mask reg.VecVirtual), name string) {
 	Label(name + "_block")
 	CMPQ(n, U32(8*unroll))
 	JL(LabelRef(name + "_single"))
-	for u := 0; u < unroll; u++ {
-		step(acc[u%len(acc)], 32*u)
-	}
+	block(unroll)
 	for _, p := range ptrs {
 		ADDQ(U32(32*unroll), p)
 	}
@@ -109,7 +108,7 @@ func reduction(unroll int, n reg.Register, ptrs []reg.Register, acc []reg.VecVir
 	Label(name + "_single")
 	CMPQ(n, Imm(8))
 	JL(LabelRef(name + "_tail"))
-	step(acc[0], 0)
+	block(1)
 	for _, p := range ptrs {
 		ADDQ(Imm(32), p)
 	}
@@ -119,8 +118,35 @@ func reduction(unroll int, n reg.Register, ptrs []reg.Register, acc []reg.VecVir
 	Label(name + "_tail")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
-	tail(acc[len(acc)-1], loadTailMask(n))
+	tail(loadTailMask(n))
 	Label(name + "_done")
+}
+
+// zeroed returns k zeroed YMM accumulators.
+func zeroed(k int) []reg.VecVirtual {
+	acc := make([]reg.VecVirtual, k)
+	for i := range acc {
+		acc[i] = YMM()
+		VXORPS(acc[i], acc[i], acc[i])
+	}
+	return acc
+}
+
+// fold combines the accumulators pairwise into acc[0] with op.
+func fold(acc []reg.VecVirtual, op func(...Op)) {
+	for w := 1; w < len(acc); w *= 2 {
+		for i := 0; i+w < len(acc); i += 2 * w {
+			op(acc[i+w], acc[i], acc[i])
+		}
+	}
+}
+
+func ymms(k int) []reg.VecVirtual {
+	r := make([]reg.VecVirtual, k)
+	for i := range r {
+		r[i] = YMM()
+	}
+	return r
 }
 
 func dot() {
@@ -129,25 +155,21 @@ func dot() {
 	Doc("dotAVX2 returns Σ x[i]·y[i]; len(y) ≥ len(x).")
 	x, n := loadSlice("x")
 	y := Load(Param("y").Base(), GP64())
-	// FMA latency × loads per FMA: four chains keep the two load ports busy.
-	acc := make([]reg.VecVirtual, 4)
-	for i := range acc {
-		acc[i] = YMM()
-		VXORPS(acc[i], acc[i], acc[i])
-	}
-	t := YMM()
-	reduction(8, n, []reg.Register{x, y}, acc, func(a reg.VecVirtual, off int) {
-		VMOVUPS(Mem{Base: x, Disp: off}, t)
-		VFMADD231PS(Mem{Base: y, Disp: off}, t, a)
-	}, func(a, mask reg.VecVirtual) {
-		u := YMM()
-		VMASKMOVPS(Mem{Base: x}, mask, t)
-		VMASKMOVPS(Mem{Base: y}, mask, u)
-		VFMADD231PS(u, t, a)
+	// Each FMA needs two loads, so the two load ports allow one per cycle;
+	// four chains cover the FMA latency.
+	acc := zeroed(4)
+	t := ymms(4)
+	loop(8, n, []reg.Register{x, y}, func(k int) {
+		for u := 0; u < k; u++ {
+			VMOVUPS(Mem{Base: x, Disp: 32 * u}, t[u%4])
+			VFMADD231PS(Mem{Base: y, Disp: 32 * u}, t[u%4], acc[u%4])
+		}
+	}, func(mask reg.VecVirtual) {
+		VMASKMOVPS(Mem{Base: x}, mask, t[0])
+		VMASKMOVPS(Mem{Base: y}, mask, t[1])
+		VFMADD231PS(t[1], t[0], acc[1])
 	}, "dot")
-	VADDPS(acc[1], acc[0], acc[0])
-	VADDPS(acc[3], acc[2], acc[2])
-	VADDPS(acc[2], acc[0], acc[0])
+	fold(acc, VADDPS)
 	hreduce(acc[0], VADDPS)
 	VZEROUPPER()
 	Store(acc[0].AsX(), ReturnIndex(0))
@@ -159,21 +181,18 @@ func sum() {
 	Pragma("noescape")
 	Doc("sumAVX2 returns Σ x[i].")
 	x, n := loadSlice("x")
-	acc := make([]reg.VecVirtual, 4)
-	for i := range acc {
-		acc[i] = YMM()
-		VXORPS(acc[i], acc[i], acc[i])
-	}
-	reduction(8, n, []reg.Register{x}, acc, func(a reg.VecVirtual, off int) {
-		VADDPS(Mem{Base: x, Disp: off}, a, a)
-	}, func(a, mask reg.VecVirtual) {
+	// Two loads per cycle against the add latency of 3.
+	acc := zeroed(8)
+	loop(8, n, []reg.Register{x}, func(k int) {
+		for u := 0; u < k; u++ {
+			VADDPS(Mem{Base: x, Disp: 32 * u}, acc[u], acc[u])
+		}
+	}, func(mask reg.VecVirtual) {
 		t := YMM()
 		VMASKMOVPS(Mem{Base: x}, mask, t)
-		VADDPS(t, a, a)
+		VADDPS(t, acc[1], acc[1])
 	}, "sum")
-	VADDPS(acc[1], acc[0], acc[0])
-	VADDPS(acc[3], acc[2], acc[2])
-	VADDPS(acc[2], acc[0], acc[0])
+	fold(acc, VADDPS)
 	hreduce(acc[0], VADDPS)
 	VZEROUPPER()
 	Store(acc[0].AsX(), ReturnIndex(0))
@@ -186,41 +205,31 @@ func maxf() {
 	Pragma("noescape")
 	Doc("maxAVX2 returns the largest non-NaN element of x, or -Inf if there is none.")
 	x, n := loadSlice("x")
-	acc := make([]reg.VecVirtual, 4)
-	for i := range acc {
-		acc[i] = YMM()
-		VMOVUPS(negInf, acc[i])
+	acc := ymms(4)
+	for _, a := range acc {
+		VMOVUPS(negInf, a)
 	}
-	t := YMM()
+	t := ymms(4)
 	// VMAXPS returns its first (Go order) operand when either is NaN, so
 	// with the accumulator there a NaN element leaves it unchanged; the
 	// accumulators start at -Inf and never become NaN.
-	reduction(8, n, []reg.Register{x}, acc, func(a reg.VecVirtual, off int) {
-		VMOVUPS(Mem{Base: x, Disp: off}, t)
-		VMAXPS(a, t, a)
-	}, func(a, mask reg.VecVirtual) {
-		VMASKMOVPS(Mem{Base: x}, mask, t)
+	loop(8, n, []reg.Register{x}, func(k int) {
+		for u := 0; u < k; u++ {
+			VMOVUPS(Mem{Base: x, Disp: 32 * u}, t[u%4])
+			VMAXPS(acc[u%4], t[u%4], acc[u%4])
+		}
+	}, func(mask reg.VecVirtual) {
+		VMASKMOVPS(Mem{Base: x}, mask, t[0])
 		// Masked-off lanes load as 0, which could exceed the true maximum.
-		u := YMM()
-		VMOVUPS(negInf, u)
-		VBLENDVPS(mask, t, u, t)
-		VMAXPS(a, t, a)
+		VMOVUPS(negInf, t[1])
+		VBLENDVPS(mask, t[0], t[1], t[0])
+		VMAXPS(acc[1], t[0], acc[1])
 	}, "max")
-	VMAXPS(acc[1], acc[0], acc[0])
-	VMAXPS(acc[3], acc[2], acc[2])
-	VMAXPS(acc[2], acc[0], acc[0])
+	fold(acc, VMAXPS)
 	hreduce(acc[0], VMAXPS)
 	VZEROUPPER()
 	Store(acc[0].AsX(), ReturnIndex(0))
 	RET()
-}
-
-// elementwise emits a loop applying step to each 8-lane vector at a byte
-// offset from the pointers, and tail to the last 1..7 elements under a mask.
-func elementwise(unroll int, n reg.Register, ptrs []reg.Register,
-	step func(off int), tail func(mask reg.VecVirtual), name string) {
-	reduction(unroll, n, ptrs, []reg.VecVirtual{nil}, func(_ reg.VecVirtual, off int) { step(off) },
-		func(_, mask reg.VecVirtual) { tail(mask) }, name)
 }
 
 func axpy() {
@@ -231,18 +240,18 @@ func axpy() {
 	VBROADCASTSS(Load(Param("alpha"), XMM()), a)
 	x, n := loadSlice("x")
 	y := Load(Param("y").Base(), GP64())
-	ts := []reg.VecVirtual{YMM(), YMM(), YMM(), YMM()}
-	elementwise(4, n, []reg.Register{x, y}, func(off int) {
-		t := ts[off/32%len(ts)]
-		VMOVUPS(Mem{Base: y, Disp: off}, t)
-		VFMADD231PS(Mem{Base: x, Disp: off}, a, t)
-		VMOVUPS(t, Mem{Base: y, Disp: off})
+	t := ymms(4)
+	loop(4, n, []reg.Register{x, y}, func(k int) {
+		for u := 0; u < k; u++ {
+			VMOVUPS(Mem{Base: y, Disp: 32 * u}, t[u])
+			VFMADD231PS(Mem{Base: x, Disp: 32 * u}, a, t[u])
+			VMOVUPS(t[u], Mem{Base: y, Disp: 32 * u})
+		}
 	}, func(mask reg.VecVirtual) {
-		t, u := ts[0], ts[1]
-		VMASKMOVPS(Mem{Base: x}, mask, t)
-		VMASKMOVPS(Mem{Base: y}, mask, u)
-		VFMADD231PS(t, a, u)
-		VMASKMOVPS(u, mask, Mem{Base: y})
+		VMASKMOVPS(Mem{Base: x}, mask, t[0])
+		VMASKMOVPS(Mem{Base: y}, mask, t[1])
+		VFMADD231PS(t[0], a, t[1])
+		VMASKMOVPS(t[1], mask, Mem{Base: y})
 	}, "axpy")
 	VZEROUPPER()
 	RET()
@@ -255,94 +264,105 @@ func scale() {
 	a := YMM()
 	VBROADCASTSS(Load(Param("alpha"), XMM()), a)
 	x, n := loadSlice("x")
-	ts := []reg.VecVirtual{YMM(), YMM(), YMM(), YMM()}
-	elementwise(4, n, []reg.Register{x}, func(off int) {
-		t := ts[off/32%len(ts)]
-		VMULPS(Mem{Base: x, Disp: off}, a, t)
-		VMOVUPS(t, Mem{Base: x, Disp: off})
+	t := ymms(4)
+	loop(4, n, []reg.Register{x}, func(k int) {
+		for u := 0; u < k; u++ {
+			VMULPS(Mem{Base: x, Disp: 32 * u}, a, t[u])
+			VMOVUPS(t[u], Mem{Base: x, Disp: 32 * u})
+		}
 	}, func(mask reg.VecVirtual) {
-		t := ts[0]
-		VMASKMOVPS(Mem{Base: x}, mask, t)
-		VMULPS(t, a, t)
-		VMASKMOVPS(t, mask, Mem{Base: x})
+		VMASKMOVPS(Mem{Base: x}, mask, t[0])
+		VMULPS(t[0], a, t[0])
+		VMASKMOVPS(t[0], mask, Mem{Base: x})
 	}, "scale")
 	VZEROUPPER()
 	RET()
 }
 
-// Constants of exp, shared with expScalar in vec_generic.go (which documents
-// the algorithm); the polynomial is the minimax fit of e^r on [−ln2/2, ln2/2].
-type expConsts struct {
-	lo, hi                    reg.VecVirtual // clamp bounds, in registers
-	log2e, ln2Hi, ln2Lo, bias Mem
-	c6, c5, c4, c3, c2, one   Mem
-	declared                  bool
-}
-
-var ec expConsts
+// Constants of exp, the same as in expScalar (vec_generic.go, which
+// documents the algorithm); all but the clamp bounds are memory operands,
+// which leaves registers for several vectors in flight.
+var (
+	expLog2e, expLn2Hi, expLn2Lo, expBias Mem
+	expC6, expC5, expC4, expC3, expC2     Mem
+	vecOne, expLoMem, expHiMem            Mem
+)
 
 func expConstData() {
-	if ec.declared {
+	if expLog2e.Symbol.Name != "" {
 		return
 	}
-	ec.declared = true
-	ec.log2e = f32("vecExpLog2e", 1.44269504088896341)
-	ec.ln2Hi = f32("vecExpLn2Hi", 0.693359375)
-	ec.ln2Lo = f32("vecExpLn2Lo", -2.12194440e-4)
-	ec.c6 = f32("vecExpC6", 1.3814191e-3)
-	ec.c5 = f32("vecExpC5", 8.368914e-3)
-	ec.c4 = f32("vecExpC4", 4.1668408e-2)
-	ec.c3 = f32("vecExpC3", 1.666652e-1)
-	ec.c2 = f32("vecExpC2", 4.9999994e-1)
-	ec.one = f32("vecOne", 1)
-	ec.bias = bcast("vecExpBias", 127)
+	expLog2e = f32("vecExpLog2e", 1.44269504088896341)
+	expLn2Hi = f32("vecExpLn2Hi", 0.693359375)
+	expLn2Lo = f32("vecExpLn2Lo", -2.12194440e-4)
+	expC6 = f32("vecExpC6", 1.3814191e-3)
+	expC5 = f32("vecExpC5", 8.368914e-3)
+	expC4 = f32("vecExpC4", 4.1668408e-2)
+	expC3 = f32("vecExpC3", 1.666652e-1)
+	expC2 = f32("vecExpC2", 4.9999994e-1)
+	vecOne = f32("vecOne", 1)
+	expBias = bcast("vecExpBias", 127)
 	expLoMem = f32("vecExpLo", -104)
 	expHiMem = f32("vecExpHi", 89)
 }
 
-var expLoMem, expHiMem Mem
-
-func expLoadBounds() {
-	ec.lo, ec.hi = YMM(), YMM()
-	VMOVUPS(expLoMem, ec.lo)
-	VMOVUPS(expHiMem, ec.hi)
+// expState holds the registers of up to expUnroll vectors under exp.
+type expState struct {
+	lo, hi     reg.VecVirtual // clamp bounds: registers, for the operand order
+	x, p, k, h []reg.VecVirtual
 }
 
-// expVec replaces x by exp(x) lane-wise, using p, k and h as scratch.
+const expUnroll = 3
+
+func newExpState() *expState {
+	s := &expState{lo: YMM(), hi: YMM()}
+	VMOVUPS(expLoMem, s.lo)
+	VMOVUPS(expHiMem, s.hi)
+	s.x, s.p, s.k, s.h = ymms(expUnroll), ymms(expUnroll), ymms(expUnroll), ymms(expUnroll)
+	return s
+}
+
+// exp replaces x[0:k] by their exponentials, lane-wise. Each step is
+// emitted for all k vectors before the next: the vectors' long dependency
+// chains (about 45 cycles) then interleave in the scheduler, which would
+// otherwise fill with one chain's waiting instructions.
 //
 // x is first clamped to [-104, 89], where every step below is exact or
 // harmless: e^-104 rounds to 0 and e^89 to +Inf by themselves, so no lane
 // needs a blend. The clamps return x when it is NaN (operand order), and a
 // NaN lane stays NaN through the rest: VCVTPS2DQ turns it into 0x80000000,
 // whose two scale factors come out as 1.0 and a zero exponent increment.
-func expVec(x, p, k, h reg.VecVirtual) {
-	VMAXPS(x, ec.lo, x)
-	VMINPS(x, ec.hi, x)
+func (s *expState) exp(k int) {
+	each := func(f func(i int)) {
+		for i := 0; i < k; i++ {
+			f(i)
+		}
+	}
+	x, p, kk, h := s.x, s.p, s.k, s.h
+	each(func(i int) { VMAXPS(x[i], s.lo, x[i]) })
+	each(func(i int) { VMINPS(x[i], s.hi, x[i]) })
 	// k = round(x·log2e), r = x − k·ln2 in two steps (Cody–Waite).
-	VMULPS(ec.log2e, x, k)
-	VROUNDPS(Imm(8), k, k) // nearest-even, no precision exception
-	VFNMADD231PS(ec.ln2Hi, k, x)
-	VFNMADD231PS(ec.ln2Lo, k, x)
-	VCVTPS2DQ(k, k)
+	each(func(i int) { VMULPS(expLog2e, x[i], kk[i]) })
+	each(func(i int) { VROUNDPS(Imm(8), kk[i], kk[i]) }) // nearest-even, no precision exception
+	each(func(i int) { VFNMADD231PS(expLn2Hi, kk[i], x[i]) })
+	each(func(i int) { VFNMADD231PS(expLn2Lo, kk[i], x[i]) })
+	each(func(i int) { VCVTPS2DQ(kk[i], kk[i]) })
 	// p = e^r, Horner with FMA.
-	VMOVUPS(ec.c6, p)
-	VFMADD213PS(ec.c5, x, p)
-	VFMADD213PS(ec.c4, x, p)
-	VFMADD213PS(ec.c3, x, p)
-	VFMADD213PS(ec.c2, x, p)
-	VFMADD213PS(ec.one, x, p)
-	VFMADD213PS(ec.one, x, p)
+	each(func(i int) { VMOVUPS(expC6, p[i]) })
+	for _, c := range []Mem{expC5, expC4, expC3, expC2, vecOne, vecOne} {
+		each(func(i int) { VFMADD213PS(c, x[i], p[i]) })
+	}
 	// p·2^k with k ∈ [-151, 128] split as k = h + (k−h), h = k>>1: adding
 	// k−h to p's exponent field is exact (the result is normal), and the
 	// multiplication by 2^h rounds once, so subnormal results are correctly
 	// rounded from p and overflow gives +Inf.
-	VPSRAD(Imm(1), k, h)
-	VPSUBD(h, k, k)
-	VPADDD(ec.bias, h, h)
-	VPSLLD(Imm(23), h, h)
-	VPSLLD(Imm(23), k, k)
-	VPADDD(k, p, p)
-	VMULPS(h, p, x)
+	each(func(i int) { VPSRAD(Imm(1), kk[i], h[i]) })
+	each(func(i int) { VPSUBD(h[i], kk[i], kk[i]) })
+	each(func(i int) { VPADDD(expBias, h[i], h[i]) })
+	each(func(i int) { VPSLLD(Imm(23), h[i], h[i]) })
+	each(func(i int) { VPSLLD(Imm(23), kk[i], kk[i]) })
+	each(func(i int) { VPADDD(kk[i], p[i], p[i]) })
+	each(func(i int) { VMULPS(h[i], p[i], x[i]) })
 }
 
 func exp() {
@@ -352,21 +372,19 @@ func exp() {
 	Doc("expAVX2 computes dst[i] = exp(src[i]); len(dst) ≥ len(src).")
 	dst := Load(Param("dst").Base(), GP64())
 	src, n := loadSlice("src")
-	expLoadBounds()
-	const unroll = 3
-	var xs, ps, ks, hs [unroll]reg.VecVirtual
-	for i := range xs {
-		xs[i], ps[i], ks[i], hs[i] = YMM(), YMM(), YMM(), YMM()
-	}
-	elementwise(unroll, n, []reg.Register{src, dst}, func(off int) {
-		i := off / 32
-		VMOVUPS(Mem{Base: src, Disp: off}, xs[i])
-		expVec(xs[i], ps[i], ks[i], hs[i])
-		VMOVUPS(xs[i], Mem{Base: dst, Disp: off})
+	e := newExpState()
+	loop(expUnroll, n, []reg.Register{src, dst}, func(k int) {
+		for u := 0; u < k; u++ {
+			VMOVUPS(Mem{Base: src, Disp: 32 * u}, e.x[u])
+		}
+		e.exp(k)
+		for u := 0; u < k; u++ {
+			VMOVUPS(e.x[u], Mem{Base: dst, Disp: 32 * u})
+		}
 	}, func(mask reg.VecVirtual) {
-		VMASKMOVPS(Mem{Base: src}, mask, xs[0])
-		expVec(xs[0], ps[0], ks[0], hs[0])
-		VMASKMOVPS(xs[0], mask, Mem{Base: dst})
+		VMASKMOVPS(Mem{Base: src}, mask, e.x[0])
+		e.exp(1)
+		VMASKMOVPS(e.x[0], mask, Mem{Base: dst})
 	}, "exp")
 	VZEROUPPER()
 	RET()
@@ -382,35 +400,29 @@ func expSubSum() {
 	src, n := loadSlice("src")
 	m := YMM()
 	VBROADCASTSS(Load(Param("m"), XMM()), m)
-	expLoadBounds()
-	const unroll = 2
-	acc := []reg.VecVirtual{YMM(), YMM()}
-	for _, a := range acc {
-		VXORPS(a, a, a)
-	}
-	var xs, ps, ks, hs [unroll]reg.VecVirtual
-	for i := range xs {
-		xs[i], ps[i], ks[i], hs[i] = YMM(), YMM(), YMM(), YMM()
-	}
-	reduction(unroll, n, []reg.Register{src, dst}, acc, func(a reg.VecVirtual, off int) {
-		i := off / 32
-		VMOVUPS(Mem{Base: src, Disp: off}, xs[i])
-		VSUBPS(m, xs[i], xs[i])
-		expVec(xs[i], ps[i], ks[i], hs[i])
-		VMOVUPS(xs[i], Mem{Base: dst, Disp: off})
-		VADDPS(xs[i], a, a)
-	}, func(a, mask reg.VecVirtual) {
-		VMASKMOVPS(Mem{Base: src}, mask, xs[0])
-		VSUBPS(m, xs[0], xs[0])
-		expVec(xs[0], ps[0], ks[0], hs[0])
-		VMASKMOVPS(xs[0], mask, Mem{Base: dst})
+	e := newExpState()
+	acc := zeroed(1)[0]
+	loop(expUnroll, n, []reg.Register{src, dst}, func(k int) {
+		for u := 0; u < k; u++ {
+			VMOVUPS(Mem{Base: src, Disp: 32 * u}, e.x[u])
+			VSUBPS(m, e.x[u], e.x[u])
+		}
+		e.exp(k)
+		for u := 0; u < k; u++ {
+			VMOVUPS(e.x[u], Mem{Base: dst, Disp: 32 * u})
+			VADDPS(e.x[u], acc, acc)
+		}
+	}, func(mask reg.VecVirtual) {
+		VMASKMOVPS(Mem{Base: src}, mask, e.x[0])
+		VSUBPS(m, e.x[0], e.x[0])
+		e.exp(1)
+		VMASKMOVPS(e.x[0], mask, Mem{Base: dst})
 		// Masked-off lanes hold exp(−m), not 0.
-		VANDPS(mask, xs[0], xs[0])
-		VADDPS(xs[0], a, a)
+		VANDPS(mask, e.x[0], e.x[0])
+		VADDPS(e.x[0], acc, acc)
 	}, "expsubsum")
-	VADDPS(acc[1], acc[0], acc[0])
-	hreduce(acc[0], VADDPS)
+	hreduce(acc, VADDPS)
 	VZEROUPPER()
-	Store(acc[0].AsX(), ReturnIndex(0))
+	Store(acc.AsX(), ReturnIndex(0))
 	RET()
 }

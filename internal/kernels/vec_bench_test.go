@@ -1,0 +1,103 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// Run with
+//
+//	go test -run '^$' -bench 'Dot|Axpy|Scale|Max|Sum|Exp' ./internal/kernels
+//
+// Sizes: a short attention row, a hidden dimension, a long row; all stay in
+// L1/L2, so the numbers measure the kernels rather than memory.
+var benchSizes = []int{64, 1024, 16384}
+
+// benchVec runs f for each size and implementation, reporting bytes moved
+// per call (streams·4·n) and elements per second.
+func benchVec(b *testing.B, streams int, f func(b *testing.B, n int)) {
+	saved := useAVX2
+	defer func() { useAVX2 = saved }()
+	for _, n := range benchSizes {
+		for _, asm := range implementations() {
+			useAVX2 = asm
+			b.Run(fmt.Sprintf("n=%d/%s", n, Implementation()), func(b *testing.B) {
+				b.SetBytes(int64(4 * streams * n))
+				f(b, n)
+				b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+			})
+		}
+	}
+}
+
+func benchData(n int, lo, hi float32) []float32 {
+	x := make([]float32, n)
+	randFill(rand.New(rand.NewPCG(uint64(n), 1)), x, lo, hi)
+	return x
+}
+
+var sink float32
+
+func BenchmarkDot(b *testing.B) {
+	benchVec(b, 2, func(b *testing.B, n int) {
+		x, y := benchData(n, -1, 1), benchData(n, -1, 1)
+		for b.Loop() {
+			sink = Dot(x, y)
+		}
+	})
+}
+
+func BenchmarkAxpy(b *testing.B) {
+	benchVec(b, 3, func(b *testing.B, n int) {
+		x, y := benchData(n, -1, 1), benchData(n, -1, 1)
+		for b.Loop() {
+			Axpy(1e-3, x, y)
+		}
+	})
+}
+
+func BenchmarkScale(b *testing.B) {
+	benchVec(b, 2, func(b *testing.B, n int) {
+		x := benchData(n, -1, 1)
+		for b.Loop() {
+			Scale(1.0000001, x)
+		}
+	})
+}
+
+func BenchmarkMax(b *testing.B) {
+	benchVec(b, 1, func(b *testing.B, n int) {
+		x := benchData(n, -10, 10)
+		for b.Loop() {
+			sink = Max(x)
+		}
+	})
+}
+
+func BenchmarkSum(b *testing.B) {
+	benchVec(b, 1, func(b *testing.B, n int) {
+		x := benchData(n, -1, 1)
+		for b.Loop() {
+			sink = Sum(x)
+		}
+	})
+}
+
+func BenchmarkExp(b *testing.B) {
+	benchVec(b, 2, func(b *testing.B, n int) {
+		src, dst := benchData(n, -20, 5), make([]float32, n)
+		for b.Loop() {
+			Exp(dst, src)
+		}
+	})
+}
+
+func BenchmarkExpSubSum(b *testing.B) {
+	benchVec(b, 2, func(b *testing.B, n int) {
+		src, dst := benchData(n, -20, 5), make([]float32, n)
+		for b.Loop() {
+			sink = ExpSubSum(dst, src, 5)
+		}
+	})
+}
