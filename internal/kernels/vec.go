@@ -14,7 +14,9 @@ func checkSameLen(name string, a, b int) {
 	}
 }
 
-// Dot returns Σ x[i]·y[i]. x and y must have the same length.
+// Dot returns Σ x[i]·y[i]. x and y must have the same length. The summation
+// order depends on the implementation: results agree to within
+// len(x)·eps·Σ|x[i]·y[i]| (eps = 2^-23), and so does Sum.
 func Dot(x, y []float32) float32 {
 	checkSameLen("Dot", len(x), len(y))
 	if useAVX2 {
@@ -43,7 +45,8 @@ func Scale(alpha float32, x []float32) {
 }
 
 // Max returns the largest element of x, or -Inf for an empty slice.
-// NaN elements are ignored unless every element is NaN.
+// NaN elements are ignored unless every element is NaN. When the maximum is
+// zero its sign is unspecified.
 func Max(x []float32) float32 {
 	if useAVX2 {
 		return maxOrNaN(x, maxAVX2(x))
@@ -59,10 +62,13 @@ func Sum(x []float32) float32 {
 	return sumGeneric(x)
 }
 
-// Exp computes dst[i] = exp(src[i]) to within a few ulp over the float32
-// range: exp(-Inf) = 0, large negative inputs flush to 0, large positive ones
-// give +Inf, and NaN stays NaN. dst and src must have the same length and may
-// be the same slice.
+// Exp computes dst[i] = exp(src[i]) to within 1 ulp of the correctly rounded
+// result over the whole float32 range. Subnormal results (src below -87.3)
+// are rounded, not flushed to zero; below about -103.97 the result is 0, and
+// exp(-Inf) = 0. Above ln(MaxFloat32) ≈ 88.72 it is +Inf, ±0 give exactly 1,
+// and NaN stays NaN. The assembly and Go implementations may differ by 1 ulp
+// (fused multiply-adds). dst and src must have the same length and may be
+// the same slice.
 func Exp(dst, src []float32) {
 	checkSameLen("Exp", len(dst), len(src))
 	if useAVX2 {
@@ -73,8 +79,11 @@ func Exp(dst, src []float32) {
 }
 
 // ExpSubSum computes dst[i] = exp(src[i] - m) and returns Σ dst[i]: the
-// numerator and denominator of a softmax whose running maximum is m. With
-// m = -Inf and src[i] = -Inf the element is 0 (a fully masked row), not NaN.
+// numerator and denominator of a softmax whose running maximum is m, in one
+// pass. Each element is Exp of the float32 difference src[i] - m, with Exp's
+// accuracy. With m = -Inf and src[i] = -Inf the element is 0 (a fully masked
+// row), not NaN. dst and src must have the same length and may be the same
+// slice.
 func ExpSubSum(dst, src []float32, m float32) float32 {
 	checkSameLen("ExpSubSum", len(dst), len(src))
 	// m = -Inf (a fully masked row) needs the -Inf − (-Inf) case that the

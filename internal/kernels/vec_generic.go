@@ -101,7 +101,7 @@ const (
 	expLog2e = 1.44269504088896341
 	// Beyond the clamps e^x rounds to 0 (below e^-103.97 = 2^-150) or
 	// overflows (above ln(MaxFloat32) ≈ 88.72) by itself, so they need no
-	// special case; within them k ∈ [-151, 128].
+	// special case; within them k ∈ [-150, 128].
 	expLo = -104
 	expHi = 89
 	// Minimax fit of (e^r − 1 − r)/r² on [−ln2/2, ln2/2] (relative error of

@@ -352,7 +352,7 @@ func (s *expState) exp(k int) {
 	for _, c := range []Mem{expC5, expC4, expC3, expC2, vecOne, vecOne} {
 		each(func(i int) { VFMADD213PS(c, x[i], p[i]) })
 	}
-	// p·2^k with k ∈ [-151, 128] split as k = h + (k−h), h = k>>1: adding
+	// p·2^k with k ∈ [-150, 128] split as k = h + (k−h), h = k>>1: adding
 	// k−h to p's exponent field is exact (the result is normal), and the
 	// multiplication by 2^h rounds once, so subnormal results are correctly
 	// rounded from p and overflow gives +Inf.
