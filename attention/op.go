@@ -1,0 +1,370 @@
+package attention
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"math"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Impl selects the implementation behind an attention op.
+type Impl int
+
+const (
+	// Flash is the FlashAttention implementation (Forward, Backward), the
+	// default.
+	Flash Impl = iota
+	// Naive materializes the score matrix (NaiveForward, NaiveBackward); it
+	// is the model's reference.
+	Naive
+)
+
+func (i Impl) String() string {
+	switch i {
+	case Flash:
+		return "flash"
+	case Naive:
+		return "naive"
+	}
+	return fmt.Sprintf("Impl(%d)", int(i))
+}
+
+// OpOptions configures the gorgonia attention ops.
+type OpOptions struct {
+	// B and T are the batch size and sequence length; the packed input of
+	// Op has B·T rows. OpQKV reads them from its inputs' shapes (if set here
+	// they must match).
+	B, T int
+	// H is the number of query heads and KVH the number of key/value heads
+	// (zero means H). OpQKV reads them from its inputs.
+	H, KVH int
+	// Causal, Scale, Window and Lengths are as in Options.
+	Causal  bool
+	Scale   float32
+	Window  int
+	Lengths []int
+	// Impl picks FlashAttention (the zero value) or the naive reference.
+	Impl Impl
+	// BlockQ, BlockK and Workers are as in Options.
+	BlockQ, BlockK, Workers int
+}
+
+func (o *OpOptions) kernelOptions() Options {
+	return Options{Scale: o.Scale, Causal: o.Causal, Window: o.Window, Lengths: o.Lengths, BlockQ: o.BlockQ, BlockK: o.BlockK, Workers: o.Workers}
+}
+
+// writeHash writes every option, so that gorgonia merges only nodes that
+// compute the same thing.
+func (o *OpOptions) writeHash(h hash.Hash, kind string, d int) {
+	fmt.Fprintf(h, "attention.%s(impl=%d B=%d T=%d H=%d KVH=%d D=%d causal=%t scale=%#x window=%d lengths=%v bq=%d bk=%d workers=%d)",
+		kind, o.Impl, o.B, o.T, o.H, o.KVH, d, o.Causal, math.Float32bits(o.Scale), o.Window, o.Lengths, o.BlockQ, o.BlockK, o.Workers)
+}
+
+func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
+	h := fnv.New32a()
+	op.WriteHash(h)
+	return h.Sum32()
+}
+
+var (
+	matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
+	rank4Type  = G.TensorType{Dims: 4, Of: tensor.Float32}
+)
+
+// Op adds self-attention over a packed QKV matrix to qkv's graph. qkv is the
+// output of the fused QKV projection, [B·T, (H+2·KVH)·D] (see PackedQKV);
+// the result is the attention output [B·T, H·D] (see PackedHeads), ready for
+// the output projection. The gradient of qkv is one [B·T, (H+2·KVH)·D]
+// tensor with dq, dk and dv in their column ranges, computed by one fused
+// backward op from the log-sum-exp that the forward op keeps.
+func Op(qkv *G.Node, opts OpOptions) (*G.Node, error) {
+	if opts.KVH == 0 {
+		opts.KVH = opts.H
+	}
+	if qkv == nil {
+		return nil, fmt.Errorf("attention: Op: nil input: %w", ErrShape)
+	}
+	if opts.B <= 0 || opts.T <= 0 || opts.H <= 0 || opts.KVH <= 0 || opts.H%opts.KVH != 0 {
+		return nil, fmt.Errorf("attention: Op: B=%d T=%d H=%d KVH=%d: %w", opts.B, opts.T, opts.H, opts.KVH, ErrShape)
+	}
+	s := qkv.Shape()
+	if qkv.Dtype() != tensor.Float32 || len(s) != 2 {
+		return nil, fmt.Errorf("attention: Op: input %v of %v, want a float32 matrix: %w", s, qkv.Dtype(), ErrShape)
+	}
+	heads := opts.H + 2*opts.KVH
+	if s[0] != opts.B*opts.T || s[1] <= 0 || s[1]%heads != 0 {
+		return nil, fmt.Errorf("attention: Op: input %v, want [B·T=%d, (H+2·KVH)·D] with H+2·KVH=%d: %w", s, opts.B*opts.T, heads, ErrShape)
+	}
+	if opts.Lengths != nil {
+		opts.Lengths = append([]int(nil), opts.Lengths...)
+	}
+	op := &packedOp{opts: opts, d: s[1] / heads}
+	if err := op.check(); err != nil {
+		return nil, err
+	}
+	n, err := G.ApplyOp(op, qkv)
+	if err != nil {
+		return nil, fmt.Errorf("attention: Op: %w", err)
+	}
+	return n, nil
+}
+
+// packedOp is the forward op of Op.
+type packedOp struct {
+	opts OpOptions
+	d    int
+	lse  []float32 // saved by Do for the backward op of the same run
+	out  outBuf
+}
+
+// check validates the options against the shapes once, at graph building.
+func (op *packedOp) check() error {
+	o := &op.opts
+	p := &problem{B: o.B, H: o.H, KVH: o.KVH, G: o.H / o.KVH, Tq: o.T, Tk: o.T, D: op.d}
+	if o.Impl != Flash && o.Impl != Naive {
+		return fmt.Errorf("attention: Op: implementation %v: %w", o.Impl, ErrOption)
+	}
+	opts := o.kernelOptions()
+	return p.resolve(&opts, false, 0)
+}
+
+func (op *packedOp) width() int { return (op.opts.H + 2*op.opts.KVH) * op.d }
+
+func (op *packedOp) Arity() int { return 1 }
+
+func (op *packedOp) Type() hm.Type { return hm.NewFnType(matrixType, matrixType) }
+
+func (op *packedOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.opts.B * op.opts.T, op.opts.H * op.d}, nil
+}
+
+// compute runs the forward pass into dst ([B·T, H·D]).
+func (op *packedOp) compute(dst []float32, in []G.Value) error {
+	if len(in) != 1 {
+		return fmt.Errorf("attention: Op: %d inputs, want 1: %w", len(in), ErrShape)
+	}
+	o := &op.opts
+	data, err := f32s("qkv", in[0], o.B*o.T*op.width())
+	if err != nil {
+		return err
+	}
+	q, k, v, err := PackedQKV(data, o.B, o.T, o.H, o.KVH, op.d)
+	if err != nil {
+		return err
+	}
+	out, err := PackedHeads(dst, o.B, o.T, o.H, op.d)
+	if err != nil {
+		return err
+	}
+	if n := o.B * o.H * o.T; len(op.lse) != n {
+		op.lse = make([]float32, n)
+	}
+	if o.Impl == Naive {
+		return NaiveForwardInto(out, op.lse, q, k, v, o.kernelOptions())
+	}
+	return ForwardInto(out, op.lse, q, k, v, o.kernelOptions())
+}
+
+// Do computes the attention output into a buffer owned by the op, reused by
+// later runs.
+func (op *packedOp) Do(in ...G.Value) (G.Value, error) {
+	t := op.out.get(op.opts.B*op.opts.T, op.opts.H*op.d)
+	if err := op.compute(t.Float32s(), in); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// UsePreallocDo computes the attention output into prealloc.
+func (op *packedOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
+	dst, err := f32s("prealloc", prealloc, op.opts.B*op.opts.T*op.opts.H*op.d)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.compute(dst, in); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+func (op *packedOp) ReturnsPtr() bool      { return false }
+func (op *packedOp) CallsExtern() bool     { return false }
+func (op *packedOp) OverwritesInput() int  { return -1 }
+func (op *packedOp) WriteHash(h hash.Hash) { op.opts.writeHash(h, "Packed", op.d) }
+func (op *packedOp) Hashcode() uint32      { return hashOf(op) }
+func (op *packedOp) String() string {
+	return fmt.Sprintf("attention.Packed[%v](B=%d T=%d H=%d KVH=%d D=%d causal=%t)", op.opts.Impl, op.opts.B, op.opts.T, op.opts.H, op.opts.KVH, op.d, op.opts.Causal)
+}
+
+// DiffWRT reports that qkv has a gradient.
+func (op *packedOp) DiffWRT(int) []bool { return []bool{true} }
+
+// SymDiff returns the gradient node of qkv: one fused backward op reading
+// qkv, the forward output and its gradient, and the log-sum-exp saved on op.
+func (op *packedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("attention: Op: SymDiff with %d inputs: %w", len(inputs), ErrShape)
+	}
+	n, err := G.ApplyOp(&packedGradOp{fwd: op}, inputs[0], output, grad)
+	if err != nil {
+		return nil, fmt.Errorf("attention: Op gradient: %w", err)
+	}
+	return G.Nodes{n}, nil
+}
+
+// packedGradOp is the backward op of Op: (qkv, out, dOut) → dqkv.
+type packedGradOp struct {
+	fwd *packedOp
+	out outBuf
+}
+
+func (op *packedGradOp) Arity() int { return 3 }
+
+func (op *packedGradOp) Type() hm.Type {
+	return hm.NewFnType(matrixType, matrixType, matrixType, matrixType)
+}
+
+func (op *packedGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	f := op.fwd
+	return tensor.Shape{f.opts.B * f.opts.T, f.width()}, nil
+}
+
+func (op *packedGradOp) compute(dst []float32, in []G.Value) error {
+	if len(in) != 3 {
+		return fmt.Errorf("attention: Op gradient: %d inputs, want 3: %w", len(in), ErrShape)
+	}
+	f := op.fwd
+	o := &f.opts
+	rows, w := o.B*o.T, f.width()
+	data, err := f32s("qkv", in[0], rows*w)
+	if err != nil {
+		return err
+	}
+	outData, err := f32s("output", in[1], rows*o.H*f.d)
+	if err != nil {
+		return err
+	}
+	gradData, err := f32s("output gradient", in[2], rows*o.H*f.d)
+	if err != nil {
+		return err
+	}
+	q, k, v, err := PackedQKV(data, o.B, o.T, o.H, o.KVH, f.d)
+	if err != nil {
+		return err
+	}
+	dq, dk, dv, err := PackedQKV(dst, o.B, o.T, o.H, o.KVH, f.d)
+	if err != nil {
+		return err
+	}
+	out, err := PackedHeads(outData, o.B, o.T, o.H, f.d)
+	if err != nil {
+		return err
+	}
+	dOut, err := PackedHeads(gradData, o.B, o.T, o.H, f.d)
+	if err != nil {
+		return err
+	}
+	if o.Impl == Naive {
+		return NaiveBackwardInto(dq, dk, dv, q, k, v, out, nil, dOut, o.kernelOptions())
+	}
+	if len(f.lse) != o.B*o.H*o.T {
+		return fmt.Errorf("attention: Op gradient ran before its forward op: %w", ErrShape)
+	}
+	return BackwardInto(dq, dk, dv, q, k, v, out, f.lse, dOut, o.kernelOptions())
+}
+
+// Do computes the qkv gradient into a buffer owned by the op.
+func (op *packedGradOp) Do(in ...G.Value) (G.Value, error) {
+	f := op.fwd
+	t := op.out.get(f.opts.B*f.opts.T, f.width())
+	if err := op.compute(t.Float32s(), in); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// UsePreallocDo computes the qkv gradient into prealloc.
+func (op *packedGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
+	f := op.fwd
+	dst, err := f32s("prealloc", prealloc, f.opts.B*f.opts.T*f.width())
+	if err != nil {
+		return nil, err
+	}
+	if err := op.compute(dst, in); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+func (op *packedGradOp) ReturnsPtr() bool     { return false }
+func (op *packedGradOp) CallsExtern() bool    { return false }
+func (op *packedGradOp) OverwritesInput() int { return -1 }
+func (op *packedGradOp) WriteHash(h hash.Hash) {
+	op.fwd.opts.writeHash(h, "PackedGrad", op.fwd.d)
+}
+func (op *packedGradOp) Hashcode() uint32 { return hashOf(op) }
+func (op *packedGradOp) String() string   { return "∂" + op.fwd.String() }
+
+// outBuf is an op-owned output tensor, allocated on the first run and reused
+// by the next, so a training step does not allocate activations and
+// gradients again. The header is rebuilt (never the memory) if gorgonia
+// recycled it (UnbindAll returns tensor headers to tensor's pool).
+type outBuf struct {
+	data  []float32
+	shape tensor.Shape
+	t     *tensor.Dense
+}
+
+func (b *outBuf) get(shape ...int) *tensor.Dense {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	if len(b.data) != n {
+		b.data = make([]float32, n)
+		b.t = nil
+	}
+	if b.t != nil && b.intact(shape) {
+		return b.t
+	}
+	b.shape = append(b.shape[:0], shape...)
+	b.t = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b.data))
+	return b.t
+}
+
+func (b *outBuf) intact(shape []int) bool {
+	t := b.t
+	if t.Dtype() != tensor.Float32 || !t.Shape().Eq(tensor.Shape(shape)) {
+		return false
+	}
+	d, ok := t.Data().([]float32)
+	return ok && len(d) == len(b.data) && (len(d) == 0 || &d[0] == &b.data[0])
+}
+
+// f32s returns the n float32s of a value, which must be a float32
+// *tensor.Dense of n elements; a non-contiguous view is copied.
+func f32s(what string, v G.Value, n int) ([]float32, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return nil, fmt.Errorf("attention: %s is a %T, want *tensor.Dense: %w", what, v, ErrShape)
+	}
+	if d.Dtype() != tensor.Float32 {
+		return nil, fmt.Errorf("attention: %s has dtype %v, want float32: %w", what, d.Dtype(), ErrShape)
+	}
+	if d.RequiresIterator() {
+		m, ok := d.Materialize().(*tensor.Dense)
+		if !ok {
+			return nil, fmt.Errorf("attention: %s: cannot materialize a view: %w", what, ErrShape)
+		}
+		d = m
+	}
+	data, ok := d.Data().([]float32)
+	if !ok || d.Shape().TotalSize() != n || len(data) < n {
+		return nil, fmt.Errorf("attention: %s has shape %v, want %d elements: %w", what, d.Shape(), n, ErrShape)
+	}
+	return data[:n], nil
+}
