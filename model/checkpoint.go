@@ -1,0 +1,241 @@
+package model
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/galleon-ml/galleon/internal/safetensors"
+)
+
+// ErrCheckpoint is wrapped by every error about a checkpoint's content.
+var ErrCheckpoint = errors.New("model: bad checkpoint")
+
+// Checkpoint metadata keys. Tensors carry the GPT-2 parameter names, so a
+// weights file reads naturally in the Python ecosystem (Hugging Face
+// GPT2LMHeadModel uses the same names and [in, out] Conv1D layouts).
+const (
+	metaFormat = "format"
+	metaConfig = "config"
+	metaStep   = "step"
+	metaAdamW  = "adamw"
+	metaData   = "data_state"
+
+	formatName     = "galleon"
+	optimMPrefix   = "optimizer.exp_avg."
+	optimVPrefix   = "optimizer.exp_avg_sq."
+	maxCheckpointB = 1 << 40 // refuse configs claiming more than 1 TiB of weights
+)
+
+// Checkpoint is the content of a checkpoint file: a model and, for a
+// training checkpoint, the state that resumes training exactly.
+type Checkpoint struct {
+	Model *Model
+
+	// Training state; Step is 0 and M, V are nil for a weights-only file.
+	Step  int
+	AdamW AdamWConfig
+	M, V  []float32
+	Data  []byte // the data pipeline's state (sampler RNG), opaque here
+}
+
+// Save writes the model's configuration and weights to path atomically.
+func (m *Model) Save(path string) error {
+	return m.save(path, nil)
+}
+
+// Save writes a training checkpoint: weights, AdamW moments and step, and the
+// data pipeline's state (as returned by the sampler), so that loading it and
+// running N−K more steps gives the same weights as N uninterrupted steps.
+func (t *Trainer) Save(path string, dataState []byte) error {
+	if t.Model.trainable != t.Model.Weights {
+		return fmt.Errorf("model: training checkpoints hold full training runs; save adapters with their own package")
+	}
+	return t.Model.save(path, &Checkpoint{Step: t.Opt.T, AdamW: t.Opt.cfg, M: t.Opt.M, V: t.Opt.V, Data: dataState})
+}
+
+func (m *Model) save(path string, train *Checkpoint) error {
+	cfg, err := json.Marshal(m.Config)
+	if err != nil {
+		return fmt.Errorf("model: save: %w", err)
+	}
+	meta := map[string]string{metaFormat: formatName, metaConfig: string(cfg)}
+	var tensors []safetensors.Tensor
+	add := func(prefix string, data []float32) {
+		for _, p := range m.Weights.Params {
+			tensors = append(tensors, safetensors.F32Tensor(prefix+p.Name, shape64(p.Shape), data[p.Offset:p.Offset+p.Size()]))
+		}
+	}
+	add("", m.Weights.Data)
+	if train != nil {
+		adam, err := json.Marshal(train.AdamW)
+		if err != nil {
+			return fmt.Errorf("model: save: %w", err)
+		}
+		meta[metaStep] = strconv.Itoa(train.Step)
+		meta[metaAdamW] = string(adam)
+		meta[metaData] = base64.StdEncoding.EncodeToString(train.Data)
+		add(optimMPrefix, train.M)
+		add(optimVPrefix, train.V)
+	}
+	if err := safetensors.WriteFile(path, tensors, meta); err != nil {
+		return fmt.Errorf("model: save %s: %w", path, err)
+	}
+	return nil
+}
+
+func shape64(s []int) []int64 {
+	out := make([]int64, len(s))
+	for i, d := range s {
+		out[i] = int64(d)
+	}
+	return out
+}
+
+// Load reads a checkpoint's model (weights-only or training checkpoint).
+func Load(path string) (*Model, error) {
+	ck, err := LoadCheckpoint(path)
+	if err != nil {
+		return nil, err
+	}
+	return ck.Model, nil
+}
+
+// LoadCheckpoint reads a checkpoint file. The file is treated as hostile:
+// besides the structural checks of the safetensors reader, the configuration
+// must validate, and every tensor must be expected, F32, of the expected
+// shape, and present exactly once; sizes are checked against the file before
+// anything is allocated.
+func LoadCheckpoint(path string) (*Checkpoint, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("model: load: %w", err)
+	}
+	f, err := safetensors.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("model: load %s: %w: %w", path, ErrCheckpoint, err)
+	}
+	bad := func(format string, args ...any) (*Checkpoint, error) {
+		return nil, fmt.Errorf("model: load %s: %w: "+format, append([]any{path, ErrCheckpoint}, args...)...)
+	}
+	if f.Metadata[metaFormat] != formatName {
+		return bad("format %q, want %q", f.Metadata[metaFormat], formatName)
+	}
+	var cfg Config
+	if err := json.Unmarshal([]byte(f.Metadata[metaConfig]), &cfg); err != nil {
+		return bad("config: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	specs := cfg.paramSpecs()
+	var want int64
+	for _, s := range specs {
+		n := int64(4)
+		for _, d := range s.Shape {
+			n *= int64(d)
+		}
+		want += n
+	}
+	_, training := f.Metadata[metaStep]
+	if training {
+		want *= 3
+	}
+	if want > maxCheckpointB || want > st.Size() {
+		return bad("config needs %d bytes of tensors, the file has %d", want, st.Size())
+	}
+	m, err := newUninitialized(cfg)
+	if err != nil {
+		return bad("%v", err)
+	}
+	ck := &Checkpoint{Model: m}
+	targets := map[string][]float32{}
+	expect := func(prefix string, dst []float32) {
+		for _, p := range m.Weights.Params {
+			targets[prefix+p.Name] = dst[p.Offset : p.Offset+p.Size()]
+		}
+	}
+	expect("", m.Weights.Data)
+	if training {
+		step, err := strconv.Atoi(f.Metadata[metaStep])
+		if err != nil || step < 0 {
+			return bad("step %q", f.Metadata[metaStep])
+		}
+		if err := json.Unmarshal([]byte(f.Metadata[metaAdamW]), &ck.AdamW); err != nil {
+			return bad("adamw: %v", err)
+		}
+		if err := ck.AdamW.validate(); err != nil {
+			return bad("%v", err)
+		}
+		if ck.Data, err = base64.StdEncoding.DecodeString(f.Metadata[metaData]); err != nil {
+			return bad("data state: %v", err)
+		}
+		ck.Step = step
+		ck.M = make([]float32, m.Weights.Len())
+		ck.V = make([]float32, m.Weights.Len())
+		expect(optimMPrefix, ck.M)
+		expect(optimVPrefix, ck.V)
+	}
+	shapes := map[string][]int{}
+	for _, p := range m.Weights.Params {
+		shapes[p.Name] = p.Shape
+		shapes[optimMPrefix+p.Name] = p.Shape
+		shapes[optimVPrefix+p.Name] = p.Shape
+	}
+	for _, t := range f.Tensors {
+		dst, ok := targets[t.Name]
+		if !ok {
+			return bad("unexpected tensor %q", t.Name)
+		}
+		if t.DType != safetensors.F32 {
+			return bad("tensor %q is %v, want F32", t.Name, t.DType)
+		}
+		if !sameShape(t.Shape, shapes[t.Name]) {
+			return bad("tensor %q has shape %v, want %v", t.Name, t.Shape, shapes[t.Name])
+		}
+		vals, err := t.Float32s()
+		if err != nil || len(vals) != len(dst) {
+			return bad("tensor %q: %v", t.Name, err)
+		}
+		copy(dst, vals)
+		delete(targets, t.Name)
+	}
+	for name := range targets {
+		return bad("missing tensor %q", name)
+	}
+	return ck, nil
+}
+
+func sameShape(a []int64, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != int64(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// Restore loads a training checkpoint's optimizer state into t. The
+// checkpoint's model must be t's model (use the Model from the same
+// LoadCheckpoint call when building the trainer).
+func (t *Trainer) Restore(ck *Checkpoint) error {
+	if ck.Model != t.Model {
+		return fmt.Errorf("model: restore: the checkpoint's model is not the trainer's")
+	}
+	if ck.M == nil {
+		return fmt.Errorf("model: restore: %w: weights-only checkpoint has no optimizer state", ErrCheckpoint)
+	}
+	if ck.AdamW != t.Opt.cfg {
+		return fmt.Errorf("model: restore: checkpoint AdamW %+v differs from the trainer's %+v", ck.AdamW, t.Opt.cfg)
+	}
+	copy(t.Opt.M, ck.M)
+	copy(t.Opt.V, ck.V)
+	t.Opt.T = ck.Step
+	return nil
+}

@@ -1,0 +1,217 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/galleon-ml/galleon/attention"
+	"github.com/galleon-ml/galleon/internal/gorgoniablas"
+	"github.com/galleon-ml/galleon/internal/kernels"
+	"github.com/galleon-ml/galleon/internal/nn"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// GraphContext is what a layer sees while a training graph is built: the
+// graph, and the binding of parameters to nodes.
+type GraphContext struct {
+	g     *G.ExprGraph
+	model *Model
+	rows  int
+	nodes map[*Param]*G.Node
+	wrt   []*Param // trainable parameters bound so far, in binding order
+	err   error
+}
+
+// Graph returns the gorgonia graph under construction.
+func (gc *GraphContext) Graph() *G.ExprGraph { return gc.g }
+
+// Rows returns the number of activation rows (batch × sequence length).
+func (gc *GraphContext) Rows() int { return gc.rows }
+
+// Node returns the node bound to p's storage, creating it on first use. All
+// graphs of a model bind the same memory, so an optimizer step is seen by
+// every replica without copies.
+func (gc *GraphContext) Node(p *Param) *G.Node {
+	if n, ok := gc.nodes[p]; ok {
+		return n
+	}
+	v := tensor.New(tensor.WithShape(p.Shape...), tensor.WithBacking(p.Data))
+	n := G.NodeFromAny(gc.g, v, G.WithName(p.Name))
+	gc.nodes[p] = n
+	if gc.model.trainable.Get(p.Name) == p {
+		gc.wrt = append(gc.wrt, p)
+	}
+	return n
+}
+
+// Trainable reports whether p is in the model's trainable set.
+func (gc *GraphContext) Trainable(p *Param) bool { return gc.model.trainable.Get(p.Name) == p }
+
+// Replica is one training graph of a model for a fixed batch shape, bound to
+// the model's shared weights. It runs a micro-batch forward and backward and
+// adds the gradients into Grad, a flat buffer laid out like the model's
+// trainable set. Data-parallel workers each own one replica.
+type Replica struct {
+	model    *Model
+	B, T     int
+	g        *G.ExprGraph
+	vm       G.VM
+	inputs   *nn.IDs
+	targets  *nn.IDs
+	loss     *G.Node
+	logits   *G.Node
+	gradOf   []gradSlot
+	Grad     []float32
+	lossBuf  float32
+	trainSet *ParamSet
+}
+
+type gradSlot struct {
+	node *G.Node
+	dst  []float32 // view into Replica.Grad
+}
+
+// NewReplica builds the training graph for batches of B sequences of T
+// tokens (T ≤ Config.SeqLen).
+func (m *Model) NewReplica(B, T int) (*Replica, error) {
+	if B <= 0 || T <= 0 || T > m.Config.SeqLen {
+		return nil, fmt.Errorf("model: replica batch %d×%d (sequence length must be in 1…%d)", B, T, m.Config.SeqLen)
+	}
+	gorgoniablas.Install()
+	r := &Replica{model: m, B: B, T: T, g: G.NewGraph(), trainSet: m.trainable}
+	r.inputs = nn.NewIDs(B, T)
+	r.targets = nn.NewIDs(B, T)
+	gc := &GraphContext{g: r.g, model: m, rows: B * T, nodes: map[*Param]*G.Node{}}
+	logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, B, T)
+	if err != nil {
+		return nil, err
+	}
+	r.loss, r.logits = loss, logits
+	if len(gc.wrt) == 0 {
+		return nil, fmt.Errorf("model: the graph uses no trainable parameter")
+	}
+	wrt := make([]*G.Node, len(gc.wrt))
+	for i, p := range gc.wrt {
+		wrt[i] = gc.nodes[p]
+	}
+	grads, err := G.Grad(loss, wrt...)
+	if err != nil {
+		return nil, fmt.Errorf("model: differentiate: %w", err)
+	}
+	r.Grad = make([]float32, m.trainable.Len())
+	for i, p := range gc.wrt {
+		r.gradOf = append(r.gradOf, gradSlot{node: grads[i], dst: r.Grad[p.Offset : p.Offset+p.Size()]})
+	}
+	r.vm = G.NewTapeMachine(r.g)
+	return r, nil
+}
+
+// buildGraph adds the whole model and its mean cross-entropy to gc's graph.
+func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, B, T int) (logits, loss *G.Node, err error) {
+	c := m.Config
+	w := m.Weights.Get
+	x, err := nn.Embedding(gc.Node(w(NameWTE+".weight")), gc.Node(w(NameWPE+".weight")), inputs)
+	if err != nil {
+		return nil, nil, err
+	}
+	attnOpts := attention.OpOptions{
+		B: B, T: T, H: c.Heads, KVH: c.KVHeads, Causal: true,
+		Impl: attention.Flash,
+	}
+	if c.Attention == AttentionNaive {
+		attnOpts.Impl = attention.Naive
+	}
+	layerNorm := func(x *G.Node, name string) (*G.Node, error) {
+		return nn.LayerNorm(x, gc.Node(w(name+".weight")), gc.Node(w(name+".bias")), c.LayerNormEps)
+	}
+	linear := func(x *G.Node, name string) (*G.Node, error) {
+		l, err := m.Linear(name)
+		if err != nil {
+			return nil, err
+		}
+		return l.BuildGraph(gc, x)
+	}
+	for i := 0; i < c.Layers; i++ {
+		b := BlockName(i)
+		h, err := layerNorm(x, b+".ln_1")
+		if err != nil {
+			return nil, nil, err
+		}
+		if h, err = linear(h, b+".attn.c_attn"); err != nil {
+			return nil, nil, err
+		}
+		if h, err = attention.Op(h, attnOpts); err != nil {
+			return nil, nil, err
+		}
+		if h, err = linear(h, b+".attn.c_proj"); err != nil {
+			return nil, nil, err
+		}
+		if x, err = G.Add(x, h); err != nil {
+			return nil, nil, err
+		}
+		if h, err = layerNorm(x, b+".ln_2"); err != nil {
+			return nil, nil, err
+		}
+		if h, err = linear(h, b+".mlp.c_fc"); err != nil {
+			return nil, nil, err
+		}
+		if h, err = nn.GELU(h); err != nil {
+			return nil, nil, err
+		}
+		if h, err = linear(h, b+".mlp.c_proj"); err != nil {
+			return nil, nil, err
+		}
+		if x, err = G.Add(x, h); err != nil {
+			return nil, nil, err
+		}
+	}
+	if x, err = layerNorm(x, NameLNF); err != nil {
+		return nil, nil, err
+	}
+	if c.TiedEmbeddings {
+		logits, err = nn.Linear(x, gc.Node(w(NameWTE+".weight")), nil, nn.LinearOpts{TransW: true})
+	} else {
+		logits, err = linear(x, NameHead)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	loss, err = nn.CrossEntropy(logits, targets)
+	return logits, loss, err
+}
+
+// ForwardBackward runs one micro-batch (B·T input and target ids) and adds
+// weight × its gradients into r.Grad; it returns the micro-batch's mean loss
+// in nats. weight is the micro-batch's share of the step's samples (1 for a
+// whole step, 1/k for k equal micro-batches). A NaN or infinite loss returns
+// an error wrapping ErrNonFinite and leaves r.Grad unchanged.
+func (r *Replica) ForwardBackward(inputs, targets []int32, weight float32) (float32, error) {
+	if err := r.inputs.Set(inputs); err != nil {
+		return 0, fmt.Errorf("model: inputs: %w", err)
+	}
+	if err := r.targets.Set(targets); err != nil {
+		return 0, fmt.Errorf("model: targets: %w", err)
+	}
+	defer r.vm.Reset()
+	if err := r.vm.RunAll(); err != nil {
+		return 0, fmt.Errorf("model: forward/backward: %w", err)
+	}
+	loss := r.loss.Value().Data().(float32)
+	if loss != loss || loss > 3.4e38 || loss < -3.4e38 {
+		return loss, fmt.Errorf("model: loss is %v: %w", loss, ErrNonFinite)
+	}
+	for _, s := range r.gradOf {
+		kernels.Axpy(weight, s.node.Value().Data().([]float32), s.dst)
+	}
+	return loss, nil
+}
+
+// Logits returns the logits of the last ForwardBackward, [B·T, Vocab]; the
+// slice is reused by the next run.
+func (r *Replica) Logits() []float32 { return r.logits.Value().Data().([]float32) }
+
+// ZeroGrad clears the accumulated gradients.
+func (r *Replica) ZeroGrad() { clear(r.Grad) }
+
+// Close releases the replica's machine.
+func (r *Replica) Close() error { return r.vm.Close() }

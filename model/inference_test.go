@@ -1,0 +1,132 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// testModel returns a small model with random weights (biases and LayerNorm
+// parameters too, so that every path carries signal) and odd sizes.
+func testModel(t *testing.T, mut func(*Config)) *Model {
+	t.Helper()
+	cfg := Config{Vocab: 256, DModel: 48, Layers: 2, Heads: 4, KVHeads: 4, SeqLen: 37, MLPRatio: 4,
+		TiedEmbeddings: true, LayerNormEps: 1e-5, Attention: AttentionFlash}
+	if mut != nil {
+		mut(&cfg)
+	}
+	m, err := New(cfg, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range m.Weights.Data {
+		m.Weights.Data[i] += float32(r.NormFloat64() * 0.05)
+	}
+	return m
+}
+
+func randIDs(r *rand.Rand, n int) []int32 {
+	ids := make([]int32, n)
+	for i := range ids {
+		ids[i] = int32(r.IntN(256))
+	}
+	return ids
+}
+
+func maxAbsDiff(a, b []float32) float64 {
+	var d float64
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+	}
+	return d
+}
+
+// The inference path (no graph, KV cache) must compute the training graph's
+// logits: prefill in one call, token by token, and in uneven chunks.
+func TestInferenceMatchesGraph(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mut  func(*Config)
+	}{
+		{"flash", nil},
+		{"naive", func(c *Config) { c.Attention = AttentionNaive }},
+		{"gqa", func(c *Config) { c.KVHeads = 2 }},
+		{"untied", func(c *Config) { c.TiedEmbeddings = false }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testModel(t, tc.mut)
+			const B, T = 3, 37
+			r := rand.New(rand.NewPCG(7, 8))
+			in, tg := randIDs(r, B*T), randIDs(r, B*T)
+			rep, err := m.NewReplica(B, T)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rep.Close()
+			graphLoss, err := rep.ForwardBackward(in, tg, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := append([]float32(nil), rep.Logits()...)
+
+			full, err := m.Logits(in, B, T)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := maxAbsDiff(full, want); d > 1e-4 {
+				t.Errorf("prefill logits differ from the graph's by %g", d)
+			}
+			loss, err := m.Loss(in, tg, B, T)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if math.Abs(loss-float64(graphLoss)) > 1e-5 {
+				t.Errorf("inference loss %v, graph loss %v", loss, graphLoss)
+			}
+
+			// Incremental: chunks of 1, 5, 20 and the rest.
+			inf, err := m.NewInference(B, T)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pos := 0
+			for _, n := range []int{1, 5, 20, T - 26} {
+				chunk := make([]int32, 0, B*n)
+				for b := 0; b < B; b++ {
+					chunk = append(chunk, in[b*T+pos:b*T+pos+n]...)
+				}
+				logits, err := inf.Forward(chunk, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				V := m.Config.Vocab
+				for b := 0; b < B; b++ {
+					got := logits[b*n*V : (b+1)*n*V]
+					ref := want[(b*T+pos)*V : (b*T+pos+n)*V]
+					if d := maxAbsDiff(got, ref); d > 1e-4 {
+						t.Fatalf("chunk of %d at %d, sequence %d: logits differ by %g", n, pos, b, d)
+					}
+				}
+				pos += n
+			}
+			if _, err := inf.Forward(in[:B], 1); err == nil {
+				t.Error("forward past the capacity accepted")
+			}
+		})
+	}
+}
+
+func TestInferenceBadInput(t *testing.T) {
+	m := testModel(t, nil)
+	if _, err := m.NewInference(1, m.Config.SeqLen+1); err == nil {
+		t.Error("capacity beyond the positions accepted")
+	}
+	inf, _ := m.NewInference(2, 8)
+	if _, err := inf.Forward([]int32{1, 2, 3}, 2); err == nil {
+		t.Error("wrong number of ids accepted")
+	}
+	if _, err := inf.Forward([]int32{1, 300}, 1); err == nil {
+		t.Error("id outside the vocabulary accepted")
+	}
+}

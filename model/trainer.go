@@ -1,0 +1,123 @@
+package model
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+)
+
+// Batcher fills one micro-batch of input and target token ids (B·T each,
+// targets being the inputs shifted by one token).
+type Batcher interface {
+	NextBatch(inputs, targets []int32) error
+}
+
+// TrainConfig holds the hyperparameters of a training run.
+type TrainConfig struct {
+	Batch    int // sequences per micro-batch
+	SeqLen   int // tokens per sequence; 0 means the model's SeqLen
+	Accum    int // micro-batches per optimizer step (gradient accumulation); 0 means 1
+	Schedule Schedule
+	AdamW    AdamWConfig
+	ClipNorm float64 // global gradient-norm clipping; 0 disables
+}
+
+// StepStats reports one optimizer step.
+type StepStats struct {
+	Step     int     // 1-based number of the step just taken
+	Loss     float64 // mean training loss over the step's micro-batches, nats
+	GradNorm float64 // global gradient norm before clipping
+	LR       float64 // learning rate used
+	Tokens   int     // tokens processed by the step
+}
+
+// Trainer trains a model on one replica: the single-process training loop
+// whose pieces the parallel package distributes.
+type Trainer struct {
+	Model   *Model
+	Replica *Replica
+	Opt     *AdamW
+	cfg     TrainConfig
+
+	inputs, targets []int32
+}
+
+// NewTrainer builds a replica and an optimizer over the model's trainable
+// parameters.
+func NewTrainer(m *Model, cfg TrainConfig) (*Trainer, error) {
+	if cfg.SeqLen == 0 {
+		cfg.SeqLen = m.Config.SeqLen
+	}
+	if cfg.Accum == 0 {
+		cfg.Accum = 1
+	}
+	if cfg.Batch <= 0 || cfg.Accum < 0 {
+		return nil, fmt.Errorf("model: train config: batch %d, accumulation %d", cfg.Batch, cfg.Accum)
+	}
+	if !(cfg.Schedule.Peak > 0) || cfg.Schedule.Warmup < 0 {
+		return nil, fmt.Errorf("model: train config: learning rate %v, warmup %d", cfg.Schedule.Peak, cfg.Schedule.Warmup)
+	}
+	r, err := m.NewReplica(cfg.Batch, cfg.SeqLen)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := NewAdamW(m.Trainable(), cfg.AdamW)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	n := cfg.Batch * cfg.SeqLen
+	return &Trainer{Model: m, Replica: r, Opt: opt, cfg: cfg, inputs: make([]int32, n), targets: make([]int32, n)}, nil
+}
+
+// Config returns the run's hyperparameters.
+func (t *Trainer) Config() TrainConfig { return t.cfg }
+
+// StepsDone returns the number of optimizer steps taken.
+func (t *Trainer) StepsDone() int { return t.Opt.T }
+
+// Step takes one optimizer step: Accum micro-batches forward and backward
+// with their gradients averaged, global-norm clipping, then AdamW at the
+// scheduled learning rate. A non-finite loss or gradient stops the step
+// before any weight changes, with an error naming the step.
+func (t *Trainer) Step(ctx context.Context, data Batcher) (StepStats, error) {
+	step := t.Opt.T + 1
+	fail := func(err error) (StepStats, error) {
+		return StepStats{Step: step}, fmt.Errorf("model: step %d: %w", step, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+
+	r := t.Replica
+	r.ZeroGrad()
+	weight := 1 / float32(t.cfg.Accum)
+	var loss float64
+	for k := 0; k < t.cfg.Accum; k++ {
+		if err := data.NextBatch(t.inputs, t.targets); err != nil {
+			return fail(err)
+		}
+		l, err := r.ForwardBackward(t.inputs, t.targets, weight)
+		if err != nil {
+			return fail(err)
+		}
+		loss += float64(l) / float64(t.cfg.Accum)
+	}
+
+	norm, err := GradNorm(r.Grad)
+	if err != nil {
+		return fail(err)
+	}
+	if s := ClipScale(norm, t.cfg.ClipNorm); s < 1 {
+		kernels.Scale(s, r.Grad)
+	}
+	lr := t.cfg.Schedule.LR(step - 1)
+	if err := t.Opt.Step(r.Grad, lr); err != nil {
+		return fail(err)
+	}
+	return StepStats{Step: step, Loss: loss, GradNorm: norm, LR: lr, Tokens: t.cfg.Accum * len(t.inputs)}, nil
+}
+
+// Close releases the trainer's replica.
+func (t *Trainer) Close() error { return t.Replica.Close() }
