@@ -58,7 +58,7 @@ func (op *crossEntropyOp) Do(in ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	if len(op.targets.Data) != op.rows {
-		return nil, shapeErr(fn, "targets resized to %d×%d after the graph was built", op.targets.B, op.targets.T)
+		return nil, shapeErr(fn, "%d targets for %d rows of logits", len(op.targets.Data), op.rows)
 	}
 	logits, err := f32s(fn, "logits", in[0], op.rows*op.V)
 	if err != nil {
@@ -88,6 +88,9 @@ func (op *crossEntropyOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes
 		g, err := scalarF32("CrossEntropyGrad", in[1])
 		if err != nil {
 			return err
+		}
+		if len(op.targets.Data) != op.rows {
+			return shapeErr("CrossEntropyGrad", "targets resized during the run")
 		}
 		crossEntropyBackward(dst, op.probs, op.targets.Data, op.V, op.count, g, false)
 		return nil

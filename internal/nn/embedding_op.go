@@ -12,6 +12,7 @@ import (
 type embeddingOp struct {
 	opBase
 	ids        *IDs
+	B, T       int // ids' sizes when the graph was built
 	V, C, Tmax int
 	out        outBuf
 }
@@ -39,11 +40,11 @@ func Embedding(wte, wpe *G.Node, ids *IDs) (*G.Node, error) {
 	if ids.T > ps[0] {
 		return nil, shapeErr(fn, "sequence length %d exceeds wpe's %d positions", ids.T, ps[0])
 	}
-	op := &embeddingOp{opBase: newOpBase(), ids: ids, V: ws[0], C: ws[1], Tmax: ps[0]}
+	op := &embeddingOp{opBase: newOpBase(), ids: ids, B: ids.B, T: ids.T, V: ws[0], C: ws[1], Tmax: ps[0]}
 	return apply(fn, op, wte, wpe)
 }
 
-func (op *embeddingOp) rows() int { return op.ids.B * op.ids.T }
+func (op *embeddingOp) rows() int { return op.B * op.T }
 
 func (op *embeddingOp) Arity() int { return 2 }
 
@@ -61,8 +62,8 @@ func (op *embeddingOp) compute(dst []float32, in []G.Value) error {
 	if err := op.ids.check(fn); err != nil {
 		return err
 	}
-	if len(op.ids.Data) != op.rows() {
-		return shapeErr(fn, "IDs resized to %d×%d after the graph was built", op.ids.B, op.ids.T)
+	if op.ids.B != op.B || op.ids.T != op.T {
+		return shapeErr(fn, "IDs resized from %d×%d to %d×%d after the graph was built", op.B, op.T, op.ids.B, op.ids.T)
 	}
 	wte, err := f32s(fn, "wte", in[0], op.V*op.C)
 	if err != nil {
@@ -75,7 +76,7 @@ func (op *embeddingOp) compute(dst []float32, in []G.Value) error {
 	if err := checkIDs(fn, op.ids.Data, op.V); err != nil {
 		return err
 	}
-	embeddingForward(dst, wte, wpe, op.ids.Data, op.ids.T, op.C, 0)
+	embeddingForward(dst, wte, wpe, op.ids.Data, op.T, op.C, 0)
 	return nil
 }
 
@@ -113,6 +114,9 @@ func (op *embeddingOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 		if err != nil {
 			return err
 		}
+		if len(op.ids.Data) != rows {
+			return shapeErr("EmbeddingGradWte", "IDs resized during the run")
+		}
 		if err := checkIDs("EmbeddingGradWte", op.ids.Data, op.V); err != nil {
 			return err
 		}
@@ -129,7 +133,7 @@ func (op *embeddingOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 			return err
 		}
 		clear(dst)
-		embeddingBackwardWpe(dst, dy, rows, op.ids.T, C, 0)
+		embeddingBackwardWpe(dst, dy, rows, op.T, C, 0)
 		return nil
 	}, grad)
 	if err != nil {
@@ -139,11 +143,11 @@ func (op *embeddingOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 }
 
 func (op *embeddingOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "nn.Embedding#%d(V=%d, C=%d, Tmax=%d, B=%d, T=%d, ids=%p)", op.serial, op.V, op.C, op.Tmax, op.ids.B, op.ids.T, op.ids)
+	fmt.Fprintf(h, "nn.Embedding#%d(V=%d, C=%d, Tmax=%d, B=%d, T=%d, ids=%p)", op.serial, op.V, op.C, op.Tmax, op.B, op.T, op.ids)
 }
 
 func (op *embeddingOp) Hashcode() uint32 { return hashOf(op) }
 
 func (op *embeddingOp) String() string {
-	return fmt.Sprintf("nn.Embedding(%d×%d)", op.ids.B, op.ids.T)
+	return fmt.Sprintf("nn.Embedding(%d×%d)", op.B, op.T)
 }

@@ -39,3 +39,14 @@ func checkLen(fn, what string, got, want int) error {
 	}
 	return nil
 }
+
+// UnwrapVMError returns the error that a gorgonia VM wrapped while running an
+// op, so that errors.Is(nn.UnwrapVMError(err), nn.ErrRange) works on the
+// error of RunAll: gorgonia's wrapper has an Err method but no Unwrap. Other
+// errors come back unchanged.
+func UnwrapVMError(err error) error {
+	if e, ok := err.(interface{ Err() error }); ok && e.Err() != nil {
+		return e.Err()
+	}
+	return err
+}

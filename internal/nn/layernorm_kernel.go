@@ -147,13 +147,28 @@ func layerNormBackwardX(dx, dy, x, gamma, mean, rstd []float32, C int, acc bool)
 		dyr := dy[r*C : r*C+C]
 		dxr := dx[r*C : r*C+C]
 		mu, rs := mean[r], rstd[r]
-		var sg, sgx float32 // Σ ĝ and Σ ĝ·x̂
-		for j := range xr {
-			g := dyr[j] * gamma[j]
-			sg += g
-			sgx += g * (xr[j] - mu) * rs
+		// Σ ĝ and Σ ĝ·(x − μ), four partial sums each so the adds do not wait
+		// on one another.
+		var sg0, sg1, sg2, sg3, sx0, sx1, sx2, sx3 float32
+		j := 0
+		for ; j+4 <= C; j += 4 {
+			g0, g1, g2, g3 := dyr[j]*gamma[j], dyr[j+1]*gamma[j+1], dyr[j+2]*gamma[j+2], dyr[j+3]*gamma[j+3]
+			sg0 += g0
+			sg1 += g1
+			sg2 += g2
+			sg3 += g3
+			sx0 += g0 * (xr[j] - mu)
+			sx1 += g1 * (xr[j+1] - mu)
+			sx2 += g2 * (xr[j+2] - mu)
+			sx3 += g3 * (xr[j+3] - mu)
 		}
-		mg, mgx := sg*invC, sgx*invC
+		for ; j < C; j++ {
+			g := dyr[j] * gamma[j]
+			sg0 += g
+			sx0 += g * (xr[j] - mu)
+		}
+		mg := ((sg0 + sg1) + (sg2 + sg3)) * invC
+		mgx := ((sx0 + sx1) + (sx2 + sx3)) * rs * invC
 		if acc {
 			for j := range dxr {
 				xh := (xr[j] - mu) * rs

@@ -24,7 +24,7 @@ func vecNode(g *G.ExprGraph, name string, data []float32) *G.Node {
 }
 
 // weightedSum returns Σ out ⊙ R with R an input node that is not differentiated.
-func weightedSum(t *testing.T, out *G.Node, R []float32) *G.Node {
+func weightedSum(t testing.TB, out *G.Node, R []float32) *G.Node {
 	t.Helper()
 	s := out.Shape()
 	Rn := matNode(out.Graph(), fmt.Sprintf("R%d", out.ID()), R, s[0], s[1])
