@@ -38,9 +38,11 @@ func checkCrossEntropy(fn string, nLogits, nProbs, nTargets, V int) error {
 // for logits [N, V] and integer targets [N], leaving out rows whose target is
 // IgnoreIndex; count is the number of rows in the mean (the loss is 0 when
 // count is 0). probs [N, V] receives the softmax of every row, which
-// CrossEntropyBackward needs. Each row is shifted by its
-// maximum before exponentiating and the log-sum-exp is taken in float64, so
-// large logits neither overflow nor lose the small differences.
+// CrossEntropyBackward needs; it may be logits itself (the same slice, not a
+// partial overlap), which replaces the logits by their softmax. Each row is
+// shifted by its maximum before exponentiating and the log-sum-exp is taken
+// in float64, so large logits neither overflow nor lose the small
+// differences.
 func CrossEntropyForward(probs, logits []float32, targets []int32, V int) (loss float32, count int, err error) {
 	const fn = "CrossEntropyForward"
 	if err := checkCrossEntropy(fn, len(logits), len(probs), len(targets), V); err != nil {
@@ -59,7 +61,7 @@ func crossEntropyForward(probs, logits []float32, targets []int32, V, count int)
 		pr := probs[r*V : r*V+V]
 		var lt float32
 		if t != IgnoreIndex {
-			lt = lr[t]
+			lt = lr[t] // before pr, which may be lr, is written
 		}
 		m := kernels.Max(lr)
 		sum := kernels.ExpSubSum(pr, lr, m)

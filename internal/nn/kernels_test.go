@@ -271,6 +271,17 @@ func TestCrossEntropyKernel(t *testing.T) {
 				assertClose(t, "loss", []float32{loss}, []float64{refCrossEntropy(l64, targets, V)}, 1e-5, 1e-6)
 				assertClose(t, "probs", probs, refSoftmax(l64, V), 1e-5, 1e-7)
 
+				// In place: the softmax may overwrite the logits.
+				inPlace := append([]float32(nil), logits...)
+				loss2, _, err := CrossEntropyForward(inPlace, inPlace, targets, V)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if loss2 != loss {
+					t.Errorf("in place: loss %v, want %v", loss2, loss)
+				}
+				assertClose(t, "in-place probs", inPlace, to64(probs), 0, 0)
+
 				const g = 1.7
 				dl := filled(n*V, prefill)
 				if err := CrossEntropyBackward(dl, probs, targets, V, g); err != nil {
