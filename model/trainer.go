@@ -121,3 +121,7 @@ func (t *Trainer) Step(ctx context.Context, data Batcher) (StepStats, error) {
 
 // Close releases the trainer's replica.
 func (t *Trainer) Close() error { return t.Replica.Close() }
+
+// SetSchedule replaces the learning-rate schedule, e.g. to fix the length
+// of a cosine decay once a wall-clock budget's step count is known.
+func (t *Trainer) SetSchedule(s Schedule) { t.cfg.Schedule = s }
