@@ -11,6 +11,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
 )
 
 // BLAS is gonum's implementation with the float32 matrix routines replaced
@@ -74,11 +75,18 @@ func checkVec(name string, have, want int) {
 	}
 }
 
-var installOnce sync.Once
+var installMu sync.Mutex
 
 // Install makes gorgonia and gorgonia tensor use BLAS for every matrix
-// product. It is safe to call many times and from many goroutines; only the
-// first call swaps the implementation, before any graph of galleon's runs.
+// product. It is idempotent and safe from many goroutines; it writes
+// gorgonia's global only when another BLAS is installed, so graphs already
+// running are not disturbed by later calls.
 func Install() {
-	installOnce.Do(func() { G.Use(BLAS{}) })
+	installMu.Lock()
+	defer installMu.Unlock()
+	_, ours := G.WhichBLAS().(BLAS)
+	_, oursT := tensor.WhichBLAS().(BLAS)
+	if !ours || !oursT {
+		G.Use(BLAS{})
+	}
 }
