@@ -51,29 +51,56 @@ func CrossEntropyForward(probs, logits []float32, targets []int32, V int) (loss 
 	if count, err = checkTargets(fn, targets, V); err != nil {
 		return 0, 0, err
 	}
-	return crossEntropyForward(probs, logits, targets, V, count), count, nil
+	return crossEntropyForward(probs, logits, targets, V, count, nil), count, nil
 }
 
-func crossEntropyForward(probs, logits []float32, targets []int32, V, count int) float32 {
+// crossEntropyForward fills probs and returns the mean loss. With rowLoss
+// ([N] scratch) the rows run in parallel and their losses are summed in row
+// order afterwards; without, serially. Both give the same bits.
+func crossEntropyForward(probs, logits []float32, targets []int32, V, count int, rowLoss []float64) float32 {
 	var total float64
-	for r, t := range targets {
-		lr := logits[r*V : r*V+V]
-		pr := probs[r*V : r*V+V]
-		var lt float32
-		if t != IgnoreIndex {
-			lt = lr[t] // before pr, which may be lr, is written
+	if rowLoss == nil {
+		for r := range targets {
+			total += crossEntropyRow(probs, logits, targets, V, r)
 		}
-		m := kernels.Max(lr)
-		sum := kernels.ExpSubSum(pr, lr, m)
-		kernels.Scale(1/sum, pr)
-		if t != IgnoreIndex {
-			total += float64(m) + math.Log(float64(sum)) - float64(lt)
+	} else {
+		j := newJob(crossEntropyForwardRows)
+		j.f[0], j.f[1], j.ids, j.d = probs, logits, targets, rowLoss
+		j.i[0] = V
+		j.run(len(targets), rowGrain(V))
+		for _, l := range rowLoss[:len(targets)] {
+			total += l
 		}
 	}
 	if count == 0 {
 		return 0
 	}
 	return float32(total / float64(count))
+}
+
+func crossEntropyForwardRows(j *parJob, lo, hi int) {
+	for r := lo; r < hi; r++ {
+		j.d[r] = crossEntropyRow(j.f[0], j.f[1], j.ids, j.i[0], r)
+	}
+}
+
+// crossEntropyRow writes row r's softmax and returns its loss (0 when
+// ignored).
+func crossEntropyRow(probs, logits []float32, targets []int32, V, r int) float64 {
+	lr := logits[r*V : r*V+V]
+	pr := probs[r*V : r*V+V]
+	t := targets[r]
+	var lt float32
+	if t != IgnoreIndex {
+		lt = lr[t] // before pr, which may be lr, is written
+	}
+	m := kernels.Max(lr)
+	sum := kernels.ExpSubSum(pr, lr, m)
+	kernels.Scale(1/sum, pr)
+	if t == IgnoreIndex {
+		return 0
+	}
+	return float64(m) + math.Log(float64(sum)) - float64(lt)
 }
 
 // CrossEntropyBackward accumulates dlogits += (probs − onehot(targets))·dloss/count,
@@ -100,9 +127,25 @@ func crossEntropyBackward(dlogits, probs []float32, targets []int32, V, count in
 	if count > 0 {
 		scale = dloss / float32(count)
 	}
-	for r, t := range targets {
+	j := newJob(crossEntropyBackwardRows)
+	j.f[0], j.f[1], j.ids = dlogits, probs, targets
+	j.i[0], j.i[1], j.x = V, 0, scale
+	if acc {
+		j.i[1] = 1
+	}
+	if count == 0 {
+		j.i[2] = 1 // nothing counts: every row is like an ignored one
+	}
+	j.run(len(targets), rowGrain(V))
+}
+
+func crossEntropyBackwardRows(j *parJob, lo, hi int) {
+	dlogits, probs, targets := j.f[0], j.f[1], j.ids
+	V, acc, none, scale := j.i[0], j.i[1] == 1, j.i[2] == 1, j.x
+	for r := lo; r < hi; r++ {
+		t := targets[r]
 		dr := dlogits[r*V : r*V+V]
-		if t == IgnoreIndex || count == 0 {
+		if t == IgnoreIndex || none {
 			if !acc {
 				clear(dr)
 			}
@@ -112,8 +155,8 @@ func crossEntropyBackward(dlogits, probs []float32, targets []int32, V, count in
 		if acc {
 			kernels.Axpy(scale, pr, dr)
 		} else {
-			for j, p := range pr {
-				dr[j] = p * scale
+			for k, p := range pr {
+				dr[k] = p * scale
 			}
 		}
 		dr[t] -= scale

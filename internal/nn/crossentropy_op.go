@@ -15,6 +15,7 @@ type crossEntropyOp struct {
 	rows, V int
 	loss    G.F32     // the op's output value, reused by every run
 	probs   []float32 // softmax saved by Do for the backward op of the same run
+	rowLoss []float64 // per-row losses, summed in order after the parallel rows
 	count   int       // rows counted in the mean, from the same run
 }
 
@@ -70,9 +71,10 @@ func (op *crossEntropyOp) Do(in ...G.Value) (G.Value, error) {
 	}
 	if op.probs == nil {
 		op.probs = make([]float32, op.rows*op.V)
+		op.rowLoss = make([]float64, op.rows)
 	}
 	op.count = count
-	op.loss = G.F32(crossEntropyForward(op.probs, logits, op.targets.Data, op.V, count))
+	op.loss = G.F32(crossEntropyForward(op.probs, logits, op.targets.Data, op.V, count, op.rowLoss))
 	return &op.loss, nil
 }
 

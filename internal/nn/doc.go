@@ -18,7 +18,7 @@
 //
 // Activations are 2-D [rows, features] with rows = B·T; linear weights are
 // stored [in, out] (Hugging Face GPT-2 Conv1D layout) unless
-// LinearOpts.TransposeW says [out, in], as for the tied output head whose
+// LinearOpts.TransW says [out, in], as for the tied output head whose
 // weight is wte [V, C]. Raw backward kernels accumulate (+=) into the
 // gradient slices they are given and skip any gradient passed as nil, so a
 // caller pays only for the gradients it wants.
@@ -45,6 +45,10 @@
 // derivative node, and the backward op for it checks exactly that before
 // doing any work: it returns a 1×1 placeholder without computing, so frozen
 // weights cost no gradient product (see TestFrozenWeightsSkipGradientWork).
+// TrainingSubgraph goes further and leaves those nodes out of the program.
+//
+// A bad id or target fails the run; gorgonia wraps the error without an
+// Unwrap method, so use UnwrapVMError before errors.Is.
 //
 // Gradients follow the TapeMachine's semantics: with G.BindDualValues, every
 // run adds its gradients into the parameters' dual values (d += g), and

@@ -63,13 +63,22 @@ func EmbeddingForward(out, wte, wpe []float32, ids []int32, T, C, pos0 int) erro
 }
 
 func embeddingForward(out, wte, wpe []float32, ids []int32, T, C, pos0 int) {
-	for r, id := range ids {
-		t := pos0 + r%T
+	j := newJob(embeddingForwardRows)
+	j.f[0], j.f[1], j.f[2], j.ids = out, wte, wpe, ids
+	j.i[0], j.i[1], j.i[2] = T, C, pos0
+	j.run(len(ids), rowGrain(C))
+}
+
+func embeddingForwardRows(j *parJob, lo, hi int) {
+	out, wte, wpe, ids := j.f[0], j.f[1], j.f[2], j.ids
+	T, C, pos0 := j.i[0], j.i[1], j.i[2]
+	for r := lo; r < hi; r++ {
+		id, t := int(ids[r]), pos0+r%T
 		o := out[r*C : r*C+C]
-		e := wte[int(id)*C : int(id)*C+C]
+		e := wte[id*C : id*C+C]
 		p := wpe[t*C : t*C+C]
-		for j := range o {
-			o[j] = e[j] + p[j]
+		for k := range o {
+			o[k] = e[k] + p[k]
 		}
 	}
 }
@@ -106,15 +115,39 @@ func EmbeddingBackward(dwte, dwpe, dout []float32, ids []int32, T, C, pos0 int) 
 	return nil
 }
 
+// embeddingBackwardWte adds dout's rows into dwte's rows ids. Repeated ids
+// make the rows collide, so the work is split by columns, each chunk adding
+// every row in order.
 func embeddingBackwardWte(dwte, dout []float32, ids []int32, C int) {
-	for r, id := range ids {
-		kernels.Axpy(1, dout[r*C:r*C+C], dwte[int(id)*C:int(id)*C+C])
-	}
+	j := newJob(embeddingBackwardCols)
+	j.f[0], j.f[1], j.ids = dwte, dout, ids
+	j.i[0], j.i[1] = C, -1
+	j.run(C, colGrain(len(ids)))
 }
 
+// embeddingBackwardWpe adds dout's rows into dwpe's rows pos0 + r mod T.
 func embeddingBackwardWpe(dwpe, dout []float32, rows, T, C, pos0 int) {
+	j := newJob(embeddingBackwardCols)
+	j.f[0], j.f[1] = dwpe, dout
+	j.i[0], j.i[1], j.i[2], j.i[3] = C, T, pos0, rows
+	j.run(C, colGrain(rows))
+}
+
+// embeddingBackwardCols scatters columns [lo, hi): to the rows of ids, or,
+// when j.i[1] = T ≥ 1, to positions pos0 + r mod T.
+func embeddingBackwardCols(j *parJob, lo, hi int) {
+	dst, dout, ids := j.f[0], j.f[1], j.ids
+	C, T, pos0, rows := j.i[0], j.i[1], j.i[2], j.i[3]
+	if T < 0 {
+		rows = len(ids)
+	}
 	for r := 0; r < rows; r++ {
-		t := pos0 + r%T
-		kernels.Axpy(1, dout[r*C:r*C+C], dwpe[t*C:t*C+C])
+		var d int
+		if T < 0 {
+			d = int(ids[r])
+		} else {
+			d = pos0 + r%T
+		}
+		kernels.Axpy(1, dout[r*C+lo:r*C+hi], dst[d*C+lo:d*C+hi])
 	}
 }

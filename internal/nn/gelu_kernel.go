@@ -26,9 +26,15 @@ func GELUForward(y, x []float32) error {
 // geluForward writes y = x·s and, when s is non-nil, the sigmoid s = σ(2u)
 // that the backward pass needs, so backward repeats no exponential.
 func geluForward(y, s, x []float32) {
-	y = y[:len(x)]
-	if s != nil {
-		s = s[:len(x)]
+	j := newJob(geluForwardChunk)
+	j.f[0], j.f[1], j.f[2] = y, s, x
+	j.run(len(x), parGrain)
+}
+
+func geluForwardChunk(j *parJob, lo, hi int) {
+	y, x := j.f[0][lo:hi], j.f[2][lo:hi]
+	if s := j.f[1]; s != nil {
+		s = s[lo:hi]
 		geluSigmoid(s, x)
 		for i, v := range x {
 			y[i] = v * s[i]
@@ -68,29 +74,51 @@ func GELUBackward(dx, dy, x []float32) error {
 	if err := checkLen(fn, "dx", len(dx), len(x)); err != nil {
 		return err
 	}
+	geluBackward(dx, dy, x, nil, true)
+	return nil
+}
+
+// geluBackward writes (acc false) or adds (acc true) dx = dy·GELU'(x) from
+// the sigmoid s saved by geluForward; with s nil it recomputes it.
+func geluBackward(dx, dy, x, s []float32, acc bool) {
+	j := newJob(geluBackwardChunk)
+	j.f[0], j.f[1], j.f[2], j.f[3] = dx, dy, x, s
+	j.i[0] = 0
+	if acc {
+		j.i[0] = 1
+	}
+	j.run(len(x), parGrain)
+}
+
+func geluBackwardChunk(j *parJob, lo, hi int) {
+	dx, dy, x, acc := j.f[0][lo:hi], j.f[1][lo:hi], j.f[2][lo:hi], j.i[0] == 1
+	if s := j.f[3]; s != nil {
+		geluGrad(dx, dy, x, s[lo:hi], acc)
+		return
+	}
 	var buf [geluChunk]float32
 	for lo := 0; lo < len(x); lo += geluChunk {
 		hi := min(lo+geluChunk, len(x))
 		s := buf[:hi-lo]
 		geluSigmoid(s, x[lo:hi])
-		geluBackward(dx[lo:hi], dy[lo:hi], x[lo:hi], s, true)
+		geluGrad(dx[lo:hi], dy[lo:hi], x[lo:hi], s, acc)
 	}
-	return nil
 }
 
-// geluBackward writes (acc false) or adds (acc true) dx = dy·GELU'(x) from the
-// sigmoid s saved by geluForward.
-func geluBackward(dx, dy, x, s []float32, acc bool) {
+func geluGrad(dx, dy, x, s []float32, acc bool) {
 	dx = dx[:len(x)]
 	dy = dy[:len(x)]
 	s = s[:len(x)]
+	const c2, k3 = 2 * geluC, 3 * geluK
+	if acc {
+		for i, v := range x {
+			sig := s[i]
+			dx[i] += dy[i] * (sig + v*sig*(1-sig)*c2*(1+k3*v*v))
+		}
+		return
+	}
 	for i, v := range x {
 		sig := s[i]
-		d := sig + v*sig*(1-sig)*(2*geluC)*(1+3*geluK*v*v)
-		if acc {
-			dx[i] += dy[i] * d
-		} else {
-			dx[i] = dy[i] * d
-		}
+		dx[i] = dy[i] * (sig + v*sig*(1-sig)*c2*(1+k3*v*v))
 	}
 }

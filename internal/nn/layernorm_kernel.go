@@ -52,25 +52,34 @@ func checkLayerNorm(fn string, n, C, ny, ngamma, nbeta int) error {
 }
 
 func layerNormForward(y, mean, rstd, x, gamma, beta []float32, C int, eps float32) {
+	j := newJob(layerNormForwardRows)
+	j.f[0], j.f[1], j.f[2], j.f[3], j.f[4], j.f[5] = y, mean, rstd, x, gamma, beta
+	j.i[0], j.x = C, eps
+	j.run(len(x)/C, rowGrain(C))
+}
+
+func layerNormForwardRows(j *parJob, lo, hi int) {
+	y, mean, rstd, x, gamma, beta := j.f[0], j.f[1], j.f[2], j.f[3], j.f[4], j.f[5]
+	C, eps := j.i[0], j.x
 	invC := 1 / float32(C)
-	n := len(x) / C
-	for r := 0; r < n; r++ {
+	gamma, beta = gamma[:C], beta[:C]
+	for r := lo; r < hi; r++ {
 		xr := x[r*C : r*C+C]
 		yr := y[r*C : r*C+C]
 		mu := kernels.Sum(xr) * invC
 		// Two passes: the variance of shifted data does not cancel
 		// catastrophically when |μ| ≫ σ, as E[x²] − μ² would.
 		var v0, v1, v2, v3 float32
-		j := 0
-		for ; j+4 <= C; j += 4 {
-			d0, d1, d2, d3 := xr[j]-mu, xr[j+1]-mu, xr[j+2]-mu, xr[j+3]-mu
+		k := 0
+		for ; k+4 <= C; k += 4 {
+			d0, d1, d2, d3 := xr[k]-mu, xr[k+1]-mu, xr[k+2]-mu, xr[k+3]-mu
 			v0 += d0 * d0
 			v1 += d1 * d1
 			v2 += d2 * d2
 			v3 += d3 * d3
 		}
-		for ; j < C; j++ {
-			d := xr[j] - mu
+		for ; k < C; k++ {
+			d := xr[k] - mu
 			v0 += d * d
 		}
 		variance := ((v0 + v1) + (v2 + v3)) * invC
@@ -79,11 +88,8 @@ func layerNormForward(y, mean, rstd, x, gamma, beta []float32, C int, eps float3
 			mean[r] = mu
 			rstd[r] = rs
 		}
-		g := gamma[:len(yr)]
-		b := beta[:len(yr)]
-		xr = xr[:len(yr)]
-		for j := range yr {
-			yr[j] = (xr[j]-mu)*rs*g[j] + b[j]
+		for k, v := range xr {
+			yr[k] = (v-mu)*rs*gamma[k] + beta[k]
 		}
 	}
 }
@@ -139,10 +145,21 @@ func LayerNormBackward(dx, dgamma, dbeta, dy, x, gamma, mean, rstd []float32, C 
 
 // layerNormBackwardX writes (acc false) or adds (acc true) dx.
 func layerNormBackwardX(dx, dy, x, gamma, mean, rstd []float32, C int, acc bool) {
+	j := newJob(layerNormBackwardXRows)
+	j.f[0], j.f[1], j.f[2], j.f[3], j.f[4], j.f[5] = dx, dy, x, gamma, mean, rstd
+	j.i[0], j.i[1] = C, 0
+	if acc {
+		j.i[1] = 1
+	}
+	j.run(len(x)/C, rowGrain(C))
+}
+
+func layerNormBackwardXRows(j *parJob, lo, hi int) {
+	dx, dy, x, gamma, mean, rstd := j.f[0], j.f[1], j.f[2], j.f[3], j.f[4], j.f[5]
+	C, acc := j.i[0], j.i[1] == 1
 	invC := 1 / float32(C)
-	n := len(x) / C
 	gamma = gamma[:C]
-	for r := 0; r < n; r++ {
+	for r := lo; r < hi; r++ {
 		xr := x[r*C : r*C+C]
 		dyr := dy[r*C : r*C+C]
 		dxr := dx[r*C : r*C+C]
@@ -150,57 +167,73 @@ func layerNormBackwardX(dx, dy, x, gamma, mean, rstd []float32, C int, acc bool)
 		// Σ ĝ and Σ ĝ·(x − μ), four partial sums each so the adds do not wait
 		// on one another.
 		var sg0, sg1, sg2, sg3, sx0, sx1, sx2, sx3 float32
-		j := 0
-		for ; j+4 <= C; j += 4 {
-			g0, g1, g2, g3 := dyr[j]*gamma[j], dyr[j+1]*gamma[j+1], dyr[j+2]*gamma[j+2], dyr[j+3]*gamma[j+3]
+		k := 0
+		for ; k+4 <= C; k += 4 {
+			g0, g1, g2, g3 := dyr[k]*gamma[k], dyr[k+1]*gamma[k+1], dyr[k+2]*gamma[k+2], dyr[k+3]*gamma[k+3]
 			sg0 += g0
 			sg1 += g1
 			sg2 += g2
 			sg3 += g3
-			sx0 += g0 * (xr[j] - mu)
-			sx1 += g1 * (xr[j+1] - mu)
-			sx2 += g2 * (xr[j+2] - mu)
-			sx3 += g3 * (xr[j+3] - mu)
+			sx0 += g0 * (xr[k] - mu)
+			sx1 += g1 * (xr[k+1] - mu)
+			sx2 += g2 * (xr[k+2] - mu)
+			sx3 += g3 * (xr[k+3] - mu)
 		}
-		for ; j < C; j++ {
-			g := dyr[j] * gamma[j]
+		for ; k < C; k++ {
+			g := dyr[k] * gamma[k]
 			sg0 += g
-			sx0 += g * (xr[j] - mu)
+			sx0 += g * (xr[k] - mu)
 		}
 		mg := ((sg0 + sg1) + (sg2 + sg3)) * invC
 		mgx := ((sx0 + sx1) + (sx2 + sx3)) * rs * invC
+		// dx = rs·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)) = a·ĝ + b·(x − μ) + c; x − μ
+		// rather than x keeps precision when |μ| ≫ σ.
+		a, b, c := rs, -rs*rs*mgx, -rs*mg
 		if acc {
-			for j := range dxr {
-				xh := (xr[j] - mu) * rs
-				dxr[j] += rs * (dyr[j]*gamma[j] - mg - xh*mgx)
+			for k, v := range xr {
+				dxr[k] += a*dyr[k]*gamma[k] + b*(v-mu) + c
 			}
 		} else {
-			for j := range dxr {
-				xh := (xr[j] - mu) * rs
-				dxr[j] = rs * (dyr[j]*gamma[j] - mg - xh*mgx)
+			for k, v := range xr {
+				dxr[k] = a*dyr[k]*gamma[k] + b*(v-mu) + c
 			}
 		}
 	}
 }
 
-// layerNormBackwardGamma adds Σ_rows dy·x̂ into dgamma, rows in order.
+// layerNormBackwardGamma adds Σ_rows dy·x̂ into dgamma. The sum over rows is
+// split by columns so that each column adds its rows in order.
 func layerNormBackwardGamma(dgamma, dy, x, mean, rstd []float32, C int) {
-	n := len(x) / C
-	dgamma = dgamma[:C]
-	for r := 0; r < n; r++ {
-		xr := x[r*C : r*C+C]
-		dyr := dy[r*C : r*C+C]
+	j := newJob(layerNormBackwardGammaCols)
+	j.f[0], j.f[1], j.f[2], j.f[3], j.f[4] = dgamma, dy, x, mean, rstd
+	j.i[0] = C
+	j.run(C, colGrain(len(x)/C))
+}
+
+func layerNormBackwardGammaCols(j *parJob, lo, hi int) {
+	dgamma, dy, x, mean, rstd := j.f[0][lo:hi], j.f[1], j.f[2], j.f[3], j.f[4]
+	C := j.i[0]
+	for r := 0; r < len(x)/C; r++ {
+		xr := x[r*C+lo : r*C+hi]
+		dyr := dy[r*C+lo : r*C+hi]
 		mu, rs := mean[r], rstd[r]
-		for j := range dgamma {
-			dgamma[j] += dyr[j] * (xr[j] - mu) * rs
+		for k, v := range xr {
+			dgamma[k] += dyr[k] * (v - mu) * rs
 		}
 	}
 }
 
 // columnSums adds the column sums of m [N, C] into s [C], rows in order.
 func columnSums(s, m []float32, C int) {
-	n := len(m) / C
-	for r := 0; r < n; r++ {
-		kernels.Axpy(1, m[r*C:r*C+C], s[:C])
+	j := newJob(columnSumsCols)
+	j.f[0], j.f[1] = s, m
+	j.i[0] = C
+	j.run(C, colGrain(len(m)/C))
+}
+
+func columnSumsCols(j *parJob, lo, hi int) {
+	s, m, C := j.f[0][lo:hi], j.f[1], j.i[0]
+	for r := 0; r < len(m)/C; r++ {
+		kernels.Axpy(1, m[r*C+lo:r*C+hi], s)
 	}
 }
