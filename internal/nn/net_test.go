@@ -264,3 +264,54 @@ func TestTrainingSubgraphDropsFrozenGradients(t *testing.T) {
 		t.Error("TrainingSubgraph accepted a frozen node as wrt")
 	}
 }
+
+// TestDeterminismAtTrainingSize repeats the two-graph comparison at the tiny
+// preset's sizes, where Sgemm and the element-wise loops split across cores.
+func TestDeterminismAtTrainingSize(t *testing.T) {
+	s := netSizes{B: 8, T: 64, V: 256, C: 128, H: 128, Tmax: 64}
+	d := newNetData(s, 12)
+	a, b := buildNet(t, d, nil), buildNet(t, d, nil)
+	la, lb := a.step(t), b.step(t)
+	if math.Float32bits(la) != math.Float32bits(lb) {
+		t.Fatalf("loss %v vs %v", la, lb)
+	}
+	zeroGrad(t, a.params()...)
+	if l := a.step(t); math.Float32bits(l) != math.Float32bits(la) {
+		t.Fatalf("rerun: loss %v vs %v", l, la)
+	}
+	for i, p := range a.params() {
+		if !slices.Equal(gradOf(t, p), gradOf(t, b.params()[i])) {
+			t.Errorf("d%s differs between runs", p.Name())
+		}
+	}
+}
+
+// TestConcurrentReplicas runs two graphs on the same weight memory in two
+// goroutines, as data-parallel workers do: under -race this checks that the
+// ops share no mutable state across graphs, and both get the serial result.
+func TestConcurrentReplicas(t *testing.T) {
+	s := netSizes{B: 4, T: 16, V: 64, C: 32, H: 32, Tmax: 16}
+	d := newNetData(s, 13)
+	ref := buildNet(t, d, nil)
+	want := ref.step(t)
+	nets := []*net{buildNet(t, d, nil), buildNet(t, d, nil)}
+	done := make(chan float32, len(nets))
+	for _, n := range nets {
+		go func() {
+			var l float32
+			for range 5 {
+				if err := n.m.RunAll(); err != nil {
+					t.Error(err)
+				}
+				n.m.Reset()
+				l = scalarOf(n.loss)
+			}
+			done <- l
+		}()
+	}
+	for range nets {
+		if l := <-done; l != want {
+			t.Errorf("concurrent loss %v, want %v", l, want)
+		}
+	}
+}
