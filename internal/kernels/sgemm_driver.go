@@ -20,20 +20,20 @@ const (
 	// (16·KC floats) and an A micro-panel (6·KC floats) share the 32 KiB L1.
 	sgemmKC = 256
 
-	// sgemmMC is the default row height of a compute task.
+	// sgemmMC is the default row height of a compute task, and the unit in
+	// which A is packed.
 	sgemmMC = 96
 
 	// sgemmNT is the default (maximum) column width of a compute task.
 	sgemmNT = 512
 
+	// packBCols is the unit in which B is packed: four micro-panels.
+	packBCols = 4 * sgemmNR
+
 	// sgemmPackMax bounds each packed operand (floats): 8 MiB each. Larger
 	// products are cut into chunks of m, n and k that are packed and
 	// computed one after another.
 	sgemmPackMax = 1 << 21
-
-	// Granularity of the packing tasks that threads share.
-	packARows = 48
-	packBCols = 128
 
 	// sgemmParWork is the smallest m·n·k worth waking a second core for:
 	// about 20 µs of single-core work, well above the cost of a hand-off.
@@ -44,15 +44,20 @@ const (
 // arguments, the blocking, the packed operands and the work queue. Jobs are
 // pooled with their buffers, so steady-state calls allocate nothing.
 //
-// The work is a fixed sequence of tasks numbered by tickets. For each chunk
-// (step) of the product there is a packing phase (tasks that pack pieces of A
-// and B) followed by a compute phase (tasks that each own a tile of C). A
-// participant takes the next ticket from next, runs it, and counts it in done;
-// a task of a phase starts only once done has reached the phase's first
-// ticket, i.e. once every earlier task has finished. Participants may join at
-// any time (a helper that was slow to wake simply finds fewer tickets), and
-// the caller always participates, so the job completes even if no helper is
-// free.
+// Work is handed out as tiles of C, numbered by tickets in chunk order (a
+// chunk, or step, is the part of the product whose operands fit the packing
+// buffers; most products are one step). A participant takes the next ticket
+// from next, computes the tile, and counts it in done; the first tile of a
+// step waits until done shows every tile of the previous step finished, as
+// the buffers are then overwritten. Participants may join at any time (a
+// helper slow to wake simply finds fewer tickets), and the caller always
+// participates, so the job completes even if no helper is free.
+//
+// Packing is done lazily, by the first tile that needs a piece of A (a row
+// block of mc rows) or of B (a group of packBCols columns), which claims it
+// in stateA/stateB. A tile that needs a piece another thread is packing
+// packs some other unclaimed piece meanwhile. So packing is shared between
+// threads and overlaps computation, with no barrier between the two.
 type sgemmJob struct {
 	transA, transB bool
 	m, n, k        int
@@ -68,8 +73,11 @@ type sgemmJob struct {
 
 	packA, packB []float32 // 64-byte aligned views of bufA, bufB
 	bufA, bufB   []float32
+	// Packing state of each A row block and B column group: 2s+1 while
+	// being packed for step s, 2s+2 once packed, less if not yet packed.
+	stateA, stateB []atomic.Int64
 
-	total int64 // number of tickets
+	total int64 // number of tickets (tiles)
 	next  atomic.Int64
 	_     [56]byte // keep the two counters on separate cache lines
 	done  atomic.Int64
@@ -80,11 +88,11 @@ type sgemmJob struct {
 // and depth p0…p0+kk of the product, whether it packs B (the first chunk of
 // each (n, k) pair does; later row chunks reuse it) and its beta.
 type sgemmStep struct {
+	s                      int // index
 	i0, mm, j0, nn, p0, kk int
 	packsB                 bool
 	beta                   float32
-	nPackA, nPackB         int // packing tasks
-	tilesM, tilesN         int // compute tasks: tilesM × tilesN
+	tilesM, tilesN         int
 }
 
 func (j *sgemmJob) step(s int) sgemmStep {
@@ -94,6 +102,7 @@ func (j *sgemmJob) step(s int) sgemmStep {
 	kq := (s / j.mChunks) % j.kChunks
 	jq := s / (j.mChunks * j.kChunks)
 	st := sgemmStep{
+		s:  s,
 		i0: iq * j.mChunk, j0: jq * j.nChunk, p0: kq * j.kChunk,
 		packsB: iq == 0,
 		beta:   j.beta,
@@ -103,10 +112,6 @@ func (j *sgemmJob) step(s int) sgemmStep {
 	st.kk = min(j.kChunk, j.k-st.p0)
 	if kq > 0 {
 		st.beta = 1
-	}
-	st.nPackA = ceilDiv(st.mm, packARows)
-	if st.packsB {
-		st.nPackB = ceilDiv(st.nn, packBCols)
 	}
 	st.tilesM = ceilDiv(st.mm, j.mc)
 	st.tilesN = ceilDiv(st.nn, j.nt)
@@ -158,23 +163,21 @@ func (j *sgemmJob) plan(threads int) {
 	j.kChunk = min(j.k, max(sgemmKC, sgemmPackMax/max(j.m, j.n)/sgemmKC*sgemmKC))
 	j.kChunks = ceilDiv(j.k, j.kChunk)
 	j.mChunk, j.mChunks = chunk(j.m, sgemmMR, sgemmPackMax/j.kChunk)
-	j.nChunk, j.nChunks = chunk(j.n, sgemmNR, sgemmPackMax/j.kChunk)
+	j.nChunk, j.nChunks = chunk(j.n, packBCols, sgemmPackMax/j.kChunk)
 
 	// Tiles: start from the cache-friendly size and split (n first, then
 	// m) until every thread has several tiles to draw from, so that the
 	// dynamic queue can even out cores slowed down by other work.
 	j.mc = min(sgemmMC, roundUp(j.mChunk, sgemmMR))
-	j.nt = min(sgemmNT, roundUp(j.nChunk, sgemmNR))
+	j.nt = min(sgemmNT, roundUp(j.nChunk, packBCols))
 	if threads > 1 {
 		want := 4 * threads
 		for ceilDiv(j.mChunk, j.mc)*ceilDiv(j.nChunk, j.nt) < want {
 			switch {
-			case j.nt >= 2*64 && j.nt >= j.mc:
-				j.nt = roundUp(j.nt/2, sgemmNR)
+			case j.nt >= 2*packBCols && j.nt >= j.mc:
+				j.nt = roundUp(j.nt/2, packBCols)
 			case j.mc >= 2*24:
 				j.mc = roundUp(j.mc/2, sgemmMR)
-			case j.nt >= 2*32:
-				j.nt = roundUp(j.nt/2, sgemmNR)
 			default:
 				want = 0
 			}
@@ -185,10 +188,21 @@ func (j *sgemmJob) plan(threads int) {
 	j.total = 0
 	for s := range steps {
 		st := j.step(s)
-		j.total += int64(st.nPackA + st.nPackB + st.tilesM*st.tilesN)
+		j.total += int64(st.tilesM * st.tilesN)
 	}
 	j.packA = alignedFloats(&j.bufA, roundUp(j.mChunk, sgemmMR)*j.kChunk)
 	j.packB = alignedFloats(&j.bufB, roundUp(j.nChunk, sgemmNR)*j.kChunk)
+	j.stateA = resetStates(j.stateA, ceilDiv(j.mChunk, j.mc))
+	j.stateB = resetStates(j.stateB, ceilDiv(j.nChunk, packBCols))
+}
+
+func resetStates(s []atomic.Int64, n int) []atomic.Int64 {
+	if cap(s) < n {
+		s = make([]atomic.Int64, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
 }
 
 // chunk splits n into the fewest chunks of at most limit (but at least
@@ -219,9 +233,8 @@ func alignedFloats(buf *[]float32, n int) []float32 {
 // run takes tickets until none is left.
 func (j *sgemmJob) run() {
 	var tmp [sgemmMR * sgemmNR]float32
-	s, phase := 0, 0 // current step and phase (0 pack, 1 compute)
 	st := j.step(0)
-	start, size := int64(0), int64(st.nPackA+st.nPackB)
+	start, size := int64(0), int64(st.tilesM*st.tilesN)
 	for {
 		t := j.next.Add(1) - 1
 		if t >= j.total {
@@ -229,39 +242,90 @@ func (j *sgemmJob) run() {
 		}
 		for t >= start+size {
 			start += size
-			if phase == 0 {
-				phase, size = 1, int64(st.tilesM*st.tilesN)
-			} else {
-				s++
-				st = j.step(s)
-				phase, size = 0, int64(st.nPackA+st.nPackB)
-			}
+			st = j.step(st.s + 1)
+			size = int64(st.tilesM * st.tilesN)
 		}
-		// Wait for the earlier phases; they are short and in progress on
-		// other cores, so yield rather than sleep.
+		// A new step overwrites the packed buffers: wait until the
+		// previous one is finished. (Only products too large for the
+		// buffers have several steps.)
 		for j.done.Load() < start {
 			runtime.Gosched()
 		}
 		i := int(t - start)
-		if phase == 0 {
-			j.packTask(&st, i)
-		} else {
-			j.computeTile(&st, i/st.tilesN, i%st.tilesN, &tmp)
-		}
+		j.computeTile(&st, i/st.tilesN, i%st.tilesN, &tmp)
 		j.done.Add(1)
 	}
 }
 
-func (j *sgemmJob) packTask(st *sgemmStep, i int) {
-	if i < st.nPackA {
-		r0 := i * packARows
-		rows := min(packARows, st.mm-r0)
-		packA(j.packA[r0*st.kk:], j.transA, j.a, j.lda, st.i0+r0, rows, st.p0, st.kk)
+// claim tries to take piece i of A (isB false) or B for packing in step s.
+// It reports whether the caller must pack it and whether it is packed.
+func (j *sgemmJob) claim(isB bool, i, s int) (mine, ready bool) {
+	var state *atomic.Int64
+	if isB {
+		state = &j.stateB[i]
+	} else {
+		state = &j.stateA[i]
+	}
+	busy, done := int64(2*s+1), int64(2*s+2)
+	v := state.Load()
+	switch {
+	case v == done:
+		return false, true
+	case v == busy:
+		return false, false
+	}
+	return state.CompareAndSwap(v, busy), false
+}
+
+// pack packs piece i of A or B for step st and marks it packed.
+func (j *sgemmJob) pack(st *sgemmStep, isB bool, i int) {
+	if isB {
+		c0 := i * packBCols
+		packB(j.packB[c0*st.kk:], j.transB, j.b, j.ldb, st.p0, st.kk, st.j0+c0, min(packBCols, st.nn-c0))
+		j.stateB[i].Store(int64(2*st.s + 2))
 		return
 	}
-	c0 := (i - st.nPackA) * packBCols
-	cols := min(packBCols, st.nn-c0)
-	packB(j.packB[c0*st.kk:], j.transB, j.b, j.ldb, st.p0, st.kk, st.j0+c0, cols)
+	r0 := i * j.mc
+	packA(j.packA[r0*st.kk:], j.transA, j.a, j.lda, st.i0+r0, min(j.mc, st.mm-r0), st.p0, st.kk)
+	j.stateA[i].Store(int64(2*st.s + 2))
+}
+
+// ensure returns once piece i of A or B is packed for step st, packing it
+// if no one else is, and packing other pieces while someone else is.
+func (j *sgemmJob) ensure(st *sgemmStep, isB bool, i int) {
+	for {
+		mine, ready := j.claim(isB, i, st.s)
+		if mine {
+			j.pack(st, isB, i)
+			return
+		}
+		if ready {
+			return
+		}
+		if !j.packAny(st) {
+			runtime.Gosched()
+		}
+	}
+}
+
+// packAny packs one unclaimed piece of the step, if there is one left.
+func (j *sgemmJob) packAny(st *sgemmStep) bool {
+	for i := range ceilDiv(st.mm, j.mc) {
+		if mine, _ := j.claim(false, i, st.s); mine {
+			j.pack(st, false, i)
+			return true
+		}
+	}
+	if !st.packsB {
+		return false
+	}
+	for i := range ceilDiv(st.nn, packBCols) {
+		if mine, _ := j.claim(true, i, st.s); mine {
+			j.pack(st, true, i)
+			return true
+		}
+	}
+	return false
 }
 
 // computeTile computes tile (ti, tj) of the step's part of C.
@@ -269,6 +333,7 @@ func (j *sgemmJob) computeTile(st *sgemmStep, ti, tj int, tmp *[sgemmMR * sgemmN
 	r0, c0 := ti*j.mc, tj*j.nt
 	rows, cols := min(j.mc, st.mm-r0), min(j.nt, st.nn-c0)
 	kk, ldc, alpha := st.kk, j.ldc, j.alpha
+	j.ensure(st, false, ti)
 	for pc := 0; pc < kk; pc += sgemmKC {
 		kc := min(sgemmKC, kk-pc)
 		beta := st.beta
@@ -276,6 +341,9 @@ func (j *sgemmJob) computeTile(st *sgemmStep, ti, tj int, tmp *[sgemmMR * sgemmN
 			beta = 1
 		}
 		for jr := 0; jr < cols; jr += sgemmNR {
+			if pc == 0 && st.packsB && (c0+jr)%packBCols == 0 {
+				j.ensure(st, true, (c0+jr)/packBCols)
+			}
 			bp := j.packB[(c0+jr)*kk+pc*sgemmNR:]
 			nr := min(sgemmNR, cols-jr)
 			for ir := 0; ir < rows; ir += sgemmMR {
