@@ -2,8 +2,20 @@ package attention
 
 import (
 	"fmt"
+	"syscall"
 	"testing"
+	"time"
 )
+
+// cpuTime returns the process's user+system CPU time. On a shared machine
+// it is a steadier measure of work than wall time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // Benchmarks of the issue: B=1, H=4, D=64, causal. FLOPs count the causal
 // half, as the PyTorch anchor does: 4·B·H·T²·D/2 for the forward pass (two
@@ -37,15 +49,18 @@ func benchAttention(b *testing.B, fwd fwdFunc, bwd bwdFunc, t int, backward bool
 	step() // fill the scratch pools: B/op then shows the steady state
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for i := 0; i < b.N; i++ {
 		step()
 	}
+	cpu := cpuTime() - cpu0
 	flops := fwdFLOPs(t)
 	if backward {
 		flops *= 3.5
 	}
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1e3/float64(b.N), "ms/op")
+	b.ReportMetric(cpu.Seconds()*1e3/float64(b.N), "cpu-ms/op")
 }
 
 func BenchmarkFlash(b *testing.B) {
@@ -68,14 +83,18 @@ func BenchmarkNaive(b *testing.B) {
 	}
 }
 
-// BenchmarkTileSweep times forward+backward at T=4096 for a grid of tile
-// sizes; it chose DefaultBlockQ and DefaultBlockK.
+// BenchmarkTileSweep times the forward pass and forward+backward at T=4096
+// (B=1, H=4, D=64, causal) for a grid of tile sizes; it chose DefaultBlockQ
+// and DefaultBlockK. Compare cpu-ms/op, which the other load of a shared
+// machine disturbs least.
 func BenchmarkTileSweep(b *testing.B) {
-	for _, bq := range []int{48, 64, 96, 128, 192} {
-		for _, bk := range []int{32, 64, 128, 256} {
-			b.Run(fmt.Sprintf("bq=%d/bk=%d", bq, bk), func(b *testing.B) {
-				benchAttention(b, Forward, Backward, 4096, true, Options{BlockQ: bq, BlockK: bk})
-			})
+	for _, pass := range []string{"fwd", "fwdbwd"} {
+		for _, bq := range []int{48, 64, 96, 128, 192} {
+			for _, bk := range []int{32, 64, 128, 256} {
+				b.Run(fmt.Sprintf("%s/bq=%d/bk=%d", pass, bq, bk), func(b *testing.B) {
+					benchAttention(b, Forward, Backward, 4096, pass == "fwdbwd", Options{BlockQ: bq, BlockK: bk})
+				})
+			}
 		}
 	}
 }

@@ -46,62 +46,53 @@ func ForwardInto(o Tensor, lse []float32, q, k, v Tensor, opts Options) error {
 	return nil
 }
 
-// Pools of the forward pass: transposed keys (one buffer per call) and
-// per-worker tile scratch.
-var (
-	keysTPool floatPool
-	fwdPool   = sync.Pool{New: func() any { return new(fwdScratch) }}
-)
+// fwdPool holds per-worker forward scratch.
+var fwdPool = sync.Pool{New: func() any { return new(fwdScratch) }}
 
-// fwdScratch is one worker's tile memory in the forward pass.
+// fwdScratch is one worker's memory in the forward pass.
 type fwdScratch struct {
 	qs   []float32 // scaled query block, mr × D
 	s    []float32 // scores, then probabilities, mr × lds
 	acc  []float32 // unnormalized output, mr × D
 	m, l []float32 // running maximum and sum per row
+	// kt holds Kᵀ of one (batch, kv head), D rows of ktLD floats,
+	// zero-padded so that tile products may read whole 16-column blocks
+	// past the last key; ktHead says which (-1: none yet).
+	kt     []float32
+	ktLD   int
+	ktHead int
 }
 
-func (s *fwdScratch) size(mr, lds, d int) {
+func (s *fwdScratch) size(p *problem, mr, lds int) {
+	d := p.D
 	s.qs = grow(s.qs, mr*d)
 	s.s = grow(s.s, mr*lds)
 	s.acc = grow(s.acc, mr*d)
 	s.m = grow(s.m, mr)
 	s.l = grow(s.l, mr)
+	s.ktLD = p.Tk + microN
+	s.kt = grow(s.kt, d*s.ktLD)
+	s.ktHead = -1
 }
 
-// keysT is the transposed key tensor: for each (b, kv head), D rows of ld
-// floats holding the Tk keys' features, zero-padded so that tile products may
-// read whole 16-column blocks past the last key.
-type keysT struct {
-	data []float32
-	ld   int
-}
-
-func (kt *keysT) head(p *problem, b, kh int) []float32 {
-	n := p.D * kt.ld
-	off := (b*p.KVH + kh) * n
-	return kt.data[off : off+n]
-}
-
-// transposeKeys fills kt from k, parallel over (b, kv head).
-func transposeKeys(p *problem, k Tensor, kt *keysT) {
-	parallelFor(p.workers, p.B*p.KVH, func(_, item int) {
-		b, kh := item/p.KVH, item%p.KVH
-		dst := kt.head(p, b, kh)
+// keysT returns Kᵀ of kv head kh of sequence b, transposing it unless the
+// worker's previous item used the same head.
+func (s *fwdScratch) keysT(p *problem, k Tensor, b, kh int) []float32 {
+	if head := b*p.KVH + kh; s.ktHead != head {
+		s.ktHead = head
 		const blk = 16
 		for t0 := 0; t0 < p.Tk; t0 += blk {
-			t1 := min(t0+blk, p.Tk)
-			for t := t0; t < t1; t++ {
-				row := k.Row(b, kh, t)
-				for d, x := range row {
-					dst[d*kt.ld+t] = x
+			for t := t0; t < min(t0+blk, p.Tk); t++ {
+				for d, x := range k.Row(b, kh, t) {
+					s.kt[d*s.ktLD+t] = x
 				}
 			}
 		}
 		for d := 0; d < p.D; d++ {
-			clear(dst[d*kt.ld+p.Tk : (d+1)*kt.ld])
+			clear(s.kt[d*s.ktLD+p.Tk : (d+1)*s.ktLD])
 		}
-	})
+	}
+	return s.kt
 }
 
 // flashForward runs the forward pass on validated arguments.
@@ -109,29 +100,26 @@ func flashForward(p *problem, q, k, v, o Tensor, lse []float32) {
 	if p.B*p.H*p.Tq == 0 {
 		return
 	}
-	kt := keysT{ld: p.Tk + microN}
-	ktBuf := keysTPool.get(p.B * p.KVH * p.D * kt.ld)
-	defer keysTPool.put(ktBuf)
-	kt.data = *ktBuf
-	transposeKeys(p, k, &kt)
-
 	nqb := (p.Tq + p.bq - 1) / p.bq
-	nbh := p.B * p.H
+	nitems := p.B * p.H * nqb
 	mr := roundUp(p.bq, microM)
 	lds := roundUp(p.bk, microN)
-	scratch := make([]*fwdScratch, min(p.workers, nqb*nbh))
-	// Later query blocks see more keys under a causal mask: hand them out
-	// first so the queue ends with short items.
-	parallelFor(p.workers, nqb*nbh, func(w, item int) {
+	scratch := make([]*fwdScratch, min(p.workers, nitems))
+	// Items run grouped by (batch, kv head), so a worker's consecutive
+	// items usually share the transposed keys; within a group, later
+	// query blocks (more keys under a causal mask) go first so that the
+	// queue ends with short items.
+	parallelFor(p.workers, nitems, func(w, item int) {
 		s := scratch[w]
 		if s == nil {
 			s = fwdPool.Get().(*fwdScratch)
-			s.size(mr, lds, p.D)
+			s.size(p, mr, lds)
 			scratch[w] = s
 		}
-		qb := nqb - 1 - item/nbh
-		bh := item % nbh
-		forwardBlock(p, s, lds, q, &kt, v, o, lse, bh/p.H, bh%p.H, qb)
+		pair, rest := item/(nqb*p.G), item%(nqb*p.G)
+		b, kh := pair/p.KVH, pair%p.KVH
+		qb, h := nqb-1-rest/p.G, kh*p.G+rest%p.G
+		forwardBlock(p, s, lds, q, k, v, o, lse, b, h, qb)
 	})
 	for _, s := range scratch {
 		if s != nil {
@@ -141,7 +129,7 @@ func flashForward(p *problem, q, k, v, o Tensor, lse []float32) {
 }
 
 // forwardBlock computes query block qb of head h of sequence b.
-func forwardBlock(p *problem, s *fwdScratch, lds int, q Tensor, kt *keysT, v, o Tensor, lse []float32, b, h, qb int) {
+func forwardBlock(p *problem, s *fwdScratch, lds int, q, k, v, o Tensor, lse []float32, b, h, qb int) {
 	d := p.D
 	kh := h / p.G
 	i0 := qb * p.bq
@@ -169,11 +157,11 @@ func forwardBlock(p *problem, s *fwdScratch, lds int, q Tensor, kt *keysT, v, o 
 	for r := range m {
 		m[r], l[r] = negInf, 0
 	}
-	kth := kt.head(p, b, kh)
+	kt := s.keysT(p, k, b, kh)
 	for j0 := klo; j0 < khi; j0 += p.bk {
 		bc := min(p.bk, khi-j0)
 		// S = (scale·Q)·Kᵀ for the tile, whole 16-column blocks.
-		gemm(mr, roundUp(bc, microN), d, qs, d, 1, kth[j0:], kt.ld, sc, lds, tileSet, nil, nil)
+		gemm(mr, roundUp(bc, microN), d, qs, d, 1, kt[j0:], s.ktLD, sc, lds, tileSet, nil, nil)
 		for r := 0; r < br; r++ {
 			row := sc[r*lds : r*lds+bc]
 			lo, hi := p.keyRange(b, i0+r)
