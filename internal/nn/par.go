@@ -15,10 +15,12 @@ import (
 // sum keeps its serial order, so results are bit-identical whatever the
 // number of cores.
 
-// parGrain is the number of elements per chunk: tens of microseconds of
-// scalar work, far above the cost of handing a chunk to another core. A
-// variable so that tests can split small inputs.
-var parGrain = 1 << 14
+// parGrain is the number of elements per chunk: about 0.1 ms of scalar work,
+// far above the cost of waking a helper, and large enough that a loop the
+// size of one tiny-preset LayerNorm (512×128) stays on the caller: on a
+// loaded machine a helper may start late, and a split that small measured
+// no faster. A variable so that tests can split small inputs.
+var parGrain = 1 << 16
 
 // parJob describes one parallel loop: fn processes [lo, hi) of the range
 // using the job's argument fields (a plain function, not a closure, so that
