@@ -51,6 +51,10 @@ func TestConstructorErrors(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrShape", c.name, err)
 		}
 	}
+	other := matNode(G.NewGraph(), "other", f(20), 4, 5)
+	if n, err := Linear(x, other, nil, LinearOpts{}); err == nil || n != nil {
+		t.Errorf("Linear across two graphs: node %v, err %v; want an error", n, err)
+	}
 	if err := ids23.Set([]int32{1, 2}); !errors.Is(err, ErrShape) {
 		t.Errorf("IDs.Set with a short batch: err = %v, want ErrShape", err)
 	}
