@@ -102,7 +102,13 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	for i, p := range gc.wrt {
 		r.gradOf = append(r.gradOf, gradSlot{node: grads[i], dst: r.Grad[p.Offset : p.Offset+p.Size()]})
 	}
-	r.vm = G.NewTapeMachine(r.g)
+	// Compile only the loss, the logits and the trained gradients: G.Grad
+	// also builds backward nodes for frozen weights, which would run.
+	prog, err := nn.TrainingSubgraph([]*G.Node{loss, logits}, wrt)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	r.vm = G.NewTapeMachine(prog)
 	return r, nil
 }
 
