@@ -11,3 +11,29 @@ package kernels
 //
 //go:noescape
 func sgemmKernel6x16AVX2(kc int, a *float32, b *float32, c *float32, ldc int, alpha float32, beta float32)
+
+// sgemmPackA6AVX2 sets dst[p·6+r] = src[r·lda+p] for r < 6, p < 8·k8.
+// k8 must be positive.
+//
+//go:noescape
+func sgemmPackA6AVX2(k8 int, src *float32, lda int, dst *float32)
+
+// sgemmPackBT16AVX2 sets dst[p·16+j] = src[j·ldb+p] for j < 16, p < 8·k8.
+// k8 must be positive.
+//
+//go:noescape
+func sgemmPackBT16AVX2(k8 int, src *float32, ldb int, dst *float32)
+
+// sgemmPackBNAVX2 sets dst[q·stride+p·16+j] = src[p·ld+q·16+j] for j < 16,
+// p < rows and q < panels. rows must be a positive multiple of 4 and
+// panels positive.
+//
+//go:noescape
+func sgemmPackBNAVX2(rows int, panels int, src *float32, ld int, dst *float32, stride int)
+
+// sgemmPackATAVX2 sets dst[q·stride+p·6+j] = src[p·ld+q·6+j] for j < 6,
+// p < rows and q < panels. rows must be a positive multiple of 8 and
+// panels positive.
+//
+//go:noescape
+func sgemmPackATAVX2(rows int, panels int, src *float32, ld int, dst *float32, stride int)

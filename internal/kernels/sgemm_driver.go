@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -81,7 +82,61 @@ type sgemmJob struct {
 	next  atomic.Int64
 	_     [56]byte // keep the two counters on separate cache lines
 	done  atomic.Int64
-	wg    sync.WaitGroup
+
+	// helpers counts the helpers working on the job (low bits), the
+	// places still open to them (helperSlot units), and whether the caller
+	// has closed the job to newcomers (helperClosed). The last helper to
+	// leave a closed job signals left.
+	helpers atomic.Int64
+	left    chan struct{}
+}
+
+const (
+	helperSlot   = 1 << 20
+	helperClosed = 1 << 50
+	helperActive = helperSlot - 1
+)
+
+// join adds a helper to the job if it is open and has a free place.
+func (j *sgemmJob) join() bool {
+	for {
+		h := j.helpers.Load()
+		if h&helperClosed != 0 || h < helperSlot {
+			return false
+		}
+		if j.helpers.CompareAndSwap(h, h-helperSlot+1) {
+			return true
+		}
+	}
+}
+
+// leave removes a helper; it is the helper's last access to the job unless
+// it is the last one out of a closed job, which the caller is waiting for.
+func (j *sgemmJob) leave() {
+	if h := j.helpers.Add(-1); h&helperClosed != 0 && h&helperActive == 0 {
+		j.left <- struct{}{}
+	}
+}
+
+// closeHelpers stops helpers from joining and waits for those inside.
+func (j *sgemmJob) closeHelpers() {
+	for {
+		h := j.helpers.Load()
+		if j.helpers.CompareAndSwap(h, (h|helperClosed)&^(helperClosed-helperSlot)) {
+			if h&helperActive == 0 {
+				return
+			}
+			// The helpers are finishing their last tiles, tens of
+			// microseconds: poll before parking, as waking a parked
+			// goroutine costs about as much.
+			deadline := time.Now().Add(sgemmSpin)
+			for j.helpers.Load()&helperActive != 0 && time.Now().Before(deadline) {
+				runtime.Gosched()
+			}
+			<-j.left // sent by the last helper out
+			return
+		}
+	}
 }
 
 // sgemmStep is the geometry of one chunk: rows i0…i0+mm, columns j0…j0+nn
@@ -136,23 +191,15 @@ func sgemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 		threads = max(1, min(threads, work/sgemmParWork))
 	}
 	j.plan(threads)
-	// Recruit idle helpers; when none is idle (other products are running)
-	// the caller does the work alone rather than queueing behind them.
 	if threads > 1 {
-		startSgemmHelpers(threads - 1)
-	recruit:
-		for range threads - 1 {
-			j.wg.Add(1)
-			select {
-			case sgemmWork <- j:
-			default:
-				j.wg.Done()
-				break recruit
-			}
-		}
+		j.helpers.Store(int64(threads-1) * helperSlot) // open, nobody in
+		offerSgemmJob(j, threads-1)
 	}
 	j.run()
-	j.wg.Wait()
+	if threads > 1 {
+		sgemmOffer.CompareAndSwap(j, nil)
+		j.closeHelpers()
+	}
 	j.a, j.b, j.c = nil, nil, nil // do not keep the caller's memory alive
 	putSgemmJob(j)
 }
@@ -388,14 +435,37 @@ func sgemmKernel(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	sgemmKernelGo(kc, a, b, c, ldc, alpha, beta)
 }
 
-// The helpers: GOMAXPROCS-1 goroutines, started on first need, that wait on
-// an unbuffered channel. A send succeeds only when a helper is idle, so
+// The helpers: GOMAXPROCS-1 goroutines, started on first need. After a
+// job, a helper polls sgemmOffer for sgemmSpin before parking on sgemmWork:
+// products often come back to back (a layer's forward, its backward, the next
+// layer), and waking a parked thread costs tens of microseconds, a large part
+// of a 256³ product. Both ways of finding a job are best effort: a job takes
+// whoever joins it, and its caller works through it alone if nobody does, so
 // concurrent products never wait for each other's helpers.
+var sgemmSpin = 100 * time.Microsecond
+
 var (
+	sgemmOffer    atomic.Pointer[sgemmJob]
 	sgemmWork     = make(chan *sgemmJob)
+	sgemmSpinning atomic.Int32 // helpers polling sgemmOffer
 	sgemmHelperMu sync.Mutex
 	sgemmHelpersN atomic.Int32
 )
+
+// offerSgemmJob makes an open job visible to up to n helpers.
+func offerSgemmJob(j *sgemmJob, n int) {
+	startSgemmHelpers(n)
+	sgemmOffer.Store(j)
+	// Wake parked helpers for the places the spinning ones will not take.
+	// A send succeeds only if a helper is parked on the channel.
+	for range n - int(sgemmSpinning.Load()) {
+		select {
+		case sgemmWork <- j:
+		default:
+			return
+		}
+	}
+}
 
 func startSgemmHelpers(n int) {
 	if int(sgemmHelpersN.Load()) >= n {
@@ -410,9 +480,29 @@ func startSgemmHelpers(n int) {
 }
 
 func sgemmHelper() {
-	for j := range sgemmWork {
-		j.run()
-		j.wg.Done() // last touch of j: it may be reused right after
+	for {
+		sgemmSpinning.Add(1)
+		deadline := time.Now().Add(sgemmSpin)
+		for {
+			if j := sgemmOffer.Load(); j != nil && j.join() {
+				sgemmSpinning.Add(-1)
+				j.run()
+				j.leave()
+				sgemmSpinning.Add(1)
+				deadline = time.Now().Add(sgemmSpin)
+				continue
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+			// Let other goroutines of this P run meanwhile.
+			runtime.Gosched()
+		}
+		sgemmSpinning.Add(-1)
+		if j := <-sgemmWork; j.join() {
+			j.run()
+			j.leave()
+		}
 	}
 }
 
@@ -433,7 +523,7 @@ func getSgemmJob() *sgemmJob {
 		sgemmJobs = sgemmJobs[:n-1]
 		return j
 	}
-	return new(sgemmJob)
+	return &sgemmJob{left: make(chan struct{}, 1)}
 }
 
 func putSgemmJob(j *sgemmJob) {
