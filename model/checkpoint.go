@@ -23,6 +23,7 @@ const (
 	metaStep   = "step"
 	metaAdamW  = "adamw"
 	metaData   = "data_state"
+	metaDrop   = "dropout_seed"
 
 	formatName     = "galleon"
 	optimMPrefix   = "optimizer.exp_avg."
@@ -62,7 +63,7 @@ func (m *Model) save(path string, train *Checkpoint) error {
 	if err != nil {
 		return fmt.Errorf("model: save: %w", err)
 	}
-	meta := map[string]string{metaFormat: formatName, metaConfig: string(cfg)}
+	meta := map[string]string{metaFormat: formatName, metaConfig: string(cfg), metaDrop: strconv.FormatUint(m.dropoutSeed, 10)}
 	var tensors []safetensors.Tensor
 	add := func(prefix string, data []float32) {
 		for _, p := range m.Weights.Params {
@@ -150,6 +151,11 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 	m, err := newUninitialized(cfg)
 	if err != nil {
 		return bad("%v", err)
+	}
+	if d, ok := f.Metadata[metaDrop]; ok {
+		if m.dropoutSeed, err = strconv.ParseUint(d, 10, 64); err != nil {
+			return bad("dropout seed %q", d)
+		}
 	}
 	ck := &Checkpoint{Model: m}
 	targets := map[string][]float32{}

@@ -52,15 +52,18 @@ func (gc *GraphContext) Trainable(p *Param) bool { return gc.model.trainable.Get
 // adds the gradients into Grad, a flat buffer laid out like the model's
 // trainable set. Data-parallel workers each own one replica.
 type Replica struct {
-	model    *Model
-	B, T     int
-	g        *G.ExprGraph
-	vm       G.VM
-	inputs   *nn.IDs
-	targets  *nn.IDs
-	loss     *G.Node
-	logits   *G.Node
-	gradOf   []gradSlot
+	model   *Model
+	B, T    int
+	g       *G.ExprGraph
+	vm      G.VM
+	inputs  *nn.IDs
+	targets *nn.IDs
+	loss    *G.Node
+	logits  *G.Node
+	gradOf  []gradSlot
+	// Dropout seeds the graph's dropout masks (Config.Dropout > 0); the
+	// trainer sets its Step before every micro-batch.
+	Dropout  *nn.DropoutSource
 	Grad     []float32
 	lossBuf  float32
 	trainSet *ParamSet
@@ -79,10 +82,11 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	}
 	gorgoniablas.Install()
 	r := &Replica{model: m, B: B, T: T, g: G.NewGraph(), trainSet: m.trainable}
+	r.Dropout = &nn.DropoutSource{Seed: m.dropoutSeed}
 	r.inputs = nn.NewIDs(B, T)
 	r.targets = nn.NewIDs(B, T)
 	gc := &GraphContext{g: r.g, model: m, rows: B * T, nodes: map[*Param]*G.Node{}}
-	logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, B, T)
+	logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, r.Dropout, B, T)
 	if err != nil {
 		return nil, err
 	}
@@ -113,11 +117,21 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 }
 
 // buildGraph adds the whole model and its mean cross-entropy to gc's graph.
-func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, B, T int) (logits, loss *G.Node, err error) {
+// GPT-2's residual and embedding dropout (resid_pdrop, embd_pdrop) follow
+// Config.Dropout; attention-probability dropout is not applied.
+func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.DropoutSource, B, T int) (logits, loss *G.Node, err error) {
 	c := m.Config
 	w := m.Weights.Get
 	x, err := nn.Embedding(gc.Node(w(NameWTE+".weight")), gc.Node(w(NameWPE+".weight")), inputs)
 	if err != nil {
+		return nil, nil, err
+	}
+	stream := uint64(0)
+	dropout := func(x *G.Node) (*G.Node, error) {
+		stream++
+		return nn.Dropout(x, c.Dropout, drop, stream)
+	}
+	if x, err = dropout(x); err != nil {
 		return nil, nil, err
 	}
 	attnOpts := attention.OpOptions{
@@ -152,6 +166,9 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, B, T int) 
 		if h, err = linear(h, b+".attn.c_proj"); err != nil {
 			return nil, nil, err
 		}
+		if h, err = dropout(h); err != nil {
+			return nil, nil, err
+		}
 		if x, err = G.Add(x, h); err != nil {
 			return nil, nil, err
 		}
@@ -165,6 +182,9 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, B, T int) 
 			return nil, nil, err
 		}
 		if h, err = linear(h, b+".mlp.c_proj"); err != nil {
+			return nil, nil, err
+		}
+		if h, err = dropout(h); err != nil {
 			return nil, nil, err
 		}
 		if x, err = G.Add(x, h); err != nil {

@@ -28,6 +28,8 @@ type Model struct {
 	// quantization scales) so graphs can bind them.
 	extra   []*ParamSet
 	linears map[string]Linear
+
+	dropoutSeed uint64 // derived from the initialization seed
 }
 
 // New returns a model with GPT-2 initialization drawn from seed.
@@ -37,6 +39,7 @@ func New(cfg Config, seed uint64) (*Model, error) {
 		return nil, err
 	}
 	initGPT2(m.Weights, cfg.Layers, seed)
+	m.dropoutSeed = seed
 	return m, nil
 }
 

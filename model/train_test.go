@@ -198,6 +198,8 @@ func TestNonFiniteLossStopsTheStep(t *testing.T) {
 func TestResumeIsExact(t *testing.T) {
 	const N, K = 8, 3
 	cfg := testTrainConfig()
+	cfg.Accum = 2
+	withDropout := func(c *Config) { c.Dropout = 0.1 }
 	text := syntheticText(30000)
 	run := func(m *Model, tr *Trainer, s *Sampler, steps int) []float64 {
 		var l []float64
@@ -210,12 +212,12 @@ func TestResumeIsExact(t *testing.T) {
 		}
 		return l
 	}
-	m := testModel(t, nil)
+	m := testModel(t, withDropout)
 	tr, _ := NewTrainer(m, cfg)
 	s, _ := NewSampler(text, m.Config.SeqLen, 9)
 	want := run(m, tr, s, N)
 
-	m2 := testModel(t, nil)
+	m2 := testModel(t, withDropout)
 	tr2, _ := NewTrainer(m2, cfg)
 	s2, _ := NewSampler(text, m2.Config.SeqLen, 9)
 	got := run(m2, tr2, s2, K)
@@ -248,6 +250,30 @@ func TestResumeIsExact(t *testing.T) {
 		if m.Weights.Data[i] != ck.Model.Weights.Data[i] {
 			t.Fatalf("weight %d differs after resuming", i)
 		}
+	}
+}
+
+func TestDropoutIsAppliedInTrainingOnly(t *testing.T) {
+	m := testModel(t, func(c *Config) { c.Dropout = 0.2 })
+	const B, T = 2, 37
+	r := rand.New(rand.NewPCG(3, 3))
+	in, tg := randIDs(r, B*T), randIDs(r, B*T)
+	rep, _ := m.NewReplica(B, T)
+	defer rep.Close()
+	l1, _ := rep.ForwardBackward(in, tg, 1)
+	l1again, _ := rep.ForwardBackward(in, tg, 1)
+	rep.Dropout.Step++
+	l2, _ := rep.ForwardBackward(in, tg, 1)
+	clean, _ := m.Loss(in, tg, B, T)
+	if l1 != l1again {
+		t.Errorf("same step, different losses %v %v", l1, l1again)
+	}
+	if l1 == l2 || float64(l1) == clean {
+		t.Errorf("dropout inactive: step losses %v %v, inference loss %v", l1, l2, clean)
+	}
+	again, _ := m.Loss(in, tg, B, T)
+	if again != clean {
+		t.Error("the inference path is not deterministic")
 	}
 }
 

@@ -98,6 +98,7 @@ func (t *Trainer) Step(ctx context.Context, data Batcher) (StepStats, error) {
 		if err := data.NextBatch(t.inputs, t.targets); err != nil {
 			return fail(err)
 		}
+		r.Dropout.Step = uint64(step)*uint64(t.cfg.Accum) + uint64(k)
 		l, err := r.ForwardBackward(t.inputs, t.targets, weight)
 		if err != nil {
 			return fail(err)

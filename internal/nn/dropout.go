@@ -1,0 +1,169 @@
+package nn
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// DropoutSource seeds every dropout mask of a graph. A mask is a pure
+// function of (Seed, Step, the op's stream, the element's index), so a run is
+// reproducible from the seed and the step number alone: resuming from a
+// checkpoint or splitting a batch over workers draws the same masks. The
+// trainer sets Step before each forward pass; several ops share a source and
+// differ by stream. Row0 is the index of the graph's first row within the
+// global batch, so that a data-parallel worker holding rows [Row0, Row0+n)
+// draws exactly the mask one worker would draw for the whole batch.
+type DropoutSource struct {
+	Seed uint64
+	Step uint64
+	Row0 uint64
+}
+
+// DropoutMask writes the inverted-dropout mask for one stream: each element
+// is 0 with probability p and 1/(1−p) otherwise. Elements are indexed from
+// offset, so a caller holding rows [r0, r1) of a larger batch can draw the
+// same mask as the whole batch would.
+func DropoutMask(mask []float32, p float32, seed, step, stream, offset uint64) error {
+	if !(p >= 0 && p < 1) {
+		return fmt.Errorf("nn: DropoutMask: p = %v, want [0, 1): %w", p, ErrRange)
+	}
+	keep := 1 / (1 - p)
+	// A 24-bit uniform per element from a counter-based hash (splitmix64 of
+	// the element's coordinates): no state, any order, any split.
+	threshold := uint64(float64(p) * (1 << 24))
+	base := mix64(seed ^ mix64(step^mix64(stream+0x9e3779b97f4a7c15)))
+	for i := range mask {
+		if mix64(base+uint64(i)+offset)>>40 < threshold {
+			mask[i] = 0
+		} else {
+			mask[i] = keep
+		}
+	}
+	return nil
+}
+
+func mix64(z uint64) uint64 {
+	z += 0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+type dropoutOp struct {
+	opBase
+	rows, cols int
+	p          float32
+	src        *DropoutSource
+	stream     uint64
+	out        outBuf
+	mask       []float32 // drawn by Do, read by the backward op of the same run
+}
+
+// Dropout adds inverted dropout with probability p to a 2-D x: during
+// training each element is zeroed with probability p and the others scaled by
+// 1/(1−p). Masks come from src (see DropoutSource); stream distinguishes the
+// graph's dropout sites. p = 0 returns x unchanged.
+func Dropout(x *G.Node, p float32, src *DropoutSource, stream uint64) (*G.Node, error) {
+	const fn = "Dropout"
+	s, err := nodeShape(fn, "x", x, 2)
+	if err != nil {
+		return nil, err
+	}
+	if !(p >= 0 && p < 1) {
+		return nil, fmt.Errorf("nn: %s: p = %v, want [0, 1): %w", fn, p, ErrRange)
+	}
+	if src == nil {
+		return nil, fmt.Errorf("nn: %s: nil DropoutSource: %w", fn, ErrShape)
+	}
+	if p == 0 {
+		return x, nil
+	}
+	op := &dropoutOp{opBase: newOpBase(), rows: s[0], cols: s[1], p: p, src: src, stream: stream}
+	return apply(fn, op, x)
+}
+
+func (op *dropoutOp) Arity() int { return 1 }
+
+func (op *dropoutOp) Type() hm.Type { return hm.NewFnType(matrixType, matrixType) }
+
+func (op *dropoutOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.rows, op.cols}, nil
+}
+
+func (op *dropoutOp) compute(dst []float32, in []G.Value) error {
+	if err := checkArity("Dropout", len(in), 1); err != nil {
+		return err
+	}
+	n := op.rows * op.cols
+	x, err := f32s("Dropout", "x", in[0], n)
+	if err != nil {
+		return err
+	}
+	if op.mask == nil {
+		op.mask = make([]float32, n)
+	}
+	if err := DropoutMask(op.mask, op.p, op.src.Seed, op.src.Step, op.stream, op.src.Row0*uint64(op.cols)); err != nil {
+		return err
+	}
+	for i, v := range x {
+		dst[i] = v * op.mask[i]
+	}
+	return nil
+}
+
+// Do applies the mask into the op's own buffer.
+func (op *dropoutOp) Do(in ...G.Value) (G.Value, error) {
+	t := op.out.get(op.rows, op.cols)
+	if err := op.compute(t.Float32s(), in); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// UsePreallocDo applies the mask into prealloc.
+func (op *dropoutOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
+	dst, err := f32s("Dropout", "prealloc", prealloc, op.rows*op.cols)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.compute(dst, in); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+func (op *dropoutOp) DiffWRT(n int) []bool { return []bool{true} }
+
+// SymDiff builds dx = dy ⊙ mask with the mask of the same run.
+func (op *dropoutOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 1 {
+		return nil, checkArity("Dropout.SymDiff", len(inputs), 1)
+	}
+	n := op.rows * op.cols
+	dx, err := newGrad("DropoutGrad", op.serial, inputs[0], op.rows, op.cols, func(dst []float32, in []G.Value) error {
+		dy, err := f32s("DropoutGrad", "dy", in[2], n)
+		if err != nil {
+			return err
+		}
+		for i, g := range dy {
+			dst[i] = g * op.mask[i]
+		}
+		return nil
+	}, inputs[0], output, grad)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dx}, nil
+}
+
+func (op *dropoutOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "nn.Dropout#%d(%d×%d,p=%v,stream=%d)", op.serial, op.rows, op.cols, op.p, op.stream)
+}
+
+func (op *dropoutOp) Hashcode() uint32 { return hashOf(op) }
+
+func (op *dropoutOp) String() string { return "nn.Dropout" }
