@@ -1,0 +1,465 @@
+package kernels
+
+import (
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Int8 GEMM.
+//
+// The product is C = A·Bᵀ with A an m×k int8 matrix (activations, one row per
+// token) and B an n×k int8 matrix (weights, one row per output channel),
+// every value in [−127, 127]. Both operands are packed: k is padded with zeros
+// to a multiple of 4 and cut into groups of 4 consecutive values; A into
+// micro-panels of 4 rows (16 bytes per group), B into micro-panels of 16 rows
+// (64 bytes per group). Weights are packed once (PackI8B); activations are
+// quantized and packed per call (QuantizeI8A, PackI8A). The micro-kernel
+// keeps a 4×16 tile of int32 sums and either stores it or converts it to
+// float32 with the row and column scales and the bias (fused
+// dequantization). Sums are exact: |Σ| ≤ k·127² < 2^31 for k ≤ MaxI8K.
+//
+// Calls run in parallel over tiles of C (I8MC rows × up to I8NC columns)
+// taken from a shared counter, so faster cores take more tiles.
+const (
+	i8MR = 4
+	i8NR = 16
+
+	// I8MC and I8NC are the row height and (largest) column width of one
+	// parallel task.
+	I8MC = 128
+	I8NC = 256
+
+	// MaxI8K is the largest depth k whose int32 sums cannot overflow.
+	MaxI8K = 1 << 17
+
+	// i8ParWork is the smallest m·n·k worth a second core.
+	i8ParWork = 1 << 20
+)
+
+func i8RoundUp(x, m int) int { return (x + m - 1) / m * m }
+
+// I8PackedB is an n×k int8 matrix packed as the B operand of the int8 GEMM.
+// It is immutable once packed and safe for concurrent use.
+type I8PackedB struct {
+	n, k, kp int
+	data     []int8 // ceil(n/16) micro-panels of kp·16 bytes
+}
+
+// Dims returns n and k.
+func (p *I8PackedB) Dims() (n, k int) { return p.n, p.k }
+
+// Bytes returns the size of the packed data in bytes.
+func (p *I8PackedB) Bytes() int { return len(p.data) }
+
+// PackI8B packs the n×k matrix b (row j at b[j·ldb:]) for I8GemmF32 and
+// I8GemmI32. It panics on inconsistent arguments.
+func PackI8B(n, k int, b []int8, ldb int) *I8PackedB {
+	if n < 0 || k < 0 || k > MaxI8K || (n > 0 && (ldb < k || len(b) < (n-1)*ldb+k)) {
+		panic("kernels: PackI8B: bad dimensions")
+	}
+	kp := i8RoundUp(k, 4)
+	p := &I8PackedB{n: n, k: k, kp: kp, data: make([]int8, i8RoundUp(n, i8NR)*kp)}
+	for j := 0; j < n; j++ {
+		panel := p.data[(j/i8NR)*kp*i8NR:]
+		jj := j % i8NR
+		row := b[j*ldb : j*ldb+k]
+		for q, v := range row {
+			panel[(q/4)*64+jj*4+q%4] = v
+		}
+	}
+	return p
+}
+
+// I8PackedA is an m×k int8 matrix packed as the A operand of the int8 GEMM,
+// with one float32 scale per row (used by I8GemmF32). Its buffers are reused
+// by later packings, so one I8PackedA serves a stream of calls.
+type I8PackedA struct {
+	m, k, kp int
+	data     []int8
+	// Scale holds the m row scales (dequantization factors).
+	Scale []float32
+}
+
+// Dims returns m and k.
+func (p *I8PackedA) Dims() (m, k int) { return p.m, p.k }
+
+// reset sizes p for an m×k matrix and clears the padding.
+func (p *I8PackedA) reset(m, k int) {
+	if m < 0 || k < 0 || k > MaxI8K {
+		panic("kernels: I8PackedA: bad dimensions")
+	}
+	p.m, p.k, p.kp = m, k, i8RoundUp(k, 4)
+	size := i8RoundUp(m, i8MR) * p.kp
+	if cap(p.data) < size {
+		p.data = make([]int8, size)
+	}
+	p.data = p.data[:size]
+	if cap(p.Scale) < i8RoundUp(m, i8MR) {
+		p.Scale = make([]float32, i8RoundUp(m, i8MR))
+	}
+	p.Scale = p.Scale[:m]
+	// Padding rows and the k padding must be zero.
+	if r := m % i8MR; r != 0 {
+		clear(p.data[(m/i8MR)*i8MR*p.kp:])
+	}
+	if p.kp != k {
+		for i := 0; i < m; i++ {
+			panel := p.data[(i/i8MR)*p.kp*i8MR:]
+			for q := k; q < p.kp; q++ {
+				panel[(q/4)*16+(i%i8MR)*4+q%4] = 0
+			}
+		}
+	}
+}
+
+// PackI8A packs the m×k int8 matrix a (row i at a[i·lda:]) into dst. The
+// row scales are set to 1.
+func PackI8A(m, k int, a []int8, lda int, dst *I8PackedA) {
+	if m > 0 && (lda < k || len(a) < (m-1)*lda+k) {
+		panic("kernels: PackI8A: bad dimensions")
+	}
+	dst.reset(m, k)
+	for i := 0; i < m; i++ {
+		dst.Scale[i] = 1
+		panel := dst.data[(i/i8MR)*dst.kp*i8MR+(i%i8MR)*4:]
+		row := a[i*lda : i*lda+k]
+		q := 0
+		for ; q+4 <= k; q += 4 {
+			o := q * 4
+			panel[o], panel[o+1], panel[o+2], panel[o+3] = row[q], row[q+1], row[q+2], row[q+3]
+		}
+		for ; q < k; q++ {
+			panel[(q/4)*16+q%4] = row[q]
+		}
+	}
+}
+
+// QuantizeI8A quantizes the m×k float32 matrix x (row i at x[i·ldx:]) into
+// dst, symmetric int8: q = round(x/s) clamped to [−127, 127] (ties away from
+// zero), so |x − q·s| ≤ s/2 for |x| ≤ 127·s. With scale > 0 every row uses s =
+// scale (static per-tensor quantization) and values beyond 127·s saturate;
+// with scale == 0 each row uses s = max|x_row|/127 (dynamic per-token; 1 for
+// an all-zero row). Columns with skip[q] set (skip may be nil) are quantized
+// as zero and left out of the row maxima: they are the outlier columns of
+// LLM.int8(). dst.Scale receives the row scales. NaNs quantize to 0.
+func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst *I8PackedA) {
+	if m > 0 && (ldx < k || len(x) < (m-1)*ldx+k) || (skip != nil && len(skip) < k) || !(scale >= 0) {
+		panic("kernels: QuantizeI8A: bad arguments")
+	}
+	dst.reset(m, k)
+	work := func(i0, i1 int) {
+		for i := i0; i < i1; i++ {
+			quantizeRow(x[i*ldx:i*ldx+k], scale, skip, dst, i)
+		}
+	}
+	if m*k < 1<<17 || m < 2 {
+		work(0, m)
+		return
+	}
+	w := min(runtime.GOMAXPROCS(0), m)
+	var wg sync.WaitGroup
+	for t := 1; t < w; t++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); work(t*m/w, (t+1)*m/w) }()
+	}
+	work(0, m/w)
+	wg.Wait()
+}
+
+func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i int) {
+	s := scale
+	if s == 0 {
+		var mx float32
+		if skip == nil {
+			mx = absMax(row)
+		} else {
+			for q, v := range row {
+				if !skip[q] {
+					mx = max(mx, abs32(v))
+				}
+			}
+		}
+		s = mx / 127
+		if !(s > 0) || math.IsInf(float64(s), 0) {
+			s = 1
+			if math.IsInf(float64(mx), 0) {
+				s = math.MaxFloat32 / 127
+			}
+		}
+	}
+	dst.Scale[i] = s
+	inv := 1 / s
+	panel := dst.data[(i/i8MR)*dst.kp*i8MR+(i%i8MR)*4:]
+	for q, v := range row {
+		var qv int8
+		if skip == nil || !skip[q] {
+			qv = quantize1(v, inv)
+		}
+		panel[(q/4)*16+q%4] = qv
+	}
+}
+
+// quantize1 returns round(v·inv) clamped to [−127, 127], ties away from zero,
+// NaN to 0.
+func quantize1(v, inv float32) int8 {
+	f := v * inv
+	if f >= 0 {
+		f += 0.5
+		if f >= 127 {
+			return 127
+		}
+		return int8(int32(f))
+	}
+	if f < 0 {
+		f -= 0.5
+		if f <= -127 {
+			return -127
+		}
+		return int8(int32(f))
+	}
+	return 0
+}
+
+func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ (1 << 31)) }
+
+func absMax(x []float32) float32 {
+	var m0, m1, m2, m3 float32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		m0 = max(m0, abs32(x[i]))
+		m1 = max(m1, abs32(x[i+1]))
+		m2 = max(m2, abs32(x[i+2]))
+		m3 = max(m3, abs32(x[i+3]))
+	}
+	for ; i < len(x); i++ {
+		m0 = max(m0, abs32(x[i]))
+	}
+	return max(m0, m1, m2, m3)
+}
+
+// i8Job is one product: the operands and the task queue.
+type i8Job struct {
+	a        *I8PackedA
+	b        *I8PackedB
+	cs, bias []float32 // padded to a multiple of 16
+	cf       []float32
+	ci       []int32
+	ldc      int
+	add, f32 bool
+	mc, nc   int
+	tm, tn   int
+	next     atomic.Int64
+}
+
+// I8GemmF32 computes c[i·ldc+j] = a.Scale[i]·colScale[j]·Σ_q A[i][q]·B[j][q] +
+// bias[j] for i < m, j < n (m from a, n and k from b), adding to c when add
+// is set. bias may be nil. It panics on inconsistent arguments.
+func I8GemmF32(a *I8PackedA, b *I8PackedB, colScale, bias []float32, c []float32, ldc int, add bool) {
+	m, n := a.m, b.n
+	if a.k != b.k || len(colScale) < n || (bias != nil && len(bias) < n) || len(a.Scale) < m ||
+		(m > 0 && n > 0 && (ldc < n || len(c) < (m-1)*ldc+n)) {
+		panic("kernels: I8GemmF32: bad arguments")
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	np := i8RoundUp(n, i8NR)
+	cs := colScale[:n]
+	if np != n {
+		cs = append(make([]float32, 0, np), colScale[:n]...)
+		cs = cs[:np]
+	}
+	bs := bias
+	if bias == nil {
+		bs = make([]float32, np)
+	} else if np != n {
+		bs = append(make([]float32, 0, np), bias[:n]...)
+		bs = bs[:np]
+	}
+	if a.k == 0 {
+		for i := 0; i < m; i++ {
+			row := c[i*ldc : i*ldc+n]
+			for j := range row {
+				if add {
+					row[j] += bs[j]
+				} else {
+					row[j] = bs[j]
+				}
+			}
+		}
+		return
+	}
+	j := &i8Job{a: a, b: b, cs: cs, bias: bs, cf: c, ldc: ldc, add: add, f32: true}
+	j.run()
+}
+
+// I8GemmI32 computes c[i·ldc+j] (+)= Σ_q A[i][q]·B[j][q] exactly in int32.
+func I8GemmI32(a *I8PackedA, b *I8PackedB, c []int32, ldc int, add bool) {
+	m, n := a.m, b.n
+	if a.k != b.k || (m > 0 && n > 0 && (ldc < n || len(c) < (m-1)*ldc+n)) {
+		panic("kernels: I8GemmI32: bad arguments")
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	if a.k == 0 {
+		if !add {
+			for i := 0; i < m; i++ {
+				clear(c[i*ldc : i*ldc+n])
+			}
+		}
+		return
+	}
+	j := &i8Job{a: a, b: b, ci: c, ldc: ldc, add: add}
+	j.run()
+}
+
+// I8Gemm computes the int32 product c = a·bᵀ of the m×k matrix a and the n×k
+// matrix b (packing both; use PackI8B and I8GemmI32 to pack b once).
+func I8Gemm(m, n, k int, a []int8, lda int, b []int8, ldb int, c []int32, ldc int) {
+	var pa I8PackedA
+	PackI8A(m, k, a, lda, &pa)
+	I8GemmI32(&pa, PackI8B(n, k, b, ldb), c, ldc, false)
+}
+
+func (j *i8Job) run() {
+	m, n, k := j.a.m, j.b.n, j.a.k
+	workers := runtime.GOMAXPROCS(0)
+	if m*n*k < i8ParWork {
+		workers = 1
+	}
+	j.mc, j.nc = I8MC, I8NC
+	// Enough tasks to balance the cores: narrow the tasks first.
+	for workers > 1 && i8CeilDiv(m, j.mc)*i8CeilDiv(n, j.nc) < 4*workers && j.nc > 2*i8NR {
+		j.nc /= 2
+	}
+	for workers > 1 && i8CeilDiv(m, j.mc)*i8CeilDiv(n, j.nc) < 4*workers && j.mc > 4*i8MR {
+		j.mc /= 2
+	}
+	j.tm, j.tn = i8CeilDiv(m, j.mc), i8CeilDiv(n, j.nc)
+	total := j.tm * j.tn
+	workers = min(workers, total)
+	if workers <= 1 {
+		for t := 0; t < total; t++ {
+			j.task(t)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 1; w < workers; w++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); j.worker() }()
+	}
+	j.worker()
+	wg.Wait()
+}
+
+func i8CeilDiv(a, b int) int { return (a + b - 1) / b }
+
+func (j *i8Job) worker() {
+	total := int64(j.tm * j.tn)
+	for {
+		t := j.next.Add(1) - 1
+		if t >= total {
+			return
+		}
+		j.task(int(t))
+	}
+}
+
+// task computes tile t of C (row-major order over tiles).
+func (j *i8Job) task(t int) {
+	m, n := j.a.m, j.b.n
+	kp := j.a.kp
+	kg := kp / 4
+	i0 := (t / j.tn) * j.mc
+	j0 := (t % j.tn) * j.nc
+	i1, j1 := min(i0+j.mc, m), min(j0+j.nc, n)
+	var tileI [i8MR * i8NR]int32
+	var tileF [i8MR * i8NR]float32
+	asm := useAVX2
+	for jp := j0; jp < j1; jp += i8NR {
+		bpan := j.b.data[(jp/i8NR)*kp*i8NR:]
+		bpan = bpan[:kp*i8NR]
+		for ip := i0; ip < i1; ip += i8MR {
+			apan := j.a.data[(ip/i8MR)*kp*i8MR:]
+			apan = apan[:kp*i8MR]
+			full := ip+i8MR <= m && jp+i8NR <= n
+			if !asm {
+				i8gemmKernelGeneric(kg, apan, bpan, &tileI)
+				j.storeGeneric(&tileI, ip, jp)
+				continue
+			}
+			if j.f32 {
+				var rs *float32
+				var rsPad [i8MR]float32
+				if ip+i8MR <= m {
+					rs = &j.a.Scale[ip]
+				} else {
+					copy(rsPad[:], j.a.Scale[ip:m])
+					rs = &rsPad[0]
+				}
+				if full {
+					i8gemmKernel4x16F32AVX2(kg, &apan[0], &bpan[0], &j.cf[ip*j.ldc+jp], j.ldc, rs, &j.cs[jp], &j.bias[jp], j.add)
+					continue
+				}
+				i8gemmKernel4x16F32AVX2(kg, &apan[0], &bpan[0], &tileF[0], i8NR, rs, &j.cs[jp], &j.bias[jp], false)
+				for r := 0; r < min(i8MR, m-ip); r++ {
+					row := j.cf[(ip+r)*j.ldc+jp : (ip+r)*j.ldc+min(jp+i8NR, n)]
+					for c := range row {
+						if j.add {
+							row[c] += tileF[r*i8NR+c]
+						} else {
+							row[c] = tileF[r*i8NR+c]
+						}
+					}
+				}
+				continue
+			}
+			if full {
+				i8gemmKernel4x16I32AVX2(kg, &apan[0], &bpan[0], &j.ci[ip*j.ldc+jp], j.ldc, j.add)
+				continue
+			}
+			i8gemmKernel4x16I32AVX2(kg, &apan[0], &bpan[0], &tileI[0], i8NR, false)
+			j.storeI32(&tileI, ip, jp)
+		}
+	}
+}
+
+func (j *i8Job) storeI32(tile *[i8MR * i8NR]int32, ip, jp int) {
+	m, n := j.a.m, j.b.n
+	for r := 0; r < min(i8MR, m-ip); r++ {
+		row := j.ci[(ip+r)*j.ldc+jp : (ip+r)*j.ldc+min(jp+i8NR, n)]
+		for c := range row {
+			if j.add {
+				row[c] += tile[r*i8NR+c]
+			} else {
+				row[c] = tile[r*i8NR+c]
+			}
+		}
+	}
+}
+
+// storeGeneric writes an int32 tile, dequantized when the job outputs
+// float32, exactly as the assembly epilogue does (one fused multiply-add).
+func (j *i8Job) storeGeneric(tile *[i8MR * i8NR]int32, ip, jp int) {
+	if !j.f32 {
+		j.storeI32(tile, ip, jp)
+		return
+	}
+	m, n := j.a.m, j.b.n
+	for r := 0; r < min(i8MR, m-ip); r++ {
+		rs := j.a.Scale[ip+r]
+		row := j.cf[(ip+r)*j.ldc+jp : (ip+r)*j.ldc+min(jp+i8NR, n)]
+		for c := range row {
+			sc := rs * j.cs[jp+c]
+			b := j.bias[jp+c]
+			if j.add {
+				b += row[c]
+			}
+			row[c] = float32(math.FMA(float64(float32(tile[r*i8NR+c])), float64(sc), float64(b)))
+		}
+	}
+}

@@ -1,0 +1,45 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+var i8BenchShapes = [][3]int{{256, 1024, 1024}, {1024, 1024, 4096}}
+
+// BenchmarkI8GemmKernel measures one core's micro-kernel on L1-resident panels.
+func BenchmarkI8GemmKernel(b *testing.B) {
+	forEachImplB(b, func(b *testing.B) {
+		kg := 256
+		a, bb := make([]int8, kg*16), make([]int8, kg*64)
+		var tile [i8MR * i8NR]int32
+		for b.Loop() {
+			if useAVX2 {
+				i8gemmKernel4x16I32AVX2(kg, &a[0], &bb[0], &tile[0], i8NR, false)
+			} else {
+				i8gemmKernelGeneric(kg, a, bb, &tile)
+			}
+		}
+		b.ReportMetric(2*i8MR*i8NR*4*float64(kg)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+	})
+}
+
+// BenchmarkI8GemmF32 measures the packed product with fused dequantization
+// (activations already quantized).
+func BenchmarkI8GemmF32(b *testing.B) {
+	for _, s := range i8BenchShapes {
+		m, k, n := s[0], s[1], s[2]
+		b.Run(fmt.Sprintf("M=%d,K=%d,N=%d", m, k, n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			var pa I8PackedA
+			PackI8A(m, k, randI8(rng, m*k), k, &pa)
+			pb := PackI8B(n, k, randI8(rng, n*k), k)
+			cs, c := make([]float32, n), make([]float32, m*n)
+			for b.Loop() {
+				I8GemmF32(&pa, pb, cs, nil, c, n, false)
+			}
+			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+		})
+	}
+}

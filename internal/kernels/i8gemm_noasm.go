@@ -1,0 +1,14 @@
+//go:build !amd64 || purego
+
+package kernels
+
+// The assembly routines exist only in assembly builds; useAVX2 is constant
+// false here, so these are never called.
+
+func i8gemmKernel4x16I32AVX2(kg int, a, b *int8, c *int32, ldc int, add bool) {
+	panic("unreachable")
+}
+
+func i8gemmKernel4x16F32AVX2(kg int, a, b *int8, c *float32, ldc int, rs, cs, bias *float32, add bool) {
+	panic("unreachable")
+}

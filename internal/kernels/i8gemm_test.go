@@ -1,0 +1,158 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func randI8(rng *rand.Rand, n int) []int8 {
+	x := make([]int8, n)
+	for i := range x {
+		x[i] = int8(rng.IntN(255) - 127)
+	}
+	return x
+}
+
+// TestI8GemmExact checks the int32 product against a plain reference on
+// ragged shapes, strided operands and accumulation, on every implementation.
+func TestI8GemmExact(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(3, 4))
+		shapes := [][3]int{{1, 1, 1}, {4, 16, 4}, {5, 17, 3}, {3, 15, 7}, {1, 40, 129}, {33, 70, 1000}, {130, 300, 65}, {260, 520, 37}}
+		for _, s := range shapes {
+			m, n, k := s[0], s[1], s[2]
+			lda, ldb, ldc := k+3, k+1, n+5
+			a, b := randI8(rng, m*lda), randI8(rng, n*ldb)
+			// Extremes: the int16 saturation case of VPMADDUBSW.
+			if m > 0 && k > 1 {
+				a[0], a[1], b[0], b[1] = -127, -127, -127, -127
+			}
+			c := make([]int32, m*ldc)
+			for i := range c {
+				c[i] = int32(rng.IntN(100))
+			}
+			init := append([]int32(nil), c...)
+			want := append([]int32(nil), c...)
+			for i := 0; i < m; i++ {
+				for j := 0; j < n; j++ {
+					var s int32
+					for q := 0; q < k; q++ {
+						s += int32(a[i*lda+q]) * int32(b[j*ldb+q])
+					}
+					want[i*ldc+j] += s
+				}
+			}
+			var pa I8PackedA
+			PackI8A(m, k, a, lda, &pa)
+			pb := PackI8B(n, k, b, ldb)
+			I8GemmI32(&pa, pb, c, ldc, true)
+			for i := range c {
+				if c[i] != want[i] {
+					t.Fatalf("m=%d n=%d k=%d: c[%d] = %d, want %d", m, n, k, i, c[i], want[i])
+				}
+			}
+			got := make([]int32, m*n)
+			I8Gemm(m, n, k, a, lda, b, ldb, got, n)
+			for i := 0; i < m; i++ {
+				for j := 0; j < n; j++ {
+					if got[i*n+j] != want[i*ldc+j]-init[i*ldc+j] {
+						t.Fatalf("I8Gemm m=%d n=%d k=%d mismatch at %d,%d", m, n, k, i, j)
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestI8GemmF32 checks the fused dequantization: scales, bias, accumulation.
+func TestI8GemmF32(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(5, 6))
+		for _, s := range [][3]int{{1, 1, 5}, {7, 33, 64}, {131, 270, 130}} {
+			m, n, k := s[0], s[1], s[2]
+			a, b := randI8(rng, m*k), randI8(rng, n*k)
+			var pa I8PackedA
+			PackI8A(m, k, a, k, &pa)
+			for i := range pa.Scale {
+				pa.Scale[i] = rng.Float32() + 0.1
+			}
+			cs, bias := make([]float32, n), make([]float32, n)
+			for j := range cs {
+				cs[j], bias[j] = rng.Float32()*0.01, rng.Float32()-0.5
+			}
+			pb := PackI8B(n, k, b, k)
+			for _, add := range []bool{false, true} {
+				c := make([]float32, m*n)
+				for i := range c {
+					c[i] = float32(i % 3)
+				}
+				I8GemmF32(&pa, pb, cs, bias, c, n, add)
+				for i := 0; i < m; i++ {
+					for j := 0; j < n; j++ {
+						var acc int64
+						for q := 0; q < k; q++ {
+							acc += int64(a[i*k+q]) * int64(b[j*k+q])
+						}
+						want := float64(pa.Scale[i])*float64(cs[j])*float64(acc) + float64(bias[j])
+						if add {
+							want += float64((i*n + j) % 3)
+						}
+						if d := math.Abs(float64(c[i*n+j]) - want); d > 1e-5*(1+math.Abs(want)) {
+							t.Fatalf("m=%d n=%d k=%d add=%v: c[%d,%d] = %v, want %v", m, n, k, add, i, j, c[i*n+j], want)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestQuantizeI8A checks per-row and static quantization: half a step per
+// element, saturation and skipped columns.
+func TestQuantizeI8A(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	m, k := 9, 37
+	x := make([]float32, m*k)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	x[3] = 50 // outlier
+	skip := make([]bool, k)
+	skip[3] = true
+	for _, sk := range [][]bool{nil, skip} {
+		var pa I8PackedA
+		QuantizeI8A(m, k, x, k, 0, sk, &pa)
+		b := make([]int8, k)
+		for q := range b {
+			b[q] = 1
+		}
+		// Read the quantized values back through the GEMM with unit vectors.
+		for q := 0; q < k; q++ {
+			e := make([]int8, k)
+			e[q] = 1
+			c := make([]int32, m)
+			I8GemmI32(&pa, PackI8B(1, k, e, k), c, 1, false)
+			for i := 0; i < m; i++ {
+				v := x[i*k+q]
+				s := pa.Scale[i]
+				if sk != nil && sk[q] {
+					if c[i] != 0 {
+						t.Fatalf("skipped column quantized to %d", c[i])
+					}
+					continue
+				}
+				if d := math.Abs(float64(v) - float64(c[i])*float64(s)); d > float64(s)/2*(1+1e-6) {
+					t.Fatalf("row %d col %d: |x−q·s| = %v > s/2 = %v", i, q, d, s/2)
+				}
+			}
+		}
+	}
+	var pa I8PackedA
+	QuantizeI8A(1, 3, []float32{1000, -1000, 0.05}, 3, 0.1, nil, &pa)
+	c := make([]int32, 3)
+	I8GemmI32(&pa, PackI8B(3, 3, []int8{1, 0, 0, 0, 1, 0, 0, 0, 1}, 3), c, 3, false)
+	if c[0] != 127 || c[1] != -127 || c[2] != 1 {
+		t.Fatalf("static quantization = %v, want [127 -127 1]", c)
+	}
+}
