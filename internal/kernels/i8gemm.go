@@ -13,8 +13,9 @@ import (
 // token) and B an n×k int8 matrix (weights, one row per output channel),
 // every value in [−127, 127]. Both operands are packed: k is padded with zeros
 // to a multiple of 4 and cut into groups of 4 consecutive values; A into
-// micro-panels of 4 rows (16 bytes per group), B into micro-panels of 16 rows
-// (64 bytes per group). Weights are packed once (PackI8B); activations are
+// micro-panels of 4 rows (32 bytes per group: the 16 values, then their
+// absolute values for the sign trick), B into micro-panels of 16 rows (64
+// bytes per group). Weights are packed once (PackI8B); activations are
 // quantized and packed per call (QuantizeI8A, PackI8A). The micro-kernel
 // keeps a 4×16 tile of int32 sums and either stores it or converts it to
 // float32 with the row and column scales and the bias (fused
@@ -91,7 +92,7 @@ func (p *I8PackedA) reset(m, k int) {
 		panic("kernels: I8PackedA: bad dimensions")
 	}
 	p.m, p.k, p.kp = m, k, i8RoundUp(k, 4)
-	size := i8RoundUp(m, i8MR) * p.kp
+	size := i8RoundUp(m, i8MR) * p.kp * 2
 	if cap(p.data) < size {
 		p.data = make([]int8, size)
 	}
@@ -102,13 +103,14 @@ func (p *I8PackedA) reset(m, k int) {
 	p.Scale = p.Scale[:m]
 	// Padding rows and the k padding must be zero.
 	if r := m % i8MR; r != 0 {
-		clear(p.data[(m/i8MR)*i8MR*p.kp:])
+		clear(p.data[(m/i8MR)*i8MR*p.kp*2:])
 	}
 	if p.kp != k {
 		for i := 0; i < m; i++ {
-			panel := p.data[(i/i8MR)*p.kp*i8MR:]
+			panel := p.data[(i/i8MR)*p.kp*i8MR*2:]
 			for q := k; q < p.kp; q++ {
-				panel[(q/4)*16+(i%i8MR)*4+q%4] = 0
+				o := (q/4)*32 + (i%i8MR)*4 + q%4
+				panel[o], panel[o+16] = 0, 0
 			}
 		}
 	}
@@ -123,15 +125,10 @@ func PackI8A(m, k int, a []int8, lda int, dst *I8PackedA) {
 	dst.reset(m, k)
 	for i := 0; i < m; i++ {
 		dst.Scale[i] = 1
-		panel := dst.data[(i/i8MR)*dst.kp*i8MR+(i%i8MR)*4:]
-		row := a[i*lda : i*lda+k]
-		q := 0
-		for ; q+4 <= k; q += 4 {
-			o := q * 4
-			panel[o], panel[o+1], panel[o+2], panel[o+3] = row[q], row[q+1], row[q+2], row[q+3]
-		}
-		for ; q < k; q++ {
-			panel[(q/4)*16+q%4] = row[q]
+		panel := dst.data[(i/i8MR)*dst.kp*i8MR*2+(i%i8MR)*4:]
+		for q, v := range a[i*lda : i*lda+k] {
+			o := (q/4)*32 + q%4
+			panel[o], panel[o+16] = v, absI8(v)
 		}
 	}
 }
@@ -191,13 +188,14 @@ func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i in
 	}
 	dst.Scale[i] = s
 	inv := 1 / s
-	panel := dst.data[(i/i8MR)*dst.kp*i8MR+(i%i8MR)*4:]
+	panel := dst.data[(i/i8MR)*dst.kp*i8MR*2+(i%i8MR)*4:]
 	for q, v := range row {
 		var qv int8
 		if skip == nil || !skip[q] {
 			qv = quantize1(v, inv)
 		}
-		panel[(q/4)*16+q%4] = qv
+		o := (q/4)*32 + q%4
+		panel[o], panel[o+16] = qv, absI8(qv)
 	}
 }
 
@@ -220,6 +218,14 @@ func quantize1(v, inv float32) int8 {
 		return int8(int32(f))
 	}
 	return 0
+}
+
+// absI8 returns |v| for v in [−127, 127].
+func absI8(v int8) int8 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
 
 func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ (1 << 31)) }
@@ -384,8 +390,8 @@ func (j *i8Job) task(t int) {
 		bpan := j.b.data[(jp/i8NR)*kp*i8NR:]
 		bpan = bpan[:kp*i8NR]
 		for ip := i0; ip < i1; ip += i8MR {
-			apan := j.a.data[(ip/i8MR)*kp*i8MR:]
-			apan = apan[:kp*i8MR]
+			apan := j.a.data[(ip/i8MR)*kp*i8MR*2:]
+			apan = apan[:kp*i8MR*2]
 			full := ip+i8MR <= m && jp+i8NR <= n
 			if !asm {
 				i8gemmKernelGeneric(kg, apan, bpan, &tileI)

@@ -12,7 +12,7 @@ var i8BenchShapes = [][3]int{{256, 1024, 1024}, {1024, 1024, 4096}}
 func BenchmarkI8GemmKernel(b *testing.B) {
 	forEachImplB(b, func(b *testing.B) {
 		kg := 256
-		a, bb := make([]int8, kg*16), make([]int8, kg*64)
+		a, bb := make([]int8, kg*32), make([]int8, kg*64)
 		var tile [i8MR * i8NR]int32
 		for b.Loop() {
 			if useAVX2 {
