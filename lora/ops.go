@@ -1,0 +1,339 @@
+package lora
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"math/rand/v2"
+	"sync/atomic"
+
+	"github.com/chewxy/hm"
+	"github.com/galleon-ml/galleon/internal/kernels"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// The adapter path of a layer in the training graph is three nodes:
+//
+//	d = dropout(x)            dropoutOp (absent when the dropout is 0)
+//	h = d·Aᵀ                  nn.Linear with TransW (A is [r, in])
+//	y = base + scale·h·Bᵀ     upAddOp (B is [out, r])
+//
+// Both ops of this file are fused custom ops in the style of internal/nn:
+// they own their output buffers, write a per-instance serial number into
+// their hash so gorgonia never merges two of them, and their backward ops
+// skip all work when the input they differentiate has no derivative node
+// (G.Grad gives one only to nodes between the trained parameters and the
+// loss), so a frozen base pays only for the input gradient it needs.
+
+var opSerial atomic.Uint64
+
+var matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
+
+// buf is an op-owned output tensor reused across runs.
+type buf struct {
+	data []float32
+	t    *tensor.Dense
+}
+
+func (b *buf) get(r, c int) *tensor.Dense {
+	if len(b.data) != r*c {
+		b.data = make([]float32, r*c)
+		b.t = nil
+	}
+	if b.t != nil {
+		s := b.t.Shape()
+		if d := b.t.Float32s(); len(s) == 2 && s[0] == r && s[1] == c && len(d) == len(b.data) && &d[0] == &b.data[0] {
+			return b.t
+		}
+	}
+	b.t = tensor.New(tensor.WithShape(r, c), tensor.WithBacking(b.data))
+	return b.t
+}
+
+func f32s(what string, v G.Value, n int) ([]float32, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok || d.Dtype() != tensor.Float32 || d.RequiresIterator() {
+		return nil, fmt.Errorf("lora: %s: want a contiguous float32 tensor, got %T", what, v)
+	}
+	data := d.Float32s()
+	if len(data) < n || d.Shape().TotalSize() != n {
+		return nil, fmt.Errorf("lora: %s has shape %v, want %d elements", what, d.Shape(), n)
+	}
+	return data[:n], nil
+}
+
+func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
+	h := fnv.New32a()
+	op.WriteHash(h)
+	return h.Sum32()
+}
+
+// common holds the G.Op methods shared by the ops of this file.
+type common struct{ serial uint64 }
+
+func (common) ReturnsPtr() bool     { return false }
+func (common) CallsExtern() bool    { return false }
+func (common) OverwritesInput() int { return -1 }
+
+// ---------------------------------------------------------------------------
+// dropout
+
+// dropoutOp is inverted dropout with a seeded mask: y = x·m with m = 1/(1−p)
+// kept and 0 dropped. Each forward run draws a new mask from (seed, run
+// number), so a fresh graph replays the same masks step after step; the
+// mask stays on the op for the backward of the same run.
+type dropoutOp struct {
+	common
+	rows, cols int
+	p          float64
+	seed       uint64
+	runs       uint64
+	mask       []float32
+	out        buf
+}
+
+func newDropout(x *G.Node, p float64, seed uint64) (*G.Node, error) {
+	s := x.Shape()
+	if len(s) != 2 {
+		return nil, fmt.Errorf("lora: dropout input has shape %v, want 2 dimensions", s)
+	}
+	op := &dropoutOp{common: common{opSerial.Add(1)}, rows: s[0], cols: s[1], p: p, seed: seed}
+	n, err := G.ApplyOp(op, x)
+	if err != nil {
+		return nil, fmt.Errorf("lora: dropout: %w", err)
+	}
+	return n, nil
+}
+
+func (op *dropoutOp) Arity() int    { return 1 }
+func (op *dropoutOp) Type() hm.Type { return hm.NewFnType(matrixType, matrixType) }
+func (op *dropoutOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.rows, op.cols}, nil
+}
+func (op *dropoutOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "lora.Dropout#%d(%d×%d, p=%v, seed=%d)", op.serial, op.rows, op.cols, op.p, op.seed)
+}
+func (op *dropoutOp) Hashcode() uint32 { return hashOf(op) }
+func (op *dropoutOp) String() string   { return fmt.Sprintf("lora.Dropout(p=%v)", op.p) }
+
+// fillMask draws the run's mask: one 32-bit draw per element against the
+// threshold p·2³².
+func (op *dropoutOp) fillMask() {
+	n := op.rows * op.cols
+	if len(op.mask) != n {
+		op.mask = make([]float32, n)
+	}
+	op.runs++
+	rng := rand.New(rand.NewPCG(op.seed, op.runs))
+	thr := uint32(op.p * (1 << 32))
+	keep := float32(1 / (1 - op.p))
+	for i := 0; i < n; i += 2 {
+		u := rng.Uint64()
+		op.mask[i] = keep
+		if uint32(u) < thr {
+			op.mask[i] = 0
+		}
+		if i+1 < n {
+			op.mask[i+1] = keep
+			if uint32(u>>32) < thr {
+				op.mask[i+1] = 0
+			}
+		}
+	}
+}
+
+func (op *dropoutOp) Do(in ...G.Value) (G.Value, error) {
+	if len(in) != 1 {
+		return nil, fmt.Errorf("lora: dropout: %d inputs, want 1", len(in))
+	}
+	x, err := f32s("dropout input", in[0], op.rows*op.cols)
+	if err != nil {
+		return nil, err
+	}
+	op.fillMask()
+	t := op.out.get(op.rows, op.cols)
+	y := t.Float32s()
+	for i, v := range x {
+		y[i] = v * op.mask[i]
+	}
+	return t, nil
+}
+
+func (op *dropoutOp) DiffWRT(int) []bool { return []bool{true} }
+
+// SymDiff returns dx = dy·m, reading the mask that the forward run drew.
+func (op *dropoutOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("lora: dropout: %d inputs, want 1", len(inputs))
+	}
+	n := op.rows * op.cols
+	dx, err := newGrad("DropoutGrad", inputs[0], op.rows, op.cols, func(dst []float32, vals []G.Value) error {
+		dy, err := f32s("dropout gradient", vals[0], n)
+		if err != nil {
+			return err
+		}
+		for i, g := range dy {
+			dst[i] = g * op.mask[i]
+		}
+		return nil
+	}, grad, output) // output orders the backward after the forward run
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dx}, nil
+}
+
+// ---------------------------------------------------------------------------
+// y = base + scale·h·Bᵀ
+
+type upAddOp struct {
+	common
+	rows, r, out int
+	scale        float32
+	y            buf
+}
+
+func newUpAdd(base, h, b *G.Node, scale float32) (*G.Node, error) {
+	bs, hs, ws := base.Shape(), h.Shape(), b.Shape()
+	if len(bs) != 2 || len(hs) != 2 || len(ws) != 2 || hs[0] != bs[0] || ws[0] != bs[1] || ws[1] != hs[1] {
+		return nil, fmt.Errorf("lora: adapter up-projection: base %v, h %v, B %v do not fit", bs, hs, ws)
+	}
+	op := &upAddOp{common: common{opSerial.Add(1)}, rows: bs[0], r: hs[1], out: bs[1], scale: scale}
+	n, err := G.ApplyOp(op, base, h, b)
+	if err != nil {
+		return nil, fmt.Errorf("lora: adapter up-projection: %w", err)
+	}
+	return n, nil
+}
+
+func (op *upAddOp) Arity() int { return 3 }
+func (op *upAddOp) Type() hm.Type {
+	return hm.NewFnType(matrixType, matrixType, matrixType, matrixType)
+}
+func (op *upAddOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.rows, op.out}, nil
+}
+func (op *upAddOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "lora.UpAdd#%d(rows=%d, r=%d, out=%d, scale=%v)", op.serial, op.rows, op.r, op.out, op.scale)
+}
+func (op *upAddOp) Hashcode() uint32 { return hashOf(op) }
+func (op *upAddOp) String() string   { return fmt.Sprintf("lora.UpAdd(r=%d, scale=%v)", op.r, op.scale) }
+
+func (op *upAddOp) Do(in ...G.Value) (G.Value, error) {
+	if len(in) != 3 {
+		return nil, fmt.Errorf("lora: up-projection: %d inputs, want 3", len(in))
+	}
+	base, err := f32s("base output", in[0], op.rows*op.out)
+	if err != nil {
+		return nil, err
+	}
+	h, err := f32s("adapter activation", in[1], op.rows*op.r)
+	if err != nil {
+		return nil, err
+	}
+	b, err := f32s("lora_B", in[2], op.out*op.r)
+	if err != nil {
+		return nil, err
+	}
+	t := op.y.get(op.rows, op.out)
+	y := t.Float32s()
+	copy(y, base)
+	// y += scale·h·Bᵀ; with B = 0 this adds exact zeros.
+	kernels.Sgemm(false, true, op.rows, op.out, op.r, op.scale, h, op.r, b, op.r, 1, y, op.out)
+	return t, nil
+}
+
+func (op *upAddOp) DiffWRT(int) []bool { return []bool{true, true, true} }
+
+// SymDiff: d(base) = dy (passed through), dh = scale·dy·B, dB = scale·dyᵀ·h.
+func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 3 {
+		return nil, fmt.Errorf("lora: up-projection: %d inputs, want 3", len(inputs))
+	}
+	rows, r, out, s := op.rows, op.r, op.out, op.scale
+	dh, err := newGrad("UpAddGradH", inputs[1], rows, r, func(dst []float32, vals []G.Value) error {
+		dy, err := f32s("dy", vals[0], rows*out)
+		if err != nil {
+			return err
+		}
+		b, err := f32s("lora_B", vals[1], out*r)
+		if err != nil {
+			return err
+		}
+		kernels.Sgemm(false, false, rows, r, out, s, dy, out, b, r, 0, dst, r)
+		return nil
+	}, grad, inputs[2])
+	if err != nil {
+		return nil, err
+	}
+	db, err := newGrad("UpAddGradB", inputs[2], out, r, func(dst []float32, vals []G.Value) error {
+		dy, err := f32s("dy", vals[0], rows*out)
+		if err != nil {
+			return err
+		}
+		h, err := f32s("h", vals[1], rows*r)
+		if err != nil {
+			return err
+		}
+		kernels.Sgemm(true, false, out, r, rows, s, dy, out, h, r, 0, dst, r)
+		return nil
+	}, grad, inputs[1])
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{grad, dh, db}, nil
+}
+
+// ---------------------------------------------------------------------------
+// backward ops
+
+// gradOp computes the gradient of one input (target) of a forward op, or
+// returns a 1×1 placeholder without any work when the target has no
+// derivative node, i.e. nothing trainable depends on it.
+type gradOp struct {
+	common
+	name        string
+	target      *G.Node
+	arity       int
+	typ         hm.Type
+	r, c        int
+	run         func(dst []float32, in []G.Value) error
+	out, placeh buf
+}
+
+func newGrad(name string, target *G.Node, r, c int, run func([]float32, []G.Value) error, inputs ...*G.Node) (*G.Node, error) {
+	types := make([]hm.Type, 0, len(inputs)+1)
+	for _, in := range inputs {
+		types = append(types, in.Type())
+	}
+	types = append(types, matrixType)
+	op := &gradOp{common: common{opSerial.Add(1)}, name: name, target: target, arity: len(inputs), typ: hm.NewFnType(types...), r: r, c: c, run: run}
+	n, err := G.ApplyOp(op, inputs...)
+	if err != nil {
+		return nil, fmt.Errorf("lora: %s: %w", name, err)
+	}
+	return n, nil
+}
+
+func (op *gradOp) Arity() int    { return op.arity }
+func (op *gradOp) Type() hm.Type { return op.typ }
+func (op *gradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.r, op.c}, nil
+}
+func (op *gradOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "lora.%s#%d(%d×%d)", op.name, op.serial, op.r, op.c)
+}
+func (op *gradOp) Hashcode() uint32 { return hashOf(op) }
+func (op *gradOp) String() string   { return "lora." + op.name }
+
+func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
+	if op.target.Deriv() == nil {
+		return op.placeh.get(1, 1), nil
+	}
+	t := op.out.get(op.r, op.c)
+	if err := op.run(t.Float32s(), in); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
