@@ -577,6 +577,7 @@ func TestModelGradients(t *testing.T) {
 		}
 		checked++
 	}
+	t.Logf("checked %d of %d matrices against finite differences", checked, len(picks))
 	if checked < len(picks)/2 {
 		t.Fatalf("only %d of %d matrices had gradients large enough to check", checked, len(picks))
 	}
