@@ -1,0 +1,30 @@
+// Package parallel trains a galleon model with data parallelism.
+//
+// A Trainer splits each global micro-batch across ranks by rows (samples),
+// runs forward and backward on every rank, reduces the gradients with a
+// Communicator in fixed-order buckets, clips them by their global norm, and
+// lets every rank apply AdamW to its own contiguous shard of the flat
+// parameter vector (sharded optimizer state).
+//
+// Two deployments share that step:
+//
+//   - New runs N goroutine workers in one process. Every worker owns a
+//     model.Replica (its own gorgonia graph and gradient buffer) bound to the
+//     model's single weight buffer, so there are no weight copies: worker i
+//     reduces shard i of every worker's gradients in rank order and updates
+//     shard i of the shared weights in place.
+//   - NewRank runs one rank of a group whose members each hold their own
+//     model copy, as processes do under MPI (build tag mpi, NewMPI) or
+//     goroutines with NewGroup. ZeRO stages 0–3 select what each rank keeps:
+//     stage 0 all-reduces gradients and every rank steps the whole model
+//     (DDP); stage 1 reduce-scatters gradients, steps its optimizer shard and
+//     all-gathers the parameters; stage 2 communicates as stage 1 and counts
+//     only the gradient shard as held; stage 3 also keeps only the parameter
+//     shard between steps, all-gathering the parameters before the forward
+//     pass and releasing the other ranks' parts after the backward pass.
+//
+// Reductions are deterministic: every element of a sum is added in rank order
+// whatever the timing of goroutines or processes, so a run is bit-for-bit
+// repeatable, all ranks hold bit-identical weights, and the in-process and MPI
+// deployments agree bit for bit.
+package parallel

@@ -1,0 +1,637 @@
+package parallel
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"runtime/debug"
+	"sync"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+	"github.com/galleon-ml/galleon/model"
+)
+
+// DefaultBucketBytes is the gradient bucket size used when Config.BucketBytes
+// is 0: 25 MiB, as PyTorch's DistributedDataParallel.
+const DefaultBucketBytes = 25 << 20
+
+// Config holds the hyperparameters of a data-parallel run. Batch is the
+// global micro-batch: its samples are split across ranks, so the result does
+// not depend on the number of ranks.
+type Config struct {
+	Workers     int     // goroutine workers for New; 0 means 1 (NewRank uses the communicator's size)
+	Batch       int     // samples (sequences) per global micro-batch, split across ranks by rows
+	SeqLen      int     // tokens per sample; 0 means the model's SeqLen
+	Accum       int     // micro-batches per optimizer step; 0 means 1. Communication happens once per step.
+	Schedule    model.Schedule
+	AdamW       model.AdamWConfig
+	ClipNorm    float64 // global gradient-norm clipping; 0 disables
+	BucketBytes int     // gradient bucket size in bytes; 0 means DefaultBucketBytes
+	Stage       int     // ZeRO stage 0–3 for NewRank; New requires 0 (its workers share the weights)
+}
+
+func (cfg *Config) normalize(m *model.Model, ranks int) error {
+	if cfg.SeqLen == 0 {
+		cfg.SeqLen = m.Config.SeqLen
+	}
+	if cfg.Accum == 0 {
+		cfg.Accum = 1
+	}
+	if cfg.BucketBytes == 0 {
+		cfg.BucketBytes = DefaultBucketBytes
+	}
+	switch {
+	case cfg.Batch <= 0 || cfg.Accum < 0:
+		return fmt.Errorf("parallel: config: batch %d, accumulation %d", cfg.Batch, cfg.Accum)
+	case cfg.Batch < ranks:
+		return fmt.Errorf("parallel: config: a batch of %d samples cannot feed %d ranks", cfg.Batch, ranks)
+	case cfg.SeqLen < 0 || cfg.SeqLen > m.Config.SeqLen:
+		return fmt.Errorf("parallel: config: sequence length %d (model: %d)", cfg.SeqLen, m.Config.SeqLen)
+	case !(cfg.Schedule.Peak > 0) || cfg.Schedule.Warmup < 0:
+		return fmt.Errorf("parallel: config: learning rate %v, warmup %d", cfg.Schedule.Peak, cfg.Schedule.Warmup)
+	case cfg.BucketBytes < 4:
+		return fmt.Errorf("parallel: config: bucket of %d bytes", cfg.BucketBytes)
+	case cfg.Stage < 0 || cfg.Stage > 3:
+		return fmt.Errorf("parallel: config: ZeRO stage %d (want 0–3)", cfg.Stage)
+	case !(cfg.ClipNorm >= 0):
+		return fmt.Errorf("parallel: config: clip norm %v", cfg.ClipNorm)
+	}
+	return nil
+}
+
+// span is a half-open range [lo, hi).
+type span struct{ lo, hi int }
+
+func (s span) len() int { return s.hi - s.lo }
+
+// Trainer is a data-parallel training loop; see the package comment for the
+// two deployments. Its methods are not safe for concurrent use.
+type Trainer struct {
+	cfg    Config
+	model  *model.Model
+	shared bool // New: workers share one model in this process
+	ranks  int
+	stage  int
+
+	group   *Group    // New only; replaced after a failed step
+	workers []*worker // New: all ranks; NewRank: this rank only
+
+	shards  []span // rank r owns shards[r] of the flat trainable vector
+	buckets []span // fixed-order gradient buckets
+	release *releaser // stage 3: gives the other ranks' parameter pages back between steps
+
+	steps           int
+	inputs, targets []int32 // the step's global batch: Accum × Batch × SeqLen
+
+	// testHook, when set, runs in every worker after its forward and
+	// backward passes; tests use it to inject errors and panics.
+	testHook func(rank, step int) error
+}
+
+type worker struct {
+	rank    int
+	rows    span // this rank's samples of each global micro-batch
+	comm    Communicator
+	replica *model.Replica
+	opt     *model.AdamW // over this rank's shard (or the whole set at stage 0)
+	optSpan span
+}
+
+// New returns a trainer whose cfg.Workers goroutine workers share m's
+// weights in this process.
+func New(m *model.Model, cfg Config) (*Trainer, error) {
+	if m == nil {
+		return nil, errors.New("parallel: nil model")
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 1
+	}
+	if cfg.Workers < 0 {
+		return nil, fmt.Errorf("parallel: config: %d workers", cfg.Workers)
+	}
+	if cfg.Stage != 0 {
+		return nil, fmt.Errorf("parallel: config: stage %d: in-process workers share one copy of the weights (use NewRank with a Group for ZeRO stages)", cfg.Stage)
+	}
+	n := cfg.Workers
+	if err := cfg.normalize(m, n); err != nil {
+		return nil, err
+	}
+	t := newTrainer(m, cfg, n)
+	t.shared = true
+	g, err := NewGroup(n)
+	if err != nil {
+		return nil, err
+	}
+	t.group = g
+	rows := evenCounts(cfg.Batch, n)
+	lo := 0
+	for r := range n {
+		comm, _ := g.Comm(r)
+		w, err := t.newWorker(r, span{lo, lo + rows[r]}, comm, false)
+		if err != nil {
+			t.Close()
+			return nil, err
+		}
+		t.workers = append(t.workers, w)
+		lo += rows[r]
+	}
+	return t, nil
+}
+
+// NewRank returns the trainer of one rank of comm's group, which holds its
+// own model m. Every rank must call NewRank at the same time with an
+// identically configured model and Config: the ranks compare a hash of their
+// model configuration, parameter layout and Config, fail alike if any
+// differs, and then take rank 0's initial weights. Each rank must later be
+// given identical data (the same Batcher, seeded alike): every rank draws the
+// whole global batch and uses its own rows.
+func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
+	if m == nil || comm == nil {
+		return nil, errors.New("parallel: nil model or communicator")
+	}
+	n := comm.Size()
+	cfg.Workers = n
+	if err := cfg.normalize(m, n); err != nil {
+		return nil, err
+	}
+	if err := checkSameConfig(comm, m, cfg); err != nil {
+		return nil, err
+	}
+	t := newTrainer(m, cfg, n)
+	t.stage = cfg.Stage
+	rows := evenCounts(cfg.Batch, n)
+	lo := 0
+	for r := range comm.Rank() {
+		lo += rows[r]
+	}
+	r := comm.Rank()
+	if t.stage == 3 {
+		// Before any graph binds the weights: move them to memory whose
+		// other ranks' pages can be given back to the system.
+		rel, err := newReleaser(m.Trainable(), t.shards[r])
+		if err != nil {
+			return nil, fmt.Errorf("parallel: rank %d: %w", r, err)
+		}
+		t.release = rel
+	}
+	w, err := t.newWorker(r, span{lo, lo + rows[r]}, comm, cfg.Stage == 0)
+	if err != nil {
+		if t.release != nil {
+			t.release.close(m.Trainable())
+		}
+		return nil, err
+	}
+	t.workers = []*worker{w}
+	// Rank 0's initial weights, bucket by bucket.
+	ps := m.Trainable().Data
+	for _, b := range t.buckets {
+		if err := comm.Broadcast(ps[b.lo:b.hi], 0); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("parallel: rank %d: broadcast of the initial weights: %w", r, err)
+		}
+	}
+	if t.release != nil {
+		t.release.release()
+	}
+	return t, nil
+}
+
+func newTrainer(m *model.Model, cfg Config, n int) *Trainer {
+	psi := m.Trainable().Len()
+	t := &Trainer{cfg: cfg, model: m, ranks: n}
+	t.shards = shardSpans(psi, n)
+	per := max(1, cfg.BucketBytes/4)
+	for lo := 0; lo < psi; lo += per {
+		t.buckets = append(t.buckets, span{lo, min(lo+per, psi)})
+	}
+	size := cfg.Accum * cfg.Batch * cfg.SeqLen
+	t.inputs, t.targets = make([]int32, size), make([]int32, size)
+	return t
+}
+
+// shardSpans splits psi elements into n contiguous shards whose boundaries
+// are multiples of 16 elements (64 bytes: ranks never share a cache line).
+func shardSpans(psi, n int) []span {
+	s := make([]span, n)
+	for r := range n {
+		lo := psi * r / n &^ 15
+		hi := psi * (r + 1) / n &^ 15
+		if r == n-1 {
+			hi = psi
+		}
+		s[r] = span{lo, hi}
+	}
+	return s
+}
+
+func (t *Trainer) newWorker(r int, rows span, comm Communicator, wholeOpt bool) (*worker, error) {
+	rep, err := t.model.NewReplica(rows.len(), t.cfg.SeqLen)
+	if err != nil {
+		return nil, fmt.Errorf("parallel: rank %d: %w", r, err)
+	}
+	w := &worker{rank: r, rows: rows, comm: comm, replica: rep}
+	w.optSpan = t.shards[r]
+	if wholeOpt {
+		w.optSpan = span{0, t.model.Trainable().Len()}
+	}
+	if w.opt, err = shardOptimizer(t.model.Trainable(), w.optSpan, t.cfg.AdamW); err != nil {
+		rep.Close()
+		return nil, fmt.Errorf("parallel: rank %d: %w", r, err)
+	}
+	return w, nil
+}
+
+// shardOptimizer returns an AdamW whose state covers only elements s of ps:
+// a parameter set made of the pieces of ps's parameters inside s (keeping
+// their weight-decay flags), bound to ps's own storage. Its per-element
+// update is the one the whole-set optimizer would apply.
+func shardOptimizer(ps *model.ParamSet, s span, cfg model.AdamWConfig) (*model.AdamW, error) {
+	var specs []model.ParamSpec
+	for _, p := range ps.Params {
+		lo, hi := max(p.Offset, s.lo), min(p.Offset+p.Size(), s.hi)
+		if lo < hi {
+			specs = append(specs, model.ParamSpec{Name: p.Name, Shape: []int{hi - lo}, Decay: p.Decay})
+		}
+	}
+	shard, err := model.NewParamSet(specs)
+	if err != nil {
+		return nil, err
+	}
+	shard.Data = ps.Data[s.lo:s.hi:s.hi]
+	for _, p := range shard.Params {
+		p.Data = shard.Data[p.Offset : p.Offset+p.Size() : p.Offset+p.Size()]
+	}
+	return model.NewAdamW(shard, cfg)
+}
+
+// checkSameConfig all-gathers a hash of the model's configuration and
+// layout and of cfg, and fails on every rank alike if any rank differs.
+func checkSameConfig(comm Communicator, m *model.Model, cfg Config) error {
+	h := fnv.New64a()
+	enc := json.NewEncoder(h)
+	if err := enc.Encode(m.Config); err != nil {
+		return fmt.Errorf("parallel: hash config: %w", err)
+	}
+	if err := enc.Encode(m.Trainable().Layout()); err != nil {
+		return fmt.Errorf("parallel: hash config: %w", err)
+	}
+	if err := enc.Encode(cfg); err != nil {
+		return fmt.Errorf("parallel: hash config: %w", err)
+	}
+	n, r := comm.Size(), comm.Rank()
+	buf := make([]float32, 2*n)
+	putUint64(buf[2*r:], h.Sum64())
+	if err := comm.AllGather(buf, fill(n, 2)); err != nil {
+		return fmt.Errorf("parallel: rank %d: config check: %w", r, err)
+	}
+	for q := range n {
+		if getUint64(buf[2*q:]) != getUint64(buf) {
+			return fmt.Errorf("parallel: rank %d: the configuration of rank %d differs from rank 0's (model, layout or trainer config): %w", r, q, ErrConfigMismatch)
+		}
+	}
+	return nil
+}
+
+// ErrConfigMismatch is wrapped by the error NewRank returns when the ranks'
+// configurations differ.
+var ErrConfigMismatch = errors.New("parallel: ranks disagree on the configuration")
+
+// ErrPeer is wrapped by the error a rank returns when another rank's failure
+// stopped the step.
+var ErrPeer = errors.New("parallel: another rank failed")
+
+func fill(n, v int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = v
+	}
+	return s
+}
+
+// putUint64 stores v in two float32 words, bit for bit (collectives that
+// only copy preserve any bit pattern).
+func putUint64(dst []float32, v uint64) {
+	dst[0] = math.Float32frombits(uint32(v))
+	dst[1] = math.Float32frombits(uint32(v >> 32))
+}
+
+func getUint64(src []float32) uint64 {
+	return uint64(math.Float32bits(src[0])) | uint64(math.Float32bits(src[1]))<<32
+}
+
+// Config returns the run's configuration, defaults filled in.
+func (t *Trainer) Config() Config { return t.cfg }
+
+// Model returns the trained model (this rank's copy under NewRank).
+func (t *Trainer) Model() *model.Model { return t.model }
+
+// Ranks returns the number of ranks (workers).
+func (t *Trainer) Ranks() int { return t.ranks }
+
+// StepsDone returns the number of optimizer steps taken.
+func (t *Trainer) StepsDone() int { return t.steps }
+
+// SetSchedule replaces the learning-rate schedule. Under NewRank every rank
+// must make the same change.
+func (t *Trainer) SetSchedule(s model.Schedule) { t.cfg.Schedule = s }
+
+// Shard returns the element range [lo, hi) of the flat trainable vector that
+// rank r updates.
+func (t *Trainer) Shard(r int) (lo, hi int) {
+	if r < 0 || r >= t.ranks {
+		return 0, 0
+	}
+	return t.shards[r].lo, t.shards[r].hi
+}
+
+// Close releases the workers' replicas. Under NewRank at stage 3 it first
+// gathers the full parameters so that the model is whole again; every rank
+// must then call Close.
+func (t *Trainer) Close() error {
+	var errs []error
+	if t.release != nil && len(t.workers) == 1 {
+		if err := t.gatherParams(t.workers[0]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, w := range t.workers {
+		if err := w.replica.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if t.release != nil {
+		t.release.close(t.model.Trainable())
+		t.release = nil
+	}
+	t.workers = nil
+	return errors.Join(errs...)
+}
+
+// Train takes steps optimizer steps, calling progress (when not nil) after
+// each; it stops at the first error or when ctx is cancelled (between
+// steps).
+func (t *Trainer) Train(ctx context.Context, data model.Batcher, steps int, progress func(model.StepStats)) error {
+	for range steps {
+		st, err := t.Step(ctx, data)
+		if err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(st)
+		}
+	}
+	return nil
+}
+
+// stepResult is what every rank learns about a step.
+type stepResult struct {
+	loss, norm float64
+	err        error
+}
+
+// Step takes one optimizer step: the Accum global micro-batches are drawn
+// from data, every rank runs forward and backward on its rows of each, the
+// gradients are reduced once, clipped by their global norm and applied by
+// AdamW, each rank updating its shard. A failure on any rank (an error, a
+// non-finite loss or gradient, a panic) stops every rank, leaves the weights
+// as they were (except after a panic in the update itself) and returns an
+// error naming the rank. Under NewRank every rank calls Step with identical
+// data.
+func (t *Trainer) Step(ctx context.Context, data model.Batcher) (model.StepStats, error) {
+	step := t.steps + 1
+	if len(t.workers) == 0 {
+		return model.StepStats{Step: step}, errors.New("parallel: trainer is closed")
+	}
+	if err := ctx.Err(); err != nil {
+		return model.StepStats{Step: step}, fmt.Errorf("parallel: step %d: %w", step, err)
+	}
+	if data == nil {
+		return model.StepStats{Step: step}, errors.New("parallel: nil data")
+	}
+	per := t.cfg.Batch * t.cfg.SeqLen
+	for k := range t.cfg.Accum {
+		if err := data.NextBatch(t.inputs[k*per:(k+1)*per], t.targets[k*per:(k+1)*per]); err != nil {
+			// Every rank draws the same batch, so every rank fails here.
+			return model.StepStats{Step: step}, fmt.Errorf("parallel: step %d: data: %w", step, err)
+		}
+	}
+	lr := t.cfg.Schedule.LR(step - 1)
+	stats := model.StepStats{Step: step, LR: lr, Tokens: t.cfg.Accum * per}
+
+	var res stepResult
+	if t.shared {
+		res = t.runShared(step, lr)
+	} else {
+		res = t.runWorker(t.workers[0], step, lr)
+	}
+	if res.err != nil {
+		return stats, res.err
+	}
+	t.steps = step
+	stats.Loss, stats.GradNorm = res.loss, res.norm
+	return stats, nil
+}
+
+// runShared runs every worker goroutine for one step and waits for all.
+func (t *Trainer) runShared(step int, lr float64) stepResult {
+	results := make([]stepResult, len(t.workers))
+	var wg sync.WaitGroup
+	for i, w := range t.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = t.runWorker(w, step, lr)
+		}()
+	}
+	wg.Wait()
+	// The error of the lowest rank that failed by itself; ranks stopped by
+	// another's failure only report ErrPeer or ErrAborted.
+	var first error
+	for _, r := range results {
+		if r.err == nil {
+			continue
+		}
+		if first == nil {
+			first = r.err
+		}
+		if !errors.Is(r.err, ErrPeer) && !errors.Is(r.err, ErrAborted) {
+			first = r.err
+			break
+		}
+	}
+	if first != nil {
+		// A panic may have left the group mid-collective: start afresh.
+		g, _ := NewGroup(len(t.workers))
+		t.group = g
+		for r, w := range t.workers {
+			w.comm, _ = g.Comm(r)
+		}
+		return stepResult{err: first}
+	}
+	return results[0]
+}
+
+// runWorker is one rank's step. A panic is recovered, aborts the group so
+// that no rank waits for this one, and becomes an error naming the rank.
+func (t *Trainer) runWorker(w *worker, step int, lr float64) (res stepResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			err := fmt.Errorf("parallel: rank %d: step %d: panic: %v\n%s", w.rank, step, p, debug.Stack())
+			w.comm.Abort(err)
+			res = stepResult{err: err}
+		}
+	}()
+	res.loss, res.norm, res.err = t.workerStep(w, step, lr)
+	return res
+}
+
+func (t *Trainer) workerStep(w *worker, step int, lr float64) (loss, norm float64, err error) {
+	fail := func(err error) (float64, float64, error) {
+		return 0, 0, fmt.Errorf("parallel: rank %d: step %d: %w", w.rank, step, err)
+	}
+	comm, n, T := w.comm, t.ranks, t.cfg.SeqLen
+	ps := t.model.Trainable().Data
+	grad := w.replica.Grad
+
+	// Stage 3 keeps only its parameter shard between steps.
+	if t.release != nil {
+		if err := t.gatherParams(w); err != nil {
+			return fail(err)
+		}
+	}
+
+	// Forward and backward on this rank's rows of every micro-batch. The
+	// weight makes the reduced gradient the mean over the step's samples.
+	w.replica.ZeroGrad()
+	total := float32(t.cfg.Batch * t.cfg.Accum)
+	weight := float32(w.rows.len()) / total
+	var localLoss float64
+	var localErr error
+	per := t.cfg.Batch * T
+	for k := range t.cfg.Accum {
+		in := t.inputs[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
+		tg := t.targets[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
+		l, err := w.replica.ForwardBackward(in, tg, weight)
+		if err != nil {
+			localErr = err
+			break
+		}
+		localLoss += float64(l) * float64(weight)
+	}
+	if localErr == nil && t.testHook != nil {
+		localErr = t.testHook(w.rank, step)
+	}
+	if t.release != nil {
+		t.release.release()
+	}
+
+	// Every rank learns every rank's status and loss (3 words each).
+	status := make([]float32, 3*n)
+	if localErr != nil {
+		status[3*w.rank] = 1
+	}
+	putUint64(status[3*w.rank+1:], math.Float64bits(localLoss))
+	if err := comm.AllGather(status, fill(n, 3)); err != nil {
+		return fail(err)
+	}
+	for q := range n {
+		if status[3*q] != 0 {
+			if q == w.rank {
+				return fail(localErr)
+			}
+			return fail(fmt.Errorf("%w: rank %d", ErrPeer, q))
+		}
+		loss += math.Float64frombits(getUint64(status[3*q+1:]))
+	}
+
+	// Reduce the gradients bucket by bucket, in a fixed order.
+	own := t.shards[w.rank]
+	for _, b := range t.buckets {
+		var err error
+		if t.stage == 0 && !t.shared {
+			err = comm.AllReduce(grad[b.lo:b.hi])
+		} else {
+			err = comm.ReduceScatter(grad[b.lo:b.hi], intersectCounts(b, t.shards))
+		}
+		if err != nil {
+			return fail(fmt.Errorf("gradient reduction: %w", err))
+		}
+	}
+
+	// Global norm: each rank's float64 partial over its shard, summed in
+	// rank order.
+	var partial float64
+	for _, g := range grad[own.lo:own.hi] {
+		partial += float64(g) * float64(g)
+	}
+	norms := make([]float32, 2*n)
+	putUint64(norms[2*w.rank:], math.Float64bits(partial))
+	if err := comm.AllGather(norms, fill(n, 2)); err != nil {
+		return fail(fmt.Errorf("gradient norm: %w", err))
+	}
+	var sq float64
+	for q := range n {
+		sq += math.Float64frombits(getUint64(norms[2*q:]))
+	}
+	norm = math.Sqrt(sq)
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return fail(fmt.Errorf("gradient norm is %v: %w", norm, model.ErrNonFinite))
+	}
+
+	// Clip and update this rank's optimizer span.
+	os := w.optSpan
+	if s := model.ClipScale(norm, t.cfg.ClipNorm); s < 1 {
+		kernels.Scale(s, grad[os.lo:os.hi])
+	}
+	if err := w.opt.Step(grad[os.lo:os.hi], lr); err != nil {
+		return fail(err)
+	}
+
+	// Stages 1 and 2 across processes: everybody's updated shards.
+	if !t.shared && (t.stage == 1 || t.stage == 2) {
+		for _, b := range t.buckets {
+			if err := comm.AllGather(ps[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
+				return fail(fmt.Errorf("parameter all-gather: %w", err))
+			}
+		}
+	}
+	return loss, norm, nil
+}
+
+// gatherParams all-gathers the parameter shards (stage 3) bucket by bucket.
+func (t *Trainer) gatherParams(w *worker) error {
+	ps := t.model.Trainable().Data
+	t.release.acquire()
+	for _, b := range t.buckets {
+		if err := w.comm.AllGather(ps[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
+			return fmt.Errorf("parameter all-gather: %w", err)
+		}
+	}
+	return nil
+}
+
+// intersectCounts returns, per rank, the number of elements of b inside the
+// rank's shard.
+func intersectCounts(b span, shards []span) []int {
+	counts := make([]int, len(shards))
+	for r, s := range shards {
+		counts[r] = max(0, min(b.hi, s.hi)-max(b.lo, s.lo))
+	}
+	return counts
+}
+
+// Hash returns a 64-bit FNV-1a hash of the bits of xs; tests and examples
+// use it to show that ranks hold bit-identical weights.
+func Hash(xs []float32) uint64 {
+	h := fnv.New64a()
+	var b [4]byte
+	for _, x := range xs {
+		binary.LittleEndian.PutUint32(b[:], math.Float32bits(x))
+		h.Write(b[:])
+	}
+	return h.Sum64()
+}

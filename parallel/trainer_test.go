@@ -1,0 +1,510 @@
+package parallel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/galleon-ml/galleon/model"
+)
+
+// syntheticText is a small Go-like corpus, so tests need no GOROOT scan.
+func syntheticText(n int) []byte {
+	const src = "package main\n\nimport \"fmt\"\n\nfunc main() {\n\tfor i := 0; i < 10; i++ {\n\t\tfmt.Println(i)\n\t}\n}\n// a comment about loops\n"
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = src[(i*7+i/len(src))%len(src)]
+	}
+	return b
+}
+
+func testModelConfig() model.Config {
+	return model.Config{Vocab: 256, DModel: 32, Layers: 2, Heads: 2, KVHeads: 2, SeqLen: 16, MLPRatio: 4,
+		TiedEmbeddings: true, LayerNormEps: 1e-5, Attention: model.AttentionFlash}
+}
+
+func testConfig(workers, batch, accum int) Config {
+	return Config{Workers: workers, Batch: batch, Accum: accum,
+		Schedule: model.Schedule{Peak: 3e-3, Warmup: 2, Total: 10, MinRatio: 0.1},
+		AdamW:    model.DefaultAdamW(), ClipNorm: 1, BucketBytes: 16 << 10}
+}
+
+func newTestModel(t testing.TB) *model.Model {
+	t.Helper()
+	m, err := model.New(testModelConfig(), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func newTestData(t testing.TB, seed uint64) model.Batcher {
+	t.Helper()
+	s, err := model.NewSampler(syntheticText(30000), testModelConfig().SeqLen, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+type run struct {
+	weights []float32
+	grads   []float32 // the last step's reduced (clipped) gradient, assembled from the shards
+	losses  []float64
+}
+
+// trainShared trains a fresh model with New for steps steps.
+func trainShared(t testing.TB, cfg Config, steps int) run {
+	t.Helper()
+	m := newTestModel(t)
+	tr, err := New(m, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	data := newTestData(t, 3)
+	var r run
+	for range steps {
+		st, err := tr.Step(context.Background(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.losses = append(r.losses, st.Loss)
+	}
+	r.grads = make([]float32, m.Trainable().Len())
+	for _, w := range tr.workers {
+		s := tr.shards[w.rank]
+		copy(r.grads[s.lo:s.hi], w.replica.Grad[s.lo:s.hi])
+	}
+	r.weights = append([]float32(nil), m.Trainable().Data...)
+	return r
+}
+
+// maxRelDiff returns max |a−b| / (|b| + atol) over the elements.
+func maxRelDiff(a, b []float32, atol float64) float64 {
+	var worst float64
+	for i := range a {
+		d := math.Abs(float64(a[i])-float64(b[i])) / (math.Abs(float64(b[i])) + atol)
+		worst = max(worst, d)
+	}
+	return worst
+}
+
+func TestOneWorkerMatchesModelTrainer(t *testing.T) {
+	// One worker runs the single-replica loop's exact operations, so the
+	// weights agree bit for bit with model.Trainer.
+	cfg := testConfig(1, 4, 2)
+	got := trainShared(t, cfg, 3)
+
+	m := newTestModel(t)
+	mt2, err := model.NewTrainer(m, model.TrainConfig{Batch: 4, Accum: 2, Schedule: cfg.Schedule, AdamW: cfg.AdamW, ClipNorm: cfg.ClipNorm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mt2.Close()
+	data := newTestData(t, 3)
+	for range 3 {
+		if _, err := mt2.Step(context.Background(), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if Hash(got.weights) != Hash(m.Weights.Data) {
+		t.Fatalf("one parallel worker differs from model.Trainer: max rel diff %g", maxRelDiff(got.weights, m.Weights.Data, 1e-6))
+	}
+}
+
+func maxAbs(x []float32) float64 {
+	var m float64
+	for _, v := range x {
+		m = max(m, math.Abs(float64(v)))
+	}
+	return m
+}
+
+// Tolerances of the N-worker vs 1-worker comparison. The ranks split a
+// micro-batch by rows, so the float32 sums inside the backward pass (over a
+// worker's rows) and across workers group the same terms differently: the
+// reduced gradients agree to rounding, compared below with rtol 1e-5 plus
+// 1e-6·max|g| for the elements that cancel to almost nothing. Adam then
+// divides by √v̂+ε: an element whose gradient is at that rounding level
+// (|g| ≈ 1e-9 here) moves by about lr·sign(g) either way, so with ε = 1e-8 a
+// handful of such elements differ by up to 2·lr after any number of steps,
+// whatever the reduction. That amplification belongs to Adam, not to the
+// reduction; the parameter comparison therefore uses ε = 1e-4, where an
+// update is smooth in the gradient below |g| ≈ ε, and then holds every
+// parameter to rtol 1e-5 (+1e-7 absolute for weights near zero) after 5
+// steps. (Ranks of one worker count agree bit for bit: see
+// TestZeROStagesMatchSharedWorkers.)
+const (
+	gradRtol   = 1e-5
+	gradAtol   = 1e-6 // × max|g|
+	weightRtol = 1e-5
+	weightAtol = 1e-7
+	compareEps = 1e-4
+)
+
+func checkClose(t *testing.T, what string, got, want []float32, rtol, atol float64) {
+	t.Helper()
+	bad := 0
+	for i := range got {
+		if math.Abs(float64(got[i])-float64(want[i])) > rtol*math.Abs(float64(want[i]))+atol {
+			if bad < 5 {
+				t.Errorf("%s[%d] = %v, want %v (rtol %g, atol %g)", what, i, got[i], want[i], rtol, atol)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d elements out of tolerance", what, bad, len(got))
+	}
+}
+
+func TestWorkersMatchOneWorker(t *testing.T) {
+	// Gradients of the first step, from identical weights, default AdamW.
+	ref := trainShared(t, testConfig(1, 10, 1), 1)
+	atol := gradAtol * maxAbs(ref.grads)
+	for _, n := range []int{2, 3} { // 10 samples over 3 workers: 4, 3, 3 rows
+		got := trainShared(t, testConfig(n, 10, 1), 1)
+		checkClose(t, fmt.Sprintf("workers=%d: reduced gradient", n), got.grads, ref.grads, gradRtol, atol)
+	}
+	// Parameters after 5 AdamW steps.
+	cfg := testConfig(1, 10, 1)
+	cfg.AdamW.Eps = compareEps
+	ref = trainShared(t, cfg, 5)
+	for _, n := range []int{2, 3} {
+		cfg.Workers = n
+		got := trainShared(t, cfg, 5)
+		checkClose(t, fmt.Sprintf("workers=%d: weights after 5 steps", n), got.weights, ref.weights, weightRtol, weightAtol)
+		for i := range got.losses {
+			if d := math.Abs(got.losses[i] - ref.losses[i]); d > 1e-5*ref.losses[i] {
+				t.Errorf("workers=%d: step %d loss %v, want %v", n, i+1, got.losses[i], ref.losses[i])
+			}
+		}
+	}
+}
+
+func TestAccumulationMatchesWholeBatch(t *testing.T) {
+	// 4 micro-batches of 2 samples on 2 workers (one sample each) against
+	// one worker on the whole batch of 8: the sampler draws the same 8
+	// windows either way.
+	cfg := testConfig(1, 8, 1)
+	ref := trainShared(t, cfg, 1)
+	got := trainShared(t, testConfig(2, 2, 4), 1)
+	checkClose(t, "4×2 accumulation: reduced gradient", got.grads, ref.grads, gradRtol, gradAtol*maxAbs(ref.grads))
+
+	cfg.AdamW.Eps = compareEps
+	ref = trainShared(t, cfg, 5)
+	acc := testConfig(2, 2, 4)
+	acc.AdamW.Eps = compareEps
+	got = trainShared(t, acc, 5)
+	checkClose(t, "4×2 accumulation: weights after 5 steps", got.weights, ref.weights, weightRtol, weightAtol)
+}
+
+func TestInProcessRunsAreDeterministic(t *testing.T) {
+	a := trainShared(t, testConfig(3, 10, 2), 3)
+	b := trainShared(t, testConfig(3, 10, 2), 3)
+	if Hash(a.weights) != Hash(b.weights) || Hash(a.grads) != Hash(b.grads) {
+		t.Fatal("two identical 3-worker runs differ")
+	}
+	for i := range a.losses {
+		if a.losses[i] != b.losses[i] {
+			t.Fatalf("step %d: losses %v and %v", i+1, a.losses[i], b.losses[i])
+		}
+	}
+}
+
+// trainRanks runs n ranks with NewRank on an in-process group, each with its
+// own model (rank r's model is initialised from seed 7+r: the broadcast must
+// replace it with rank 0's), and returns every rank's final weights.
+func trainRanks(t *testing.T, cfg Config, n, steps int) [][]float32 {
+	t.Helper()
+	g, err := NewGroup(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]float32, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for r := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[r] = func() error {
+				m, err := model.New(testModelConfig(), uint64(7+r))
+				if err != nil {
+					return err
+				}
+				comm, err := g.Comm(r)
+				if err != nil {
+					return err
+				}
+				tr, err := NewRank(m, comm, cfg)
+				if err != nil {
+					return err
+				}
+				data := newTestData(t, 3)
+				for range steps {
+					if _, err := tr.Step(context.Background(), data); err != nil {
+						tr.Close()
+						return err
+					}
+				}
+				if err := tr.Close(); err != nil {
+					return err
+				}
+				out[r] = append([]float32(nil), m.Trainable().Data...)
+				return nil
+			}()
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	return out
+}
+
+func TestZeROStagesMatchSharedWorkers(t *testing.T) {
+	steps := 3
+	for _, n := range []int{2, 3} {
+		cfg := testConfig(n, 10, 2)
+		want := Hash(trainShared(t, cfg, steps).weights)
+		for stage := range 4 {
+			c := cfg
+			c.Stage = stage
+			ranks := trainRanks(t, c, n, steps)
+			for r, w := range ranks {
+				if Hash(w) != want {
+					t.Errorf("%d ranks, stage %d: rank %d's weights differ from the in-process workers'", n, stage, r)
+				}
+			}
+		}
+	}
+}
+
+func TestConfigMismatchIsDetected(t *testing.T) {
+	g, _ := NewGroup(2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for r := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := testConfig(2, 4, 1)
+			if r == 1 {
+				cfg.ClipNorm = 0.5
+			}
+			m := newTestModel(t)
+			comm, _ := g.Comm(r)
+			tr, err := NewRank(m, comm, cfg)
+			if err == nil {
+				tr.Close()
+			}
+			errs[r] = err
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if !errors.Is(err, ErrConfigMismatch) {
+			t.Errorf("rank %d: error %v, want ErrConfigMismatch", r, err)
+		}
+	}
+}
+
+// waitGoroutines waits for the goroutine count to fall back to base (helper
+// goroutines of the kernels are started before base is taken).
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
+	for range 200 {
+		if runtime.NumGoroutine() <= base {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	buf := make([]byte, 1<<16)
+	t.Fatalf("%d goroutines left, had %d:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+}
+
+func TestWorkerFailureStopsEveryWorker(t *testing.T) {
+	m := newTestModel(t)
+	tr, err := New(m, testConfig(3, 6, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	data := newTestData(t, 3)
+	if _, err := tr.Step(context.Background(), data); err != nil { // start the helper pools
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	before := append([]float32(nil), m.Trainable().Data...)
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name string
+		hook func(rank, step int) error
+		want string
+	}{
+		{"error", func(rank, step int) error {
+			if rank == 1 {
+				return boom
+			}
+			return nil
+		}, "rank 1"},
+		{"panic", func(rank, step int) error {
+			if rank == 2 {
+				panic("injected")
+			}
+			return nil
+		}, "rank 2"},
+	} {
+		tr.testHook = tc.hook
+		_, err := tr.Step(context.Background(), data)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: error %v, want one naming %s", tc.name, err, tc.want)
+		}
+		if tc.name == "error" && !errors.Is(err, boom) {
+			t.Fatalf("error %v does not wrap the worker's error", err)
+		}
+		waitGoroutines(t, base)
+		if Hash(m.Trainable().Data) != Hash(before) {
+			t.Fatalf("%s: a failed step changed the weights", tc.name)
+		}
+	}
+	// The trainer recovers: the next step runs.
+	tr.testHook = nil
+	if _, err := tr.Step(context.Background(), data); err != nil {
+		t.Fatalf("step after failures: %v", err)
+	}
+	waitGoroutines(t, base)
+}
+
+func TestRankPanicAbortsGroup(t *testing.T) {
+	// One rank of a NewRank group panics: the others must not wait for it.
+	g, _ := NewGroup(2)
+	base := runtime.NumGoroutine()
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for r := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := newTestModel(t)
+			comm, _ := g.Comm(r)
+			tr, err := NewRank(m, comm, testConfig(2, 4, 1))
+			if err != nil {
+				errs[r] = err
+				return
+			}
+			defer tr.Close()
+			tr.testHook = func(rank, step int) error {
+				if rank == 0 && step == 2 {
+					panic("rank 0 fails")
+				}
+				return nil
+			}
+			errs[r] = tr.Train(context.Background(), newTestData(t, 3), 3, nil)
+		}()
+	}
+	wg.Wait()
+	if errs[0] == nil || !strings.Contains(errs[0].Error(), "rank 0") || !strings.Contains(errs[0].Error(), "panic") {
+		t.Errorf("rank 0: error %v", errs[0])
+	}
+	if !errors.Is(errs[1], ErrAborted) {
+		t.Errorf("rank 1: error %v, want ErrAborted", errs[1])
+	}
+	waitGoroutines(t, base)
+}
+
+func TestContextCancellationStopsBetweenSteps(t *testing.T) {
+	m := newTestModel(t)
+	tr, err := New(m, testConfig(2, 4, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	steps := 0
+	err = tr.Train(ctx, newTestData(t, 3), 10, func(model.StepStats) {
+		steps++
+		if steps == 2 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || tr.StepsDone() != 2 {
+		t.Fatalf("error %v after %d steps, want context.Canceled after 2", err, tr.StepsDone())
+	}
+}
+
+func TestBadConfigs(t *testing.T) {
+	m := newTestModel(t)
+	for _, cfg := range []Config{
+		{Workers: 2, Batch: 1, Schedule: model.Schedule{Peak: 1e-3}, AdamW: model.DefaultAdamW()},
+		{Workers: 1, Batch: 4, AdamW: model.DefaultAdamW()},
+		{Workers: 1, Batch: 4, Schedule: model.Schedule{Peak: 1e-3}, AdamW: model.DefaultAdamW(), Stage: 2},
+		{Workers: -1, Batch: 4, Schedule: model.Schedule{Peak: 1e-3}, AdamW: model.DefaultAdamW()},
+		{Workers: 1, Batch: 4, SeqLen: 1000, Schedule: model.Schedule{Peak: 1e-3}, AdamW: model.DefaultAdamW()},
+	} {
+		if tr, err := New(m, cfg); err == nil {
+			tr.Close()
+			t.Errorf("config %+v accepted", cfg)
+		}
+	}
+	if _, err := New(nil, testConfig(1, 4, 1)); err == nil {
+		t.Error("nil model accepted")
+	}
+}
+
+func TestMemoryFollowsZeRO(t *testing.T) {
+	const psi = 1000
+	want := map[int]int64{0: 16 * psi, 1: 8*psi + 8*psi/2, 2: 4*psi + 12*psi/2, 3: 16 * psi / 2}
+	for stage, total := range want {
+		m, err := ZeROMemory(stage, 2, psi)
+		if err != nil || m.Total() != total {
+			t.Errorf("stage %d: %+v (%v), want total %d", stage, m, err, total)
+		}
+	}
+	if _, err := ZeROMemory(4, 2, psi); err == nil {
+		t.Error("stage 4 accepted")
+	}
+	// The trainers' own reports, 2 ranks.
+	psiModel := int64(newTestModel(t).NumParams())
+	var totals [4]int64
+	for stage := range 4 {
+		g, _ := NewGroup(2)
+		reps := make([]MemoryReport, 2)
+		var wg sync.WaitGroup
+		for r := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m := newTestModel(t)
+				comm, _ := g.Comm(r)
+				cfg := testConfig(2, 4, 1)
+				cfg.Stage = stage
+				tr, err := NewRank(m, comm, cfg)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				reps[r] = tr.Memory()
+				tr.Close()
+			}()
+		}
+		wg.Wait()
+		totals[stage] = reps[0].Model.Total()
+		if stage == 3 && runtime.GOOS == "linux" && reps[0].Allocated.Params >= 4*psiModel {
+			t.Errorf("stage 3 keeps all parameters resident: %+v", reps[0])
+		}
+	}
+	if r := float64(totals[3]) / float64(totals[0]); r > 0.55 {
+		t.Errorf("stage 3 holds %.2f× stage 0's memory per rank, want ≤ 0.55", r)
+	}
+}
