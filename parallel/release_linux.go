@@ -27,7 +27,7 @@ func newReleaser(ps *model.ParamSet, owned span) (*releaser, error) {
 	copy(r.data, ps.Data)
 	rebind(ps, r.data)
 	page := os.Getpagesize()
-	lo := owned.lo * 4 / page * page                  // first page touching the shard
+	lo := owned.lo * 4 / page * page                   // first page touching the shard
 	hi := min((owned.hi*4+page-1)/page*page, len(mem)) // end of the last one
 	if owned.len() == 0 {
 		lo, hi = 0, 0

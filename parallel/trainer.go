@@ -23,10 +23,10 @@ const DefaultBucketBytes = 25 << 20
 // global micro-batch: its samples are split across ranks, so the result does
 // not depend on the number of ranks.
 type Config struct {
-	Workers     int     // goroutine workers for New; 0 means 1 (NewRank uses the communicator's size)
-	Batch       int     // samples (sequences) per global micro-batch, split across ranks by rows
-	SeqLen      int     // tokens per sample; 0 means the model's SeqLen
-	Accum       int     // micro-batches per optimizer step; 0 means 1. Communication happens once per step.
+	Workers     int // goroutine workers for New; 0 means 1 (NewRank uses the communicator's size)
+	Batch       int // samples (sequences) per global micro-batch, split across ranks by rows
+	SeqLen      int // tokens per sample; 0 means the model's SeqLen
+	Accum       int // micro-batches per optimizer step; 0 means 1. Communication happens once per step.
 	Schedule    model.Schedule
 	AdamW       model.AdamWConfig
 	ClipNorm    float64 // global gradient-norm clipping; 0 disables
@@ -80,8 +80,8 @@ type Trainer struct {
 	group   *Group    // New only; replaced after a failed step
 	workers []*worker // New: all ranks; NewRank: this rank only
 
-	shards  []span // rank r owns shards[r] of the flat trainable vector
-	buckets []span // fixed-order gradient buckets
+	shards  []span    // rank r owns shards[r] of the flat trainable vector
+	buckets []span    // fixed-order gradient buckets
 	release *releaser // stage 3: gives the other ranks' parameter pages back between steps
 
 	steps           int
