@@ -1,0 +1,65 @@
+package quant
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+)
+
+var linearBenchShapes = [][3]int{{256, 1024, 1024}, {1024, 1024, 4096}}
+
+func randn(rng *rand.Rand, n int, std float64) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64() * std)
+	}
+	return x
+}
+
+// BenchmarkInt8Linear times Linear.Forward with dynamic per-token activation
+// quantization (included), the int8 GEMM and fused dequantization + bias into
+// float32 outputs: the work of PyTorch's dynamic int8 Linear
+// (anchors/torch_int8.py).
+func BenchmarkInt8Linear(b *testing.B) {
+	for _, s := range linearBenchShapes {
+		m, k, n := s[0], s[1], s[2]
+		b.Run(fmt.Sprintf("M=%d,K=%d,N=%d", m, k, n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			l, err := NewLinear(randn(rng, k*n, 0.02), randn(rng, n, 0.1), k, n, LinearOptions{Act: ActDynamic})
+			if err != nil {
+				b.Fatal(err)
+			}
+			x, y := randn(rng, m*k, 1), make([]float32, m*n)
+			if err := l.Forward(y, x, m); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if err := l.Forward(y, x, m); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+		})
+	}
+}
+
+// BenchmarkFP32Linear times the same products on galleon's float32 GEMM
+// (kernels.Sgemm), x [M, K] times W [K, N].
+func BenchmarkFP32Linear(b *testing.B) {
+	for _, s := range linearBenchShapes {
+		m, k, n := s[0], s[1], s[2]
+		b.Run(fmt.Sprintf("M=%d,K=%d,N=%d", m, k, n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			w, x, y := randn(rng, k*n, 0.02), randn(rng, m*k, 1), make([]float32, m*n)
+			kernels.Sgemm(false, false, m, n, k, 1, x, k, w, n, 0, y, n)
+			b.ResetTimer()
+			for b.Loop() {
+				kernels.Sgemm(false, false, m, n, k, 1, x, k, w, n, 0, y, n)
+			}
+			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+		})
+	}
+}

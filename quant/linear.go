@@ -1,0 +1,288 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+	"github.com/galleon-ml/galleon/internal/nn"
+	"github.com/galleon-ml/galleon/model"
+	G "gorgonia.org/gorgonia"
+)
+
+// DefaultThreshold is LLM.int8()'s outlier threshold: input columns holding
+// any |x| ≥ 6 are multiplied in float32.
+const DefaultThreshold = 6.0
+
+// ActMode says how a Linear treats its input activations.
+type ActMode int
+
+const (
+	// ActFloat keeps activations in float32 (weight-only int8, "W8"): the
+	// product runs in float32 on the dequantized weights.
+	ActFloat ActMode = iota
+	// ActDynamic quantizes each input row (token) with its own scale
+	// max|x_row|/127 at every call ("W8A8", LLM.int8()'s vector-wise
+	// quantization).
+	ActDynamic
+	// ActStatic quantizes the whole input with one calibrated scale
+	// (Linear.ActScale, from an Observer); larger values saturate.
+	ActStatic
+)
+
+// String names the mode.
+func (a ActMode) String() string {
+	switch a {
+	case ActFloat:
+		return "float"
+	case ActDynamic:
+		return "dynamic"
+	case ActStatic:
+		return "static"
+	}
+	return fmt.Sprintf("ActMode(%d)", int(a))
+}
+
+// Linear is an int8 linear layer, y = x·Wᵀ + b with W [Out, In] int8 and one
+// float32 scale per output channel; it implements model.Linear. With ActDynamic
+// or ActStatic the product is an int8×int8→int32 GEMM with fused
+// dequantization (row scale × channel scale) and bias; with Threshold > 0,
+// input columns holding any |x| ≥ Threshold are taken out of the int8 product
+// and multiplied in float32 with the dequantized weights (LLM.int8()).
+//
+// The fields may be read freely; after the first Forward they must not be
+// changed (the packed weight is built once). Forward is safe for concurrent
+// use.
+type Linear struct {
+	In, Out   int
+	Weight    *Rows     // [Out, In], one scale per output channel
+	Bias      []float32 // Out values, or nil
+	Act       ActMode
+	ActScale  float32 // the static activation scale (ActStatic)
+	Threshold float32 // outlier threshold; 0 disables the decomposition
+
+	once    sync.Once
+	initErr error
+	packed  *kernels.I8PackedB
+	deq     atomic.Pointer[[]float32] // dequantized weight [In, Out], built on demand
+	deqMu   sync.Mutex
+	scratch sync.Pool // *linearScratch
+	id      uint64
+}
+
+var linearIDs atomic.Uint64
+
+type linearScratch struct {
+	pa     kernels.I8PackedA
+	skip   []bool
+	cols   []int
+	xo, wo []float32
+}
+
+// LinearOptions configures NewLinear.
+type LinearOptions struct {
+	Act       ActMode
+	ActScale  float32 // required (> 0) with ActStatic
+	Threshold float32 // 0 disables outlier decomposition
+}
+
+// NewLinear quantizes a float32 layer with weight w stored [in, out] (the
+// model's layout) and bias b (out values, or nil) per output channel.
+func NewLinear(w, b []float32, in, out int, opts LinearOptions) (*Linear, error) {
+	if in <= 0 || out <= 0 || len(w) != in*out || (b != nil && len(b) != out) {
+		return nil, fmt.Errorf("quant: NewLinear: weight of %d and bias of %d values for %d→%d: %w", len(w), len(b), in, out, ErrInput)
+	}
+	r, err := QuantizeColumns(w, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return NewLinearFromRows(r, b, opts)
+}
+
+// NewLinearFromRows builds a Linear from an already quantized weight [out, in]
+// (per output channel). The bias is copied.
+func NewLinearFromRows(w *Rows, b []float32, opts LinearOptions) (*Linear, error) {
+	if w == nil {
+		return nil, fmt.Errorf("quant: NewLinearFromRows: nil weight: %w", ErrInput)
+	}
+	if err := w.validate(); err != nil {
+		return nil, err
+	}
+	if w.Rows <= 0 || w.Cols <= 0 || w.Cols > kernels.MaxI8K || (b != nil && len(b) != w.Rows) {
+		return nil, fmt.Errorf("quant: NewLinearFromRows: weight %d×%d, bias %d: %w", w.Rows, w.Cols, len(b), ErrInput)
+	}
+	if err := checkFinite("bias", b); err != nil {
+		return nil, err
+	}
+	switch opts.Act {
+	case ActFloat, ActDynamic:
+	case ActStatic:
+		if !(opts.ActScale > 0) || math.IsInf(float64(opts.ActScale), 0) {
+			return nil, fmt.Errorf("quant: static activations need a positive scale, got %v: %w", opts.ActScale, ErrInput)
+		}
+	default:
+		return nil, fmt.Errorf("quant: unknown activation mode %d: %w", opts.Act, ErrInput)
+	}
+	if !(opts.Threshold >= 0) {
+		return nil, fmt.Errorf("quant: outlier threshold %v: %w", opts.Threshold, ErrInput)
+	}
+	l := &Linear{In: w.Cols, Out: w.Rows, Weight: w, Act: opts.Act, ActScale: opts.ActScale, Threshold: opts.Threshold, id: linearIDs.Add(1)}
+	if b != nil {
+		l.Bias = append([]float32(nil), b...)
+	}
+	return l, nil
+}
+
+// Dims returns the input and output widths.
+func (l *Linear) Dims() (in, out int) { return l.In, l.Out }
+
+// Dequantize returns the dequantized weight in the model's layout [In, Out]
+// (a new slice): the float32 weight this layer stands for. Merging an
+// adapter into an int8 base is Dequantize, add, NewLinear.
+func (l *Linear) Dequantize() []float32 {
+	d := make([]float32, l.In*l.Out)
+	copy(d, l.dequantized())
+	return d
+}
+
+// dequantized returns the cached [In, Out] float32 weight.
+func (l *Linear) dequantized() []float32 {
+	if p := l.deq.Load(); p != nil {
+		return *p
+	}
+	l.deqMu.Lock()
+	defer l.deqMu.Unlock()
+	if p := l.deq.Load(); p != nil {
+		return *p
+	}
+	d := make([]float32, l.In*l.Out)
+	_ = l.Weight.DequantizeTransposed(d) // validated at construction
+	l.deq.Store(&d)
+	return d
+}
+
+func (l *Linear) init() error {
+	l.once.Do(func() {
+		if l.Weight == nil || l.Weight.validate() != nil || l.Weight.Rows != l.Out || l.Weight.Cols != l.In || l.In <= 0 || l.In > kernels.MaxI8K {
+			l.initErr = fmt.Errorf("quant: linear: inconsistent weight: %w", ErrInput)
+			return
+		}
+		if l.Act != ActFloat {
+			l.packed = kernels.PackI8B(l.Out, l.In, l.Weight.Data, l.In)
+		}
+	})
+	return l.initErr
+}
+
+// BuildGraph adds the layer to a training graph as a float32 linear on the
+// dequantized weight (a frozen constant: no gradient reaches the int8
+// weight) and the bias, so that adapters (LoRA) can train on an int8 base.
+// Activations are not quantized in the graph; use QATLinear for that.
+func (l *Linear) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
+	if err := l.init(); err != nil {
+		return nil, err
+	}
+	w := &model.Param{Name: fmt.Sprintf("quant.int8.%d.weight", l.id), Shape: []int{l.In, l.Out}, Data: l.dequantized()}
+	var b *G.Node
+	if l.Bias != nil {
+		b = gc.Node(&model.Param{Name: fmt.Sprintf("quant.int8.%d.bias", l.id), Shape: []int{l.Out}, Data: l.Bias})
+	}
+	y, err := nn.Linear(x, gc.Node(w), b, nn.LinearOpts{})
+	if err != nil {
+		return nil, fmt.Errorf("quant: linear graph: %w", err)
+	}
+	return y, nil
+}
+
+// Forward computes y = x·Wᵀ + b for rows rows (x is rows·In, y rows·Out).
+// Non-finite inputs are an error wrapping model.ErrNonFinite.
+func (l *Linear) Forward(y, x []float32, rows int) error {
+	if err := l.init(); err != nil {
+		return err
+	}
+	in, out := l.In, l.Out
+	if rows < 0 || len(x) != rows*in || len(y) != rows*out {
+		return fmt.Errorf("quant: linear %d→%d: %d inputs and %d outputs for %d rows: %w", in, out, len(x), len(y), rows, ErrInput)
+	}
+	if rows == 0 {
+		return nil
+	}
+	if l.Act == ActFloat {
+		if err := checkFinite("linear input", x); err != nil {
+			return fmt.Errorf("quant: linear input: %w", model.ErrNonFinite)
+		}
+		return nn.LinearForward(y, x, l.dequantized(), l.Bias, rows, in, out)
+	}
+	s, _ := l.scratch.Get().(*linearScratch)
+	if s == nil {
+		s = &linearScratch{}
+	}
+	defer l.scratch.Put(s)
+
+	// Outlier columns (and a finiteness check) in one pass over x.
+	var skip []bool
+	if cap(s.skip) < in {
+		s.skip = make([]bool, in)
+	}
+	s.skip = s.skip[:in]
+	clear(s.skip)
+	thr := l.Threshold
+	nonFinite, nOut := false, 0
+	for r := 0; r < rows; r++ {
+		for c, v := range x[r*in : (r+1)*in] {
+			a := float32(math.Abs(float64(v)))
+			if !(a <= math.MaxFloat32) {
+				nonFinite = true
+			}
+			if thr > 0 && a >= thr && !s.skip[c] {
+				s.skip[c] = true
+				nOut++
+			}
+		}
+	}
+	if nonFinite {
+		return fmt.Errorf("quant: linear input: %w", model.ErrNonFinite)
+	}
+	add := false
+	if nOut > 0 {
+		skip = s.skip
+		s.cols = s.cols[:0]
+		for c, o := range skip {
+			if o {
+				s.cols = append(s.cols, c)
+			}
+		}
+		s.xo = grow(s.xo, rows*nOut)
+		s.wo = grow(s.wo, nOut*out)
+		for r := 0; r < rows; r++ {
+			for i, c := range s.cols {
+				s.xo[r*nOut+i] = x[r*in+c]
+			}
+		}
+		w, sc := l.Weight.Data, l.Weight.Scale
+		for i, c := range s.cols {
+			row := s.wo[i*out : (i+1)*out]
+			for o := range row {
+				row[o] = float32(w[o*in+c]) * sc[o]
+			}
+		}
+		kernels.Sgemm(false, false, rows, out, nOut, 1, s.xo, nOut, s.wo, out, 0, y, out)
+		add = true
+	}
+	scale := float32(0)
+	if l.Act == ActStatic {
+		scale = l.ActScale
+	}
+	kernels.QuantizeI8A(rows, in, x, in, scale, skip, &s.pa)
+	kernels.I8GemmF32(&s.pa, l.packed, l.Weight.Scale, l.Bias, y, out, add)
+	return nil
+}
+
+func grow(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}
