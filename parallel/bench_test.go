@@ -1,0 +1,73 @@
+package parallel
+
+import (
+	"context"
+	"testing"
+
+	"github.com/galleon-ml/galleon/model"
+)
+
+// BenchmarkDataParallel measures weak scaling on the small preset: each
+// worker runs the preset's batch per step, so workers=2 processes twice the
+// tokens of workers=1 per step. In the workers=N cases each worker's SGEMM
+// is single-threaded (when the kernels offer the cap); workers=1-gemm-mt is
+// the best single-process configuration, one worker whose SGEMM uses every
+// core. Compare the tokens/s metrics of one run:
+//
+//	go test -run '^$' -bench DataParallel -benchtime 4x ./parallel
+func BenchmarkDataParallel(b *testing.B) {
+	p, err := model.LookupPreset("small")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name        string
+		workers     int
+		gemmThreads int
+	}{
+		{"workers=1", 1, 1},
+		{"workers=2", 2, 1},
+		{"workers=1-gemm-mt", 1, 0},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			if prev, ok := LimitGEMMThreads(c.gemmThreads); ok {
+				defer LimitGEMMThreads(prev)
+			} else if c.gemmThreads == 1 {
+				b.Log("kernels.SetMaxThreads is not available: SGEMM runs multi-threaded in every worker")
+			}
+			benchTrain(b, p, c.workers)
+		})
+	}
+}
+
+func benchTrain(b *testing.B, p model.Preset, workers int) {
+	m, err := model.New(p.Config, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := New(m, Config{Workers: workers, Batch: workers * p.Batch,
+		Schedule: model.Schedule{Peak: 1e-3}, AdamW: model.DefaultAdamW(), ClipNorm: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	data, err := model.NewSampler(syntheticText(1<<20), p.Config.SeqLen, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := tr.Step(ctx, data); err != nil { // warm up pools and buffers
+		b.Fatal(err)
+	}
+	tokens := 0
+	b.ResetTimer()
+	for range b.N {
+		st, err := tr.Step(ctx, data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens += st.Tokens
+	}
+	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
+	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds()/float64(workers), "tokens/s/worker")
+}
