@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
-	"github.com/galleon-ml/galleon/internal/nn"
 	"github.com/galleon-ml/galleon/model"
 	G "gorgonia.org/gorgonia"
 )
@@ -342,13 +341,7 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 	if a == nil {
 		return y, nil
 	}
-	in := x
-	if p := a.Config.Dropout; p > 0 {
-		if in, err = newDropout(x, p, a.Config.Seed^hashString(l.name)); err != nil {
-			return nil, err
-		}
-	}
-	h, err := nn.Linear(in, gc.Node(a.A(l.name)), nil, nn.LinearOpts{TransW: true})
+	h, err := newDown(x, gc.Node(a.A(l.name)), a.Config.Dropout, a.Config.Seed^hashString(l.name))
 	if err != nil {
 		return nil, fmt.Errorf("lora: %s: %w", l.name, err)
 	}

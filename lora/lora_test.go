@@ -420,7 +420,7 @@ func TestAdaptedLinearGradients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := nn.Linear(xn, an, nil, nn.LinearOpts{TransW: true})
+	h, err := newDown(xn, an, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,64 +451,102 @@ func TestAdaptedLinearGradients(t *testing.T) {
 	}
 }
 
-// TestDropoutOp checks the dropout op: the rate, inverted scaling, a new
-// mask every run replayed identically by a new op with the same seed, and
-// a backward that applies the forward run's mask.
-func TestDropoutOp(t *testing.T) {
-	const rows, cols, p = 64, 32, 0.25
-	run := func() (outs, grads [][]float32, x []float32) {
-		g := G.NewGraph()
-		x = make([]float32, rows*cols)
-		for i := range x {
-			x[i] = float32(i%7) + 1
+// TestDropout checks the down-projection's fused dropout: the rate, the
+// inverted scaling, a new mask every run replayed identically by a new op
+// with the same seed, and gradients (for x and A) that apply the forward
+// run's mask.
+func TestDropout(t *testing.T) {
+	const rows, in, r, p = 100, 40, 3, 0.25
+	rng := rand.New(rand.NewPCG(5, 5))
+	x, A, R := make([]float32, rows*in), make([]float32, r*in), make([]float32, rows*r)
+	for _, v := range [][]float32{x, A, R} {
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
 		}
-		xn := G.NodeFromAny(g, tensor.New(tensor.WithShape(rows, cols), tensor.WithBacking(x)), G.WithName("x"))
-		d, err := newDropout(xn, p, 42)
+	}
+	type runOut struct{ mask, h, dx, dA []float32 }
+	run := func() []runOut {
+		g := G.NewGraph()
+		xn := G.NodeFromAny(g, tensor.New(tensor.WithShape(rows, in), tensor.WithBacking(x)), G.WithName("x"))
+		an := G.NodeFromAny(g, tensor.New(tensor.WithShape(r, in), tensor.WithBacking(A)), G.WithName("A"))
+		rn := G.NodeFromAny(g, tensor.New(tensor.WithShape(rows, r), tensor.WithBacking(R)), G.WithName("R"))
+		h, err := newDown(xn, an, p, 42)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cost := G.Must(G.Sum(G.Must(G.Square(d))))
-		gx, err := G.Grad(cost, xn)
+		op := h.Op().(*downOp)
+		cost := G.Must(G.Sum(G.Must(G.HadamardProd(h, rn))))
+		grads, err := G.Grad(cost, xn, an)
 		if err != nil {
 			t.Fatal(err)
 		}
 		vm := G.NewTapeMachine(g)
 		defer vm.Close()
+		var outs []runOut
 		for k := 0; k < 3; k++ {
 			if err := vm.RunAll(); err != nil {
 				t.Fatal(err)
 			}
-			outs = append(outs, slices.Clone(d.Value().Data().([]float32)))
-			grads = append(grads, slices.Clone(gx[0].Value().Data().([]float32)))
+			m := make([]float32, len(op.mask))
+			for i, b := range op.mask {
+				m[i] = float32(b) / (1 - p)
+			}
+			outs = append(outs, runOut{m, slices.Clone(h.Value().Data().([]float32)),
+				slices.Clone(grads[0].Value().Data().([]float32)), slices.Clone(grads[1].Value().Data().([]float32))})
 			vm.Reset()
 		}
-		return outs, grads, x
+		return outs
 	}
-	o1, g1, x := run()
-	o2, _, _ := run()
-	for k := range o1 {
-		if !slices.Equal(o1[k], o2[k]) {
+	o1, o2 := run(), run()
+	for k, o := range o1 {
+		if !slices.Equal(o.h, o2[k].h) || !slices.Equal(o.mask, o2[k].mask) {
 			t.Errorf("run %d: a new op with the same seed draws another mask", k)
 		}
-		if k > 0 && slices.Equal(o1[k], o1[k-1]) {
+		if k > 0 && slices.Equal(o.mask, o1[k-1].mask) {
 			t.Errorf("run %d reuses the previous mask", k)
 		}
 		dropped := 0
-		for i, v := range o1[k] {
-			m := v / x[i]
-			switch {
-			case v == 0:
+		for _, m := range o.mask {
+			if m == 0 {
 				dropped++
-			case math.Abs(float64(m)-1/(1-p)) > 1e-6:
-				t.Fatalf("kept element scaled by %v, want 1/(1-p)", m)
-			}
-			// d/dx Σ (m·x)² = 2·m²·x = 2·m·y
-			if want := 2 * m * v; math.Abs(float64(g1[k][i]-want)) > 1e-4 {
-				t.Fatalf("run %d: gradient %v, want %v (the forward mask)", k, g1[k][i], want)
 			}
 		}
-		if rate := float64(dropped) / float64(rows*cols); math.Abs(rate-p) > 0.03 {
+		if rate := float64(dropped) / float64(rows*in); math.Abs(rate-p) > 0.03 {
 			t.Errorf("dropped %.3f of the elements, want about %v", rate, p)
+		}
+		// float64 reference with the run's mask: h = (x∘m)·Aᵀ, dx = (R·A)∘m,
+		// dA = Rᵀ·(x∘m).
+		for i := 0; i < rows; i++ {
+			for j := 0; j < r; j++ {
+				var hv float64
+				for c := 0; c < in; c++ {
+					hv += float64(x[i*in+c]*o.mask[i*in+c]) * float64(A[j*in+c])
+				}
+				if math.Abs(hv-float64(o.h[i*r+j])) > 1e-4 {
+					t.Fatalf("run %d: h[%d,%d] = %v, reference %v", k, i, j, o.h[i*r+j], hv)
+				}
+			}
+			for c := 0; c < in; c++ {
+				var dx float64
+				for j := 0; j < r; j++ {
+					dx += float64(R[i*r+j]) * float64(A[j*in+c])
+				}
+				dx *= float64(o.mask[i*in+c])
+				if math.Abs(dx-float64(o.dx[i*in+c])) > 1e-4 {
+					t.Fatalf("run %d: dx[%d,%d] = %v, reference %v", k, i, c, o.dx[i*in+c], dx)
+				}
+			}
+		}
+		for j := 0; j < r; j++ {
+			for c := 0; c < in; c++ {
+				var da float64
+				for i := 0; i < rows; i++ {
+					da += float64(R[i*r+j]) * float64(x[i*in+c]*o.mask[i*in+c])
+				}
+				if math.Abs(da-float64(o.dA[j*in+c])) > 1e-3 {
+					t.Fatalf("run %d: dA[%d,%d] = %v, reference %v", k, j, c, o.dA[j*in+c], da)
+				}
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"hash"
 	"hash/fnv"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 
 	"github.com/chewxy/hm"
@@ -13,10 +14,9 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// The adapter path of a layer in the training graph is three nodes:
+// The adapter path of a layer in the training graph is two nodes:
 //
-//	d = dropout(x)            dropoutOp (absent when the dropout is 0)
-//	h = d·Aᵀ                  nn.Linear with TransW (A is [r, in])
+//	h = dropout(x)·Aᵀ         downOp (A is [r, in])
 //	y = base + scale·h·Bᵀ     upAddOp (B is [out, r])
 //
 // Both ops of this file are fused custom ops in the style of internal/nn:
@@ -77,111 +77,185 @@ func (common) CallsExtern() bool    { return false }
 func (common) OverwritesInput() int { return -1 }
 
 // ---------------------------------------------------------------------------
-// dropout
+// h = dropout(x)·Aᵀ
 
-// dropoutOp is inverted dropout with a seeded mask: y = x·m with m = 1/(1−p)
-// kept and 0 dropped. Each forward run draws a new mask from (seed, run
-// number), so a fresh graph replays the same masks step after step; the
-// mask stays on the op for the backward of the same run.
-type dropoutOp struct {
+// downOp is the adapter's down-projection with inverted dropout fused in:
+// h = (x∘m)·Aᵀ with m = 1/(1−p) for kept and 0 for dropped elements. Each
+// forward run draws a new mask from (seed, run number), so a fresh graph
+// replays the same masks step after step; the mask stays on the op (one
+// byte per element) for the backward of the same run, and x∘m is never
+// stored: it is rebuilt in small row blocks when needed.
+type downOp struct {
 	common
-	rows, cols int
-	p          float64
-	seed       uint64
-	runs       uint64
-	mask       []float32
-	out        buf
+	rows, in, r int
+	p           float64
+	seed        uint64
+	runs        uint64
+	mask        []byte // 1 kept, 0 dropped; nil without dropout
+	out         buf
 }
 
-func newDropout(x *G.Node, p float64, seed uint64) (*G.Node, error) {
-	s := x.Shape()
-	if len(s) != 2 {
-		return nil, fmt.Errorf("lora: dropout input has shape %v, want 2 dimensions", s)
+// downBlock is the number of rows of x∘m built at a time.
+const downBlock = 64
+
+var blockPool = sync.Pool{New: func() any { return new([]float32) }}
+
+func newDown(x, a *G.Node, p float64, seed uint64) (*G.Node, error) {
+	xs, as := x.Shape(), a.Shape()
+	if len(xs) != 2 || len(as) != 2 || xs[1] != as[1] {
+		return nil, fmt.Errorf("lora: adapter down-projection: x %v and A %v do not fit", xs, as)
 	}
-	op := &dropoutOp{common: common{opSerial.Add(1)}, rows: s[0], cols: s[1], p: p, seed: seed}
-	n, err := G.ApplyOp(op, x)
+	op := &downOp{common: common{opSerial.Add(1)}, rows: xs[0], in: xs[1], r: as[0], p: p, seed: seed}
+	n, err := G.ApplyOp(op, x, a)
 	if err != nil {
-		return nil, fmt.Errorf("lora: dropout: %w", err)
+		return nil, fmt.Errorf("lora: adapter down-projection: %w", err)
 	}
 	return n, nil
 }
 
-func (op *dropoutOp) Arity() int    { return 1 }
-func (op *dropoutOp) Type() hm.Type { return hm.NewFnType(matrixType, matrixType) }
-func (op *dropoutOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
-	return tensor.Shape{op.rows, op.cols}, nil
+func (op *downOp) Arity() int { return 2 }
+func (op *downOp) Type() hm.Type {
+	return hm.NewFnType(matrixType, matrixType, matrixType)
 }
-func (op *dropoutOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "lora.Dropout#%d(%d×%d, p=%v, seed=%d)", op.serial, op.rows, op.cols, op.p, op.seed)
+func (op *downOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.rows, op.r}, nil
 }
-func (op *dropoutOp) Hashcode() uint32 { return hashOf(op) }
-func (op *dropoutOp) String() string   { return fmt.Sprintf("lora.Dropout(p=%v)", op.p) }
+func (op *downOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "lora.Down#%d(rows=%d, in=%d, r=%d, p=%v, seed=%d)", op.serial, op.rows, op.in, op.r, op.p, op.seed)
+}
+func (op *downOp) Hashcode() uint32 { return hashOf(op) }
+func (op *downOp) String() string   { return fmt.Sprintf("lora.Down(r=%d, dropout=%v)", op.r, op.p) }
+
+// keep is the value of a kept mask element.
+func (op *downOp) keep() float32 { return float32(1 / (1 - op.p)) }
 
 // fillMask draws the run's mask: one 32-bit draw per element against the
 // threshold p·2³².
-func (op *dropoutOp) fillMask() {
-	n := op.rows * op.cols
+func (op *downOp) fillMask() {
+	n := op.rows * op.in
 	if len(op.mask) != n {
-		op.mask = make([]float32, n)
+		op.mask = make([]byte, n)
 	}
 	op.runs++
 	rng := rand.New(rand.NewPCG(op.seed, op.runs))
 	thr := uint32(op.p * (1 << 32))
-	keep := float32(1 / (1 - op.p))
 	for i := 0; i < n; i += 2 {
 		u := rng.Uint64()
-		op.mask[i] = keep
-		if uint32(u) < thr {
-			op.mask[i] = 0
-		}
+		op.mask[i] = b2u(uint32(u) >= thr)
 		if i+1 < n {
-			op.mask[i+1] = keep
-			if uint32(u>>32) < thr {
-				op.mask[i+1] = 0
-			}
+			op.mask[i+1] = b2u(uint32(u>>32) >= thr)
 		}
 	}
 }
 
-func (op *dropoutOp) Do(in ...G.Value) (G.Value, error) {
-	if len(in) != 1 {
-		return nil, fmt.Errorf("lora: dropout: %d inputs, want 1", len(in))
+func b2u(b bool) byte {
+	if b {
+		return 1
 	}
-	x, err := f32s("dropout input", in[0], op.rows*op.cols)
+	return 0
+}
+
+// masked writes x∘m for rows [r0, r1) into dst.
+func (op *downOp) masked(dst, x []float32, r0, r1 int) {
+	k := op.keep()
+	lo, hi := r0*op.in, r1*op.in
+	for i, v := range x[lo:hi] {
+		dst[i] = v * k * float32(op.mask[lo+i])
+	}
+}
+
+// blocks runs f over row blocks of x∘m (or over x itself without dropout).
+func (op *downOp) blocks(x []float32, f func(xm []float32, r0, r1 int)) {
+	if op.p == 0 {
+		f(x, 0, op.rows)
+		return
+	}
+	sp := blockPool.Get().(*[]float32)
+	defer blockPool.Put(sp)
+	if cap(*sp) < downBlock*op.in {
+		*sp = make([]float32, downBlock*op.in)
+	}
+	for r0 := 0; r0 < op.rows; r0 += downBlock {
+		r1 := min(r0+downBlock, op.rows)
+		xm := (*sp)[:(r1-r0)*op.in]
+		op.masked(xm, x, r0, r1)
+		f(xm, r0, r1)
+	}
+}
+
+func (op *downOp) Do(in ...G.Value) (G.Value, error) {
+	if len(in) != 2 {
+		return nil, fmt.Errorf("lora: down-projection: %d inputs, want 2", len(in))
+	}
+	x, err := f32s("adapter input", in[0], op.rows*op.in)
 	if err != nil {
 		return nil, err
 	}
-	op.fillMask()
-	t := op.out.get(op.rows, op.cols)
-	y := t.Float32s()
-	for i, v := range x {
-		y[i] = v * op.mask[i]
+	a, err := f32s("lora_A", in[1], op.r*op.in)
+	if err != nil {
+		return nil, err
 	}
+	if op.p > 0 {
+		op.fillMask()
+	}
+	t := op.out.get(op.rows, op.r)
+	h := t.Float32s()
+	op.blocks(x, func(xm []float32, r0, r1 int) {
+		kernels.Sgemm(false, true, r1-r0, op.r, op.in, 1, xm, op.in, a, op.in, 0, h[r0*op.r:r1*op.r], op.r)
+	})
 	return t, nil
 }
 
-func (op *dropoutOp) DiffWRT(int) []bool { return []bool{true} }
+func (op *downOp) DiffWRT(int) []bool { return []bool{true, true} }
 
-// SymDiff returns dx = dy·m, reading the mask that the forward run drew.
-func (op *dropoutOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	if len(inputs) != 1 {
-		return nil, fmt.Errorf("lora: dropout: %d inputs, want 1", len(inputs))
+// SymDiff: dx = (dh·A)∘m and dA = dhᵀ·(x∘m), both reading the mask of the
+// forward run (the forward node is an input so the tape orders them after
+// it).
+func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 2 {
+		return nil, fmt.Errorf("lora: down-projection: %d inputs, want 2", len(inputs))
 	}
-	n := op.rows * op.cols
-	dx, err := newGrad("DropoutGrad", inputs[0], op.rows, op.cols, func(dst []float32, vals []G.Value) error {
-		dy, err := f32s("dropout gradient", vals[0], n)
+	rows, in, r := op.rows, op.in, op.r
+	dx, err := newGrad("DownGradX", inputs[0], rows, in, func(dst []float32, vals []G.Value) error {
+		dh, err := f32s("dh", vals[0], rows*r)
 		if err != nil {
 			return err
 		}
-		for i, g := range dy {
-			dst[i] = g * op.mask[i]
+		a, err := f32s("lora_A", vals[1], r*in)
+		if err != nil {
+			return err
+		}
+		kernels.Sgemm(false, false, rows, in, r, 1, dh, r, a, in, 0, dst, in)
+		if op.p > 0 {
+			k := op.keep()
+			for i, m := range op.mask {
+				dst[i] *= k * float32(m)
+			}
 		}
 		return nil
-	}, grad, output) // output orders the backward after the forward run
+	}, grad, inputs[1], output)
 	if err != nil {
 		return nil, err
 	}
-	return G.Nodes{dx}, nil
+	da, err := newGrad("DownGradA", inputs[1], r, in, func(dst []float32, vals []G.Value) error {
+		dh, err := f32s("dh", vals[0], rows*r)
+		if err != nil {
+			return err
+		}
+		x, err := f32s("x", vals[1], rows*in)
+		if err != nil {
+			return err
+		}
+		clear(dst)
+		op.blocks(x, func(xm []float32, r0, r1 int) {
+			kernels.Sgemm(true, false, r, in, r1-r0, 1, dh[r0*r:r1*r], r, xm, in, 1, dst, in)
+		})
+		return nil
+	}, grad, inputs[0], output)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dx, da}, nil
 }
 
 // ---------------------------------------------------------------------------
