@@ -41,8 +41,8 @@ func Round(x, s float32) int8 {
 	return int8(math.Round(f))
 }
 
-// FakeQuant returns the dequantized value Round(x, s)·s.
-func FakeQuant(x, s float32) float32 { return float32(Round(x, s)) * s }
+// QuantDequant returns the dequantized value Round(x, s)·s.
+func QuantDequant(x, s float32) float32 { return float32(Round(x, s)) * s }
 
 func absMax(x []float32) float32 {
 	var m float32
@@ -213,3 +213,5 @@ func (b *Blocks) Dequantize(dst []float32) error {
 	}
 	return nil
 }
+
+func abs32(v float32) float32 { return float32(math.Abs(float64(v))) }
