@@ -10,6 +10,7 @@ import (
 
 	"github.com/galleon-ml/galleon/internal/kernels"
 	"github.com/galleon-ml/galleon/model"
+	"github.com/galleon-ml/galleon/quant"
 	G "gorgonia.org/gorgonia"
 )
 
@@ -62,6 +63,9 @@ type Layer struct {
 	name  string
 	base  model.Linear
 	owner *Model
+	// premerge is the base layer before a merge that replaced it (an int8
+	// base is requantized into a new layer); Unmerge puts it back exactly.
+	premerge model.Linear
 
 	// baseNodes records, for tests, the nodes of a DenseLinear base's
 	// parameters in the last graph built.
@@ -409,6 +413,22 @@ func (lm *Model) addDelta(a *Adapter, mod string, sign float32) (float64, error)
 		// transpose of the Conv1D layout.
 		kernels.Sgemm(true, true, in, out, r, sign*a.scale, A.Data, in, B.Data, r, 1, b.Weight.Data, out)
 		return 0, nil
+	case *quant.Linear:
+		if sign < 0 {
+			// Requantization is not invertible: restore the int8 layer the
+			// merge replaced, bit for bit.
+			if l.premerge == nil {
+				return 0, fmt.Errorf("lora: unmerge %s: the int8 base was not merged by this adapter", mod)
+			}
+			l.base, l.premerge = l.premerge, nil
+			return 0, nil
+		}
+		nl, e, err := mergeInt8(b, a.delta(mod, 1))
+		if err != nil {
+			return 0, fmt.Errorf("lora: merge into %s: %w", mod, err)
+		}
+		l.premerge, l.base = b, nl
+		return e, nil
 	case DeltaMerger:
 		return b.MergeDelta(a.delta(mod, sign))
 	default:
@@ -417,8 +437,11 @@ func (lm *Model) addDelta(a *Adapter, mod string, sign float32) (float64, error)
 }
 
 // Merge adds the active adapter into the base weights (W += scale·ΔW), so
-// the layers then run at base cost. Merging into a base without float
-// weights (a DeltaMerger) reports the error its storage introduced.
+// the layers then run at base cost. An int8 base (*quant.Linear) is
+// dequantized, merged and requantized into a new int8 layer, and the
+// report gives the largest error the requantization introduced; Unmerge
+// restores the original int8 layer exactly. Other bases must implement
+// DeltaMerger.
 func (lm *Model) Merge() (MergeReport, error) {
 	a := lm.Active()
 	if a == nil {
