@@ -275,9 +275,9 @@ func (g *fqGradOp) shape() tensor.Shape {
 }
 
 func (g *fqGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) { return g.shape(), nil }
-func (g *fqGradOp) ReturnsPtr() bool                                { return false }
-func (g *fqGradOp) CallsExtern() bool                               { return false }
-func (g *fqGradOp) OverwritesInput() int                            { return -1 }
+func (g *fqGradOp) ReturnsPtr() bool                               { return false }
+func (g *fqGradOp) CallsExtern() bool                              { return false }
+func (g *fqGradOp) OverwritesInput() int                           { return -1 }
 
 func (g *fqGradOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "quant.FakeQuantGrad#%d(fwd#%d, scale=%t)", g.serial, g.fwd.serial, g.wrtScale)
