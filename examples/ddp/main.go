@@ -1,0 +1,301 @@
+// Command ddp trains a GPT preset with data parallelism and reports how it
+// scales: tokens/s for each worker count, the scaling efficiency against one
+// worker (weak scaling: every worker keeps the per-worker batch), the best
+// single-process configuration (one worker with multi-threaded SGEMM) for
+// comparison, and the per-rank memory of model state for a ZeRO stage.
+//
+// In process (default), workers are goroutines sharing the weights:
+//
+//	go run ./examples/ddp -preset small -workers 1,2 -steps 4
+//
+// Across processes, build with -tags mpi and launch under mpirun (the
+// command of DESIGN.md §6); every rank keeps its own model copy and -stage
+// picks what it shards:
+//
+//	go build -tags mpi -o ddp ./examples/ddp
+//	mpirun … -np 2 ./ddp -mpi -stage 3 -preset tiny -steps 4
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/galleon-ml/galleon/internal/report"
+	"github.com/galleon-ml/galleon/model"
+	"github.com/galleon-ml/galleon/parallel"
+)
+
+type options struct {
+	preset   string
+	workers  []int
+	steps    int
+	warmup   int
+	batch    int
+	accum    int
+	stage    int
+	bucketMB float64
+	seed     uint64
+	lr       float64
+	corpus   string
+	baseline bool
+	mpi      bool
+	jsonOut  bool
+}
+
+// run is one measured configuration.
+type run struct {
+	Workers       int     `json:"workers"`
+	GEMMThreads   string  `json:"gemm_threads"` // "1" or "all"
+	Steps         int     `json:"steps"`
+	Tokens        int     `json:"tokens"`
+	Seconds       float64 `json:"seconds"`
+	TokensPerSec  float64 `json:"tokens_per_s"`
+	Efficiency    float64 `json:"scaling_efficiency,omitempty"` // tokens/s ÷ (workers × tokens/s of 1 worker)
+	Speedup       float64 `json:"speedup,omitempty"`            // tokens/s ÷ tokens/s of 1 worker
+	FinalLoss     float64 `json:"final_loss_nats"`
+	WeightsHash   string  `json:"weights_hash"`
+	MemoryPerRank any     `json:"memory_per_rank,omitempty"`
+}
+
+// result is printed as one JSON line under -json.
+type result struct {
+	Preset        string      `json:"preset"`
+	Params        int         `json:"params"`
+	BatchPerRank  int         `json:"batch_per_worker"`
+	SeqLen        int         `json:"seq_len"`
+	Stage         int         `json:"stage"`
+	Runs          []run       `json:"runs"`
+	Baseline      *run        `json:"single_process_multithreaded,omitempty"`
+	ZeRO          []zeroEntry `json:"zero_memory_per_rank"`
+	GEMMCapNotice string      `json:"gemm_cap_notice,omitempty"`
+}
+
+type zeroEntry struct {
+	Ranks  int             `json:"ranks"`
+	Stage  int             `json:"stage"`
+	Memory parallel.Memory `json:"memory"`
+	Total  int64           `json:"total"`
+	Ratio  float64         `json:"ratio_to_stage0"`
+}
+
+func main() {
+	var o options
+	var workers string
+	flag.StringVar(&o.preset, "preset", "tiny", "model preset: tiny, small or medium")
+	flag.StringVar(&workers, "workers", "1,2", "comma-separated worker counts to measure (in process)")
+	flag.IntVar(&o.steps, "steps", 5, "timed optimizer steps per configuration")
+	flag.IntVar(&o.warmup, "warmup", 1, "untimed steps before timing")
+	flag.IntVar(&o.batch, "batch", 0, "sequences per worker per micro-batch (0: the preset's batch)")
+	flag.IntVar(&o.accum, "accum", 1, "micro-batches per optimizer step")
+	flag.IntVar(&o.stage, "stage", 3, "ZeRO stage whose per-rank memory is reported (and used under -mpi)")
+	flag.Float64Var(&o.bucketMB, "bucket-mb", 25, "gradient bucket size in MiB")
+	flag.Uint64Var(&o.seed, "seed", 1, "seed for initialization and data order")
+	flag.Float64Var(&o.lr, "lr", 1e-3, "learning rate")
+	flag.StringVar(&o.corpus, "corpus", "", "source root to train on (default: $(go env GOROOT)/src)")
+	flag.BoolVar(&o.baseline, "baseline", true, "also measure one worker with multi-threaded SGEMM")
+	flag.BoolVar(&o.mpi, "mpi", false, "run as one rank of an MPI job (build with -tags mpi, launch with mpirun)")
+	flag.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on the last line")
+	flag.Parse()
+	for _, f := range strings.Split(workers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			log.Fatalf("ddp: bad -workers entry %q", f)
+		}
+		o.workers = append(o.workers, n)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var err error
+	if o.mpi {
+		err = runMPI(ctx, o)
+	} else {
+		err = runInProcess(ctx, o, os.Stdout)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func setup(ctx context.Context, o options) (model.Preset, []byte, error) {
+	p, err := model.LookupPreset(o.preset)
+	if err != nil {
+		return p, nil, err
+	}
+	if o.batch > 0 {
+		p.Batch = o.batch
+	}
+	c, err := model.LoadCorpus(ctx, model.CorpusOptions{Root: o.corpus})
+	if err != nil {
+		return p, nil, err
+	}
+	return p, c.Train, nil
+}
+
+func trainConfig(o options, p model.Preset, workers int) parallel.Config {
+	return parallel.Config{
+		Workers: workers, Batch: workers * p.Batch, Accum: o.accum,
+		Schedule:    model.Schedule{Peak: o.lr, Warmup: 0},
+		AdamW:       model.DefaultAdamW(),
+		ClipNorm:    1,
+		BucketBytes: int(o.bucketMB * (1 << 20)),
+	}
+}
+
+// measure trains a fresh model (same seed, same data) with tr for warmup +
+// steps steps and times the last steps.
+func measure(ctx context.Context, o options, tr *parallel.Trainer, data []byte, label string, w io.Writer) (run, error) {
+	cfg := tr.Config()
+	s, err := model.NewSampler(data, cfg.SeqLen, o.seed)
+	if err != nil {
+		return run{}, err
+	}
+	r := run{Workers: tr.Ranks(), Steps: o.steps}
+	bar := report.NewProgress(w, label)
+	total := o.warmup + o.steps
+	var start time.Time
+	done := 0
+	err = tr.Train(ctx, s, total, func(st model.StepStats) {
+		done++
+		if done == o.warmup {
+			start = time.Now()
+		}
+		if done > o.warmup {
+			r.Tokens += st.Tokens
+			r.FinalLoss = st.Loss
+		}
+		status := fmt.Sprintf("loss %.3f", st.Loss)
+		if done > o.warmup {
+			status += fmt.Sprintf(", %.0f tokens/s", float64(r.Tokens)/time.Since(start).Seconds())
+		}
+		bar.Update(float64(done)/float64(total), status)
+	})
+	if err != nil {
+		bar.Finish("failed")
+		return r, err
+	}
+	if o.warmup == 0 {
+		return r, errors.New("ddp: -warmup must be at least 1 (the first step starts the clock)")
+	}
+	r.Seconds = time.Since(start).Seconds()
+	r.TokensPerSec = float64(r.Tokens) / r.Seconds
+	r.WeightsHash = fmt.Sprintf("%016x", parallel.Hash(tr.Model().Trainable().Data))
+	bar.Finish(fmt.Sprintf("%.0f tokens/s", r.TokensPerSec))
+	return r, nil
+}
+
+func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
+	if o.warmup < 1 {
+		return errors.New("ddp: -warmup must be at least 1 (the first step starts the clock)")
+	}
+	p, data, err := setup(ctx, o)
+	if err != nil {
+		return err
+	}
+	res := result{Preset: p.Name, BatchPerRank: p.Batch, SeqLen: p.Config.SeqLen, Stage: o.stage}
+	var progress io.Writer = os.Stderr
+	one := func(workers, threads int) (run, error) {
+		label := fmt.Sprintf("%d worker(s), SGEMM threads %s", workers, threadsName(threads))
+		prev, ok := parallel.LimitGEMMThreads(threads)
+		if ok {
+			defer parallel.LimitGEMMThreads(prev)
+		} else if threads == 1 {
+			res.GEMMCapNotice = "kernels.SetMaxThreads is not available: every worker's SGEMM ran multi-threaded"
+		}
+		m, err := model.New(p.Config, o.seed)
+		if err != nil {
+			return run{}, err
+		}
+		res.Params = m.NumParams()
+		tr, err := parallel.New(m, trainConfig(o, p, workers))
+		if err != nil {
+			return run{}, err
+		}
+		defer tr.Close()
+		r, err := measure(ctx, o, tr, data, label, progress)
+		r.GEMMThreads = threadsName(threads)
+		r.MemoryPerRank = tr.Memory()
+		return r, err
+	}
+	ws := slices.Clone(o.workers)
+	if !slices.Contains(ws, 1) {
+		ws = append([]int{1}, ws...) // efficiency needs the 1-worker rate
+	}
+	var base float64
+	for _, n := range ws {
+		r, err := one(n, 1)
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			base = r.TokensPerSec
+		}
+		r.Speedup = r.TokensPerSec / base
+		r.Efficiency = r.Speedup / float64(n)
+		res.Runs = append(res.Runs, r)
+	}
+	if o.baseline {
+		r, err := one(1, 0)
+		if err != nil {
+			return err
+		}
+		r.Speedup = r.TokensPerSec / base
+		res.Baseline = &r
+	}
+	psi := res.Params
+	for _, n := range ws {
+		s0, _ := parallel.ZeROMemory(0, n, psi)
+		m, err := parallel.ZeROMemory(o.stage, n, psi)
+		if err != nil {
+			return err
+		}
+		res.ZeRO = append(res.ZeRO, zeroEntry{Ranks: n, Stage: o.stage, Memory: m, Total: m.Total(), Ratio: float64(m.Total()) / float64(s0.Total())})
+	}
+
+	fmt.Fprintf(stdout, "%s preset: %d parameters, %d sequences of %d tokens per worker per micro-batch, accumulation %d\n",
+		p.Name, psi, p.Batch, p.Config.SeqLen, o.accum)
+	fmt.Fprintf(stdout, "%-8s %-13s %12s %9s %11s\n", "workers", "sgemm threads", "tokens/s", "speedup", "efficiency")
+	for _, r := range res.Runs {
+		fmt.Fprintf(stdout, "%-8d %-13s %12.0f %8.2f× %10.0f%%\n", r.Workers, r.GEMMThreads, r.TokensPerSec, r.Speedup, 100*r.Efficiency)
+	}
+	if b := res.Baseline; b != nil {
+		fmt.Fprintf(stdout, "single process, 1 worker, multi-threaded SGEMM: %.0f tokens/s", b.TokensPerSec)
+		for _, r := range res.Runs {
+			if r.Workers == 2 {
+				fmt.Fprintf(stdout, " (2 workers: %.2f× that)", r.TokensPerSec/b.TokensPerSec)
+			}
+		}
+		fmt.Fprintln(stdout)
+	}
+	if res.GEMMCapNotice != "" {
+		fmt.Fprintln(stdout, "note:", res.GEMMCapNotice)
+	}
+	fmt.Fprintf(stdout, "ZeRO stage %d model state per rank (fp32 params + grads + Adam m, v):\n", o.stage)
+	for _, z := range res.ZeRO {
+		fmt.Fprintf(stdout, "  %d rank(s): params %s, grads %s, optimizer %s, total %s (%.2f× stage 0)\n", z.Ranks,
+			mib(z.Memory.Params), mib(z.Memory.Grads), mib(z.Memory.Optimizer), mib(z.Total), z.Ratio)
+	}
+	if o.jsonOut {
+		return report.PrintJSON(stdout, res)
+	}
+	return nil
+}
+
+func threadsName(n int) string {
+	if n <= 0 {
+		return "all"
+	}
+	return strconv.Itoa(n)
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20)) }
