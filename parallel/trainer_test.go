@@ -508,3 +508,22 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 		t.Errorf("stage 3 holds %.2f× stage 0's memory per rank, want ≤ 0.55", r)
 	}
 }
+
+func TestNonFiniteLossStopsStepUnchanged(t *testing.T) {
+	m := newTestModel(t)
+	tr, err := New(m, testConfig(2, 4, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	// A NaN in the tied embedding poisons every logit: both workers fail.
+	m.Trainable().Data[5] = float32(math.NaN())
+	before := Hash(m.Trainable().Data)
+	_, err = tr.Step(context.Background(), newTestData(t, 3))
+	if !errors.Is(err, model.ErrNonFinite) || !strings.Contains(err.Error(), "rank 0") {
+		t.Fatalf("error %v, want one wrapping model.ErrNonFinite naming rank 0", err)
+	}
+	if Hash(m.Trainable().Data) != before || tr.StepsDone() != 0 {
+		t.Fatal("a failed step changed the weights or counted")
+	}
+}
