@@ -68,8 +68,9 @@ type fakeQuantOp struct {
 // FakeQuant adds a fake-quantization node to x's graph: forward
 // quantize–dequantize, backward straight-through (the upstream gradient
 // passes where the input is inside the representable range and is zero where
-// it was clipped) and, with opts.LSQ, the LSQ gradient for the scale input s
-// (−x/s + round(x/s) inside the range, −127 or 127 where clipped, times
+// it was clipped, i.e. |x/s| ≥ 127.5) and, with opts.LSQ, the LSQ gradient for
+// the scale input s (−x/s + round(x/s) inside the range, −127 or 127 where
+// clipped, times
 // 1/√(N·127) with N the number of values sharing the scale). x is 2-D
 // [rows, cols]; s (only with LSQ) is [cols] per channel or [1] per tensor.
 func FakeQuant(x, s *G.Node, opts FakeQuantOptions) (*G.Node, error) {
@@ -323,7 +324,7 @@ func (g *fqGradOp) Do(in ...G.Value) (G.Value, error) {
 				if op.opts.PerChannel {
 					s = scale[c]
 				}
-				if f := float64(v) / float64(s); f >= -QMax && f <= QMax {
+				if !clipped(float64(v) / float64(s)) {
 					out[r*op.cols+c] = dy[r*op.cols+c]
 				}
 			}
@@ -339,9 +340,9 @@ func (g *fqGradOp) Do(in ...G.Value) (G.Value, error) {
 				f := float64(v) / float64(scale[k])
 				var d float64
 				switch {
-				case f <= -QMax:
+				case clipped(f) && f < 0:
 					d = -QMax
-				case f >= QMax:
+				case clipped(f):
 					d = QMax
 				default:
 					d = float64(Round(v, scale[k])) - f
@@ -360,3 +361,7 @@ func (g *fqGradOp) Do(in ...G.Value) (G.Value, error) {
 	}
 	return tensor.New(tensor.WithShape(g.shape()...), tensor.WithBacking(out)), nil
 }
+
+// clipped reports whether x/s = f lies outside the range, i.e. round(f) is
+// beyond ±127 (as PyTorch's fake-quant mask): |f| ≥ 127.5.
+func clipped(f float64) bool { return !(math.Abs(f) < QMax+0.5) }
