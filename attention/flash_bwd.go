@@ -203,7 +203,8 @@ func writeDQ(p *problem, g *bwdGeom, dq Tensor, b, kh int, parts [][]float32) {
 // G heads of g.tqp rows of D).
 func backwardItem(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, kb0, kb1 int, dqAcc []float32) {
 	clear(dqAcc)
-	// D_i = rowsum(dO∘O), zero for masked and padding rows.
+	// D_i = rowsum(dO∘O), zero for masked and padding rows, rounded like
+	// the dP products it is subtracted from.
 	di := s.di
 	clear(di)
 	for hg := 0; hg < p.G; hg++ {
@@ -211,7 +212,7 @@ func backwardItem(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, kb0,
 		lse := a.lse[(b*p.H+h)*p.Tq : (b*p.H+h+1)*p.Tq]
 		for i := 0; i < p.Tq; i++ {
 			if lse[i] != negInf {
-				di[hg*g.tqp+i] = kernels.Dot(a.dO.Row(b, h, i), a.o.Row(b, h, i))
+				di[hg*g.tqp+i] = rowDot(a.dO.Row(b, h, i), a.o.Row(b, h, i), dotChunk(p.D))
 			}
 		}
 	}
@@ -244,6 +245,7 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 		clear(vt[x*g.ldt+bc : x*g.ldt+nb])
 	}
 	kRows := a.k.Data[a.k.Index(b, kh, j0, 0):]
+	kc := dotChunk(d)
 	qi0, qi1 := p.queryRangeForKeys(b, j0, j0+bc)
 	ps, ds := s.ps, s.ds
 	for hg := 0; hg < p.G && qi0 < qi1; hg++ {
@@ -265,7 +267,7 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 				dA, ldd = padRows(s.dpad, a.dO, b, h, i0, br, mr), d
 			}
 			// P = exp(S − lse), zero outside the mask and in padding rows.
-			gemm(mr, nb, d, qA, ldq, 1, kt, g.ldt, ps, g.lds, tileSet, nil, nil)
+			gemmChunked(kc, mr, nb, d, qA, ldq, 1, kt, g.ldt, ps, g.lds, tileSet, nil, nil)
 			for r := 0; r < mr; r++ {
 				row := ps[r*g.lds : r*g.lds+bc]
 				if r >= br {
@@ -284,7 +286,7 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 				clear(row[hi:])
 			}
 			// dS = P ∘ (dO·Vᵀ − D).
-			gemm(mr, nb, d, dA, ldd, 1, vt, g.ldt, ds, g.lds, tileDS, ps, di[i0:])
+			gemmChunked(kc, mr, nb, d, dA, ldd, 1, vt, g.ldt, ds, g.lds, tileDS, ps, di[i0:])
 			// dV += Pᵀ·dO and dK += dSᵀ·Q over the block's br rows.
 			gemm(mk, d, br, ps, 1, g.lds, dORows, a.dO.StrideT, dv, d, tileAdd, nil, nil)
 			gemm(mk, d, br, ds, 1, g.lds, qRows, a.q.StrideT, dk, d, tileAdd, nil, nil)

@@ -51,11 +51,12 @@ var fwdPool = sync.Pool{New: func() any { return new(fwdScratch) }}
 
 // fwdScratch is one worker's memory in the forward pass.
 type fwdScratch struct {
-	qs   []float32 // scaled query block, mr × D
+	qs   []float32 // query block, zero-padded to mr × D
 	s    []float32 // scores, then probabilities, mr × lds
 	acc  []float32 // unnormalized output, mr × D
-	m, l []float32 // running maximum and sum per row
-	// kt holds Kᵀ of one (batch, kv head), D rows of ktLD floats,
+	m []float32 // running maximum per row
+	l []float64 // running sum per row, in float64: it sets the log-sum-exp
+	// kt holds scale·Kᵀ of one (batch, kv head), D rows of ktLD floats,
 	// zero-padded so that tile products may read whole 16-column blocks
 	// past the last key; ktHead says which (-1: none yet).
 	kt     []float32
@@ -69,7 +70,10 @@ func (s *fwdScratch) size(p *problem, mr, lds int) {
 	s.s = grow(s.s, mr*lds)
 	s.acc = grow(s.acc, mr*d)
 	s.m = grow(s.m, mr)
-	s.l = grow(s.l, mr)
+	if cap(s.l) < mr {
+		s.l = make([]float64, mr)
+	}
+	s.l = s.l[:mr]
 	s.ktLD = p.Tk + microN
 	s.kt = grow(s.kt, d*s.ktLD)
 	s.ktHead = -1
@@ -84,7 +88,7 @@ func (s *fwdScratch) keysT(p *problem, k Tensor, b, kh int) []float32 {
 		for t0 := 0; t0 < p.Tk; t0 += blk {
 			for t := t0; t < min(t0+blk, p.Tk); t++ {
 				for d, x := range k.Row(b, kh, t) {
-					s.kt[d*s.ktLD+t] = x
+					s.kt[d*s.ktLD+t] = p.scale * x
 				}
 			}
 		}
@@ -150,7 +154,6 @@ func forwardBlock(p *problem, s *fwdScratch, lds int, q, k, v, o Tensor, lse []f
 	for r := 0; r < br; r++ {
 		row := qs[r*d : (r+1)*d]
 		copy(row, q.Row(b, h, i0+r))
-		kernels.Scale(p.scale, row)
 	}
 	clear(qs[br*d:])
 	clear(acc)
@@ -160,8 +163,10 @@ func forwardBlock(p *problem, s *fwdScratch, lds int, q, k, v, o Tensor, lse []f
 	kt := s.keysT(p, k, b, kh)
 	for j0 := klo; j0 < khi; j0 += p.bk {
 		bc := min(p.bk, khi-j0)
-		// S = (scale·Q)·Kᵀ for the tile, whole 16-column blocks.
-		gemm(mr, roundUp(bc, microN), d, qs, d, 1, kt[j0:], s.ktLD, sc, lds, tileSet, nil, nil)
+		// S = Q·(scale·K)ᵀ for the tile, whole 16-column blocks: the same
+		// products, in the same order, as the backward pass computes, so
+		// that its probabilities exp(S − lse) match these exactly.
+		gemmChunked(dotChunk(d), mr, roundUp(bc, microN), d, qs, d, 1, kt[j0:], s.ktLD, sc, lds, tileSet, nil, nil)
 		for r := 0; r < br; r++ {
 			row := sc[r*lds : r*lds+bc]
 			lo, hi := p.keyRange(b, i0+r)
@@ -178,13 +183,13 @@ func forwardBlock(p *problem, s *fwdScratch, lds int, q, k, v, o Tensor, lse []f
 			clear(row[hi:])
 			if mnew > mold {
 				if mold != negInf {
-					alpha := float32(math.Exp(float64(mold - mnew)))
+					alpha := math.Exp(float64(mold - mnew))
 					l[r] *= alpha
-					kernels.Scale(alpha, acc[r*d:(r+1)*d])
+					kernels.Scale(float32(alpha), acc[r*d:(r+1)*d])
 				}
 				m[r] = mnew
 			}
-			l[r] += sum
+			l[r] += float64(sum)
 		}
 		// Rows past br hold zeros (zero query rows), so they add nothing.
 		gemm(mr, d, bc, sc, lds, 1, v.Data[v.Index(b, kh, j0, 0):], v.StrideT, acc, d, tileAdd, nil, nil)
@@ -197,7 +202,9 @@ func forwardBlock(p *problem, s *fwdScratch, lds int, q, k, v, o Tensor, lse []f
 			continue
 		}
 		copy(orow, acc[r*d:(r+1)*d])
-		kernels.Scale(1/l[r], orow)
-		lseRow[r] = m[r] + float32(math.Log(float64(l[r])))
+		kernels.Scale(float32(1/l[r]), orow)
+		// One rounding: the backward pass divides by exp(lse), so its
+		// error is a relative error of every gradient of the row.
+		lseRow[r] = float32(float64(m[r]) + math.Log(l[r]))
 	}
 }

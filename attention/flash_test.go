@@ -2,6 +2,7 @@ package attention
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -74,24 +75,6 @@ func compare(t *testing.T, c tcase, got, naive result32, ref ref64) {
 	}
 }
 
-func TestFlashForward(t *testing.T) {
-	forEachTileKernel(t, func(t *testing.T) {
-		for _, c := range flashCases(testing.Short()) {
-			t.Run(c.String(), func(t *testing.T) {
-				in := c.inputs(11)
-				ref := c.reference(in)
-				naive := runNaive(t, c, in)
-				o, lse, err := Forward(in.q, in.k, in.v, c.opts())
-				if err != nil {
-					t.Fatal(err)
-				}
-				compare(t, c, result32{o: o, lse: lse}, naive, ref)
-				checkMaskedRows(t, c, o, lse)
-			})
-		}
-	})
-}
-
 // checkMaskedRows checks that rows with no visible key are exactly zero with
 // a log-sum-exp of −Inf.
 func checkMaskedRows(t *testing.T, c tcase, o Tensor, lse []float32) {
@@ -119,7 +102,9 @@ func checkMaskedRows(t *testing.T, c tcase, o Tensor, lse []float32) {
 	}
 }
 
-func TestFlashBackward(t *testing.T) {
+// TestFlash checks Forward and Backward against the float64 reference with
+// the tolerance rule, with every tile kernel.
+func TestFlash(t *testing.T) {
 	forEachTileKernel(t, func(t *testing.T) {
 		for _, c := range flashCases(testing.Short()) {
 			t.Run(c.String(), func(t *testing.T) {
@@ -135,6 +120,7 @@ func TestFlashBackward(t *testing.T) {
 					t.Fatal(err)
 				}
 				compare(t, c, result32{o: o, lse: lse, dq: dq, dk: dk, dv: dv}, naive, ref)
+				checkMaskedRows(t, c, o, lse)
 			})
 		}
 	})
@@ -173,5 +159,55 @@ func TestFlashDeterministic(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestFlashRandom checks random configurations (shapes, masks, tile sizes)
+// against the reference; skipped with -short.
+func TestFlashRandom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("random configurations are slow under -short")
+	}
+	rng := rand.New(rand.NewPCG(77, 1))
+	pick := func(xs ...int) int { return xs[rng.IntN(len(xs))] }
+	for n := 0; n < 40; n++ {
+		c := tcase{B: 1 + rng.IntN(3), D: pick(8, 16, 24, 32, 64, 128)}
+		c.KVH = 1 + rng.IntN(3)
+		c.H = c.KVH * pick(1, 1, 2, 4)
+		c.Tq = 1 + rng.IntN(260)
+		c.Tk = c.Tq
+		c.Causal = rng.IntN(4) != 0
+		if rng.IntN(3) == 0 {
+			c.Window = 1 + rng.IntN(c.Tq+10)
+		}
+		switch rng.IntN(4) {
+		case 0:
+			c.Lengths = make([]int, c.B)
+			for b := range c.Lengths {
+				c.Lengths[b] = rng.IntN(c.Tk + 1)
+			}
+		case 1:
+			c.Tk = c.Tq + rng.IntN(100) // queries are the last Tq positions
+		}
+		if rng.IntN(2) == 0 {
+			c.BQ, c.BK = 1+rng.IntN(130), 1+rng.IntN(200)
+		}
+		t.Run(c.String(), func(t *testing.T) {
+			in := c.inputs(uint64(n))
+			ref := c.reference(in)
+			naive := runNaive(t, c, in)
+			opts := c.opts()
+			opts.Workers = 1 + rng.IntN(3)
+			o, lse, err := Forward(in.q, in.k, in.v, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dq, dk, dv, err := Backward(in.q, in.k, in.v, o, lse, in.dO, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compare(t, c, result32{o: o, lse: lse, dq: dq, dk: dk, dv: dv}, naive, ref)
+			checkMaskedRows(t, c, o, lse)
+		})
 	}
 }

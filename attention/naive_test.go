@@ -132,6 +132,29 @@ func TestBadShapes(t *testing.T) {
 			bad("negative block", f(o, lse, good.q, good.k, good.v, Options{BlockQ: -4}), ErrOption)
 		})
 	}
+	type bwd func(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) error
+	for _, impl := range []struct {
+		name string
+		f    bwd
+	}{{"naive", NaiveBackwardInto}, {"flash", BackwardInto}} {
+		f := impl.f
+		dq, dk, dv := NewTensor(2, 4, 8, 16), NewTensor(2, 2, 8, 16), NewTensor(2, 2, 8, 16)
+		t.Run(impl.name+"/backward", func(t *testing.T) {
+			if err := f(dq, dk, dv, good.q, good.k, good.v, o, lse, good.dO, Options{}); err != nil {
+				t.Fatalf("valid call: %v", err)
+			}
+			bad("dq shape", f(NewTensor(2, 4, 8, 8), dk, dv, good.q, good.k, good.v, o, lse, good.dO, Options{}), ErrShape)
+			bad("dk shape", f(dq, NewTensor(2, 4, 8, 16), dv, good.q, good.k, good.v, o, lse, good.dO, Options{}), ErrShape)
+			bad("dv shape", f(dq, dk, NewTensor(2, 2, 7, 16), good.q, good.k, good.v, o, lse, good.dO, Options{}), ErrShape)
+			bad("o shape", f(dq, dk, dv, good.q, good.k, good.v, NewTensor(1, 4, 8, 16), lse, good.dO, Options{}), ErrShape)
+			bad("dO shape", f(dq, dk, dv, good.q, good.k, good.v, o, lse, NewTensor(2, 4, 8, 15), Options{}), ErrShape)
+			bad("lse length", f(dq, dk, dv, good.q, good.k, good.v, o, lse[:3], good.dO, Options{}), ErrShape)
+			bad("kv heads", f(dq, dk, dv, good.q, NewTensor(2, 3, 8, 16), NewTensor(2, 3, 8, 16), o, lse, good.dO, Options{}), ErrShape)
+		})
+	}
+	if err := BackwardInto(NewTensor(2, 4, 8, 16), NewTensor(2, 2, 8, 16), NewTensor(2, 2, 8, 16), good.q, good.k, good.v, o, nil, good.dO, Options{}); !errors.Is(err, ErrShape) {
+		t.Errorf("flash backward without lse: %v", err)
+	}
 	if _, err := Contiguous(make([]float32, 10), 1, 1, 3, 4); !errors.Is(err, ErrShape) {
 		t.Errorf("Contiguous with wrong length: %v", err)
 	}

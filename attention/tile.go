@@ -7,10 +7,19 @@ package attention
 // C(i,j) = c[i·ldc + j], so that A can be read row-major (sai = lda, sak = 1)
 // or transposed (sai = 1, sak = lda) without copying, and op is one of:
 //
-//	tileSet:  C  = A·B
-//	tileAdd:  C += A·B
-//	tileDS:   C  = P ∘ (A·B − dv[i])   (P laid out like C; the score
-//	                                    gradient of the backward pass)
+//	tileSet:   C  = A·B
+//	tileAdd:   C += A·B
+//	tileDS:    C  = P ∘ (A·B − dv[i])       (P laid out like C; the score
+//	                                         gradient of the backward pass)
+//	tileDSAdd: C  = P ∘ (C + A·B − dv[i])   (the last chunk of a split tileDS)
+//
+// Each element of A·B is a chain of fused multiply-adds over k. Products
+// over the head dimension (scores and dP) split k into chunks of
+// dotChunk(D) whose results are added in order, which keeps their rounding
+// error close to that of a vector dot product (the tolerance of the tests is
+// relative to the naive kernels, which use kernels.Dot), and rowDot
+// computes rowsum(dO∘O) with exactly the same chain so that dP − D is
+// exactly zero where O is a single value row.
 //
 // The 6×16 register-blocked AVX2/FMA kernel covers whole 6-row, 16-column
 // blocks; the rest runs in Go. Callers pad their tile buffers so that nearly
@@ -20,7 +29,60 @@ const (
 	tileSet = iota
 	tileAdd
 	tileDS
+	tileDSAdd
 )
+
+// dotChunk returns the chunk length of products over a head dimension d.
+// Chunks of 8 cost about 5% of the forward+backward time at D=64 (one more
+// pass over the output tile per chunk) and bring the rounding error of the
+// scores and dP within the tests' tolerance, which is relative to the
+// 32-way split sums of kernels.Dot (single chains of 16 and more failed it
+// for about 1 configuration in 500).
+func dotChunk(d int) int { return min(max(d, 1), 8) }
+
+// rowDot returns Σ x[i]·y[i] rounded as an element of a product over
+// k = len(x) in chunks of kc (see gemmChunked).
+func rowDot(x, y []float32, kc int) float32 {
+	n := len(x)
+	if n == 0 {
+		return 0
+	}
+	_ = y[n-1]
+	if useAsm {
+		return dotChain(&x[0], &y[0], n, kc)
+	}
+	var c float32
+	for k0 := 0; k0 < n; k0 += kc {
+		s := float64(c)
+		for i := k0; i < min(k0+kc, n); i++ {
+			s += float64(x[i]) * float64(y[i])
+		}
+		c = float32(s)
+	}
+	return c
+}
+
+// gemmChunked is gemm with the k dimension split into chunks of kc (mode
+// tileSet, tileAdd or tileDS).
+func gemmChunked(kc, m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) {
+	if k <= kc {
+		gemm(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+		return
+	}
+	for k0 := 0; k0 < k; k0 += kc {
+		kk := min(kc, k-k0)
+		md := tileAdd
+		switch {
+		case k0 == 0 && mode != tileDS:
+			md = mode
+		case k0 == 0:
+			md = tileSet
+		case k0+kk == k && mode == tileDS:
+			md = tileDSAdd
+		}
+		gemm(m, n, kk, a[k0*sak:], sai, sak, b[k0*ldb:], ldb, c, ldc, md, p, dv)
+	}
+}
 
 const (
 	microM = 6  // rows of the register block
@@ -49,7 +111,7 @@ func gemm(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []floa
 		_ = b[(k-1)*ldb+n-1]
 	}
 	_ = c[(m-1)*ldc+n-1]
-	if mode == tileDS {
+	if mode >= tileDS {
 		_ = p[(m-1)*ldc+n-1]
 		_ = dv[m-1]
 	}
@@ -59,7 +121,7 @@ func gemm(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []floa
 		if n16 > 0 {
 			for i := 0; i < m6; i += microM {
 				var pp, dd *float32
-				if mode == tileDS {
+				if mode >= tileDS {
 					pp, dd = &p[i*ldc], &dv[i]
 				}
 				kern6x16(n16, k, &a[i*sai], sai, sak, &b[0], ldb, &c[i*ldc], ldc, mode, pp, dd)
@@ -76,7 +138,7 @@ func gemm(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []floa
 		}
 		// Remaining rows, all columns.
 		a, c = a[m6*sai:], c[m6*ldc:]
-		if mode == tileDS {
+		if mode >= tileDS {
 			p, dv = p[m6*ldc:], dv[m6:]
 		}
 		m -= m6
@@ -98,7 +160,7 @@ func gemmGeneric(m, j0, j1, k int, a []float32, sai, sak int, b []float32, ldb i
 			sum := acc[:len(crow)]
 			for j := range sum {
 				sum[j] = 0
-				if mode == tileAdd {
+				if mode == tileAdd || mode == tileDSAdd {
 					sum[j] = float64(crow[j])
 				}
 			}
@@ -109,11 +171,11 @@ func gemmGeneric(m, j0, j1, k int, a []float32, sai, sak int, b []float32, ldb i
 					sum[j] += av * float64(bv)
 				}
 			}
-			if mode == tileDS {
+			if mode >= tileDS {
 				prow := p[i*ldc+jc : i*ldc+je]
-				d := float64(dv[i])
+				d := dv[i]
 				for j := range sum {
-					crow[j] = prow[j] * float32(sum[j]-d)
+					crow[j] = prow[j] * (float32(sum[j]) - d)
 				}
 				continue
 			}

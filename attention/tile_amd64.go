@@ -13,3 +13,9 @@ var hasAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 //
 //go:noescape
 func kern6x16(n, k int, a *float32, sai, sak int, b *float32, ldb int, c *float32, ldc int, mode int, p, dv *float32)
+
+// dotChain returns Σ x[i]·y[i] for i < n, rounded exactly as kern6x16
+// rounds one element of a product over k = n split into chunks of kc.
+//
+//go:noescape
+func dotChain(x, y *float32, n, kc int) float32

@@ -77,6 +77,8 @@ kloop:
 	JEQ  addmode
 	CMPQ AX, $2
 	JEQ  dsmode
+	CMPQ AX, $3
+	JEQ  dsaddmode
 
 	VMOVUPS Y0, (BX)
 	VMOVUPS Y1, 32(BX)
@@ -128,6 +130,27 @@ addmode:
 	VMOVUPS Y10, (BX)
 	VMOVUPS Y11, 32(BX)
 	JMP     next
+
+dsaddmode:
+	// acc += C, then fall into the DS epilogue with BX back at the block.
+	VADDPS  (BX), Y0, Y0
+	VADDPS  32(BX), Y1, Y1
+	ADDQ    CX, BX
+	VADDPS  (BX), Y2, Y2
+	VADDPS  32(BX), Y3, Y3
+	ADDQ    CX, BX
+	VADDPS  (BX), Y4, Y4
+	VADDPS  32(BX), Y5, Y5
+	ADDQ    CX, BX
+	VADDPS  (BX), Y6, Y6
+	VADDPS  32(BX), Y7, Y7
+	ADDQ    CX, BX
+	VADDPS  (BX), Y8, Y8
+	VADDPS  32(BX), Y9, Y9
+	ADDQ    CX, BX
+	VADDPS  (BX), Y10, Y10
+	VADDPS  32(BX), Y11, Y11
+	MOVQ R10, BX
 
 dsmode:
 	// C = P ∘ (acc − dv[row]); AX walks P like BX walks C.
@@ -194,4 +217,40 @@ next:
 	SUBQ $16, R11
 	JNZ  colblock
 	VZEROUPPER
+	RET
+
+// func dotChain(x, y *float32, n, kc int) float32
+//
+// Σ x[i]·y[i] computed exactly as kern6x16 computes one element of a product
+// split into chunks of kc: a sequential FMA chain per chunk, chunks added in
+// order.
+TEXT ·dotChain(SB), NOSPLIT, $0-36
+	MOVQ   x+0(FP), AX
+	MOVQ   y+8(FP), BX
+	MOVQ   n+16(FP), CX
+	MOVQ   kc+24(FP), DX
+	VXORPS X0, X0, X0
+	TESTQ  CX, CX
+	JZ     dcdone
+
+dcchunk:
+	MOVQ   DX, SI
+	CMPQ   SI, CX
+	CMOVQGT CX, SI
+	SUBQ   SI, CX
+	VXORPS X1, X1, X1
+
+dcloop:
+	VMOVSS      (AX), X2
+	VFMADD231SS (BX), X2, X1
+	ADDQ        $4, AX
+	ADDQ        $4, BX
+	DECQ        SI
+	JNZ         dcloop
+	VADDSS      X1, X0, X0
+	TESTQ       CX, CX
+	JNZ         dcchunk
+
+dcdone:
+	VMOVSS X0, ret+32(FP)
 	RET

@@ -30,7 +30,7 @@ func TestGemm(t *testing.T) {
 			for _, n := range []int{1, 8, 16, 17, 32, 47} {
 				for _, k := range []int{0, 1, 3, 16, 65} {
 					for _, trans := range []bool{false, true} {
-						for mode := tileSet; mode <= tileDS; mode++ {
+						for mode := tileSet; mode <= tileDSAdd; mode++ {
 							checkGemm(t, rng, m, n, k, trans, mode)
 						}
 					}
@@ -75,6 +75,8 @@ func checkGemm(t *testing.T, rng *rand.Rand, m, n, k int, trans bool, mode int) 
 				want[i*ldc+j] += s
 			case tileDS:
 				want[i*ldc+j] = float64(p[i*ldc+j]) * (s - float64(dv[i]))
+			case tileDSAdd:
+				want[i*ldc+j] = float64(p[i*ldc+j]) * (float64(c[i*ldc+j]) + s - float64(dv[i]))
 			}
 		}
 	}
@@ -105,4 +107,50 @@ func BenchmarkGemm(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestRowDotMatchesGemm checks that rowDot rounds exactly like one element of
+// a chunked product, and that a chunked tileDS is exactly zero where the
+// value row equals the output row.
+func TestRowDotMatchesGemm(t *testing.T) {
+	forEachTileKernel(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(5, 6))
+		for _, d := range []int{1, 7, 16, 32, 64, 65, 96, 128, 200} {
+			kc := dotChunk(d)
+			const m, n = 6, 16
+			a := randData(rng, m*d)
+			bT := randData(rng, d*n) // Bᵀ rows: column j of B is row j of bT
+			b := make([]float32, d*n)
+			for x := 0; x < d; x++ {
+				for j := 0; j < n; j++ {
+					b[x*n+j] = bT[j*d+x]
+				}
+			}
+			c := make([]float32, m*n)
+			gemmChunked(kc, m, n, d, a, d, 1, b, n, c, n, tileSet, nil, nil)
+			for i := 0; i < m; i++ {
+				for j := 0; j < n; j++ {
+					if got := rowDot(a[i*d:(i+1)*d], bT[j*d:(j+1)*d], kc); got != c[i*n+j] {
+						t.Fatalf("d=%d (%d,%d): rowDot %v, gemm %v", d, i, j, got, c[i*n+j])
+					}
+				}
+			}
+			// dS = P∘(dP − D) with D from rowDot of the same rows: zero on
+			// the diagonal blocks where the rows match.
+			dv := make([]float32, m)
+			for i := range dv {
+				dv[i] = rowDot(a[i*d:(i+1)*d], bT[i*d:(i+1)*d], kc)
+			}
+			p := make([]float32, m*n)
+			for i := range p {
+				p[i] = 1
+			}
+			gemmChunked(kc, m, n, d, a, d, 1, b, n, c, n, tileDS, p, dv)
+			for i := 0; i < m; i++ {
+				if c[i*n+i] != 0 {
+					t.Fatalf("d=%d row %d: dS on matching rows = %v, want 0", d, i, c[i*n+i])
+				}
+			}
+		}
+	})
 }
