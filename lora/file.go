@@ -236,7 +236,7 @@ func (lm *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := lm.newAdapter(name, cfg)
+	cfg, modules, specs, err := lm.plan(name, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("lora: load %s: adapter does not fit this model: %w", dir, err)
 	}
@@ -244,54 +244,63 @@ func (lm *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 	bad := func(format string, args ...any) (*Adapter, error) {
 		return nil, fmt.Errorf("lora: load %s: %w: "+format, append([]any{path, ErrAdapterFile}, args...)...)
 	}
+	// Nothing is allocated from the config's claims until the file has
+	// shown tensors of exactly the planned shapes: a file much larger than
+	// the planned adapter is refused before it is read, a smaller one is
+	// read (it is no larger than what is on disk) and checked tensor by
+	// tensor, which names any mismatch.
+	var want int64
+	shapes := map[string][]int{}
+	for _, sp := range specs {
+		want += 4 * int64(sp.Shape[0]) * int64(sp.Shape[1])
+	}
+	for i, mod := range modules {
+		shapes[tensorName(mod, "lora_A")] = specs[2*i].Shape
+		shapes[tensorName(mod, "lora_B")] = specs[2*i+1].Shape
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("lora: load: %w", err)
 	}
-	want := int64(a.Params.Len()) * 4
-	// A file much larger than the adapter the config describes is refused
-	// before it is read; a smaller one is read (it is small) and its
-	// tensors are checked one by one, which names the mismatch.
 	if st.Size() > want+8+safetensors.DefaultMaxHeaderSize {
-		return bad("%d bytes, but the config's %d adapter weights need only %d bytes of tensors", st.Size(), a.Params.Len(), want)
+		return bad("%d bytes, but the config's adapter needs only %d bytes of tensors", st.Size(), want)
 	}
 	f, err := safetensors.ReadFile(path)
 	if err != nil {
 		return bad("%v", err)
 	}
-	type slot struct {
-		shape []int
-		dst   []float32
-	}
-	expect := map[string]slot{}
-	for _, mod := range a.Modules {
-		expect[tensorName(mod, "lora_A")] = slot{a.A(mod).Shape, a.A(mod).Data}
-		expect[tensorName(mod, "lora_B")] = slot{a.B(mod).Shape, a.B(mod).Data}
-	}
+	found := map[string][]float32{}
 	for _, t := range f.Tensors {
-		s, ok := expect[t.Name]
+		shape, ok := shapes[t.Name]
 		if !ok {
-			return bad("unexpected tensor %q (this model's adapter has lora_A/lora_B for %d modules: %v)", t.Name, len(a.Modules), a.Modules)
+			return bad("unexpected tensor %q (this model's adapter has lora_A/lora_B for %d modules: %v)", t.Name, len(modules), modules)
 		}
 		if t.DType != safetensors.F32 {
 			return bad("tensor %q is %v, want F32", t.Name, t.DType)
 		}
-		if len(t.Shape) != 2 || t.Shape[0] != int64(s.shape[0]) || t.Shape[1] != int64(s.shape[1]) {
-			return bad("tensor %q has shape %v, this model needs %v", t.Name, t.Shape, s.shape)
+		if len(t.Shape) != 2 || t.Shape[0] != int64(shape[0]) || t.Shape[1] != int64(shape[1]) {
+			return bad("tensor %q has shape %v, this model needs %v", t.Name, t.Shape, shape)
 		}
 		vals, err := t.Float32s()
-		if err != nil || len(vals) != len(s.dst) {
+		if err != nil || len(vals) != shape[0]*shape[1] {
 			return bad("tensor %q: %v", t.Name, err)
 		}
-		copy(s.dst, vals)
-		delete(expect, t.Name)
+		found[t.Name] = vals
 	}
-	for _, mod := range a.Modules {
+	for _, mod := range modules {
 		for _, which := range []string{"lora_A", "lora_B"} {
-			if _, missing := expect[tensorName(mod, which)]; missing {
+			if _, ok := found[tensorName(mod, which)]; !ok {
 				return bad("missing tensor %q", tensorName(mod, which))
 			}
 		}
+	}
+	a, err := lm.newAdapter(name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, mod := range modules {
+		copy(a.A(mod).Data, found[tensorName(mod, "lora_A")])
+		copy(a.B(mod).Data, found[tensorName(mod, "lora_B")])
 	}
 	if err := lm.install(a); err != nil {
 		return nil, err

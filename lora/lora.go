@@ -122,35 +122,45 @@ func (lm *Model) AddAdapter(name string, cfg Config) (*Adapter, error) {
 
 // newAdapter validates and allocates an adapter without installing it.
 func (lm *Model) newAdapter(name string, cfg Config) (*Adapter, error) {
-	if !adapterName.MatchString(name) {
-		return nil, fmt.Errorf("lora: adapter name %q: want 1–64 letters, digits, '_' or '-': %w", name, ErrConfig)
-	}
-	if _, dup := lm.adapters[name]; dup {
-		return nil, fmt.Errorf("lora: adapter %q already exists: %w", name, ErrConfig)
-	}
-	if cfg.Init == "" {
-		cfg.Init = InitKaiming
-	}
-	modules, err := cfg.Resolve(lm.Base)
+	cfg, modules, specs, err := lm.plan(name, cfg)
 	if err != nil {
 		return nil, err
-	}
-	var specs []model.ParamSpec
-	for _, mod := range modules {
-		l, err := lm.Base.Linear(mod)
-		if err != nil {
-			return nil, fmt.Errorf("lora: %w", err)
-		}
-		in, out := l.Dims()
-		specs = append(specs,
-			model.ParamSpec{Name: paramName(mod, "lora_A", name), Shape: []int{cfg.R, in}, Decay: true},
-			model.ParamSpec{Name: paramName(mod, "lora_B", name), Shape: []int{out, cfg.R}, Decay: true})
 	}
 	ps, err := model.NewParamSet(specs)
 	if err != nil {
 		return nil, fmt.Errorf("lora: %w", err)
 	}
 	return &Adapter{Name: name, Config: cfg, Modules: modules, Params: ps, owner: lm, scale: float32(cfg.Scale())}, nil
+}
+
+// plan validates an adapter and lists its parameters without allocating
+// them.
+func (lm *Model) plan(name string, cfg Config) (Config, []string, []model.ParamSpec, error) {
+	if !adapterName.MatchString(name) {
+		return cfg, nil, nil, fmt.Errorf("lora: adapter name %q: want 1–64 letters, digits, '_' or '-': %w", name, ErrConfig)
+	}
+	if _, dup := lm.adapters[name]; dup {
+		return cfg, nil, nil, fmt.Errorf("lora: adapter %q already exists: %w", name, ErrConfig)
+	}
+	if cfg.Init == "" {
+		cfg.Init = InitKaiming
+	}
+	modules, err := cfg.Resolve(lm.Base)
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	var specs []model.ParamSpec
+	for _, mod := range modules {
+		l, err := lm.Base.Linear(mod)
+		if err != nil {
+			return cfg, nil, nil, fmt.Errorf("lora: %w", err)
+		}
+		in, out := l.Dims()
+		specs = append(specs,
+			model.ParamSpec{Name: paramName(mod, "lora_A", name), Shape: []int{cfg.R, in}, Decay: true},
+			model.ParamSpec{Name: paramName(mod, "lora_B", name), Shape: []int{out, cfg.R}, Decay: true})
+	}
+	return cfg, modules, specs, nil
 }
 
 // install registers a's parameters with the base model and wraps its layers.

@@ -837,6 +837,7 @@ func TestLoadRefusesMismatch(t *testing.T) {
 	corrupt("rank mismatch", editConfig(func(js map[string]any) { js["r"] = 8 }))
 	corrupt("rank zero", editConfig(func(js map[string]any) { js["r"] = 0 }))
 	corrupt("huge rank", editConfig(func(js map[string]any) { js["r"] = 1 << 40 }))
+	corrupt("large rank, small file", editConfig(func(js map[string]any) { js["r"] = maxRank })) // nothing allocated from the claim
 	corrupt("not lora", editConfig(func(js map[string]any) { js["peft_type"] = "IA3" }))
 	corrupt("dora", editConfig(func(js map[string]any) { js["use_dora"] = true }))
 	corrupt("bias", editConfig(func(js map[string]any) { js["bias"] = "all" }))
@@ -895,4 +896,44 @@ func TestLoadRefusesMismatch(t *testing.T) {
 		ts[0] = safetensors.F32Tensor("extra", []int64{int64(n)}, make([]float32, n))
 		return ts
 	}))
+}
+
+// FuzzLoadAdapter feeds arbitrary adapter files to the loader: it must
+// return an error or a valid adapter, never panic or allocate from claims.
+func FuzzLoadAdapter(f *testing.F) {
+	dir := f.TempDir()
+	m := newBase(f, 32, 1)
+	lm, err := Apply(m, Config{R: 2, Alpha: 4, TargetModules: []string{"c_attn"}, Seed: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := lm.Active().Save(dir); err != nil {
+		f.Fatal(err)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(dir, ConfigFile))
+	weights, _ := os.ReadFile(filepath.Join(dir, WeightsFile))
+	f.Add(cfg, weights)
+	f.Add([]byte(`{"peft_type":"LORA","r":65536,"lora_alpha":1,"target_modules":"re:.*"}`), weights[:64])
+	f.Fuzz(func(t *testing.T, cfg, weights []byte) {
+		d := t.TempDir()
+		if err := os.WriteFile(filepath.Join(d, ConfigFile), cfg, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, WeightsFile), weights, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		lm, err := Wrap(newBase(t, 32, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := lm.LoadAdapter(d, "x")
+		if err != nil {
+			return
+		}
+		for _, mod := range a.Modules {
+			if a.A(mod) == nil || a.B(mod) == nil {
+				t.Fatalf("loaded adapter lacks %s", mod)
+			}
+		}
+	})
 }
