@@ -60,6 +60,7 @@ func benchTrain(b *testing.B, p model.Preset, workers int) {
 		b.Fatal(err)
 	}
 	tokens := 0
+	cpu0 := processCPU()
 	b.ResetTimer()
 	for range b.N {
 		st, err := tr.Step(ctx, data)
@@ -70,4 +71,9 @@ func benchTrain(b *testing.B, p model.Preset, workers int) {
 	}
 	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
 	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds()/float64(workers), "tokens/s/worker")
+	// CPU time per token shows the work done, which on a machine shared
+	// with other jobs separates the trainer's overhead from lost cores.
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/float64(tokens), "cpu-µs/token")
+	}
 }

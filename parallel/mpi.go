@@ -25,6 +25,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -130,7 +131,7 @@ func (c *MPIComm) Size() int { return c.size }
 // Abort ends every process of the job (MPI_Abort): a rank that panicked
 // cannot be waited for.
 func (c *MPIComm) Abort(err error) {
-	fmt.Printf("parallel: rank %d aborts the MPI job: %v\n", c.rank, err)
+	fmt.Fprintf(os.Stderr, "parallel: rank %d aborts the MPI job: %v\n", c.rank, err)
 	C.MPI_Abort(c.comm, 1)
 }
 
