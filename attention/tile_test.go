@@ -5,6 +5,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
 // forEachTileKernel runs f with every tile kernel this CPU supports. Tests
@@ -152,5 +155,46 @@ func TestRowDotMatchesGemm(t *testing.T) {
 				}
 			}
 		}
+	})
+}
+
+// BenchmarkTileProduct compares the tile kernel with kernels.Sgemm on the
+// products of one forward tile (96 query rows, 128 keys, D=64): S = Q·Kᵀ
+// (Sgemm reads K directly, the tile kernel a transposed copy) and O += P·V.
+func BenchmarkTileProduct(b *testing.B) {
+	const m, n, d = 96, 128, 64
+	rng := rand.New(rand.NewPCG(1, 2))
+	q, k, kt := randData(rng, m*d), randData(rng, n*d), randData(rng, d*n)
+	p, v := randData(rng, m*n), randData(rng, n*d)
+	s, o := make([]float32, m*n), make([]float32, m*d)
+	flops := 2 * 2 * float64(m*n*d)
+	var cpu0 time.Duration
+	report := func(b *testing.B) {
+		b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		b.ReportMetric(flops*float64(b.N)/(cpuTime()-cpu0).Seconds()/1e9, "GFLOP/cpu-s")
+	}
+	b.Run("tile", func(b *testing.B) {
+		cpu0 = cpuTime()
+		for i := 0; i < b.N; i++ {
+			gemmChunked(dotChunk(d), m, n, d, q, d, 1, kt, n, s, n, tileSet, nil, nil)
+			gemm(m, d, n, p, n, 1, v, d, o, d, tileAdd, nil, nil)
+		}
+		report(b)
+	})
+	b.Run("tile-unchunked", func(b *testing.B) {
+		cpu0 = cpuTime()
+		for i := 0; i < b.N; i++ {
+			gemm(m, n, d, q, d, 1, kt, n, s, n, tileSet, nil, nil)
+			gemm(m, d, n, p, n, 1, v, d, o, d, tileAdd, nil, nil)
+		}
+		report(b)
+	})
+	b.Run("sgemm", func(b *testing.B) {
+		cpu0 = cpuTime()
+		for i := 0; i < b.N; i++ {
+			kernels.Sgemm(false, true, m, n, d, 1, q, d, k, d, 0, s, n)
+			kernels.Sgemm(false, false, m, d, n, 1, p, n, v, d, 1, o, d)
+		}
+		report(b)
 	})
 }
