@@ -51,11 +51,11 @@ var fwdPool = sync.Pool{New: func() any { return new(fwdScratch) }}
 
 // fwdScratch is one worker's memory in the forward pass.
 type fwdScratch struct {
-	qs   []float32 // query block, zero-padded to mr × D
-	s    []float32 // scores, then probabilities, mr × lds
-	acc  []float32 // unnormalized output, mr × D
-	m []float32 // running maximum per row
-	l []float64 // running sum per row, in float64: it sets the log-sum-exp
+	qs  []float32 // query block, zero-padded to mr × D
+	s   []float32 // scores, then probabilities, mr × lds
+	acc []float32 // unnormalized output, mr × D
+	m   []float32 // running maximum per row
+	l   []float64 // running sum per row, in float64: it sets the log-sum-exp
 	// kt holds scale·Kᵀ of one (batch, kv head), D rows of ktLD floats,
 	// zero-padded so that tile products may read whole 16-column blocks
 	// past the last key; ktHead says which (-1: none yet).
