@@ -48,9 +48,9 @@ func Example() {
 	}
 	fmt.Println("steps:", tr.StepsDone(), "loss fell:", last < first)
 	// Output:
-	// worker 0 updates parameters [0, 7152)
-	// worker 1 updates parameters [7152, 14304)
-	// worker 2 updates parameters [14304, 21472)
+	// worker 0 updates parameters [0, 7168)
+	// worker 1 updates parameters [7168, 14336)
+	// worker 2 updates parameters [14336, 21472)
 	// steps: 8 loss fell: true
 }
 

@@ -32,6 +32,16 @@ type Config struct {
 	ClipNorm    float64 // global gradient-norm clipping; 0 disables
 	BucketBytes int     // gradient bucket size in bytes; 0 means DefaultBucketBytes
 	Stage       int     // ZeRO stage 0–3 for NewRank; New requires 0 (its workers share the weights)
+
+	// Exact (New only) makes the result independent of the number of
+	// workers bit for bit: every sample runs forward and backward alone
+	// and its gradient is kept until the reduction, which adds the
+	// per-sample gradients of each shard in global sample order. It costs
+	// one gradient buffer per sample held by a worker (Batch/Workers ×
+	// Accum × 4Ψ bytes each) and smaller products (one sample per graph
+	// run). Without it, workers reduce their own rows' summed gradients,
+	// which agree with other worker counts to float32 rounding.
+	Exact bool
 }
 
 func (cfg *Config) normalize(m *model.Model, ranks int) error {
@@ -57,6 +67,8 @@ func (cfg *Config) normalize(m *model.Model, ranks int) error {
 		return fmt.Errorf("parallel: config: bucket of %d bytes", cfg.BucketBytes)
 	case cfg.Stage < 0 || cfg.Stage > 3:
 		return fmt.Errorf("parallel: config: ZeRO stage %d (want 0–3)", cfg.Stage)
+	case cfg.Exact && cfg.Stage != 0:
+		return fmt.Errorf("parallel: config: Exact is for in-process workers (New), not ZeRO stage %d", cfg.Stage)
 	case !(cfg.ClipNorm >= 0):
 		return fmt.Errorf("parallel: config: clip norm %v", cfg.ClipNorm)
 	}
@@ -99,6 +111,7 @@ type worker struct {
 	replica *model.Replica
 	opt     *model.AdamW // over this rank's shard (or the whole set at stage 0)
 	optSpan span
+	samples [][]float32 // Exact: the weighted gradient of each of this worker's samples, micro-batch-major
 }
 
 // New returns a trainer whose cfg.Workers goroutine workers share m's
@@ -155,6 +168,9 @@ func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
 	}
 	n := comm.Size()
 	cfg.Workers = n
+	if cfg.Exact {
+		return nil, errors.New("parallel: config: Exact is for in-process workers (New)")
+	}
 	if err := cfg.normalize(m, n); err != nil {
 		return nil, err
 	}
@@ -213,13 +229,19 @@ func newTrainer(m *model.Model, cfg Config, n int) *Trainer {
 	return t
 }
 
+// normBlock is the unit of the gradient-norm computation and of the shard
+// boundaries: 1024 elements, one 4 KiB page.
+const normBlock = 1024
+
 // shardSpans splits psi elements into n contiguous shards whose boundaries
-// are multiples of 16 elements (64 bytes: ranks never share a cache line).
+// are multiples of normBlock elements, so that the blocks of the norm, and
+// the pages a stage-3 rank gives back, never straddle two ranks.
 func shardSpans(psi, n int) []span {
 	s := make([]span, n)
+	blocks := (psi + normBlock - 1) / normBlock
 	for r := range n {
-		lo := psi * r / n &^ 15
-		hi := psi * (r + 1) / n &^ 15
+		lo := min(psi, blocks*r/n*normBlock)
+		hi := min(psi, blocks*(r+1)/n*normBlock)
 		if r == n-1 {
 			hi = psi
 		}
@@ -229,11 +251,21 @@ func shardSpans(psi, n int) []span {
 }
 
 func (t *Trainer) newWorker(r int, rows span, comm Communicator, wholeOpt bool) (*worker, error) {
-	rep, err := t.model.NewReplica(rows.len(), t.cfg.SeqLen)
+	B := rows.len()
+	if t.cfg.Exact {
+		B = 1
+	}
+	rep, err := t.model.NewReplica(B, t.cfg.SeqLen)
 	if err != nil {
 		return nil, fmt.Errorf("parallel: rank %d: %w", r, err)
 	}
 	w := &worker{rank: r, rows: rows, comm: comm, replica: rep}
+	if t.cfg.Exact {
+		w.samples = make([][]float32, rows.len()*t.cfg.Accum)
+		for i := range w.samples {
+			w.samples[i] = make([]float32, len(rep.Grad))
+		}
+	}
 	w.optSpan = t.shards[r]
 	if wholeOpt {
 		w.optSpan = span{0, t.model.Trainable().Len()}
@@ -512,15 +544,34 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64) (loss, norm float6
 	var localLoss float64
 	var localErr error
 	per := t.cfg.Batch * T
-	for k := range t.cfg.Accum {
-		in := t.inputs[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
-		tg := t.targets[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
-		l, err := w.replica.ForwardBackward(in, tg, weight)
-		if err != nil {
-			localErr = err
-			break
+	if t.cfg.Exact {
+		// One sample at a time, each gradient kept for the ordered sum.
+		weight = 1 / total
+	exact:
+		for k := range t.cfg.Accum {
+			for j := range w.rows.len() {
+				at := k*per + (w.rows.lo+j)*T
+				w.replica.ZeroGrad()
+				l, err := w.replica.ForwardBackward(t.inputs[at:at+T], t.targets[at:at+T], weight)
+				if err != nil {
+					localErr = err
+					break exact
+				}
+				copy(w.samples[k*w.rows.len()+j], w.replica.Grad)
+				localLoss += float64(l) * float64(weight)
+			}
 		}
-		localLoss += float64(l) * float64(weight)
+	} else {
+		for k := range t.cfg.Accum {
+			in := t.inputs[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
+			tg := t.targets[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
+			l, err := w.replica.ForwardBackward(in, tg, weight)
+			if err != nil {
+				localErr = err
+				break
+			}
+			localLoss += float64(l) * float64(weight)
+		}
 	}
 	if localErr == nil && t.testHook != nil {
 		localErr = t.testHook(w.rank, step)
@@ -550,7 +601,23 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64) (loss, norm float6
 
 	// Reduce the gradients bucket by bucket, in a fixed order.
 	own := t.shards[w.rank]
+	if t.cfg.Exact {
+		// The status exchange above is a barrier: every worker's sample
+		// gradients are ready. Add this shard of them in global sample
+		// order (micro-batch, then rank, then row), whatever the split.
+		var order [][]float32
+		for k := range t.cfg.Accum {
+			for _, q := range t.workers {
+				nq := q.rows.len()
+				order = append(order, q.samples[k*nq:(k+1)*nq]...)
+			}
+		}
+		sumInto(grad, order, own.lo, own.hi)
+	}
 	for _, b := range t.buckets {
+		if t.cfg.Exact {
+			break
+		}
 		var err error
 		if t.stage == 0 && !t.shared {
 			err = comm.AllReduce(grad[b.lo:b.hi])
@@ -562,20 +629,31 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64) (loss, norm float6
 		}
 	}
 
-	// Global norm: each rank's float64 partial over its shard, summed in
-	// rank order.
-	var partial float64
-	for _, g := range grad[own.lo:own.hi] {
-		partial += float64(g) * float64(g)
+	// Global norm: a float64 sum of squares per block of normBlock
+	// elements, the blocks' sums added in block order, so the norm of a
+	// given gradient does not depend on the number of ranks.
+	nb := (len(grad) + normBlock - 1) / normBlock
+	blockSums := make([]float32, 2*nb)
+	for b := own.lo / normBlock; b*normBlock < own.hi; b++ {
+		var s float64
+		for _, g := range grad[b*normBlock : min((b+1)*normBlock, len(grad))] {
+			s += float64(g) * float64(g)
+		}
+		putUint64(blockSums[2*b:], math.Float64bits(s))
 	}
-	norms := make([]float32, 2*n)
-	putUint64(norms[2*w.rank:], math.Float64bits(partial))
-	if err := comm.AllGather(norms, fill(n, 2)); err != nil {
+	counts := make([]int, n)
+	for q, sh := range t.shards {
+		counts[q] = 2 * ((sh.hi+normBlock-1)/normBlock - sh.lo/normBlock)
+		if sh.len() == 0 {
+			counts[q] = 0
+		}
+	}
+	if err := comm.AllGather(blockSums, counts); err != nil {
 		return fail(fmt.Errorf("gradient norm: %w", err))
 	}
 	var sq float64
-	for q := range n {
-		sq += math.Float64frombits(getUint64(norms[2*q:]))
+	for b := range nb {
+		sq += math.Float64frombits(getUint64(blockSums[2*b:]))
 	}
 	norm = math.Sqrt(sq)
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {

@@ -98,8 +98,10 @@ func maxRelDiff(a, b []float32, atol float64) float64 {
 
 func TestOneWorkerMatchesModelTrainer(t *testing.T) {
 	// One worker runs the single-replica loop's exact operations, so the
-	// weights agree bit for bit with model.Trainer.
+	// weights agree bit for bit with model.Trainer. (Without clipping: the
+	// norm is summed by blocks here and in one pass there.)
 	cfg := testConfig(1, 4, 2)
+	cfg.ClipNorm = 0
 	got := trainShared(t, cfg, 3)
 
 	m := newTestModel(t)
@@ -187,6 +189,33 @@ func TestWorkersMatchOneWorker(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestExactModeIsBitIdenticalForAnyWorkerCount(t *testing.T) {
+	// Default AdamW (ε = 1e-8) and clipping: nothing to tolerate.
+	cfg := testConfig(1, 10, 2)
+	cfg.Exact = true
+	ref := trainShared(t, cfg, 5)
+	for _, n := range []int{2, 3} {
+		cfg.Workers = n
+		got := trainShared(t, cfg, 5)
+		if Hash(got.weights) != Hash(ref.weights) {
+			t.Errorf("exact, workers=%d: weights differ from 1 worker (max rel diff %g)", n, maxRelDiff(got.weights, ref.weights, 1e-7))
+		}
+	}
+	// Accumulation 4×2 against 1×8.
+	whole := testConfig(1, 8, 1)
+	whole.Exact = true
+	acc := testConfig(2, 2, 4)
+	acc.Exact = true
+	if Hash(trainShared(t, whole, 3).weights) != Hash(trainShared(t, acc, 3).weights) {
+		t.Error("exact: 4 micro-batches × 2 workers differ from 1 worker on the whole batch")
+	}
+	// Close to the default mode (same data, different summation order).
+	def := trainShared(t, testConfig(1, 10, 2), 1)
+	cfg.Workers = 3
+	ex := trainShared(t, cfg, 1)
+	checkClose(t, "exact vs default: reduced gradient", ex.grads, def.grads, gradRtol, gradAtol*maxAbs(def.grads))
 }
 
 func TestAccumulationMatchesWholeBatch(t *testing.T) {
