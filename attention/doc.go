@@ -35,8 +35,9 @@
 // purego build tag); row-wise softmax work uses internal/kernels.
 //
 // Work is split into independent items — (batch, head, query block) in the
-// forward pass, (batch, key/value head) in the backward pass — taken from a
-// shared queue by a fixed number of goroutines. Every output element is
+// forward pass, (batch, key/value head) in the backward pass, whose key
+// blocks are split into ranges when there are fewer than four such pairs —
+// taken from a shared queue by a fixed number of goroutines. Every output element is
 // written by exactly one item and every sum has a fixed order, so repeated
 // runs give bit-identical results.
 package attention

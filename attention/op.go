@@ -23,6 +23,7 @@ const (
 	Naive
 )
 
+// String returns "flash" or "naive".
 func (i Impl) String() string {
 	switch i {
 	case Flash:
