@@ -26,5 +26,19 @@
 // Reductions are deterministic: every element of a sum is added in rank order
 // whatever the timing of goroutines or processes, so a run is bit-for-bit
 // repeatable, all ranks hold bit-identical weights, and the in-process and MPI
-// deployments agree bit for bit.
+// deployments agree bit for bit. Gradients travel in buckets of
+// Config.BucketBytes (25 MiB by default) in a fixed order, once per optimizer
+// step whatever the accumulation. The global gradient norm is a float64 sum
+// of squares per block of 1024 elements, the blocks added in order, so it
+// does not depend on the number of ranks either; shard boundaries fall on
+// those blocks.
+//
+// Different worker counts split a micro-batch differently, so by default
+// their gradients agree to float32 rounding (the sums group the samples
+// differently), and Adam, whose update is about lr·sign(g) for any |g| ≫ ε,
+// turns a sign flip of a gradient at the rounding level into a 2·lr
+// difference of that parameter. Config.Exact removes the difference: each
+// sample's gradient is computed alone and the per-sample gradients are added
+// in global sample order, so 1, 2 or 3 workers produce the same bits, at the
+// price of one gradient buffer per sample and one graph run per sample.
 package parallel
