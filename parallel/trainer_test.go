@@ -302,8 +302,11 @@ func trainRanks(t *testing.T, cfg Config, n, steps int) [][]float32 {
 }
 
 func TestZeROStagesMatchSharedWorkers(t *testing.T) {
-	steps := 3
-	for _, n := range []int{2, 3} {
+	steps, counts := 3, []int{2, 3}
+	if testing.Short() {
+		counts = counts[:1]
+	}
+	for _, n := range counts {
 		cfg := testConfig(n, 10, 2)
 		want := Hash(trainShared(t, cfg, steps).weights)
 		for stage := range 4 {
