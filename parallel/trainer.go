@@ -358,8 +358,25 @@ func getUint64(src []float32) uint64 {
 // Config returns the run's configuration, defaults filled in.
 func (t *Trainer) Config() Config { return t.cfg }
 
-// Model returns the trained model (this rank's copy under NewRank).
+// Model returns the trained model (this rank's copy under NewRank). At ZeRO
+// stage 3 the parts of the weights that other ranks own read as zeros
+// between steps: call GatherParams (on every rank) before evaluating or
+// saving the model.
 func (t *Trainer) Model() *model.Model { return t.model }
+
+// GatherParams makes this rank's model whole at ZeRO stage 3 by
+// all-gathering the parameter shards (a collective: every rank calls it);
+// the next step releases the other ranks' parts again. At other stages, and
+// under New, it does nothing.
+func (t *Trainer) GatherParams() error {
+	if t.release == nil || len(t.workers) != 1 {
+		return nil
+	}
+	if err := t.gatherParams(t.workers[0]); err != nil {
+		return fmt.Errorf("parallel: rank %d: %w", t.workers[0].rank, err)
+	}
+	return nil
+}
 
 // Ranks returns the number of ranks (workers).
 func (t *Trainer) Ranks() int { return t.ranks }

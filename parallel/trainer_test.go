@@ -278,10 +278,20 @@ func trainRanks(t *testing.T, cfg Config, n, steps int) [][]float32 {
 					return err
 				}
 				data := newTestData(t, 3)
-				for range steps {
+				for i := range steps {
 					if _, err := tr.Step(context.Background(), data); err != nil {
 						tr.Close()
 						return err
+					}
+					if i == 0 { // a whole model mid-run, then training goes on
+						if err := tr.GatherParams(); err != nil {
+							return err
+						}
+						for _, x := range m.Trainable().Data[:8] {
+							if x == 0 {
+								return fmt.Errorf("rank %d: zero weight after GatherParams", r)
+							}
+						}
 					}
 				}
 				if err := tr.Close(); err != nil {
