@@ -195,6 +195,9 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 	res := &result{Preset: o.preset, Params: params, Steps: o.steps, Batch: o.batch, Seq: o.seq, Base: basePath, BaseBPB: baseBPB}
 	for _, method := range strings.Split(o.methods, ",") {
 		method = strings.TrimSpace(method)
+		if method == "" {
+			continue
+		}
 		r, err := fineTune(ctx, o, method, basePath, corpus.Train, evaluate, stderr)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", method, err)
@@ -362,7 +365,17 @@ func fineTune(ctx context.Context, o options, method, basePath string, train []b
 		return r, err
 	}
 
-	runtime.GC()
+	// Objects with finalizers (gorgonia's, from the previous method's
+	// graphs) survive one collection: collect until the heap stops
+	// shrinking so that each method starts from the same clean heap.
+	for prev := uint64(1<<63 - 1); ; {
+		runtime.GC()
+		h := heapNow()
+		if h >= prev {
+			break
+		}
+		prev = h
+	}
 	sampler := startSampler()
 	tr, err := model.NewTrainer(m, model.TrainConfig{Batch: o.batch, SeqLen: o.seq,
 		Schedule: model.Schedule{Peak: lr, Warmup: min(20, o.steps/10), Total: o.steps, MinRatio: 0.1},
