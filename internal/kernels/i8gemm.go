@@ -23,6 +23,16 @@ import (
 //
 // Calls run in parallel over tiles of C (I8MC rows × up to I8NC columns)
 // taken from a shared counter, so faster cores take more tiles.
+//
+// Two AVX2 micro-kernels exist. The sign-trick kernel (DESIGN.md §3) works on
+// int8 operands: VPSIGNB, VPMADDUBSW, VPMADDWD with ones, VPADDD. On this
+// CPU VPSIGNB, VPABSB, VPMADDUBSW and VPMADDWD share two pipes, so it costs
+// three of those per 32 multiply-adds and ran ~145 GOP/s on one core (the
+// fp32 kernel: ~113 GFLOP/s). The W16 kernel packs both operands
+// sign-extended to int16 and does one VPMADDWD per 16 multiply-adds: ~1.5×
+// the sign-trick kernel, so it is the default (packed weights then take two
+// bytes per value in memory; checkpoints stay int8). Set I8SignTrick to use
+// the sign-trick kernel. Both are exact for values in [−127, 127].
 const (
 	i8MR = 4
 	i8NR = 16
@@ -41,18 +51,28 @@ const (
 
 func i8RoundUp(x, m int) int { return (x + m - 1) / m * m }
 
+// I8SignTrick selects the sign-trick kernel instead of the W16 kernel on
+// AVX2. Operands packed under one setting must be multiplied under the same
+// one. Set it before any packing, or not at all.
+var I8SignTrick = false
+
+// i8W16 reports whether the W16 layout and kernel are in use.
+func i8W16() bool { return useAVX2 && !I8SignTrick }
+
 // I8PackedB is an n×k int8 matrix packed as the B operand of the int8 GEMM.
 // It is immutable once packed and safe for concurrent use.
 type I8PackedB struct {
 	n, k, kp int
-	data     []int8 // ceil(n/16) micro-panels of kp·16 bytes
+	w16      bool
+	data     []int8  // ceil(n/16) micro-panels of kp·16 bytes (int8 layout)
+	data16   []int16 // ceil(n/16) micro-panels of kp·16 values (W16 layout)
 }
 
 // Dims returns n and k.
 func (p *I8PackedB) Dims() (n, k int) { return p.n, p.k }
 
 // Bytes returns the size of the packed data in bytes.
-func (p *I8PackedB) Bytes() int { return len(p.data) }
+func (p *I8PackedB) Bytes() int { return len(p.data) + 2*len(p.data16) }
 
 // PackI8B packs the n×k matrix b (row j at b[j·ldb:]) for I8GemmF32 and
 // I8GemmI32. It panics on inconsistent arguments.
@@ -61,7 +81,18 @@ func PackI8B(n, k int, b []int8, ldb int) *I8PackedB {
 		panic("kernels: PackI8B: bad dimensions")
 	}
 	kp := i8RoundUp(k, 4)
-	p := &I8PackedB{n: n, k: k, kp: kp, data: make([]int8, i8RoundUp(n, i8NR)*kp)}
+	p := &I8PackedB{n: n, k: k, kp: kp, w16: i8W16()}
+	if p.w16 {
+		p.data16 = make([]int16, i8RoundUp(n, i8NR)*kp)
+		for j := 0; j < n; j++ {
+			panel := p.data16[(j/i8NR)*kp*i8NR+(j%i8NR)*2:]
+			for q, v := range b[j*ldb : j*ldb+k] {
+				panel[(q/2)*32+q%2] = int16(v)
+			}
+		}
+		return p
+	}
+	p.data = make([]int8, i8RoundUp(n, i8NR)*kp)
 	for j := 0; j < n; j++ {
 		panel := p.data[(j/i8NR)*kp*i8NR:]
 		jj := j % i8NR
@@ -78,7 +109,9 @@ func PackI8B(n, k int, b []int8, ldb int) *I8PackedB {
 // by later packings, so one I8PackedA serves a stream of calls.
 type I8PackedA struct {
 	m, k, kp int
-	data     []int8
+	w16      bool
+	data     []int8  // int8 layout: values and absolute values
+	data16   []int16 // W16 layout
 	// Scale holds the m row scales (dequantization factors).
 	Scale []float32
 }
@@ -91,16 +124,35 @@ func (p *I8PackedA) reset(m, k int) {
 	if m < 0 || k < 0 || k > MaxI8K {
 		panic("kernels: I8PackedA: bad dimensions")
 	}
-	p.m, p.k, p.kp = m, k, i8RoundUp(k, 4)
+	p.m, p.k, p.kp, p.w16 = m, k, i8RoundUp(k, 4), i8W16()
+	if cap(p.Scale) < i8RoundUp(m, i8MR) {
+		p.Scale = make([]float32, i8RoundUp(m, i8MR))
+	}
+	p.Scale = p.Scale[:m]
+	if p.w16 {
+		size := i8RoundUp(m, i8MR) * p.kp
+		if cap(p.data16) < size {
+			p.data16 = make([]int16, size)
+		}
+		p.data16 = p.data16[:size]
+		if m%i8MR != 0 {
+			clear(p.data16[(m/i8MR)*i8MR*p.kp:])
+		}
+		if p.kp != k {
+			for i := 0; i < m; i++ {
+				panel := p.data16[(i/i8MR)*p.kp*i8MR+(i%i8MR)*2:]
+				for q := k; q < p.kp; q++ {
+					panel[(q/2)*8+q%2] = 0
+				}
+			}
+		}
+		return
+	}
 	size := i8RoundUp(m, i8MR) * p.kp * 2
 	if cap(p.data) < size {
 		p.data = make([]int8, size)
 	}
 	p.data = p.data[:size]
-	if cap(p.Scale) < i8RoundUp(m, i8MR) {
-		p.Scale = make([]float32, i8RoundUp(m, i8MR))
-	}
-	p.Scale = p.Scale[:m]
 	// Padding rows and the k padding must be zero.
 	if r := m % i8MR; r != 0 {
 		clear(p.data[(m/i8MR)*i8MR*p.kp*2:])
@@ -125,6 +177,13 @@ func PackI8A(m, k int, a []int8, lda int, dst *I8PackedA) {
 	dst.reset(m, k)
 	for i := 0; i < m; i++ {
 		dst.Scale[i] = 1
+		if dst.w16 {
+			panel := dst.data16[(i/i8MR)*dst.kp*i8MR+(i%i8MR)*2:]
+			for q, v := range a[i*lda : i*lda+k] {
+				panel[(q/2)*8+q%2] = int16(v)
+			}
+			continue
+		}
 		panel := dst.data[(i/i8MR)*dst.kp*i8MR*2+(i%i8MR)*4:]
 		for q, v := range a[i*lda : i*lda+k] {
 			o := (q/4)*32 + q%4
@@ -188,6 +247,24 @@ func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i in
 	}
 	dst.Scale[i] = s
 	inv := 1 / s
+	if dst.w16 {
+		panel := dst.data16[(i/i8MR)*dst.kp*i8MR+(i%i8MR)*2:]
+		q := 0
+		if skip == nil {
+			for ; q+2 <= len(row); q += 2 {
+				o := (q / 2) * 8
+				panel[o], panel[o+1] = int16(quantize1(row[q], inv)), int16(quantize1(row[q+1], inv))
+			}
+		}
+		for ; q < len(row); q++ {
+			var qv int8
+			if skip == nil || !skip[q] {
+				qv = quantize1(row[q], inv)
+			}
+			panel[(q/2)*8+q%2] = int16(qv)
+		}
+		return
+	}
 	panel := dst.data[(i/i8MR)*dst.kp*i8MR*2+(i%i8MR)*4:]
 	for q, v := range row {
 		var qv int8
@@ -331,6 +408,9 @@ func I8Gemm(m, n, k int, a []int8, lda int, b []int8, ldb int, c []int32, ldc in
 }
 
 func (j *i8Job) run() {
+	if j.a.w16 != j.b.w16 || j.a.w16 != i8W16() {
+		panic("kernels: int8 operands packed for another kernel (I8SignTrick changed)")
+	}
 	m, n, k := j.a.m, j.b.n, j.a.k
 	workers := runtime.GOMAXPROCS(0)
 	if m*n*k < i8ParWork {
@@ -379,22 +459,43 @@ func (j *i8Job) worker() {
 func (j *i8Job) task(t int) {
 	m, n := j.a.m, j.b.n
 	kp := j.a.kp
-	kg := kp / 4
 	i0 := (t / j.tn) * j.mc
 	j0 := (t % j.tn) * j.nc
 	i1, j1 := min(i0+j.mc, m), min(j0+j.nc, n)
 	var tileI [i8MR * i8NR]int32
 	var tileF [i8MR * i8NR]float32
-	asm := useAVX2
+	asm, w16 := useAVX2, j.a.w16
+	// kernel runs the micro-kernel for the tile at (ip, jp) into c (int32
+	// or float32 as the job says).
+	kernelF := func(ip, jp int, c *float32, ldc int, rs *float32, add bool) {
+		if w16 {
+			a := j.a.data16[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
+			b := j.b.data16[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+			i8gemmKernelW16F32AVX2(kp/2, &a[0], &b[0], c, ldc, rs, &j.cs[jp], &j.bias[jp], add)
+			return
+		}
+		a := j.a.data[(ip/i8MR)*kp*i8MR*2 : (ip/i8MR+1)*kp*i8MR*2]
+		b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+		i8gemmKernel4x16F32AVX2(kp/4, &a[0], &b[0], c, ldc, rs, &j.cs[jp], &j.bias[jp], add)
+	}
+	kernelI := func(ip, jp int, c *int32, ldc int, add bool) {
+		if w16 {
+			a := j.a.data16[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
+			b := j.b.data16[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+			i8gemmKernelW16I32AVX2(kp/2, &a[0], &b[0], c, ldc, add)
+			return
+		}
+		a := j.a.data[(ip/i8MR)*kp*i8MR*2 : (ip/i8MR+1)*kp*i8MR*2]
+		b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+		i8gemmKernel4x16I32AVX2(kp/4, &a[0], &b[0], c, ldc, add)
+	}
 	for jp := j0; jp < j1; jp += i8NR {
-		bpan := j.b.data[(jp/i8NR)*kp*i8NR:]
-		bpan = bpan[:kp*i8NR]
 		for ip := i0; ip < i1; ip += i8MR {
-			apan := j.a.data[(ip/i8MR)*kp*i8MR*2:]
-			apan = apan[:kp*i8MR*2]
 			full := ip+i8MR <= m && jp+i8NR <= n
 			if !asm {
-				i8gemmKernelGeneric(kg, apan, bpan, &tileI)
+				a := j.a.data[(ip/i8MR)*kp*i8MR*2 : (ip/i8MR+1)*kp*i8MR*2]
+				b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+				i8gemmKernelGeneric(kp/4, a, b, &tileI)
 				j.storeGeneric(&tileI, ip, jp)
 				continue
 			}
@@ -408,10 +509,10 @@ func (j *i8Job) task(t int) {
 					rs = &rsPad[0]
 				}
 				if full {
-					i8gemmKernel4x16F32AVX2(kg, &apan[0], &bpan[0], &j.cf[ip*j.ldc+jp], j.ldc, rs, &j.cs[jp], &j.bias[jp], j.add)
+					kernelF(ip, jp, &j.cf[ip*j.ldc+jp], j.ldc, rs, j.add)
 					continue
 				}
-				i8gemmKernel4x16F32AVX2(kg, &apan[0], &bpan[0], &tileF[0], i8NR, rs, &j.cs[jp], &j.bias[jp], false)
+				kernelF(ip, jp, &tileF[0], i8NR, rs, false)
 				for r := 0; r < min(i8MR, m-ip); r++ {
 					row := j.cf[(ip+r)*j.ldc+jp : (ip+r)*j.ldc+min(jp+i8NR, n)]
 					for c := range row {
@@ -425,10 +526,10 @@ func (j *i8Job) task(t int) {
 				continue
 			}
 			if full {
-				i8gemmKernel4x16I32AVX2(kg, &apan[0], &bpan[0], &j.ci[ip*j.ldc+jp], j.ldc, j.add)
+				kernelI(ip, jp, &j.ci[ip*j.ldc+jp], j.ldc, j.add)
 				continue
 			}
-			i8gemmKernel4x16I32AVX2(kg, &apan[0], &bpan[0], &tileI[0], i8NR, false)
+			kernelI(ip, jp, &tileI[0], i8NR, false)
 			j.storeI32(&tileI, ip, jp)
 		}
 	}

@@ -19,3 +19,16 @@ func i8gemmKernel4x16I32AVX2(kg int, a *int8, b *int8, c *int32, ldc int, add bo
 //
 //go:noescape
 func i8gemmKernel4x16F32AVX2(kg int, a *int8, b *int8, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
+
+// i8gemmKernelW16I32AVX2 computes the 4×16 int32 tile c[r][j] (+)= Σ a·b from int16-packed
+// 4-row A and 16-column B micro-panels of kp pairs of k values.
+//
+//go:noescape
+func i8gemmKernelW16I32AVX2(kp int, a *int16, b *int16, c *int32, ldc int, add bool)
+
+// i8gemmKernelW16F32AVX2 computes the 4×16 tile c[r][j] (+)= rs[r]·cs[j]·Σ a·b + bias[j]
+// from int16-packed 4-row A and 16-column B micro-panels of kp pairs of k
+// values. With add the result is added to c. ldc is the row stride of c.
+//
+//go:noescape
+func i8gemmKernelW16F32AVX2(kp int, a *int16, b *int16, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)

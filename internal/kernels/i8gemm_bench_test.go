@@ -15,7 +15,7 @@ func BenchmarkI8GemmKernel(b *testing.B) {
 		a, bb := make([]int8, kg*32), make([]int8, kg*64)
 		var tile [i8MR * i8NR]int32
 		for b.Loop() {
-			if useAVX2 {
+			if useAVX2 { // the sign-trick kernel
 				i8gemmKernel4x16I32AVX2(kg, &a[0], &bb[0], &tile[0], i8NR, false)
 			} else {
 				i8gemmKernelGeneric(kg, a, bb, &tile)
@@ -42,4 +42,17 @@ func BenchmarkI8GemmF32(b *testing.B) {
 			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
 		})
 	}
+}
+
+func BenchmarkI8GemmKernelW16(b *testing.B) {
+	if !hasAVX2FMA {
+		b.Skip("no assembly")
+	}
+	kp := 512
+	a, bb := make([]int16, kp*8), make([]int16, kp*32)
+	var tile [i8MR * i8NR]int32
+	for b.Loop() {
+		i8gemmKernelW16I32AVX2(kp, &a[0], &bb[0], &tile[0], i8NR, false)
+	}
+	b.ReportMetric(2*i8MR*i8NR*2*float64(kp)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
 }

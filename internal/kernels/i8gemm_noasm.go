@@ -12,3 +12,9 @@ func i8gemmKernel4x16I32AVX2(kg int, a, b *int8, c *int32, ldc int, add bool) {
 func i8gemmKernel4x16F32AVX2(kg int, a, b *int8, c *float32, ldc int, rs, cs, bias *float32, add bool) {
 	panic("unreachable")
 }
+
+func i8gemmKernelW16I32AVX2(kp int, a, b *int16, c *int32, ldc int, add bool) { panic("unreachable") }
+
+func i8gemmKernelW16F32AVX2(kp int, a, b *int16, c *float32, ldc int, rs, cs, bias *float32, add bool) {
+	panic("unreachable")
+}

@@ -6,6 +6,25 @@ import (
 	"testing"
 )
 
+// forEachI8Impl runs f on the generic kernel and on both assembly kernels.
+func forEachI8Impl(t *testing.T, f func(t *testing.T)) {
+	forEachImpl(t, func(t *testing.T) {
+		if !useAVX2 {
+			f(t)
+			return
+		}
+		defer func(saved bool) { I8SignTrick = saved }(I8SignTrick)
+		for _, st := range []bool{false, true} {
+			I8SignTrick = st
+			name := "w16"
+			if st {
+				name = "signtrick"
+			}
+			t.Run(name, f)
+		}
+	})
+}
+
 func randI8(rng *rand.Rand, n int) []int8 {
 	x := make([]int8, n)
 	for i := range x {
@@ -17,7 +36,7 @@ func randI8(rng *rand.Rand, n int) []int8 {
 // TestI8GemmExact checks the int32 product against a plain reference on
 // ragged shapes, strided operands and accumulation, on every implementation.
 func TestI8GemmExact(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachI8Impl(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))
 		shapes := [][3]int{{1, 1, 1}, {4, 16, 4}, {5, 17, 3}, {3, 15, 7}, {1, 40, 129}, {33, 70, 1000}, {130, 300, 65}, {260, 520, 37}}
 		for _, s := range shapes {
@@ -67,7 +86,7 @@ func TestI8GemmExact(t *testing.T) {
 
 // TestI8GemmF32 checks the fused dequantization: scales, bias, accumulation.
 func TestI8GemmF32(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachI8Impl(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(5, 6))
 		for _, s := range [][3]int{{1, 1, 5}, {7, 33, 64}, {131, 270, 130}} {
 			m, n, k := s[0], s[1], s[2]
@@ -110,7 +129,9 @@ func TestI8GemmF32(t *testing.T) {
 
 // TestQuantizeI8A checks per-row and static quantization: half a step per
 // element, saturation and skipped columns.
-func TestQuantizeI8A(t *testing.T) {
+func TestQuantizeI8A(t *testing.T) { forEachI8Impl(t, testQuantizeI8A) }
+
+func testQuantizeI8A(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	m, k := 9, 37
 	x := make([]float32, m*k)

@@ -43,6 +43,8 @@ func main() {
 	}
 	kernel("i8gemmKernel4x16I32AVX2", false, ones)
 	kernel("i8gemmKernel4x16F32AVX2", true, ones)
+	kernelW16("i8gemmKernelW16I32AVX2", false)
+	kernelW16("i8gemmKernelW16F32AVX2", true)
 	Generate()
 }
 
@@ -123,6 +125,12 @@ func kernel(name string, f32 bool, ones Mem) {
 	JMP(LabelRef("tail"))
 
 	Label("store")
+	store(f32)
+}
+
+// store emits the epilogue shared by the kernels: the accumulators
+// Y0…Y7 go to c as int32 or, dequantized, as float32.
+func store(f32 bool) {
 	cp, ldc := R8, R9
 	Load(Param("c"), cp)
 	Load(Param("ldc"), ldc)
@@ -156,7 +164,7 @@ func kernel(name string, f32 bool, ones Mem) {
 	Load(Param("rs"), rs)
 	Load(Param("cs"), cs)
 	Load(Param("bias"), bias)
-	cs0, cs1, bi0, bi1, rsb, sc := b0, b1, on, bc, ab, t0
+	cs0, cs1, bi0, bi1, rsb, sc, t1 := Y8, Y9, Y10, Y11, Y12, Y13, Y14
 	VMOVUPS(Mem{Base: cs}, cs0)
 	VMOVUPS(Mem{Base: cs, Disp: 32}, cs1)
 	VMOVUPS(Mem{Base: bias}, bi0)
@@ -188,4 +196,72 @@ func kernel(name string, f32 bool, ones Mem) {
 		VZEROUPPER()
 		RET()
 	}
+}
+
+// kernelW16 emits the int16 variant: operands sign-extended to int16 when
+// packed (A: 16 bytes per pair of k values, row r at bytes 4r…4r+3; B: 64
+// bytes per pair, column j at bytes 4j…4j+3), one VPMADDWD and one VPADDD
+// per row and half and k pair. Products of int8 values sign-extended to int16
+// are exact, and so are the pair sums (2·127² < 2^31).
+func kernelW16(name string, f32 bool) {
+	if f32 {
+		TEXT(name, NOSPLIT, "func(kp int, a, b *int16, c *float32, ldc int, rs, cs, bias *float32, add bool)")
+		Doc(
+			name+" computes the 4×16 tile c[r][j] (+)= rs[r]·cs[j]·Σ a·b + bias[j]",
+			"from int16-packed 4-row A and 16-column B micro-panels of kp pairs of k",
+			"values. With add the result is added to c. ldc is the row stride of c.",
+		)
+	} else {
+		TEXT(name, NOSPLIT, "func(kp int, a, b *int16, c *int32, ldc int, add bool)")
+		Doc(
+			name+" computes the 4×16 int32 tile c[r][j] (+)= Σ a·b from int16-packed",
+			"4-row A and 16-column B micro-panels of kp pairs of k values.",
+		)
+	}
+	Pragma("noescape")
+	kg, ap, bp := RBX, RSI, RDI
+	Load(Param("kp"), kg)
+	Load(Param("a"), ap)
+	Load(Param("b"), bp)
+	for r := 0; r < mr; r++ {
+		for h := 0; h < 2; h++ {
+			VPXOR(acc(r, h), acc(r, h), acc(r, h))
+		}
+	}
+	b0, b1, bc, t0, t1 := Y8, Y9, Y11, Y13, Y14
+	step := func(i int) {
+		VMOVDQU(Mem{Base: bp, Disp: i * 64}, b0)
+		VMOVDQU(Mem{Base: bp, Disp: i*64 + 32}, b1)
+		for r := 0; r < mr; r++ {
+			VPBROADCASTD(Mem{Base: ap, Disp: i*16 + 4*r}, bc)
+			VPMADDWD(b0, bc, t0)
+			VPMADDWD(b1, bc, t1)
+			VPADDD(t0, acc(r, 0), acc(r, 0))
+			VPADDD(t1, acc(r, 1), acc(r, 1))
+		}
+	}
+	Label("loop")
+	CMPQ(kg, Imm(unroll))
+	JL(LabelRef("tail"))
+	for i := 0; i < unroll; i++ {
+		if i%2 == 0 {
+			PREFETCHT0(Mem{Base: bp, Disp: 512 + i*64})
+			PREFETCHT0(Mem{Base: bp, Disp: 512 + (i+1)*64})
+		}
+		step(i)
+	}
+	ADDQ(Imm(unroll*16), ap)
+	ADDQ(U32(unroll*64), bp)
+	SUBQ(Imm(unroll), kg)
+	JMP(LabelRef("loop"))
+	Label("tail")
+	TESTQ(kg, kg)
+	JZ(LabelRef("store"))
+	step(0)
+	ADDQ(Imm(16), ap)
+	ADDQ(Imm(64), bp)
+	DECQ(kg)
+	JMP(LabelRef("tail"))
+	Label("store")
+	store(f32)
 }
