@@ -221,33 +221,32 @@ func (l *Linear) Forward(y, x []float32, rows int) error {
 	}
 	defer l.scratch.Put(s)
 
-	// Outlier columns (and a finiteness check) in one pass over x.
+	// Outlier columns in one pass over x (only with a threshold); the
+	// quantization reports non-finite values in the other columns.
 	var skip []bool
-	if cap(s.skip) < in {
-		s.skip = make([]bool, in)
-	}
-	s.skip = s.skip[:in]
-	clear(s.skip)
-	thr := l.Threshold
-	nonFinite, nOut := false, 0
-	for r := 0; r < rows; r++ {
-		for c, v := range x[r*in : (r+1)*in] {
-			a := float32(math.Abs(float64(v)))
-			if !(a <= math.MaxFloat32) {
-				nonFinite = true
-			}
-			if thr > 0 && a >= thr && !s.skip[c] {
-				s.skip[c] = true
-				nOut++
+	nOut := 0
+	if thr := l.Threshold; thr > 0 {
+		if cap(s.skip) < in {
+			s.skip = make([]bool, in)
+		}
+		s.skip = s.skip[:in]
+		clear(s.skip)
+		for r := 0; r < rows; r++ {
+			for c, v := range x[r*in : (r+1)*in] {
+				a := float32(math.Abs(float64(v)))
+				if a >= thr && !s.skip[c] {
+					if a > math.MaxFloat32 {
+						return fmt.Errorf("quant: linear input: %w", model.ErrNonFinite)
+					}
+					s.skip[c] = true
+					nOut++
+				}
 			}
 		}
 	}
-	if nonFinite {
-		return fmt.Errorf("quant: linear input: %w", model.ErrNonFinite)
-	}
 	add := false
 	if nOut > 0 {
-		skip = s.skip
+		skip = s.skip[:in]
 		s.cols = s.cols[:0]
 		for c, o := range skip {
 			if o {
@@ -275,7 +274,12 @@ func (l *Linear) Forward(y, x []float32, rows int) error {
 	if l.Act == ActStatic {
 		scale = l.ActScale
 	}
-	kernels.QuantizeI8A(rows, in, x, in, scale, skip, &s.pa)
+	if nOut == 0 {
+		skip = nil
+	}
+	if !kernels.QuantizeI8A(rows, in, x, in, scale, skip, &s.pa) {
+		return fmt.Errorf("quant: linear input: %w", model.ErrNonFinite)
+	}
 	kernels.I8GemmF32(&s.pa, l.packed, l.Weight.Scale, l.Bias, y, out, add)
 	return nil
 }

@@ -199,20 +199,24 @@ func PackI8A(m, k int, a []int8, lda int, dst *I8PackedA) {
 // with scale == 0 each row uses s = max|x_row|/127 (dynamic per-token; 1 for
 // an all-zero row). Columns with skip[q] set (skip may be nil) are quantized
 // as zero and left out of the row maxima: they are the outlier columns of
-// LLM.int8(). dst.Scale receives the row scales. NaNs quantize to 0.
-func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst *I8PackedA) {
+// LLM.int8(). dst.Scale receives the row scales. NaNs quantize to 0. The
+// result reports whether every value outside the skipped columns was finite.
+func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst *I8PackedA) (finite bool) {
 	if m > 0 && (ldx < k || len(x) < (m-1)*ldx+k) || (skip != nil && len(skip) < k) || !(scale >= 0) {
 		panic("kernels: QuantizeI8A: bad arguments")
 	}
 	dst.reset(m, k)
+	var bad atomic.Bool
 	work := func(i0, i1 int) {
 		for i := i0; i < i1; i++ {
-			quantizeRow(x[i*ldx:i*ldx+k], scale, skip, dst, i)
+			if !quantizeRow(x[i*ldx:i*ldx+k], scale, skip, dst, i) {
+				bad.Store(true)
+			}
 		}
 	}
 	if m*k < 1<<17 || m < 2 {
 		work(0, m)
-		return
+		return !bad.Load()
 	}
 	w := min(runtime.GOMAXPROCS(0), m)
 	var wg sync.WaitGroup
@@ -222,21 +226,25 @@ func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst
 	}
 	work(0, m/w)
 	wg.Wait()
+	return !bad.Load()
 }
 
-func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i int) {
-	s := scale
-	if s == 0 {
-		var mx float32
-		if skip == nil {
-			mx = absMax(row)
-		} else {
-			for q, v := range row {
-				if !skip[q] {
-					mx = max(mx, abs32(v))
-				}
+// quantizeRow quantizes row i into dst and reports whether its (non-skipped)
+// values are finite.
+func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i int) (finite bool) {
+	var mx float32
+	if skip == nil {
+		mx = absMax(row)
+	} else {
+		for q, v := range row {
+			if !skip[q] {
+				mx = max(mx, abs32(v))
 			}
 		}
+	}
+	finite = mx <= math.MaxFloat32 // false for +Inf and NaN
+	s := scale
+	if s == 0 {
 		s = mx / 127
 		if !(s > 0) || math.IsInf(float64(s), 0) {
 			s = 1
@@ -263,7 +271,7 @@ func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i in
 			}
 			panel[(q/2)*8+q%2] = int16(qv)
 		}
-		return
+		return finite
 	}
 	panel := dst.data[(i/i8MR)*dst.kp*i8MR*2+(i%i8MR)*4:]
 	for q, v := range row {
@@ -274,6 +282,7 @@ func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i in
 		o := (q/4)*32 + q%4
 		panel[o], panel[o+16] = qv, absI8(qv)
 	}
+	return finite
 }
 
 // quantize1 returns round(v·inv) clamped to [−127, 127], ties away from zero,

@@ -170,6 +170,14 @@ func testQuantizeI8A(t *testing.T) {
 		}
 	}
 	var pa I8PackedA
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1))} {
+		if QuantizeI8A(2, 3, []float32{1, 2, 3, 4, bad, 6}, 3, 0, nil, &pa) {
+			t.Fatalf("QuantizeI8A reports %v as finite", bad)
+		}
+		if !QuantizeI8A(2, 3, []float32{1, 2, 3, 4, bad, 6}, 3, 0, []bool{false, true, false}, &pa) {
+			t.Fatalf("QuantizeI8A checks the skipped column holding %v", bad)
+		}
+	}
 	QuantizeI8A(1, 3, []float32{1000, -1000, 0.05}, 3, 0.1, nil, &pa)
 	c := make([]int32, 3)
 	I8GemmI32(&pa, PackI8B(3, 3, []int8{1, 0, 0, 0, 1, 0, 0, 0, 1}, 3), c, 3, false)
