@@ -168,13 +168,18 @@ func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
 	}
 	n := comm.Size()
 	cfg.Workers = n
+	var invalid error
 	if cfg.Exact {
-		return nil, errors.New("parallel: config: Exact is for in-process workers (New)")
+		invalid = errors.New("parallel: config: Exact is for in-process workers (New)")
+	} else {
+		invalid = cfg.normalize(m, n)
 	}
-	if err := cfg.normalize(m, n); err != nil {
-		return nil, err
-	}
-	if err := checkSameConfig(comm, m, cfg); err != nil {
+	// An invalid configuration still takes part in the exchange (with a
+	// hash no valid one has), so that no rank waits for it.
+	if err := checkSameConfig(comm, m, cfg, invalid != nil); err != nil {
+		if invalid != nil {
+			return nil, invalid
+		}
 		return nil, err
 	}
 	t := newTrainer(m, cfg, n)
@@ -302,8 +307,11 @@ func shardOptimizer(ps *model.ParamSet, s span, cfg model.AdamWConfig) (*model.A
 
 // checkSameConfig all-gathers a hash of the model's configuration and
 // layout and of cfg, and fails on every rank alike if any rank differs.
-func checkSameConfig(comm Communicator, m *model.Model, cfg Config) error {
+func checkSameConfig(comm Communicator, m *model.Model, cfg Config, invalid bool) error {
 	h := fnv.New64a()
+	if invalid {
+		h.Write([]byte("invalid"))
+	}
 	enc := json.NewEncoder(h)
 	if err := enc.Encode(m.Config); err != nil {
 		return fmt.Errorf("parallel: hash config: %w", err)
@@ -455,27 +463,31 @@ func (t *Trainer) Step(ctx context.Context, data model.Batcher) (model.StepStats
 	if len(t.workers) == 0 {
 		return model.StepStats{Step: step}, errors.New("parallel: trainer is closed")
 	}
-	if err := ctx.Err(); err != nil {
-		return model.StepStats{Step: step}, fmt.Errorf("parallel: step %d: %w", step, err)
-	}
-	if data == nil {
-		return model.StepStats{Step: step}, errors.New("parallel: nil data")
-	}
 	per := t.cfg.Batch * t.cfg.SeqLen
-	for k := range t.cfg.Accum {
-		if err := data.NextBatch(t.inputs[k*per:(k+1)*per], t.targets[k*per:(k+1)*per]); err != nil {
-			// Every rank draws the same batch, so every rank fails here.
-			return model.StepStats{Step: step}, fmt.Errorf("parallel: step %d: data: %w", step, err)
-		}
-	}
 	lr := t.cfg.Schedule.LR(step - 1)
 	stats := model.StepStats{Step: step, LR: lr, Tokens: t.cfg.Accum * per}
+	// A cancelled context or a data error stops the step before any work.
+	// Under NewRank this rank still takes part in the step's first
+	// exchange, so that every rank stops at this step instead of waiting
+	// for this one.
+	pre := ctx.Err()
+	if pre == nil && data == nil {
+		pre = errors.New("nil data")
+	}
+	for k := 0; pre == nil && k < t.cfg.Accum; k++ {
+		if err := data.NextBatch(t.inputs[k*per:(k+1)*per], t.targets[k*per:(k+1)*per]); err != nil {
+			pre = fmt.Errorf("data: %w", err)
+		}
+	}
 
 	var res stepResult
-	if t.shared {
+	switch {
+	case t.shared && pre != nil:
+		res.err = fmt.Errorf("parallel: step %d: %w", step, pre)
+	case t.shared:
 		res = t.runShared(step, lr)
-	} else {
-		res = t.runWorker(t.workers[0], step, lr)
+	default:
+		res = t.runWorker(t.workers[0], step, lr, pre)
 	}
 	if res.err != nil {
 		return stats, res.err
@@ -493,7 +505,7 @@ func (t *Trainer) runShared(step int, lr float64) stepResult {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = t.runWorker(w, step, lr)
+			results[i] = t.runWorker(w, step, lr, nil)
 		}()
 	}
 	wg.Wait()
@@ -526,7 +538,7 @@ func (t *Trainer) runShared(step int, lr float64) stepResult {
 
 // runWorker is one rank's step. A panic is recovered, aborts the group so
 // that no rank waits for this one, and becomes an error naming the rank.
-func (t *Trainer) runWorker(w *worker, step int, lr float64) (res stepResult) {
+func (t *Trainer) runWorker(w *worker, step int, lr float64, pre error) (res stepResult) {
 	defer func() {
 		if p := recover(); p != nil {
 			err := fmt.Errorf("parallel: rank %d: step %d: panic: %v\n%s", w.rank, step, p, debug.Stack())
@@ -534,11 +546,14 @@ func (t *Trainer) runWorker(w *worker, step int, lr float64) (res stepResult) {
 			res = stepResult{err: err}
 		}
 	}()
-	res.loss, res.norm, res.err = t.workerStep(w, step, lr)
+	res.loss, res.norm, res.err = t.workerStep(w, step, lr, pre)
 	return res
 }
 
-func (t *Trainer) workerStep(w *worker, step int, lr float64) (loss, norm float64, err error) {
+// workerStep is one rank's step; pre, when not nil, is a failure found
+// before the step (this rank then only takes part in the exchanges that
+// tell every rank to stop).
+func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, norm float64, err error) {
 	fail := func(err error) (float64, float64, error) {
 		return 0, 0, fmt.Errorf("parallel: rank %d: step %d: %w", w.rank, step, err)
 	}
@@ -559,9 +574,12 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64) (loss, norm float6
 	total := float32(t.cfg.Batch * t.cfg.Accum)
 	weight := float32(w.rows.len()) / total
 	var localLoss float64
-	var localErr error
+	localErr := pre
 	per := t.cfg.Batch * T
-	if t.cfg.Exact {
+	switch {
+	case localErr != nil:
+		// A failure before the step: nothing to compute.
+	case t.cfg.Exact:
 		// One sample at a time, each gradient kept for the ordered sum.
 		weight = 1 / total
 	exact:
@@ -578,7 +596,7 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64) (loss, norm float6
 				localLoss += float64(l) * float64(weight)
 			}
 		}
-	} else {
+	default:
 		for k := range t.cfg.Accum {
 			in := t.inputs[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
 			tg := t.targets[k*per+w.rows.lo*T : k*per+w.rows.hi*T]

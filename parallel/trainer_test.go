@@ -569,3 +569,63 @@ func TestNonFiniteLossStopsStepUnchanged(t *testing.T) {
 		t.Fatal("a failed step changed the weights or counted")
 	}
 }
+
+func TestRankCancellationStopsEveryRank(t *testing.T) {
+	// Only rank 1's context is cancelled, after its second step: rank 0
+	// must stop at the same step instead of waiting for rank 1.
+	g, _ := NewGroup(2)
+	errs := make([]error, 2)
+	done := make([]int, 2)
+	var wg sync.WaitGroup
+	for r := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			comm, _ := g.Comm(r)
+			tr, err := NewRank(newTestModel(t), comm, testConfig(2, 4, 1))
+			if err != nil {
+				errs[r] = err
+				return
+			}
+			defer tr.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			errs[r] = tr.Train(ctx, newTestData(t, 3), 10, func(st model.StepStats) {
+				if r == 1 && st.Step == 2 {
+					cancel()
+				}
+			})
+			done[r] = tr.StepsDone()
+		}()
+	}
+	wg.Wait()
+	if !errors.Is(errs[1], context.Canceled) || !errors.Is(errs[0], ErrPeer) || done[0] != 2 || done[1] != 2 {
+		t.Fatalf("errors %v, %v after %v steps; want rank 1 cancelled and rank 0 stopped by it, both after 2", errs[0], errs[1], done)
+	}
+}
+
+func TestInvalidConfigOnOneRankFailsEveryRank(t *testing.T) {
+	g, _ := NewGroup(2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for r := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := testConfig(2, 4, 1)
+			if r == 0 {
+				cfg.Stage = 7
+			}
+			comm, _ := g.Comm(r)
+			tr, err := NewRank(newTestModel(t), comm, cfg)
+			if err == nil {
+				tr.Close()
+			}
+			errs[r] = err
+		}()
+	}
+	wg.Wait()
+	if errs[0] == nil || !strings.Contains(errs[0].Error(), "stage 7") || !errors.Is(errs[1], ErrConfigMismatch) {
+		t.Fatalf("errors %v, %v", errs[0], errs[1])
+	}
+}
