@@ -193,8 +193,8 @@ func PackI8A(m, k int, a []int8, lda int, dst *I8PackedA) {
 }
 
 // QuantizeI8A quantizes the m×k float32 matrix x (row i at x[i·ldx:]) into
-// dst, symmetric int8: q = round(x/s) clamped to [−127, 127] (ties away from
-// zero), so |x − q·s| ≤ s/2 for |x| ≤ 127·s. With scale > 0 every row uses s =
+// dst, symmetric int8: q = round(x/s) clamped to [−127, 127] (ties to even),
+// so |x − q·s| ≤ s/2 for |x| ≤ 127·s. With scale > 0 every row uses s =
 // scale (static per-tensor quantization) and values beyond 127·s saturate;
 // with scale == 0 each row uses s = max|x_row|/127 (dynamic per-token; 1 for
 // an all-zero row). Columns with skip[q] set (skip may be nil) are quantized
@@ -285,25 +285,16 @@ func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i in
 	return finite
 }
 
-// quantize1 returns round(v·inv) clamped to [−127, 127], ties away from zero,
-// NaN to 0.
+// quantize1 returns round(v·inv) clamped to [−127, 127], ties to even, NaN
+// to 0, without branches (the signs of activations are unpredictable): adding
+// and subtracting 1.5·2^23 rounds a float32 of magnitude below 2^22 to an
+// integer in the current rounding mode, round-to-nearest-even.
 func quantize1(v, inv float32) int8 {
+	const magic = 12582912 // 1.5·2^23
 	f := v * inv
-	if f >= 0 {
-		f += 0.5
-		if f >= 127 {
-			return 127
-		}
-		return int8(int32(f))
-	}
-	if f < 0 {
-		f -= 0.5
-		if f <= -127 {
-			return -127
-		}
-		return int8(int32(f))
-	}
-	return 0
+	f = max(min(f, 127), -127)
+	f = (f + magic) - magic
+	return int8(int32(f))
 }
 
 // absI8 returns |v| for v in [−127, 127].

@@ -56,3 +56,23 @@ func BenchmarkI8GemmKernelW16(b *testing.B) {
 	}
 	b.ReportMetric(2*i8MR*i8NR*2*float64(kp)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
 }
+
+// BenchmarkQuantizeI8A measures dynamic per-token quantization and packing
+// of the activations (part of every int8 Linear call).
+func BenchmarkQuantizeI8A(b *testing.B) {
+	for _, s := range i8BenchShapes {
+		m, k := s[0], s[1]
+		b.Run(fmt.Sprintf("M=%d,K=%d", m, k), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			x := make([]float32, m*k)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+			}
+			var pa I8PackedA
+			for b.Loop() {
+				QuantizeI8A(m, k, x, k, 0, nil, &pa)
+			}
+			b.ReportMetric(float64(m*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+		})
+	}
+}

@@ -178,7 +178,7 @@ func testQuantizeI8A(t *testing.T) {
 			t.Fatalf("QuantizeI8A checks the skipped column holding %v", bad)
 		}
 	}
-	QuantizeI8A(1, 3, []float32{1000, -1000, 0.05}, 3, 0.1, nil, &pa)
+	QuantizeI8A(1, 3, []float32{1000, -1000, 0.07}, 3, 0.1, nil, &pa)
 	c := make([]int32, 3)
 	I8GemmI32(&pa, PackI8B(3, 3, []int8{1, 0, 0, 0, 1, 0, 0, 0, 1}, 3), c, 3, false)
 	if c[0] != 127 || c[1] != -127 || c[2] != 1 {
