@@ -43,7 +43,9 @@ func ZeROMemory(stage, ranks, psi int) (Memory, error) {
 
 // MemoryReport is one rank's memory for model state.
 type MemoryReport struct {
-	Rank, Ranks, Stage int
+	Rank  int `json:"rank"`
+	Ranks int `json:"ranks"`
+	Stage int `json:"stage"`
 	// Model is the ZeRO accounting of the stage (ZeROMemory with this
 	// rank's actual shard): what the rank keeps between steps.
 	Model Memory `json:"model"`
