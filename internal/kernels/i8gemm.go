@@ -199,7 +199,7 @@ func PackI8A(m, k int, a []int8, lda int, dst *I8PackedA) {
 // with scale == 0 each row uses s = max|x_row|/127 (dynamic per-token; 1 for
 // an all-zero row). Columns with skip[q] set (skip may be nil) are quantized
 // as zero and left out of the row maxima: they are the outlier columns of
-// LLM.int8(). dst.Scale receives the row scales. NaNs quantize to 0. The
+// LLM.int8(). dst.Scale receives the row scales. The
 // result reports whether every value outside the skipped columns was finite.
 func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst *I8PackedA) (finite bool) {
 	if m > 0 && (ldx < k || len(x) < (m-1)*ldx+k) || (skip != nil && len(skip) < k) || !(scale >= 0) {
@@ -207,43 +207,43 @@ func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst
 	}
 	dst.reset(m, k)
 	var bad atomic.Bool
-	work := func(i0, i1 int) {
-		for i := i0; i < i1; i++ {
-			if !quantizeRow(x[i*ldx:i*ldx+k], scale, skip, dst, i) {
-				bad.Store(true)
+	panels := i8CeilDiv(m, i8MR)
+	work := func(p0, p1 int) {
+		for p := p0; p < p1; p++ {
+			i0 := p * i8MR
+			if dst.w16 && skip == nil && i0+i8MR <= m && k >= 8 {
+				if !quantizePanelW16(x[i0*ldx:], ldx, k, scale, dst, i0) {
+					bad.Store(true)
+				}
+				continue
+			}
+			for i := i0; i < min(i0+i8MR, m); i++ {
+				if !quantizeRow(x[i*ldx:i*ldx+k], scale, skip, dst, i) {
+					bad.Store(true)
+				}
 			}
 		}
 	}
-	if m*k < 1<<17 || m < 2 {
-		work(0, m)
+	if m*k < 1<<17 || panels < 2 {
+		work(0, panels)
 		return !bad.Load()
 	}
-	w := min(runtime.GOMAXPROCS(0), m)
+	w := min(runtime.GOMAXPROCS(0), panels)
 	var wg sync.WaitGroup
 	for t := 1; t < w; t++ {
 		wg.Add(1)
-		go func() { defer wg.Done(); work(t*m/w, (t+1)*m/w) }()
+		go func() { defer wg.Done(); work(t*panels/w, (t+1)*panels/w) }()
 	}
-	work(0, m/w)
+	work(0, panels/w)
 	wg.Wait()
 	return !bad.Load()
 }
 
-// quantizeRow quantizes row i into dst and reports whether its (non-skipped)
-// values are finite.
-func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i int) (finite bool) {
-	var mx float32
-	if skip == nil {
-		mx = absMax(row)
-	} else {
-		for q, v := range row {
-			if !skip[q] {
-				mx = max(mx, abs32(v))
-			}
-		}
-	}
+// rowScale returns the scale of a row with the given max |x| (or the static
+// scale) and whether the row is finite.
+func rowScale(mx, scale float32) (s float32, finite bool) {
 	finite = mx <= math.MaxFloat32 // false for +Inf and NaN
-	s := scale
+	s = scale
 	if s == 0 {
 		s = mx / 127
 		if !(s > 0) || math.IsInf(float64(s), 0) {
@@ -253,6 +253,51 @@ func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i in
 			}
 		}
 	}
+	return s, finite
+}
+
+// quantizePanelW16 quantizes the four rows i0…i0+3 (at x, stride ldx) into
+// the W16 layout with the assembly kernel, 8 columns at a time, and the last
+// k%8 columns in Go.
+func quantizePanelW16(x []float32, ldx, k int, scale float32, dst *I8PackedA, i0 int) (finite bool) {
+	var inv [i8MR]float32
+	finite = true
+	for r := 0; r < i8MR; r++ {
+		row := x[r*ldx : r*ldx+k]
+		s, ok := rowScale(math.Float32frombits(i8AbsMaxBitsAVX2(row)), scale)
+		finite = finite && ok
+		dst.Scale[i0+r] = s
+		inv[r] = 1 / s
+	}
+	panel := dst.data16[(i0/i8MR)*dst.kp*i8MR : (i0/i8MR+1)*dst.kp*i8MR]
+	k8 := k / 8
+	i8QuantW16AVX2(k8, &x[0], ldx, &inv[0], &panel[0])
+	for r := 0; r < i8MR; r++ {
+		for q := 8 * k8; q < k; q++ {
+			panel[(q/2)*8+r*2+q%2] = int16(quantize1(x[r*ldx+q], inv[r]))
+		}
+	}
+	return finite
+}
+
+// quantizeRow quantizes row i into dst and reports whether its (non-skipped)
+// values are finite.
+func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i int) (finite bool) {
+	var mx float32
+	if skip == nil {
+		if useAVX2 {
+			mx = math.Float32frombits(i8AbsMaxBitsAVX2(row))
+		} else {
+			mx = absMax(row)
+		}
+	} else {
+		for q, v := range row {
+			if !skip[q] {
+				mx = max(mx, abs32(v))
+			}
+		}
+	}
+	s, finite := rowScale(mx, scale)
 	dst.Scale[i] = s
 	inv := 1 / s
 	if dst.w16 {

@@ -1113,3 +1113,157 @@ overwritef:
 	ADDQ         R9, R8
 	VZEROUPPER
 	RET
+
+// func i8AbsMaxBitsAVX2(x []float32) uint32
+// Requires: AVX, AVX2, CMOV
+TEXT ·i8AbsMaxBitsAVX2(SB), NOSPLIT, $0-28
+	MOVQ    x_base+0(FP), AX
+	MOVQ    x_len+8(FP), CX
+	VMOVDQU i8AbsMask<>+0(SB), Y0
+	VPXOR   Y1, Y1, Y1
+	VPXOR   Y2, Y2, Y2
+	VPXOR   Y3, Y3, Y3
+	VPXOR   Y4, Y4, Y4
+
+abs32:
+	CMPQ    CX, $0x20
+	JL      abs8
+	VPAND   (AX), Y0, Y5
+	VPMAXSD Y5, Y1, Y1
+	VPAND   32(AX), Y0, Y5
+	VPMAXSD Y5, Y2, Y2
+	VPAND   64(AX), Y0, Y5
+	VPMAXSD Y5, Y3, Y3
+	VPAND   96(AX), Y0, Y5
+	VPMAXSD Y5, Y4, Y4
+	ADDQ    $0x80, AX
+	SUBQ    $0x20, CX
+	JMP     abs32
+
+abs8:
+	CMPQ    CX, $0x08
+	JL      absreduce
+	VPAND   (AX), Y0, Y5
+	VPMAXSD Y5, Y1, Y1
+	ADDQ    $0x20, AX
+	SUBQ    $0x08, CX
+	JMP     abs8
+
+absreduce:
+	VPMAXSD      Y2, Y1, Y1
+	VPMAXSD      Y4, Y3, Y3
+	VPMAXSD      Y3, Y1, Y1
+	VEXTRACTI128 $0x01, Y1, X0
+	VPMAXSD      X0, X1, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPMAXSD      X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPMAXSD      X1, X0, X0
+	VMOVD        X0, DX
+
+abstail:
+	TESTQ   CX, CX
+	JZ      absdone
+	MOVL    (AX), BX
+	ANDL    $0x7fffffff, BX
+	CMPL    BX, DX
+	CMOVLGT BX, DX
+	ADDQ    $0x04, AX
+	DECQ    CX
+	JMP     abstail
+
+absdone:
+	MOVL DX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+DATA i8AbsMask<>+0(SB)/4, $0x7fffffff
+DATA i8AbsMask<>+4(SB)/4, $0x7fffffff
+DATA i8AbsMask<>+8(SB)/4, $0x7fffffff
+DATA i8AbsMask<>+12(SB)/4, $0x7fffffff
+DATA i8AbsMask<>+16(SB)/4, $0x7fffffff
+DATA i8AbsMask<>+20(SB)/4, $0x7fffffff
+DATA i8AbsMask<>+24(SB)/4, $0x7fffffff
+DATA i8AbsMask<>+28(SB)/4, $0x7fffffff
+GLOBL i8AbsMask<>(SB), RODATA|NOPTR, $32
+
+// func i8QuantW16AVX2(k8 int, x *float32, ldx int, inv *float32, dst *int16)
+// Requires: AVX, AVX2
+TEXT ·i8QuantW16AVX2(SB), NOSPLIT, $0-40
+	MOVQ         k8+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         ldx+16(FP), DX
+	SHLQ         $0x02, DX
+	MOVQ         inv+24(FP), BX
+	MOVQ         dst+32(FP), SI
+	VMOVUPS      i8Q127<>+0(SB), Y0
+	VMOVUPS      i8QM127<>+0(SB), Y1
+	VBROADCASTSS (BX), Y2
+	VBROADCASTSS 4(BX), Y3
+	VBROADCASTSS 8(BX), Y4
+	VBROADCASTSS 12(BX), Y5
+	MOVQ         CX, BX
+	ADDQ         DX, BX
+	LEAQ         (CX)(DX*2), DI
+	LEAQ         (BX)(DX*2), DX
+
+qloop:
+	TESTQ       AX, AX
+	JZ          qdone
+	VMULPS      (CX), Y2, Y6
+	VMINPS      Y0, Y6, Y6
+	VMAXPS      Y1, Y6, Y6
+	VCVTPS2DQ   Y6, Y6
+	VMULPS      (BX), Y3, Y7
+	VMINPS      Y0, Y7, Y7
+	VMAXPS      Y1, Y7, Y7
+	VCVTPS2DQ   Y7, Y7
+	VMULPS      (DI), Y4, Y8
+	VMINPS      Y0, Y8, Y8
+	VMAXPS      Y1, Y8, Y8
+	VCVTPS2DQ   Y8, Y8
+	VMULPS      (DX), Y5, Y9
+	VMINPS      Y0, Y9, Y9
+	VMAXPS      Y1, Y9, Y9
+	VCVTPS2DQ   Y9, Y9
+	VPACKSSDW   Y7, Y6, Y6
+	VPACKSSDW   Y9, Y8, Y7
+	VPSHUFD     $0xd8, Y6, Y6
+	VPSHUFD     $0xd8, Y7, Y7
+	VPUNPCKLQDQ Y7, Y6, Y8
+	VPUNPCKHQDQ Y7, Y6, Y6
+	VPERM2I128  $0x20, Y6, Y8, Y7
+	VPERM2I128  $0x31, Y6, Y8, Y6
+	VMOVDQU     Y7, (SI)
+	VMOVDQU     Y6, 32(SI)
+	ADDQ        $0x20, CX
+	ADDQ        $0x20, BX
+	ADDQ        $0x20, DI
+	ADDQ        $0x20, DX
+	ADDQ        $0x40, SI
+	DECQ        AX
+	JMP         qloop
+
+qdone:
+	VZEROUPPER
+	RET
+
+DATA i8Q127<>+0(SB)/4, $0x42fe0000
+DATA i8Q127<>+4(SB)/4, $0x42fe0000
+DATA i8Q127<>+8(SB)/4, $0x42fe0000
+DATA i8Q127<>+12(SB)/4, $0x42fe0000
+DATA i8Q127<>+16(SB)/4, $0x42fe0000
+DATA i8Q127<>+20(SB)/4, $0x42fe0000
+DATA i8Q127<>+24(SB)/4, $0x42fe0000
+DATA i8Q127<>+28(SB)/4, $0x42fe0000
+GLOBL i8Q127<>(SB), RODATA|NOPTR, $32
+
+DATA i8QM127<>+0(SB)/4, $0xc2fe0000
+DATA i8QM127<>+4(SB)/4, $0xc2fe0000
+DATA i8QM127<>+8(SB)/4, $0xc2fe0000
+DATA i8QM127<>+12(SB)/4, $0xc2fe0000
+DATA i8QM127<>+16(SB)/4, $0xc2fe0000
+DATA i8QM127<>+20(SB)/4, $0xc2fe0000
+DATA i8QM127<>+24(SB)/4, $0xc2fe0000
+DATA i8QM127<>+28(SB)/4, $0xc2fe0000
+GLOBL i8QM127<>(SB), RODATA|NOPTR, $32

@@ -32,3 +32,14 @@ func i8gemmKernelW16I32AVX2(kp int, a *int16, b *int16, c *int32, ldc int, add b
 //
 //go:noescape
 func i8gemmKernelW16F32AVX2(kp int, a *int16, b *int16, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
+
+// i8AbsMaxBitsAVX2 returns max over x of the bits of |x[i]| (0 for an empty x).
+//
+//go:noescape
+func i8AbsMaxBitsAVX2(x []float32) uint32
+
+// i8QuantW16AVX2 quantizes x[r·ldx+q]·inv[r] for r < 4, q < 8·k8 into the W16
+// layout of a packed A micro-panel at dst (64 bytes per 8 columns).
+//
+//go:noescape
+func i8QuantW16AVX2(k8 int, x *float32, ldx int, inv *float32, dst *int16)

@@ -18,3 +18,7 @@ func i8gemmKernelW16I32AVX2(kp int, a, b *int16, c *int32, ldc int, add bool) { 
 func i8gemmKernelW16F32AVX2(kp int, a, b *int16, c *float32, ldc int, rs, cs, bias *float32, add bool) {
 	panic("unreachable")
 }
+
+func i8AbsMaxBitsAVX2(x []float32) uint32 { panic("unreachable") }
+
+func i8QuantW16AVX2(k8 int, x *float32, ldx int, inv *float32, dst *int16) { panic("unreachable") }

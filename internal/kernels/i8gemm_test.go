@@ -178,6 +178,17 @@ func testQuantizeI8A(t *testing.T) {
 			t.Fatalf("QuantizeI8A checks the skipped column holding %v", bad)
 		}
 	}
+	for _, pos := range []int{2*9 + 3, 3*9 + 8} { // the assembly part and the tail
+		x := make([]float32, 4*9)
+		x[pos] = float32(math.NaN())
+		if QuantizeI8A(4, 9, x, 9, 0, nil, &pa) {
+			t.Fatalf("QuantizeI8A misses a NaN at %d", pos)
+		}
+		x[pos] = float32(math.Inf(1))
+		if QuantizeI8A(4, 9, x, 9, 0, nil, &pa) {
+			t.Fatalf("QuantizeI8A misses an Inf at %d", pos)
+		}
+	}
 	QuantizeI8A(1, 3, []float32{1000, -1000, 0.07}, 3, 0.1, nil, &pa)
 	c := make([]int32, 3)
 	I8GemmI32(&pa, PackI8B(3, 3, []int8{1, 0, 0, 0, 1, 0, 0, 0, 1}, 3), c, 3, false)

@@ -45,6 +45,8 @@ func main() {
 	kernel("i8gemmKernel4x16F32AVX2", true, ones)
 	kernelW16("i8gemmKernelW16I32AVX2", false)
 	kernelW16("i8gemmKernelW16F32AVX2", true)
+	absMaxBits()
+	quantW16()
 	Generate()
 }
 
@@ -264,4 +266,148 @@ func kernelW16(name string, f32 bool) {
 	JMP(LabelRef("tail"))
 	Label("store")
 	store(f32)
+}
+
+// absMaxBits emits the largest |x| of a slice as float32 bits, compared as
+// integers: NaN bits exceed +Inf's, which exceed every finite value's, so the
+// result is NaN-propagating and exact.
+func absMaxBits() {
+	TEXT("i8AbsMaxBitsAVX2", NOSPLIT, "func(x []float32) uint32")
+	Pragma("noescape")
+	Doc("i8AbsMaxBitsAVX2 returns max over x of the bits of |x[i]| (0 for an empty x).")
+	p := Load(Param("x").Base(), GP64())
+	n := Load(Param("x").Len(), GP64())
+	mask := GLOBL("i8AbsMask", RODATA|NOPTR)
+	for i := 0; i < 8; i++ {
+		DATA(4*i, U32(0x7fffffff))
+	}
+	m := YMM()
+	VMOVDQU(mask, m)
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, a := range acc {
+		VPXOR(a, a, a)
+	}
+	Label("abs32")
+	CMPQ(n, Imm(32))
+	JL(LabelRef("abs8"))
+	for i, a := range acc {
+		t := YMM()
+		VPAND(Mem{Base: p, Disp: 32 * i}, m, t)
+		VPMAXSD(t, a, a)
+	}
+	ADDQ(Imm(128), p)
+	SUBQ(Imm(32), n)
+	JMP(LabelRef("abs32"))
+	Label("abs8")
+	CMPQ(n, Imm(8))
+	JL(LabelRef("absreduce"))
+	t := YMM()
+	VPAND(Mem{Base: p}, m, t)
+	VPMAXSD(t, acc[0], acc[0])
+	ADDQ(Imm(32), p)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef("abs8"))
+	Label("absreduce")
+	VPMAXSD(acc[1], acc[0], acc[0])
+	VPMAXSD(acc[3], acc[2], acc[2])
+	VPMAXSD(acc[2], acc[0], acc[0])
+	x := XMM()
+	VEXTRACTI128(Imm(1), acc[0], x)
+	VPMAXSD(x, acc[0].AsX(), x)
+	y := XMM()
+	VPSHUFD(Imm(0x4e), x, y)
+	VPMAXSD(y, x, x)
+	VPSHUFD(Imm(0xb1), x, y)
+	VPMAXSD(y, x, x)
+	r := GP32()
+	VMOVD(x, r)
+	Label("abstail")
+	TESTQ(n, n)
+	JZ(LabelRef("absdone"))
+	v := GP32()
+	MOVL(Mem{Base: p}, v)
+	ANDL(U32(0x7fffffff), v)
+	CMPL(v, r)
+	CMOVLGT(v, r)
+	ADDQ(Imm(4), p)
+	DECQ(n)
+	JMP(LabelRef("abstail"))
+	Label("absdone")
+	Store(r, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// quantW16 emits the activation quantization of four rows into the W16
+// layout of A: q = round(x·inv[r]) (to nearest even) clamped to ±127, for k8
+// blocks of 8 columns. Each block of the four rows becomes 64 bytes: four k
+// pairs, each holding the pair of every row (row r at bytes 4r…4r+3 of the
+// pair's 16 bytes).
+func quantW16() {
+	TEXT("i8QuantW16AVX2", NOSPLIT, "func(k8 int, x *float32, ldx int, inv *float32, dst *int16)")
+	Pragma("noescape")
+	Doc(
+		"i8QuantW16AVX2 quantizes x[r·ldx+q]·inv[r] for r < 4, q < 8·k8 into the W16",
+		"layout of a packed A micro-panel at dst (64 bytes per 8 columns).",
+	)
+	k8 := Load(Param("k8"), GP64())
+	x := Load(Param("x"), GP64())
+	ldx := Load(Param("ldx"), GP64())
+	SHLQ(Imm(2), ldx)
+	inv := Load(Param("inv"), GP64())
+	dst := Load(Param("dst"), GP64())
+	hi := GLOBL("i8Q127", RODATA|NOPTR)
+	for i := 0; i < 8; i++ {
+		DATA(4*i, U32(0x42fe0000)) // 127
+	}
+	lo := GLOBL("i8QM127", RODATA|NOPTR)
+	for i := 0; i < 8; i++ {
+		DATA(4*i, U32(0xc2fe0000)) // −127
+	}
+	vh, vl := YMM(), YMM()
+	VMOVUPS(hi, vh)
+	VMOVUPS(lo, vl)
+	sc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for r := range sc {
+		VBROADCASTSS(Mem{Base: inv, Disp: 4 * r}, sc[r])
+	}
+	x1, x2, x3 := GP64(), GP64(), GP64()
+	MOVQ(x, x1)
+	ADDQ(ldx, x1)
+	LEAQ(Mem{Base: x, Index: ldx, Scale: 2}, x2)
+	LEAQ(Mem{Base: x1, Index: ldx, Scale: 2}, x3)
+	rows := []Register{x, x1, x2, x3}
+	Label("qloop")
+	TESTQ(k8, k8)
+	JZ(LabelRef("qdone"))
+	v := make([]VecVirtual, 4)
+	for r := 0; r < 4; r++ {
+		v[r] = YMM()
+		VMULPS(Mem{Base: rows[r]}, sc[r], v[r])
+		VMINPS(vh, v[r], v[r])
+		VMAXPS(vl, v[r], v[r])
+		VCVTPS2DQ(v[r], v[r])
+	}
+	a, b := YMM(), YMM()
+	VPACKSSDW(v[1], v[0], a) // lanes: r0 k0-3, r1 k0-3 | r0 k4-7, r1 k4-7
+	VPACKSSDW(v[3], v[2], b)
+	VPSHUFD(Imm(0xd8), a, a) // dwords: r0p0 r1p0 r0p1 r1p1 | …p2, p3
+	VPSHUFD(Imm(0xd8), b, b)
+	l, h := YMM(), YMM()
+	VPUNPCKLQDQ(b, a, l) // p0 | p2
+	VPUNPCKHQDQ(b, a, h) // p1 | p3
+	o1, o2 := YMM(), YMM()
+	VPERM2I128(Imm(0x20), h, l, o1) // p0 p1
+	VPERM2I128(Imm(0x31), h, l, o2) // p2 p3
+	VMOVDQU(o1, Mem{Base: dst})
+	VMOVDQU(o2, Mem{Base: dst, Disp: 32})
+	for _, r := range rows {
+		ADDQ(Imm(32), r)
+	}
+	ADDQ(Imm(64), dst)
+	DECQ(k8)
+	JMP(LabelRef("qloop"))
+	Label("qdone")
+	VZEROUPPER()
+	RET()
 }
