@@ -13,8 +13,8 @@
 //	q = clamp(round(x/s), −127, 127),  x̂ = q·s,
 //
 // with round half away from zero (the int8 GEMM's activation quantization,
-// branchless and in assembly, rounds ties to even instead). For |x| ≤ 127·s the error is |x − x̂| ≤ s/2
-// (half a step); beyond, values saturate at ±127·s. Scales from data are
+// branchless and in assembly, rounds ties to even instead). For |x| ≤ 127·s
+// the error is |x − x̂| ≤ s/2 (half a step); beyond, values saturate at ±127·s. Scales from data are
 // s = max|x|/127 over the group the scale covers (a row, a tensor or a block),
 // so that group never saturates. An all-zero group gets s = 1.
 //
