@@ -59,6 +59,7 @@ type Group struct {
 	bufs [][]float32 // posted by each rank for the current collective
 	ints [][]int     // counts posted by each rank
 	root []int       // roots posted by each rank (Broadcast)
+	op   []string    // the collective each rank entered
 }
 
 // NewGroup creates an in-process group of n ranks.
@@ -66,7 +67,7 @@ func NewGroup(n int) (*Group, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("parallel: group of %d ranks", n)
 	}
-	g := &Group{n: n, bufs: make([][]float32, n), ints: make([][]int, n), root: make([]int, n)}
+	g := &Group{n: n, bufs: make([][]float32, n), ints: make([][]int, n), root: make([]int, n), op: make([]string, n)}
 	g.cond = sync.NewCond(&g.mu)
 	return g, nil
 }
@@ -134,19 +135,19 @@ func (c *inProc) Barrier() error  { return c.g.barrier() }
 func (c *inProc) post(name string, buf []float32, counts []int, root int) error {
 	g := c.g
 	g.mu.Lock()
-	g.bufs[c.rank], g.ints[c.rank], g.root[c.rank] = buf, counts, root
+	g.bufs[c.rank], g.ints[c.rank], g.root[c.rank], g.op[c.rank] = buf, counts, root, name
 	g.mu.Unlock()
 	if err := g.barrier(); err != nil {
 		return err
 	}
 	for q := range g.n {
-		if len(g.bufs[q]) != len(buf) || g.root[q] != root || !equalInts(g.ints[q], counts) {
+		if g.op[q] != name || len(g.bufs[q]) != len(buf) || g.root[q] != root || !equalInts(g.ints[q], counts) {
 			// Leave the collective together before reporting.
 			if err := g.barrier(); err != nil {
 				return err
 			}
-			return fmt.Errorf("parallel: %s: rank %d passed %d elements (counts %v, root %d), rank %d passed %d (counts %v, root %d)",
-				name, c.rank, len(buf), counts, root, q, len(g.bufs[q]), g.ints[q], g.root[q])
+			return fmt.Errorf("parallel: %s: rank %d passed %d elements (counts %v, root %d), rank %d called %s with %d (counts %v, root %d)",
+				name, c.rank, len(buf), counts, root, q, g.op[q], len(g.bufs[q]), g.ints[q], g.root[q])
 		}
 	}
 	return nil
