@@ -428,8 +428,16 @@ func TestWorkerFailureStopsEveryWorker(t *testing.T) {
 	waitGoroutines(t, base)
 }
 
+// startPools runs a step so that the kernels' and nn's long-lived helper
+// goroutines exist before a test counts goroutines.
+func startPools(t *testing.T) {
+	t.Helper()
+	trainShared(t, testConfig(2, 4, 1), 1)
+}
+
 func TestRankPanicAbortsGroup(t *testing.T) {
 	// One rank of a NewRank group panics: the others must not wait for it.
+	startPools(t)
 	g, _ := NewGroup(2)
 	base := runtime.NumGoroutine()
 	errs := make([]error, 2)
