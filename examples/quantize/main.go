@@ -3,7 +3,8 @@
 // bits per byte for float32, W8 (int8 weights), W8A8 (int8 weights and
 // per-token int8 activations), W8A8 with LLM.int8() outlier decomposition,
 // W8A8 with static calibrated activations and after quantization-aware
-// training (LSQ), and generation speed float32 vs int8.
+// training (LSQ, next to float32 fine-tuned for as many steps), and
+// generation speed float32 vs int8.
 //
 //	go run ./examples/pretrain -preset small -steps 2000 -out out/pretrain
 //	go run ./examples/quantize -checkpoint out/pretrain/checkpoint.safetensors
@@ -269,14 +270,30 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 		if err != nil {
 			return nil, err
 		}
+		// The same fine-tuning in float32, so that the QAT row compares
+		// with a model trained as long.
+		fm, err := copyModel(m)
+		if err != nil {
+			return nil, err
+		}
+		if err := fm.SetTrainable(fm.Weights); err != nil {
+			return nil, err
+		}
+		if err := trainSteps(ctx, fm, corpus.Train, o.qatSteps, batch, o.qatLR, o.seed+1, bar, stage, 0.1, "fp32 fine-tune"); err != nil {
+			return nil, err
+		}
+		stage += 0.1
+		if err := eval(fmt.Sprintf("fp32 fine-tuned %d steps (QAT's reference)", o.qatSteps), fm); err != nil {
+			return nil, err
+		}
 		q, err := quant.InsertFakeQuant(qm, quant.QATOptions{LSQ: o.lsq, ActScales: scales})
 		if err != nil {
 			return nil, err
 		}
-		if err := trainSteps(ctx, qm, corpus.Train, o.qatSteps, batch, o.qatLR, o.seed+1, bar, stage, 0.2, "QAT"); err != nil {
+		if err := trainSteps(ctx, qm, corpus.Train, o.qatSteps, batch, o.qatLR, o.seed+1, bar, stage, 0.1, "QAT"); err != nil {
 			return nil, err
 		}
-		stage += 0.2
+		stage += 0.1
 		q.Freeze()
 		qi, err := q.Convert(true)
 		if err != nil {
@@ -294,7 +311,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 	gen := func(mm *model.Model) (float64, string, error) {
 		prompt := model.Encode("func main() {\n")
 		start := time.Now()
-		out, err := mm.Generate(ctx, prompt, o.genTokens, model.SampleOptions{Seed: o.seed})
+		out, err := mm.Generate(ctx, prompt, o.genTokens, model.SampleOptions{Temperature: 0.8, TopK: 40, Seed: o.seed})
 		if err != nil {
 			return 0, "", err
 		}
