@@ -523,6 +523,15 @@ func (j *i8Job) task(t int) {
 		b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
 		i8gemmKernel4x16F32AVX2(kp/4, &a[0], &b[0], c, ldc, rs, &j.cs[jp], &j.bias[jp], add)
 	}
+	// kernelFR runs the W16 kernel of rows < 4 rows (the last, partial
+	// row panel: decoding runs one row per call).
+	kernelFR := func(rows, ip, jp int, c *float32, ldc int, add bool) {
+		a := j.a.data16[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
+		b := j.b.data16[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+		f := [...]func(int, *int16, *int16, *float32, int, *float32, *float32, *float32, bool){
+			i8gemmKernelW16F32R1AVX2, i8gemmKernelW16F32R2AVX2, i8gemmKernelW16F32R3AVX2}[rows-1]
+		f(kp/2, &a[0], &b[0], c, ldc, &j.a.Scale[ip], &j.cs[jp], &j.bias[jp], add)
+	}
 	kernelI := func(ip, jp int, c *int32, ldc int, add bool) {
 		if w16 {
 			a := j.a.data16[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
@@ -542,6 +551,24 @@ func (j *i8Job) task(t int) {
 				b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
 				i8gemmKernelGeneric(kp/4, a, b, &tileI)
 				j.storeGeneric(&tileI, ip, jp)
+				continue
+			}
+			if rows := m - ip; j.f32 && w16 && rows < i8MR {
+				if jp+i8NR <= n {
+					kernelFR(rows, ip, jp, &j.cf[ip*j.ldc+jp], j.ldc, j.add)
+					continue
+				}
+				kernelFR(rows, ip, jp, &tileF[0], i8NR, false)
+				for r := 0; r < rows; r++ {
+					row := j.cf[(ip+r)*j.ldc+jp : (ip+r)*j.ldc+n]
+					for c := range row {
+						if j.add {
+							row[c] += tileF[r*i8NR+c]
+						} else {
+							row[c] = tileF[r*i8NR+c]
+						}
+					}
+				}
 				continue
 			}
 			if j.f32 {

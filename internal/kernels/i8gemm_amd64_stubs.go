@@ -28,10 +28,35 @@ func i8gemmKernelW16I32AVX2(kp int, a *int16, b *int16, c *int32, ldc int, add b
 
 // i8gemmKernelW16F32AVX2 computes the 4×16 tile c[r][j] (+)= rs[r]·cs[j]·Σ a·b + bias[j]
 // from int16-packed 4-row A and 16-column B micro-panels of kp pairs of k
-// values. With add the result is added to c. ldc is the row stride of c.
+// values (the first rows of the A panel). With add the result is added
+// to c. ldc is the row stride of c.
 //
 //go:noescape
 func i8gemmKernelW16F32AVX2(kp int, a *int16, b *int16, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
+
+// i8gemmKernelW16F32R1AVX2 computes the 1×16 tile c[r][j] (+)= rs[r]·cs[j]·Σ a·b + bias[j]
+// from int16-packed 4-row A and 16-column B micro-panels of kp pairs of k
+// values (the first rows of the A panel). With add the result is added
+// to c. ldc is the row stride of c.
+//
+//go:noescape
+func i8gemmKernelW16F32R1AVX2(kp int, a *int16, b *int16, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
+
+// i8gemmKernelW16F32R2AVX2 computes the 2×16 tile c[r][j] (+)= rs[r]·cs[j]·Σ a·b + bias[j]
+// from int16-packed 4-row A and 16-column B micro-panels of kp pairs of k
+// values (the first rows of the A panel). With add the result is added
+// to c. ldc is the row stride of c.
+//
+//go:noescape
+func i8gemmKernelW16F32R2AVX2(kp int, a *int16, b *int16, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
+
+// i8gemmKernelW16F32R3AVX2 computes the 3×16 tile c[r][j] (+)= rs[r]·cs[j]·Σ a·b + bias[j]
+// from int16-packed 4-row A and 16-column B micro-panels of kp pairs of k
+// values (the first rows of the A panel). With add the result is added
+// to c. ldc is the row stride of c.
+//
+//go:noescape
+func i8gemmKernelW16F32R3AVX2(kp int, a *int16, b *int16, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
 
 // i8AbsMaxBitsAVX2 returns max over x of the bits of |x[i]| (0 for an empty x).
 //

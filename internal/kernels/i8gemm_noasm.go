@@ -22,3 +22,15 @@ func i8gemmKernelW16F32AVX2(kp int, a, b *int16, c *float32, ldc int, rs, cs, bi
 func i8AbsMaxBitsAVX2(x []float32) uint32 { panic("unreachable") }
 
 func i8QuantW16AVX2(k8 int, x *float32, ldx int, inv *float32, dst *int16) { panic("unreachable") }
+
+func i8gemmKernelW16F32R1AVX2(kp int, a, b *int16, c *float32, ldc int, rs, cs, bias *float32, add bool) {
+	panic("unreachable")
+}
+
+func i8gemmKernelW16F32R2AVX2(kp int, a, b *int16, c *float32, ldc int, rs, cs, bias *float32, add bool) {
+	panic("unreachable")
+}
+
+func i8gemmKernelW16F32R3AVX2(kp int, a, b *int16, c *float32, ldc int, rs, cs, bias *float32, add bool) {
+	panic("unreachable")
+}

@@ -88,7 +88,7 @@ func TestI8GemmExact(t *testing.T) {
 func TestI8GemmF32(t *testing.T) {
 	forEachI8Impl(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(5, 6))
-		for _, s := range [][3]int{{1, 1, 5}, {7, 33, 64}, {131, 270, 130}} {
+		for _, s := range [][3]int{{1, 1, 5}, {2, 16, 9}, {6, 40, 20}, {7, 33, 64}, {131, 270, 130}} {
 			m, n, k := s[0], s[1], s[2]
 			a, b := randI8(rng, m*k), randI8(rng, n*k)
 			var pa I8PackedA

@@ -24,6 +24,8 @@
 package main
 
 import (
+	"fmt"
+
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
@@ -43,8 +45,11 @@ func main() {
 	}
 	kernel("i8gemmKernel4x16I32AVX2", false, ones)
 	kernel("i8gemmKernel4x16F32AVX2", true, ones)
-	kernelW16("i8gemmKernelW16I32AVX2", false)
-	kernelW16("i8gemmKernelW16F32AVX2", true)
+	kernelW16("i8gemmKernelW16I32AVX2", false, mr)
+	kernelW16("i8gemmKernelW16F32AVX2", true, mr)
+	for rows := 1; rows < mr; rows++ {
+		kernelW16(fmt.Sprintf("i8gemmKernelW16F32R%dAVX2", rows), true, rows)
+	}
 	absMaxBits()
 	quantW16()
 	Generate()
@@ -127,12 +132,12 @@ func kernel(name string, f32 bool, ones Mem) {
 	JMP(LabelRef("tail"))
 
 	Label("store")
-	store(f32)
+	store(f32, mr)
 }
 
 // store emits the epilogue shared by the kernels: the accumulators
 // Y0…Y7 go to c as int32 or, dequantized, as float32.
-func store(f32 bool) {
+func store(f32 bool, rows int) {
 	cp, ldc := R8, R9
 	Load(Param("c"), cp)
 	Load(Param("ldc"), ldc)
@@ -142,7 +147,7 @@ func store(f32 bool) {
 	if !f32 {
 		TESTB(addf, addf)
 		JZ(LabelRef("overwrite"))
-		for r := 0; r < mr; r++ {
+		for r := 0; r < rows; r++ {
 			for h := 0; h < 2; h++ {
 				VPADDD(Mem{Base: cp, Disp: 32 * h}, acc(r, h), acc(r, h))
 				VMOVDQU(acc(r, h), Mem{Base: cp, Disp: 32 * h})
@@ -152,7 +157,7 @@ func store(f32 bool) {
 		VZEROUPPER()
 		RET()
 		Label("overwrite")
-		for r := 0; r < mr; r++ {
+		for r := 0; r < rows; r++ {
 			for h := 0; h < 2; h++ {
 				VMOVDQU(acc(r, h), Mem{Base: cp, Disp: 32 * h})
 			}
@@ -180,7 +185,7 @@ func store(f32 bool) {
 		} else {
 			Label("overwritef")
 		}
-		for r := 0; r < mr; r++ {
+		for r := 0; r < rows; r++ {
 			VBROADCASTSS(Mem{Base: rs, Disp: 4 * r}, rsb)
 			for h := 0; h < 2; h++ {
 				VCVTDQ2PS(acc(r, h), acc(r, h))
@@ -205,13 +210,14 @@ func store(f32 bool) {
 // bytes per pair, column j at bytes 4j…4j+3), one VPMADDWD and one VPADDD
 // per row and half and k pair. Products of int8 values sign-extended to int16
 // are exact, and so are the pair sums (2·127² < 2^31).
-func kernelW16(name string, f32 bool) {
+func kernelW16(name string, f32 bool, rows int) {
 	if f32 {
 		TEXT(name, NOSPLIT, "func(kp int, a, b *int16, c *float32, ldc int, rs, cs, bias *float32, add bool)")
 		Doc(
-			name+" computes the 4×16 tile c[r][j] (+)= rs[r]·cs[j]·Σ a·b + bias[j]",
+			name+fmt.Sprintf(" computes the %d×16 tile c[r][j] (+)= rs[r]·cs[j]·Σ a·b + bias[j]", rows),
 			"from int16-packed 4-row A and 16-column B micro-panels of kp pairs of k",
-			"values. With add the result is added to c. ldc is the row stride of c.",
+			"values (the first rows of the A panel). With add the result is added",
+			"to c. ldc is the row stride of c.",
 		)
 	} else {
 		TEXT(name, NOSPLIT, "func(kp int, a, b *int16, c *int32, ldc int, add bool)")
@@ -225,7 +231,7 @@ func kernelW16(name string, f32 bool) {
 	Load(Param("kp"), kg)
 	Load(Param("a"), ap)
 	Load(Param("b"), bp)
-	for r := 0; r < mr; r++ {
+	for r := 0; r < rows; r++ {
 		for h := 0; h < 2; h++ {
 			VPXOR(acc(r, h), acc(r, h), acc(r, h))
 		}
@@ -234,7 +240,7 @@ func kernelW16(name string, f32 bool) {
 	step := func(i int) {
 		VMOVDQU(Mem{Base: bp, Disp: i * 64}, b0)
 		VMOVDQU(Mem{Base: bp, Disp: i*64 + 32}, b1)
-		for r := 0; r < mr; r++ {
+		for r := 0; r < rows; r++ {
 			VPBROADCASTD(Mem{Base: ap, Disp: i*16 + 4*r}, bc)
 			VPMADDWD(b0, bc, t0)
 			VPMADDWD(b1, bc, t1)
@@ -265,7 +271,7 @@ func kernelW16(name string, f32 bool) {
 	DECQ(kg)
 	JMP(LabelRef("tail"))
 	Label("store")
-	store(f32)
+	store(f32, rows)
 }
 
 // absMaxBits emits the largest |x| of a slice as float32 bits, compared as
