@@ -98,3 +98,28 @@ func BenchmarkTileSweep(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecode times one new token (B=1, H=4, D=64) against a KV cache
+// holding L positions; the cache is read once, so GB/s is the figure of merit.
+func BenchmarkDecode(b *testing.B) {
+	for _, l := range []int{1024, 4096, 16384} {
+		b.Run(fmt.Sprintf("L=%d", l), func(b *testing.B) {
+			c := tcase{B: benchB, H: benchH, KVH: benchH, Tq: 1, Tk: l, D: benchD}
+			in := c.inputs(1)
+			o := NewTensor(benchB, benchH, 1, benchD)
+			opts := Options{Causal: true}
+			if err := DecodeInto(o, in.q, in.k, in.v, l, opts); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := DecodeInto(o, in.q, in.k, in.v, l, opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+			bytes := float64(2 * benchB * benchH * l * benchD * 4)
+			b.ReportMetric(bytes*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+	}
+}
