@@ -37,9 +37,9 @@ type Config struct {
 	// workers bit for bit: every sample runs forward and backward alone
 	// and its gradient is kept until the reduction, which adds the
 	// per-sample gradients of each shard in global sample order. It costs
-	// one gradient buffer per sample held by a worker (Batch/Workers ×
-	// Accum × 4Ψ bytes each) and smaller products (one sample per graph
-	// run). Without it, workers reduce their own rows' summed gradients,
+	// a gradient buffer (4Ψ bytes) per sample of a step held by a worker,
+	// about Batch/Workers × Accum of them, and smaller products (one
+	// sample per graph run). Without it, workers reduce their own rows' summed gradients,
 	// which agree with other worker counts to float32 rounding.
 	Exact bool
 }
