@@ -290,3 +290,24 @@ func grow(b []float32, n int) []float32 {
 	}
 	return b[:n]
 }
+
+// Options returns the layer's activation mode, static scale and outlier
+// threshold, as NewLinear takes them.
+func (l *Linear) Options() LinearOptions {
+	return LinearOptions{Act: l.Act, ActScale: l.ActScale, Threshold: l.Threshold}
+}
+
+// WithDelta returns a new int8 layer for the weight Dequantize() + delta
+// (delta [In, Out] in the model's layout, e.g. a merged LoRA update),
+// requantized per output channel, with the same bias and options. l is not
+// changed.
+func (l *Linear) WithDelta(delta []float32) (*Linear, error) {
+	if len(delta) != l.In*l.Out {
+		return nil, fmt.Errorf("quant: WithDelta: %d values for %d×%d: %w", len(delta), l.In, l.Out, ErrInput)
+	}
+	w := l.Dequantize()
+	for i, d := range delta {
+		w[i] += d
+	}
+	return NewLinear(w, l.Bias, l.In, l.Out, l.Options())
+}

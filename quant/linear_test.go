@@ -160,3 +160,30 @@ func TestLinearErrors(t *testing.T) {
 		t.Fatalf("bad weight: %v", err)
 	}
 }
+
+func TestLinearWithDelta(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	in, out := 20, 12
+	w, b := randn(rng, in*out, 0.1), randn(rng, out, 0.1)
+	l, err := NewLinear(w, b, in, out, LinearOptions{Act: ActDynamic, Threshold: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := randn(rng, in*out, 0.01)
+	m, err := l.WithDelta(delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Options() != l.Options() {
+		t.Fatalf("options %+v, want %+v", m.Options(), l.Options())
+	}
+	base, merged := l.Dequantize(), m.Dequantize()
+	for i := range delta {
+		if e := math.Abs(float64(merged[i] - (base[i] + delta[i]))); e > float64(m.Weight.Scale[i%out])/2*(1+1e-5) {
+			t.Fatalf("merged weight %d off by %v", i, e)
+		}
+	}
+	if _, err := l.WithDelta(delta[1:]); !errors.Is(err, ErrInput) {
+		t.Fatalf("bad delta: %v", err)
+	}
+}
