@@ -1,8 +1,14 @@
 package kernels
 
-// sgemmSmallWork is the largest m·n·k computed without packing: below it,
-// copying the operands costs more than the blocked kernel saves.
-const sgemmSmallWork = 24 * 24 * 24
+// The largest m·n·k computed without packing: below it, copying the operands
+// and setting up the blocked path cost more than the blocked kernel saves.
+// Measured crossovers (one core, square shapes): about 7³ with the assembly
+// kernel, whose blocked path already beats the plain loops 3× at 12³, and
+// about 12³ with the Go one.
+const (
+	sgemmSmallWorkAVX2 = 7 * 7 * 7
+	sgemmSmallWorkGo   = 12 * 12 * 12
+)
 
 // sgemmSmall computes products for which packing does not pay, on the
 // caller's goroutine, and reports whether it did: matrix-vector shapes
@@ -27,7 +33,7 @@ func sgemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 			incB = 1
 		}
 		gemvCol(transA, m, k, alpha, a, lda, b, incB, beta, c, ldc)
-	case m*n*k <= sgemmSmallWork:
+	case m*n*k <= sgemmSmallWorkGo && (!useAVX2 || m*n*k <= sgemmSmallWorkAVX2):
 		sgemmNaive(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 	default:
 		return false
@@ -35,93 +41,133 @@ func sgemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 	return true
 }
 
+// gemvChunk is how many elements of a strided vector are gathered into a
+// contiguous buffer at a time, so that the dot products run on Dot.
+const gemvChunk = 256
+
 // gemvRow computes c[j] = alpha·Σ_p x[p·incX]·op(B)[p][j] + beta·c[j] for
 // j < len(c) = n.
 func gemvRow(transB bool, n, k int, alpha float32, x []float32, incX int, b []float32, ldb int, beta float32, c []float32) {
-	if transB {
-		// op(B)[p][j] = b[j·ldb + p]: one dot product per output.
-		for j := range c {
-			d := dotStrided(x, incX, b[j*ldb:], 1, k)
-			if beta == 0 {
-				c[j] = alpha * d
-			} else {
-				c[j] = alpha*d + beta*c[j]
-			}
+	if !transB {
+		// Row p of B is contiguous: accumulate alpha·x[p]·B[p] into c.
+		scaleMatrix(1, n, beta, c, n)
+		for p := range k {
+			Axpy(alpha*x[p*incX], b[p*ldb:p*ldb+n], c)
 		}
 		return
 	}
-	// Row p of B is contiguous: accumulate alpha·x[p]·B[p] into c.
-	scaleMatrix(1, n, beta, c, n)
-	for p := range k {
-		Axpy(alpha*x[p*incX], b[p*ldb:p*ldb+n], c)
+	// op(B)[p][j] = b[j·ldb + p]: one dot product per output, over chunks
+	// of x gathered when it is strided.
+	var buf [gemvChunk]float32
+	for p0 := 0; p0 < k; p0 += gemvChunk {
+		kk := min(gemvChunk, k-p0)
+		xs := x[p0*incX:]
+		if incX != 1 {
+			for p := range kk {
+				buf[p] = xs[p*incX]
+			}
+			xs = buf[:]
+		}
+		xs = xs[:kk]
+		for j := range c {
+			d := alpha * Dot(xs, b[j*ldb+p0:j*ldb+p0+kk])
+			switch {
+			case p0 > 0:
+				c[j] += d
+			case beta == 0:
+				c[j] = d
+			default:
+				c[j] = d + beta*c[j]
+			}
+		}
 	}
 }
 
 // gemvCol computes c[i·ldc] = alpha·Σ_p op(A)[i][p]·y[p·incY] + beta·c[i·ldc]
 // for i < m.
 func gemvCol(transA bool, m, k int, alpha float32, a []float32, lda int, y []float32, incY int, beta float32, c []float32, ldc int) {
-	if !transA {
+	if transA {
+		// op(A)[i][p] = a[p·lda + i]: row p of the stored A is contiguous.
 		for i := range m {
-			d := dotStrided(a[i*lda:], 1, y, incY, k)
 			if beta == 0 {
-				c[i*ldc] = alpha * d
+				c[i*ldc] = 0
 			} else {
-				c[i*ldc] = alpha*d + beta*c[i*ldc]
+				c[i*ldc] *= beta
+			}
+		}
+		for p := range k {
+			s := alpha * y[p*incY]
+			row := a[p*lda : p*lda+m]
+			if ldc == 1 {
+				Axpy(s, row, c[:m])
+				continue
+			}
+			for i, v := range row {
+				c[i*ldc] += s * v
 			}
 		}
 		return
 	}
-	// op(A)[i][p] = a[p·lda + i]: row p of the stored A is contiguous.
-	for i := range m {
-		if beta == 0 {
-			c[i*ldc] = 0
-		} else {
-			c[i*ldc] *= beta
+	// Rows of A are contiguous: dot products, over chunks of y gathered
+	// when it is strided.
+	var buf [gemvChunk]float32
+	for p0 := 0; p0 < k; p0 += gemvChunk {
+		kk := min(gemvChunk, k-p0)
+		ys := y[p0*incY:]
+		if incY != 1 {
+			for p := range kk {
+				buf[p] = ys[p*incY]
+			}
+			ys = buf[:]
+		}
+		ys = ys[:kk]
+		for i := range m {
+			d := alpha * Dot(a[i*lda+p0:i*lda+p0+kk], ys)
+			switch {
+			case p0 > 0:
+				c[i*ldc] += d
+			case beta == 0:
+				c[i*ldc] = d
+			default:
+				c[i*ldc] = d + beta*c[i*ldc]
+			}
 		}
 	}
-	for p := range k {
-		s := alpha * y[p*incY]
-		row := a[p*lda : p*lda+m]
-		if ldc == 1 {
-			Axpy(s, row, c[:m])
-			continue
-		}
-		for i, v := range row {
-			c[i*ldc] += s * v
-		}
-	}
-}
-
-// dotStrided returns Σ_p x[p·incX]·y[p·incY] for p < k.
-func dotStrided(x []float32, incX int, y []float32, incY int, k int) float32 {
-	if incX == 1 && incY == 1 {
-		return Dot(x[:k], y[:k])
-	}
-	var s0, s1, s2, s3 float32
-	p := 0
-	for ; p+4 <= k; p += 4 {
-		s0 += x[p*incX] * y[p*incY]
-		s1 += x[(p+1)*incX] * y[(p+1)*incY]
-		s2 += x[(p+2)*incX] * y[(p+2)*incY]
-		s3 += x[(p+3)*incX] * y[(p+3)*incY]
-	}
-	for ; p < k; p++ {
-		s0 += x[p*incX] * y[p*incY]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // sgemmNaive is the straightforward triple loop, ordered so that the inner
-// loop runs along contiguous memory for each transpose combination.
+// loop runs along contiguous memory for each transpose combination, and
+// written out inline: at these sizes a call per row (to Axpy, say) costs
+// more than the row's arithmetic.
 func sgemmNaive(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if transB {
-		// Rows of op(B)ᵀ are contiguous: each c[i][j] is a dot product.
-		incA, stepA := 1, lda
-		if transA {
-			incA, stepA = lda, 1
-		}
+		// Row j of the stored B is column j of op(B): dot products.
 		for i := range m {
-			gemvRow(true, n, k, alpha, a[i*stepA:], incA, b, ldb, beta, c[i*ldc:i*ldc+n])
+			crow := c[i*ldc : i*ldc+n]
+			for j := range crow {
+				brow := b[j*ldb : j*ldb+k]
+				var s0, s1 float32
+				if transA {
+					for p, v := range brow {
+						s0 += a[p*lda+i] * v
+					}
+				} else {
+					arow := a[i*lda : i*lda+k]
+					p := 0
+					for ; p+1 < len(brow); p += 2 {
+						s0 += arow[p] * brow[p]
+						s1 += arow[p+1] * brow[p+1]
+					}
+					if p < len(brow) {
+						s0 += arow[p] * brow[p]
+					}
+				}
+				if beta == 0 {
+					crow[j] = alpha * (s0 + s1)
+				} else {
+					crow[j] = alpha*(s0+s1) + beta*crow[j]
+				}
+			}
 		}
 		return
 	}
@@ -132,11 +178,14 @@ func sgemmNaive(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 		for p := range k {
 			var s float32
 			if transA {
-				s = a[p*lda+i]
+				s = alpha * a[p*lda+i]
 			} else {
-				s = a[i*lda+p]
+				s = alpha * a[i*lda+p]
 			}
-			Axpy(alpha*s, b[p*ldb:p*ldb+n], crow)
+			brow := b[p*ldb : p*ldb+n]
+			for j, v := range brow {
+				crow[j] += s * v
+			}
 		}
 	}
 }

@@ -217,7 +217,8 @@ func TestSgemmPaths(t *testing.T) {
 		short   bool // also run under -short
 	}
 	shapes := []shape{
-		{"small", 9, 11, 13, true},
+		{"tiny", 5, 6, 7, true},    // small path in both implementations
+		{"small", 9, 11, 13, true}, // small path in Go, packed with AVX2
 		{"gemv-row", 1, 300, 257, true},
 		{"gemv-col", 300, 1, 257, true},
 		{"packed", 40, 50, 60, true},
