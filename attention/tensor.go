@@ -106,9 +106,10 @@ func (x Tensor) IsContiguous() bool {
 	return x.StrideT == x.D && x.StrideH == x.T*x.D && x.StrideB == x.H*x.T*x.D
 }
 
-// Validate checks that the dimensions are non-negative, the strides are
-// non-negative, rows do not overlap along any axis of size > 1, and every
-// element lies inside Data.
+// Validate checks that the dimensions and strides are non-negative, that
+// the stride of every axis longer than 1 is at least D (a row never runs into
+// the next one along that axis), and that every element lies inside Data.
+// It does not check views against each other for overlap.
 func (x Tensor) Validate() error {
 	if x.B < 0 || x.H < 0 || x.T < 0 || x.D < 0 {
 		return fmt.Errorf("attention: tensor dims [%d %d %d %d]: %w", x.B, x.H, x.T, x.D, ErrShape)
