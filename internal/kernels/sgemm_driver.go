@@ -36,9 +36,11 @@ const (
 	// computed one after another.
 	sgemmPackMax = 1 << 21
 
-	// sgemmParWork is the smallest m·n·k worth waking a second core for:
-	// about 20 µs of single-core work, well above the cost of a hand-off.
-	sgemmParWork = 1 << 21
+	// sgemmParWork is the smallest m·n·k per thread worth waking another
+	// core for: about 20 µs of single-core work, well above the cost of a
+	// hand-off, for each kernel (~100 and ~10 GFLOP/s per core).
+	sgemmParWorkAVX2 = 1 << 20
+	sgemmParWorkGo   = 1 << 17
 )
 
 // sgemmJob is one packed-path product and everything its threads share: the
@@ -187,8 +189,12 @@ func sgemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 	j.next.Store(0)
 	j.done.Store(0)
 	threads := runtime.GOMAXPROCS(0)
-	if work := m * n * k; work < sgemmParWork*threads {
-		threads = max(1, min(threads, work/sgemmParWork))
+	parWork := sgemmParWorkGo
+	if useAVX2 {
+		parWork = sgemmParWorkAVX2
+	}
+	if work := m * n * k; work < parWork*threads {
+		threads = max(1, min(threads, work/parWork))
 	}
 	j.plan(threads)
 	if threads > 1 {
@@ -215,10 +221,10 @@ func (j *sgemmJob) plan(threads int) {
 	// Tiles: start from the cache-friendly size and split (n first, then
 	// m) until every thread has several tiles to draw from, so that the
 	// dynamic queue can even out cores slowed down by other work.
-	j.mc = min(sgemmMC, roundUp(j.mChunk, sgemmMR))
-	j.nt = min(sgemmNT, roundUp(j.nChunk, packBCols))
+	j.mc = min(TuneMC, roundUp(j.mChunk, sgemmMR))
+	j.nt = min(TuneNT, roundUp(j.nChunk, packBCols))
 	if threads > 1 {
-		want := 4 * threads
+		want := TuneWant * threads
 		for ceilDiv(j.mChunk, j.mc)*ceilDiv(j.nChunk, j.nt) < want {
 			switch {
 			case j.nt >= 2*packBCols && j.nt >= j.mc:
@@ -533,3 +539,5 @@ func putSgemmJob(j *sgemmJob) {
 		sgemmJobs = append(sgemmJobs, j)
 	}
 }
+
+var TuneMC, TuneNT, TuneWant = sgemmMC, sgemmNT, 4
