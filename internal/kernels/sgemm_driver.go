@@ -91,6 +91,10 @@ type sgemmJob struct {
 	// leave a closed job signals left.
 	helpers atomic.Int64
 	left    chan struct{}
+
+	// Threads parked in wait, and their wake-up tokens.
+	waiters atomic.Int32
+	wake    chan struct{}
 }
 
 const (
@@ -301,12 +305,13 @@ func (j *sgemmJob) run() {
 		// A new step overwrites the packed buffers: wait until the
 		// previous one is finished. (Only products too large for the
 		// buffers have several steps.)
-		for j.done.Load() < start {
-			runtime.Gosched()
+		if j.done.Load() < start {
+			j.wait(func() bool { return j.done.Load() >= start })
 		}
 		i := int(t - start)
 		j.computeTile(&st, i/st.tilesN, i%st.tilesN, &tmp)
 		j.done.Add(1)
+		j.notify()
 	}
 }
 
@@ -336,11 +341,13 @@ func (j *sgemmJob) pack(st *sgemmStep, isB bool, i int) {
 		c0 := i * packBCols
 		packB(j.packB[c0*st.kk:], j.transB, j.b, j.ldb, st.p0, st.kk, st.j0+c0, min(packBCols, st.nn-c0))
 		j.stateB[i].Store(int64(2*st.s + 2))
+		j.notify()
 		return
 	}
 	r0 := i * j.mc
 	packA(j.packA[r0*st.kk:], j.transA, j.a, j.lda, st.i0+r0, min(j.mc, st.mm-r0), st.p0, st.kk)
 	j.stateA[i].Store(int64(2*st.s + 2))
+	j.notify()
 }
 
 // ensure returns once piece i of A or B is packed for step st, packing it
@@ -356,7 +363,40 @@ func (j *sgemmJob) ensure(st *sgemmStep, isB bool, i int) {
 			return
 		}
 		if !j.packAny(st) {
+			j.wait(func() bool { _, ready := j.claim(isB, i, st.s); return ready })
+			return
+		}
+	}
+}
+
+// wait returns once cond holds. Conditions change when another thread
+// finishes packing a piece or computing a tile, which takes microseconds:
+// poll for a while, then park until notify, so that a thread descheduled
+// by the OS in the middle of a piece does not have its partner burn the
+// other core meanwhile.
+func (j *sgemmJob) wait(cond func() bool) {
+	deadline := time.Now().Add(sgemmWaitSpin)
+	for !cond() {
+		if time.Now().Before(deadline) {
 			runtime.Gosched()
+			continue
+		}
+		j.waiters.Add(1)
+		if !cond() {
+			<-j.wake
+		}
+		j.waiters.Add(-1)
+	}
+}
+
+// notify wakes the threads parked in wait, after a change they may be
+// waiting for.
+func (j *sgemmJob) notify() {
+	for n := j.waiters.Load(); n > 0; n-- {
+		select {
+		case j.wake <- struct{}{}:
+		default:
+			return
 		}
 	}
 }
@@ -450,6 +490,11 @@ func sgemmKernel(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 // concurrent products never wait for each other's helpers.
 var sgemmSpin = 100 * time.Microsecond
 
+// sgemmWaitSpin is how long a thread polls for a piece another is packing
+// (or the end of the previous step) before parking: a piece takes a few
+// microseconds to pack unless its packer lost its core.
+const sgemmWaitSpin = 20 * time.Microsecond
+
 var (
 	sgemmOffer    atomic.Pointer[sgemmJob]
 	sgemmWork     = make(chan *sgemmJob)
@@ -529,7 +574,12 @@ func getSgemmJob() *sgemmJob {
 		sgemmJobs = sgemmJobs[:n-1]
 		return j
 	}
-	return &sgemmJob{left: make(chan struct{}, 1)}
+	return &sgemmJob{
+		left: make(chan struct{}, 1),
+		// Room for every parked thread whatever GOMAXPROCS becomes
+		// (a channel of empty structs has no buffer to allocate).
+		wake: make(chan struct{}, 1<<16),
+	}
 }
 
 func putSgemmJob(j *sgemmJob) {
