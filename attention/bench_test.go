@@ -123,3 +123,34 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPresets times forward+backward on the attention shapes of the
+// model presets (DESIGN.md §1): tiny B=8 H=4 T=64 D=32, small B=8 H=8 T=256
+// D=32, medium B=4 H=8 T=256 D=64, causal.
+func BenchmarkPresets(b *testing.B) {
+	for _, p := range []struct {
+		name       string
+		B, H, T, D int
+	}{{"tiny", 8, 4, 64, 32}, {"small", 8, 8, 256, 32}, {"medium", 4, 8, 256, 64}} {
+		c := tcase{B: p.B, H: p.H, KVH: p.H, Tq: p.T, Tk: p.T, D: p.D, Causal: true}
+		in := c.inputs(1)
+		for _, impl := range []struct {
+			name string
+			fwd  fwdFunc
+			bwd  bwdFunc
+		}{{"flash", Forward, Backward}, {"naive", NaiveForward, NaiveBackward}} {
+			b.Run(p.name+"/"+impl.name, func(b *testing.B) {
+				opts := c.opts()
+				for i := 0; i < b.N; i++ {
+					o, lse, err := impl.fwd(in.q, in.k, in.v, opts)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, _, _, err := impl.bwd(in.q, in.k, in.v, o, lse, in.dO, opts); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
