@@ -63,6 +63,7 @@ const (
 // threads and overlaps computation, with no barrier between the two.
 type sgemmJob struct {
 	transA, transB bool
+	gemv           int // 0, or gemvRowMode or gemvColMode (see gemvTile)
 	m, n, k        int
 	alpha, beta    float32
 	a, b, c        []float32
@@ -200,7 +201,14 @@ func sgemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 	if work := m * n * k; work < parWork*threads {
 		threads = max(1, min(threads, work/parWork))
 	}
+	j.gemv = 0
 	j.plan(threads)
+	j.execute(threads)
+}
+
+// execute runs a planned job on the caller and up to threads-1 helpers,
+// and returns it to the pool.
+func (j *sgemmJob) execute(threads int) {
 	if threads > 1 {
 		j.helpers.Store(int64(threads-1) * helperSlot) // open, nobody in
 		offerSgemmJob(j, threads-1)
@@ -214,6 +222,68 @@ func sgemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 	putSgemmJob(j)
 }
 
+// Matrix-vector products split over threads by ranges of their output.
+const (
+	gemvRowMode = 1 // m == 1: c (a row) = alpha·x·op(B) + beta·c
+	gemvColMode = 2 // n == 1: c (a column) = alpha·op(A)·y + beta·c
+
+	// gemvTileMin is the least number of outputs a thread takes at a time.
+	gemvTileMin = 64
+
+	// sgemvParWork is the smallest (outputs × k) per thread worth waking
+	// another core for: ~20 µs at ~40 (assembly) or ~4 (Go) GFLOP/s.
+	sgemvParWorkAVX2 = 1 << 18
+	sgemvParWorkGo   = 1 << 15
+)
+
+// gemvThreads returns how many threads a matrix-vector product of outs
+// outputs, each a k-term sum, is worth.
+func gemvThreads(outs, k int) int {
+	parWork := sgemvParWorkGo
+	if useAVX2 {
+		parWork = sgemvParWorkAVX2
+	}
+	return max(1, min(runtime.GOMAXPROCS(0), outs*k/parWork, outs/gemvTileMin))
+}
+
+// sgemvParallel computes a matrix-vector product (mode gemvRowMode or
+// gemvColMode, with the arguments of gemvRow or gemvCol) on threads cores.
+func sgemvParallel(threads, mode int, trans bool, outs, k int, alpha float32, mat []float32, ld int, vec []float32, inc int, beta float32, c []float32, ldc int) {
+	j := getSgemmJob()
+	j.gemv, j.transB, j.n, j.k = mode, trans, outs, k
+	j.alpha, j.beta, j.a, j.b, j.c = alpha, beta, vec, mat, c
+	j.lda, j.ldb, j.ldc = inc, ld, ldc
+	j.next.Store(0)
+	j.done.Store(0)
+	// Four ranges per thread for the dynamic queue, in whole cache lines.
+	j.nt = max(gemvTileMin, roundUp(ceilDiv(outs, 4*threads), 16))
+	j.total = int64(ceilDiv(outs, j.nt))
+	j.execute(threads)
+}
+
+// gemvTile computes outputs i·nt… of a matrix-vector job.
+func (j *sgemmJob) gemvTile(i int) {
+	o0 := i * j.nt
+	w := min(j.nt, j.n-o0)
+	if j.gemv == gemvRowMode {
+		// Columns o0… of op(B): in b, from column o0, or row o0 when
+		// transposed.
+		off := o0
+		if j.transB {
+			off = o0 * j.ldb
+		}
+		gemvRow(j.transB, w, j.k, j.alpha, j.a, j.lda, j.b[off:], j.ldb, j.beta, j.c[o0:o0+w])
+		return
+	}
+	// Rows o0… of op(A): in the stored A, from row o0, or column o0 when
+	// transposed.
+	off := o0 * j.ldb
+	if j.transB {
+		off = o0
+	}
+	gemvCol(j.transB, w, j.k, j.alpha, j.b[off:], j.ldb, j.a, j.lda, j.beta, j.c[o0*j.ldc:], j.ldc)
+}
+
 // plan chooses the chunks, the tile sizes and the ticket count, and sizes
 // the packing buffers.
 func (j *sgemmJob) plan(threads int) {
@@ -222,23 +292,24 @@ func (j *sgemmJob) plan(threads int) {
 	j.mChunk, j.mChunks = chunk(j.m, sgemmMR, sgemmPackMax/j.kChunk)
 	j.nChunk, j.nChunks = chunk(j.n, packBCols, sgemmPackMax/j.kChunk)
 
-	// Tiles: start from the cache-friendly size and split (n first, then
-	// m) until every thread has several tiles to draw from, so that the
-	// dynamic queue can even out cores slowed down by other work.
-	j.mc = min(TuneMC, roundUp(j.mChunk, sgemmMR))
-	j.nt = min(TuneNT, roundUp(j.nChunk, packBCols))
-	if threads > 1 {
-		want := TuneWant * threads
-		for ceilDiv(j.mChunk, j.mc)*ceilDiv(j.nChunk, j.nt) < want {
-			switch {
-			case j.nt >= 2*packBCols && j.nt >= j.mc:
-				j.nt = roundUp(j.nt/2, packBCols)
-			case j.mc >= 2*24:
-				j.mc = roundUp(j.mc/2, sgemmMR)
-			default:
-				want = 0
+	if TunePlan == 0 {
+		j.mc = min(TuneMC, roundUp(j.mChunk, sgemmMR))
+		j.nt = min(TuneNT, roundUp(j.nChunk, packBCols))
+		if threads > 1 {
+			want := TuneWant * threads
+			for ceilDiv(j.mChunk, j.mc)*ceilDiv(j.nChunk, j.nt) < want {
+				switch {
+				case j.nt >= 2*packBCols && j.nt >= j.mc:
+					j.nt = roundUp(j.nt/2, packBCols)
+				case j.mc >= 2*24:
+					j.mc = roundUp(j.mc/2, sgemmMR)
+				default:
+					want = 0
+				}
 			}
 		}
+	} else {
+		j.mc, j.nt = tiles(j.mChunk, j.nChunk, threads)
 	}
 
 	steps := j.mChunks * j.nChunks * j.kChunks
@@ -260,6 +331,78 @@ func resetStates(s []atomic.Int64, n int) []atomic.Int64 {
 	s = s[:n]
 	clear(s)
 	return s
+}
+
+// Smallest tiles plan makes when it splits tiles for threads: below these a
+// tile's packed B panels or A block are reused too few times.
+const (
+	sgemmMinMC = 24
+	sgemmMinNT = packBCols
+)
+
+// tiles chooses the tile sizes for an m×n chunk. It starts from the
+// cache-friendly sgemmMC×sgemmNT and, when threads share the work, splits
+// (the dimension with the larger tiles first) until every thread has
+// several tiles to draw from and their count is a multiple of threads, so
+// that the dynamic queue can even out cores slowed down by other work
+// without leaving one core alone with the last tile. The tiles of a
+// dimension are of equal size, give or take the rounding to micro-panels.
+func tiles(m, n, threads int) (mc, nt int) {
+	mc = balanced(m, ceilDiv(m, TuneMC), sgemmMR)
+	nt = balanced(n, ceilDiv(n, TuneNT), packBCols)
+	if threads == 1 {
+		return mc, nt
+	}
+	split := func() bool {
+		nm, okM := finer(m, mc, sgemmMR, sgemmMinMC)
+		nn, okN := finer(n, nt, packBCols, sgemmMinNT)
+		switch {
+		case okN && (nt >= mc || !okM):
+			nt = nn
+		case okM:
+			mc = nm
+		default:
+			return false
+		}
+		return true
+	}
+	// Split until there are enough tiles, in a multiple of threads; if
+	// that cannot be had, take the split that balances best.
+	bestMC, bestNT, bestEff := mc, nt, 0.0
+	for range 64 {
+		c := ceilDiv(m, mc) * ceilDiv(n, nt)
+		if c >= TuneWant*threads && c%threads == 0 {
+			return mc, nt
+		}
+		if eff := float64(c) / float64(roundUp(c, threads)); eff > bestEff {
+			bestMC, bestNT, bestEff = mc, nt, eff
+		}
+		if !split() {
+			break
+		}
+	}
+	return bestMC, bestNT
+}
+
+// balanced is the size of t tiles of equal size, rounded up to align,
+// that cover n.
+func balanced(n, t, align int) int { return roundUp(ceilDiv(n, t), align) }
+
+// finer returns the balanced tile size that cuts n into the next larger
+// number of tiles than size does, if it is at least minSize.
+func finer(n, size, align, minSize int) (int, bool) {
+	for t := ceilDiv(n, size) + 1; ; t++ {
+		s := balanced(n, t, align)
+		if s < minSize {
+			return 0, false
+		}
+		if ceilDiv(n, s) > ceilDiv(n, size) {
+			return s, true
+		}
+		if s == align {
+			return 0, false
+		}
+	}
 }
 
 // chunk splits n into the fewest chunks of at most limit (but at least
@@ -289,6 +432,12 @@ func alignedFloats(buf *[]float32, n int) []float32 {
 
 // run takes tickets until none is left.
 func (j *sgemmJob) run() {
+	if j.gemv != 0 {
+		for t := j.next.Add(1) - 1; t < j.total; t = j.next.Add(1) - 1 {
+			j.gemvTile(int(t))
+		}
+		return
+	}
 	var tmp [sgemmMR * sgemmNR]float32
 	st := j.step(0)
 	start, size := int64(0), int64(st.tilesM*st.tilesN)
@@ -590,4 +739,4 @@ func putSgemmJob(j *sgemmJob) {
 	}
 }
 
-var TuneMC, TuneNT, TuneWant = sgemmMC, sgemmNT, 4
+var TuneMC, TuneNT, TuneWant, TunePlan = sgemmMC, sgemmNT, 4, 1

@@ -10,11 +10,12 @@ const (
 	sgemmSmallWorkGo   = 12 * 12 * 12
 )
 
-// sgemmSmall computes products for which packing does not pay, on the
-// caller's goroutine, and reports whether it did: matrix-vector shapes
-// (m == 1 or n == 1, as in attention over one query or token-by-token
-// generation), which touch each element of the matrix once, and tiny
-// products. alpha != 0, k > 0, m > 0 and n > 0.
+// sgemmSmall computes products for which packing does not pay, and reports
+// whether it did: matrix-vector shapes (m == 1 or n == 1, as in attention
+// over one query or token-by-token generation), which touch each element of
+// the matrix once, and tiny products, on the caller's goroutine, except for
+// large matrix-vector products, which are split by ranges of outputs over
+// threads. alpha != 0, k > 0, m > 0 and n > 0.
 func sgemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) bool {
 	switch {
 	case m == 1:
@@ -24,6 +25,10 @@ func sgemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 		if transA {
 			incA = lda
 		}
+		if t := gemvThreads(n, k); t > 1 {
+			sgemvParallel(t, gemvRowMode, transB, n, k, alpha, b, ldb, a, incA, beta, c[:n], 1)
+			break
+		}
 		gemvRow(transB, n, k, alpha, a, incA, b, ldb, beta, c[:n])
 	case n == 1:
 		// c (column) = alpha·op(A)·y + beta·c: the same product with the
@@ -31,6 +36,10 @@ func sgemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 		incB := ldb
 		if transB {
 			incB = 1
+		}
+		if t := gemvThreads(m, k); t > 1 {
+			sgemvParallel(t, gemvColMode, transA, m, k, alpha, a, lda, b, incB, beta, c, ldc)
+			break
 		}
 		gemvCol(transA, m, k, alpha, a, lda, b, incB, beta, c, ldc)
 	case m*n*k <= sgemmSmallWorkGo && (!useAVX2 || m*n*k <= sgemmSmallWorkAVX2):

@@ -221,6 +221,8 @@ func TestSgemmPaths(t *testing.T) {
 		{"small", 9, 11, 13, true}, // small path in Go, packed with AVX2
 		{"gemv-row", 1, 300, 257, true},
 		{"gemv-col", 300, 1, 257, true},
+		{"gemv-row-threads", 1, 1100, 600, true}, // split over threads
+		{"gemv-col-threads", 1100, 1, 600, true},
 		{"packed", 40, 50, 60, true},
 		{"parallel", 200, 190, 180, true},
 		{"large-k", 30, 40, 3*sgemmKC + 17, true},
@@ -431,6 +433,7 @@ func TestSgemmAllocs(t *testing.T) {
 		}{
 			{"small", 0, 10, 10, 10},
 			{"gemv", 0, 1, 500, 300},
+			{"gemv-threads", 0, 1, 1100, 600},
 			{"one-thread", 1, 200, 200, 200},
 			{"threads", 0, 256, 256, 256},
 			{"large-k", 0, 64, 256, 3 * sgemmKC},
