@@ -63,7 +63,7 @@ const (
 // threads and overlaps computation, with no barrier between the two.
 type sgemmJob struct {
 	transA, transB bool
-	gemv           int // 0, or gemvRowMode or gemvColMode (see gemvTile)
+	gemv           int // 0, or gemvRowMode or gemvColMode (see sgemvParallel)
 	m, n, k        int
 	alpha, beta    float32
 	a, b, c        []float32
@@ -248,9 +248,12 @@ func gemvThreads(outs, k int) int {
 
 // sgemvParallel computes a matrix-vector product (mode gemvRowMode or
 // gemvColMode, with the arguments of gemvRow or gemvCol) on threads cores.
+// The job holds the vector in a (stride lda), the matrix in b (stride ldb)
+// and the output in c, which has outs elements (n).
 func sgemvParallel(threads, mode int, trans bool, outs, k int, alpha float32, mat []float32, ld int, vec []float32, inc int, beta float32, c []float32, ldc int) {
 	j := getSgemmJob()
-	j.gemv, j.transB, j.n, j.k = mode, trans, outs, k
+	j.gemv, j.n, j.k = mode, outs, k
+	j.transA, j.transB = trans, trans // the matrix's flag: B for rows, A for columns
 	j.alpha, j.beta, j.a, j.b, j.c = alpha, beta, vec, mat, c
 	j.lda, j.ldb, j.ldc = inc, ld, ldc
 	j.next.Store(0)
@@ -278,10 +281,10 @@ func (j *sgemmJob) gemvTile(i int) {
 	// Rows o0… of op(A): in the stored A, from row o0, or column o0 when
 	// transposed.
 	off := o0 * j.ldb
-	if j.transB {
+	if j.transA {
 		off = o0
 	}
-	gemvCol(j.transB, w, j.k, j.alpha, j.b[off:], j.ldb, j.a, j.lda, j.beta, j.c[o0*j.ldc:], j.ldc)
+	gemvCol(j.transA, w, j.k, j.alpha, j.b[off:], j.ldb, j.a, j.lda, j.beta, j.c[o0*j.ldc:], j.ldc)
 }
 
 // plan chooses the chunks, the tile sizes and the ticket count, and sizes
