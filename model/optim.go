@@ -63,21 +63,21 @@ func (o *AdamW) Step(grads []float32, lr float64) error {
 	if err := o.check(grads, 0, o.params.Len()); err != nil {
 		return err
 	}
+	o.update(grads, lr, o.T+1, 0, o.params.Len())
 	o.T++
-	o.update(grads, lr, 0, o.params.Len())
 	return nil
 }
 
 // StepRange updates only elements [lo, hi) of the set, as step number
 // o.T+1, without advancing o.T: the caller splits one step into shards and
-// then calls Advance once. grads is indexed like the whole set.
+// then calls Advance once. It only reads o.T, so goroutines may update
+// disjoint shards of one optimizer concurrently. grads is indexed like the
+// whole set.
 func (o *AdamW) StepRange(grads []float32, lr float64, lo, hi int) error {
 	if err := o.check(grads, lo, hi); err != nil {
 		return err
 	}
-	o.T++
-	o.update(grads, lr, lo, hi)
-	o.T--
+	o.update(grads, lr, o.T+1, lo, hi)
 	return nil
 }
 
@@ -94,10 +94,10 @@ func (o *AdamW) check(grads []float32, lo, hi int) error {
 	return nil
 }
 
-func (o *AdamW) update(grads []float32, lr float64, lo, hi int) {
+func (o *AdamW) update(grads []float32, lr float64, t, lo, hi int) {
 	b1, b2 := float32(o.cfg.Beta1), float32(o.cfg.Beta2)
-	bc1 := 1 - math.Pow(o.cfg.Beta1, float64(o.T))
-	bc2 := 1 - math.Pow(o.cfg.Beta2, float64(o.T))
+	bc1 := 1 - math.Pow(o.cfg.Beta1, float64(t))
+	bc2 := 1 - math.Pow(o.cfg.Beta2, float64(t))
 	stepSize := float32(lr / bc1)
 	bc2Sqrt := float32(math.Sqrt(bc2))
 	eps := float32(o.cfg.Eps)

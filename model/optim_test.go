@@ -112,3 +112,27 @@ func TestGradNormAndClip(t *testing.T) {
 		t.Error("ClipScale must not scale small norms or when disabled")
 	}
 }
+
+// Shards of one optimizer may be stepped from several goroutines (run with
+// -race): StepRange only reads the step count.
+func TestAdamWStepRangeConcurrent(t *testing.T) {
+	ps, _ := NewParamSet([]ParamSpec{{Name: "w", Shape: []int{1000}, Decay: true}})
+	opt, _ := NewAdamW(ps, DefaultAdamW())
+	g := make([]float32, ps.Len())
+	for i := range g {
+		g[i] = float32(i%13) - 6
+	}
+	done := make(chan error, 4)
+	for s := 0; s < 4; s++ {
+		go func(lo int) { done <- opt.StepRange(g, 1e-3, lo, lo+250) }(s * 250)
+	}
+	for s := 0; s < 4; s++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	opt.Advance()
+	if opt.T != 1 {
+		t.Fatalf("T = %d", opt.T)
+	}
+}
