@@ -35,9 +35,13 @@ func testConfig(workers, batch, accum int) Config {
 		AdamW:    model.DefaultAdamW(), ClipNorm: 1, BucketBytes: 16 << 10}
 }
 
-func newTestModel(t testing.TB) *model.Model {
+func newTestModel(t testing.TB, mut ...func(*model.Config)) *model.Model {
 	t.Helper()
-	m, err := model.New(testModelConfig(), 7)
+	mc := testModelConfig()
+	for _, f := range mut {
+		f(&mc)
+	}
+	m, err := model.New(mc, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,9 +64,9 @@ type run struct {
 }
 
 // trainShared trains a fresh model with New for steps steps.
-func trainShared(t testing.TB, cfg Config, steps int) run {
+func trainShared(t testing.TB, cfg Config, steps int, mut ...func(*model.Config)) run {
 	t.Helper()
-	m := newTestModel(t)
+	m := newTestModel(t, mut...)
 	tr, err := New(m, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -99,25 +103,29 @@ func maxRelDiff(a, b []float32, atol float64) float64 {
 func TestOneWorkerMatchesModelTrainer(t *testing.T) {
 	// One worker runs the single-replica loop's exact operations, so the
 	// weights agree bit for bit with model.Trainer. (Without clipping: the
-	// norm is summed by blocks here and in one pass there.)
-	cfg := testConfig(1, 4, 2)
-	cfg.ClipNorm = 0
-	got := trainShared(t, cfg, 3)
+	// norm is summed by blocks here and in one pass there.) With dropout,
+	// both must draw the same masks.
+	for _, dropout := range []float32{0, 0.1} {
+		mut := func(c *model.Config) { c.Dropout = dropout }
+		cfg := testConfig(1, 4, 2)
+		cfg.ClipNorm = 0
+		got := trainShared(t, cfg, 3, mut)
 
-	m := newTestModel(t)
-	mt2, err := model.NewTrainer(m, model.TrainConfig{Batch: 4, Accum: 2, Schedule: cfg.Schedule, AdamW: cfg.AdamW, ClipNorm: cfg.ClipNorm})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mt2.Close()
-	data := newTestData(t, 3)
-	for range 3 {
-		if _, err := mt2.Step(context.Background(), data); err != nil {
+		m := newTestModel(t, mut)
+		mt2, err := model.NewTrainer(m, model.TrainConfig{Batch: 4, Accum: 2, Schedule: cfg.Schedule, AdamW: cfg.AdamW, ClipNorm: cfg.ClipNorm})
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if Hash(got.weights) != Hash(m.Weights.Data) {
-		t.Fatalf("one parallel worker differs from model.Trainer: max rel diff %g", maxRelDiff(got.weights, m.Weights.Data, 1e-6))
+		data := newTestData(t, 3)
+		for range 3 {
+			if _, err := mt2.Step(context.Background(), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mt2.Close()
+		if Hash(got.weights) != Hash(m.Weights.Data) {
+			t.Fatalf("dropout %v: one parallel worker differs from model.Trainer: max rel diff %g", dropout, maxRelDiff(got.weights, m.Weights.Data, 1e-6))
+		}
 	}
 }
 
@@ -210,6 +218,18 @@ func TestExactModeIsBitIdenticalForAnyWorkerCount(t *testing.T) {
 	acc.Exact = true
 	if Hash(trainShared(t, whole, 3).weights) != Hash(trainShared(t, acc, 3).weights) {
 		t.Error("exact: 4 micro-batches × 2 workers differ from 1 worker on the whole batch")
+	}
+	// With dropout: a sample draws the same mask on whichever worker holds
+	// it, so exact runs stay bit-identical.
+	drop := func(c *model.Config) { c.Dropout = 0.1 }
+	cfg.Workers = 1
+	dref := trainShared(t, cfg, 3, drop)
+	cfg.Workers = 3
+	if Hash(trainShared(t, cfg, 3, drop).weights) != Hash(dref.weights) {
+		t.Error("exact with dropout: 3 workers differ from 1")
+	}
+	if Hash(dref.weights) == Hash(trainShared(t, cfg, 3).weights) {
+		t.Error("dropout had no effect")
 	}
 	// Close to the default mode (same data, different summation order).
 	def := trainShared(t, testConfig(1, 10, 2), 1)
