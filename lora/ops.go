@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash"
 	"hash/fnv"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -129,8 +130,9 @@ func (op *downOp) String() string   { return fmt.Sprintf("lora.Down(r=%d, dropou
 // keep is the value of a kept mask element.
 func (op *downOp) keep() float32 { return float32(1 / (1 - op.p)) }
 
-// fillMask draws the run's mask: one 32-bit draw per element against the
-// threshold p·2³².
+// fillMask draws the run's mask: each element compares 16 random bits
+// with p·2¹⁶ (so the rate is p rounded to 1/65536), four elements per
+// 64-bit draw.
 func (op *downOp) fillMask() {
 	n := op.rows * op.in
 	if len(op.mask) != n {
@@ -138,13 +140,14 @@ func (op *downOp) fillMask() {
 	}
 	op.runs++
 	rng := rand.New(rand.NewPCG(op.seed, op.runs))
-	thr := uint32(op.p * (1 << 32))
-	for i := 0; i < n; i += 2 {
-		u := rng.Uint64()
-		op.mask[i] = b2u(uint32(u) >= thr)
-		if i+1 < n {
-			op.mask[i+1] = b2u(uint32(u>>32) >= thr)
+	thr := uint64(math.Round(op.p * (1 << 16)))
+	var u uint64
+	for i := 0; i < n; i++ {
+		if i&3 == 0 {
+			u = rng.Uint64()
 		}
+		op.mask[i] = b2u(u&0xffff >= thr)
+		u >>= 16
 	}
 }
 
