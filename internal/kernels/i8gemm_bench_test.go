@@ -26,21 +26,29 @@ func BenchmarkI8GemmKernel(b *testing.B) {
 }
 
 // BenchmarkI8GemmF32 measures the packed product with fused dequantization
-// (activations already quantized).
+// (activations already quantized), with each AVX2 kernel.
 func BenchmarkI8GemmF32(b *testing.B) {
-	for _, s := range i8BenchShapes {
-		m, k, n := s[0], s[1], s[2]
-		b.Run(fmt.Sprintf("M=%d,K=%d,N=%d", m, k, n), func(b *testing.B) {
-			rng := rand.New(rand.NewPCG(1, 1))
-			var pa I8PackedA
-			PackI8A(m, k, randI8(rng, m*k), k, &pa)
-			pb := PackI8B(n, k, randI8(rng, n*k), k)
-			cs, c := make([]float32, n), make([]float32, m*n)
-			for b.Loop() {
-				I8GemmF32(&pa, pb, cs, nil, c, n, false)
-			}
-			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
-		})
+	defer func(saved bool) { I8SignTrick = saved }(I8SignTrick)
+	for _, st := range []bool{false, true} {
+		I8SignTrick = st
+		name := "w16"
+		if st {
+			name = "signtrick"
+		}
+		for _, s := range i8BenchShapes {
+			m, k, n := s[0], s[1], s[2]
+			b.Run(fmt.Sprintf("%s/M=%d,K=%d,N=%d", name, m, k, n), func(b *testing.B) {
+				rng := rand.New(rand.NewPCG(1, 1))
+				var pa I8PackedA
+				PackI8A(m, k, randI8(rng, m*k), k, &pa)
+				pb := PackI8B(n, k, randI8(rng, n*k), k)
+				cs, c := make([]float32, n), make([]float32, m*n)
+				for b.Loop() {
+					I8GemmF32(&pa, pb, cs, nil, c, n, false)
+				}
+				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+			})
+		}
 	}
 }
 

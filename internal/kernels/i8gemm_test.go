@@ -196,3 +196,35 @@ func testQuantizeI8A(t *testing.T) {
 		t.Fatalf("static quantization = %v, want [127 -127 1]", c)
 	}
 }
+
+// TestQuantizeI8AParallel checks that the parallel quantization of a large
+// matrix equals row-by-row quantization.
+func TestQuantizeI8AParallel(t *testing.T) {
+	forEachI8Impl(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(9, 9))
+		m, k := 301, 500
+		x := make([]float32, m*k)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		var all, one I8PackedA
+		if !QuantizeI8A(m, k, x, k, 0, nil, &all) {
+			t.Fatal("finite input reported non-finite")
+		}
+		e := make([]int8, k)
+		for q := range e {
+			e[q] = int8(q%5 - 2)
+		}
+		pb := PackI8B(1, k, e, k)
+		got := make([]int32, m)
+		I8GemmI32(&all, pb, got, 1, false)
+		for i := 0; i < m; i += 37 {
+			QuantizeI8A(1, k, x[i*k:], k, 0, nil, &one)
+			var want [1]int32
+			I8GemmI32(&one, pb, want[:], 1, false)
+			if got[i] != want[0] || all.Scale[i] != one.Scale[0] {
+				t.Fatalf("row %d: %d (scale %v), row alone %d (scale %v)", i, got[i], all.Scale[i], want[0], one.Scale[0])
+			}
+		}
+	})
+}
