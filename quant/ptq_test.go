@@ -256,3 +256,32 @@ func TestLoadHostile(t *testing.T) {
 		t.Fatalf("truncated: err = %v", err)
 	}
 }
+
+// TestInt8LinearGraph checks the training graph of an int8 model (as an
+// adapter trained on an int8 base uses it): its loss equals the inference
+// path's for weight-only int8, where both multiply the dequantized weights.
+func TestInt8LinearGraph(t *testing.T) {
+	m, data := testModel(t, 2)
+	T := m.Config.SeqLen
+	in, tg := windows(t, data, 2, T)
+	q, err := Quantize(m, Config{Act: ActFloat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := q.NewReplica(2, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	loss, err := r.ForwardBackward(in, tg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := q.Loss(in, tg, 2, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(float64(loss)-want) > 1e-4 {
+		t.Fatalf("graph loss %v, inference loss %v", loss, want)
+	}
+}
