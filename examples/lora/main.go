@@ -55,6 +55,7 @@ type options struct {
 	seq           int
 	lrFull        float64
 	lrLoRA        float64
+	loraWD        float64
 	r             int
 	alpha         float64
 	dropout       float64
@@ -113,7 +114,8 @@ func main() {
 	flag.IntVar(&o.batch, "batch", 0, "fine-tuning batch (0: the preset's)")
 	flag.IntVar(&o.seq, "seq", 0, "fine-tuning sequence length (0: the preset's)")
 	flag.Float64Var(&o.lrFull, "lr-full", 3e-4, "peak learning rate of full fine-tuning")
-	flag.Float64Var(&o.lrLoRA, "lr-lora", 2e-3, "peak learning rate of LoRA")
+	flag.Float64Var(&o.lrLoRA, "lr-lora", 6e-3, "peak learning rate of LoRA")
+	flag.Float64Var(&o.loraWD, "lora-weight-decay", 0, "AdamW weight decay of the adapter matrices (Hugging Face Trainer's default is 0; full fine-tuning keeps GPT-2's 0.1)")
 	flag.IntVar(&o.r, "r", 8, "LoRA rank")
 	flag.Float64Var(&o.alpha, "alpha", 32, "LoRA alpha")
 	flag.Float64Var(&o.dropout, "dropout", 0.1, "LoRA dropout")
@@ -377,9 +379,13 @@ func fineTune(ctx context.Context, o options, method, basePath string, train []b
 		prev = h
 	}
 	sampler := startSampler()
+	adamw := model.DefaultAdamW()
+	if lm != nil {
+		adamw.WeightDecay = o.loraWD
+	}
 	tr, err := model.NewTrainer(m, model.TrainConfig{Batch: o.batch, SeqLen: o.seq,
 		Schedule: model.Schedule{Peak: lr, Warmup: min(20, o.steps/10), Total: o.steps, MinRatio: 0.1},
-		AdamW:    model.DefaultAdamW(), ClipNorm: 1})
+		AdamW:    adamw, ClipNorm: 1})
 	if err != nil {
 		sampler.finish()
 		return r, err
