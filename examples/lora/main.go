@@ -15,8 +15,13 @@
 // after, and the size of what one would deploy (the full checkpoint, or the
 // adapter), and saves the LoRA adapter in PEFT's format.
 //
-//	go run ./examples/lora -preset small -pretrain-steps 600 -steps 300
-//	go run ./examples/lora -preset medium -pretrain-steps 0 -batch 1 -seq 128 -steps 6
+//	go run ./examples/lora -preset small -pretrain-steps 1000 -steps 300
+//	go run ./examples/lora -preset medium -pretrain-steps 0 -batch 1 -seq 128 -steps 8
+//
+// The first is the quality comparison (the pretrained base is written to
+// -out and can be reused with -base); the second measures memory and step
+// time where weights and optimizer state dominate (a random base is enough
+// for that, its bits/byte mean nothing).
 package main
 
 import (
