@@ -254,7 +254,12 @@ func TestSgemmPaths(t *testing.T) {
 				continue
 			}
 			for tr := range 4 {
-				for _, ab := range scalars {
+				for i, ab := range scalars {
+					// Under -short, the larger shapes get one pair of
+					// scalars per transpose combination.
+					if testing.Short() && s.m*s.n*s.k > 1<<19 && i != tr%len(scalars) {
+						continue
+					}
 					sgemmCase{
 						transA: tr&1 != 0, transB: tr&2 != 0,
 						m: s.m, n: s.n, k: s.k, alpha: ab[0], beta: ab[1],
@@ -270,11 +275,15 @@ func TestSgemmPaths(t *testing.T) {
 // caller does all the work without helpers.
 func TestSgemmSingleThread(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	m, n, k := 130, 150, 300
+	if testing.Short() {
+		m, n, k = 70, 80, 290
+	}
 	forEachImpl(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, 8))
 		for tr := range 4 {
 			sgemmCase{transA: tr&1 != 0, transB: tr&2 != 0,
-				m: 130, n: 150, k: 300, alpha: -0.7, beta: 1.3}.run(t, rng)
+				m: m, n: n, k: k, alpha: -0.7, beta: 1.3}.run(t, rng)
 		}
 	})
 }
@@ -410,29 +419,40 @@ func TestSgemmKernel(t *testing.T) {
 
 // TestSgemmConcurrent calls Sgemm from many goroutines at once, as
 // data-parallel training does: products of every size share the helpers
-// and the buffer pool.
+// and the buffer pool. With GOMAXPROCS above the core count, several helpers
+// join each product.
 func TestSgemmConcurrent(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
-		const workers = 8
-		rounds := 6
-		if testing.Short() {
-			rounds = 3
-		}
-		var wg sync.WaitGroup
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(11, uint64(w)))
-				for r := range rounds {
-					sz := []int{8, 70, 150}[(w+r)%3]
-					sgemmCase{transA: w&1 != 0, transB: r&1 != 0,
-						m: sz + w, n: sz + r, k: sz, alpha: 1, beta: 0.5}.run(t, rng)
+	for _, procs := range []int{runtime.GOMAXPROCS(0), 4} {
+		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			forEachImpl(t, func(t *testing.T) {
+				const workers = 8
+				rounds, sizes := 6, []int{8, 70, 150}
+				if testing.Short() {
+					rounds, sizes = 3, []int{8, 40, 90}
 				}
-			}()
-		}
-		wg.Wait()
-	})
+				var wg sync.WaitGroup
+				for w := range workers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						rng := rand.New(rand.NewPCG(11, uint64(w)))
+						for r := range rounds {
+							sz := sizes[(w+r)%3]
+							sgemmCase{transA: w&1 != 0, transB: r&1 != 0,
+								m: sz + w, n: sz + r, k: sz, alpha: 1, beta: 0.5}.run(t, rng)
+						}
+					}()
+				}
+				wg.Wait()
+				// And one product at a time, which the helpers share.
+				rng := rand.New(rand.NewPCG(12, 0))
+				for r := range rounds / 2 {
+					sgemmCase{transA: r&1 != 0, m: 130, n: 120, k: 140, alpha: -0.7, beta: 0}.run(t, rng)
+				}
+			})
+		})
+	}
 }
 
 // TestSgemmAllocs checks that steady-state calls allocate nothing: the
