@@ -211,3 +211,55 @@ func TestFlashRandom(t *testing.T) {
 		})
 	}
 }
+
+// TestFlashConcurrentCalls runs calls from several goroutines at once (as
+// data-parallel workers do) and checks each against a lone call.
+func TestFlashConcurrentCalls(t *testing.T) {
+	cases := []tcase{
+		{B: 2, H: 4, KVH: 2, Tq: 130, Tk: 130, D: 32, Causal: true},
+		{B: 1, H: 2, KVH: 1, Tq: 77, Tk: 77, D: 64, Window: 20},
+		{B: 3, H: 2, KVH: 2, Tq: 50, Tk: 50, D: 16, Causal: true, Lengths: []int{50, 3, 31}},
+	}
+	type out struct{ o, dq, dk, dv Tensor }
+	run := func(c tcase, in inputs) (out, error) {
+		o, lse, err := Forward(in.q, in.k, in.v, c.opts())
+		if err != nil {
+			return out{}, err
+		}
+		dq, dk, dv, err := Backward(in.q, in.k, in.v, o, lse, in.dO, c.opts())
+		return out{o, dq, dk, dv}, err
+	}
+	ins := make([]inputs, len(cases))
+	want := make([]out, len(cases))
+	for i, c := range cases {
+		ins[i] = c.inputs(uint64(i))
+		var err error
+		if want[i], err = run(c, ins[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]out, len(cases))
+	errs := make([]error, len(cases))
+	done := make(chan int)
+	for i, c := range cases {
+		go func() {
+			got[i], errs[i] = run(c, ins[i])
+			done <- i
+		}()
+	}
+	for range cases {
+		<-done
+	}
+	for i := range cases {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		for j, pair := range [][2]Tensor{{got[i].o, want[i].o}, {got[i].dq, want[i].dq}, {got[i].dk, want[i].dk}, {got[i].dv, want[i].dv}} {
+			for n, x := range pair[0].Data {
+				if math.Float32bits(x) != math.Float32bits(pair[1].Data[n]) {
+					t.Fatalf("case %d output %d differs at %d when run concurrently", i, j, n)
+				}
+			}
+		}
+	}
+}
