@@ -33,6 +33,13 @@ import (
 // the sign-trick kernel, so it is the default (packed weights then take two
 // bytes per value in memory; checkpoints stay int8). Set I8SignTrick to use
 // the sign-trick kernel. Both are exact for values in [−127, 127].
+//
+// On CPUs with AVX-512 F/BW/VL/VNNI the VNNI kernel replaces the W16 kernel
+// (unless I8SignTrick is set): VPDPBUSD multiplies unsigned by signed bytes
+// and adds four products into each int32 lane, 64 multiply-adds per ZMM
+// instruction. A is packed offset by 128 (the byte a + 128, 16 bytes per
+// group), B in the int8 layout, and PackI8B stores each column's correction
+// 128·Σ_q b[j][q], which the kernel subtracts (exact: see _asm/i8gemm).
 const (
 	i8MR = 4
 	i8NR = 16
@@ -56,23 +63,46 @@ func i8RoundUp(x, m int) int { return (x + m - 1) / m * m }
 // one. Set it before any packing, or not at all.
 var I8SignTrick = false
 
-// i8W16 reports whether the W16 layout and kernel are in use.
-func i8W16() bool { return useAVX2 && !I8SignTrick }
+// i8UseVNNI enables the VNNI kernel where the CPU has it (tests clear it to
+// run the W16 kernel).
+var i8UseVNNI = hasAVX512VNNI
+
+// i8Layout names the packed layout (and kernel) of an operand.
+type i8Layout uint8
+
+const (
+	i8LayoutI8   i8Layout = iota // int8 with absolute values: sign trick, generic
+	i8LayoutW16                  // int16
+	i8LayoutVNNI                 // A offset by 128, B int8 plus column corrections
+)
+
+// i8CurLayout returns the layout the current settings select.
+func i8CurLayout() i8Layout {
+	switch {
+	case !useAVX2 || I8SignTrick:
+		return i8LayoutI8
+	case i8UseVNNI && hasAVX512VNNI:
+		return i8LayoutVNNI
+	}
+	return i8LayoutW16
+}
 
 // I8PackedB is an n×k int8 matrix packed as the B operand of the int8 GEMM.
 // It is immutable once packed and safe for concurrent use.
 type I8PackedB struct {
 	n, k, kp int
+	layout   i8Layout
 	w16      bool
-	data     []int8  // ceil(n/16) micro-panels of kp·16 bytes (int8 layout)
+	data     []int8  // ceil(n/16) micro-panels of kp·16 bytes (int8 and VNNI layouts)
 	data16   []int16 // ceil(n/16) micro-panels of kp·16 values (W16 layout)
+	corr     []int32 // VNNI layout: 128·Σ_q b[j][q], padded to a multiple of 16
 }
 
 // Dims returns n and k.
 func (p *I8PackedB) Dims() (n, k int) { return p.n, p.k }
 
 // Bytes returns the size of the packed data in bytes.
-func (p *I8PackedB) Bytes() int { return len(p.data) + 2*len(p.data16) }
+func (p *I8PackedB) Bytes() int { return len(p.data) + 2*len(p.data16) + 4*len(p.corr) }
 
 // PackI8B packs the n×k matrix b (row j at b[j·ldb:]) for I8GemmF32 and
 // I8GemmI32. It panics on inconsistent arguments.
@@ -81,7 +111,8 @@ func PackI8B(n, k int, b []int8, ldb int) *I8PackedB {
 		panic("kernels: PackI8B: bad dimensions")
 	}
 	kp := i8RoundUp(k, 4)
-	p := &I8PackedB{n: n, k: k, kp: kp, w16: i8W16()}
+	p := &I8PackedB{n: n, k: k, kp: kp, layout: i8CurLayout()}
+	p.w16 = p.layout == i8LayoutW16
 	if p.w16 {
 		p.data16 = make([]int16, i8RoundUp(n, i8NR)*kp)
 		for j := 0; j < n; j++ {
@@ -101,6 +132,16 @@ func PackI8B(n, k int, b []int8, ldb int) *I8PackedB {
 			panel[(q/4)*64+jj*4+q%4] = v
 		}
 	}
+	if p.layout == i8LayoutVNNI {
+		p.corr = make([]int32, i8RoundUp(n, i8NR))
+		for j := 0; j < n; j++ {
+			var s int32
+			for _, v := range b[j*ldb : j*ldb+k] {
+				s += int32(v)
+			}
+			p.corr[j] = 128 * s
+		}
+	}
 	return p
 }
 
@@ -109,8 +150,9 @@ func PackI8B(n, k int, b []int8, ldb int) *I8PackedB {
 // by later packings, so one I8PackedA serves a stream of calls.
 type I8PackedA struct {
 	m, k, kp int
+	layout   i8Layout
 	w16      bool
-	data     []int8  // int8 layout: values and absolute values
+	data     []int8  // int8 layout: values and absolute values; VNNI: a + 128
 	data16   []int16 // W16 layout
 	// Scale holds the m row scales (dequantization factors).
 	Scale []float32
@@ -124,7 +166,8 @@ func (p *I8PackedA) reset(m, k int) {
 	if m < 0 || k < 0 || k > MaxI8K {
 		panic("kernels: I8PackedA: bad dimensions")
 	}
-	p.m, p.k, p.kp, p.w16 = m, k, i8RoundUp(k, 4), i8W16()
+	p.m, p.k, p.kp, p.layout = m, k, i8RoundUp(k, 4), i8CurLayout()
+	p.w16 = p.layout == i8LayoutW16
 	if cap(p.Scale) < i8RoundUp(m, i8MR) {
 		p.Scale = make([]float32, i8RoundUp(m, i8MR))
 	}
@@ -143,6 +186,27 @@ func (p *I8PackedA) reset(m, k int) {
 				panel := p.data16[(i/i8MR)*p.kp*i8MR+(i%i8MR)*2:]
 				for q := k; q < p.kp; q++ {
 					panel[(q/2)*8+q%2] = 0
+				}
+			}
+		}
+		return
+	}
+	if p.layout == i8LayoutVNNI {
+		// 16 bytes per group; the padding multiplies zeros of B, so any
+		// value would do, but keep it deterministic.
+		size := i8RoundUp(m, i8MR) * p.kp
+		if cap(p.data) < size {
+			p.data = make([]int8, size)
+		}
+		p.data = p.data[:size]
+		if m%i8MR != 0 {
+			clear(p.data[(m/i8MR)*i8MR*p.kp:])
+		}
+		if p.kp != k {
+			for i := 0; i < m; i++ {
+				panel := p.data[(i/i8MR)*p.kp*i8MR+(i%i8MR)*4:]
+				for q := k; q < p.kp; q++ {
+					panel[(q/4)*16+q%4] = 0
 				}
 			}
 		}
@@ -184,6 +248,13 @@ func PackI8A(m, k int, a []int8, lda int, dst *I8PackedA) {
 			}
 			continue
 		}
+		if dst.layout == i8LayoutVNNI {
+			panel := dst.data[(i/i8MR)*dst.kp*i8MR+(i%i8MR)*4:]
+			for q, v := range a[i*lda : i*lda+k] {
+				panel[(q/4)*16+q%4] = v ^ -128 // the byte v + 128
+			}
+			continue
+		}
 		panel := dst.data[(i/i8MR)*dst.kp*i8MR*2+(i%i8MR)*4:]
 		for q, v := range a[i*lda : i*lda+k] {
 			o := (q/4)*32 + q%4
@@ -213,6 +284,12 @@ func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst
 			i0 := p * i8MR
 			if dst.w16 && skip == nil && i0+i8MR <= m && k >= 8 {
 				if !quantizePanelW16(x[i0*ldx:], ldx, k, scale, dst, i0) {
+					bad.Store(true)
+				}
+				continue
+			}
+			if dst.layout == i8LayoutVNNI && skip == nil && i0+i8MR <= m && k >= 16 {
+				if !quantizePanelVNNI(x[i0*ldx:], ldx, k, scale, dst, i0) {
 					bad.Store(true)
 				}
 				continue
@@ -280,6 +357,30 @@ func quantizePanelW16(x []float32, ldx, k int, scale float32, dst *I8PackedA, i0
 	return finite
 }
 
+// quantizePanelVNNI quantizes the four rows i0…i0+3 (at x, stride ldx) into
+// the VNNI layout with the assembly kernel, 16 columns at a time, and the last
+// k%16 columns in Go.
+func quantizePanelVNNI(x []float32, ldx, k int, scale float32, dst *I8PackedA, i0 int) (finite bool) {
+	var inv [i8MR]float32
+	finite = true
+	for r := 0; r < i8MR; r++ {
+		row := x[r*ldx : r*ldx+k]
+		s, ok := rowScale(math.Float32frombits(i8AbsMaxBitsAVX2(row)), scale)
+		finite = finite && ok
+		dst.Scale[i0+r] = s
+		inv[r] = 1 / s
+	}
+	panel := dst.data[(i0/i8MR)*dst.kp*i8MR : (i0/i8MR+1)*dst.kp*i8MR]
+	k16 := k / 16
+	i8QuantVNNIAVX512(k16, &x[0], ldx, &inv[0], &panel[0])
+	for r := 0; r < i8MR; r++ {
+		for q := 16 * k16; q < k; q++ {
+			panel[(q/4)*16+r*4+q%4] = quantize1(x[r*ldx+q], inv[r]) ^ -128
+		}
+	}
+	return finite
+}
+
 // quantizeRow quantizes row i into dst and reports whether its (non-skipped)
 // values are finite.
 func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i int) (finite bool) {
@@ -315,6 +416,17 @@ func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i in
 				qv = quantize1(row[q], inv)
 			}
 			panel[(q/2)*8+q%2] = int16(qv)
+		}
+		return finite
+	}
+	if dst.layout == i8LayoutVNNI {
+		panel := dst.data[(i/i8MR)*dst.kp*i8MR+(i%i8MR)*4:]
+		for q, v := range row {
+			var qv int8
+			if skip == nil || !skip[q] {
+				qv = quantize1(v, inv)
+			}
+			panel[(q/4)*16+q%4] = qv ^ -128
 		}
 		return finite
 	}
@@ -453,8 +565,8 @@ func I8Gemm(m, n, k int, a []int8, lda int, b []int8, ldb int, c []int32, ldc in
 }
 
 func (j *i8Job) run() {
-	if j.a.w16 != j.b.w16 || j.a.w16 != i8W16() {
-		panic("kernels: int8 operands packed for another kernel (I8SignTrick changed)")
+	if j.a.layout != j.b.layout || j.a.layout != i8CurLayout() {
+		panic("kernels: int8 operands packed for another kernel (I8SignTrick or the CPU features changed)")
 	}
 	m, n, k := j.a.m, j.b.n, j.a.k
 	workers := runtime.GOMAXPROCS(0)
@@ -509,10 +621,16 @@ func (j *i8Job) task(t int) {
 	i1, j1 := min(i0+j.mc, m), min(j0+j.nc, n)
 	var tileI [i8MR * i8NR]int32
 	var tileF [i8MR * i8NR]float32
-	asm, w16 := useAVX2, j.a.w16
+	asm, w16, vnni := useAVX2, j.a.w16, j.a.layout == i8LayoutVNNI
 	// kernel runs the micro-kernel for the tile at (ip, jp) into c (int32
 	// or float32 as the job says).
 	kernelF := func(ip, jp int, c *float32, ldc int, rs *float32, add bool) {
+		if vnni {
+			a := j.a.data[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
+			b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+			i8gemmKernelVNNIF32(kp/4, &a[0], &b[0], &j.b.corr[jp], c, ldc, rs, &j.cs[jp], &j.bias[jp], add)
+			return
+		}
 		if w16 {
 			a := j.a.data16[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
 			b := j.b.data16[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
@@ -533,6 +651,12 @@ func (j *i8Job) task(t int) {
 		f(kp/2, &a[0], &b[0], c, ldc, &j.a.Scale[ip], &j.cs[jp], &j.bias[jp], add)
 	}
 	kernelI := func(ip, jp int, c *int32, ldc int, add bool) {
+		if vnni {
+			a := j.a.data[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
+			b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+			i8gemmKernelVNNII32(kp/4, &a[0], &b[0], &j.b.corr[jp], c, ldc, add)
+			return
+		}
 		if w16 {
 			a := j.a.data16[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
 			b := j.b.data16[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]

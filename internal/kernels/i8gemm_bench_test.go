@@ -26,15 +26,12 @@ func BenchmarkI8GemmKernel(b *testing.B) {
 }
 
 // BenchmarkI8GemmF32 measures the packed product with fused dequantization
-// (activations already quantized), with each AVX2 kernel.
+// (activations already quantized), with each assembly kernel.
 func BenchmarkI8GemmF32(b *testing.B) {
-	defer func(saved bool) { I8SignTrick = saved }(I8SignTrick)
-	for _, st := range []bool{false, true} {
-		I8SignTrick = st
-		name := "w16"
-		if st {
-			name = "signtrick"
-		}
+	defer func(st, vnni bool) { I8SignTrick, i8UseVNNI = st, vnni }(I8SignTrick, i8UseVNNI)
+	for _, l := range i8Layouts() {
+		I8SignTrick, i8UseVNNI = l == i8LayoutI8, l == i8LayoutVNNI
+		name := i8LayoutName(l)
 		for _, s := range i8BenchShapes {
 			m, k, n := s[0], s[1], s[2]
 			b.Run(fmt.Sprintf("%s/M=%d,K=%d,N=%d", name, m, k, n), func(b *testing.B) {
@@ -68,19 +65,23 @@ func BenchmarkI8GemmKernelW16(b *testing.B) {
 // BenchmarkQuantizeI8A measures dynamic per-token quantization and packing
 // of the activations (part of every int8 Linear call).
 func BenchmarkQuantizeI8A(b *testing.B) {
-	for _, s := range i8BenchShapes {
-		m, k := s[0], s[1]
-		b.Run(fmt.Sprintf("M=%d,K=%d", m, k), func(b *testing.B) {
-			rng := rand.New(rand.NewPCG(1, 1))
-			x := make([]float32, m*k)
-			for i := range x {
-				x[i] = float32(rng.NormFloat64())
-			}
-			var pa I8PackedA
-			for b.Loop() {
-				QuantizeI8A(m, k, x, k, 0, nil, &pa)
-			}
-			b.ReportMetric(float64(m*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
-		})
+	defer func(st, vnni bool) { I8SignTrick, i8UseVNNI = st, vnni }(I8SignTrick, i8UseVNNI)
+	for _, l := range i8Layouts() {
+		I8SignTrick, i8UseVNNI = l == i8LayoutI8, l == i8LayoutVNNI
+		for _, s := range i8BenchShapes {
+			m, k := s[0], s[1]
+			b.Run(fmt.Sprintf("%s/M=%d,K=%d", i8LayoutName(l), m, k), func(b *testing.B) {
+				rng := rand.New(rand.NewPCG(1, 1))
+				x := make([]float32, m*k)
+				for i := range x {
+					x[i] = float32(rng.NormFloat64())
+				}
+				var pa I8PackedA
+				for b.Loop() {
+					QuantizeI8A(m, k, x, k, 0, nil, &pa)
+				}
+				b.ReportMetric(float64(m*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+			})
+		}
 	}
 }

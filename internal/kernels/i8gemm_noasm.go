@@ -34,3 +34,15 @@ func i8gemmKernelW16F32R2AVX2(kp int, a, b *int16, c *float32, ldc int, rs, cs, 
 func i8gemmKernelW16F32R3AVX2(kp int, a, b *int16, c *float32, ldc int, rs, cs, bias *float32, add bool) {
 	panic("unreachable")
 }
+
+const hasAVX512VNNI = false
+
+func i8gemmKernelVNNII32(kg int, a, b *int8, corr *int32, c *int32, ldc int, add bool) {
+	panic("unreachable")
+}
+
+func i8gemmKernelVNNIF32(kg int, a, b *int8, corr *int32, c *float32, ldc int, rs, cs, bias *float32, add bool) {
+	panic("unreachable")
+}
+
+func i8QuantVNNIAVX512(k16 int, x *float32, ldx int, inv *float32, dst *int8) { panic("unreachable") }

@@ -6,21 +6,29 @@ import (
 	"testing"
 )
 
-// forEachI8Impl runs f on the generic kernel and on both assembly kernels.
+// i8Layouts lists the assembly layouts (kernels) this CPU can run.
+func i8Layouts() []i8Layout {
+	if hasAVX512VNNI {
+		return []i8Layout{i8LayoutW16, i8LayoutI8, i8LayoutVNNI}
+	}
+	return []i8Layout{i8LayoutW16, i8LayoutI8}
+}
+
+func i8LayoutName(l i8Layout) string {
+	return [...]string{i8LayoutI8: "signtrick", i8LayoutW16: "w16", i8LayoutVNNI: "vnni"}[l]
+}
+
+// forEachI8Impl runs f on the generic kernel and on every assembly kernel.
 func forEachI8Impl(t *testing.T, f func(t *testing.T)) {
 	forEachImpl(t, func(t *testing.T) {
 		if !useAVX2 {
 			f(t)
 			return
 		}
-		defer func(saved bool) { I8SignTrick = saved }(I8SignTrick)
-		for _, st := range []bool{false, true} {
-			I8SignTrick = st
-			name := "w16"
-			if st {
-				name = "signtrick"
-			}
-			t.Run(name, f)
+		defer func(st, vnni bool) { I8SignTrick, i8UseVNNI = st, vnni }(I8SignTrick, i8UseVNNI)
+		for _, l := range i8Layouts() {
+			I8SignTrick, i8UseVNNI = l == i8LayoutI8, l == i8LayoutVNNI
+			t.Run(i8LayoutName(l), f)
 		}
 	})
 }
@@ -227,4 +235,79 @@ func TestQuantizeI8AParallel(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestI8GemmExtremes checks every sign combination of ±127 everywhere on
+// ragged depths (not multiples of 4 or 64) up to MaxI8K, where the VNNI
+// kernel's offset sums Σ (a+128)·b exceed int32 and only the column
+// correction brings them back.
+func TestI8GemmExtremes(t *testing.T) {
+	forEachI8Impl(t, func(t *testing.T) {
+		for _, k := range []int{1, 3, 5, 63, 65, 131, 1023, MaxI8K - 1, MaxI8K} {
+			if k > 4096 && (testing.Short() || !useAVX2) {
+				continue
+			}
+			for _, sa := range []int8{127, -127} {
+				for _, sb := range []int8{127, -127} {
+					m, n := 5, 17
+					a, b := make([]int8, m*k), make([]int8, n*k)
+					for i := range a {
+						a[i] = sa
+					}
+					for i := range b {
+						b[i] = sb
+					}
+					// Row 1 and column 2 alternate signs.
+					for q := 0; q < k; q += 2 {
+						a[k+q], b[2*k+q] = -sa, -sb
+					}
+					c := make([]int32, m*n)
+					I8Gemm(m, n, k, a, k, b, k, c, n)
+					for i := 0; i < m; i++ {
+						for j := 0; j < n; j++ {
+							var want int64
+							for q := 0; q < k; q++ {
+								want += int64(a[i*k+q]) * int64(b[j*k+q])
+							}
+							if int64(c[i*n+j]) != want {
+								t.Fatalf("k=%d a=%d b=%d: c[%d,%d] = %d, want %d", k, sa, sb, i, j, c[i*n+j], want)
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestI8LayoutMismatch checks that operands packed for one kernel are
+// refused by another.
+func TestI8LayoutMismatch(t *testing.T) {
+	if !useAVX2 || len(i8Layouts()) < 2 {
+		t.Skip("one layout only")
+	}
+	defer func(st, vnni bool) { I8SignTrick, i8UseVNNI = st, vnni }(I8SignTrick, i8UseVNNI)
+	ls := i8Layouts()
+	for _, la := range ls {
+		for _, lb := range ls {
+			set := func(l i8Layout) { I8SignTrick, i8UseVNNI = l == i8LayoutI8, l == i8LayoutVNNI }
+			set(la)
+			var pa I8PackedA
+			PackI8A(1, 4, []int8{1, 2, 3, 4}, 4, &pa)
+			set(lb)
+			pb := PackI8B(1, 4, []int8{1, 2, 3, 4}, 4)
+			func() {
+				defer func() {
+					if r := recover(); (r != nil) != (la != lb) {
+						t.Errorf("A %s, B %s: panic %v", i8LayoutName(la), i8LayoutName(lb), r)
+					}
+				}()
+				c := make([]int32, 1)
+				I8GemmI32(&pa, pb, c, 1, false)
+				if c[0] != 30 {
+					t.Errorf("A %s, B %s: %d, want 30", i8LayoutName(la), i8LayoutName(lb), c[0])
+				}
+			}()
+		}
+	}
 }

@@ -50,8 +50,13 @@ func main() {
 	for rows := 1; rows < mr; rows++ {
 		kernelW16(fmt.Sprintf("i8gemmKernelW16F32R%dAVX2", rows), true, rows)
 	}
+	kernelVNNI("i8gemmKernelVNNIZI32", false, 512)
+	kernelVNNI("i8gemmKernelVNNIZF32", true, 512)
+	kernelVNNI("i8gemmKernelVNNIYI32", false, 256)
+	kernelVNNI("i8gemmKernelVNNIYF32", true, 256)
 	absMaxBits()
 	quantW16()
+	quantVNNI()
 	Generate()
 }
 
@@ -414,6 +419,254 @@ func quantW16() {
 	DECQ(k8)
 	JMP(LabelRef("qloop"))
 	Label("qdone")
+	VZEROUPPER()
+	RET()
+}
+
+// kernelVNNI emits the AVX-512 VNNI kernel of the 4×16 tile: VPDPBUSD
+// multiplies unsigned bytes by signed bytes and adds each group of four
+// products to an int32 lane. A is packed offset by 128 (u8 = a + 128; 16
+// bytes per group of 4 k values, row r at bytes 4r…4r+3), B as signed bytes
+// (the int8 layout: 64 bytes per group, column j at bytes 4j…4j+3), so each
+// lane sums Σ (a+128)·b = Σ a·b + 128·Σ b; the epilogue subtracts the column
+// correction corr[j] = 128·Σ_q b[j][q] computed when B was packed. VPDPBUSD
+// does not saturate (each 4-product sum is below 2^17 and the lane adds wrap
+// modulo 2^32), so the result is exact whenever Σ a·b fits in int32, which
+// k ≤ MaxI8K guarantees, even where Σ (a+128)·b itself would not fit.
+//
+// With bits = 512 one ZMM holds a row of the tile (16 lanes); with 256 two
+// YMMs do. Even and odd groups go to separate accumulators (8 ZMMs, or 16
+// YMMs: AVX-512VL gives 32 vector registers) so consecutive VPDPBUSDs do
+// not wait on each other's latency.
+func kernelVNNI(name string, f32 bool, bits int) {
+	if f32 {
+		TEXT(name, NOSPLIT, "func(kg int, a, b *int8, corr *int32, c *float32, ldc int, rs, cs, bias *float32, add bool)")
+		Doc(
+			name+" computes the 4×16 tile c[r][j] (+)= rs[r]·cs[j]·(Σ (a+128)·b − corr[j]) + bias[j]",
+			"from an offset-packed 4-row A micro-panel (u8 = a + 128) and an int8",
+			"16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.",
+			"corr[j] = 128·Σ b[j]. With add the result is added to c. kg must be positive.",
+		)
+	} else {
+		TEXT(name, NOSPLIT, "func(kg int, a, b *int8, corr *int32, c *int32, ldc int, add bool)")
+		Doc(
+			name+" computes the 4×16 int32 tile c[r][j] (+)= Σ (a+128)·b − corr[j]",
+			"from an offset-packed 4-row A micro-panel (u8 = a + 128) and an int8",
+			"16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.",
+			"corr[j] = 128·Σ b[j]. With add the sums are added to c. kg must be positive.",
+		)
+	}
+	Pragma("noescape")
+	nv := 512 / bits // vectors per tile row
+	vb := bits / 8   // bytes per vector
+	vec := func(i int) VecPhysical {
+		if bits == 512 {
+			return []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15,
+				Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23, Z24, Z25, Z26, Z27, Z28, Z29, Z30, Z31}[i]
+		}
+		return []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11, Y12, Y13, Y14, Y15,
+			Y16, Y17, Y18, Y19, Y20, Y21, Y22, Y23, Y24, Y25, Y26, Y27, Y28, Y29, Y30, Y31}[i]
+	}
+	// acc(set, r, h): accumulator set 0 (even groups) or 1 (odd groups).
+	acc := func(set, r, h int) VecPhysical { return vec(set*mr*nv + r*nv + h) }
+	bv := func(h int) VecPhysical { return vec(2*mr*nv + h) }
+	abc := func(r int) VecPhysical { return vec(2*mr*nv + nv + r) }
+
+	kg, ap, bp := RBX, RSI, RDI
+	Load(Param("kg"), kg)
+	Load(Param("a"), ap)
+	Load(Param("b"), bp)
+	for set := 0; set < 2; set++ {
+		for r := 0; r < mr; r++ {
+			for h := 0; h < nv; h++ {
+				VPXORD(acc(set, r, h), acc(set, r, h), acc(set, r, h))
+			}
+		}
+	}
+	step := func(i int) {
+		set := i % 2
+		for h := 0; h < nv; h++ {
+			VMOVDQU32(Mem{Base: bp, Disp: i*64 + h*vb}, bv(h))
+		}
+		for r := 0; r < mr; r++ {
+			VPBROADCASTD(Mem{Base: ap, Disp: i*16 + 4*r}, abc(r))
+			for h := 0; h < nv; h++ {
+				VPDPBUSD(bv(h), abc(r), acc(set, r, h)) // acc += u8(abc)·s8(bv)
+			}
+		}
+	}
+	Label("loop")
+	CMPQ(kg, Imm(unroll))
+	JL(LabelRef("tail"))
+	for i := 0; i < unroll; i++ {
+		if i%2 == 0 {
+			PREFETCHT0(Mem{Base: bp, Disp: 512 + i*64})
+			PREFETCHT0(Mem{Base: bp, Disp: 512 + (i+1)*64})
+		}
+		step(i)
+	}
+	ADDQ(Imm(unroll*16), ap)
+	ADDQ(U32(unroll*64), bp)
+	SUBQ(Imm(unroll), kg)
+	JMP(LabelRef("loop"))
+	Label("tail")
+	TESTQ(kg, kg)
+	JZ(LabelRef("store"))
+	step(0)
+	ADDQ(Imm(16), ap)
+	ADDQ(Imm(64), bp)
+	DECQ(kg)
+	JMP(LabelRef("tail"))
+
+	Label("store")
+	corr := R13
+	Load(Param("corr"), corr)
+	for h := 0; h < nv; h++ {
+		VMOVDQU32(Mem{Base: corr, Disp: h * vb}, bv(h))
+	}
+	for r := 0; r < mr; r++ {
+		for h := 0; h < nv; h++ {
+			VPADDD(acc(1, r, h), acc(0, r, h), acc(0, r, h))
+			VPSUBD(bv(h), acc(0, r, h), acc(0, r, h))
+		}
+	}
+	cp, ldc := R8, R9
+	Load(Param("c"), cp)
+	Load(Param("ldc"), ldc)
+	SHLQ(Imm(2), ldc)
+	addf := AL
+	Load(Param("add"), addf)
+	if !f32 {
+		for _, add := range []bool{true, false} {
+			if add {
+				TESTB(addf, addf)
+				JZ(LabelRef("overwrite"))
+			} else {
+				Label("overwrite")
+			}
+			for r := 0; r < mr; r++ {
+				for h := 0; h < nv; h++ {
+					if add {
+						VPADDD(Mem{Base: cp, Disp: vb * h}, acc(0, r, h), acc(0, r, h))
+					}
+					VMOVDQU32(acc(0, r, h), Mem{Base: cp, Disp: vb * h})
+				}
+				ADDQ(ldc, cp)
+			}
+			VZEROUPPER()
+			RET()
+		}
+		return
+	}
+	rs, cs, bias := R10, R11, R12
+	Load(Param("rs"), rs)
+	Load(Param("cs"), cs)
+	Load(Param("bias"), bias)
+	csv := func(h int) VecPhysical { return acc(1, 0, h) }
+	biv := func(h int) VecPhysical { return acc(1, 1, h) }
+	rsb, sc, t1 := abc(0), abc(1), abc(2)
+	for h := 0; h < nv; h++ {
+		VMOVUPS(Mem{Base: cs, Disp: vb * h}, csv(h))
+		VMOVUPS(Mem{Base: bias, Disp: vb * h}, biv(h))
+	}
+	for _, add := range []bool{true, false} {
+		if add {
+			TESTB(addf, addf)
+			JZ(LabelRef("overwritef"))
+		} else {
+			Label("overwritef")
+		}
+		for r := 0; r < mr; r++ {
+			VBROADCASTSS(Mem{Base: rs, Disp: 4 * r}, rsb)
+			for h := 0; h < nv; h++ {
+				a := acc(0, r, h)
+				VCVTDQ2PS(a, a)
+				VMULPS(csv(h), rsb, sc)
+				if add {
+					VADDPS(Mem{Base: cp, Disp: vb * h}, biv(h), t1)
+					VFMADD213PS(t1, sc, a) // a = a·sc + t1
+				} else {
+					VFMADD213PS(biv(h), sc, a)
+				}
+				VMOVUPS(a, Mem{Base: cp, Disp: vb * h})
+			}
+			ADDQ(ldc, cp)
+		}
+		VZEROUPPER()
+		RET()
+	}
+}
+
+// quantVNNI emits the activation quantization of four rows into the VNNI
+// layout of A: q = round(x·inv[r]) (to nearest even) clamped to ±127, stored
+// as the byte q + 128 (q XOR 0x80), for k16 blocks of 16 columns. Each block
+// becomes 64 bytes: four groups of 4 k values, each holding the group of every
+// row (row r at bytes 4r…4r+3 of the group's 16 bytes).
+func quantVNNI() {
+	TEXT("i8QuantVNNIAVX512", NOSPLIT, "func(k16 int, x *float32, ldx int, inv *float32, dst *int8)")
+	Pragma("noescape")
+	Doc(
+		"i8QuantVNNIAVX512 quantizes x[r·ldx+q]·inv[r] for r < 4, q < 16·k16 into the",
+		"offset VNNI layout of a packed A micro-panel at dst (64 bytes per 16 columns).",
+	)
+	k16 := Load(Param("k16"), GP64())
+	x := Load(Param("x"), GP64())
+	ldx := Load(Param("ldx"), GP64())
+	SHLQ(Imm(2), ldx)
+	inv := Load(Param("inv"), GP64())
+	dst := Load(Param("dst"), GP64())
+	vh, vl, off := Z16, Z17, X18
+	hi := GLOBL("i8QV127", RODATA|NOPTR)
+	DATA(0, U32(0x42fe0000)) // 127
+	DATA(4, U32(0xc2fe0000)) // −127
+	DATA(8, U32(0x80808080))
+	VBROADCASTSS(hi, vh)
+	VBROADCASTSS(hi.Offset(4), vl)
+	VPBROADCASTD(hi.Offset(8), off)
+	sc := []VecPhysical{Z20, Z21, Z22, Z23}
+	for r := range sc {
+		VBROADCASTSS(Mem{Base: inv, Disp: 4 * r}, sc[r])
+	}
+	x1, x2, x3 := GP64(), GP64(), GP64()
+	MOVQ(x, x1)
+	ADDQ(ldx, x1)
+	LEAQ(Mem{Base: x, Index: ldx, Scale: 2}, x2)
+	LEAQ(Mem{Base: x1, Index: ldx, Scale: 2}, x3)
+	rows := []Register{x, x1, x2, x3}
+	zs := []VecPhysical{Z0, Z1, Z2, Z3}
+	xs := []VecPhysical{X4, X5, X6, X7}
+	Label("qvloop")
+	TESTQ(k16, k16)
+	JZ(LabelRef("qvdone"))
+	for r := 0; r < 4; r++ {
+		VMULPS(Mem{Base: rows[r]}, sc[r], zs[r])
+		VMINPS(vh, zs[r], zs[r])
+		VMAXPS(vl, zs[r], zs[r])
+		VCVTPS2DQ(zs[r], zs[r])
+		VPMOVSDB(zs[r], xs[r]) // row r: 16 bytes, k0…k15
+	}
+	// Transpose the 4×4 matrix of dwords (row r, group g).
+	t0, t1, t2, t3 := X8, X9, X10, X11
+	VPUNPCKLDQ(xs[1], xs[0], t0) // r0g0 r1g0 r0g1 r1g1
+	VPUNPCKHDQ(xs[1], xs[0], t1) // r0g2 r1g2 r0g3 r1g3
+	VPUNPCKLDQ(xs[3], xs[2], t2)
+	VPUNPCKHDQ(xs[3], xs[2], t3)
+	g0, g1, g2, g3 := X12, X13, X14, X15
+	VPUNPCKLQDQ(t2, t0, g0)
+	VPUNPCKHQDQ(t2, t0, g1)
+	VPUNPCKLQDQ(t3, t1, g2)
+	VPUNPCKHQDQ(t3, t1, g3)
+	for i, g := range []VecPhysical{g0, g1, g2, g3} {
+		VPXORD(off, g, g)
+		VMOVDQU(g, Mem{Base: dst, Disp: 16 * i})
+	}
+	for _, r := range rows {
+		ADDQ(Imm(64), r)
+	}
+	ADDQ(Imm(64), dst)
+	DECQ(k16)
+	JMP(LabelRef("qvloop"))
+	Label("qvdone")
 	VZEROUPPER()
 	RET()
 }

@@ -1,0 +1,28 @@
+//go:build amd64 && !purego
+
+package kernels
+
+import "testing"
+
+// BenchmarkI8GemmKernelVNNI measures one core's VNNI micro-kernel, ZMM and
+// YMM forms, on L1-resident panels.
+func BenchmarkI8GemmKernelVNNI(b *testing.B) {
+	if !hasAVX512VNNI {
+		b.Skip("no AVX-512 VNNI")
+	}
+	kg := 256
+	a, bb := make([]int8, kg*16), make([]int8, kg*64)
+	corr := make([]int32, i8NR)
+	var tile [i8MR * i8NR]int32
+	for _, v := range []struct {
+		name string
+		f    func(kg int, a, b *int8, corr *int32, c *int32, ldc int, add bool)
+	}{{"zmm", i8gemmKernelVNNIZI32}, {"ymm", i8gemmKernelVNNIYI32}} {
+		b.Run(v.name, func(b *testing.B) {
+			for b.Loop() {
+				v.f(kg, &a[0], &bb[0], &corr[0], &tile[0], i8NR, false)
+			}
+			b.ReportMetric(2*i8MR*i8NR*4*float64(kg)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+		})
+	}
+}
