@@ -355,7 +355,10 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 	if a == nil {
 		return y, nil
 	}
-	h, err := newDown(x, gc.Node(a.A(l.name)), a.Config.Dropout, a.Config.Seed^hashString(l.name))
+	// The layer's own mask stream: its name and the adapter's seed, with the
+	// top bit set so it never meets the model's small stream numbers.
+	stream := (a.Config.Seed ^ hashString(l.name)) | 1<<63
+	h, err := newDown(x, gc.Node(a.A(l.name)), a.Config.Dropout, gc.Dropout(), stream)
 	if err != nil {
 		return nil, fmt.Errorf("lora: %s: %w", l.name, err)
 	}

@@ -420,7 +420,7 @@ func TestAdaptedLinearGradients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := newDown(xn, an, 0, 0)
+	h, err := newDown(xn, an, 0, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +470,7 @@ func TestDropout(t *testing.T) {
 		xn := G.NodeFromAny(g, tensor.New(tensor.WithShape(rows, in), tensor.WithBacking(x)), G.WithName("x"))
 		an := G.NodeFromAny(g, tensor.New(tensor.WithShape(r, in), tensor.WithBacking(A)), G.WithName("A"))
 		rn := G.NodeFromAny(g, tensor.New(tensor.WithShape(rows, r), tensor.WithBacking(R)), G.WithName("R"))
-		h, err := newDown(xn, an, p, 42)
+		h, err := newDown(xn, an, p, nil, 42)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -936,4 +936,64 @@ func FuzzLoadAdapter(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Adapter dropout draws at the graph's coordinates (step, global row): a
+// batch split in two halves, each replica told its first row, gives the
+// adapter the gradient of the whole batch, as data-parallel workers need.
+func TestAdapterDropoutFollowsRows(t *testing.T) {
+	m := newBase(t, 32, 1)
+	cfg := loraConfig()
+	cfg.Dropout = 0.3
+	lm, err := Apply(m, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	randomizeB(lm.Active(), 4, 0.1)
+	const T = 16
+	in, tg := randIDs(4*T, 1), randIDs(4*T, 2)
+	whole, err := m.NewReplica(4, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Close()
+	half, err := m.NewReplica(2, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	whole.Dropout.Step, half.Dropout.Step = 5, 5
+	if _, err := whole.ForwardBackward(in, tg, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, row0 := range []int{0, 2} {
+		half.Dropout.Row0 = uint64(row0 * T) // activation rows: one per token
+		if _, err := half.ForwardBackward(in[row0*T:(row0+2)*T], tg[row0*T:(row0+2)*T], 0.5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var scale, worst float64
+	for i := range whole.Grad {
+		scale = math.Max(scale, math.Abs(float64(whole.Grad[i])))
+		worst = math.Max(worst, math.Abs(float64(whole.Grad[i]-half.Grad[i])))
+	}
+	if scale == 0 || worst > 1e-5*scale {
+		t.Fatalf("halves' adapter gradient differs from the whole batch's by %g (largest %g)", worst, scale)
+	}
+	// Another step draws other masks.
+	whole.ZeroGrad()
+	whole.Dropout.Step = 6
+	before := append([]float32(nil), half.Grad...)
+	if _, err := whole.ForwardBackward(in, tg, 1); err != nil {
+		t.Fatal(err)
+	}
+	same := true
+	for i := range before {
+		if before[i] != whole.Grad[i] {
+			same = false
+		}
+	}
+	if same {
+		t.Error("the adapter's masks did not change with the step")
+	}
 }

@@ -4,13 +4,12 @@ import (
 	"fmt"
 	"hash"
 	"hash/fnv"
-	"math"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 
 	"github.com/chewxy/hm"
 	"github.com/galleon-ml/galleon/internal/kernels"
+	"github.com/galleon-ml/galleon/internal/nn"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -81,18 +80,22 @@ func (common) OverwritesInput() int { return -1 }
 // h = dropout(x)·Aᵀ
 
 // downOp is the adapter's down-projection with inverted dropout fused in:
-// h = (x∘m)·Aᵀ with m = 1/(1−p) for kept and 0 for dropped elements. Each
-// forward run draws a new mask from (seed, run number), so a fresh graph
-// replays the same masks step after step; the mask stays on the op (one
-// byte per element) for the backward of the same run, and x∘m is never
+// h = (x∘m)·Aᵀ with m = 1/(1−p) for kept and 0 for dropped elements. Masks
+// come from the graph's nn.DropoutSource (the training step, the rows'
+// global position) with the adapter layer's own stream, so they are
+// reproducible on resume and the same whichever data-parallel worker holds a
+// row. Without a source (a graph built by hand) each run advances a private
+// step, and a fresh graph replays the same masks. The mask stays on the op
+// (one byte per element) for the backward of the same run, and x∘m is never
 // stored: it is rebuilt in small row blocks when needed.
 type downOp struct {
 	common
 	rows, in, r int
 	p           float64
-	seed        uint64
-	runs        uint64
-	mask        []byte // 1 kept, 0 dropped; nil without dropout
+	src         *nn.DropoutSource
+	stream      uint64
+	own         nn.DropoutSource // used when src is nil
+	mask        []byte           // 1 kept, 0 dropped; nil without dropout
 	out         buf
 }
 
@@ -101,12 +104,12 @@ const downBlock = 64
 
 var blockPool = sync.Pool{New: func() any { return new([]float32) }}
 
-func newDown(x, a *G.Node, p float64, seed uint64) (*G.Node, error) {
+func newDown(x, a *G.Node, p float64, src *nn.DropoutSource, stream uint64) (*G.Node, error) {
 	xs, as := x.Shape(), a.Shape()
 	if len(xs) != 2 || len(as) != 2 || xs[1] != as[1] {
 		return nil, fmt.Errorf("lora: adapter down-projection: x %v and A %v do not fit", xs, as)
 	}
-	op := &downOp{common: common{opSerial.Add(1)}, rows: xs[0], in: xs[1], r: as[0], p: p, seed: seed}
+	op := &downOp{common: common{opSerial.Add(1)}, rows: xs[0], in: xs[1], r: as[0], p: p, src: src, stream: stream}
 	n, err := G.ApplyOp(op, x, a)
 	if err != nil {
 		return nil, fmt.Errorf("lora: adapter down-projection: %w", err)
@@ -122,7 +125,7 @@ func (op *downOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.r}, nil
 }
 func (op *downOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "lora.Down#%d(rows=%d, in=%d, r=%d, p=%v, seed=%d)", op.serial, op.rows, op.in, op.r, op.p, op.seed)
+	fmt.Fprintf(h, "lora.Down#%d(rows=%d, in=%d, r=%d, p=%v, stream=%d)", op.serial, op.rows, op.in, op.r, op.p, op.stream)
 }
 func (op *downOp) Hashcode() uint32 { return hashOf(op) }
 func (op *downOp) String() string   { return fmt.Sprintf("lora.Down(r=%d, dropout=%v)", op.r, op.p) }
@@ -130,32 +133,19 @@ func (op *downOp) String() string   { return fmt.Sprintf("lora.Down(r=%d, dropou
 // keep is the value of a kept mask element.
 func (op *downOp) keep() float32 { return float32(1 / (1 - op.p)) }
 
-// fillMask draws the run's mask: each element compares 16 random bits
-// with p·2¹⁶ (so the rate is p rounded to 1/65536), four elements per
-// 64-bit draw.
-func (op *downOp) fillMask() {
+// fillMask draws the run's mask with nn.DropoutKeep at the source's
+// coordinates.
+func (op *downOp) fillMask() error {
 	n := op.rows * op.in
 	if len(op.mask) != n {
 		op.mask = make([]byte, n)
 	}
-	op.runs++
-	rng := rand.New(rand.NewPCG(op.seed, op.runs))
-	thr := uint64(math.Round(op.p * (1 << 16)))
-	var u uint64
-	for i := 0; i < n; i++ {
-		if i&3 == 0 {
-			u = rng.Uint64()
-		}
-		op.mask[i] = b2u(u&0xffff >= thr)
-		u >>= 16
+	src := op.src
+	if src == nil {
+		op.own.Step++
+		src = &op.own
 	}
-}
-
-func b2u(b bool) byte {
-	if b {
-		return 1
-	}
-	return 0
+	return nn.DropoutKeep(op.mask, float32(op.p), src.Seed, src.Step, op.stream, src.Row0*uint64(op.in))
 }
 
 // masked writes x∘m for rows [r0, r1) into dst.
@@ -199,7 +189,9 @@ func (op *downOp) Do(in ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	if op.p > 0 {
-		op.fillMask()
+		if err := op.fillMask(); err != nil {
+			return nil, fmt.Errorf("lora: adapter dropout: %w", err)
+		}
 	}
 	t := op.out.get(op.rows, op.r)
 	h := t.Float32s()

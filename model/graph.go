@@ -19,7 +19,7 @@ type GraphContext struct {
 	rows  int
 	nodes map[*Param]*G.Node
 	wrt   []*Param // trainable parameters bound so far, in binding order
-	err   error
+	drop  *nn.DropoutSource
 }
 
 // Graph returns the gorgonia graph under construction.
@@ -43,6 +43,11 @@ func (gc *GraphContext) Node(p *Param) *G.Node {
 	}
 	return n
 }
+
+// Dropout returns the source of the graph's dropout masks. Layers that drop
+// out (LoRA's adapter input) draw from it with a stream of their own, so
+// their masks follow the step and the rows like the model's.
+func (gc *GraphContext) Dropout() *nn.DropoutSource { return gc.drop }
 
 // Trainable reports whether p is in the model's trainable set.
 func (gc *GraphContext) Trainable(p *Param) bool { return gc.model.trainable.Get(p.Name) == p }
@@ -85,7 +90,7 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	r.Dropout = &nn.DropoutSource{Seed: m.dropoutSeed}
 	r.inputs = nn.NewIDs(B, T)
 	r.targets = nn.NewIDs(B, T)
-	gc := &GraphContext{g: r.g, model: m, rows: B * T, nodes: map[*Param]*G.Node{}}
+	gc := &GraphContext{g: r.g, model: m, rows: B * T, nodes: map[*Param]*G.Node{}, drop: r.Dropout}
 	logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, r.Dropout, B, T)
 	if err != nil {
 		return nil, err

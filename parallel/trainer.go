@@ -587,7 +587,7 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, 
 			for j := range w.rows.len() {
 				at := k*per + (w.rows.lo+j)*T
 				w.replica.ZeroGrad()
-				w.setDropout(step, t.cfg.Accum, k, w.rows.lo+j)
+				w.setDropout(step, t.cfg.Accum, k, (w.rows.lo+j)*T)
 				l, err := w.replica.ForwardBackward(t.inputs[at:at+T], t.targets[at:at+T], weight)
 				if err != nil {
 					localErr = err
@@ -601,7 +601,7 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, 
 		for k := range t.cfg.Accum {
 			in := t.inputs[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
 			tg := t.targets[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
-			w.setDropout(step, t.cfg.Accum, k, w.rows.lo)
+			w.setDropout(step, t.cfg.Accum, k, w.rows.lo*T)
 			l, err := w.replica.ForwardBackward(in, tg, weight)
 			if err != nil {
 				localErr = err
@@ -718,8 +718,9 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, 
 }
 
 // setDropout points the replica's dropout masks at micro-batch k of step
-// and at the global index of its first row, as model.Trainer does for the
-// whole batch: a sample gets the same mask whichever worker holds it.
+// and at the global index of its first activation row (token), as
+// model.Trainer does for the whole batch: a sample gets the same mask
+// whichever worker holds it.
 func (w *worker) setDropout(step, accum, k, row0 int) {
 	w.replica.Dropout.Step = uint64(step)*uint64(accum) + uint64(k)
 	w.replica.Dropout.Row0 = uint64(row0)

@@ -231,6 +231,11 @@ func TestExactModeIsBitIdenticalForAnyWorkerCount(t *testing.T) {
 	if Hash(dref.weights) == Hash(trainShared(t, cfg, 3).weights) {
 		t.Error("dropout had no effect")
 	}
+	// Per-sample replicas (exact) and one whole-batch replica (default)
+	// draw the same masks only if rows are placed at their global index.
+	ddef := trainShared(t, testConfig(1, 10, 2), 1, drop)
+	dex := trainShared(t, cfg, 1, drop)
+	checkClose(t, "exact vs default with dropout: reduced gradient", dex.grads, ddef.grads, gradRtol, gradAtol*maxAbs(ddef.grads))
 	// Close to the default mode (same data, different summation order).
 	def := trainShared(t, testConfig(1, 10, 2), 1)
 	cfg.Workers = 3

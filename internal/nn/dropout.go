@@ -14,9 +14,10 @@ import (
 // reproducible from the seed and the step number alone: resuming from a
 // checkpoint or splitting a batch over workers draws the same masks. The
 // trainer sets Step before each forward pass; several ops share a source and
-// differ by stream. Row0 is the index of the graph's first row within the
-// global batch, so that a data-parallel worker holding rows [Row0, Row0+n)
-// draws exactly the mask one worker would draw for the whole batch.
+// differ by stream. Row0 is the index of the graph's first activation row
+// (one row per token: sequence × T + position) within the global batch, so
+// that a data-parallel worker holding sequences [s0, s1) sets Row0 = s0·T
+// and draws exactly the mask one worker would draw for the whole batch.
 type DropoutSource struct {
 	Seed uint64
 	Step uint64
@@ -28,16 +29,13 @@ type DropoutSource struct {
 // offset, so a caller holding rows [r0, r1) of a larger batch can draw the
 // same mask as the whole batch would.
 func DropoutMask(mask []float32, p float32, seed, step, stream, offset uint64) error {
-	if !(p >= 0 && p < 1) {
-		return fmt.Errorf("nn: DropoutMask: p = %v, want [0, 1): %w", p, ErrRange)
+	d, err := newDropoutDraw(p, seed, step, stream)
+	if err != nil {
+		return err
 	}
 	keep := 1 / (1 - p)
-	// A 24-bit uniform per element from a counter-based hash (splitmix64 of
-	// the element's coordinates): no state, any order, any split.
-	threshold := uint64(float64(p) * (1 << 24))
-	base := mix64(seed ^ mix64(step^mix64(stream+0x9e3779b97f4a7c15)))
 	for i := range mask {
-		if mix64(base+uint64(i)+offset)>>40 < threshold {
+		if d.dropped(uint64(i) + offset) {
 			mask[i] = 0
 		} else {
 			mask[i] = keep
@@ -45,6 +43,40 @@ func DropoutMask(mask []float32, p float32, seed, step, stream, offset uint64) e
 	}
 	return nil
 }
+
+// DropoutKeep is DropoutMask with one byte per element, 1 for kept and 0 for
+// dropped, for ops that keep their masks compactly; element i is decided as
+// in DropoutMask.
+func DropoutKeep(keep []byte, p float32, seed, step, stream, offset uint64) error {
+	d, err := newDropoutDraw(p, seed, step, stream)
+	if err != nil {
+		return err
+	}
+	for i := range keep {
+		keep[i] = 1
+		if d.dropped(uint64(i) + offset) {
+			keep[i] = 0
+		}
+	}
+	return nil
+}
+
+// dropoutDraw decides elements from a counter-based hash (splitmix64 of the
+// element's coordinates): no state, any order, any split. Each element
+// compares 24 uniform bits with p·2²⁴.
+type dropoutDraw struct{ base, threshold uint64 }
+
+func newDropoutDraw(p float32, seed, step, stream uint64) (dropoutDraw, error) {
+	if !(p >= 0 && p < 1) {
+		return dropoutDraw{}, fmt.Errorf("nn: dropout p = %v, want [0, 1): %w", p, ErrRange)
+	}
+	return dropoutDraw{
+		base:      mix64(seed ^ mix64(step^mix64(stream+0x9e3779b97f4a7c15))),
+		threshold: uint64(float64(p) * (1 << 24)),
+	}, nil
+}
+
+func (d dropoutDraw) dropped(i uint64) bool { return mix64(d.base+i)>>40 < d.threshold }
 
 func mix64(z uint64) uint64 {
 	z += 0x9e3779b97f4a7c15
