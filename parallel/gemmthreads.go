@@ -1,9 +1,8 @@
 package parallel
 
 // setGEMMThreads caps the threads one kernels.Sgemm call uses (n ≤ 0:
-// GOMAXPROCS) and returns the previous cap. It is nil until
-// internal/kernels provides SetMaxThreads; gemmthreads_kernels.go wires it
-// then (build tag galleon_gemm_threads until the tag line is removed).
+// GOMAXPROCS) and returns the previous cap; gemmthreads_kernels.go wires it
+// to kernels.SetMaxThreads.
 var setGEMMThreads func(n int) int
 
 // LimitGEMMThreads caps the threads of one SGEMM call at n (n ≤ 0: all of

@@ -2,7 +2,6 @@ package kernels
 
 import (
 	"math"
-	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -305,7 +304,7 @@ func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst
 		work(0, panels)
 		return !bad.Load()
 	}
-	w := min(runtime.GOMAXPROCS(0), panels)
+	w := min(gemmThreads(), panels)
 	var wg sync.WaitGroup
 	for t := 1; t < w; t++ {
 		wg.Add(1)
@@ -569,7 +568,7 @@ func (j *i8Job) run() {
 		panic("kernels: int8 operands packed for another kernel (I8SignTrick or the CPU features changed)")
 	}
 	m, n, k := j.a.m, j.b.n, j.a.k
-	workers := runtime.GOMAXPROCS(0)
+	workers := gemmThreads()
 	if m*n*k < i8ParWork {
 		workers = 1
 	}
