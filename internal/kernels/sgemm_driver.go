@@ -22,11 +22,20 @@ const (
 	sgemmKC = 256
 
 	// sgemmMC is the default row height of a compute task, and the unit in
-	// which A is packed.
+	// which A is packed: 96 rows × KC is 96 KiB of packed A, which stays in
+	// the 1 MiB L2 beside the task's part of C. Heights from 48 to 192 ran
+	// within 3% of each other (A/B runs, 2 cores, 256³ to 1024³ and
+	// 2048×256×768); 96 was never worse than 1%.
 	sgemmMC = 96
 
-	// sgemmNT is the default (maximum) column width of a compute task.
+	// sgemmNT is the default (maximum) column width of a compute task: 512
+	// columns × 96 rows of C (192 KiB) stay in L2 across the KC steps; 256
+	// and 1024 measured the same within noise.
 	sgemmNT = 512
+
+	// sgemmTilesPerThread is how many tiles per thread plan aims for when
+	// threads share a product, so that the dynamic queue can balance them.
+	sgemmTilesPerThread = 4
 
 	// packBCols is the unit in which B is packed: four micro-panels.
 	packBCols = 4 * sgemmNR
@@ -295,25 +304,7 @@ func (j *sgemmJob) plan(threads int) {
 	j.mChunk, j.mChunks = chunk(j.m, sgemmMR, sgemmPackMax/j.kChunk)
 	j.nChunk, j.nChunks = chunk(j.n, packBCols, sgemmPackMax/j.kChunk)
 
-	if TunePlan == 0 {
-		j.mc = min(TuneMC, roundUp(j.mChunk, sgemmMR))
-		j.nt = min(TuneNT, roundUp(j.nChunk, packBCols))
-		if threads > 1 {
-			want := TuneWant * threads
-			for ceilDiv(j.mChunk, j.mc)*ceilDiv(j.nChunk, j.nt) < want {
-				switch {
-				case j.nt >= 2*packBCols && j.nt >= j.mc:
-					j.nt = roundUp(j.nt/2, packBCols)
-				case j.mc >= 2*24:
-					j.mc = roundUp(j.mc/2, sgemmMR)
-				default:
-					want = 0
-				}
-			}
-		}
-	} else {
-		j.mc, j.nt = tiles(j.mChunk, j.nChunk, threads)
-	}
+	j.mc, j.nt = tiles(j.mChunk, j.nChunk, threads)
 
 	steps := j.mChunks * j.nChunks * j.kChunks
 	j.total = 0
@@ -351,8 +342,8 @@ const (
 // without leaving one core alone with the last tile. The tiles of a
 // dimension are of equal size, give or take the rounding to micro-panels.
 func tiles(m, n, threads int) (mc, nt int) {
-	mc = balanced(m, ceilDiv(m, TuneMC), sgemmMR)
-	nt = balanced(n, ceilDiv(n, TuneNT), packBCols)
+	mc = balanced(m, ceilDiv(m, sgemmMC), sgemmMR)
+	nt = balanced(n, ceilDiv(n, sgemmNT), packBCols)
 	if threads == 1 {
 		return mc, nt
 	}
@@ -374,7 +365,7 @@ func tiles(m, n, threads int) (mc, nt int) {
 	bestMC, bestNT, bestEff := mc, nt, 0.0
 	for range 64 {
 		c := ceilDiv(m, mc) * ceilDiv(n, nt)
-		if c >= TuneWant*threads && c%threads == 0 {
+		if c >= sgemmTilesPerThread*threads && c%threads == 0 {
 			return mc, nt
 		}
 		if eff := float64(c) / float64(roundUp(c, threads)); eff > bestEff {
@@ -640,7 +631,7 @@ func sgemmKernel(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 // of a 256³ product. Both ways of finding a job are best effort: a job takes
 // whoever joins it, and its caller works through it alone if nobody does, so
 // concurrent products never wait for each other's helpers.
-var sgemmSpin = 100 * time.Microsecond
+const sgemmSpin = 100 * time.Microsecond
 
 // sgemmWaitSpin is how long a thread polls for a piece another is packing
 // (or the end of the previous step) before parking: a piece takes a few
@@ -741,5 +732,3 @@ func putSgemmJob(j *sgemmJob) {
 		sgemmJobs = append(sgemmJobs, j)
 	}
 }
-
-var TuneMC, TuneNT, TuneWant, TunePlan = sgemmMC, sgemmNT, 4, 1
