@@ -108,36 +108,49 @@ func run(c config, stdout, stderr io.Writer) error {
 	opts := attention.Options{Causal: c.Causal, Workers: c.Workers}
 	capBytes := c.MemCapMiB << 20
 
-	// Progress is weighted by the arithmetic, which grows as T².
-	var total, done float64
-	for _, t := range lengths {
-		total += 2 * float64(t) * float64(t)
+	// Plan the runs: the naive kernels stop at the first length over the
+	// cap. Progress is weighted by the expected time: T² per run, the naive
+	// kernels about ten times the flash ones (measured here).
+	naiveNeed := func(t int) int64 {
+		return attention.NaiveBytes(c.Batch, c.Heads, t, t, true) + 4*int64(c.Batch*t*c.Dim*(c.Heads+2*c.KVHeads))
+	}
+	const naiveWeight = 10
+	var total float64
+	naiveUpTo := 0 // the naive kernels run for lengths[:naiveUpTo]
+	for i, t := range lengths {
+		w := float64(t) * float64(t)
+		total += w
+		if naiveUpTo == i && naiveNeed(t) <= capBytes {
+			naiveUpTo = i + 1
+			total += naiveWeight * w
+		}
 	}
 	bar := report.NewProgress(stderr, "starting")
+	var done float64
+	progress := func(weight float64, label string) func(step, steps int) {
+		start := done
+		done += weight
+		return func(step, steps int) {
+			bar.Update((start+weight*float64(step)/float64(steps))/total, label)
+		}
+	}
 	rows := make([]row, 0, len(lengths))
-	naiveStopped := false
-	for _, t := range lengths {
+	for i, t := range lengths {
 		r := row{T: t}
 		in, err := newInputs(c, t)
 		if err != nil {
 			return err
 		}
-		bar.Update(done/total, fmt.Sprintf("T=%d flash", t))
-		if r.Flash, err = measure(c, in, opts, attention.Forward, attention.Backward); err != nil {
+		w := float64(t) * float64(t)
+		if r.Flash, err = measure(c, in, opts, attention.Forward, attention.Backward, progress(w, fmt.Sprintf("T=%d flash", t))); err != nil {
 			return err
 		}
-		done += float64(t) * float64(t)
-		need := attention.NaiveBytes(c.Batch, c.Heads, t, t, true) + 4*int64(in.q.Len()+2*in.k.Len())
-		if !naiveStopped && need <= capBytes {
-			bar.Update(done/total, fmt.Sprintf("T=%d naive", t))
-			if r.Naive, err = measure(c, in, opts, attention.NaiveForward, attention.NaiveBackward); err != nil {
+		if i < naiveUpTo {
+			if r.Naive, err = measure(c, in, opts, attention.NaiveForward, attention.NaiveBackward, progress(naiveWeight*w, fmt.Sprintf("T=%d naive", t))); err != nil {
 				return err
 			}
 			r.Speedup = r.Naive.FwdBwdMs / r.Flash.FwdBwdMs
-		} else {
-			naiveStopped = true
 		}
-		done += float64(t) * float64(t)
 		rows = append(rows, r)
 	}
 	bar.Finish("done")
@@ -189,8 +202,20 @@ type bwdFunc func(q, k, v, o attention.Tensor, lse []float32, dO attention.Tenso
 
 // measure times the forward and the forward+backward pass (fastest of
 // c.Reps) and samples the peak heap of a cold forward+backward pass, with
-// the kernels' scratch pools emptied first.
-func measure(c config, in inputs, opts attention.Options, fwd fwdFunc, bwd bwdFunc) (*measurement, error) {
+// the kernels' scratch pools emptied first. It reports each finished run to
+// progress.
+func measure(c config, in inputs, opts attention.Options, fwd fwdFunc, bwd bwdFunc, progress func(step, steps int)) (*measurement, error) {
+	// A cold forward+backward, c.Reps forward passes (a third of the work
+	// of forward+backward) and c.Reps forward+backward passes.
+	steps, done := 3+4*c.Reps, 0
+	progress(0, steps)
+	tick := func(backward bool) {
+		done++
+		if backward {
+			done += 2
+		}
+		progress(done, steps)
+	}
 	step := func(backward bool) error {
 		o, lse, err := fwd(in.q, in.k, in.v, opts)
 		if err != nil || !backward {
@@ -207,6 +232,7 @@ func measure(c config, in inputs, opts attention.Options, fwd fwdFunc, bwd bwdFu
 	if err != nil {
 		return nil, err
 	}
+	tick(true)
 	m.PeakBytes = peak
 	best := func(backward bool) (float64, error) {
 		ms := make([]float64, c.Reps)
@@ -216,6 +242,7 @@ func measure(c config, in inputs, opts attention.Options, fwd fwdFunc, bwd bwdFu
 				return 0, err
 			}
 			ms[i] = float64(time.Since(start).Microseconds()) / 1e3
+			tick(backward)
 		}
 		sort.Float64s(ms)
 		return ms[0], nil
