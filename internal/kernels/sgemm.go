@@ -9,11 +9,12 @@ package kernels
 // (assembly on AVX2+FMA CPUs, Go elsewhere) computes a 6×16 tile of C over
 // sgemmKC steps of k at a time; the loops around it follow the files below:
 //
-//	sgemm.go         API, argument checks, choice of path
-//	sgemm_driver.go  blocking, the shared packed buffers, threads
-//	sgemm_pack.go    packing routines
-//	sgemm_small.go   products too small (or too thin) to be worth packing
-//	sgemm_generic.go the portable micro-kernel
+//	sgemm.go            API, argument checks, choice of path
+//	sgemm_driver.go     blocking, lazily packed shared buffers, threads
+//	sgemm_pack.go       packing routines
+//	sgemm_small.go      products too small (or too thin) to be worth packing
+//	sgemm_generic*.go   the portable micro-kernel
+//	sgemm_amd64.{go,s}  the AVX2+FMA micro-kernel and packers (avo, _asm/sgemm)
 
 // Sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major float32 matrices,
 // op(A) is m×k, op(B) is k×n, C is m×n; transA/transB select Aᵀ/Bᵀ; lda/ldb/ldc are row strides.

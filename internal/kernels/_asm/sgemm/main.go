@@ -1,14 +1,16 @@
-// Command sgemm generates the AVX2/FMA micro-kernel of the float32 GEMM in
-// internal/kernels (sgemm_amd64.s and its Go declarations).
+// Command sgemm generates the AVX2/FMA assembly of the float32 GEMM in
+// internal/kernels: the 6×16 micro-kernel and the packing routines
+// (sgemm_amd64.s, and their Go declarations in sgemm_amd64_stubs.go):
 //
 //	cd internal/kernels/_asm && go run ./sgemm -out ../sgemm_amd64.s -stubs ../sgemm_amd64_stubs.go -pkg kernels
 //
 // The layout of the packed operands is defined by the Go driver
-// (internal/kernels/sgemm.go): an A micro-panel holds 6 rows, stored k-major
-// (6 consecutive floats per k step); a B micro-panel holds 16 columns, stored
-// k-major (16 consecutive floats per k step). The kernel keeps the 6×16 tile of
-// C in 12 YMM accumulators (two per row), so each k step is two B loads, six
-// broadcasts of A and twelve FMAs: 15 of the 16 YMM registers.
+// (internal/kernels/sgemm_pack.go): an A micro-panel holds 6 rows, stored
+// k-major (6 consecutive floats per k step); a B micro-panel holds 16
+// columns, stored k-major (16 consecutive floats per k step). The kernel
+// keeps the 6×16 tile of C in 12 YMM accumulators (two per row), so each k
+// step is two B loads, six broadcasts of A and twelve FMAs: 15 of the 16 YMM
+// registers.
 package main
 
 import (
