@@ -44,6 +44,8 @@ type config struct {
 	Workers      int
 	Plot         string
 	JSON         bool
+	ModelT       int
+	ModelSteps   int
 }
 
 // measurement is one implementation at one length. Nil fields in the JSON
@@ -68,9 +70,10 @@ type row struct {
 
 // result is the JSON object printed with -json.
 type result struct {
-	Config config `json:"config"`
-	Rows   []row  `json:"rows"`
-	Plot   string `json:"plot,omitempty"`
+	Config config     `json:"config"`
+	Rows   []row      `json:"rows"`
+	Plot   string     `json:"plot,omitempty"`
+	Model  []modelRun `json:"model,omitempty"`
 }
 
 func main() {
@@ -87,6 +90,8 @@ func main() {
 	flag.IntVar(&c.Workers, "workers", 0, "goroutines (0: GOMAXPROCS)")
 	flag.StringVar(&c.Plot, "plot", "longcontext.png", "PNG plot of time and memory against T (empty: none)")
 	flag.BoolVar(&c.JSON, "json", false, "print the table as one JSON object on the last line")
+	flag.IntVar(&c.ModelT, "model-t", 4096, "also train the GPT at this context length with flash and naive attention (0: skip)")
+	flag.IntVar(&c.ModelSteps, "model-steps", 3, "timed training steps of the GPT run")
 	flag.Parse()
 	if c.KVHeads == 0 {
 		c.KVHeads = c.Heads
@@ -100,6 +105,9 @@ func main() {
 func run(c config, stdout, stderr io.Writer) error {
 	if c.TMin <= 0 || c.TMax < c.TMin || c.Batch <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.Dim <= 0 || c.Reps <= 0 {
 		return errors.New("flags: lengths, sizes and -reps must be positive, -tmax ≥ -tmin")
+	}
+	if c.ModelT < 0 || (c.ModelT > 0 && c.ModelSteps <= 0) {
+		return errors.New("flags: -model-t must be ≥ 0 and -model-steps positive")
 	}
 	var lengths []int
 	for t := c.TMin; t <= c.TMax; t *= 2 {
@@ -163,6 +171,12 @@ func run(c config, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "plot: %s\n", c.Plot)
 		res.Plot = c.Plot
+	}
+	if c.ModelT > 0 {
+		var err error
+		if res.Model, err = runModel(c, stdout, stderr); err != nil {
+			return err
+		}
 	}
 	if c.JSON {
 		return report.PrintJSON(stdout, res)

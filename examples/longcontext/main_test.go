@@ -51,3 +51,44 @@ func TestBadFlags(t *testing.T) {
 		t.Error("tmax < tmin accepted")
 	}
 }
+
+// The GPT run trains with both attention kernels when the cap allows and
+// only with flash when it does not.
+func TestModelRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads the Go corpus")
+	}
+	c := config{TMin: 64, TMax: 64, Batch: 1, Heads: 1, KVHeads: 1, Dim: 8, Causal: true, Reps: 1,
+		MemCapMiB: 64, JSON: true, ModelT: 96, ModelSteps: 1}
+	var out, progress bytes.Buffer
+	if err := run(c, &out, &progress); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var res result
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Model) != 2 || res.Model[0].Impl != "flash" || res.Model[1].Impl != "naive" {
+		t.Fatalf("model runs %+v, want flash and naive", res.Model)
+	}
+	for _, r := range res.Model {
+		if r.MsPerStep <= 0 || r.Loss <= 0 || r.Loss != r.Loss {
+			t.Errorf("%s: %+v", r.Impl, r)
+		}
+	}
+	c.MemCapMiB = 0 // naive never fits
+	out.Reset()
+	if err := run(c, &out, &progress); err != nil {
+		t.Fatal(err)
+	}
+	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+	json.Unmarshal([]byte(lines[len(lines)-1]), &res)
+	if len(res.Model) != 1 || res.Model[0].Impl != "flash" {
+		t.Errorf("with no memory: %+v", res.Model)
+	}
+	c.ModelSteps = 0
+	if err := run(c, &out, &progress); err == nil {
+		t.Error("-model-steps 0 accepted")
+	}
+}
