@@ -102,9 +102,13 @@ type sgemmJob struct {
 	helpers atomic.Int64
 	left    chan struct{}
 
-	// Threads parked in wait, and their wake-up tokens.
+	// Threads parked in wait, and what they park on. A broadcast wakes them
+	// all to re-check their own condition: with one token per waiter, a
+	// thread woken for another's piece could take that token and park
+	// again, leaving the other asleep for good (seen as a hang).
 	waiters atomic.Int32
-	wake    chan struct{}
+	mu      sync.Mutex
+	parked  *sync.Cond
 }
 
 const (
@@ -524,10 +528,14 @@ func (j *sgemmJob) wait(cond func() bool) {
 			runtime.Gosched()
 			continue
 		}
+		// Counted before the check under the lock: a notifier that sees
+		// no waiter made its change before this check, which then sees it.
 		j.waiters.Add(1)
-		if !cond() {
-			<-j.wake
+		j.mu.Lock()
+		for !cond() {
+			j.parked.Wait()
 		}
+		j.mu.Unlock()
 		j.waiters.Add(-1)
 	}
 }
@@ -535,12 +543,10 @@ func (j *sgemmJob) wait(cond func() bool) {
 // notify wakes the threads parked in wait, after a change they may be
 // waiting for.
 func (j *sgemmJob) notify() {
-	for n := j.waiters.Load(); n > 0; n-- {
-		select {
-		case j.wake <- struct{}{}:
-		default:
-			return
-		}
+	if j.waiters.Load() > 0 {
+		j.mu.Lock()
+		j.parked.Broadcast()
+		j.mu.Unlock()
 	}
 }
 
@@ -717,12 +723,9 @@ func getSgemmJob() *sgemmJob {
 		sgemmJobs = sgemmJobs[:n-1]
 		return j
 	}
-	return &sgemmJob{
-		left: make(chan struct{}, 1),
-		// Room for every parked thread whatever GOMAXPROCS becomes
-		// (a channel of empty structs has no buffer to allocate).
-		wake: make(chan struct{}, 1<<16),
-	}
+	j := &sgemmJob{left: make(chan struct{}, 1)}
+	j.parked = sync.NewCond(&j.mu)
+	return j
 }
 
 func putSgemmJob(j *sgemmJob) {
