@@ -11,8 +11,9 @@ import (
 
 // Inference runs the model without a graph for B sequences of up to Cap
 // tokens, keeping each layer's keys and values in a cache so that every new
-// token costs one row of work. Buffers are allocated once; Forward allocates
-// nothing. An Inference is not safe for concurrent use.
+// token costs one row of work. Buffers are allocated once; a forward pass
+// allocates only the attention kernels' small per-call bookkeeping, nothing
+// that grows with the context. An Inference is not safe for concurrent use.
 type Inference struct {
 	m      *Model
 	B, Cap int
@@ -20,9 +21,24 @@ type Inference struct {
 
 	kc, vc [][]float32 // per layer: [B, KVH, Cap, D]
 
-	// Scratch for up to maxRows = B·Cap rows, resliced per call.
-	x, h, qkv, att, proj, mlp, mean, rstd, logits []float32
+	// Scratch for up to B·Cap rows, resliced per call; lse receives the
+	// attention forward's log-sum-exp, which inference does not use.
+	x, h, qkv, att, proj, mlp, mean, rstd, lse, logits []float32
+
+	// Names resolved once, so a forward pass builds no strings.
+	blocks []blockNames
 }
+
+// blockNames holds the module names of one transformer block.
+type blockNames struct {
+	ln1, ln2                    [2]string // weight and bias
+	attn, attnProj, fc, mlpProj string
+}
+
+// lnNames returns the weight and bias names of a LayerNorm module.
+func lnNames(module string) [2]string { return [2]string{module + ".weight", module + ".bias"} }
+
+var lnfNames = lnNames(NameLNF)
 
 // NewInference allocates an inference session for B sequences of up to
 // capacity tokens (at most Config.SeqLen: positions are learned).
@@ -39,8 +55,12 @@ func (m *Model) NewInference(B, capacity int) (*Inference, error) {
 		qkv: make([]float32, rows*c.QKVWidth()), att: make([]float32, rows*c.DModel),
 		proj: make([]float32, rows*c.DModel), mlp: make([]float32, rows*c.MLPRatio*c.DModel),
 		mean: make([]float32, rows), rstd: make([]float32, rows), logits: make([]float32, rows*c.Vocab),
+		lse: make([]float32, rows*c.Heads),
 	}
 	for i := 0; i < c.Layers; i++ {
+		b := BlockName(i)
+		inf.blocks = append(inf.blocks, blockNames{ln1: lnNames(b + ".ln_1"), ln2: lnNames(b + ".ln_2"),
+			attn: b + ".attn.c_attn", attnProj: b + ".attn.c_proj", fc: b + ".mlp.c_fc", mlpProj: b + ".mlp.c_proj"})
 		inf.kc = append(inf.kc, make([]float32, B*c.KVHeads*capacity*D))
 		inf.vc = append(inf.vc, make([]float32, B*c.KVHeads*capacity*D))
 	}
@@ -71,14 +91,15 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 	qkv, mlp := inf.qkv[:rows*c.QKVWidth()], inf.mlp[:rows*c.MLPRatio*C]
 	mean, rstd := inf.mean[:rows], inf.rstd[:rows]
 	w := func(name string) []float32 { return m.Weights.Get(name).Data }
+	const wteName, wpeName = NameWTE + ".weight", NameWPE + ".weight"
 
 	for b := 0; b < inf.B; b++ {
-		if err := nn.EmbeddingForward(x[b*n*C:(b+1)*n*C], w(NameWTE+".weight"), w(NameWPE+".weight"), ids[b*n:(b+1)*n], n, C, inf.Len); err != nil {
+		if err := nn.EmbeddingForward(x[b*n*C:(b+1)*n*C], w(wteName), w(wpeName), ids[b*n:(b+1)*n], n, C, inf.Len); err != nil {
 			return nil, fmt.Errorf("model: inference: %w", err)
 		}
 	}
-	layerNorm := func(dst, src []float32, name string) error {
-		return nn.LayerNormForward(dst, mean, rstd, src, w(name+".weight"), w(name+".bias"), C, c.LayerNormEps)
+	layerNorm := func(dst, src []float32, ln [2]string) error {
+		return nn.LayerNormForward(dst, mean, rstd, src, w(ln[0]), w(ln[1]), C, c.LayerNormEps)
 	}
 	linear := func(y, x []float32, name string) error {
 		l, err := m.Linear(name)
@@ -88,12 +109,11 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 		return l.Forward(y, x, rows)
 	}
 	attnOpts := attention.Options{Causal: true}
-	for i := 0; i < c.Layers; i++ {
-		blk := BlockName(i)
-		if err := layerNorm(h, x, blk+".ln_1"); err != nil {
+	for i, blk := range inf.blocks {
+		if err := layerNorm(h, x, blk.ln1); err != nil {
 			return nil, err
 		}
-		if err := linear(qkv, h, blk+".attn.c_attn"); err != nil {
+		if err := linear(qkv, h, blk.attn); err != nil {
 			return nil, err
 		}
 		q, k, v, err := attention.PackedQKV(qkv, inf.B, n, c.Heads, c.KVHeads, D)
@@ -118,36 +138,36 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 			err = attention.DecodeInto(o, q, kc, vc, L, attnOpts)
 		} else {
 			kc.T, vc.T = L, L
-			err = attention.ForwardInto(o, inf.lseScratch(c.Heads, n), q, kc, vc, attnOpts)
+			err = attention.ForwardInto(o, inf.lse[:inf.B*c.Heads*n], q, kc, vc, attnOpts)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("model: inference: %w", err)
 		}
-		if err := linear(proj, att, blk+".attn.c_proj"); err != nil {
+		if err := linear(proj, att, blk.attnProj); err != nil {
 			return nil, err
 		}
 		kernels.Axpy(1, proj, x)
-		if err := layerNorm(h, x, blk+".ln_2"); err != nil {
+		if err := layerNorm(h, x, blk.ln2); err != nil {
 			return nil, err
 		}
-		if err := linear(mlp, h, blk+".mlp.c_fc"); err != nil {
+		if err := linear(mlp, h, blk.fc); err != nil {
 			return nil, err
 		}
 		if err := nn.GELUForward(mlp, mlp); err != nil {
 			return nil, err
 		}
-		if err := linear(proj, mlp, blk+".mlp.c_proj"); err != nil {
+		if err := linear(proj, mlp, blk.mlpProj); err != nil {
 			return nil, err
 		}
 		kernels.Axpy(1, proj, x)
 	}
-	if err := layerNorm(h, x, NameLNF); err != nil {
+	if err := layerNorm(h, x, lnfNames); err != nil {
 		return nil, err
 	}
 	logits := inf.logits[:rows*c.Vocab]
 	var err error
 	if c.TiedEmbeddings {
-		err = nn.LinearForwardTransW(logits, h, w(NameWTE+".weight"), nil, rows, C, c.Vocab)
+		err = nn.LinearForwardTransW(logits, h, w(wteName), nil, rows, C, c.Vocab)
 	} else {
 		err = linear(logits, h, NameHead)
 	}
@@ -156,18 +176,6 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 	}
 	inf.Len = L
 	return logits, nil
-}
-
-// lseScratch reuses the LayerNorm statistics buffer for the attention
-// forward's log-sum-exp output (B·H·n floats), which the inference path
-// does not need.
-func (inf *Inference) lseScratch(heads, n int) []float32 {
-	need := inf.B * heads * n
-	if need > len(inf.mean) {
-		inf.mean = make([]float32, need)
-		inf.rstd = make([]float32, need)
-	}
-	return inf.mean[:need]
 }
 
 func (inf *Inference) cacheView(buf []float32) (attention.Tensor, error) {
