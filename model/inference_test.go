@@ -135,6 +135,9 @@ func TestInferenceBadInput(t *testing.T) {
 // allocates only the attention kernels' small per-call bookkeeping, the same
 // at any context length (nothing grows with the cache).
 func TestInferenceDecodeAllocationsDoNotGrow(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates inside synchronization")
+	}
 	m := testModel(t, nil)
 	inf, err := m.NewInference(2, 37)
 	if err != nil {
@@ -161,7 +164,7 @@ func TestInferenceDecodeAllocationsDoNotGrow(t *testing.T) {
 	if perLayer > 14 {
 		t.Errorf("%v allocations per layer for prefill + decode", perLayer)
 	}
-	if allocsAt(12) != short {
-		t.Errorf("allocations grow with the context: %v at 4 tokens, %v at 12", short, allocsAt(12))
+	if at12 := allocsAt(12); at12 > short {
+		t.Errorf("allocations grow with the context: %v at 4 tokens, %v at 12", short, at12)
 	}
 }
