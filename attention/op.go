@@ -45,9 +45,9 @@ type OpOptions struct {
 	H, KVH int
 	// Causal, Scale, Window and Lengths are as in Options.
 	Causal  bool
-	Scale   float32
-	Window  int
-	Lengths []int
+	Scale   float32 // as Options.Scale
+	Window  int     // as Options.Window
+	Lengths []int   // as Options.Lengths
 	// Impl picks FlashAttention (the zero value) or the naive reference.
 	Impl Impl
 	// BlockQ, BlockK and Workers are as in Options.

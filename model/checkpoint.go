@@ -34,13 +34,13 @@ const (
 // Checkpoint is the content of a checkpoint file: a model and, for a
 // training checkpoint, the state that resumes training exactly.
 type Checkpoint struct {
-	Model *Model
+	Model *Model // configuration and weights
 
 	// Training state; Step is 0 and M, V are nil for a weights-only file.
 	Step  int
-	AdamW AdamWConfig
-	M, V  []float32
-	Data  []byte // the data pipeline's state (sampler RNG), opaque here
+	AdamW AdamWConfig // the optimizer's hyperparameters
+	M, V  []float32   // AdamW's first and second moments, laid out like the trainable set
+	Data  []byte      // the data pipeline's state (sampler RNG), opaque here
 }
 
 // Save writes the model's configuration and weights to path atomically.

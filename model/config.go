@@ -24,18 +24,18 @@ const (
 // positional embeddings, a GELU MLP and (by default) an output head tied to
 // the token embedding.
 type Config struct {
-	Vocab    int `json:"vocab_size"`
-	DModel   int `json:"n_embd"`
-	Layers   int `json:"n_layer"`
-	Heads    int `json:"n_head"`
-	KVHeads  int `json:"n_kv_head"` // key/value heads (GQA); equal to Heads for plain multi-head attention
-	SeqLen   int `json:"n_positions"`
-	MLPRatio int `json:"mlp_ratio"` // MLP width = MLPRatio·DModel
+	Vocab    int `json:"vocab_size"`  // token ids are 0…Vocab−1 (256: bytes)
+	DModel   int `json:"n_embd"`      // width of the residual stream
+	Layers   int `json:"n_layer"`     // transformer blocks
+	Heads    int `json:"n_head"`      // query heads; must divide DModel
+	KVHeads  int `json:"n_kv_head"`   // key/value heads (GQA); equal to Heads for plain multi-head attention
+	SeqLen   int `json:"n_positions"` // learned positions: the longest context
+	MLPRatio int `json:"mlp_ratio"`   // MLP width = MLPRatio·DModel
 
-	Dropout        float32       `json:"dropout"` // residual and attention-output dropout during training
-	TiedEmbeddings bool          `json:"tie_word_embeddings"`
-	LayerNormEps   float32       `json:"layer_norm_epsilon"`
-	Attention      AttentionImpl `json:"attention"`
+	Dropout        float32       `json:"dropout"`             // residual and attention-output dropout during training
+	TiedEmbeddings bool          `json:"tie_word_embeddings"` // the output head is the token embedding (no lm_head)
+	LayerNormEps   float32       `json:"layer_norm_epsilon"`  // added to the variance in every LayerNorm
+	Attention      AttentionImpl `json:"attention"`           // attention kernel of the training graph and inference
 }
 
 // HeadDim is the width of one attention head.
@@ -84,9 +84,9 @@ func (c Config) Validate() error {
 
 // Preset is a named standard configuration with its benchmark batch size.
 type Preset struct {
-	Name   string
-	Config Config
-	Batch  int
+	Name   string // "tiny", "small" or "medium"
+	Config Config // the model
+	Batch  int    // sequences per step in benchmarks and the anchors
 }
 
 func gpt(dModel, layers, heads, seqLen int) Config {

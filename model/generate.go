@@ -13,7 +13,7 @@ type SampleOptions struct {
 	Temperature float64 // 0 picks the most likely token (greedy)
 	TopK        int     // keep the K most likely tokens; 0 keeps all
 	TopP        float64 // keep the smallest set whose probability reaches P; 0 or 1 keeps all
-	Seed        uint64
+	Seed        uint64  // seeds the sampling; the same seed gives the same tokens
 }
 
 func (o SampleOptions) validate() error {

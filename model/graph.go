@@ -58,7 +58,7 @@ func (gc *GraphContext) Trainable(p *Param) bool { return gc.model.trainable.Get
 // trainable set. Data-parallel workers each own one replica.
 type Replica struct {
 	model   *Model
-	B, T    int
+	B, T    int // the micro-batch shape: B sequences of T tokens
 	g       *G.ExprGraph
 	vm      G.VM
 	inputs  *nn.IDs

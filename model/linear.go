@@ -25,7 +25,7 @@ type Linear interface {
 // DenseLinear is y = x·W + b with W stored [in, out] (Hugging Face GPT-2's
 // Conv1D layout) and an optional bias.
 type DenseLinear struct {
-	Weight *Param
+	Weight *Param // [in, out]
 	Bias   *Param // may be nil
 }
 

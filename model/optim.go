@@ -9,9 +9,9 @@ import (
 // AdamWConfig holds AdamW's hyperparameters. Weight decay applies only to
 // parameters whose Decay flag is set.
 type AdamWConfig struct {
-	Beta1, Beta2 float64
-	Eps          float64
-	WeightDecay  float64
+	Beta1, Beta2 float64 // decay rates of the first and second moment estimates
+	Eps          float64 // added to the second moment's square root
+	WeightDecay  float64 // decoupled: p −= lr·WeightDecay·p
 }
 
 // DefaultAdamW is GPT-2 style AdamW: betas 0.9/0.95, eps 1e-8, decay 0.1.

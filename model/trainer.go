@@ -10,17 +10,17 @@ import (
 // Batcher fills one micro-batch of input and target token ids (B·T each,
 // targets being the inputs shifted by one token).
 type Batcher interface {
-	NextBatch(inputs, targets []int32) error
+	NextBatch(inputs, targets []int32) error // fills both slices, of equal length
 }
 
 // TrainConfig holds the hyperparameters of a training run.
 type TrainConfig struct {
-	Batch    int // sequences per micro-batch
-	SeqLen   int // tokens per sequence; 0 means the model's SeqLen
-	Accum    int // micro-batches per optimizer step (gradient accumulation); 0 means 1
-	Schedule Schedule
-	AdamW    AdamWConfig
-	ClipNorm float64 // global gradient-norm clipping; 0 disables
+	Batch    int         // sequences per micro-batch
+	SeqLen   int         // tokens per sequence; 0 means the model's SeqLen
+	Accum    int         // micro-batches per optimizer step (gradient accumulation); 0 means 1
+	Schedule Schedule    // learning rate per step
+	AdamW    AdamWConfig // optimizer hyperparameters
+	ClipNorm float64     // global gradient-norm clipping; 0 disables
 }
 
 // StepStats reports one optimizer step.
@@ -35,9 +35,9 @@ type StepStats struct {
 // Trainer trains a model on one replica: the single-process training loop
 // whose pieces the parallel package distributes.
 type Trainer struct {
-	Model   *Model
-	Replica *Replica
-	Opt     *AdamW
+	Model   *Model   // trained in place
+	Replica *Replica // computes the gradients
+	Opt     *AdamW   // updates the trainable set
 	cfg     TrainConfig
 
 	inputs, targets []int32

@@ -12,15 +12,15 @@ import (
 
 // Series is one named curve.
 type Series struct {
-	Name string
-	X, Y []float64
+	Name string    // shown in the legend
+	X, Y []float64 // the points, of equal length
 }
 
 // Plot describes a line chart.
 type Plot struct {
-	Title, XLabel, YLabel string
-	LogX, LogY            bool
-	Series                []Series
+	Title, XLabel, YLabel string   // the chart's and the axes' titles
+	LogX, LogY            bool     // logarithmic axes
+	Series                []Series // the curves, drawn in order
 }
 
 var palette = []color.Color{

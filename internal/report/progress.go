@@ -13,6 +13,7 @@ import (
 type Progress struct {
 	bar   *progressbar.ProgressBar
 	total int64
+	w     io.Writer // nil when silent
 }
 
 // progressTicks is the bar's resolution: runs report a fraction of their
@@ -34,9 +35,9 @@ func NewProgress(w io.Writer, desc string) *Progress {
 	if w == nil {
 		opts = append(opts, progressbar.OptionSetVisibility(false))
 	} else {
-		opts = append(opts, progressbar.OptionSetWriter(w), progressbar.OptionOnCompletion(func() { _, _ = io.WriteString(w, "\n") }))
+		opts = append(opts, progressbar.OptionSetWriter(w))
 	}
-	return &Progress{bar: progressbar.NewOptions64(progressTicks, opts...), total: progressTicks}
+	return &Progress{bar: progressbar.NewOptions64(progressTicks, opts...), total: progressTicks, w: w}
 }
 
 // Update moves the bar to fraction (0…1) of the run and sets its status.
@@ -46,8 +47,14 @@ func (p *Progress) Update(fraction float64, status string) {
 	_ = p.bar.Set64(int64(fraction * float64(p.total)))
 }
 
-// Finish completes the bar.
+// Finish completes the bar with a final status and ends its line, so that
+// what is printed next starts on a line of its own. (The bar may already
+// stand at 100% from Update: the line ends here, not on reaching 100%, or
+// the final status would be drawn after that line break.)
 func (p *Progress) Finish(status string) {
 	p.bar.Describe(status)
 	_ = p.bar.Finish()
+	if p.w != nil {
+		_, _ = io.WriteString(p.w, "\n")
+	}
 }

@@ -11,7 +11,7 @@ import (
 // in row-major (C) order, little-endian, exactly NumElements × DType.Size()
 // bytes. A nil or empty Shape is a scalar (one element).
 type Tensor struct {
-	Name  string
+	Name  string // unique within a file
 	DType DType
 	Shape []int64
 	Data  []byte
