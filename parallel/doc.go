@@ -18,10 +18,13 @@
 //     goroutines with NewGroup. ZeRO stages 0–3 select what each rank keeps:
 //     stage 0 all-reduces gradients and every rank steps the whole model
 //     (DDP); stage 1 reduce-scatters gradients, steps its optimizer shard and
-//     all-gathers the parameters; stage 2 communicates as stage 1 and counts
-//     only the gradient shard as held; stage 3 also keeps only the parameter
-//     shard between steps, all-gathering the parameters before the forward
-//     pass and releasing the other ranks' parts after the backward pass.
+//     all-gathers the parameters; stage 2 communicates as stage 1 and keeps
+//     only the gradient shard between steps (on Linux the gradient buffer is
+//     mapped memory whose other pages go back to the system after the
+//     reduce-scatter); stage 3 also keeps only the parameter shard between
+//     steps, all-gathering the parameters before the forward pass and
+//     releasing the other ranks' parts after the backward pass.
+//     Trainer.Memory reports both what a rank holds and what a step adds.
 //
 // Reductions are deterministic: every element of a sum is added in rank order
 // whatever the timing of goroutines or processes, so a run is bit-for-bit

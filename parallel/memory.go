@@ -50,15 +50,20 @@ type MemoryReport struct {
 	// rank's actual shard): what the rank keeps between steps.
 	Model Memory `json:"model"`
 	// Allocated is what this rank's buffers hold between steps in this
-	// implementation. It differs from Model in two places: a replica's
-	// gradient buffer always has the full size (gorgonia computes every
-	// gradient of the graph, so stage 2 reduces only a shard of it but
-	// cannot free the rest), and in-process workers (New) share one weight
-	// buffer, counted here as 1/N per worker.
+	// implementation. At stage 3 the pages of the parameters outside this
+	// rank's shard, and at stages 2 and 3 those of the gradient buffer, are
+	// given back to the system after every step (on Linux; elsewhere they
+	// stay allocated and are counted whole). Whole pages are given back,
+	// so a shard's two end pages count whole. In-process workers (New)
+	// share one weight buffer, counted here as 1/N per worker. Not counted:
+	// the activations and the gradient tensors of the replica's graph,
+	// which gorgonia keeps from one run to the next.
 	Allocated Memory `json:"allocated"`
 	// Transient is the extra memory a step needs at its peak beyond
 	// Allocated: at stage 3, the other ranks' parameters, gathered for the
-	// whole forward and backward pass and released after.
+	// whole forward and backward pass, and at stages 2 and 3 the other
+	// ranks' parts of the gradient buffer, filled by the backward pass and
+	// given back once the gradients are reduce-scattered.
 	Transient int64 `json:"transient"`
 }
 
@@ -95,7 +100,11 @@ func (t *Trainer) Memory() MemoryReport {
 	}
 	if t.release != nil {
 		rep.Allocated.Params = t.release.resident()
-		rep.Transient = 4*psi - rep.Allocated.Params
+		rep.Transient += 4*psi - rep.Allocated.Params
+	}
+	if t.gradRelease != nil {
+		rep.Allocated.Grads = t.gradRelease.resident()
+		rep.Transient += 4*psi - rep.Allocated.Grads
 	}
 	return rep
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 )
 
@@ -91,6 +92,7 @@ func TestMPIStagesMatchInProcess(t *testing.T) {
 	const steps = 3
 	cfg := testConfig(n, 10, 2)
 	want := Hash(trainShared(t, cfg, steps).weights)
+	var allocated [4]int64
 	for stage := range 4 {
 		c := cfg
 		c.Stage = stage
@@ -105,13 +107,14 @@ func TestMPIStagesMatchInProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep := tr.Memory()
 		data := newTestData(t, 3)
 		for range steps {
 			if _, err := tr.Step(context.Background(), data); err != nil {
 				t.Fatal(err)
 			}
 		}
+		rep := tr.Memory() // between steps
+		allocated[stage] = rep.Allocated.Total()
 		if err := tr.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -128,6 +131,11 @@ func TestMPIStagesMatchInProcess(t *testing.T) {
 			}
 		}
 		t.Logf("stage %d, %d ranks: rank %d memory model %d B, allocated %d B (+%d B transient)", stage, n, r, rep.Model.Total(), rep.Allocated.Total(), rep.Transient)
+	}
+	if n == 2 && runtime.GOOS == "linux" {
+		if ratio := float64(allocated[3]) / float64(allocated[0]); ratio > 0.55 {
+			t.Errorf("rank %d: stage 3 keeps %.2f× stage 0's memory allocated, want ≤ 0.55", r, ratio)
+		}
 	}
 }
 

@@ -15,17 +15,28 @@ import (
 // pages outside owned can later be returned to the system with
 // madvise(MADV_DONTNEED). It must run before any graph binds ps.
 func newReleaser(ps *model.ParamSet, owned span) (*releaser, error) {
-	n := ps.Len() * 4
+	r, err := newMapping(ps.Len(), owned)
+	if err != nil {
+		return nil, fmt.Errorf("parallel: parameters: %w", err)
+	}
+	if r.mem != nil {
+		copy(r.data, ps.Data)
+		rebind(ps, r.data)
+	}
+	return r, nil
+}
+
+// newMapping returns a releaser over n float32s of zeroed anonymous memory,
+// none of it resident yet, whose pages outside owned can be given back.
+func newMapping(n int, owned span) (*releaser, error) {
 	if n == 0 {
 		return &releaser{owned: owned, live: true}, nil
 	}
-	mem, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	mem, err := syscall.Mmap(-1, 0, 4*n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
 	if err != nil {
-		return nil, fmt.Errorf("parallel: map %d bytes for the parameters: %w", n, err)
+		return nil, fmt.Errorf("map %d bytes: %w", 4*n, err)
 	}
 	r := &releaser{mem: mem, data: floatsOf(mem), owned: owned, live: true}
-	copy(r.data, ps.Data)
-	rebind(ps, r.data)
 	page := os.Getpagesize()
 	lo := owned.lo * 4 / page * page                   // first page touching the shard
 	hi := min((owned.hi*4+page-1)/page*page, len(mem)) // end of the last one
@@ -71,6 +82,14 @@ func (r *releaser) close(ps *model.ParamSet) {
 	data := make([]float32, len(r.data))
 	copy(data, r.data)
 	rebind(ps, data)
+	r.unmap()
+}
+
+// unmap returns the mapping to the system; nothing may use r.data after.
+func (r *releaser) unmap() {
+	if r.mem == nil {
+		return
+	}
 	_ = syscall.Munmap(r.mem)
 	r.mem, r.data = nil, nil
 }

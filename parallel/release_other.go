@@ -11,6 +11,12 @@ func newReleaser(ps *model.ParamSet, owned span) (*releaser, error) {
 	return &releaser{data: ps.Data, owned: owned, live: true}, nil
 }
 
+// newMapping returns n zeroed float32s of ordinary Go memory: outside Linux
+// nothing is given back, and resident reports all of it.
+func newMapping(n int, owned span) (*releaser, error) {
+	return &releaser{data: make([]float32, n), owned: owned, live: true}, nil
+}
+
 func (r *releaser) release() {
 	clear(r.data[:r.owned.lo])
 	clear(r.data[r.owned.hi:])
@@ -19,3 +25,5 @@ func (r *releaser) release() {
 func (r *releaser) acquire() {}
 
 func (r *releaser) close(ps *model.ParamSet) {}
+
+func (r *releaser) unmap() { r.data = nil }

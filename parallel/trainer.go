@@ -95,6 +95,9 @@ type Trainer struct {
 	shards  []span    // rank r owns shards[r] of the flat trainable vector
 	buckets []span    // fixed-order gradient buckets
 	release *releaser // stage 3: gives the other ranks' parameter pages back between steps
+	// gradRelease (stages 2 and 3) holds the replica's gradient buffer and
+	// gives the pages outside this rank's shard back after each step.
+	gradRelease *releaser
 
 	steps           int
 	inputs, targets []int32 // the step's global batch: Accum × Batch × SeqLen
@@ -207,6 +210,16 @@ func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
 		return nil, err
 	}
 	t.workers = []*worker{w}
+	if t.stage >= 2 {
+		// Stages 2 and 3 keep only their gradient shard between steps.
+		if err := t.mapGrads(w); err != nil {
+			w.replica.Close()
+			if t.release != nil {
+				t.release.close(m.Trainable())
+			}
+			return nil, fmt.Errorf("parallel: rank %d: %w", r, err)
+		}
+	}
 	// Rank 0's initial weights, bucket by bucket.
 	ps := m.Trainable().Data
 	for _, b := range t.buckets {
@@ -219,6 +232,22 @@ func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
 		t.release.release()
 	}
 	return t, nil
+}
+
+// mapGrads moves w's gradient buffer into memory whose pages outside the
+// rank's shard can be given back to the system, and gives them back.
+func (t *Trainer) mapGrads(w *worker) error {
+	rel, err := newMapping(len(w.replica.Grad), t.shards[w.rank])
+	if err != nil {
+		return fmt.Errorf("gradients: %w", err)
+	}
+	if err := w.replica.SetGradBuffer(rel.data); err != nil {
+		rel.unmap()
+		return fmt.Errorf("parallel: %w", err)
+	}
+	t.gradRelease = rel
+	rel.release()
+	return nil
 }
 
 func newTrainer(m *model.Model, cfg Config, n int) *Trainer {
@@ -420,6 +449,10 @@ func (t *Trainer) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	if t.gradRelease != nil {
+		t.gradRelease.unmap()
+		t.gradRelease = nil
+	}
 	if t.release != nil {
 		t.release.close(t.model.Trainable())
 		t.release = nil
@@ -561,6 +594,13 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, 
 	ps := t.model.Trainable().Data
 	grad := w.replica.Grad
 
+	// Stages 2 and 3 keep only their gradient shard between steps: the
+	// other pages are given back when the step ends, however it ends (the
+	// reduce-scatter, the last reader of the other ranks' parts, is over).
+	if t.gradRelease != nil {
+		t.gradRelease.acquire()
+		defer t.gradRelease.release()
+	}
 	// Stage 3 keeps only its parameter shard between steps.
 	if t.release != nil {
 		if err := t.gatherParams(w); err != nil {

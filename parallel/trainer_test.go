@@ -549,9 +549,9 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 	if _, err := ZeROMemory(4, 2, psi); err == nil {
 		t.Error("stage 4 accepted")
 	}
-	// The trainers' own reports, 2 ranks.
+	// The trainers' own reports, 2 ranks, between steps.
 	psiModel := int64(newTestModel(t).NumParams())
-	var totals [4]int64
+	var totals, allocated [4]int64
 	for stage := range 4 {
 		g, _ := NewGroup(2)
 		reps := make([]MemoryReport, 2)
@@ -569,18 +569,50 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				defer tr.Close()
+				if _, err := tr.Step(context.Background(), newTestData(t, 3)); err != nil {
+					t.Error(err)
+					return
+				}
 				reps[r] = tr.Memory()
-				tr.Close()
+				// What the kernel holds agrees with the report.
+				for _, c := range []struct {
+					what  string
+					rel   *releaser
+					claim int64
+				}{{"parameters", tr.release, reps[r].Allocated.Params}, {"gradients", tr.gradRelease, reps[r].Allocated.Grads}} {
+					if c.rel == nil {
+						continue
+					}
+					got, ok := residentBytes(c.rel)
+					switch {
+					case !ok && runtime.GOOS == "linux":
+						t.Errorf("stage %d, rank %d: %s: no mapping to measure", stage, r, c.what)
+					case ok && (got < c.claim || got >= c.claim+int64(pageSize())):
+						t.Errorf("stage %d, rank %d: %d B of %s resident, report says %d B", stage, r, got, c.what, c.claim)
+					}
+				}
 			}()
 		}
 		wg.Wait()
+		if t.Failed() {
+			return
+		}
 		totals[stage] = reps[0].Model.Total()
-		if stage == 3 && runtime.GOOS == "linux" && reps[0].Allocated.Params >= 4*psiModel {
-			t.Errorf("stage 3 keeps all parameters resident: %+v", reps[0])
+		allocated[stage] = reps[0].Allocated.Total()
+		t.Logf("stage %d: model %d B, allocated %+v = %d B, transient %d B", stage, totals[stage], reps[0].Allocated, allocated[stage], reps[0].Transient)
+		// A step's peak holds every parameter and every gradient.
+		if a := reps[0].Allocated; a.Params+a.Grads+reps[0].Transient != 8*psiModel {
+			t.Errorf("stage %d: parameters and gradients allocated %d B + transient %d B, want %d B at the peak", stage, a.Params+a.Grads, reps[0].Transient, 8*psiModel)
 		}
 	}
 	if r := float64(totals[3]) / float64(totals[0]); r > 0.55 {
 		t.Errorf("stage 3 holds %.2f× stage 0's memory per rank, want ≤ 0.55", r)
+	}
+	if runtime.GOOS == "linux" {
+		if r := float64(allocated[3]) / float64(allocated[0]); r > 0.55 {
+			t.Errorf("stage 3 keeps %.2f× stage 0's memory allocated per rank, want ≤ 0.55", r)
+		}
 	}
 }
 
