@@ -2,7 +2,10 @@
 // scales: tokens/s for each worker count, the scaling efficiency against one
 // worker (weak scaling: every worker keeps the per-worker batch), the best
 // single-process configuration (one worker with multi-threaded SGEMM) for
-// comparison, and the per-rank memory of model state for a ZeRO stage.
+// comparison, and the per-rank memory of model state: the ZeRO formula for
+// -stage, and, measured after a step of every stage 0–3 on an in-process
+// group of -zero-ranks ranks, what rank 0 keeps allocated between steps and
+// what a step adds (Trainer.Memory).
 //
 // In process (default), workers are goroutines sharing the weights:
 //
@@ -14,6 +17,9 @@
 //
 //	go build -tags mpi -o ddp ./examples/ddp
 //	mpirun … -np 2 ./ddp -mpi -stage 3 -preset tiny -steps 4
+//
+// Each rank then prints its memory after training (model state, allocated,
+// transient) next to its process's resident set and peak from /proc.
 package main
 
 import (
@@ -28,6 +34,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/galleon-ml/galleon/internal/report"
@@ -43,6 +50,7 @@ type options struct {
 	batch    int
 	accum    int
 	stage    int
+	zeroN    int
 	bucketMB float64
 	seed     uint64
 	lr       float64
@@ -69,15 +77,18 @@ type run struct {
 
 // result is printed as one JSON line under -json.
 type result struct {
-	Preset        string      `json:"preset"`
-	Params        int         `json:"params"`
-	BatchPerRank  int         `json:"batch_per_worker"`
-	SeqLen        int         `json:"seq_len"`
-	Stage         int         `json:"stage"`
-	Runs          []run       `json:"runs"`
-	Baseline      *run        `json:"single_process_multithreaded,omitempty"`
-	ZeRO          []zeroEntry `json:"zero_memory_per_rank"`
-	GEMMCapNotice string      `json:"gemm_cap_notice,omitempty"`
+	Preset       string      `json:"preset"`
+	Params       int         `json:"params"`
+	BatchPerRank int         `json:"batch_per_worker"`
+	SeqLen       int         `json:"seq_len"`
+	Stage        int         `json:"stage"`
+	Runs         []run       `json:"runs"`
+	Baseline     *run        `json:"single_process_multithreaded,omitempty"`
+	ZeRO         []zeroEntry `json:"zero_memory_per_rank"`
+	// Stages is rank 0's Trainer.Memory after one step of each ZeRO stage
+	// on an in-process group of -zero-ranks ranks (NewRank + NewGroup).
+	Stages        []parallel.MemoryReport `json:"zero_stages_measured,omitempty"`
+	GEMMCapNotice string                  `json:"gemm_cap_notice,omitempty"`
 }
 
 type zeroEntry struct {
@@ -98,6 +109,7 @@ func main() {
 	flag.IntVar(&o.batch, "batch", 0, "sequences per worker per micro-batch (0: the preset's batch)")
 	flag.IntVar(&o.accum, "accum", 1, "micro-batches per optimizer step")
 	flag.IntVar(&o.stage, "stage", 3, "ZeRO stage whose per-rank memory is reported (and used under -mpi)")
+	flag.IntVar(&o.zeroN, "zero-ranks", 2, "ranks of the in-process group on which every ZeRO stage's memory is measured (0: skip)")
 	flag.Float64Var(&o.bucketMB, "bucket-mb", 25, "gradient bucket size in MiB")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed for initialization and data order")
 	flag.Float64Var(&o.lr, "lr", 1e-3, "learning rate")
@@ -262,6 +274,12 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 		res.ZeRO = append(res.ZeRO, zeroEntry{Ranks: n, Stage: o.stage, Memory: m, Total: m.Total(), Ratio: float64(m.Total()) / float64(s0.Total())})
 	}
 
+	if o.zeroN > 0 {
+		if res.Stages, err = measureStages(ctx, o, p, data); err != nil {
+			return err
+		}
+	}
+
 	fmt.Fprintf(stdout, "%s preset: %d parameters, %d sequences of %d tokens per worker per micro-batch, accumulation %d\n",
 		p.Name, psi, p.Batch, p.Config.SeqLen, o.accum)
 	fmt.Fprintf(stdout, "%-8s %-13s %12s %9s %11s\n", "workers", "sgemm threads", "tokens/s", "speedup", "efficiency")
@@ -285,10 +303,79 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  %d rank(s): params %s, grads %s, optimizer %s, total %s (%.2f× stage 0)\n", z.Ranks,
 			mib(z.Memory.Params), mib(z.Memory.Grads), mib(z.Memory.Optimizer), mib(z.Total), z.Ratio)
 	}
+	if len(res.Stages) > 0 {
+		fmt.Fprintf(stdout, "measured per rank, %d ranks in process, after a step (Trainer.Memory of rank 0):\n", o.zeroN)
+		fmt.Fprintf(stdout, "  %-6s %12s %12s %12s %12s %12s %12s\n", "stage", "model", "allocated", "params", "grads", "optimizer", "+transient")
+		base := res.Stages[0].Allocated.Total()
+		for _, m := range res.Stages {
+			a := m.Allocated
+			fmt.Fprintf(stdout, "  %-6d %12s %12s %12s %12s %12s %12s  (allocated %.2f× stage 0)\n", m.Stage, mib(m.Model.Total()), mib(a.Total()),
+				mib(a.Params), mib(a.Grads), mib(a.Optimizer), mib(m.Transient), float64(a.Total())/float64(base))
+		}
+	}
 	if o.jsonOut {
 		return report.PrintJSON(stdout, res)
 	}
 	return nil
+}
+
+// measureStages trains one step of each ZeRO stage on an in-process group
+// of o.zeroN ranks, each rank with its own model copy as under MPI, and
+// returns rank 0's memory report after the step.
+func measureStages(ctx context.Context, o options, p model.Preset, data []byte) ([]parallel.MemoryReport, error) {
+	if prev, ok := parallel.LimitGEMMThreads(1); ok {
+		defer parallel.LimitGEMMThreads(prev)
+	}
+	n := o.zeroN
+	var out []parallel.MemoryReport
+	for stage := range 4 {
+		g, err := parallel.NewGroup(n)
+		if err != nil {
+			return nil, err
+		}
+		reps := make([]parallel.MemoryReport, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for r := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				reps[r], errs[r] = measureRank(ctx, o, p, data, g, r, stage)
+				if errs[r] != nil {
+					g.Abort(errs[r])
+				}
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, fmt.Errorf("ddp: stage %d: %w", stage, err)
+		}
+		out = append(out, reps[0])
+	}
+	return out, nil
+}
+
+func measureRank(ctx context.Context, o options, p model.Preset, data []byte, g *parallel.Group, r, stage int) (parallel.MemoryReport, error) {
+	comm, err := g.Comm(r)
+	if err != nil {
+		return parallel.MemoryReport{}, err
+	}
+	m, err := model.New(p.Config, o.seed)
+	if err != nil {
+		return parallel.MemoryReport{}, err
+	}
+	cfg := trainConfig(o, p, g.Size())
+	cfg.Stage = stage
+	tr, err := parallel.NewRank(m, comm, cfg)
+	if err != nil {
+		return parallel.MemoryReport{}, err
+	}
+	s, err := model.NewSampler(data, tr.Config().SeqLen, o.seed)
+	if err == nil {
+		_, err = tr.Step(ctx, s)
+	}
+	rep := tr.Memory()
+	return rep, errors.Join(err, tr.Close())
 }
 
 func threadsName(n int) string {

@@ -22,6 +22,10 @@ type mpiResult struct {
 	Run          run                   `json:"run"`
 	Memory       parallel.MemoryReport `json:"memory_rank0"`
 	Stage0       parallel.Memory       `json:"stage0_memory_per_rank"`
+	// RSS and PeakRSS are rank 0's resident set after training (between
+	// steps) and its high-water mark (Linux only; 0 elsewhere).
+	RSS     int64 `json:"rss_rank0"`
+	PeakRSS int64 `json:"peak_rss_rank0"`
 }
 
 // runMPI trains as one rank of an MPI job at the chosen ZeRO stage; every
@@ -58,13 +62,14 @@ func runMPI(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	mem := tr.Memory()
 	out := os.Stdout
 	progress := out
 	if comm.Rank() != 0 {
 		progress, _ = os.Open(os.DevNull)
 	}
 	r, err := measure(ctx, o, tr, data, fmt.Sprintf("rank %d of %d, stage %d", comm.Rank(), comm.Size(), o.stage), progress)
+	mem := tr.Memory() // between steps
+	rss, peak, _ := residentSet()
 	if cerr := tr.Close(); err == nil {
 		err = cerr
 	}
@@ -74,9 +79,10 @@ func runMPI(ctx context.Context, o options) (err error) {
 	r.WeightsHash = fmt.Sprintf("%016x", parallel.Hash(m.Trainable().Data))
 	r.GEMMThreads = threads
 	s0, _ := parallel.ZeROMemory(0, comm.Size(), m.NumParams())
-	fmt.Fprintf(out, "rank %d: stage %d model state %s (stage 0: %s, %.2f×), allocated %s, transient %s, weights %s\n",
+	fmt.Fprintf(out, "rank %d: stage %d model state %s (stage 0: %s, %.2f×), allocated %s (params %s, grads %s, optimizer %s), transient %s, process RSS %s (peak %s), weights %s\n",
 		comm.Rank(), o.stage, mib(mem.Model.Total()), mib(s0.Total()), float64(mem.Model.Total())/float64(s0.Total()),
-		mib(mem.Allocated.Total()), mib(mem.Transient), r.WeightsHash)
+		mib(mem.Allocated.Total()), mib(mem.Allocated.Params), mib(mem.Allocated.Grads), mib(mem.Allocated.Optimizer),
+		mib(mem.Transient), mib(rss), mib(peak), r.WeightsHash)
 	if err := comm.Barrier(); err != nil {
 		return err
 	}
@@ -84,7 +90,7 @@ func runMPI(ctx context.Context, o options) (err error) {
 		fmt.Fprintf(out, "%d ranks: %.0f tokens/s (%.0f per rank)\n", comm.Size(), r.TokensPerSec, r.TokensPerSec/float64(comm.Size()))
 		if o.jsonOut {
 			return report.PrintJSON(out, mpiResult{Preset: p.Name, Params: m.NumParams(), Ranks: comm.Size(), Stage: o.stage,
-				BatchPerRank: p.Batch, Run: r, Memory: mem, Stage0: s0})
+				BatchPerRank: p.Batch, Run: r, Memory: mem, Stage0: s0, RSS: rss, PeakRSS: peak})
 		}
 	}
 	return nil
