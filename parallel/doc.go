@@ -22,8 +22,11 @@
 //     only the gradient shard between steps (on Linux the gradient buffer is
 //     mapped memory whose other pages go back to the system after the
 //     reduce-scatter); stage 3 also keeps only the parameter shard between
-//     steps, all-gathering the parameters before the forward pass and
-//     releasing the other ranks' parts after the backward pass.
+//     steps: the embeddings and layer norms are all-gathered for the step,
+//     and each linear layer's weights are all-gathered when the forward
+//     pass reaches the layer and again in the backward pass, and given back
+//     after each (the trainer swaps the model's dense linear layers for
+//     ones that do this, and puts them back on Close).
 //     Trainer.Memory reports both what a rank holds and what a step adds.
 //
 // Reductions are deterministic: every element of a sum is added in rank order

@@ -60,10 +60,13 @@ type MemoryReport struct {
 	// which gorgonia keeps from one run to the next.
 	Allocated Memory `json:"allocated"`
 	// Transient is the extra memory a step needs at its peak beyond
-	// Allocated: at stage 3, the other ranks' parameters, gathered for the
-	// whole forward and backward pass, and at stages 2 and 3 the other
-	// ranks' parts of the gradient buffer, filled by the backward pass and
-	// given back once the gradients are reduce-scattered.
+	// Allocated: at stage 3, the other ranks' parameters that are gathered
+	// at once (the embeddings and layer norms for the whole step, plus one
+	// linear layer's weights at a time, each gathered when the forward or
+	// backward pass reaches the layer and given back after it) and the
+	// scratch of one layer's weight gradient, and at stages 2 and 3 the
+	// other ranks' parts of the gradient buffer, filled by the backward
+	// pass and given back once the gradients are reduce-scattered.
 	Transient int64 `json:"transient"`
 }
 
@@ -100,7 +103,12 @@ func (t *Trainer) Memory() MemoryReport {
 	}
 	if t.release != nil {
 		rep.Allocated.Params = t.release.resident()
-		rep.Transient += 4*psi - rep.Allocated.Params
+		rep.Transient += t.paramsPeak() - rep.Allocated.Params
+	}
+	if t.scratch != nil {
+		s := t.scratch.resident()
+		rep.Allocated.Grads += s
+		rep.Transient += 4*int64(len(t.scratch.data)) - s
 	}
 	if t.gradRelease != nil {
 		rep.Allocated.Grads = t.gradRelease.resident()
@@ -137,4 +145,28 @@ func (r *releaser) resident() int64 {
 		n -= int64(d[1] - d[0])
 	}
 	return n
+}
+
+// paramsPeak returns the bytes of parameters a stage-3 rank holds at the
+// peak of a step: all of them, or, when the linear layers gather their own
+// weights, the rest of the parameters plus the biggest layer (its other
+// ranks' part; the owned part is already counted).
+func (t *Trainer) paramsPeak() int64 {
+	psi := int64(t.model.Trainable().Len())
+	if t.layers == nil {
+		return 4 * psi
+	}
+	own := t.shards[t.workers[0].rank]
+	foreign := func(s span) int64 {
+		return int64(s.len() - max(0, min(s.hi, own.hi)-max(s.lo, own.lo)))
+	}
+	n := int64(own.len())
+	for _, s := range t.rest {
+		n += foreign(s)
+	}
+	var biggest int64
+	for _, l := range t.layers {
+		biggest = max(biggest, foreign(l.unit))
+	}
+	return 4 * (n + biggest)
 }

@@ -93,3 +93,23 @@ func (r *releaser) unmap() {
 	_ = syscall.Munmap(r.mem)
 	r.mem, r.data = nil, nil
 }
+
+// releaseRange gives back the pages lying wholly inside s that hold none of
+// this rank's elements; they read as zeros until the next all-gather.
+func (r *releaser) releaseRange(s span) {
+	if r.mem == nil {
+		return
+	}
+	page := os.Getpagesize()
+	lo := (s.lo*4 + page - 1) / page * page // first page wholly inside s
+	hi := s.hi * 4 / page * page            // end of the last one
+	if s.hi*4 == len(r.mem) {
+		hi = len(r.mem)
+	}
+	for _, d := range r.drop {
+		a, b := max(lo, d[0]), min(hi, d[1])
+		if a < b {
+			_ = syscall.Madvise(r.mem[a:b], syscall.MADV_DONTNEED)
+		}
+	}
+}

@@ -27,3 +27,12 @@ func (r *releaser) acquire() {}
 func (r *releaser) close(ps *model.ParamSet) {}
 
 func (r *releaser) unmap() { r.data = nil }
+
+func (r *releaser) releaseRange(s span) {
+	if lo, hi := s.lo, min(s.hi, r.owned.lo); lo < hi {
+		clear(r.data[lo:hi])
+	}
+	if lo, hi := max(s.lo, r.owned.hi), s.hi; lo < hi {
+		clear(r.data[lo:hi])
+	}
+}

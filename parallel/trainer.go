@@ -99,6 +99,17 @@ type Trainer struct {
 	// gives the pages outside this rank's shard back after each step.
 	gradRelease *releaser
 
+	// Stage 3 gathers each linear layer's weights only while the layer
+	// computes (layers.go): the replaced layers, the originals to put back,
+	// the rest of the parameters (gathered for the whole step), a scratch
+	// mapping for a layer's dW and db, and the micro-batch's gradient weight.
+	layers     []*zeroLinear
+	origLayers map[string]model.Linear
+	rest       []span
+	scratch    *releaser
+	gradWeight float32
+	gatherHook func() // tests: runs after every per-layer all-gather
+
 	steps           int
 	inputs, targets []int32 // the step's global batch: Accum × Batch × SeqLen
 
@@ -164,7 +175,9 @@ func New(m *model.Model, cfg Config) (*Trainer, error) {
 // model configuration, parameter layout and Config, fail alike if any
 // differs, and then take rank 0's initial weights. Each rank must later be
 // given identical data (the same Batcher, seeded alike): every rank draws the
-// whole global batch and uses its own rows.
+// whole global batch and uses its own rows. At stage 3 the trainer replaces
+// m's dense linear layers (Model.SetLinear) by layers that gather their
+// weights when the graph reaches them; Close puts the originals back.
 func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
 	if m == nil || comm == nil {
 		return nil, errors.New("parallel: nil model or communicator")
@@ -201,9 +214,18 @@ func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
 			return nil, fmt.Errorf("parallel: rank %d: %w", r, err)
 		}
 		t.release = rel
+		if err := t.shardLayersScratch(); err != nil {
+			t.restoreLayers()
+			t.release.close(m.Trainable())
+			return nil, fmt.Errorf("parallel: rank %d: %w", r, err)
+		}
 	}
 	w, err := t.newWorker(r, span{lo, lo + rows[r]}, comm, cfg.Stage == 0)
 	if err != nil {
+		t.restoreLayers()
+		if t.scratch != nil {
+			t.scratch.unmap()
+		}
 		if t.release != nil {
 			t.release.close(m.Trainable())
 		}
@@ -214,6 +236,10 @@ func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
 		// Stages 2 and 3 keep only their gradient shard between steps.
 		if err := t.mapGrads(w); err != nil {
 			w.replica.Close()
+			t.restoreLayers()
+			if t.scratch != nil {
+				t.scratch.unmap()
+			}
 			if t.release != nil {
 				t.release.close(m.Trainable())
 			}
@@ -247,6 +273,26 @@ func (t *Trainer) mapGrads(w *worker) error {
 	}
 	t.gradRelease = rel
 	rel.release()
+	return nil
+}
+
+// shardLayersScratch replaces the linear layers (stage 3) and maps the
+// scratch their backward ops use.
+func (t *Trainer) shardLayersScratch() error {
+	orig, err := t.shardLayers()
+	t.origLayers = orig
+	if err != nil {
+		return err
+	}
+	t.rest = t.restSpans()
+	biggest := 0
+	for _, l := range t.layers {
+		biggest = max(biggest, l.unit.len())
+	}
+	if t.scratch, err = newMapping(biggest, span{}); err != nil {
+		return fmt.Errorf("layer gradient scratch: %w", err)
+	}
+	t.scratch.release()
 	return nil
 }
 
@@ -453,6 +499,11 @@ func (t *Trainer) Close() error {
 		t.gradRelease.unmap()
 		t.gradRelease = nil
 	}
+	t.restoreLayers()
+	if t.scratch != nil {
+		t.scratch.unmap()
+		t.scratch = nil
+	}
 	if t.release != nil {
 		t.release.close(t.model.Trainable())
 		t.release = nil
@@ -601,9 +652,29 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, 
 		t.gradRelease.acquire()
 		defer t.gradRelease.release()
 	}
-	// Stage 3 keeps only its parameter shard between steps.
+	// Stage 3 keeps only its parameter shard between steps. Its layers
+	// gather their weights inside the graph, where a rank that skipped the
+	// forward pass would leave the others waiting: the ranks first agree
+	// that every one of them runs it.
+	if t.layers != nil {
+		ready := make([]float32, n)
+		if pre != nil {
+			ready[w.rank] = 1
+		}
+		if err := comm.AllGather(ready, fill(n, 1)); err != nil {
+			return fail(err)
+		}
+		for q := range n {
+			if ready[q] != 0 {
+				if q == w.rank {
+					return fail(pre)
+				}
+				return fail(fmt.Errorf("%w: rank %d", ErrPeer, q))
+			}
+		}
+	}
 	if t.release != nil {
-		if err := t.gatherParams(w); err != nil {
+		if err := t.gatherRest(w); err != nil {
 			return fail(err)
 		}
 	}
@@ -642,8 +713,16 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, 
 			in := t.inputs[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
 			tg := t.targets[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
 			w.setDropout(step, t.cfg.Accum, k, w.rows.lo*T)
+			if t.layers != nil { // NewRank: one worker
+				t.gradWeight = weight
+			}
 			l, err := w.replica.ForwardBackward(in, tg, weight)
 			if err != nil {
+				if t.layers != nil && !errors.Is(err, model.ErrNonFinite) {
+					// The graph stopped between two of its collectives:
+					// the other ranks cannot finish theirs.
+					comm.Abort(err)
+				}
 				localErr = err
 				break
 			}
@@ -764,6 +843,22 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, 
 func (w *worker) setDropout(step, accum, k, row0 int) {
 	w.replica.Dropout.Step = uint64(step)*uint64(accum) + uint64(k)
 	w.replica.Dropout.Row0 = uint64(row0)
+}
+
+// gatherRest all-gathers, at the start of a stage-3 step, the parameters
+// that no layer gathers itself (all of them when no layer was replaced).
+func (t *Trainer) gatherRest(w *worker) error {
+	if t.layers == nil {
+		return t.gatherParams(w)
+	}
+	ps := t.model.Trainable().Data
+	t.release.acquire()
+	for _, b := range t.rest {
+		if err := w.comm.AllGather(ps[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
+			return fmt.Errorf("parameter all-gather: %w", err)
+		}
+	}
+	return nil
 }
 
 // gatherParams all-gathers the parameter shards (stage 3) bucket by bucket.

@@ -322,6 +322,11 @@ func trainRanks(t *testing.T, cfg Config, n, steps int) [][]float32 {
 				if err := tr.Close(); err != nil {
 					return err
 				}
+				for _, name := range m.LinearNames() {
+					if l, _ := m.Linear(name); l == nil || !isDense(l) {
+						return fmt.Errorf("rank %d: layer %s is a %T after Close", r, name, l)
+					}
+				}
 				out[r] = append([]float32(nil), m.Trainable().Data...)
 				return nil
 			}()
@@ -334,6 +339,11 @@ func trainRanks(t *testing.T, cfg Config, n, steps int) [][]float32 {
 		}
 	}
 	return out
+}
+
+func isDense(l model.Linear) bool {
+	_, ok := l.(*model.DenseLinear)
+	return ok
 }
 
 func TestZeROStagesMatchSharedWorkers(t *testing.T) {
@@ -463,6 +473,12 @@ func startPools(t *testing.T) {
 func TestRankPanicAbortsGroup(t *testing.T) {
 	// One rank of a NewRank group panics: the others must not wait for it.
 	startPools(t)
+	for _, stage := range []int{0, 3} {
+		rankPanic(t, stage)
+	}
+}
+
+func rankPanic(t *testing.T, stage int) {
 	g, _ := NewGroup(2)
 	base := runtime.NumGoroutine()
 	errs := make([]error, 2)
@@ -473,7 +489,9 @@ func TestRankPanicAbortsGroup(t *testing.T) {
 			defer wg.Done()
 			m := newTestModel(t)
 			comm, _ := g.Comm(r)
-			tr, err := NewRank(m, comm, testConfig(2, 4, 1))
+			cfg := testConfig(2, 4, 1)
+			cfg.Stage = stage
+			tr, err := NewRank(m, comm, cfg)
 			if err != nil {
 				errs[r] = err
 				return
@@ -490,10 +508,10 @@ func TestRankPanicAbortsGroup(t *testing.T) {
 	}
 	wg.Wait()
 	if errs[0] == nil || !strings.Contains(errs[0].Error(), "rank 0") || !strings.Contains(errs[0].Error(), "panic") {
-		t.Errorf("rank 0: error %v", errs[0])
+		t.Errorf("stage %d: rank 0: error %v", stage, errs[0])
 	}
 	if !errors.Is(errs[1], ErrAborted) {
-		t.Errorf("rank 1: error %v, want ErrAborted", errs[1])
+		t.Errorf("stage %d: rank 1: error %v, want ErrAborted", stage, errs[1])
 	}
 	waitGoroutines(t, base)
 }
@@ -551,7 +569,7 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 	}
 	// The trainers' own reports, 2 ranks, between steps.
 	psiModel := int64(newTestModel(t).NumParams())
-	var totals, allocated [4]int64
+	var totals, allocated, transient [4]int64
 	for stage := range 4 {
 		g, _ := NewGroup(2)
 		reps := make([]MemoryReport, 2)
@@ -570,11 +588,30 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 					return
 				}
 				defer tr.Close()
+				// At stage 3, what is resident while a layer computes.
+				var peak int64
+				var measured bool
+				tr.gatherHook = func() {
+					if n, ok := residentBytes(tr.release); ok {
+						peak, measured = max(peak, n), true
+					}
+				}
 				if _, err := tr.Step(context.Background(), newTestData(t, 3)); err != nil {
 					t.Error(err)
 					return
 				}
 				reps[r] = tr.Memory()
+				if stage == 3 {
+					if len(tr.layers) != 4*testModelConfig().Layers {
+						t.Errorf("rank %d: %d linear layers gather their own weights, want %d", r, len(tr.layers), 4*testModelConfig().Layers)
+					}
+					// Whole pages: up to two per layer straddle a boundary.
+					slack := int64(2 * len(tr.layers) * pageSize())
+					if measured && (peak > tr.paramsPeak()+slack || peak >= 4*psiModel) {
+						t.Errorf("rank %d: %d B of parameters resident while a layer computes, report says %d B at the peak (whole model %d B)", r, peak, tr.paramsPeak(), 4*psiModel)
+					}
+					t.Logf("rank %d: parameters resident at most %d B during the step (report: %d B peak, whole model %d B)", r, peak, tr.paramsPeak(), 4*psiModel)
+				}
 				// What the kernel holds agrees with the report.
 				for _, c := range []struct {
 					what  string
@@ -600,9 +637,11 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 		}
 		totals[stage] = reps[0].Model.Total()
 		allocated[stage] = reps[0].Allocated.Total()
+		transient[stage] = reps[0].Transient
 		t.Logf("stage %d: model %d B, allocated %+v = %d B, transient %d B", stage, totals[stage], reps[0].Allocated, allocated[stage], reps[0].Transient)
-		// A step's peak holds every parameter and every gradient.
-		if a := reps[0].Allocated; a.Params+a.Grads+reps[0].Transient != 8*psiModel {
+		// Up to stage 2 a step's peak holds every parameter and every
+		// gradient; stage 3 gathers one layer's weights at a time.
+		if a := reps[0].Allocated; stage < 3 && a.Params+a.Grads+reps[0].Transient != 8*psiModel {
 			t.Errorf("stage %d: parameters and gradients allocated %d B + transient %d B, want %d B at the peak", stage, a.Params+a.Grads, reps[0].Transient, 8*psiModel)
 		}
 	}
@@ -610,6 +649,9 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 		t.Errorf("stage 3 holds %.2f× stage 0's memory per rank, want ≤ 0.55", r)
 	}
 	if runtime.GOOS == "linux" {
+		if peak3, peak0 := allocated[3]+transient[3], allocated[0]; peak3 >= peak0*3/4 {
+			t.Errorf("stage 3 needs %d B at the peak of a step, stage 0 %d B", peak3, peak0)
+		}
 		if r := float64(allocated[3]) / float64(allocated[0]); r > 0.55 {
 			t.Errorf("stage 3 keeps %.2f× stage 0's memory allocated per rank, want ≤ 0.55", r)
 		}
@@ -637,7 +679,15 @@ func TestNonFiniteLossStopsStepUnchanged(t *testing.T) {
 
 func TestRankCancellationStopsEveryRank(t *testing.T) {
 	// Only rank 1's context is cancelled, after its second step: rank 0
-	// must stop at the same step instead of waiting for rank 1.
+	// must stop at the same step instead of waiting for rank 1. At stage 3
+	// the ranks must agree before the forward pass, whose layers gather
+	// their weights.
+	for _, stage := range []int{0, 3} {
+		rankCancellation(t, stage)
+	}
+}
+
+func rankCancellation(t *testing.T, stage int) {
 	g, _ := NewGroup(2)
 	errs := make([]error, 2)
 	done := make([]int, 2)
@@ -647,7 +697,9 @@ func TestRankCancellationStopsEveryRank(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			comm, _ := g.Comm(r)
-			tr, err := NewRank(newTestModel(t), comm, testConfig(2, 4, 1))
+			cfg := testConfig(2, 4, 1)
+			cfg.Stage = stage
+			tr, err := NewRank(newTestModel(t), comm, cfg)
 			if err != nil {
 				errs[r] = err
 				return
@@ -665,7 +717,7 @@ func TestRankCancellationStopsEveryRank(t *testing.T) {
 	}
 	wg.Wait()
 	if !errors.Is(errs[1], context.Canceled) || !errors.Is(errs[0], ErrPeer) || done[0] != 2 || done[1] != 2 {
-		t.Fatalf("errors %v, %v after %v steps; want rank 1 cancelled and rank 0 stopped by it, both after 2", errs[0], errs[1], done)
+		t.Fatalf("stage %d: errors %v, %v after %v steps; want rank 1 cancelled and rank 0 stopped by it, both after 2", stage, errs[0], errs[1], done)
 	}
 }
 
