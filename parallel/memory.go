@@ -7,9 +7,9 @@ import (
 
 // Memory is a number of bytes of model state held by one rank.
 type Memory struct {
-	Params    int64 `json:"params"`
-	Grads     int64 `json:"grads"`
-	Optimizer int64 `json:"optimizer"`
+	Params    int64 `json:"params"`    // float32 weights
+	Grads     int64 `json:"grads"`     // float32 gradients
+	Optimizer int64 `json:"optimizer"` // AdamW's two float32 moments
 }
 
 // Total returns the sum of the three parts.
@@ -43,9 +43,9 @@ func ZeROMemory(stage, ranks, psi int) (Memory, error) {
 
 // MemoryReport is one rank's memory for model state.
 type MemoryReport struct {
-	Rank  int `json:"rank"`
-	Ranks int `json:"ranks"`
-	Stage int `json:"stage"`
+	Rank  int `json:"rank"`  // the reporting rank
+	Ranks int `json:"ranks"` // ranks in the group (workers under New)
+	Stage int `json:"stage"` // ZeRO stage; 1 under New, whose workers share weights and shard AdamW
 	// Model is the ZeRO accounting of the stage (ZeROMemory with this
 	// rank's actual shard): what the rank keeps between steps.
 	Model Memory `json:"model"`

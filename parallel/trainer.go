@@ -23,15 +23,15 @@ const DefaultBucketBytes = 25 << 20
 // global micro-batch: its samples are split across ranks, so the result does
 // not depend on the number of ranks.
 type Config struct {
-	Workers     int // goroutine workers for New; 0 means 1 (NewRank uses the communicator's size)
-	Batch       int // samples (sequences) per global micro-batch, split across ranks by rows
-	SeqLen      int // tokens per sample; 0 means the model's SeqLen
-	Accum       int // micro-batches per optimizer step; 0 means 1. Communication happens once per step.
-	Schedule    model.Schedule
-	AdamW       model.AdamWConfig
-	ClipNorm    float64 // global gradient-norm clipping; 0 disables
-	BucketBytes int     // gradient bucket size in bytes; 0 means DefaultBucketBytes
-	Stage       int     // ZeRO stage 0–3 for NewRank; New requires 0 (its workers share the weights)
+	Workers     int               // goroutine workers for New; 0 means 1 (NewRank uses the communicator's size)
+	Batch       int               // samples (sequences) per global micro-batch, split across ranks by rows
+	SeqLen      int               // tokens per sample; 0 means the model's SeqLen
+	Accum       int               // micro-batches per optimizer step; 0 means 1. Communication happens once per step.
+	Schedule    model.Schedule    // learning rate per step
+	AdamW       model.AdamWConfig // optimizer hyperparameters
+	ClipNorm    float64           // global gradient-norm clipping; 0 disables
+	BucketBytes int               // gradient bucket size in bytes; 0 means DefaultBucketBytes
+	Stage       int               // ZeRO stage 0–3 for NewRank; New requires 0 (its workers share the weights)
 
 	// Exact (New only) makes the result independent of the number of
 	// workers bit for bit: every sample runs forward and backward alone
