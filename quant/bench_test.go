@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
+	"github.com/galleon-ml/galleon/internal/nn"
 )
 
 var linearBenchShapes = [][3]int{{256, 1024, 1024}, {1024, 1024, 4096}}
@@ -60,6 +61,43 @@ func BenchmarkFP32Linear(b *testing.B) {
 				kernels.Sgemm(false, false, m, n, k, 1, x, k, w, n, 0, y, n)
 			}
 			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+		})
+	}
+}
+
+// BenchmarkW8Train times what a frozen int8 layer costs a training step
+// (LoRA on an int8 base): the forward and the input gradient with the
+// weight dequantized a panel at a time ("int8"), and the float32 linear on
+// a cached dequantized weight ("fp32"), which needs 4 more bytes per weight.
+// The shapes are the medium preset's at batch 1 × 128 and 4 × 256.
+func BenchmarkW8Train(b *testing.B) {
+	for _, s := range [][3]int{{128, 512, 1536}, {128, 2048, 512}, {1024, 512, 2048}} {
+		rows, in, out := s[0], s[1], s[2]
+		rng := rand.New(rand.NewPCG(1, 2))
+		l, err := NewLinear(randn(rng, in*out, 0.02), randn(rng, out, 0.1), in, out, LinearOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		w := l.Dequantize()
+		x, y, dy, dx := randn(rng, rows*in, 1), make([]float32, rows*out), randn(rng, rows*out, 1), make([]float32, rows*in)
+		flops := 4 * float64(rows*in*out)
+		b.Run(fmt.Sprintf("int8/rows=%d,in=%d,out=%d", rows, in, out), func(b *testing.B) {
+			for b.Loop() {
+				l.forwardFloat(y, x, rows)
+				l.backwardInput(dx, dy, rows)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(fmt.Sprintf("fp32/rows=%d,in=%d,out=%d", rows, in, out), func(b *testing.B) {
+			for b.Loop() {
+				if err := nn.LinearForward(y, x, w, l.Bias, rows, in, out); err != nil {
+					b.Fatal(err)
+				}
+				if err := nn.LinearBackward(dx, nil, nil, dy, x, w, rows, in, out, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
 	}
 }

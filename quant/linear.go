@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
-	"github.com/galleon-ml/galleon/internal/nn"
 	"github.com/galleon-ml/galleon/model"
 	G "gorgonia.org/gorgonia"
 )
@@ -21,7 +20,11 @@ type ActMode int
 
 const (
 	// ActFloat keeps activations in float32 (weight-only int8, "W8"): the
-	// product runs in float32 on the dequantized weights.
+	// product runs in float32 on the weights dequantized a panel at a time,
+	// so no float32 copy of the weight is ever held. That keeps W8's memory
+	// at a byte per weight; the dequantization costs time, most visibly at
+	// one or a few rows (token-by-token decoding), where ActDynamic's int8
+	// GEMM is the fast mode.
 	ActFloat ActMode = iota
 	// ActDynamic quantizes each input row (token) with its own scale
 	// max|x_row|/127 at every call ("W8A8", LLM.int8()'s vector-wise
@@ -66,8 +69,6 @@ type Linear struct {
 	once    sync.Once
 	initErr error
 	packed  *kernels.I8PackedB
-	deq     atomic.Pointer[[]float32] // dequantized weight [In, Out], built on demand
-	deqMu   sync.Mutex
 	scratch sync.Pool // *linearScratch
 	id      uint64
 }
@@ -138,28 +139,18 @@ func NewLinearFromRows(w *Rows, b []float32, opts LinearOptions) (*Linear, error
 // Dims returns the input and output widths.
 func (l *Linear) Dims() (in, out int) { return l.In, l.Out }
 
+// OwnsWeights reports true: the layer reads only its int8 weight and its
+// own copy of the bias, never the model's float32 parameters, so
+// model.Model.ReleaseReplaced may free those (model.WeightOwner).
+func (l *Linear) OwnsWeights() bool { return true }
+
 // Dequantize returns the dequantized weight in the model's layout [In, Out]
 // (a new slice): the float32 weight this layer stands for. Merging an
-// adapter into an int8 base is Dequantize, add, NewLinear.
+// adapter into an int8 base is Dequantize, add, NewLinear. The layer itself
+// never keeps this float32 copy.
 func (l *Linear) Dequantize() []float32 {
 	d := make([]float32, l.In*l.Out)
-	copy(d, l.dequantized())
-	return d
-}
-
-// dequantized returns the cached [In, Out] float32 weight.
-func (l *Linear) dequantized() []float32 {
-	if p := l.deq.Load(); p != nil {
-		return *p
-	}
-	l.deqMu.Lock()
-	defer l.deqMu.Unlock()
-	if p := l.deq.Load(); p != nil {
-		return *p
-	}
-	d := make([]float32, l.In*l.Out)
 	_ = l.Weight.DequantizeTransposed(d) // validated at construction
-	l.deq.Store(&d)
 	return d
 }
 
@@ -176,20 +167,13 @@ func (l *Linear) init() error {
 	return l.initErr
 }
 
-// BuildGraph adds the layer to a training graph as a float32 linear on the
-// dequantized weight (a frozen constant: no gradient reaches the int8
-// weight) and the bias, so that adapters (LoRA) can train on an int8 base.
-// Activations are not quantized in the graph; use QATLinear for that.
+// BuildGraph adds the layer to a training graph as one frozen op
+// (Int8Linear): y = x·deq(W)ᵀ + b with the weight dequantized a panel at a
+// time inside the product, and only the input gradient, so that adapters
+// (LoRA) train on an int8 base that holds one byte per weight. Activations
+// are not quantized in the graph; use QATLinear for that.
 func (l *Linear) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
-	if err := l.init(); err != nil {
-		return nil, err
-	}
-	w := &model.Param{Name: fmt.Sprintf("quant.int8.%d.weight", l.id), Shape: []int{l.In, l.Out}, Data: l.dequantized()}
-	var b *G.Node
-	if l.Bias != nil {
-		b = gc.Node(&model.Param{Name: fmt.Sprintf("quant.int8.%d.bias", l.id), Shape: []int{l.Out}, Data: l.Bias})
-	}
-	y, err := nn.Linear(x, gc.Node(w), b, nn.LinearOpts{})
+	y, err := Int8Linear(x, l)
 	if err != nil {
 		return nil, fmt.Errorf("quant: linear graph: %w", err)
 	}
@@ -213,7 +197,8 @@ func (l *Linear) Forward(y, x []float32, rows int) error {
 		if err := checkFinite("linear input", x); err != nil {
 			return fmt.Errorf("quant: linear input: %w", model.ErrNonFinite)
 		}
-		return nn.LinearForward(y, x, l.dequantized(), l.Bias, rows, in, out)
+		l.forwardFloat(y, x, rows)
+		return nil
 	}
 	s, _ := l.scratch.Get().(*linearScratch)
 	if s == nil {

@@ -1,0 +1,385 @@
+package quant
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/chewxy/hm"
+	"github.com/galleon-ml/galleon/internal/kernels"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// An int8 layer in a training graph is one frozen op,
+//
+//	y = x·deq(W)ᵀ + b        (W [Out, In] int8, one scale per output channel)
+//
+// whose only gradient is dx = dy·deq(W): the int8 weight and the bias never
+// train. Both products cut their reduction (In for y, Out for dx) into
+// panels, dequantize W one panel at a time into a pooled buffer and
+// accumulate that panel's product with kernels.Sgemm, so the float32 weight
+// is never materialized: a graph over int8 layers holds one byte per weight
+// plus one panel, not the five bytes of int8 + a float32 copy. The forward's
+// panel is W[:, i0:i1] (a contiguous run of each output channel), the
+// gradient's W[o0:o1, :] (contiguous rows).
+
+// Panel sizes. A panel covers maxPanelDepth steps of the reduction (Sgemm's
+// own depth blocking, so cutting k there adds no pass over the output) for
+// all output columns, within panelFloats (2 MiB; at the medium preset's
+// widths every panel is 256 deep). Cutting k rather than the output columns
+// packs the other operand (x or dy) once in all instead of once per panel.
+// Forward + input gradient, against the float32 linear on a cached weight
+// (2 cores, best of 7): 1.33–1.39× at 128 rows × 512→1536/2048 and
+// 2048→512, 1.04× at 1024 rows; depths 64 and 128 were 1.4–1.6× at 128
+// rows, 512 no better than 256. Panels of at least parallelDequant floats
+// are dequantized by several goroutines.
+const (
+	panelFloats     = 1 << 19
+	maxPanelDepth   = 256
+	parallelDequant = 1 << 15
+)
+
+// panels is a free list of panel buffers shared by every layer: a training
+// graph runs one op at a time, so it holds one panel, whatever the number of
+// int8 layers. (A sync.Pool loses buffers to other Ps and to collections,
+// and at these sizes each loss is a fresh allocation of a panel.)
+var panels struct {
+	mu   sync.Mutex
+	free []*[]float32
+}
+
+// getPanel returns a buffer of n floats; putPanel gives it back.
+func getPanel(n int) (*[]float32, []float32) {
+	panels.mu.Lock()
+	var sp *[]float32
+	if k := len(panels.free); k > 0 {
+		sp = panels.free[k-1]
+		panels.free = panels.free[:k-1]
+	}
+	panels.mu.Unlock()
+	if sp == nil {
+		sp = new([]float32)
+	}
+	if cap(*sp) < n {
+		*sp = make([]float32, n)
+	}
+	return sp, (*sp)[:n]
+}
+
+func putPanel(sp *[]float32) {
+	panels.mu.Lock()
+	panels.free = append(panels.free, sp)
+	panels.mu.Unlock()
+}
+
+// i8ToF32 maps an int8, read as a byte, to its float32 value: a table lookup
+// is faster than the conversion instruction Go emits.
+var i8ToF32 = func() (t [256]float32) {
+	for i := range t {
+		t[i] = float32(int8(uint8(i)))
+	}
+	return t
+}()
+
+// dequantInto writes src·s into dst (len(src) values).
+func dequantInto(dst []float32, src []int8, s float32) {
+	t := &i8ToF32
+	dst = dst[:len(src)]
+	i := 0
+	for ; i+8 <= len(src); i += 8 {
+		d := dst[i : i+8 : i+8]
+		x := src[i : i+8 : i+8]
+		d[0] = t[uint8(x[0])] * s
+		d[1] = t[uint8(x[1])] * s
+		d[2] = t[uint8(x[2])] * s
+		d[3] = t[uint8(x[3])] * s
+		d[4] = t[uint8(x[4])] * s
+		d[5] = t[uint8(x[5])] * s
+		d[6] = t[uint8(x[6])] * s
+		d[7] = t[uint8(x[7])] * s
+	}
+	for ; i < len(src); i++ {
+		dst[i] = t[uint8(src[i])] * s
+	}
+}
+
+// panelDepth returns how many steps of the reduction (k) one panel of a
+// product with n output columns covers: at most maxPanelDepth, within
+// panelFloats, a multiple of 16, at least 16, at most k.
+func panelDepth(k, n int) int {
+	d := min(maxPanelDepth, max(16, panelFloats/n/16*16))
+	return min(d, k)
+}
+
+// dequantRows dequantizes rows [r0, r1) of the panel through f, on several
+// goroutines when the panel is large.
+func dequantRows(rows, size int, f func(r0, r1 int)) {
+	workers := 1
+	if size >= parallelDequant {
+		workers = min(rows, runtime.GOMAXPROCS(0))
+	}
+	if workers <= 1 {
+		f(0, rows)
+		return
+	}
+	var wg sync.WaitGroup
+	step := (rows + workers - 1) / workers
+	for r0 := step; r0 < rows; r0 += step {
+		wg.Go(func() { f(r0, min(r0+step, rows)) })
+	}
+	f(0, min(step, rows))
+	wg.Wait()
+}
+
+// forwardFloat computes y = x·deq(W)ᵀ + b for rows rows (x rows·In, y
+// rows·Out) without materializing deq(W): the reduction over In is cut into
+// panels of input columns, each dequantized (W[:, i0:i1], one contiguous run
+// per output channel) and multiplied into y. The arguments are not checked.
+func (l *Linear) forwardFloat(y, x []float32, rows int) {
+	in, out := l.In, l.Out
+	if rows == 0 {
+		return
+	}
+	w, sc, bias := l.Weight.Data, l.Weight.Scale, l.Bias
+	depth := panelDepth(in, out)
+	sp, p := getPanel(depth * out)
+	defer putPanel(sp)
+	var beta float32
+	if bias != nil {
+		for r := 0; r < rows; r++ {
+			copy(y[r*out:(r+1)*out], bias)
+		}
+		beta = 1
+	}
+	for i0 := 0; i0 < in; i0 += depth {
+		i1 := min(i0+depth, in)
+		kb := i1 - i0
+		dequantRows(out, out*kb, func(o0, o1 int) {
+			for o := o0; o < o1; o++ {
+				dequantInto(p[o*kb:(o+1)*kb], w[o*in+i0:o*in+i1], sc[o])
+			}
+		})
+		kernels.Sgemm(false, true, rows, out, kb, 1, x[i0:], in, p, kb, beta, y, out)
+		beta = 1
+	}
+}
+
+// backwardInput computes dx = dy·deq(W) (dy rows·Out, dx rows·In) without
+// materializing deq(W): the reduction over Out is cut into panels of output
+// channels (contiguous rows of W). The arguments are not checked.
+func (l *Linear) backwardInput(dx, dy []float32, rows int) {
+	in, out := l.In, l.Out
+	if rows == 0 {
+		return
+	}
+	w, sc := l.Weight.Data, l.Weight.Scale
+	depth := panelDepth(out, in)
+	sp, p := getPanel(depth * in)
+	defer putPanel(sp)
+	var beta float32
+	for o0 := 0; o0 < out; o0 += depth {
+		o1 := min(o0+depth, out)
+		kb := o1 - o0
+		dequantRows(kb, kb*in, func(r0, r1 int) {
+			for o := o0 + r0; o < o0+r1; o++ {
+				dequantInto(p[(o-o0)*in:(o-o0+1)*in], w[o*in:(o+1)*in], sc[o])
+			}
+		})
+		kernels.Sgemm(false, false, rows, in, kb, 1, dy[o0:], out, p, in, beta, dx, in)
+		beta = 1
+	}
+}
+
+// ---------------------------------------------------------------------------
+// gorgonia ops
+
+var (
+	graphOpSerial atomic.Uint64
+	i8Matrix      = G.TensorType{Dims: 2, Of: tensor.Float32}
+)
+
+// opBuf is an op-owned output tensor reused across runs, so a training step
+// does not allocate its activations again.
+type opBuf struct {
+	data []float32
+	t    *tensor.Dense
+}
+
+// get returns the buffer as an r×c tensor, rebuilding the header (never the
+// memory) if someone changed it, e.g. gorgonia returning it to tensor's pool.
+func (b *opBuf) get(r, c int) *tensor.Dense {
+	if len(b.data) != r*c {
+		b.data = make([]float32, r*c)
+		b.t = nil
+	}
+	if b.t != nil {
+		s := b.t.Shape()
+		if d := b.t.Float32s(); b.t.Dtype() == tensor.Float32 && len(s) == 2 && s[0] == r && s[1] == c && len(d) == len(b.data) && (len(d) == 0 || &d[0] == &b.data[0]) {
+			return b.t
+		}
+	}
+	b.t = tensor.New(tensor.WithShape(r, c), tensor.WithBacking(b.data))
+	return b.t
+}
+
+func opValues(op, what string, v G.Value, n int) ([]float32, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok || d.Dtype() != tensor.Float32 || d.RequiresIterator() || d.Shape().TotalSize() != n {
+		return nil, fmt.Errorf("quant: %s: %s is not %d contiguous float32s (%T): %w", op, what, n, v, ErrInput)
+	}
+	return d.Float32s()[:n], nil
+}
+
+func opHash(op interface{ WriteHash(hash.Hash) }) uint32 {
+	h := fnv.New32a()
+	op.WriteHash(h)
+	return h.Sum32()
+}
+
+// int8LinearOp is y = x·deq(W)ᵀ + b for a frozen int8 layer: its one input is
+// x [rows, In]; the weight and bias are read from the layer.
+type int8LinearOp struct {
+	serial uint64
+	l      *Linear
+	rows   int
+	out    opBuf
+}
+
+// Int8Linear adds y = x·deq(W)ᵀ + b for the int8 layer l to x's graph (x
+// [rows, In], y [rows, Out]). The weight and bias are frozen: the op's only
+// gradient is the input's, dx = dy·deq(W). Neither direction materializes
+// the float32 weight; each dequantizes it a panel at a time. l must not be
+// changed while graphs use it.
+func Int8Linear(x *G.Node, l *Linear) (*G.Node, error) {
+	if l == nil {
+		return nil, fmt.Errorf("quant: Int8Linear: nil layer: %w", ErrInput)
+	}
+	if err := l.init(); err != nil {
+		return nil, err
+	}
+	if x == nil || x.Dtype() != tensor.Float32 || len(x.Shape()) != 2 || x.Shape()[1] != l.In {
+		var s tensor.Shape
+		if x != nil {
+			s = x.Shape()
+		}
+		return nil, fmt.Errorf("quant: Int8Linear: x must be a float32 [rows, %d] node, got %v: %w", l.In, s, ErrInput)
+	}
+	op := &int8LinearOp{serial: graphOpSerial.Add(1), l: l, rows: x.Shape()[0]}
+	n, err := G.ApplyOp(op, x)
+	if err != nil {
+		return nil, fmt.Errorf("quant: Int8Linear: %w", err)
+	}
+	return n, nil
+}
+
+func (op *int8LinearOp) Arity() int           { return 1 }
+func (op *int8LinearOp) Type() hm.Type        { return hm.NewFnType(i8Matrix, i8Matrix) }
+func (op *int8LinearOp) ReturnsPtr() bool     { return false }
+func (op *int8LinearOp) CallsExtern() bool    { return false }
+func (op *int8LinearOp) OverwritesInput() int { return -1 }
+func (op *int8LinearOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.rows, op.l.Out}, nil
+}
+func (op *int8LinearOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "quant.Int8Linear#%d(layer=%d, rows=%d, in=%d, out=%d, bias=%t)", op.serial, op.l.id, op.rows, op.l.In, op.l.Out, op.l.Bias != nil)
+}
+func (op *int8LinearOp) Hashcode() uint32 { return opHash(op) }
+func (op *int8LinearOp) String() string {
+	return fmt.Sprintf("quant.Int8Linear(%d→%d, bias=%t)", op.l.In, op.l.Out, op.l.Bias != nil)
+}
+
+func (op *int8LinearOp) compute(dst []float32, in []G.Value) error {
+	if len(in) != 1 {
+		return fmt.Errorf("quant: Int8Linear: %d inputs, want 1: %w", len(in), ErrInput)
+	}
+	x, err := opValues("Int8Linear", "x", in[0], op.rows*op.l.In)
+	if err != nil {
+		return err
+	}
+	op.l.forwardFloat(dst, x, op.rows)
+	return nil
+}
+
+// Do computes y into the op's own buffer.
+func (op *int8LinearOp) Do(in ...G.Value) (G.Value, error) {
+	t := op.out.get(op.rows, op.l.Out)
+	if err := op.compute(t.Float32s(), in); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// UsePreallocDo computes y into prealloc.
+func (op *int8LinearOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
+	dst, err := opValues("Int8Linear", "prealloc", prealloc, op.rows*op.l.Out)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.compute(dst, in); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+func (op *int8LinearOp) DiffWRT(int) []bool { return []bool{true} }
+
+// SymDiff returns dx = dy·deq(W), computed by an op that reads only dy (no
+// forward state, so it need not wait on the forward node).
+func (op *int8LinearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("quant: Int8Linear.SymDiff: %d inputs, want 1: %w", len(inputs), ErrInput)
+	}
+	g := &int8LinearGradOp{serial: graphOpSerial.Add(1), l: op.l, rows: op.rows, target: inputs[0]}
+	dx, err := G.ApplyOp(g, grad)
+	if err != nil {
+		return nil, fmt.Errorf("quant: Int8Linear gradient: %w", err)
+	}
+	return G.Nodes{dx}, nil
+}
+
+// int8LinearGradOp computes dx = dy·deq(W). It returns a 1×1 placeholder
+// without any work when x has no derivative node (nothing trainable lies
+// before the layer), as the backward ops of internal/nn and lora do.
+type int8LinearGradOp struct {
+	serial  uint64
+	l       *Linear
+	rows    int
+	target  *G.Node
+	out, ph opBuf
+}
+
+func (op *int8LinearGradOp) Arity() int           { return 1 }
+func (op *int8LinearGradOp) Type() hm.Type        { return hm.NewFnType(i8Matrix, i8Matrix) }
+func (op *int8LinearGradOp) ReturnsPtr() bool     { return false }
+func (op *int8LinearGradOp) CallsExtern() bool    { return false }
+func (op *int8LinearGradOp) OverwritesInput() int { return -1 }
+func (op *int8LinearGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.rows, op.l.In}, nil
+}
+func (op *int8LinearGradOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "quant.Int8LinearGradX#%d(layer=%d, rows=%d, in=%d, out=%d)", op.serial, op.l.id, op.rows, op.l.In, op.l.Out)
+}
+func (op *int8LinearGradOp) Hashcode() uint32 { return opHash(op) }
+func (op *int8LinearGradOp) String() string {
+	return fmt.Sprintf("quant.Int8LinearGradX(%d→%d)", op.l.In, op.l.Out)
+}
+
+func (op *int8LinearGradOp) Do(in ...G.Value) (G.Value, error) {
+	if len(in) != 1 {
+		return nil, fmt.Errorf("quant: Int8LinearGradX: %d inputs, want 1: %w", len(in), ErrInput)
+	}
+	if op.target.Deriv() == nil {
+		return op.ph.get(1, 1), nil
+	}
+	dy, err := opValues("Int8LinearGradX", "dy", in[0], op.rows*op.l.Out)
+	if err != nil {
+		return nil, err
+	}
+	t := op.out.get(op.rows, op.l.In)
+	op.l.backwardInput(t.Float32s(), dy, op.rows)
+	return t, nil
+}
