@@ -2,7 +2,9 @@ package lora
 
 import (
 	"context"
+	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/galleon-ml/galleon/model"
@@ -133,4 +135,120 @@ func TestInt8Base(t *testing.T) {
 	if d := maxDiff(logits(t, plain, ids, B, T), merged); d > 1e-6 {
 		t.Errorf("unloaded int8 model differs from the merged one by %g", d)
 	}
+}
+
+// TestInt8BaseReleasedGradients: with the int8 base's float32 copies freed
+// (model.Model.ReleaseReplaced, which sees through the adapted layers), a
+// zero adapter gives the base logits on both paths, the adapter gradients
+// of the frozen int8 op's graph match finite differences of the inference
+// loss, training runs, and merge-and-unload still gives int8 layers.
+func TestInt8BaseReleasedGradients(t *testing.T) {
+	const B, T = 2, 8
+	m, q := int8Base(t)
+	ids, tg := randIDs(B*T, 6), randIDs(B*T, 7)
+	baseLogits := logits(t, m, ids, B, T)
+	lm, err := Apply(m, loraConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := m.NumParams()
+	freed, err := m.ReleaseReplaced()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	for _, l := range q {
+		want += 4 * int64(l.In*l.Out+l.Out)
+	}
+	if freed != want || int64(before-m.NumParams())*4 != want {
+		t.Fatalf("released %d bytes (%d parameters), want %d", freed, before-m.NumParams(), want)
+	}
+	if got := logits(t, m, ids, B, T); !slices.Equal(got, baseLogits) {
+		t.Fatalf("B = 0 after the release: logits differ by %g", maxDiff(got, baseLogits))
+	}
+	r, err := m.NewReplica(B, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.ForwardBackward(ids, tg, 1); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(r.Logits(), baseLogits); d > 1e-4 {
+		t.Fatalf("B = 0: graph logits differ from the inference path's by %g", d)
+	}
+
+	a := lm.Active()
+	randomizeB(a, 4, 0.3)
+	r.ZeroGrad()
+	if _, err := r.ForwardBackward(ids, tg, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The largest gradient of each matrix against central differences.
+	checked := 0
+	for _, p := range a.Params.Params {
+		best, g := p.Offset, float32(0)
+		for i := p.Offset; i < p.Offset+p.Size(); i++ {
+			if math.Abs(float64(r.Grad[i])) > math.Abs(float64(g)) {
+				best, g = i, r.Grad[i]
+			}
+		}
+		if math.Abs(float64(g)) < 5e-3 {
+			continue
+		}
+		const eps = 2e-3
+		old := a.Params.Data[best]
+		a.Params.Data[best] = old + eps
+		lp, err := m.Loss(ids, tg, B, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Params.Data[best] = old - eps
+		lmi, err := m.Loss(ids, tg, B, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Params.Data[best] = old
+		fd := (lp - lmi) / (2 * eps)
+		if d := math.Abs(float64(g) - fd); d > 0.03*math.Abs(fd)+2e-4 {
+			t.Errorf("%s: graph gradient %v, finite differences %v", p.Name, g, fd)
+		}
+		checked++
+	}
+	if checked < len(a.Params.Params)/2 {
+		t.Fatalf("only %d of %d matrices had gradients large enough to check", checked, len(a.Params.Params))
+	}
+
+	tr, err := model.NewTrainer(m, model.TrainConfig{Batch: B, SeqLen: T, Schedule: model.Schedule{Peak: 1e-2, Total: 2}, AdamW: model.DefaultAdamW()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	s, err := model.NewSampler([]byte(strings.Repeat("if err != nil { return err }\n", 40)), T, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := tr.Step(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adapted := logits(t, m, ids, B, T)
+	plain, _, err := lm.MergeAndUnload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range plain.LinearNames() {
+		if l, _ := plain.Linear(name); !isInt8(l) {
+			t.Fatalf("%s is a %T after merge-and-unload", name, l)
+		}
+	}
+	if d := maxDiff(logits(t, plain, ids, B, T), adapted); d > 0.05 {
+		t.Errorf("merged int8 model differs from the adapted one by %g", d)
+	}
+}
+
+func isInt8(l model.Linear) bool {
+	_, ok := l.(*quant.Linear)
+	return ok
 }

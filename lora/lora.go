@@ -335,6 +335,22 @@ func (l *Layer) Name() string { return l.name }
 // Base returns the wrapped base layer.
 func (l *Layer) Base() model.Linear { return l.base }
 
+// OwnsWeights reports whether the base layer owns its weights (an int8
+// base does; a DenseLinear does not), so that model.Model.ReleaseReplaced
+// frees the float32 parameters under an adapted int8 layer. The adapter's
+// own matrices are not the base model's parameters either way.
+func (l *Layer) OwnsWeights() bool {
+	o, ok := l.base.(model.WeightOwner)
+	if !ok || !o.OwnsWeights() {
+		return false
+	}
+	if l.premerge != nil {
+		p, ok := l.premerge.(model.WeightOwner)
+		return ok && p.OwnsWeights()
+	}
+	return true
+}
+
 // BuildGraph adds the base layer and, for the active adapter, the dropout,
 // down-projection (x·Aᵀ) and scaled up-projection added onto the base output.
 func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {

@@ -86,6 +86,9 @@ func (m *Model) SetLinear(name string, l Linear) error {
 	if oi != ni || oo != no {
 		return fmt.Errorf("model: layer %q is %d→%d, replacement is %d→%d", name, oi, oo, ni, no)
 	}
+	if err := checkLinearParams(name, l); err != nil {
+		return err
+	}
 	m.linears[name] = l
 	return nil
 }

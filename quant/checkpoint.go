@@ -31,7 +31,9 @@ const (
 	maxCheckpointSz = 1 << 40
 )
 
-// Save writes the int8 checkpoint to path atomically.
+// Save writes the int8 checkpoint to path atomically. It also works after
+// q.ReleaseReplaced (model.Model's), which frees the float32 copies of the
+// quantized layers: their tensors come from the int8 layers.
 func (q *Model) Save(path string) error {
 	cfg, err := json.Marshal(q.Model.Config)
 	if err != nil {
@@ -49,7 +51,9 @@ func (q *Model) Save(path string) error {
 		i8[name] = r
 	}
 	var tensors []safetensors.Tensor
+	written := map[string]bool{}
 	for _, p := range q.Model.Weights.Params {
+		written[p.Name] = true
 		if r, ok := i8[p.Name]; ok {
 			tensors = append(tensors,
 				safetensors.I8Tensor(p.Name, []int64{int64(r.Rows), int64(r.Cols)}, r.Data),
@@ -65,6 +69,29 @@ func (q *Model) Save(path string) error {
 			shape[i] = int64(d)
 		}
 		tensors = append(tensors, safetensors.F32Tensor(p.Name, shape, data))
+	}
+	// Layers whose float32 parameters were released: the int8 weight, and
+	// the layer's bias (zeros for a module that has a bias parameter but
+	// whose layer has none).
+	names := make([]string, 0, len(q.Linears))
+	for name := range q.Linears {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		l := q.Linears[name]
+		if w := name + ".weight"; !written[w] {
+			tensors = append(tensors,
+				safetensors.I8Tensor(w, []int64{int64(l.Out), int64(l.In)}, l.Weight.Data),
+				safetensors.F32Tensor(w+scaleSuffix, []int64{int64(l.Out)}, l.Weight.Scale))
+		}
+		if b := name + ".bias"; !written[b] && name != model.NameHead {
+			bias := l.Bias
+			if bias == nil {
+				bias = make([]float32, l.Out)
+			}
+			tensors = append(tensors, safetensors.F32Tensor(b, []int64{int64(l.Out)}, bias))
+		}
 	}
 	meta := map[string]string{metaFormat: formatInt8, metaConfig: string(cfg), metaQuant: string(qc)}
 	if err := safetensors.WriteFile(path, tensors, meta); err != nil {

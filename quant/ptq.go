@@ -63,7 +63,13 @@ func Quantize(m *model.Model, cfg Config) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quant: Quantize: %w", err)
 	}
-	copy(nm.Weights.Data, m.Weights.Data)
+	for _, np := range nm.Weights.Params {
+		p := m.Weights.Get(np.Name)
+		if p == nil || len(p.Data) != len(np.Data) {
+			return nil, fmt.Errorf("quant: Quantize: the model has no float32 parameter %q (released by ReleaseReplaced?): quantize the float model: %w", np.Name, ErrInput)
+		}
+		copy(np.Data, p.Data)
+	}
 	q := &Model{Model: nm, Config: cfg, Linears: map[string]*Linear{}, Embeddings: map[string]*Rows{}}
 	q.Config.Layers = slices.Clone(names)
 	for _, name := range names {

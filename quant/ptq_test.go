@@ -285,3 +285,63 @@ func TestInt8LinearGraph(t *testing.T) {
 		t.Fatalf("graph loss %v, inference loss %v", loss, want)
 	}
 }
+
+// TestReleaseQuantized: an int8 model frees the float32 copies of its
+// quantized layers (model.Model.ReleaseReplaced) and computes the same
+// logits; its checkpoint still round-trips, and quantizing it again is
+// refused instead of reading parameters that are gone.
+func TestReleaseQuantized(t *testing.T) {
+	m, data := testModel(t, 2)
+	T := m.Config.SeqLen
+	in, _ := windows(t, data, 2, T)
+	dir := t.TempDir()
+	for _, cfg := range []Config{{Act: ActFloat}, {Act: ActDynamic, Embeddings: true}} {
+		q, err := Quantize(m, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := q.Logits(in, 2, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var linear int64
+		for name, l := range q.Linears {
+			linear += 4 * int64(l.In*l.Out)
+			if q.Weights.Get(name+".bias") != nil {
+				linear += 4 * int64(l.Out)
+			}
+		}
+		freed, err := q.ReleaseReplaced()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if freed != linear {
+			t.Errorf("%v: freed %d bytes, want the linears' %d", cfg.Act, freed, linear)
+		}
+		got, err := q.Logits(in, 2, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := maxAbsDiff(want, got); d != 0 {
+			t.Errorf("%v: logits moved by %g after the release", cfg.Act, d)
+		}
+		path := filepath.Join(dir, "released.safetensors")
+		if err := q.Save(path); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := l.Logits(in, 2, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := maxAbsDiff(want, again); d != 0 {
+			t.Errorf("%v: the reloaded released model's logits differ by %g", cfg.Act, d)
+		}
+		if _, err := Quantize(q.Model, cfg); !errors.Is(err, ErrInput) {
+			t.Errorf("quantizing a released model: %v, want ErrInput", err)
+		}
+	}
+}
