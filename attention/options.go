@@ -3,9 +3,10 @@ package attention
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
 // Default tile sizes of the FlashAttention kernels, chosen by
@@ -51,7 +52,9 @@ type Options struct {
 	// and of 16 (BlockK) use the register-blocked kernels fully.
 	BlockQ, BlockK int
 
-	// Workers is the number of goroutines; zero selects runtime.GOMAXPROCS(0).
+	// Workers is the number of goroutines; zero selects GOMAXPROCS, or the
+	// process-wide cap of parallel.LimitKernelThreads if lower (data-parallel
+	// workers keep to one core each).
 	// Results do not depend on it.
 	Workers int
 }
@@ -100,7 +103,7 @@ func (p *problem) resolve(opts *Options, decode bool, length int) error {
 	}
 	p.workers = opts.Workers
 	if p.workers == 0 {
-		p.workers = runtime.GOMAXPROCS(0)
+		p.workers = kernels.Threads()
 	}
 	p.lk = make([]int, p.B)
 	p.qoff = make([]int, p.B)

@@ -9,10 +9,11 @@ import (
 
 // BenchmarkDataParallel measures weak scaling on the small preset: each
 // worker runs the preset's batch per step, so workers=2 processes twice the
-// tokens of workers=1 per step. In the workers=N cases each worker's SGEMM
-// is single-threaded (when the kernels offer the cap); workers=1-gemm-mt is
-// the best single-process configuration, one worker whose SGEMM uses every
-// core. Compare the tokens/s metrics of one run:
+// tokens of workers=1 per step. In the workers=N cases each worker's kernels
+// (GEMM, attention, element-wise loops) run on one goroutine
+// (LimitKernelThreads(1)); workers=1-gemm-mt is the best single-process
+// configuration, one worker whose kernels use every core. Compare the
+// tokens/s metrics of one run:
 //
 //	go test -run '^$' -bench DataParallel -benchtime 4x ./parallel
 func BenchmarkDataParallel(b *testing.B) {
@@ -21,20 +22,16 @@ func BenchmarkDataParallel(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, c := range []struct {
-		name        string
-		workers     int
-		gemmThreads int
+		name    string
+		workers int
+		threads int
 	}{
 		{"workers=1", 1, 1},
 		{"workers=2", 2, 1},
 		{"workers=1-gemm-mt", 1, 0},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			if prev, ok := LimitGEMMThreads(c.gemmThreads); ok {
-				defer LimitGEMMThreads(prev)
-			} else if c.gemmThreads == 1 {
-				b.Log("kernels.SetMaxThreads is not available: SGEMM runs multi-threaded in every worker")
-			}
+			defer LimitKernelThreads(LimitKernelThreads(c.threads))
 			benchTrain(b, p, c.workers)
 		})
 	}

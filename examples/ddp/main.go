@@ -1,7 +1,7 @@
 // Command ddp trains a GPT preset with data parallelism and reports how it
 // scales: tokens/s for each worker count, the scaling efficiency against one
 // worker (weak scaling: every worker keeps the per-worker batch), the best
-// single-process configuration (one worker with multi-threaded SGEMM) for
+// single-process configuration (one worker with multi-threaded kernels) for
 // comparison, and the per-rank memory of model state: the ZeRO formula for
 // -stage, and, measured after a step of every stage 0–3 on an in-process
 // group of -zero-ranks ranks, what rank 0 keeps allocated between steps and
@@ -63,7 +63,7 @@ type options struct {
 // run is one measured configuration.
 type run struct {
 	Workers       int     `json:"workers"`
-	GEMMThreads   string  `json:"gemm_threads"` // "1" or "all"
+	KernelThreads string  `json:"kernel_threads"` // "1" or "all"
 	Steps         int     `json:"steps"`
 	Tokens        int     `json:"tokens"`
 	Seconds       float64 `json:"seconds"`
@@ -87,8 +87,7 @@ type result struct {
 	ZeRO         []zeroEntry `json:"zero_memory_per_rank"`
 	// Stages is rank 0's Trainer.Memory after one step of each ZeRO stage
 	// on an in-process group of -zero-ranks ranks (NewRank + NewGroup).
-	Stages        []parallel.MemoryReport `json:"zero_stages_measured,omitempty"`
-	GEMMCapNotice string                  `json:"gemm_cap_notice,omitempty"`
+	Stages []parallel.MemoryReport `json:"zero_stages_measured,omitempty"`
 }
 
 type zeroEntry struct {
@@ -114,7 +113,7 @@ func main() {
 	flag.Uint64Var(&o.seed, "seed", 1, "seed for initialization and data order")
 	flag.Float64Var(&o.lr, "lr", 1e-3, "learning rate")
 	flag.StringVar(&o.corpus, "corpus", "", "source root to train on (default: $(go env GOROOT)/src)")
-	flag.BoolVar(&o.baseline, "baseline", true, "also measure one worker with multi-threaded SGEMM")
+	flag.BoolVar(&o.baseline, "baseline", true, "also measure one worker with multi-threaded kernels")
 	flag.BoolVar(&o.mpi, "mpi", false, "run as one rank of an MPI job (build with -tags mpi, launch with mpirun)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on the last line")
 	flag.Parse()
@@ -217,13 +216,8 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 	res := result{Preset: p.Name, BatchPerRank: p.Batch, SeqLen: p.Config.SeqLen, Stage: o.stage}
 	var progress io.Writer = os.Stderr
 	one := func(workers, threads int) (run, error) {
-		label := fmt.Sprintf("%d worker(s), SGEMM threads %s", workers, threadsName(threads))
-		prev, ok := parallel.LimitGEMMThreads(threads)
-		if ok {
-			defer parallel.LimitGEMMThreads(prev)
-		} else if threads == 1 {
-			res.GEMMCapNotice = "kernels.SetMaxThreads is not available: every worker's SGEMM ran multi-threaded"
-		}
+		label := fmt.Sprintf("%d worker(s), kernel threads %s", workers, threadsName(threads))
+		defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(threads))
 		m, err := model.New(p.Config, o.seed)
 		if err != nil {
 			return run{}, err
@@ -235,7 +229,7 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 		}
 		defer tr.Close()
 		r, err := measure(ctx, o, tr, data, label, progress)
-		r.GEMMThreads = threadsName(threads)
+		r.KernelThreads = threadsName(threads)
 		r.MemoryPerRank = tr.Memory()
 		return r, err
 	}
@@ -282,12 +276,12 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 
 	fmt.Fprintf(stdout, "%s preset: %d parameters, %d sequences of %d tokens per worker per micro-batch, accumulation %d\n",
 		p.Name, psi, p.Batch, p.Config.SeqLen, o.accum)
-	fmt.Fprintf(stdout, "%-8s %-13s %12s %9s %11s\n", "workers", "sgemm threads", "tokens/s", "speedup", "efficiency")
+	fmt.Fprintf(stdout, "%-8s %-14s %12s %9s %11s\n", "workers", "kernel threads", "tokens/s", "speedup", "efficiency")
 	for _, r := range res.Runs {
-		fmt.Fprintf(stdout, "%-8d %-13s %12.0f %8.2f× %10.0f%%\n", r.Workers, r.GEMMThreads, r.TokensPerSec, r.Speedup, 100*r.Efficiency)
+		fmt.Fprintf(stdout, "%-8d %-14s %12.0f %8.2f× %10.0f%%\n", r.Workers, r.KernelThreads, r.TokensPerSec, r.Speedup, 100*r.Efficiency)
 	}
 	if b := res.Baseline; b != nil {
-		fmt.Fprintf(stdout, "single process, 1 worker, multi-threaded SGEMM: %.0f tokens/s", b.TokensPerSec)
+		fmt.Fprintf(stdout, "single process, 1 worker, multi-threaded kernels: %.0f tokens/s", b.TokensPerSec)
 		for _, r := range res.Runs {
 			if r.Workers == 2 {
 				fmt.Fprintf(stdout, " (2 workers: %.2f× that)", r.TokensPerSec/b.TokensPerSec)
@@ -295,9 +289,7 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 		}
 		fmt.Fprintln(stdout)
 	}
-	if res.GEMMCapNotice != "" {
-		fmt.Fprintln(stdout, "note:", res.GEMMCapNotice)
-	}
+
 	fmt.Fprintf(stdout, "ZeRO stage %d model state per rank (fp32 params + grads + Adam m, v):\n", o.stage)
 	for _, z := range res.ZeRO {
 		fmt.Fprintf(stdout, "  %d rank(s): params %s, grads %s, optimizer %s, total %s (%.2f× stage 0)\n", z.Ranks,
@@ -323,9 +315,7 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 // of o.zeroN ranks, each rank with its own model copy as under MPI, and
 // returns rank 0's memory report after the step.
 func measureStages(ctx context.Context, o options, p model.Preset, data []byte) ([]parallel.MemoryReport, error) {
-	if prev, ok := parallel.LimitGEMMThreads(1); ok {
-		defer parallel.LimitGEMMThreads(prev)
-	}
+	defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(1))
 	n := o.zeroN
 	var out []parallel.MemoryReport
 	for stage := range 4 {

@@ -47,11 +47,8 @@ func runMPI(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	threads := "all"
-	if prev, ok := parallel.LimitGEMMThreads(1); ok {
-		defer parallel.LimitGEMMThreads(prev)
-		threads = "1"
-	}
+	threads := "1"
+	defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(1))
 	m, err := model.New(p.Config, o.seed+uint64(comm.Rank())) // rank 0's weights are broadcast
 	if err != nil {
 		return err
@@ -77,7 +74,7 @@ func runMPI(ctx context.Context, o options) (err error) {
 		return err
 	}
 	r.WeightsHash = fmt.Sprintf("%016x", parallel.Hash(m.Trainable().Data))
-	r.GEMMThreads = threads
+	r.KernelThreads = threads
 	s0, _ := parallel.ZeROMemory(0, comm.Size(), m.NumParams())
 	fmt.Fprintf(out, "rank %d: stage %d model state %s (stage 0: %s, %.2f×), allocated %s (params %s, grads %s, optimizer %s), transient %s, process RSS %s (peak %s), weights %s\n",
 		comm.Rank(), o.stage, mib(mem.Model.Total()), mib(s0.Total()), float64(mem.Model.Total())/float64(s0.Total()),

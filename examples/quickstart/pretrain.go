@@ -68,9 +68,7 @@ func pretrain(ctx context.Context, o options, out string, res *result, stderr io
 	}
 	p.Params = m.NumParams()
 	// Each worker keeps one core busy with its own products.
-	if prev, ok := parallel.LimitGEMMThreads(1); ok {
-		defer parallel.LimitGEMMThreads(prev)
-	}
+	defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(1))
 	tr, err := parallel.New(m, trainCfg(o.workers))
 	if err != nil {
 		return nil, nil, err

@@ -304,7 +304,7 @@ func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst
 		work(0, panels)
 		return !bad.Load()
 	}
-	w := min(gemmThreads(), panels)
+	w := min(Threads(), panels)
 	var wg sync.WaitGroup
 	for t := 1; t < w; t++ {
 		wg.Add(1)
@@ -568,7 +568,7 @@ func (j *i8Job) run() {
 		panic("kernels: int8 operands packed for another kernel (I8SignTrick or the CPU features changed)")
 	}
 	m, n, k := j.a.m, j.b.n, j.a.k
-	workers := gemmThreads()
+	workers := Threads()
 	if m*n*k < i8ParWork {
 		workers = 1
 	}

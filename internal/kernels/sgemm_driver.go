@@ -206,7 +206,7 @@ func sgemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 	j.lda, j.ldb, j.ldc = lda, ldb, ldc
 	j.next.Store(0)
 	j.done.Store(0)
-	threads := gemmThreads()
+	threads := Threads()
 	parWork := sgemmParWorkGo
 	if useAVX2 {
 		parWork = sgemmParWorkAVX2
@@ -256,7 +256,7 @@ func gemvThreads(outs, k int) int {
 	if useAVX2 {
 		parWork = sgemvParWorkAVX2
 	}
-	return max(1, min(gemmThreads(), outs*k/parWork, outs/gemvTileMin))
+	return max(1, min(Threads(), outs*k/parWork, outs/gemvTileMin))
 }
 
 // sgemvParallel computes a matrix-vector product (mode gemvRowMode or

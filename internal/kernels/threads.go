@@ -5,16 +5,19 @@ import (
 	"sync/atomic"
 )
 
-// maxThreads caps the goroutines one GEMM call uses; 0 means GOMAXPROCS.
+// maxThreads caps the goroutines one kernel call uses; 0 means GOMAXPROCS.
 // Like useAVX2 it is dispatch state: data-parallel training sets it to 1 so
-// that each worker keeps one core busy with its own products instead of
-// every worker's products competing for all cores.
+// that each worker keeps one core busy with its own work instead of every
+// worker's kernels competing for all cores.
 var maxThreads atomic.Int32
 
-// SetMaxThreads caps the goroutines one Sgemm or int8 GEMM call uses at n
-// (n ≤ 0: runtime.GOMAXPROCS, the default) for the whole process, and
-// returns the previous cap (0 for the default). It is safe to call while
-// products run; calls already split keep their split.
+// SetMaxThreads caps the goroutines one kernel call uses at n (n ≤ 0:
+// runtime.GOMAXPROCS, the default) for the whole process, and returns the
+// previous cap (0 for the default). It covers Sgemm and the int8 GEMM here,
+// and the callers that size their own parallel loops with Threads: the
+// attention kernels' default worker count and the element-wise loops of
+// internal/nn. It is safe to call while kernels run; calls already split
+// keep their split.
 func SetMaxThreads(n int) int {
 	if n < 0 {
 		n = 0
@@ -22,8 +25,9 @@ func SetMaxThreads(n int) int {
 	return int(maxThreads.Swap(int32(min(n, 1<<30))))
 }
 
-// gemmThreads returns the number of goroutines a product may use.
-func gemmThreads() int {
+// Threads returns the number of goroutines one kernel call may use:
+// GOMAXPROCS, or the cap of SetMaxThreads if lower.
+func Threads() int {
 	n := runtime.GOMAXPROCS(0)
 	if c := int(maxThreads.Load()); c > 0 && c < n {
 		return c

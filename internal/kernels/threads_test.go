@@ -7,18 +7,18 @@ import (
 
 func TestSetMaxThreads(t *testing.T) {
 	defer SetMaxThreads(SetMaxThreads(1))
-	if got := gemmThreads(); got != 1 {
+	if got := Threads(); got != 1 {
 		t.Fatalf("cap 1: %d threads", got)
 	}
 	if prev := SetMaxThreads(0); prev != 1 {
 		t.Fatalf("previous cap %d, want 1", prev)
 	}
-	if got := gemmThreads(); got != runtime.GOMAXPROCS(0) {
+	if got := Threads(); got != runtime.GOMAXPROCS(0) {
 		t.Fatalf("no cap: %d threads, GOMAXPROCS %d", got, runtime.GOMAXPROCS(0))
 	}
 	SetMaxThreads(-3)
 	SetMaxThreads(1 << 20)
-	if got := gemmThreads(); got != runtime.GOMAXPROCS(0) {
+	if got := Threads(); got != runtime.GOMAXPROCS(0) {
 		t.Fatalf("a cap above GOMAXPROCS gives %d threads", got)
 	}
 	// Products stay correct under a cap (they take the one-thread path).

@@ -4,6 +4,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
 // The element-wise and row-wise loops of this package are scalar Go, so on
@@ -13,7 +15,8 @@ import (
 // never waits for a busy helper to start (it takes the chunks itself), and
 // no allocation is made per call. Chunks cover disjoint outputs and every
 // sum keeps its serial order, so results are bit-identical whatever the
-// number of cores.
+// number of cores. kernels.SetMaxThreads caps the goroutines of one loop,
+// as it caps a product's.
 
 // parGrain is the number of elements per chunk: about 0.1 ms of scalar work,
 // far above the cost of waking a helper, and large enough that a loop the
@@ -83,7 +86,7 @@ func (j *parJob) run(n, grain int) {
 	grain = max(grain, 1)
 	chunks := (n + grain - 1) / grain
 	helperOnce.Do(startHelpers)
-	if chunks <= 1 || helperCount == 0 {
+	if chunks <= 1 || helperCount == 0 || kernels.Threads() == 1 {
 		if n > 0 {
 			j.fn(j, 0, n)
 		}
@@ -94,7 +97,7 @@ func (j *parJob) run(n, grain int) {
 	j.n, j.grain = n, grain
 	j.next.Store(0)
 	j.chunks.Add(chunks)
-	notify := min(helperCount, chunks-1)
+	notify := min(helperCount, chunks-1, kernels.Threads()-1)
 	j.refs.Store(int32(notify + 1))
 	for range notify {
 		select {

@@ -1,5 +1,0 @@
-package parallel
-
-import "github.com/galleon-ml/galleon/internal/kernels"
-
-func init() { setGEMMThreads = kernels.SetMaxThreads }
