@@ -62,22 +62,24 @@ func pretrain(ctx context.Context, o options, out string, res *result, stderr io
 		return nil, nil, err
 	}
 
+	data, err := model.NewSampler(corpus.Train, cfg.SeqLen, o.seed)
+	if err != nil {
+		return nil, nil, err
+	}
 	m, err := model.New(cfg, o.seed)
 	if err != nil {
 		return nil, nil, err
 	}
 	p.Params = m.NumParams()
-	// Each worker keeps one core busy with its own products.
-	defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(1))
+	// Each worker keeps to one core during training; evaluation and
+	// generation afterwards use them all again.
+	prevThreads := parallel.LimitKernelThreads(1)
 	tr, err := parallel.New(m, trainCfg(o.workers))
 	if err != nil {
+		parallel.LimitKernelThreads(prevThreads)
 		return nil, nil, err
 	}
 	defer tr.Close()
-	data, err := model.NewSampler(corpus.Train, cfg.SeqLen, o.seed)
-	if err != nil {
-		return nil, nil, err
-	}
 	bar := report.NewProgress(stderr, fmt.Sprintf("pretrain ×%d", o.workers))
 	var (
 		start      time.Time
@@ -108,6 +110,7 @@ func pretrain(ctx context.Context, o options, out string, res *result, stderr io
 		}
 		bar.Update(float64(done)/float64(o.pretrainSteps), status)
 	})
+	parallel.LimitKernelThreads(prevThreads)
 	if err != nil {
 		bar.Finish("stopped")
 		return nil, nil, err
