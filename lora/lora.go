@@ -378,7 +378,14 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lora: %s: %w", l.name, err)
 	}
-	return newUpAdd(y, h, gc.Node(a.B(l.name)), a.scale)
+	// The base ops known not to read their output in backward let the
+	// adapter add onto that output in place.
+	var inPlace bool
+	switch l.base.(type) {
+	case *model.DenseLinear, *quant.Linear:
+		inPlace = true
+	}
+	return newUpAdd(y, h, gc.Node(a.B(l.name)), a.scale, inPlace)
 }
 
 var scratch = sync.Pool{New: func() any { return new([]float32) }}

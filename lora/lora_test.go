@@ -406,46 +406,62 @@ func TestAdaptedLinearGradients(t *testing.T) {
 	f := func() float64 { return loss(x, A, Bm) }
 	wantX, wantA, wantB := fd(x, f), fd(A, f), fd(Bm, f)
 
-	g := G.NewGraph()
-	node := func(name string, v []float64, shape ...int) *G.Node {
-		f32 := make([]float32, len(v))
-		for i := range v {
-			f32[i] = float32(v[i])
+	// The adapter adds onto a copy of the base output, or onto the base
+	// output itself (what Layer does for the bases it knows).
+	for _, inPlace := range []bool{false, true} {
+		g := G.NewGraph()
+		node := func(name string, v []float64, shape ...int) *G.Node {
+			f32 := make([]float32, len(v))
+			for i := range v {
+				f32[i] = float32(v[i])
+			}
+			return G.NodeFromAny(g, tensor.New(tensor.WithShape(shape...), tensor.WithBacking(f32)), G.WithName(name))
 		}
-		return G.NodeFromAny(g, tensor.New(tensor.WithShape(shape...), tensor.WithBacking(f32)), G.WithName(name))
-	}
-	xn, wn, bn := node("x", x, rows, in), node("W", W, in, out), node("b", b, out)
-	an, bm, rn := node("A", A, r, in), node("B", Bm, out, r), node("R", R, rows, out)
-	base, err := nn.Linear(xn, wn, bn, nn.LinearOpts{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := newDown(xn, an, 0, nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := newUpAdd(base, h, bm, scale)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cost := G.Must(G.Sum(G.Must(G.HadamardProd(y, rn))))
-	grads, err := G.Grad(cost, xn, an, bm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if wn.Deriv() != nil || bn.Deriv() != nil {
-		t.Error("the frozen base weight or bias has a derivative node")
-	}
-	vm := G.NewTapeMachine(g)
-	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	for i, want := range [][]float64{wantX, wantA, wantB} {
-		got := grads[i].Value().Data().([]float32)
-		for j := range want {
-			if d := math.Abs(float64(got[j]) - want[j]); d > 1e-4*(1+math.Abs(want[j])) {
-				t.Errorf("gradient %d[%d] = %v, float64 reference %v", i, j, got[j], want[j])
+		xn, wn, bn := node("x", x, rows, in), node("W", W, in, out), node("b", b, out)
+		an, bm, rn := node("A", A, r, in), node("B", Bm, out, r), node("R", R, rows, out)
+		base, err := nn.Linear(xn, wn, bn, nn.LinearOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := newDown(xn, an, 0, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := newUpAdd(base, h, bm, scale, inPlace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cost := G.Must(G.Sum(G.Must(G.HadamardProd(y, rn))))
+		grads, err := G.Grad(cost, xn, an, bm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wn.Deriv() != nil || bn.Deriv() != nil {
+			t.Error("the frozen base weight or bias has a derivative node")
+		}
+		vm := G.NewTapeMachine(g)
+		defer vm.Close()
+		// Two runs: the second must not see the first's update (the base
+		// op recomputes the memory that the adapter added onto).
+		var first []float32
+		for run := 0; run < 2; run++ {
+			vm.Reset()
+			if err := vm.RunAll(); err != nil {
+				t.Fatal(err)
+			}
+			yv := y.Value().Data().([]float32)
+			if run == 0 {
+				first = slices.Clone(yv)
+			} else if !slices.Equal(first, yv) {
+				t.Errorf("inPlace=%t: the second run's output differs from the first's", inPlace)
+			}
+		}
+		for i, want := range [][]float64{wantX, wantA, wantB} {
+			got := grads[i].Value().Data().([]float32)
+			for j := range want {
+				if d := math.Abs(float64(got[j]) - want[j]); d > 1e-4*(1+math.Abs(want[j])) {
+					t.Errorf("inPlace=%t: gradient %d[%d] = %v, float64 reference %v", inPlace, i, j, got[j], want[j])
+				}
 			}
 		}
 	}

@@ -36,6 +36,20 @@ type buf struct {
 	t    *tensor.Dense
 }
 
+// view returns an r×c tensor over data (memory the op does not own), reusing
+// the header while data stays the same slice.
+func (b *buf) view(data []float32, r, c int) *tensor.Dense {
+	b.data = nil
+	if b.t != nil {
+		s := b.t.Shape()
+		if d := b.t.Float32s(); len(s) == 2 && s[0] == r && s[1] == c && len(d) == len(data) && &d[0] == &data[0] {
+			return b.t
+		}
+	}
+	b.t = tensor.New(tensor.WithShape(r, c), tensor.WithBacking(data))
+	return b.t
+}
+
 func (b *buf) get(r, c int) *tensor.Dense {
 	if len(b.data) != r*c {
 		b.data = make([]float32, r*c)
@@ -256,19 +270,27 @@ func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 // ---------------------------------------------------------------------------
 // y = base + scale·h·Bᵀ
 
+// upAddOp adds the adapter's scaled up-projection onto the base output.
+// With inPlace it adds onto the base output's own memory and returns a view
+// of it, so an adapted layer holds one rows×out activation rather than two;
+// that is only correct when nothing else reads the base output, which
+// holds for the bases whose ops are known (model.DenseLinear and
+// quant.Linear: their backward reads x and dy, never y), so Layer asks for
+// it only with those.
 type upAddOp struct {
 	common
 	rows, r, out int
 	scale        float32
+	inPlace      bool
 	y            buf
 }
 
-func newUpAdd(base, h, b *G.Node, scale float32) (*G.Node, error) {
+func newUpAdd(base, h, b *G.Node, scale float32, inPlace bool) (*G.Node, error) {
 	bs, hs, ws := base.Shape(), h.Shape(), b.Shape()
 	if len(bs) != 2 || len(hs) != 2 || len(ws) != 2 || hs[0] != bs[0] || ws[0] != bs[1] || ws[1] != hs[1] {
 		return nil, fmt.Errorf("lora: adapter up-projection: base %v, h %v, B %v do not fit", bs, hs, ws)
 	}
-	op := &upAddOp{common: common{opSerial.Add(1)}, rows: bs[0], r: hs[1], out: bs[1], scale: scale}
+	op := &upAddOp{common: common{opSerial.Add(1)}, rows: bs[0], r: hs[1], out: bs[1], scale: scale, inPlace: inPlace}
 	n, err := G.ApplyOp(op, base, h, b)
 	if err != nil {
 		return nil, fmt.Errorf("lora: adapter up-projection: %w", err)
@@ -284,7 +306,7 @@ func (op *upAddOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.out}, nil
 }
 func (op *upAddOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "lora.UpAdd#%d(rows=%d, r=%d, out=%d, scale=%v)", op.serial, op.rows, op.r, op.out, op.scale)
+	fmt.Fprintf(h, "lora.UpAdd#%d(rows=%d, r=%d, out=%d, scale=%v, inPlace=%t)", op.serial, op.rows, op.r, op.out, op.scale, op.inPlace)
 }
 func (op *upAddOp) Hashcode() uint32 { return hashOf(op) }
 func (op *upAddOp) String() string   { return fmt.Sprintf("lora.UpAdd(r=%d, scale=%v)", op.r, op.scale) }
@@ -305,11 +327,15 @@ func (op *upAddOp) Do(in ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := op.y.get(op.rows, op.out)
-	y := t.Float32s()
-	copy(y, base)
+	var t *tensor.Dense
+	if op.inPlace {
+		t = op.y.view(base, op.rows, op.out)
+	} else {
+		t = op.y.get(op.rows, op.out)
+		copy(t.Float32s(), base)
+	}
 	// y += scale·h·Bᵀ; with B = 0 this adds exact zeros.
-	kernels.Sgemm(false, true, op.rows, op.out, op.r, op.scale, h, op.r, b, op.r, 1, y, op.out)
+	kernels.Sgemm(false, true, op.rows, op.out, op.r, op.scale, h, op.r, b, op.r, 1, t.Float32s(), op.out)
 	return t, nil
 }
 
