@@ -23,7 +23,8 @@ import (
 // panels, dequantize W one panel at a time into a pooled buffer and
 // accumulate that panel's product with kernels.Sgemm, so the float32 weight
 // is never materialized: a graph over int8 layers holds one byte per weight
-// plus one panel, not the five bytes of int8 + a float32 copy. The forward's
+// plus two panels (the one being multiplied and the next, dequantized
+// meanwhile), not the five bytes of int8 + a float32 copy. The forward's
 // panel is W[:, i0:i1] (a contiguous run of each output channel), the
 // gradient's W[o0:o1, :] (contiguous rows).
 
@@ -33,10 +34,12 @@ import (
 // widths every panel is 256 deep). Cutting k rather than the output columns
 // packs the other operand (x or dy) once in all instead of once per panel.
 // Forward + input gradient, against the float32 linear on a cached weight
-// (2 cores, best of 7): 1.33–1.39× at 128 rows × 512→1536/2048 and
-// 2048→512, 1.04× at 1024 rows; depths 64 and 128 were 1.4–1.6× at 128
-// rows, 512 no better than 256. Panels of at least parallelDequant floats
-// are dequantized by several goroutines.
+// (2 cores, best of 7, panels dequantized between products): 1.33–1.39× at
+// 128 rows × 512→1536/2048 and 2048→512, 1.04× at 1024 rows; depths 64 and
+// 128 were 1.4–1.6× at 128 rows, 512 no better than 256, and with the
+// overlap of panelLoop depth 128 was again slower in a whole LoRA step. A
+// first panel of at least parallelDequant floats is dequantized by several
+// goroutines.
 const (
 	panelFloats     = 1 << 19
 	maxPanelDepth   = 256
@@ -135,6 +138,45 @@ func dequantRows(rows, size int, f func(r0, r1 int)) {
 	wg.Wait()
 }
 
+// panelLoop runs a product whose reduction of length k is cut into panels
+// of depth steps, each held in panelLen floats. fill dequantizes rows
+// [r0, r1) of panel [k0, k1) into p (rowsOf(k1−k0) rows in all), and gemm
+// accumulates the panel's product (first says it is the first panel). The
+// next panel is dequantized on another goroutine while the current one is
+// multiplied, into a second buffer; the first panel is split between
+// goroutines. (Overlapping measured 1.08–1.15× the float LoRA step against
+// 1.15–1.20× for dequantizing each panel on two goroutines between the
+// products.)
+func panelLoop(k, depth, panelLen int, rowsOf func(kb int) int, fill func(p []float32, k0, k1, r0, r1 int), gemm func(p []float32, k0, k1 int, first bool)) {
+	spa, cur := getPanel(panelLen)
+	defer putPanel(spa)
+	k1 := min(depth, k)
+	dequantRows(rowsOf(k1), panelLen, func(r0, r1 int) { fill(cur, 0, k1, r0, r1) })
+	if k1 == k {
+		gemm(cur, 0, k, true)
+		return
+	}
+	spb, next := getPanel(panelLen)
+	defer putPanel(spb)
+	done := make(chan struct{}, 1)
+	for k0 := 0; k0 < k; k0 += depth {
+		k1 := min(k0+depth, k)
+		more := k1 < k
+		if more {
+			n0, n1 := k1, min(k1+depth, k)
+			go func() {
+				fill(next, n0, n1, 0, rowsOf(n1-n0))
+				done <- struct{}{}
+			}()
+		}
+		gemm(cur, k0, k1, k0 == 0)
+		if more {
+			<-done
+			cur, next = next, cur
+		}
+	}
+}
+
 // forwardFloat computes y = x·deq(W)ᵀ + b for rows rows (x rows·In, y
 // rows·Out) without materializing deq(W): the reduction over In is cut into
 // panels of input columns, each dequantized (W[:, i0:i1], one contiguous run
@@ -146,26 +188,24 @@ func (l *Linear) forwardFloat(y, x []float32, rows int) {
 	}
 	w, sc, bias := l.Weight.Data, l.Weight.Scale, l.Bias
 	depth := panelDepth(in, out)
-	sp, p := getPanel(depth * out)
-	defer putPanel(sp)
-	var beta float32
 	if bias != nil {
 		for r := 0; r < rows; r++ {
 			copy(y[r*out:(r+1)*out], bias)
 		}
-		beta = 1
 	}
-	for i0 := 0; i0 < in; i0 += depth {
-		i1 := min(i0+depth, in)
+	panelLoop(in, depth, depth*out, func(int) int { return out }, func(p []float32, i0, i1, o0, o1 int) {
 		kb := i1 - i0
-		dequantRows(out, out*kb, func(o0, o1 int) {
-			for o := o0; o < o1; o++ {
-				dequantInto(p[o*kb:(o+1)*kb], w[o*in+i0:o*in+i1], sc[o])
-			}
-		})
-		kernels.Sgemm(false, true, rows, out, kb, 1, x[i0:], in, p, kb, beta, y, out)
-		beta = 1
-	}
+		for o := o0; o < o1; o++ {
+			dequantInto(p[o*kb:(o+1)*kb], w[o*in+i0:o*in+i1], sc[o])
+		}
+	}, func(p []float32, i0, i1 int, first bool) {
+		kb := i1 - i0
+		beta := float32(1)
+		if first && bias == nil {
+			beta = 0
+		}
+		kernels.Sgemm(false, true, rows, out, kb, 1, x[i0:], in, p[:out*kb], kb, beta, y, out)
+	})
 }
 
 // backwardInput computes dx = dy·deq(W) (dy rows·Out, dx rows·In) without
@@ -178,20 +218,18 @@ func (l *Linear) backwardInput(dx, dy []float32, rows int) {
 	}
 	w, sc := l.Weight.Data, l.Weight.Scale
 	depth := panelDepth(out, in)
-	sp, p := getPanel(depth * in)
-	defer putPanel(sp)
-	var beta float32
-	for o0 := 0; o0 < out; o0 += depth {
-		o1 := min(o0+depth, out)
+	panelLoop(out, depth, depth*in, func(kb int) int { return kb }, func(p []float32, o0, o1, r0, r1 int) {
+		for o := o0 + r0; o < o0+r1; o++ {
+			dequantInto(p[(o-o0)*in:(o-o0+1)*in], w[o*in:(o+1)*in], sc[o])
+		}
+	}, func(p []float32, o0, o1 int, first bool) {
 		kb := o1 - o0
-		dequantRows(kb, kb*in, func(r0, r1 int) {
-			for o := o0 + r0; o < o0+r1; o++ {
-				dequantInto(p[(o-o0)*in:(o-o0+1)*in], w[o*in:(o+1)*in], sc[o])
-			}
-		})
-		kernels.Sgemm(false, false, rows, in, kb, 1, dy[o0:], out, p, in, beta, dx, in)
-		beta = 1
-	}
+		beta := float32(1)
+		if first {
+			beta = 0
+		}
+		kernels.Sgemm(false, false, rows, in, kb, 1, dy[o0:], out, p[:kb*in], in, beta, dx, in)
+	})
 }
 
 // ---------------------------------------------------------------------------
