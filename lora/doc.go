@@ -11,7 +11,11 @@
 // (alpha/√r with rsLoRA). A starts kaiming-uniform, B at zero, so a new
 // adapter leaves the model unchanged. The adapted layer wraps whatever
 // model.Linear the model had (float32 or quantized) and only adds the
-// low-rank path, so a quantized base needs no special case in training.
+// low-rank path, so a quantized base needs no special case in training. On
+// an int8 base (quant.Linear, QLoRA-style), call the base model's
+// ReleaseReplaced after quantizing to free the float32 weights the int8
+// layers replaced; the int8 layers then train as frozen ops that never hold
+// a float32 copy of their weights.
 //
 // Apply (or Wrap and AddAdapter) installs adapters on a model.Model and
 // makes the active adapter the model's trainable set: model.NewTrainer then

@@ -31,7 +31,14 @@
 // Quantize turns a trained model into an int8 inference model by replacing
 // its linear layers (model.Model.SetLinear) with *Linear; the model's
 // Evaluate, Logits and Generate then run on int8 GEMMs. Save and Load write and
-// read int8 checkpoints (I8 weights, F32 scales, configuration). For
+// read int8 checkpoints (I8 weights, F32 scales, configuration). The model
+// still carries float32 copies of the replaced weights until
+// model.Model.ReleaseReplaced frees them (Save works either way).
+//
+// In a training graph a *Linear is one frozen op (Int8Linear) that
+// dequantizes its weight a panel at a time inside the product and gives
+// only the input gradient, so adapters (package lora) train on an int8 base
+// that holds one byte per weight. For
 // quantization-aware training, InsertFakeQuant swaps the linears for QATLinear
 // layers whose training graph quantizes and dequantizes weights and
 // activations with a straight-through gradient (optionally LSQ-learned
