@@ -40,7 +40,7 @@ func (m *Model) ReleaseReplaced() (freed int64, err error) {
 	// belong to.
 	used := map[*Param]bool{}
 	for _, name := range m.LinearNames() {
-		if d, ok := m.linears[name].(*DenseLinear); ok {
+		if d, ok := denseUnder(m.linears[name]); ok {
 			used[d.Weight] = true
 			if d.Bias != nil {
 				used[d.Bias] = true
@@ -96,6 +96,22 @@ func (ps *ParamSet) release(drop map[string]bool) int64 {
 	}
 	ps.Data, ps.Params, ps.index = data, params, index
 	return freed
+}
+
+// denseUnder returns the dense layer l is or wraps (through Base methods,
+// as LoRA layers have), if any.
+func denseUnder(l Linear) (*DenseLinear, bool) {
+	for range 16 {
+		switch v := l.(type) {
+		case *DenseLinear:
+			return v, true
+		case interface{ Base() Linear }:
+			l = v.Base()
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
 }
 
 // released reports whether p was removed from its set by ReleaseReplaced.

@@ -18,6 +18,11 @@ type ownedLinear struct {
 
 func (l *ownedLinear) OwnsWeights() bool { return l.owns }
 
+// wrapLinear wraps a layer as LoRA's layers do, exposing it through Base.
+type wrapLinear struct{ *DenseLinear }
+
+func (w wrapLinear) Base() Linear { return w.DenseLinear }
+
 func ownCopy(t *testing.T, m *Model, name string, owns bool) *ownedLinear {
 	t.Helper()
 	l, err := m.Linear(name)
@@ -64,13 +69,13 @@ func TestReleaseReplaced(t *testing.T) {
 		}
 	}
 	// A layer that does not own its weights keeps them, and so does a
-	// module whose parameters another dense layer reads.
+	// module whose parameters another (wrapped) dense layer reads.
 	if err := m.SetLinear(b0+".mlp.c_proj", ownCopy(t, m, b0+".mlp.c_proj", false)); err != nil {
 		t.Fatal(err)
 	}
 	shared := b1 + ".attn.c_proj"
 	sharedDense, _ := m.Linear(shared)
-	if err := m.SetLinear(b0+".attn.c_proj", sharedDense); err != nil {
+	if err := m.SetLinear(b0+".attn.c_proj", wrapLinear{sharedDense.(*DenseLinear)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.SetLinear(shared, ownCopy(t, m, shared, true)); err != nil {

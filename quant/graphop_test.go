@@ -272,3 +272,43 @@ func TestInt8LinearBadInput(t *testing.T) {
 		t.Errorf("float64 x: %v, want ErrInput", err)
 	}
 }
+
+// TestInt8LinearConcurrentForward: Forward is safe for concurrent use; the
+// panel buffers are shared through the free list.
+func TestInt8LinearConcurrentForward(t *testing.T) {
+	const rows, in, out = 5, 700, 300 // several panels
+	rng := rand.New(rand.NewPCG(24, 1))
+	l, err := NewLinear(randn(rng, in*out, 0.1), randn(rng, out, 0.1), in, out, LinearOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := randn(rng, rows*in, 1)
+	want := make([]float32, rows*out)
+	if err := l.Forward(want, x, rows); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			y := make([]float32, rows*out)
+			for range 20 {
+				if err := l.Forward(y, x, rows); err != nil {
+					errs <- err
+					return
+				}
+				for i := range y {
+					if y[i] != want[i] {
+						errs <- errors.New("concurrent Forward gave a different result")
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
