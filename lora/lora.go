@@ -47,8 +47,8 @@ type Model struct {
 // linear layers. Params holds, per module, A ([r, in], named
 // "<module>.lora_A.<adapter>.weight") and B ([out, r], "….lora_B.…").
 type Adapter struct {
-	Name    string
-	Config  Config
+	Name    string   // the adapter's name, as PEFT's adapter_name
+	Config  Config   // its configuration (rank, alpha, dropout, targets…)
 	Modules []string // adapted linear layers, in the model's order
 	Params  *model.ParamSet
 
@@ -424,8 +424,8 @@ type DeltaMerger interface {
 
 // MergeReport describes a merge or unmerge.
 type MergeReport struct {
-	Adapter   string
-	Modules   int
+	Adapter   string  // the adapter merged or unmerged
+	Modules   int     // the number of layers changed
 	MaxAbsErr float64 // largest error the base storage introduced (0 for float32 weights)
 }
 

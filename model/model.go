@@ -18,8 +18,8 @@ import (
 
 // Model is a GPT: its configuration, its weights and its linear layers.
 type Model struct {
-	Config  Config
-	Weights *ParamSet
+	Config  Config    // the architecture
+	Weights *ParamSet // the float32 parameters, with GPT-2 names
 
 	// trainable is the set whose gradients replicas compute: Weights for
 	// pre-training, an adapter set for LoRA (the base is then frozen).

@@ -12,10 +12,10 @@ import (
 // contiguous buffer, so optimizers, gradient reductions and checkpoints work
 // on one slice while graphs bind each tensor separately.
 type Param struct {
-	Name   string
-	Shape  []int
-	Offset int       // position of Data in the set's buffer
-	Data   []float32 // len = product of Shape
+	Name   string    // the Hugging Face GPT-2 name, e.g. transformer.h.0.attn.c_attn.weight
+	Shape  []int     // the tensor's dimensions
+	Offset int       // position of Data in the set's buffer (−1 once released)
+	Data   []float32 // len = product of Shape (nil once Model.ReleaseReplaced freed it)
 	Decay  bool      // whether AdamW applies weight decay
 }
 
@@ -24,17 +24,17 @@ func (p *Param) Size() int { return len(p.Data) }
 
 // ParamSpec describes a parameter to allocate.
 type ParamSpec struct {
-	Name  string
-	Shape []int
-	Decay bool
+	Name  string // the parameter's name, unique in its set
+	Shape []int  // its dimensions, all positive
+	Decay bool   // whether AdamW applies weight decay
 }
 
 // ParamSet is an ordered set of named float32 tensors in one contiguous
 // buffer. The order is fixed at creation and is the order of checkpoints,
 // gradient buffers and optimizer state.
 type ParamSet struct {
-	Data   []float32
-	Params []*Param
+	Data   []float32 // every parameter's values, contiguous, in order
+	Params []*Param  // the parameters, in order
 	index  map[string]*Param
 }
 

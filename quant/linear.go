@@ -59,12 +59,12 @@ func (a ActMode) String() string {
 // changed (the packed weight is built once). Forward is safe for concurrent
 // use.
 type Linear struct {
-	In, Out   int
+	In, Out   int       // input and output widths
 	Weight    *Rows     // [Out, In], one scale per output channel
 	Bias      []float32 // Out values, or nil
-	Act       ActMode
-	ActScale  float32 // the static activation scale (ActStatic)
-	Threshold float32 // outlier threshold; 0 disables the decomposition
+	Act       ActMode   // how the input activations are treated
+	ActScale  float32   // the static activation scale (ActStatic)
+	Threshold float32   // outlier threshold; 0 disables the decomposition
 
 	once    sync.Once
 	initErr error
@@ -84,7 +84,7 @@ type linearScratch struct {
 
 // LinearOptions configures NewLinear.
 type LinearOptions struct {
-	Act       ActMode
+	Act       ActMode // how the input activations are treated
 	ActScale  float32 // required (> 0) with ActStatic
 	Threshold float32 // 0 disables outlier decomposition
 }

@@ -22,7 +22,7 @@ type Observer interface {
 // MinMax observes the running minimum and maximum: scale = max(|min|, |max|)/127,
 // so nothing seen saturates.
 type MinMax struct {
-	Min, Max float32
+	Min, Max float32 // the extremes seen so far
 	seen     bool
 }
 
@@ -58,7 +58,7 @@ func minMax(x []float32) (lo, hi float32, ok bool) {
 // batch sets them, later ones move them by Momentum (0.01 if zero).
 type MovingAverageMinMax struct {
 	Momentum float32
-	Min, Max float32
+	Min, Max float32 // the moving averages of the batches' extremes
 	seen     bool
 }
 

@@ -36,7 +36,7 @@ type Config struct {
 // NewInference) run the int8 GEMMs.
 type Model struct {
 	*model.Model
-	Config Config
+	Config Config // how the model was quantized
 	// Linears maps each quantized layer's name to its int8 layer.
 	Linears map[string]*Linear
 	// Embeddings maps each quantized embedding parameter (with Config.Embeddings)

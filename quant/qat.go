@@ -33,7 +33,7 @@ type QATOptions struct {
 // trainable set during QAT: fine-tuning updates the linear layers (and LSQ
 // scales) while embeddings and LayerNorms stay frozen.
 type QATLinear struct {
-	Name         string
+	Name         string       // the module name of the layer
 	Weight, Bias *model.Param // [in, out] and [out] (Bias may be nil)
 	// LSQ scales (nil without LSQ): per output channel and per tensor.
 	WeightScale, ActScale *model.Param
@@ -47,10 +47,10 @@ type QATLinear struct {
 
 // QAT is a model prepared for quantization-aware training by InsertFakeQuant.
 type QAT struct {
-	Model  *model.Model
-	Params *model.ParamSet // the trainable fake-quant parameters
-	Layers map[string]*QATLinear
-	Names  []string
+	Model  *model.Model          // the model whose linears were swapped
+	Params *model.ParamSet       // the trainable fake-quant parameters
+	Layers map[string]*QATLinear // the fake-quant layers by module name
+	Names  []string              // the swapped modules, in the model's order
 	orig   map[string]model.Linear
 }
 

@@ -66,7 +66,7 @@ func checkFinite(name string, x []float32) error {
 // Rows is a matrix quantized with one scale per row: a weight [out, in] per
 // output channel, or activations [tokens, features] per token.
 type Rows struct {
-	Rows, Cols int
+	Rows, Cols int       // the matrix's shape
 	Data       []int8    // Rows·Cols, row-major
 	Scale      []float32 // Rows
 }
@@ -178,7 +178,7 @@ func QuantizeTensor(dst []int8, x []float32, s float32) error {
 // each with its own scale (GGML's Q8_0 layout, with a float32 scale). The
 // last block may be shorter.
 type Blocks struct {
-	N     int
+	N     int       // the number of values
 	Data  []int8    // N
 	Scale []float32 // ceil(N/BlockSize)
 }
