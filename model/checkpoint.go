@@ -59,6 +59,11 @@ func (t *Trainer) Save(path string, dataState []byte) error {
 }
 
 func (m *Model) save(path string, train *Checkpoint) error {
+	if have, want := len(m.Weights.Params), len(m.Config.paramSpecs()); have != want {
+		// Load would reject the file for the missing tensors: refuse it
+		// here, before anything is written.
+		return fmt.Errorf("model: save %s: %d of the configuration's %d parameters are held (ReleaseReplaced freed the others); save an int8 model with quant.Model.Save", path, have, want)
+	}
 	cfg, err := json.Marshal(m.Config)
 	if err != nil {
 		return fmt.Errorf("model: save: %w", err)

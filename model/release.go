@@ -29,9 +29,9 @@ type WeightOwner interface {
 // can only take layers that own their weights (Unload of a LoRA model over
 // an int8 base puts the int8 layers back, which is fine).
 //
-// Model.Save writes Weights only: after a release it writes the remaining
-// tensors, a file that Load rejects for the missing ones. Save an int8
-// model with quant.Model.Save and adapters with their own package.
+// Model.Save refuses a released model (its file would lack the released
+// tensors): save an int8 model with quant.Model.Save and adapters with their
+// own package.
 func (m *Model) ReleaseReplaced() (freed int64, err error) {
 	if m == nil || m.Weights == nil {
 		return 0, fmt.Errorf("model: release: nil model")
