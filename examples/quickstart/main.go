@@ -49,8 +49,8 @@ type options struct {
 
 func main() {
 	var o options
-	flag.IntVar(&o.pretrainSteps, "pretrain-steps", 3000, "pretraining steps (8 sequences of 64 bytes each)")
-	flag.IntVar(&o.loraSteps, "lora-steps", 400, "LoRA fine-tuning steps on net/http")
+	flag.IntVar(&o.pretrainSteps, "pretrain-steps", 8000, "pretraining steps (8 sequences of 64 bytes each)")
+	flag.IntVar(&o.loraSteps, "lora-steps", 800, "LoRA fine-tuning steps on net/http")
 	flag.IntVar(&o.workers, "workers", 2, "data-parallel workers for pretraining")
 	flag.IntVar(&o.attnT, "attention-T", 2048, "sequence length of the attention comparison")
 	flag.IntVar(&o.evalWindows, "eval-windows", 256, "validation windows per evaluation")

@@ -29,7 +29,7 @@ type pretrainResult struct {
 	Plot            string  `json:"plot,omitempty"`
 }
 
-const rateSteps = 30 // steps timed for the one-worker rate (after one warm-up step)
+const rateSteps = 100 // steps timed for the one-worker rate (after one warm-up step)
 
 // pretrain trains the tiny preset with flash attention and o.workers
 // data-parallel workers, each on one core, and saves it. It first times one
