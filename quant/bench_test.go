@@ -101,3 +101,38 @@ func BenchmarkW8Train(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkW8Forward times a weight-only int8 layer's forward pass at the
+// row counts of decoding (1 and 4 sequences, one token each) and of a
+// prompt (64), against the float32 linear on a cached dequantized weight.
+// Up to gemvRows rows the int8 layer multiplies straight from the int8
+// weight; beyond, through dequantized panels.
+func BenchmarkW8Forward(b *testing.B) {
+	for _, s := range [][3]int{{1, 512, 2048}, {4, 512, 2048}, {1, 2048, 512}, {gemvRows, 512, 2048}, {gemvRows + 1, 512, 2048}, {64, 512, 2048}} {
+		rows, in, out := s[0], s[1], s[2]
+		rng := rand.New(rand.NewPCG(1, 2))
+		l, err := NewLinear(randn(rng, in*out, 0.02), randn(rng, out, 0.1), in, out, LinearOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		w := l.Dequantize()
+		x, y := randn(rng, rows*in, 1), make([]float32, rows*out)
+		flops := 2 * float64(rows*in*out)
+		b.Run(fmt.Sprintf("int8/rows=%d,in=%d,out=%d", rows, in, out), func(b *testing.B) {
+			for b.Loop() {
+				if err := l.Forward(y, x, rows); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(fmt.Sprintf("fp32/rows=%d,in=%d,out=%d", rows, in, out), func(b *testing.B) {
+			for b.Loop() {
+				if err := nn.LinearForward(y, x, w, l.Bias, rows, in, out); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

@@ -13,12 +13,14 @@ import (
 
 // int8Shapes are the layer shapes the graph-op tests run: odd sizes in one
 // panel, and sizes that need several panels in both directions (and enough
-// work for the panels to run on several goroutines).
+// work for the panels to run on several goroutines). Forward takes the
+// int8 GEMV for up to gemvRows rows.
 var int8Shapes = []struct{ rows, in, out int }{
 	{7, 37, 53},
 	{1, 53, 37},
 	{3, 1500, 100},
 	{9, 700, 300},
+	{gemvRows, 301, 1999},
 }
 
 // deq64 returns the layer's dequantized weight [Out, In] in float64.

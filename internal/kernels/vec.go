@@ -25,6 +25,22 @@ func Dot(x, y []float32) float32 {
 	return dotGeneric(x, y)
 }
 
+// DotI8 returns Σ x[i]·w[i] with w read as integers, the inner loop of a
+// product with int8 weights kept int8 (dequantized by the caller's scale
+// after the sum). x and w must have the same length.
+func DotI8(x []float32, w []int8) float32 {
+	checkSameLen("DotI8", len(x), len(w))
+	if useAVX2 {
+		n := len(x) &^ 7
+		s := dotI8AVX2(x, w)
+		for i := n; i < len(x); i++ {
+			s += x[i] * float32(w[i])
+		}
+		return s
+	}
+	return dotI8Generic(x, w)
+}
+
 // Axpy computes y[i] += alpha·x[i]. x and y must have the same length.
 func Axpy(alpha float32, x, y []float32) {
 	checkSameLen("Axpy", len(x), len(y))

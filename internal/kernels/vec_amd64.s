@@ -92,6 +92,83 @@ dot_done:
 	MOVSS        X0, ret+48(FP)
 	RET
 
+// func dotI8AVX2(x []float32, w []int8) float32
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·dotI8AVX2(SB), NOSPLIT, $0-52
+	MOVQ   x_base+0(FP), AX
+	MOVQ   x_len+8(FP), CX
+	MOVQ   w_base+24(FP), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	ANDQ   $-8, CX
+
+dotI8_block:
+	CMPQ        CX, $0x00000040
+	JL          dotI8_single
+	VPMOVSXBD   (DX), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS (AX), Y8, Y0
+	VPMOVSXBD   8(DX), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS 32(AX), Y8, Y1
+	VPMOVSXBD   16(DX), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS 64(AX), Y8, Y2
+	VPMOVSXBD   24(DX), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS 96(AX), Y8, Y3
+	VPMOVSXBD   32(DX), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS 128(AX), Y8, Y4
+	VPMOVSXBD   40(DX), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS 160(AX), Y8, Y5
+	VPMOVSXBD   48(DX), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS 192(AX), Y8, Y6
+	VPMOVSXBD   56(DX), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS 224(AX), Y8, Y7
+	ADDQ        $0x00000040, DX
+	ADDQ        $0x00000100, AX
+	SUBQ        $0x00000040, CX
+	JMP         dotI8_block
+
+dotI8_single:
+	TESTQ       CX, CX
+	JZ          dotI8_done
+	VPMOVSXBD   (DX), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS (AX), Y8, Y0
+	ADDQ        $0x08, DX
+	ADDQ        $0x20, AX
+	SUBQ        $0x08, CX
+	JMP         dotI8_single
+
+dotI8_done:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y4, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPD    $0x01, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDPS       X1, X0, X0
+	VZEROUPPER
+	MOVSS        X0, ret+48(FP)
+	RET
+
 // func sumAVX2(x []float32) float32
 // Requires: AVX, SSE
 TEXT ·sumAVX2(SB), NOSPLIT, $0-28

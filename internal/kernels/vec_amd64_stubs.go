@@ -9,6 +9,12 @@ package kernels
 //go:noescape
 func dotAVX2(x []float32, y []float32) float32
 
+// dotI8AVX2 returns Σ x[i]·w[i] over the first len(x)&^7 elements;
+// len(w) ≥ len(x). The caller adds the last len(x)%8 products.
+//
+//go:noescape
+func dotI8AVX2(x []float32, w []int8) float32
+
 // sumAVX2 returns Σ x[i].
 //
 //go:noescape

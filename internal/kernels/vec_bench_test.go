@@ -17,13 +17,19 @@ var benchSizes = []int{64, 1024, 16384}
 // benchVec runs f for each size and implementation, reporting bytes moved
 // per call (streams·4·n) and elements per second.
 func benchVec(b *testing.B, streams int, f func(b *testing.B, n int)) {
+	benchVecBytes(b, 4*streams, f)
+}
+
+// benchVecBytes is benchVec for routines that move bytesPerElem bytes per
+// element (DotI8: a float32 and an int8).
+func benchVecBytes(b *testing.B, bytesPerElem int, f func(b *testing.B, n int)) {
 	saved := useAVX2
 	defer func() { useAVX2 = saved }()
 	for _, n := range benchSizes {
 		for _, asm := range implementations() {
 			useAVX2 = asm
 			b.Run(fmt.Sprintf("n=%d/%s", n, Implementation()), func(b *testing.B) {
-				b.SetBytes(int64(4 * streams * n))
+				b.SetBytes(int64(bytesPerElem * n))
 				f(b, n)
 				b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
 			})
@@ -44,6 +50,19 @@ func BenchmarkDot(b *testing.B) {
 		x, y := benchData(n, -1, 1), benchData(n, -1, 1)
 		for b.Loop() {
 			sink = Dot(x, y)
+		}
+	})
+}
+
+func BenchmarkDotI8(b *testing.B) {
+	benchVecBytes(b, 5, func(b *testing.B, n int) {
+		x := benchData(n, -1, 1)
+		w := make([]int8, n)
+		for i := range w {
+			w[i] = int8(i*7%255 - 127)
+		}
+		for b.Loop() {
+			sink = DotI8(x, w)
 		}
 	})
 }

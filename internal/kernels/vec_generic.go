@@ -17,6 +17,22 @@ func dotGeneric(x, y []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
+func dotI8Generic(x []float32, w []int8) float32 {
+	w = w[:len(x)]
+	var s0, s1, s2, s3 float32
+	n := len(x) &^ 3
+	for i := 0; i < n; i += 4 {
+		s0 += x[i] * float32(w[i])
+		s1 += x[i+1] * float32(w[i+1])
+		s2 += x[i+2] * float32(w[i+2])
+		s3 += x[i+3] * float32(w[i+3])
+	}
+	for i := n; i < len(x); i++ {
+		s0 += x[i] * float32(w[i])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
 func axpyGeneric(alpha float32, x, y []float32) {
 	y = y[:len(x)]
 	for i, v := range x {

@@ -6,6 +6,7 @@ package kernels
 // false here, so these stand-ins only let vec.go compile and are never called.
 
 func dotAVX2(x, y []float32) float32                      { panic(noAsm) }
+func dotI8AVX2(x []float32, w []int8) float32             { panic(noAsm) }
 func sumAVX2(x []float32) float32                         { panic(noAsm) }
 func maxAVX2(x []float32) float32                         { panic(noAsm) }
 func axpyAVX2(alpha float32, x, y []float32)              { panic(noAsm) }

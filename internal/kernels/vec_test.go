@@ -108,6 +108,46 @@ func TestDot(t *testing.T) {
 	})
 }
 
+// DotI8 is exact on integers up to 2^24, so integer-valued x checks the
+// sum exactly; fractional x checks the float32 error bound. x sits between
+// NaN sentinels and w between large weights, so any element read past the
+// slices would show.
+func TestDotI8(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(5, 6))
+		for _, n := range testLengths() {
+			for _, integer := range []bool{true, false} {
+				x, _ := guarded(n, 1, nan32)
+				wbuf := make([]int8, n+24)
+				for i := range wbuf {
+					wbuf[i] = 127
+				}
+				w := wbuf[3 : 3+n : 3+n]
+				var ref, abs float64
+				for i := range x {
+					w[i] = int8(rng.IntN(255) - 127)
+					if integer {
+						x[i] = float32(rng.IntN(17) - 8)
+					} else {
+						x[i] = float32(rng.Float64()*2 - 1)
+					}
+					p := float64(x[i]) * float64(w[i])
+					ref += p
+					abs += math.Abs(p)
+				}
+				got := float64(DotI8(x, w))
+				tol := float64(n+1) * eps32 * abs
+				if integer {
+					tol = 0
+				}
+				if math.Abs(got-ref) > tol || got != got {
+					t.Fatalf("DotI8 n=%d integer=%v: got %v, want %v ± %g", n, integer, got, ref, tol)
+				}
+			}
+		}
+	})
+}
+
 func TestSum(t *testing.T) {
 	forEachImpl(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))

@@ -36,6 +36,7 @@ func main() {
 	}
 
 	dot()
+	dotI8()
 	sum()
 	maxf()
 	axpy()
@@ -169,6 +170,50 @@ func dot() {
 		VMASKMOVPS(Mem{Base: y}, mask, t[1])
 		VFMADD231PS(t[1], t[0], acc[1])
 	}, "dot")
+	fold(acc, VADDPS)
+	hreduce(acc[0], VADDPS)
+	VZEROUPPER()
+	Store(acc[0].AsX(), ReturnIndex(0))
+	RET()
+}
+
+func dotI8() {
+	TEXT("dotI8AVX2", NOSPLIT, "func(x []float32, w []int8) float32")
+	Pragma("noescape")
+	Doc("dotI8AVX2 returns Σ x[i]·w[i] over the first len(x)&^7 elements;",
+		"len(w) ≥ len(x). The caller adds the last len(x)%8 products.")
+	x, n := loadSlice("x")
+	w := Load(Param("w").Base(), GP64())
+	// Per 8 lanes: a sign-extending load of 8 bytes, a conversion and an
+	// FMA reading x from memory, each two per cycle; eight chains cover the
+	// FMA latency at that rate.
+	const unroll = 8
+	acc := zeroed(unroll)
+	t := ymms(unroll)
+	ANDQ(I32(-8), n)
+	Label("dotI8_block")
+	CMPQ(n, U32(8*unroll))
+	JL(LabelRef("dotI8_single"))
+	for u := 0; u < unroll; u++ {
+		VPMOVSXBD(Mem{Base: w, Disp: 8 * u}, t[u])
+		VCVTDQ2PS(t[u], t[u])
+		VFMADD231PS(Mem{Base: x, Disp: 32 * u}, t[u], acc[u])
+	}
+	ADDQ(U32(8*unroll), w)
+	ADDQ(U32(32*unroll), x)
+	SUBQ(U32(8*unroll), n)
+	JMP(LabelRef("dotI8_block"))
+	Label("dotI8_single")
+	TESTQ(n, n)
+	JZ(LabelRef("dotI8_done"))
+	VPMOVSXBD(Mem{Base: w}, t[0])
+	VCVTDQ2PS(t[0], t[0])
+	VFMADD231PS(Mem{Base: x}, t[0], acc[0])
+	ADDQ(Imm(8), w)
+	ADDQ(Imm(32), x)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef("dotI8_single"))
+	Label("dotI8_done")
 	fold(acc, VADDPS)
 	hreduce(acc[0], VADDPS)
 	VZEROUPPER()
