@@ -19,12 +19,13 @@ const DefaultThreshold = 6.0
 type ActMode int
 
 const (
-	// ActFloat keeps activations in float32 (weight-only int8, "W8"): the
-	// product runs in float32 on the weights dequantized a panel at a time,
-	// so no float32 copy of the weight is ever held. That keeps W8's memory
-	// at a byte per weight; the dequantization costs time, most visibly at
-	// one or a few rows (token-by-token decoding), where ActDynamic's int8
-	// GEMM is the fast mode.
+	// ActFloat keeps activations in float32 (weight-only int8, "W8"): up
+	// to 8 rows (decoding) multiply straight from the int8 weight, more
+	// rows in float32 on the weight dequantized a panel at a time, so no
+	// float32 copy of the weight is ever held and W8's memory stays at a
+	// byte per weight. The panels cost time on large products (about 1.4×
+	// the float32 product at 128 rows), where ActDynamic's int8 GEMM is the
+	// fast mode.
 	ActFloat ActMode = iota
 	// ActDynamic quantizes each input row (token) with its own scale
 	// max|x_row|/127 at every call ("W8A8", LLM.int8()'s vector-wise
