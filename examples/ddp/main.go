@@ -30,7 +30,6 @@ import (
 	"io"
 	"log"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,17 +124,13 @@ func main() {
 		o.workers = append(o.workers, n)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	var err error
-	if o.mpi {
-		err = runMPI(ctx, o)
-	} else {
-		err = runInProcess(ctx, o, os.Stdout)
-	}
-	if err != nil {
-		log.Fatal(err)
-	}
+	// The runs print their own JSON line (under MPI, rank 0's).
+	report.Main("ddp", false, func(ctx context.Context, stdout, _ io.Writer) (struct{}, error) {
+		if o.mpi {
+			return struct{}{}, runMPI(ctx, o)
+		}
+		return struct{}{}, runInProcess(ctx, o, stdout)
+	})
 }
 
 func setup(ctx context.Context, o options) (model.Preset, []byte, error) {
@@ -196,7 +191,7 @@ func measure(ctx context.Context, o options, tr *parallel.Trainer, data []byte, 
 		return r, err
 	}
 	if o.warmup == 0 {
-		return r, errors.New("ddp: -warmup must be at least 1 (the first step starts the clock)")
+		return r, errors.New("-warmup must be at least 1 (the first step starts the clock)")
 	}
 	r.Seconds = time.Since(start).Seconds()
 	r.TokensPerSec = float64(r.Tokens) / r.Seconds
@@ -207,7 +202,7 @@ func measure(ctx context.Context, o options, tr *parallel.Trainer, data []byte, 
 
 func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 	if o.warmup < 1 {
-		return errors.New("ddp: -warmup must be at least 1 (the first step starts the clock)")
+		return errors.New("-warmup must be at least 1 (the first step starts the clock)")
 	}
 	p, data, err := setup(ctx, o)
 	if err != nil {

@@ -8,5 +8,5 @@ import (
 )
 
 func runMPI(context.Context, options) error {
-	return errors.New("ddp: -mpi needs a build with -tags mpi (and Open MPI's libopenmpi-dev)")
+	return errors.New("-mpi needs a build with -tags mpi (and Open MPI's libopenmpi-dev)")
 }

@@ -32,9 +32,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
@@ -134,23 +132,15 @@ func main() {
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on the last line")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	res, err := run(ctx, o, os.Stdout, os.Stderr)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if o.jsonOut {
-		if err := report.PrintJSON(os.Stdout, res); err != nil {
-			log.Fatal(err)
-		}
-	}
+	report.Main("lora", o.jsonOut, func(ctx context.Context, stdout, stderr io.Writer) (*result, error) {
+		return run(ctx, o, stdout, stderr)
+	})
 }
 
 func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, error) {
 	say := func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
 	if o.steps <= 0 {
-		return nil, errors.New("lora example: -steps must be positive")
+		return nil, errors.New("-steps must be positive")
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return nil, err
@@ -181,7 +171,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 		o.seq = cfg.SeqLen
 	}
 	if o.seq > cfg.SeqLen {
-		return nil, fmt.Errorf("lora example: -seq %d exceeds the base's %d positions", o.seq, cfg.SeqLen)
+		return nil, fmt.Errorf("-seq %d exceeds the base's %d positions", o.seq, cfg.SeqLen)
 	}
 
 	corpus, err := model.LoadCorpus(ctx, model.CorpusOptions{Include: []string{model.HeldOutDomain}, Exclude: []string{}})

@@ -13,9 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"time"
 
@@ -76,22 +74,14 @@ func main() {
 	flag.StringVar(&o.corpusRoot, "corpus", "", "source root to train on (default: $(go env GOROOT)/src)")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	res, err := run(ctx, o, os.Stdout, os.Stderr)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if o.jsonOut {
-		if err := report.PrintJSON(os.Stdout, res); err != nil {
-			log.Fatal(err)
-		}
-	}
+	report.Main("pretrain", o.jsonOut, func(ctx context.Context, stdout, stderr io.Writer) (*result, error) {
+		return run(ctx, o, stdout, stderr)
+	})
 }
 
 func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, error) {
 	if o.steps <= 0 && o.minutes <= 0 {
-		return nil, errors.New("pretrain: give -steps or -minutes")
+		return nil, errors.New("give -steps or -minutes")
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return nil, err
@@ -137,7 +127,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 	case "cosine":
 		schedule.Total = o.steps // for a time budget, fixed once the speed is known
 	default:
-		return nil, fmt.Errorf("pretrain: -decay %q: want cosine or none", o.decay)
+		return nil, fmt.Errorf("-decay %q: want cosine or none", o.decay)
 	}
 	tr, err := model.NewTrainer(m, model.TrainConfig{Batch: o.batch, Schedule: schedule, AdamW: model.DefaultAdamW(), ClipNorm: 1})
 	if err != nil {

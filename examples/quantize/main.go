@@ -17,9 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
@@ -88,17 +86,9 @@ func main() {
 	flag.StringVar(&o.corpusRoot, "corpus", "", "source root (default: $(go env GOROOT)/src)")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	res, err := run(ctx, o, os.Stdout, os.Stderr)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if o.jsonOut {
-		if err := report.PrintJSON(os.Stdout, res); err != nil {
-			log.Fatal(err)
-		}
-	}
+	report.Main("quantize", o.jsonOut, func(ctx context.Context, stdout, stderr io.Writer) (*result, error) {
+		return run(ctx, o, stdout, stderr)
+	})
 }
 
 func newObserver(name string) (func() quant.Observer, error) {
@@ -112,7 +102,7 @@ func newObserver(name string) (func() quant.Observer, error) {
 	case "mse":
 		return func() quant.Observer { return &quant.MSE{} }, nil
 	}
-	return nil, fmt.Errorf("quantize: -observer %q: want minmax, ema, percentile or mse", name)
+	return nil, fmt.Errorf("-observer %q: want minmax, ema, percentile or mse", name)
 }
 
 func copyModel(m *model.Model) (*model.Model, error) {
@@ -175,7 +165,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 			return nil, err
 		}
 		if o.steps <= 0 {
-			return nil, errors.New("quantize: give -checkpoint or -steps > 0")
+			return nil, errors.New("give -checkpoint or -steps > 0")
 		}
 		if err := trainSteps(ctx, m, corpus.Train, o.steps, batch, 3e-3, o.seed, bar, 0, 0.4, "pretrain"); err != nil {
 			return nil, err

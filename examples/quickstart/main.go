@@ -26,9 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"os"
-	"os/signal"
 
 	"github.com/galleon-ml/galleon/internal/report"
 )
@@ -66,23 +64,15 @@ func main() {
 		o.attnT, o.evalWindows, o.sampleLen = min(o.attnT, 256), min(o.evalWindows, 16), min(o.sampleLen, 40)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	res, err := run(ctx, o, os.Stdout, os.Stderr)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if o.jsonOut {
-		if err := report.PrintJSON(os.Stdout, res); err != nil {
-			log.Fatal(err)
-		}
-	}
+	report.Main("quickstart", o.jsonOut, func(ctx context.Context, stdout, stderr io.Writer) (*result, error) {
+		return run(ctx, o, stdout, stderr)
+	})
 }
 
 // run is the whole tour; stdout gets the results, stderr the progress.
 func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, error) {
 	if o.pretrainSteps < 2 || o.loraSteps < 1 || o.workers < 1 || o.attnT < 1 || o.evalWindows < 1 {
-		return nil, fmt.Errorf("quickstart: need -pretrain-steps ≥ 2, -lora-steps, -workers, -attention-T and -eval-windows ≥ 1")
+		return nil, fmt.Errorf("need -pretrain-steps ≥ 2, -lora-steps, -workers, -attention-T and -eval-windows ≥ 1")
 	}
 	out := o.out
 	if out == "" {

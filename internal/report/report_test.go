@@ -2,7 +2,9 @@ package report
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"image/png"
 	"io"
 	"os"
@@ -89,4 +91,26 @@ func TestProgress(t *testing.T) {
 	q := NewProgress(nil, "silent")
 	q.Update(2, "clamped")
 	q.Finish("")
+}
+
+func TestMainRun(t *testing.T) {
+	var out bytes.Buffer
+	body := func(_ context.Context, stdout, _ io.Writer) (map[string]int, error) {
+		fmt.Fprintln(stdout, "table")
+		return map[string]int{"steps": 3}, nil
+	}
+	if err := run("x", true, &out, io.Discard, body); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); got != "table\n{\"steps\":3}\n" {
+		t.Errorf("output %q: want the table, then the JSON line", got)
+	}
+	out.Reset()
+	if err := run("x", false, &out, io.Discard, body); err != nil || out.String() != "table\n" {
+		t.Errorf("without -json: %q, %v", out.String(), err)
+	}
+	failing := func(context.Context, io.Writer, io.Writer) (int, error) { return 0, errors.New("boom") }
+	if err := run("x", true, &out, io.Discard, failing); err == nil || err.Error() != "boom" {
+		t.Errorf("error: %v", err)
+	}
 }
