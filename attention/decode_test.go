@@ -41,6 +41,21 @@ func TestDecodeMatchesReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			compare(t, c, result32{o: o}, naive, ref)
+			// Any split over workers gives the same bits (by default small
+			// caches are decoded on one goroutine).
+			for workers := 1; workers <= 3; workers++ {
+				opts := c.opts()
+				opts.Workers = workers
+				ow, err := Decode(in.q, kc, vc, c.Tk, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, x := range ow.Data {
+					if math.Float32bits(x) != math.Float32bits(o.Data[i]) {
+						t.Fatalf("%d workers: element %d is %v, default %v", workers, i, x, o.Data[i])
+					}
+				}
+			}
 			// The same rows from the full forward pass.
 			full, _, err := Forward(in.q, in.k, in.v, c.opts())
 			if err != nil {

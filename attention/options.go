@@ -69,6 +69,7 @@ type problem struct {
 	window       int
 	bq, bk       int
 	workers      int
+	autoWorkers  bool // workers was not given: kernels may use fewer on small work
 	// Per sequence: keys [0, lk) exist, query row i sits at position
 	// i + qoff, and rows ≥ qvalid are padding.
 	lk, qoff, qvalid []int
@@ -104,6 +105,7 @@ func (p *problem) resolve(opts *Options, decode bool, length int) error {
 	p.workers = opts.Workers
 	if p.workers == 0 {
 		p.workers = kernels.Threads()
+		p.autoWorkers = true
 	}
 	p.lk = make([]int, p.B)
 	p.qoff = make([]int, p.B)
