@@ -3,10 +3,10 @@ package attention
 import (
 	"fmt"
 	"hash"
-	"hash/fnv"
 	"math"
 
 	"github.com/chewxy/hm"
+	"github.com/galleon-ml/galleon/internal/nn"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -65,12 +65,6 @@ func (o *OpOptions) writeHash(h hash.Hash, kind string, d int) {
 		kind, o.Impl, o.B, o.T, o.H, o.KVH, d, o.Causal, math.Float32bits(o.Scale), o.Window, o.Lengths, o.BlockQ, o.BlockK, o.Workers)
 }
 
-func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
-	h := fnv.New32a()
-	op.WriteHash(h)
-	return h.Sum32()
-}
-
 var (
 	matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
 	rank4Type  = G.TensorType{Dims: 4, Of: tensor.Float32}
@@ -119,7 +113,7 @@ type packedOp struct {
 	opts OpOptions
 	d    int
 	lse  []float32 // saved by Do for the backward op of the same run
-	out  outBuf
+	out  nn.OutBuf
 }
 
 // check validates the options against the shapes once, at graph building.
@@ -149,7 +143,7 @@ func (op *packedOp) compute(dst []float32, in []G.Value) error {
 		return fmt.Errorf("attention: Op: %d inputs, want 1: %w", len(in), ErrShape)
 	}
 	o := &op.opts
-	data, err := f32s("qkv", in[0], o.B*o.T*op.width())
+	data, err := f32s("Op", "qkv", in[0], o.B*o.T*op.width())
 	if err != nil {
 		return err
 	}
@@ -173,7 +167,7 @@ func (op *packedOp) compute(dst []float32, in []G.Value) error {
 // Do computes the attention output into a buffer owned by the op, reused by
 // later runs.
 func (op *packedOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.get(op.opts.B*op.opts.T, op.opts.H*op.d)
+	t := op.out.Get(op.opts.B*op.opts.T, op.opts.H*op.d)
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -182,7 +176,7 @@ func (op *packedOp) Do(in ...G.Value) (G.Value, error) {
 
 // UsePreallocDo computes the attention output into prealloc.
 func (op *packedOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := f32s("prealloc", prealloc, op.opts.B*op.opts.T*op.opts.H*op.d)
+	dst, err := nn.Float32s("attention", "Op", "prealloc", prealloc, op.opts.B*op.opts.T*op.opts.H*op.d, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +190,7 @@ func (op *packedOp) ReturnsPtr() bool      { return false }
 func (op *packedOp) CallsExtern() bool     { return false }
 func (op *packedOp) OverwritesInput() int  { return -1 }
 func (op *packedOp) WriteHash(h hash.Hash) { op.opts.writeHash(h, "Packed", op.d) }
-func (op *packedOp) Hashcode() uint32      { return hashOf(op) }
+func (op *packedOp) Hashcode() uint32      { return nn.OpHash(op) }
 func (op *packedOp) String() string {
 	return fmt.Sprintf("attention.Packed[%v](B=%d T=%d H=%d KVH=%d D=%d causal=%t)", op.opts.Impl, op.opts.B, op.opts.T, op.opts.H, op.opts.KVH, op.d, op.opts.Causal)
 }
@@ -220,7 +214,7 @@ func (op *packedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 // packedGradOp is the backward op of Op: (qkv, out, dOut) → dqkv.
 type packedGradOp struct {
 	fwd *packedOp
-	out outBuf
+	out nn.OutBuf
 }
 
 func (op *packedGradOp) Arity() int { return 3 }
@@ -241,15 +235,15 @@ func (op *packedGradOp) compute(dst []float32, in []G.Value) error {
 	f := op.fwd
 	o := &f.opts
 	rows, w := o.B*o.T, f.width()
-	data, err := f32s("qkv", in[0], rows*w)
+	data, err := f32s("Op gradient", "qkv", in[0], rows*w)
 	if err != nil {
 		return err
 	}
-	outData, err := f32s("output", in[1], rows*o.H*f.d)
+	outData, err := f32s("Op gradient", "output", in[1], rows*o.H*f.d)
 	if err != nil {
 		return err
 	}
-	gradData, err := f32s("output gradient", in[2], rows*o.H*f.d)
+	gradData, err := f32s("Op gradient", "output gradient", in[2], rows*o.H*f.d)
 	if err != nil {
 		return err
 	}
@@ -281,7 +275,7 @@ func (op *packedGradOp) compute(dst []float32, in []G.Value) error {
 // Do computes the qkv gradient into a buffer owned by the op.
 func (op *packedGradOp) Do(in ...G.Value) (G.Value, error) {
 	f := op.fwd
-	t := op.out.get(f.opts.B*f.opts.T, f.width())
+	t := op.out.Get(f.opts.B*f.opts.T, f.width())
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -291,7 +285,7 @@ func (op *packedGradOp) Do(in ...G.Value) (G.Value, error) {
 // UsePreallocDo computes the qkv gradient into prealloc.
 func (op *packedGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
 	f := op.fwd
-	dst, err := f32s("prealloc", prealloc, f.opts.B*f.opts.T*f.width())
+	dst, err := nn.Float32s("attention", "Op gradient", "prealloc", prealloc, f.opts.B*f.opts.T*f.width(), ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -307,65 +301,19 @@ func (op *packedGradOp) OverwritesInput() int { return -1 }
 func (op *packedGradOp) WriteHash(h hash.Hash) {
 	op.fwd.opts.writeHash(h, "PackedGrad", op.fwd.d)
 }
-func (op *packedGradOp) Hashcode() uint32 { return hashOf(op) }
+func (op *packedGradOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *packedGradOp) String() string   { return "∂" + op.fwd.String() }
 
-// outBuf is an op-owned output tensor, allocated on the first run and reused
-// by the next, so a training step does not allocate activations and
-// gradients again. The header is rebuilt (never the memory) if gorgonia
-// recycled it (UnbindAll returns tensor headers to tensor's pool).
-type outBuf struct {
-	data  []float32
-	shape tensor.Shape
-	t     *tensor.Dense
-}
-
-func (b *outBuf) get(shape ...int) *tensor.Dense {
-	n := 1
-	for _, s := range shape {
-		n *= s
-	}
-	if len(b.data) != n {
-		b.data = make([]float32, n)
-		b.t = nil
-	}
-	if b.t != nil && b.intact(shape) {
-		return b.t
-	}
-	b.shape = append(b.shape[:0], shape...)
-	b.t = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b.data))
-	return b.t
-}
-
-func (b *outBuf) intact(shape []int) bool {
-	t := b.t
-	if t.Dtype() != tensor.Float32 || !t.Shape().Eq(tensor.Shape(shape)) {
-		return false
-	}
-	d, ok := t.Data().([]float32)
-	return ok && len(d) == len(b.data) && (len(d) == 0 || &d[0] == &b.data[0])
-}
-
-// f32s returns the n float32s of a value, which must be a float32
-// *tensor.Dense of n elements; a non-contiguous view is copied.
-func f32s(what string, v G.Value, n int) ([]float32, error) {
-	d, ok := v.(*tensor.Dense)
-	if !ok {
-		return nil, fmt.Errorf("attention: %s is a %T, want *tensor.Dense: %w", what, v, ErrShape)
-	}
-	if d.Dtype() != tensor.Float32 {
-		return nil, fmt.Errorf("attention: %s has dtype %v, want float32: %w", what, d.Dtype(), ErrShape)
-	}
-	if d.RequiresIterator() {
+// f32s returns the n float32s of input what of op fn (see nn.Float32s); a
+// non-contiguous view is copied first. (An output, e.g. prealloc, is checked
+// with nn.Float32s itself: writing into a copy would lose the result.)
+func f32s(fn, what string, v G.Value, n int) ([]float32, error) {
+	if d, ok := v.(*tensor.Dense); ok && d.Dtype() == tensor.Float32 && d.RequiresIterator() {
 		m, ok := d.Materialize().(*tensor.Dense)
 		if !ok {
-			return nil, fmt.Errorf("attention: %s: cannot materialize a view: %w", what, ErrShape)
+			return nil, fmt.Errorf("attention: %s: %s: cannot materialize a view: %w", fn, what, ErrShape)
 		}
-		d = m
+		v = m
 	}
-	data, ok := d.Data().([]float32)
-	if !ok || d.Shape().TotalSize() != n || len(data) < n {
-		return nil, fmt.Errorf("attention: %s has shape %v, want %d elements: %w", what, d.Shape(), n, ErrShape)
-	}
-	return data[:n], nil
+	return nn.Float32s("attention", fn, what, v, n, ErrShape)
 }

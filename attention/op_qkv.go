@@ -5,6 +5,7 @@ import (
 	"hash"
 
 	"github.com/chewxy/hm"
+	"github.com/galleon-ml/galleon/internal/nn"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -64,12 +65,12 @@ func (op *qkvOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{o.B, o.H, o.T, op.d}, nil
 }
 
-// views returns the contiguous tensors of q, k, v values.
-func (op *qkvOp) views(in []G.Value) (q, k, v Tensor, err error) {
+// views returns the contiguous tensors of q, k, v values, read by op fn.
+func (op *qkvOp) views(fn string, in []G.Value) (q, k, v Tensor, err error) {
 	o := &op.opts
 	var ts [3]Tensor
 	for i, heads := range []int{o.H, o.KVH, o.KVH} {
-		data, err := f32s([]string{"q", "k", "v"}[i], in[i], o.B*heads*o.T*op.d)
+		data, err := f32s(fn, []string{"q", "k", "v"}[i], in[i], o.B*heads*o.T*op.d)
 		if err != nil {
 			return q, k, v, err
 		}
@@ -84,7 +85,7 @@ func (op *qkvOp) compute(dst []float32, in []G.Value) error {
 	if len(in) != 3 {
 		return fmt.Errorf("attention: OpQKV: %d inputs, want 3: %w", len(in), ErrShape)
 	}
-	q, k, v, err := op.views(in)
+	q, k, v, err := op.views("OpQKV", in)
 	if err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func (op *qkvOp) compute(dst []float32, in []G.Value) error {
 // Do computes the attention output into a buffer owned by the op.
 func (op *qkvOp) Do(in ...G.Value) (G.Value, error) {
 	o := &op.opts
-	t := op.out.get(o.B, o.H, o.T, op.d)
+	t := op.out.GetShape(o.B, o.H, o.T, op.d)
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -115,7 +116,7 @@ func (op *qkvOp) Do(in ...G.Value) (G.Value, error) {
 // UsePreallocDo computes the attention output into prealloc.
 func (op *qkvOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
 	o := &op.opts
-	dst, err := f32s("prealloc", prealloc, o.B*o.H*o.T*op.d)
+	dst, err := nn.Float32s("attention", "OpQKV", "prealloc", prealloc, o.B*o.H*o.T*op.d, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +127,7 @@ func (op *qkvOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error)
 }
 
 func (op *qkvOp) WriteHash(h hash.Hash) { op.opts.writeHash(h, "QKV", op.d) }
-func (op *qkvOp) Hashcode() uint32      { return hashOf(op) }
+func (op *qkvOp) Hashcode() uint32      { return nn.OpHash(op) }
 func (op *qkvOp) String() string {
 	return fmt.Sprintf("attention.QKV[%v](B=%d T=%d H=%d KVH=%d D=%d causal=%t)", op.opts.Impl, op.opts.B, op.opts.T, op.opts.H, op.opts.KVH, op.d, op.opts.Causal)
 }
@@ -159,7 +160,7 @@ func (op *qkvOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) 
 // keeping dk and dv for the two qkvFetchOp nodes that read them.
 type qkvGradOp struct {
 	fwd        *qkvOp
-	dq, dk, dv outBuf
+	dq, dk, dv nn.OutBuf
 }
 
 func (op *qkvGradOp) Arity() int { return 5 }
@@ -179,13 +180,13 @@ func (op *qkvGradOp) Do(in ...G.Value) (G.Value, error) {
 	if len(in) != 5 {
 		return nil, fmt.Errorf("attention: OpQKV gradient: %d inputs, want 5: %w", len(in), ErrShape)
 	}
-	q, k, v, err := f.views(in[:3])
+	q, k, v, err := f.views("OpQKV gradient", in[:3])
 	if err != nil {
 		return nil, err
 	}
 	var outs [2]Tensor
 	for i, what := range []string{"output", "output gradient"} {
-		data, err := f32s(what, in[3+i], o.B*o.H*o.T*f.d)
+		data, err := f32s("OpQKV gradient", what, in[3+i], o.B*o.H*o.T*f.d)
 		if err != nil {
 			return nil, err
 		}
@@ -193,9 +194,9 @@ func (op *qkvGradOp) Do(in ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 	}
-	tq := op.dq.get(o.B, o.H, o.T, f.d)
-	tk := op.dk.get(o.B, o.KVH, o.T, f.d)
-	tv := op.dv.get(o.B, o.KVH, o.T, f.d)
+	tq := op.dq.GetShape(o.B, o.H, o.T, f.d)
+	tk := op.dk.GetShape(o.B, o.KVH, o.T, f.d)
+	tv := op.dv.GetShape(o.B, o.KVH, o.T, f.d)
 	dq, _ := Contiguous(tq.Float32s(), o.B, o.H, o.T, f.d)
 	dk, _ := Contiguous(tk.Float32s(), o.B, o.KVH, o.T, f.d)
 	dv, _ := Contiguous(tv.Float32s(), o.B, o.KVH, o.T, f.d)
@@ -216,7 +217,7 @@ func (op *qkvGradOp) ReturnsPtr() bool      { return false }
 func (op *qkvGradOp) CallsExtern() bool     { return false }
 func (op *qkvGradOp) OverwritesInput() int  { return -1 }
 func (op *qkvGradOp) WriteHash(h hash.Hash) { op.fwd.opts.writeHash(h, "QKVGrad", op.fwd.d) }
-func (op *qkvGradOp) Hashcode() uint32      { return hashOf(op) }
+func (op *qkvGradOp) Hashcode() uint32      { return nn.OpHash(op) }
 func (op *qkvGradOp) String() string        { return "∂q " + op.fwd.String() }
 
 // qkvFetchOp returns dk (which = 1) or dv (which = 2) computed by src. Its
@@ -228,7 +229,7 @@ type qkvFetchOp struct {
 
 func (op *qkvFetchOp) Arity() int    { return 1 }
 func (op *qkvFetchOp) Type() hm.Type { return hm.NewFnType(rank4Type, rank4Type) }
-func (op *qkvFetchOp) buf() *outBuf {
+func (op *qkvFetchOp) buf() *nn.OutBuf {
 	if op.which == 1 {
 		return &op.src.dk
 	}
@@ -244,10 +245,10 @@ func (op *qkvFetchOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 func (op *qkvFetchOp) Do(in ...G.Value) (G.Value, error) {
 	o := &op.src.fwd.opts
 	b := op.buf()
-	if b.t == nil {
+	if !b.Used() {
 		return nil, fmt.Errorf("attention: OpQKV gradient read before it was computed: %w", ErrShape)
 	}
-	return b.get(o.B, o.KVH, o.T, op.src.fwd.d), nil
+	return b.GetShape(o.B, o.KVH, o.T, op.src.fwd.d), nil
 }
 
 func (op *qkvFetchOp) ReturnsPtr() bool     { return false }
@@ -256,7 +257,7 @@ func (op *qkvFetchOp) OverwritesInput() int { return -1 }
 func (op *qkvFetchOp) WriteHash(h hash.Hash) {
 	op.src.fwd.opts.writeHash(h, fmt.Sprintf("QKVGrad%d", op.which), op.src.fwd.d)
 }
-func (op *qkvFetchOp) Hashcode() uint32 { return hashOf(op) }
+func (op *qkvFetchOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *qkvFetchOp) String() string {
 	return fmt.Sprintf("∂%c %v", "qkv"[op.which], op.src.fwd)
 }

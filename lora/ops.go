@@ -3,7 +3,6 @@ package lora
 import (
 	"fmt"
 	"hash"
-	"hash/fnv"
 	"sync"
 	"sync/atomic"
 
@@ -29,59 +28,6 @@ import (
 var opSerial atomic.Uint64
 
 var matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
-
-// buf is an op-owned output tensor reused across runs.
-type buf struct {
-	data []float32
-	t    *tensor.Dense
-}
-
-// view returns an r×c tensor over data (memory the op does not own), reusing
-// the header while data stays the same slice.
-func (b *buf) view(data []float32, r, c int) *tensor.Dense {
-	b.data = nil
-	if b.t != nil {
-		s := b.t.Shape()
-		if d := b.t.Float32s(); len(s) == 2 && s[0] == r && s[1] == c && len(d) == len(data) && &d[0] == &data[0] {
-			return b.t
-		}
-	}
-	b.t = tensor.New(tensor.WithShape(r, c), tensor.WithBacking(data))
-	return b.t
-}
-
-func (b *buf) get(r, c int) *tensor.Dense {
-	if len(b.data) != r*c {
-		b.data = make([]float32, r*c)
-		b.t = nil
-	}
-	if b.t != nil {
-		s := b.t.Shape()
-		if d := b.t.Float32s(); len(s) == 2 && s[0] == r && s[1] == c && len(d) == len(b.data) && &d[0] == &b.data[0] {
-			return b.t
-		}
-	}
-	b.t = tensor.New(tensor.WithShape(r, c), tensor.WithBacking(b.data))
-	return b.t
-}
-
-func f32s(what string, v G.Value, n int) ([]float32, error) {
-	d, ok := v.(*tensor.Dense)
-	if !ok || d.Dtype() != tensor.Float32 || d.RequiresIterator() {
-		return nil, fmt.Errorf("lora: %s: want a contiguous float32 tensor, got %T", what, v)
-	}
-	data := d.Float32s()
-	if len(data) < n || d.Shape().TotalSize() != n {
-		return nil, fmt.Errorf("lora: %s has shape %v, want %d elements", what, d.Shape(), n)
-	}
-	return data[:n], nil
-}
-
-func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
-	h := fnv.New32a()
-	op.WriteHash(h)
-	return h.Sum32()
-}
 
 // common holds the G.Op methods shared by the ops of this file.
 type common struct{ serial uint64 }
@@ -110,7 +56,7 @@ type downOp struct {
 	stream      uint64
 	own         nn.DropoutSource // used when src is nil
 	mask        []byte           // 1 kept, 0 dropped; nil without dropout
-	out         buf
+	out         nn.OutBuf
 }
 
 // downBlock is the number of rows of x∘m built at a time.
@@ -141,7 +87,7 @@ func (op *downOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 func (op *downOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "lora.Down#%d(rows=%d, in=%d, r=%d, p=%v, stream=%d)", op.serial, op.rows, op.in, op.r, op.p, op.stream)
 }
-func (op *downOp) Hashcode() uint32 { return hashOf(op) }
+func (op *downOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *downOp) String() string   { return fmt.Sprintf("lora.Down(r=%d, dropout=%v)", op.r, op.p) }
 
 // keep is the value of a kept mask element.
@@ -194,11 +140,11 @@ func (op *downOp) Do(in ...G.Value) (G.Value, error) {
 	if len(in) != 2 {
 		return nil, fmt.Errorf("lora: down-projection: %d inputs, want 2", len(in))
 	}
-	x, err := f32s("adapter input", in[0], op.rows*op.in)
+	x, err := nn.Float32s("lora", "down-projection", "adapter input", in[0], op.rows*op.in, nn.ErrShape)
 	if err != nil {
 		return nil, err
 	}
-	a, err := f32s("lora_A", in[1], op.r*op.in)
+	a, err := nn.Float32s("lora", "down-projection", "lora_A", in[1], op.r*op.in, nn.ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +153,7 @@ func (op *downOp) Do(in ...G.Value) (G.Value, error) {
 			return nil, fmt.Errorf("lora: adapter dropout: %w", err)
 		}
 	}
-	t := op.out.get(op.rows, op.r)
+	t := op.out.Get(op.rows, op.r)
 	h := t.Float32s()
 	op.blocks(x, func(xm []float32, r0, r1 int) {
 		kernels.Sgemm(false, true, r1-r0, op.r, op.in, 1, xm, op.in, a, op.in, 0, h[r0*op.r:r1*op.r], op.r)
@@ -226,11 +172,11 @@ func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 	}
 	rows, in, r := op.rows, op.in, op.r
 	dx, err := newGrad("DownGradX", inputs[0], rows, in, func(dst []float32, vals []G.Value) error {
-		dh, err := f32s("dh", vals[0], rows*r)
+		dh, err := nn.Float32s("lora", "DownGradX", "dh", vals[0], rows*r, nn.ErrShape)
 		if err != nil {
 			return err
 		}
-		a, err := f32s("lora_A", vals[1], r*in)
+		a, err := nn.Float32s("lora", "DownGradX", "lora_A", vals[1], r*in, nn.ErrShape)
 		if err != nil {
 			return err
 		}
@@ -247,11 +193,11 @@ func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 		return nil, err
 	}
 	da, err := newGrad("DownGradA", inputs[1], r, in, func(dst []float32, vals []G.Value) error {
-		dh, err := f32s("dh", vals[0], rows*r)
+		dh, err := nn.Float32s("lora", "DownGradA", "dh", vals[0], rows*r, nn.ErrShape)
 		if err != nil {
 			return err
 		}
-		x, err := f32s("x", vals[1], rows*in)
+		x, err := nn.Float32s("lora", "DownGradA", "x", vals[1], rows*in, nn.ErrShape)
 		if err != nil {
 			return err
 		}
@@ -282,7 +228,7 @@ type upAddOp struct {
 	rows, r, out int
 	scale        float32
 	inPlace      bool
-	y            buf
+	y            nn.OutBuf
 }
 
 func newUpAdd(base, h, b *G.Node, scale float32, inPlace bool) (*G.Node, error) {
@@ -308,30 +254,30 @@ func (op *upAddOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 func (op *upAddOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "lora.UpAdd#%d(rows=%d, r=%d, out=%d, scale=%v, inPlace=%t)", op.serial, op.rows, op.r, op.out, op.scale, op.inPlace)
 }
-func (op *upAddOp) Hashcode() uint32 { return hashOf(op) }
+func (op *upAddOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *upAddOp) String() string   { return fmt.Sprintf("lora.UpAdd(r=%d, scale=%v)", op.r, op.scale) }
 
 func (op *upAddOp) Do(in ...G.Value) (G.Value, error) {
 	if len(in) != 3 {
 		return nil, fmt.Errorf("lora: up-projection: %d inputs, want 3", len(in))
 	}
-	base, err := f32s("base output", in[0], op.rows*op.out)
+	base, err := nn.Float32s("lora", "up-projection", "base output", in[0], op.rows*op.out, nn.ErrShape)
 	if err != nil {
 		return nil, err
 	}
-	h, err := f32s("adapter activation", in[1], op.rows*op.r)
+	h, err := nn.Float32s("lora", "up-projection", "adapter activation", in[1], op.rows*op.r, nn.ErrShape)
 	if err != nil {
 		return nil, err
 	}
-	b, err := f32s("lora_B", in[2], op.out*op.r)
+	b, err := nn.Float32s("lora", "up-projection", "lora_B", in[2], op.out*op.r, nn.ErrShape)
 	if err != nil {
 		return nil, err
 	}
 	var t *tensor.Dense
 	if op.inPlace {
-		t = op.y.view(base, op.rows, op.out)
+		t = op.y.View(base, op.rows, op.out)
 	} else {
-		t = op.y.get(op.rows, op.out)
+		t = op.y.Get(op.rows, op.out)
 		copy(t.Float32s(), base)
 	}
 	// y += scale·h·Bᵀ; with B = 0 this adds exact zeros.
@@ -348,11 +294,11 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 	}
 	rows, r, out, s := op.rows, op.r, op.out, op.scale
 	dh, err := newGrad("UpAddGradH", inputs[1], rows, r, func(dst []float32, vals []G.Value) error {
-		dy, err := f32s("dy", vals[0], rows*out)
+		dy, err := nn.Float32s("lora", "UpAddGradH", "dy", vals[0], rows*out, nn.ErrShape)
 		if err != nil {
 			return err
 		}
-		b, err := f32s("lora_B", vals[1], out*r)
+		b, err := nn.Float32s("lora", "UpAddGradH", "lora_B", vals[1], out*r, nn.ErrShape)
 		if err != nil {
 			return err
 		}
@@ -363,11 +309,11 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		return nil, err
 	}
 	db, err := newGrad("UpAddGradB", inputs[2], out, r, func(dst []float32, vals []G.Value) error {
-		dy, err := f32s("dy", vals[0], rows*out)
+		dy, err := nn.Float32s("lora", "UpAddGradB", "dy", vals[0], rows*out, nn.ErrShape)
 		if err != nil {
 			return err
 		}
-		h, err := f32s("h", vals[1], rows*r)
+		h, err := nn.Float32s("lora", "UpAddGradB", "h", vals[1], rows*r, nn.ErrShape)
 		if err != nil {
 			return err
 		}
@@ -394,7 +340,7 @@ type gradOp struct {
 	typ         hm.Type
 	r, c        int
 	run         func(dst []float32, in []G.Value) error
-	out, placeh buf
+	out, placeh nn.OutBuf
 }
 
 func newGrad(name string, target *G.Node, r, c int, run func([]float32, []G.Value) error, inputs ...*G.Node) (*G.Node, error) {
@@ -419,14 +365,14 @@ func (op *gradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 func (op *gradOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "lora.%s#%d(%d×%d)", op.name, op.serial, op.r, op.c)
 }
-func (op *gradOp) Hashcode() uint32 { return hashOf(op) }
+func (op *gradOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *gradOp) String() string   { return "lora." + op.name }
 
 func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
 	if op.target.Deriv() == nil {
-		return op.placeh.get(1, 1), nil
+		return op.placeh.Get(1, 1), nil
 	}
-	t := op.out.get(op.r, op.c)
+	t := op.out.Get(op.r, op.c)
 	if err := op.run(t.Float32s(), in); err != nil {
 		return nil, err
 	}

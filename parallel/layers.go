@@ -3,7 +3,6 @@ package parallel
 import (
 	"fmt"
 	"hash"
-	"hash/fnv"
 
 	"github.com/chewxy/hm"
 	"github.com/galleon-ml/galleon/internal/kernels"
@@ -82,7 +81,7 @@ func (l *zeroLinear) release() { l.t.release.releaseRange(l.unit) }
 type zeroLinearOp struct {
 	l    *zeroLinear
 	rows int
-	y    outBuf
+	y    nn.OutBuf
 }
 
 var matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
@@ -100,7 +99,7 @@ func (op *zeroLinearOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 func (op *zeroLinearOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "parallel.zeroLinear(%s, rows=%d)", op.l.name, op.rows)
 }
-func (op *zeroLinearOp) Hashcode() uint32 { return hashOf(op) }
+func (op *zeroLinearOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *zeroLinearOp) String() string {
 	return fmt.Sprintf("parallel.zeroLinear(%s, %d→%d)", op.l.name, op.l.in, op.l.out)
 }
@@ -108,7 +107,7 @@ func (op *zeroLinearOp) String() string {
 // Do gathers the weights, computes y = x·W + b and releases them.
 func (op *zeroLinearOp) Do(in ...G.Value) (G.Value, error) {
 	l := op.l
-	x, err := values("x", in, 1, 0, op.rows*l.in)
+	x, err := values("zeroLinear", "x", in, 1, 0, op.rows*l.in)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +120,7 @@ func (op *zeroLinearOp) Do(in ...G.Value) (G.Value, error) {
 	if l.bias.len() > 0 {
 		b = ps[l.bias.lo:l.bias.hi]
 	}
-	y := op.y.get(op.rows, l.out)
+	y := op.y.Get(op.rows, l.out)
 	if err := nn.LinearForward(y.Float32s(), x, ps[l.weight.lo:l.weight.hi], b, op.rows, l.in, l.out); err != nil {
 		return nil, fmt.Errorf("parallel: layer %s: %w", l.name, err)
 	}
@@ -146,7 +145,7 @@ func (op *zeroLinearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 // output dx; dW and db go straight into the replica's gradient buffer.
 type zeroLinearGradOp struct {
 	fwd *zeroLinearOp
-	dx  outBuf
+	dx  nn.OutBuf
 }
 
 func (op *zeroLinearGradOp) Arity() int { return 2 }
@@ -162,7 +161,7 @@ func (op *zeroLinearGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 func (op *zeroLinearGradOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "parallel.zeroLinearGrad(%s, rows=%d)", op.fwd.l.name, op.fwd.rows)
 }
-func (op *zeroLinearGradOp) Hashcode() uint32 { return hashOf(op) }
+func (op *zeroLinearGradOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *zeroLinearGradOp) String() string {
 	return fmt.Sprintf("parallel.zeroLinearGrad(%s)", op.fwd.l.name)
 }
@@ -171,11 +170,11 @@ func (op *zeroLinearGradOp) String() string {
 // into the gradient buffer and releases the weights.
 func (op *zeroLinearGradOp) Do(in ...G.Value) (G.Value, error) {
 	l, rows := op.fwd.l, op.fwd.rows
-	x, err := values("x", in, 2, 0, rows*l.in)
+	x, err := values("zeroLinearGrad", "x", in, 2, 0, rows*l.in)
 	if err != nil {
 		return nil, err
 	}
-	dy, err := values("dy", in, 2, 1, rows*l.out)
+	dy, err := values("zeroLinearGrad", "dy", in, 2, 1, rows*l.out)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +184,7 @@ func (op *zeroLinearGradOp) Do(in ...G.Value) (G.Value, error) {
 	defer l.release()
 	t := l.t
 	ps := t.model.Trainable().Data
-	dx := op.dx.get(rows, l.in)
+	dx := op.dx.Get(rows, l.in)
 	clear(dx.Float32s())
 	// dW and db in a scratch mapping given back after the layer, then
 	// weighted into the gradient buffer like the graph's gradients.
@@ -209,50 +208,13 @@ func (op *zeroLinearGradOp) Do(in ...G.Value) (G.Value, error) {
 	return dx, nil
 }
 
-// values returns input i of in, a dense float32 value of n elements.
-func values(what string, in []G.Value, arity, i, n int) ([]float32, error) {
+// values returns input i of in, a dense float32 value of n elements, or an
+// error naming op fn and the input (see nn.Float32s).
+func values(fn, what string, in []G.Value, arity, i, n int) ([]float32, error) {
 	if len(in) != arity {
-		return nil, fmt.Errorf("parallel: layer op: %d inputs, want %d", len(in), arity)
+		return nil, fmt.Errorf("parallel: %s: %d inputs, want %d: %w", fn, len(in), arity, nn.ErrShape)
 	}
-	d, ok := in[i].(*tensor.Dense)
-	if !ok || d.Dtype() != tensor.Float32 {
-		return nil, fmt.Errorf("parallel: layer op: %s is %T, want a float32 tensor", what, in[i])
-	}
-	v := d.Float32s()
-	if len(v) != n {
-		return nil, fmt.Errorf("parallel: layer op: %s has %d elements, want %d", what, len(v), n)
-	}
-	return v, nil
-}
-
-func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
-	h := fnv.New32a()
-	op.WriteHash(h)
-	return h.Sum32()
-}
-
-// outBuf is an op-owned output tensor reused from run to run.
-type outBuf struct {
-	data []float32
-	t    *tensor.Dense
-}
-
-// get returns the buffer as an r×c tensor, rebuilding the header (never the
-// memory) if gorgonia changed it.
-func (b *outBuf) get(r, c int) *tensor.Dense {
-	if len(b.data) != r*c {
-		b.data = make([]float32, r*c)
-		b.t = nil
-	}
-	if b.t != nil {
-		s := b.t.Shape()
-		d := b.t.Float32s()
-		if len(s) == 2 && s[0] == r && s[1] == c && len(d) == len(b.data) && &d[0] == &b.data[0] {
-			return b.t
-		}
-	}
-	b.t = tensor.New(tensor.WithShape(r, c), tensor.WithBacking(b.data))
-	return b.t
+	return nn.Float32s("parallel", fn, what, in[i], n, nn.ErrShape)
 }
 
 // shardLayers replaces, at stage 3, every dense linear layer of m whose

@@ -3,11 +3,11 @@ package quant
 import (
 	"fmt"
 	"hash"
-	"hash/fnv"
 	"math"
 	"sync/atomic"
 
 	"github.com/chewxy/hm"
+	"github.com/galleon-ml/galleon/internal/nn"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -61,8 +61,7 @@ type fakeQuantOp struct {
 	rows, cols int
 	opts       FakeQuantOptions
 	scale      []float32 // scales of the last run (cols or 1), read by the gradients
-	out        []float32
-	t          *tensor.Dense
+	out        nn.OutBuf
 }
 
 // FakeQuant adds a fake-quantization node to x's graph: forward
@@ -129,22 +128,10 @@ func (op *fakeQuantOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "quant.FakeQuant#%d(%d×%d, perChannel=%t, lsq=%t)", op.serial, op.rows, op.cols, op.opts.PerChannel, op.opts.LSQ)
 }
 
-func (op *fakeQuantOp) Hashcode() uint32 {
-	h := fnv.New32a()
-	op.WriteHash(h)
-	return h.Sum32()
-}
+func (op *fakeQuantOp) Hashcode() uint32 { return nn.OpHash(op) }
 
 func (op *fakeQuantOp) String() string {
 	return fmt.Sprintf("quant.FakeQuant(perChannel=%t, lsq=%t)", op.opts.PerChannel, op.opts.LSQ)
-}
-
-func values(what string, v G.Value, n int) ([]float32, error) {
-	d, ok := v.(*tensor.Dense)
-	if !ok || d.Dtype() != tensor.Float32 || d.RequiresIterator() || d.Shape().TotalSize() != n {
-		return nil, fmt.Errorf("quant: FakeQuant: %s is not %d contiguous float32s: %w", what, n, ErrInput)
-	}
-	return d.Float32s()[:n], nil
 }
 
 // positive keeps a learned scale usable: LSQ scales that an optimizer pushed
@@ -160,7 +147,7 @@ func (op *fakeQuantOp) Do(in ...G.Value) (G.Value, error) {
 	if len(in) != op.Arity() {
 		return nil, fmt.Errorf("quant: FakeQuant: %d inputs: %w", len(in), ErrInput)
 	}
-	x, err := values("x", in[0], op.rows*op.cols)
+	x, err := nn.Float32s("quant", "FakeQuant", "x", in[0], op.rows*op.cols, ErrInput)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +158,7 @@ func (op *fakeQuantOp) Do(in ...G.Value) (G.Value, error) {
 	scale := make([]float32, ns)
 	switch {
 	case op.opts.LSQ:
-		s, err := values("scale", in[1], ns)
+		s, err := nn.Float32s("quant", "FakeQuant", "scale", in[1], ns, ErrInput)
 		if err != nil {
 			return nil, err
 		}
@@ -198,25 +185,18 @@ func (op *fakeQuantOp) Do(in ...G.Value) (G.Value, error) {
 	if op.opts.State != nil {
 		op.opts.State.scales.Store(&scale)
 	}
-	if len(op.out) != len(x) {
-		op.out = make([]float32, len(x))
-		op.t = nil
-	}
+	t := op.out.Get(op.rows, op.cols)
+	out := t.Float32s()
 	for r := 0; r < op.rows; r++ {
 		for c, v := range x[r*op.cols : (r+1)*op.cols] {
 			s := scale[0]
 			if op.opts.PerChannel {
 				s = scale[c]
 			}
-			op.out[r*op.cols+c] = QuantDequant(v, s)
+			out[r*op.cols+c] = QuantDequant(v, s)
 		}
 	}
-	if op.t == nil || len(op.t.Float32s()) != len(op.out) || &op.t.Float32s()[0] != &op.out[0] {
-		op.t = tensor.New(tensor.WithShape(op.rows, op.cols), tensor.WithBacking(op.out))
-	} else if s := op.t.Shape(); len(s) != 2 || s[0] != op.rows || s[1] != op.cols {
-		op.t = tensor.New(tensor.WithShape(op.rows, op.cols), tensor.WithBacking(op.out))
-	}
-	return op.t, nil
+	return t, nil
 }
 
 func (op *fakeQuantOp) DiffWRT(n int) []bool {
@@ -284,11 +264,7 @@ func (g *fqGradOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "quant.FakeQuantGrad#%d(fwd#%d, scale=%t)", g.serial, g.fwd.serial, g.wrtScale)
 }
 
-func (g *fqGradOp) Hashcode() uint32 {
-	h := fnv.New32a()
-	g.WriteHash(h)
-	return h.Sum32()
-}
+func (g *fqGradOp) Hashcode() uint32 { return nn.OpHash(g) }
 
 func (g *fqGradOp) String() string {
 	return fmt.Sprintf("quant.FakeQuantGrad(fwd#%d, scale=%t)", g.fwd.serial, g.wrtScale)
@@ -303,11 +279,11 @@ func (g *fqGradOp) Do(in ...G.Value) (G.Value, error) {
 	if len(in) != 3 {
 		return nil, fmt.Errorf("quant: FakeQuantGrad: %d inputs: %w", len(in), ErrInput)
 	}
-	x, err := values("x", in[0], op.rows*op.cols)
+	x, err := nn.Float32s("quant", "FakeQuantGrad", "x", in[0], op.rows*op.cols, ErrInput)
 	if err != nil {
 		return nil, err
 	}
-	dy, err := values("gradient", in[1], op.rows*op.cols)
+	dy, err := nn.Float32s("quant", "FakeQuantGrad", "gradient", in[1], op.rows*op.cols, ErrInput)
 	if err != nil {
 		return nil, err
 	}

@@ -3,12 +3,12 @@ package quant
 import (
 	"fmt"
 	"hash"
-	"hash/fnv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/chewxy/hm"
 	"github.com/galleon-ml/galleon/internal/kernels"
+	"github.com/galleon-ml/galleon/internal/nn"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -271,51 +271,13 @@ var (
 	i8Matrix      = G.TensorType{Dims: 2, Of: tensor.Float32}
 )
 
-// opBuf is an op-owned output tensor reused across runs, so a training step
-// does not allocate its activations again.
-type opBuf struct {
-	data []float32
-	t    *tensor.Dense
-}
-
-// get returns the buffer as an r×c tensor, rebuilding the header (never the
-// memory) if someone changed it, e.g. gorgonia returning it to tensor's pool.
-func (b *opBuf) get(r, c int) *tensor.Dense {
-	if len(b.data) != r*c {
-		b.data = make([]float32, r*c)
-		b.t = nil
-	}
-	if b.t != nil {
-		s := b.t.Shape()
-		if d := b.t.Float32s(); b.t.Dtype() == tensor.Float32 && len(s) == 2 && s[0] == r && s[1] == c && len(d) == len(b.data) && (len(d) == 0 || &d[0] == &b.data[0]) {
-			return b.t
-		}
-	}
-	b.t = tensor.New(tensor.WithShape(r, c), tensor.WithBacking(b.data))
-	return b.t
-}
-
-func opValues(op, what string, v G.Value, n int) ([]float32, error) {
-	d, ok := v.(*tensor.Dense)
-	if !ok || d.Dtype() != tensor.Float32 || d.RequiresIterator() || d.Shape().TotalSize() != n {
-		return nil, fmt.Errorf("quant: %s: %s is not %d contiguous float32s (%T): %w", op, what, n, v, ErrInput)
-	}
-	return d.Float32s()[:n], nil
-}
-
-func opHash(op interface{ WriteHash(hash.Hash) }) uint32 {
-	h := fnv.New32a()
-	op.WriteHash(h)
-	return h.Sum32()
-}
-
 // int8LinearOp is y = x·deq(W)ᵀ + b for a frozen int8 layer: its one input is
 // x [rows, In]; the weight and bias are read from the layer.
 type int8LinearOp struct {
 	serial uint64
 	l      *Linear
 	rows   int
-	out    opBuf
+	out    nn.OutBuf
 }
 
 // Int8Linear adds y = x·deq(W)ᵀ + b for the int8 layer l to x's graph (x
@@ -356,7 +318,7 @@ func (op *int8LinearOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 func (op *int8LinearOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "quant.Int8Linear#%d(layer=%d, rows=%d, in=%d, out=%d, bias=%t)", op.serial, op.l.id, op.rows, op.l.In, op.l.Out, op.l.Bias != nil)
 }
-func (op *int8LinearOp) Hashcode() uint32 { return opHash(op) }
+func (op *int8LinearOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *int8LinearOp) String() string {
 	return fmt.Sprintf("quant.Int8Linear(%d→%d, bias=%t)", op.l.In, op.l.Out, op.l.Bias != nil)
 }
@@ -365,7 +327,7 @@ func (op *int8LinearOp) compute(dst []float32, in []G.Value) error {
 	if len(in) != 1 {
 		return fmt.Errorf("quant: Int8Linear: %d inputs, want 1: %w", len(in), ErrInput)
 	}
-	x, err := opValues("Int8Linear", "x", in[0], op.rows*op.l.In)
+	x, err := nn.Float32s("quant", "Int8Linear", "x", in[0], op.rows*op.l.In, ErrInput)
 	if err != nil {
 		return err
 	}
@@ -375,7 +337,7 @@ func (op *int8LinearOp) compute(dst []float32, in []G.Value) error {
 
 // Do computes y into the op's own buffer.
 func (op *int8LinearOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.get(op.rows, op.l.Out)
+	t := op.out.Get(op.rows, op.l.Out)
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -384,7 +346,7 @@ func (op *int8LinearOp) Do(in ...G.Value) (G.Value, error) {
 
 // UsePreallocDo computes y into prealloc.
 func (op *int8LinearOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := opValues("Int8Linear", "prealloc", prealloc, op.rows*op.l.Out)
+	dst, err := nn.Float32s("quant", "Int8Linear", "prealloc", prealloc, op.rows*op.l.Out, ErrInput)
 	if err != nil {
 		return nil, err
 	}
@@ -418,7 +380,7 @@ type int8LinearGradOp struct {
 	l       *Linear
 	rows    int
 	target  *G.Node
-	out, ph opBuf
+	out, ph nn.OutBuf
 }
 
 func (op *int8LinearGradOp) Arity() int           { return 1 }
@@ -432,7 +394,7 @@ func (op *int8LinearGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 func (op *int8LinearGradOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "quant.Int8LinearGradX#%d(layer=%d, rows=%d, in=%d, out=%d)", op.serial, op.l.id, op.rows, op.l.In, op.l.Out)
 }
-func (op *int8LinearGradOp) Hashcode() uint32 { return opHash(op) }
+func (op *int8LinearGradOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *int8LinearGradOp) String() string {
 	return fmt.Sprintf("quant.Int8LinearGradX(%d→%d)", op.l.In, op.l.Out)
 }
@@ -442,13 +404,13 @@ func (op *int8LinearGradOp) Do(in ...G.Value) (G.Value, error) {
 		return nil, fmt.Errorf("quant: Int8LinearGradX: %d inputs, want 1: %w", len(in), ErrInput)
 	}
 	if op.target.Deriv() == nil {
-		return op.ph.get(1, 1), nil
+		return op.ph.Get(1, 1), nil
 	}
-	dy, err := opValues("Int8LinearGradX", "dy", in[0], op.rows*op.l.Out)
+	dy, err := nn.Float32s("quant", "Int8LinearGradX", "dy", in[0], op.rows*op.l.Out, ErrInput)
 	if err != nil {
 		return nil, err
 	}
-	t := op.out.get(op.rows, op.l.In)
+	t := op.out.Get(op.rows, op.l.In)
 	op.l.backwardInput(t.Float32s(), dy, op.rows)
 	return t, nil
 }

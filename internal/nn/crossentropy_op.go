@@ -61,7 +61,7 @@ func (op *crossEntropyOp) Do(in ...G.Value) (G.Value, error) {
 	if len(op.targets.Data) != op.rows {
 		return nil, shapeErr(fn, "%d targets for %d rows of logits", len(op.targets.Data), op.rows)
 	}
-	logits, err := f32s(fn, "logits", in[0], op.rows*op.V)
+	logits, err := Float32s("nn", fn, "logits", in[0], op.rows*op.V, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +107,6 @@ func (op *crossEntropyOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "nn.CrossEntropy#%d(rows=%d, V=%d, targets=%p)", op.serial, op.rows, op.V, op.targets)
 }
 
-func (op *crossEntropyOp) Hashcode() uint32 { return hashOf(op) }
+func (op *crossEntropyOp) Hashcode() uint32 { return OpHash(op) }
 
 func (op *crossEntropyOp) String() string { return fmt.Sprintf("nn.CrossEntropy(V=%d)", op.V) }

@@ -91,7 +91,7 @@ type dropoutOp struct {
 	p          float32
 	src        *DropoutSource
 	stream     uint64
-	out        outBuf
+	out        OutBuf
 	mask       []float32 // drawn by Do, read by the backward op of the same run
 }
 
@@ -131,7 +131,7 @@ func (op *dropoutOp) compute(dst []float32, in []G.Value) error {
 		return err
 	}
 	n := op.rows * op.cols
-	x, err := f32s("Dropout", "x", in[0], n)
+	x, err := Float32s("nn", "Dropout", "x", in[0], n, ErrShape)
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func (op *dropoutOp) compute(dst []float32, in []G.Value) error {
 
 // Do applies the mask into the op's own buffer.
 func (op *dropoutOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.get(op.rows, op.cols)
+	t := op.out.Get(op.rows, op.cols)
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -158,7 +158,7 @@ func (op *dropoutOp) Do(in ...G.Value) (G.Value, error) {
 
 // UsePreallocDo applies the mask into prealloc.
 func (op *dropoutOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := f32s("Dropout", "prealloc", prealloc, op.rows*op.cols)
+	dst, err := Float32s("nn", "Dropout", "prealloc", prealloc, op.rows*op.cols, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +177,7 @@ func (op *dropoutOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, err
 	}
 	n := op.rows * op.cols
 	dx, err := newGrad("DropoutGrad", op.serial, inputs[0], op.rows, op.cols, func(dst []float32, in []G.Value) error {
-		dy, err := f32s("DropoutGrad", "dy", in[2], n)
+		dy, err := Float32s("nn", "DropoutGrad", "dy", in[2], n, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -196,6 +196,6 @@ func (op *dropoutOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "nn.Dropout#%d(%d×%d,p=%v,stream=%d)", op.serial, op.rows, op.cols, op.p, op.stream)
 }
 
-func (op *dropoutOp) Hashcode() uint32 { return hashOf(op) }
+func (op *dropoutOp) Hashcode() uint32 { return OpHash(op) }
 
 func (op *dropoutOp) String() string { return "nn.Dropout" }

@@ -14,7 +14,7 @@ type embeddingOp struct {
 	ids        *IDs
 	B, T       int // ids' sizes when the graph was built
 	V, C, Tmax int
-	out        outBuf
+	out        OutBuf
 }
 
 // Embedding adds out[b·T+t] = wte[ids[b·T+t]] + wpe[t] to the graph: wte
@@ -65,11 +65,11 @@ func (op *embeddingOp) compute(dst []float32, in []G.Value) error {
 	if op.ids.B != op.B || op.ids.T != op.T {
 		return shapeErr(fn, "IDs resized from %d×%d to %d×%d after the graph was built", op.B, op.T, op.ids.B, op.ids.T)
 	}
-	wte, err := f32s(fn, "wte", in[0], op.V*op.C)
+	wte, err := Float32s("nn", fn, "wte", in[0], op.V*op.C, ErrShape)
 	if err != nil {
 		return err
 	}
-	wpe, err := f32s(fn, "wpe", in[1], op.Tmax*op.C)
+	wpe, err := Float32s("nn", fn, "wpe", in[1], op.Tmax*op.C, ErrShape)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func (op *embeddingOp) compute(dst []float32, in []G.Value) error {
 
 // Do computes the embedding into the op's own buffer.
 func (op *embeddingOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.get(op.rows(), op.C)
+	t := op.out.Get(op.rows(), op.C)
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func (op *embeddingOp) Do(in ...G.Value) (G.Value, error) {
 
 // UsePreallocDo computes the embedding into prealloc.
 func (op *embeddingOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := f32s("Embedding", "prealloc", prealloc, op.rows()*op.C)
+	dst, err := Float32s("nn", "Embedding", "prealloc", prealloc, op.rows()*op.C, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ func (op *embeddingOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 	}
 	rows, C := op.rows(), op.C
 	dwte, err := newGrad("EmbeddingGradWte", op.serial, inputs[0], op.V, C, func(dst []float32, in []G.Value) error {
-		dy, err := f32s("EmbeddingGradWte", "dy", in[0], rows*C)
+		dy, err := Float32s("nn", "EmbeddingGradWte", "dy", in[0], rows*C, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -128,7 +128,7 @@ func (op *embeddingOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 		return nil, err
 	}
 	dwpe, err := newGrad("EmbeddingGradWpe", op.serial, inputs[1], op.Tmax, C, func(dst []float32, in []G.Value) error {
-		dy, err := f32s("EmbeddingGradWpe", "dy", in[0], rows*C)
+		dy, err := Float32s("nn", "EmbeddingGradWpe", "dy", in[0], rows*C, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -146,7 +146,7 @@ func (op *embeddingOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "nn.Embedding#%d(V=%d, C=%d, Tmax=%d, B=%d, T=%d, ids=%p)", op.serial, op.V, op.C, op.Tmax, op.B, op.T, op.ids)
 }
 
-func (op *embeddingOp) Hashcode() uint32 { return hashOf(op) }
+func (op *embeddingOp) Hashcode() uint32 { return OpHash(op) }
 
 func (op *embeddingOp) String() string {
 	return fmt.Sprintf("nn.Embedding(%d×%d)", op.B, op.T)

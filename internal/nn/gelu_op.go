@@ -12,7 +12,7 @@ import (
 type geluOp struct {
 	opBase
 	rows, cols int
-	out        outBuf
+	out        OutBuf
 	sig        []float32 // σ(2u) saved by Do for the backward op of the same run
 }
 
@@ -41,7 +41,7 @@ func (op *geluOp) compute(dst []float32, in []G.Value) error {
 		return err
 	}
 	n := op.rows * op.cols
-	x, err := f32s("GELU", "x", in[0], n)
+	x, err := Float32s("nn", "GELU", "x", in[0], n, ErrShape)
 	if err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func (op *geluOp) compute(dst []float32, in []G.Value) error {
 
 // Do applies GELU into the op's own buffer.
 func (op *geluOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.get(op.rows, op.cols)
+	t := op.out.Get(op.rows, op.cols)
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func (op *geluOp) Do(in ...G.Value) (G.Value, error) {
 
 // UsePreallocDo applies GELU into prealloc.
 func (op *geluOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := f32s("GELU", "prealloc", prealloc, op.rows*op.cols)
+	dst, err := Float32s("nn", "GELU", "prealloc", prealloc, op.rows*op.cols, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -82,11 +82,11 @@ func (op *geluOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 	}
 	n := op.rows * op.cols
 	dx, err := newGrad("GELUGrad", op.serial, inputs[0], op.rows, op.cols, func(dst []float32, in []G.Value) error {
-		x, err := f32s("GELUGrad", "x", in[0], n)
+		x, err := Float32s("nn", "GELUGrad", "x", in[0], n, ErrShape)
 		if err != nil {
 			return err
 		}
-		dy, err := f32s("GELUGrad", "dy", in[2], n)
+		dy, err := Float32s("nn", "GELUGrad", "dy", in[2], n, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -103,6 +103,6 @@ func (op *geluOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "nn.GELU#%d(%d×%d)", op.serial, op.rows, op.cols)
 }
 
-func (op *geluOp) Hashcode() uint32 { return hashOf(op) }
+func (op *geluOp) Hashcode() uint32 { return OpHash(op) }
 
 func (op *geluOp) String() string { return "nn.GELU" }

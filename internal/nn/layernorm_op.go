@@ -14,7 +14,7 @@ type layerNormOp struct {
 	opBase
 	rows, C    int
 	eps        float32
-	out        outBuf
+	out        OutBuf
 	mean, rstd []float32 // saved by Do for the backward ops of the same run
 }
 
@@ -60,15 +60,15 @@ func (op *layerNormOp) compute(dst []float32, in []G.Value) error {
 	if err := checkArity(fn, len(in), 3); err != nil {
 		return err
 	}
-	x, err := f32s(fn, "x", in[0], op.rows*op.C)
+	x, err := Float32s("nn", fn, "x", in[0], op.rows*op.C, ErrShape)
 	if err != nil {
 		return err
 	}
-	g, err := f32s(fn, "gamma", in[1], op.C)
+	g, err := Float32s("nn", fn, "gamma", in[1], op.C, ErrShape)
 	if err != nil {
 		return err
 	}
-	b, err := f32s(fn, "beta", in[2], op.C)
+	b, err := Float32s("nn", fn, "beta", in[2], op.C, ErrShape)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func (op *layerNormOp) compute(dst []float32, in []G.Value) error {
 
 // Do normalizes into the op's own buffer.
 func (op *layerNormOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.get(op.rows, op.C)
+	t := op.out.Get(op.rows, op.C)
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func (op *layerNormOp) Do(in ...G.Value) (G.Value, error) {
 
 // UsePreallocDo normalizes into prealloc.
 func (op *layerNormOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := f32s("LayerNorm", "prealloc", prealloc, op.rows*op.C)
+	dst, err := Float32s("nn", "LayerNorm", "prealloc", prealloc, op.rows*op.C, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -114,15 +114,15 @@ func (op *layerNormOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 	rows, C := op.rows, op.C
 	dx, err := newGrad("LayerNormGradX", op.serial, x, rows, C, func(dst []float32, in []G.Value) error {
 		const fn = "LayerNormGradX"
-		xv, err := f32s(fn, "x", in[0], rows*C)
+		xv, err := Float32s("nn", fn, "x", in[0], rows*C, ErrShape)
 		if err != nil {
 			return err
 		}
-		gv, err := f32s(fn, "gamma", in[1], C)
+		gv, err := Float32s("nn", fn, "gamma", in[1], C, ErrShape)
 		if err != nil {
 			return err
 		}
-		dy, err := f32s(fn, "dy", in[3], rows*C)
+		dy, err := Float32s("nn", fn, "dy", in[3], rows*C, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -134,11 +134,11 @@ func (op *layerNormOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 	}
 	dg, err := newGrad("LayerNormGradGamma", op.serial, g, C, -1, func(dst []float32, in []G.Value) error {
 		const fn = "LayerNormGradGamma"
-		xv, err := f32s(fn, "x", in[0], rows*C)
+		xv, err := Float32s("nn", fn, "x", in[0], rows*C, ErrShape)
 		if err != nil {
 			return err
 		}
-		dy, err := f32s(fn, "dy", in[2], rows*C)
+		dy, err := Float32s("nn", fn, "dy", in[2], rows*C, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -150,7 +150,7 @@ func (op *layerNormOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 		return nil, err
 	}
 	db, err := newGrad("LayerNormGradBeta", op.serial, b, C, -1, func(dst []float32, in []G.Value) error {
-		dy, err := f32s("LayerNormGradBeta", "dy", in[0], rows*C)
+		dy, err := Float32s("nn", "LayerNormGradBeta", "dy", in[0], rows*C, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -168,6 +168,6 @@ func (op *layerNormOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "nn.LayerNorm#%d(rows=%d, C=%d, eps=%x)", op.serial, op.rows, op.C, math.Float32bits(op.eps))
 }
 
-func (op *layerNormOp) Hashcode() uint32 { return hashOf(op) }
+func (op *layerNormOp) Hashcode() uint32 { return OpHash(op) }
 
 func (op *layerNormOp) String() string { return fmt.Sprintf("nn.LayerNorm(eps=%g)", op.eps) }

@@ -21,7 +21,7 @@ type linearOp struct {
 	opBase
 	rows, in, out int
 	transW, bias  bool
-	buf           outBuf
+	buf           OutBuf
 }
 
 // Linear adds y = x·W + b to the graph (x·Wᵀ + b with opt.TransW): x is
@@ -82,17 +82,17 @@ func (op *linearOp) compute(dst []float32, in []G.Value) error {
 	if err := checkArity(fn, len(in), op.Arity()); err != nil {
 		return err
 	}
-	x, err := f32s(fn, "x", in[0], op.rows*op.in)
+	x, err := Float32s("nn", fn, "x", in[0], op.rows*op.in, ErrShape)
 	if err != nil {
 		return err
 	}
-	w, err := f32s(fn, "w", in[1], op.in*op.out)
+	w, err := Float32s("nn", fn, "w", in[1], op.in*op.out, ErrShape)
 	if err != nil {
 		return err
 	}
 	var b []float32
 	if op.bias {
-		if b, err = f32s(fn, "b", in[2], op.out); err != nil {
+		if b, err = Float32s("nn", fn, "b", in[2], op.out, ErrShape); err != nil {
 			return err
 		}
 	}
@@ -102,7 +102,7 @@ func (op *linearOp) compute(dst []float32, in []G.Value) error {
 
 // Do computes y into the op's own buffer.
 func (op *linearOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.buf.get(op.rows, op.out)
+	t := op.buf.Get(op.rows, op.out)
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -111,7 +111,7 @@ func (op *linearOp) Do(in ...G.Value) (G.Value, error) {
 
 // UsePreallocDo computes y into prealloc.
 func (op *linearOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := f32s("Linear", "prealloc", prealloc, op.rows*op.out)
+	dst, err := Float32s("nn", "Linear", "prealloc", prealloc, op.rows*op.out, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -138,11 +138,11 @@ func (op *linearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 	x, w := inputs[0], inputs[1]
 	rows, in, out, transW := op.rows, op.in, op.out, op.transW
 	dx, err := newGrad("LinearGradX", op.serial, x, rows, in, func(dst []float32, vals []G.Value) error {
-		wv, err := f32s("LinearGradX", "w", vals[0], in*out)
+		wv, err := Float32s("nn", "LinearGradX", "w", vals[0], in*out, ErrShape)
 		if err != nil {
 			return err
 		}
-		dy, err := f32s("LinearGradX", "dy", vals[1], rows*out)
+		dy, err := Float32s("nn", "LinearGradX", "dy", vals[1], rows*out, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -157,11 +157,11 @@ func (op *linearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 		wr, wc = out, in
 	}
 	dw, err := newGrad("LinearGradW", op.serial, w, wr, wc, func(dst []float32, vals []G.Value) error {
-		xv, err := f32s("LinearGradW", "x", vals[0], rows*in)
+		xv, err := Float32s("nn", "LinearGradW", "x", vals[0], rows*in, ErrShape)
 		if err != nil {
 			return err
 		}
-		dy, err := f32s("LinearGradW", "dy", vals[1], rows*out)
+		dy, err := Float32s("nn", "LinearGradW", "dy", vals[1], rows*out, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -175,7 +175,7 @@ func (op *linearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 		return G.Nodes{dx, dw}, nil
 	}
 	db, err := newGrad("LinearGradB", op.serial, inputs[2], out, -1, func(dst []float32, vals []G.Value) error {
-		dy, err := f32s("LinearGradB", "dy", vals[0], rows*out)
+		dy, err := Float32s("nn", "LinearGradB", "dy", vals[0], rows*out, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -193,7 +193,7 @@ func (op *linearOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "nn.Linear#%d(rows=%d, in=%d, out=%d, transW=%t, bias=%t)", op.serial, op.rows, op.in, op.out, op.transW, op.bias)
 }
 
-func (op *linearOp) Hashcode() uint32 { return hashOf(op) }
+func (op *linearOp) Hashcode() uint32 { return OpHash(op) }
 
 func (op *linearOp) String() string {
 	return fmt.Sprintf("nn.Linear(%d→%d, transW=%t, bias=%t)", op.in, op.out, op.transW, op.bias)
@@ -202,7 +202,7 @@ func (op *linearOp) String() string {
 type biasAddOp struct {
 	opBase
 	rows, C int
-	buf     outBuf
+	buf     OutBuf
 }
 
 // BiasAdd adds y = x + b to the graph, b [C] added to every row of x [N, C],
@@ -236,11 +236,11 @@ func (op *biasAddOp) compute(dst []float32, in []G.Value) error {
 	if err := checkArity("BiasAdd", len(in), 2); err != nil {
 		return err
 	}
-	x, err := f32s("BiasAdd", "x", in[0], op.rows*op.C)
+	x, err := Float32s("nn", "BiasAdd", "x", in[0], op.rows*op.C, ErrShape)
 	if err != nil {
 		return err
 	}
-	b, err := f32s("BiasAdd", "b", in[1], op.C)
+	b, err := Float32s("nn", "BiasAdd", "b", in[1], op.C, ErrShape)
 	if err != nil {
 		return err
 	}
@@ -256,7 +256,7 @@ func (op *biasAddOp) compute(dst []float32, in []G.Value) error {
 
 // Do adds the bias into the op's own buffer.
 func (op *biasAddOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.buf.get(op.rows, op.C)
+	t := op.buf.Get(op.rows, op.C)
 	if err := op.compute(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -265,7 +265,7 @@ func (op *biasAddOp) Do(in ...G.Value) (G.Value, error) {
 
 // UsePreallocDo adds the bias into prealloc.
 func (op *biasAddOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := f32s("BiasAdd", "prealloc", prealloc, op.rows*op.C)
+	dst, err := Float32s("nn", "BiasAdd", "prealloc", prealloc, op.rows*op.C, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +284,7 @@ func (op *biasAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, err
 	}
 	rows, C := op.rows, op.C
 	db, err := newGrad("BiasAddGradB", op.serial, inputs[1], C, -1, func(dst []float32, vals []G.Value) error {
-		dy, err := f32s("BiasAddGradB", "dy", vals[0], rows*C)
+		dy, err := Float32s("nn", "BiasAddGradB", "dy", vals[0], rows*C, ErrShape)
 		if err != nil {
 			return err
 		}
@@ -302,6 +302,6 @@ func (op *biasAddOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "nn.BiasAdd#%d(%d×%d)", op.serial, op.rows, op.C)
 }
 
-func (op *biasAddOp) Hashcode() uint32 { return hashOf(op) }
+func (op *biasAddOp) Hashcode() uint32 { return OpHash(op) }
 
 func (op *biasAddOp) String() string { return "nn.BiasAdd" }

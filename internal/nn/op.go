@@ -3,7 +3,6 @@ package nn
 import (
 	"fmt"
 	"hash"
-	"hash/fnv"
 	"sync/atomic"
 
 	"github.com/chewxy/hm"
@@ -34,84 +33,10 @@ func (opBase) CallsExtern() bool { return false }
 // OverwritesInput is -1: inputs are never written.
 func (opBase) OverwritesInput() int { return -1 }
 
-// hashOf turns an op's WriteHash into its Hashcode.
-func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
-	h := fnv.New32a()
-	op.WriteHash(h)
-	return h.Sum32()
-}
-
 var (
 	matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
 	vectorType = G.TensorType{Dims: 1, Of: tensor.Float32}
 )
-
-// outBuf is an op-owned output tensor, allocated on the first run and reused
-// by the next ones, so a training step does not allocate its activations and
-// gradients again.
-type outBuf struct {
-	data []float32
-	t    *tensor.Dense
-}
-
-// get returns the buffer as a tensor of shape (r, c), or (r) when c < 0. It
-// rebuilds the tensor header (never the memory) if someone changed it, e.g.
-// after gorgonia's UnbindAll returned it to tensor's pool.
-func (b *outBuf) get(r, c int) *tensor.Dense {
-	n := r
-	if c >= 0 {
-		n = r * c
-	}
-	if len(b.data) != n {
-		b.data = make([]float32, n)
-		b.t = nil
-	}
-	if b.t != nil && b.intact(r, c) {
-		return b.t
-	}
-	if c >= 0 {
-		b.t = tensor.New(tensor.WithShape(r, c), tensor.WithBacking(b.data))
-	} else {
-		b.t = tensor.New(tensor.WithShape(r), tensor.WithBacking(b.data))
-	}
-	return b.t
-}
-
-func (b *outBuf) intact(r, c int) bool {
-	t := b.t
-	if t.Dtype() != tensor.Float32 {
-		return false
-	}
-	s := t.Shape()
-	if c >= 0 {
-		if len(s) != 2 || s[0] != r || s[1] != c {
-			return false
-		}
-	} else if len(s) != 1 || s[0] != r {
-		return false
-	}
-	d := t.Float32s()
-	return len(d) == len(b.data) && &d[0] == &b.data[0]
-}
-
-// f32s returns the n float32s of a dense, contiguous value.
-func f32s(fn, what string, v G.Value, n int) ([]float32, error) {
-	d, ok := v.(*tensor.Dense)
-	if !ok {
-		return nil, fmt.Errorf("nn: %s: %s is a %T, want *tensor.Dense: %w", fn, what, v, ErrShape)
-	}
-	if d.Dtype() != tensor.Float32 {
-		return nil, fmt.Errorf("nn: %s: %s has dtype %v, want float32: %w", fn, what, d.Dtype(), ErrShape)
-	}
-	if d.RequiresIterator() {
-		return nil, fmt.Errorf("nn: %s: %s is a non-contiguous view: %w", fn, what, ErrShape)
-	}
-	data := d.Float32s()
-	if d.Shape().TotalSize() != n || len(data) < n {
-		return nil, shapeErr(fn, "%s has shape %v, want %d elements", what, d.Shape(), n)
-	}
-	return data[:n], nil
-}
 
 // scalarF32 reads a scalar value (the upstream gradient of a loss).
 func scalarF32(fn string, v G.Value) (float32, error) {
@@ -185,7 +110,7 @@ type gradOp struct {
 	r, c   int // output shape (r, c), or (r) when c < 0
 	run    func(dst []float32, in []G.Value) error
 
-	out, placeholder outBuf
+	out, placeholder OutBuf
 }
 
 // newGrad builds the gradient node of target from inputs.
@@ -227,9 +152,9 @@ func (op *gradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 // placeholder without computing when the target needs no gradient.
 func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
 	if !op.needed() {
-		return op.placeholder.get(1, 1), nil
+		return op.placeholder.Get(1, 1), nil
 	}
-	t := op.out.get(op.r, op.c)
+	t := op.out.Get(op.r, op.c)
 	if err := op.run(t.Float32s(), in); err != nil {
 		return nil, err
 	}
@@ -239,13 +164,13 @@ func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
 // UsePreallocDo computes the gradient into prealloc.
 func (op *gradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
 	if !op.needed() {
-		return op.placeholder.get(1, 1), nil
+		return op.placeholder.Get(1, 1), nil
 	}
 	n := op.r
 	if op.c >= 0 {
 		n *= op.c
 	}
-	dst, err := f32s(op.name, "prealloc", prealloc, n)
+	dst, err := Float32s("nn", op.name, "prealloc", prealloc, n, ErrShape)
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +186,7 @@ func (op *gradOp) WriteHash(h hash.Hash) {
 }
 
 // Hashcode hashes WriteHash.
-func (op *gradOp) Hashcode() uint32 { return hashOf(op) }
+func (op *gradOp) Hashcode() uint32 { return OpHash(op) }
 
 // String names the op in graph dumps.
 func (op *gradOp) String() string { return fmt.Sprintf("nn.%s(fwd#%d)", op.name, op.fwd) }

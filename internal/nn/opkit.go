@@ -1,0 +1,130 @@
+package nn
+
+// Helpers for writing custom gorgonia ops, shared by the ops of this package
+// and those of attention, parallel, quant and lora.
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// OutBuf is an op-owned output tensor, allocated on the first run and reused
+// by the next ones, so a training step does not allocate its activations and
+// gradients again. The zero value is ready to use; an OutBuf must not be
+// copied after first use.
+//
+// The tensor header is checked on every call and rebuilt (never the memory)
+// if someone changed it: gorgonia's UnbindAll returns the tensors it holds to
+// tensor's pool, which may hand the header out again with another shape or
+// backing array while the op still holds it.
+type OutBuf struct {
+	data  []float32 // owned memory; nil after View
+	shape []int     // shape of t, reused to keep Get allocation-free
+	t     *tensor.Dense
+}
+
+// Get returns the buffer as an r×c tensor, or as a vector of r elements when
+// c < 0. Its contents are those the previous run left when the shape is the
+// same, zeros when the buffer was (re)allocated.
+func (b *OutBuf) Get(r, c int) *tensor.Dense {
+	s := [2]int{r, c}
+	if c < 0 {
+		return b.GetShape(s[:1]...)
+	}
+	return b.GetShape(s[:]...)
+}
+
+// GetShape returns the buffer as a tensor of the given shape, of any rank,
+// as Get does for matrices and vectors.
+func (b *OutBuf) GetShape(shape ...int) *tensor.Dense {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	if b.data == nil || len(b.data) != n {
+		b.data = make([]float32, n)
+		b.t = nil
+	}
+	return b.wrap(b.data, shape)
+}
+
+// Used reports whether Get or View has run, i.e. whether the buffer holds
+// an output (an op reading another op's buffer checks it ran first).
+func (b *OutBuf) Used() bool { return b.t != nil }
+
+// View returns an r×c tensor over data, memory the op does not own (e.g. a
+// layer's weights), reusing the header while data stays the same slice. The
+// next Get allocates the buffer's own memory again.
+func (b *OutBuf) View(data []float32, r, c int) *tensor.Dense {
+	b.data = nil
+	s := [2]int{r, c}
+	return b.wrap(data, s[:])
+}
+
+// wrap returns b.t if it is still a float32 tensor of this exact shape over
+// exactly data, and otherwise a new header over data.
+func (b *OutBuf) wrap(data []float32, shape []int) *tensor.Dense {
+	if b.t != nil && b.intact(data, shape) {
+		return b.t
+	}
+	b.shape = append(b.shape[:0], shape...)
+	b.t = tensor.New(tensor.WithShape(b.shape...), tensor.WithBacking(data))
+	return b.t
+}
+
+func (b *OutBuf) intact(data []float32, shape []int) bool {
+	t := b.t
+	if t.Dtype() != tensor.Float32 {
+		return false
+	}
+	s := t.Shape()
+	if len(s) != len(shape) {
+		return false
+	}
+	for i := range s {
+		if s[i] != shape[i] {
+			return false
+		}
+	}
+	d := t.Float32s()
+	return len(d) == len(data) && (len(d) == 0 || &d[0] == &data[0])
+}
+
+// Float32s returns the n float32s of v, which must be a dense, contiguous
+// float32 tensor of n elements: the ops read and write its backing array
+// directly. Its errors say which package (pkg), op and input (what) the value
+// was, and wrap sentinel, or ErrShape when sentinel is nil, so that callers
+// can test them with errors.Is against their own package's error.
+func Float32s(pkg, op, what string, v G.Value, n int, sentinel error) ([]float32, error) {
+	if sentinel == nil {
+		sentinel = ErrShape
+	}
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return nil, fmt.Errorf("%s: %s: %s is a %T, want *tensor.Dense: %w", pkg, op, what, v, sentinel)
+	}
+	if d.Dtype() != tensor.Float32 {
+		return nil, fmt.Errorf("%s: %s: %s has dtype %v, want float32: %w", pkg, op, what, d.Dtype(), sentinel)
+	}
+	if d.RequiresIterator() {
+		return nil, fmt.Errorf("%s: %s: %s is a non-contiguous view: %w", pkg, op, what, sentinel)
+	}
+	data := d.Float32s()
+	if d.Shape().TotalSize() != n || len(data) < n {
+		return nil, fmt.Errorf("%s: %s: %s has shape %v, want %d elements: %w", pkg, op, what, d.Shape(), n, sentinel)
+	}
+	return data[:n], nil
+}
+
+// OpHash turns an op's WriteHash into its Hashcode (FNV-1a, 32 bits), which
+// gorgonia uses to merge nodes that compute the same thing: ops that must
+// never merge write something unique (e.g. a serial number) in WriteHash.
+func OpHash(op interface{ WriteHash(hash.Hash) }) uint32 {
+	h := fnv.New32a()
+	op.WriteHash(h)
+	return h.Sum32()
+}

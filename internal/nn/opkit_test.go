@@ -1,0 +1,106 @@
+package nn
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+func TestOutBufReuse(t *testing.T) {
+	var b OutBuf
+	if b.Used() {
+		t.Fatal("zero OutBuf reports Used")
+	}
+	m := b.Get(2, 3)
+	if !m.Shape().Eq(tensor.Shape{2, 3}) || len(m.Float32s()) != 6 || !b.Used() {
+		t.Fatalf("Get(2, 3): shape %v, %d elements", m.Shape(), len(m.Float32s()))
+	}
+	if b.Get(2, 3) != m {
+		t.Fatal("same shape: header not reused")
+	}
+	if n := testing.AllocsPerRun(10, func() { b.Get(2, 3) }); n != 0 {
+		t.Fatalf("Get on an intact buffer allocates %v times", n)
+	}
+	// Same size, other shape: new header, same memory.
+	m2 := b.Get(3, 2)
+	if m2 == m || &m2.Float32s()[0] != &m.Float32s()[0] {
+		t.Fatal("Get(3, 2) after Get(2, 3): want a new header over the same memory")
+	}
+	// A header someone reshaped (as tensor's pool may hand it out again) is
+	// rebuilt rather than returned.
+	if err := m2.Reshape(6); err != nil {
+		t.Fatal(err)
+	}
+	if m3 := b.Get(3, 2); m3 == m2 || !m3.Shape().Eq(tensor.Shape{3, 2}) {
+		t.Fatalf("reshaped header returned: %v", m3.Shape())
+	}
+	v := b.Get(6, -1)
+	if s := v.Shape(); len(s) != 1 || s[0] != 6 {
+		t.Fatalf("Get(6, -1): shape %v, want (6)", s)
+	}
+	r4 := b.GetShape(1, 2, 3, 1)
+	if s := r4.Shape(); len(s) != 4 || &r4.Float32s()[0] != &m.Float32s()[0] {
+		t.Fatalf("GetShape(1, 2, 3, 1): shape %v or new memory", s)
+	}
+	if g := b.Get(4, 4); len(g.Float32s()) != 16 {
+		t.Fatalf("Get(4, 4): %d elements", len(g.Float32s()))
+	}
+	if z := b.Get(0, 3); len(z.Float32s()) != 0 || b.Get(0, 3) != z {
+		t.Fatal("empty buffer not reused")
+	}
+}
+
+func TestOutBufView(t *testing.T) {
+	var b OutBuf
+	own := b.Get(2, 2)
+	data := make([]float32, 4)
+	v := b.View(data, 2, 2)
+	if v == own || &v.Float32s()[0] != &data[0] {
+		t.Fatal("View does not wrap the caller's data")
+	}
+	if b.View(data, 2, 2) != v {
+		t.Fatal("View over the same data: header not reused")
+	}
+	other := make([]float32, 4)
+	if w := b.View(other, 2, 2); w == v || &w.Float32s()[0] != &other[0] {
+		t.Fatal("View over other data returned the old header")
+	}
+	if g := b.Get(2, 2); &g.Float32s()[0] == &other[0] || &g.Float32s()[0] == &data[0] {
+		t.Fatal("Get after View returned the caller's memory")
+	}
+}
+
+func TestFloat32s(t *testing.T) {
+	sentinel := errors.New("sentinel")
+	ok := tensor.New(tensor.WithShape(2, 3), tensor.WithBacking(make([]float32, 6)))
+	if d, err := Float32s("pkg", "Op", "x", ok, 6, sentinel); err != nil || len(d) != 6 {
+		t.Fatalf("valid value: %d elements, %v", len(d), err)
+	}
+	view, err := ok.Slice(nil, G.S(0, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := G.F32(1)
+	for _, tc := range []struct {
+		name string
+		v    G.Value
+		n    int
+		want string
+	}{
+		{"not dense", &f, 1, "pkg: Op: x is a *gorgonia.F32, want *tensor.Dense"},
+		{"float64", tensor.New(tensor.WithShape(2), tensor.Of(tensor.Float64)), 2, "pkg: Op: x has dtype float64, want float32"},
+		{"view", view.(*tensor.Dense), 4, "pkg: Op: x is a non-contiguous view"},
+		{"size", ok, 5, "pkg: Op: x has shape (2, 3), want 5 elements"},
+	} {
+		_, err := Float32s("pkg", "Op", "x", tc.v, tc.n, sentinel)
+		if !errors.Is(err, sentinel) || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q… wrapping the sentinel", tc.name, err, tc.want)
+		}
+	}
+	if _, err := Float32s("pkg", "Op", "x", ok, 5, nil); !errors.Is(err, ErrShape) {
+		t.Errorf("nil sentinel: error %v does not wrap ErrShape", err)
+	}
+}
