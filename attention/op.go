@@ -110,6 +110,7 @@ func Op(qkv *G.Node, opts OpOptions) (*G.Node, error) {
 
 // packedOp is the forward op of Op.
 type packedOp struct {
+	nn.OpDefaults
 	opts OpOptions
 	d    int
 	lse  []float32 // saved by Do for the backward op of the same run
@@ -186,9 +187,6 @@ func (op *packedOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, err
 	return prealloc, nil
 }
 
-func (op *packedOp) ReturnsPtr() bool      { return false }
-func (op *packedOp) CallsExtern() bool     { return false }
-func (op *packedOp) OverwritesInput() int  { return -1 }
 func (op *packedOp) WriteHash(h hash.Hash) { op.opts.writeHash(h, "Packed", op.d) }
 func (op *packedOp) Hashcode() uint32      { return nn.OpHash(op) }
 func (op *packedOp) String() string {
@@ -213,6 +211,7 @@ func (op *packedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 
 // packedGradOp is the backward op of Op: (qkv, out, dOut) → dqkv.
 type packedGradOp struct {
+	nn.OpDefaults
 	fwd *packedOp
 	out nn.OutBuf
 }
@@ -295,9 +294,6 @@ func (op *packedGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value,
 	return prealloc, nil
 }
 
-func (op *packedGradOp) ReturnsPtr() bool     { return false }
-func (op *packedGradOp) CallsExtern() bool    { return false }
-func (op *packedGradOp) OverwritesInput() int { return -1 }
 func (op *packedGradOp) WriteHash(h hash.Hash) {
 	op.fwd.opts.writeHash(h, "PackedGrad", op.fwd.d)
 }

@@ -159,6 +159,7 @@ func (op *qkvOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) 
 // qkvGradOp is the fused backward op of OpQKV: (q, k, v, out, dOut) → dq,
 // keeping dk and dv for the two qkvFetchOp nodes that read them.
 type qkvGradOp struct {
+	nn.OpDefaults
 	fwd        *qkvOp
 	dq, dk, dv nn.OutBuf
 }
@@ -213,9 +214,6 @@ func (op *qkvGradOp) Do(in ...G.Value) (G.Value, error) {
 	return tq, nil
 }
 
-func (op *qkvGradOp) ReturnsPtr() bool      { return false }
-func (op *qkvGradOp) CallsExtern() bool     { return false }
-func (op *qkvGradOp) OverwritesInput() int  { return -1 }
 func (op *qkvGradOp) WriteHash(h hash.Hash) { op.fwd.opts.writeHash(h, "QKVGrad", op.fwd.d) }
 func (op *qkvGradOp) Hashcode() uint32      { return nn.OpHash(op) }
 func (op *qkvGradOp) String() string        { return "∂q " + op.fwd.String() }
@@ -223,6 +221,7 @@ func (op *qkvGradOp) String() string        { return "∂q " + op.fwd.String() }
 // qkvFetchOp returns dk (which = 1) or dv (which = 2) computed by src. Its
 // input is src's node, so the tape runs it after src.
 type qkvFetchOp struct {
+	nn.OpDefaults
 	src   *qkvGradOp
 	which int
 }
@@ -251,9 +250,6 @@ func (op *qkvFetchOp) Do(in ...G.Value) (G.Value, error) {
 	return b.GetShape(o.B, o.KVH, o.T, op.src.fwd.d), nil
 }
 
-func (op *qkvFetchOp) ReturnsPtr() bool     { return false }
-func (op *qkvFetchOp) CallsExtern() bool    { return false }
-func (op *qkvFetchOp) OverwritesInput() int { return -1 }
 func (op *qkvFetchOp) WriteHash(h hash.Hash) {
 	op.src.fwd.opts.writeHash(h, fmt.Sprintf("QKVGrad%d", op.which), op.src.fwd.d)
 }

@@ -30,11 +30,10 @@ var opSerial atomic.Uint64
 var matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
 
 // common holds the G.Op methods shared by the ops of this file.
-type common struct{ serial uint64 }
-
-func (common) ReturnsPtr() bool     { return false }
-func (common) CallsExtern() bool    { return false }
-func (common) OverwritesInput() int { return -1 }
+type common struct {
+	nn.OpDefaults
+	serial uint64
+}
 
 // ---------------------------------------------------------------------------
 // h = dropout(x)·Aᵀ
@@ -69,7 +68,7 @@ func newDown(x, a *G.Node, p float64, src *nn.DropoutSource, stream uint64) (*G.
 	if len(xs) != 2 || len(as) != 2 || xs[1] != as[1] {
 		return nil, fmt.Errorf("lora: adapter down-projection: x %v and A %v do not fit", xs, as)
 	}
-	op := &downOp{common: common{opSerial.Add(1)}, rows: xs[0], in: xs[1], r: as[0], p: p, src: src, stream: stream}
+	op := &downOp{common: common{serial: opSerial.Add(1)}, rows: xs[0], in: xs[1], r: as[0], p: p, src: src, stream: stream}
 	n, err := G.ApplyOp(op, x, a)
 	if err != nil {
 		return nil, fmt.Errorf("lora: adapter down-projection: %w", err)
@@ -236,7 +235,7 @@ func newUpAdd(base, h, b *G.Node, scale float32, inPlace bool) (*G.Node, error) 
 	if len(bs) != 2 || len(hs) != 2 || len(ws) != 2 || hs[0] != bs[0] || ws[0] != bs[1] || ws[1] != hs[1] {
 		return nil, fmt.Errorf("lora: adapter up-projection: base %v, h %v, B %v do not fit", bs, hs, ws)
 	}
-	op := &upAddOp{common: common{opSerial.Add(1)}, rows: bs[0], r: hs[1], out: bs[1], scale: scale, inPlace: inPlace}
+	op := &upAddOp{common: common{serial: opSerial.Add(1)}, rows: bs[0], r: hs[1], out: bs[1], scale: scale, inPlace: inPlace}
 	n, err := G.ApplyOp(op, base, h, b)
 	if err != nil {
 		return nil, fmt.Errorf("lora: adapter up-projection: %w", err)
@@ -349,7 +348,7 @@ func newGrad(name string, target *G.Node, r, c int, run func([]float32, []G.Valu
 		types = append(types, in.Type())
 	}
 	types = append(types, matrixType)
-	op := &gradOp{common: common{opSerial.Add(1)}, name: name, target: target, arity: len(inputs), typ: hm.NewFnType(types...), r: r, c: c, run: run}
+	op := &gradOp{common: common{serial: opSerial.Add(1)}, name: name, target: target, arity: len(inputs), typ: hm.NewFnType(types...), r: r, c: c, run: run}
 	n, err := G.ApplyOp(op, inputs...)
 	if err != nil {
 		return nil, fmt.Errorf("lora: %s: %w", name, err)

@@ -79,6 +79,7 @@ func (l *zeroLinear) release() { l.t.release.releaseRange(l.unit) }
 
 // zeroLinearOp is the forward op.
 type zeroLinearOp struct {
+	nn.OpDefaults
 	l    *zeroLinear
 	rows int
 	y    nn.OutBuf
@@ -86,13 +87,8 @@ type zeroLinearOp struct {
 
 var matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
 
-func (op *zeroLinearOp) Arity() int        { return 1 }
-func (op *zeroLinearOp) Type() hm.Type     { return hm.NewFnType(matrixType, matrixType) }
-func (op *zeroLinearOp) ReturnsPtr() bool  { return false }
-func (op *zeroLinearOp) CallsExtern() bool { return false }
-func (op *zeroLinearOp) OverwritesInput() int {
-	return -1
-}
+func (op *zeroLinearOp) Arity() int    { return 1 }
+func (op *zeroLinearOp) Type() hm.Type { return hm.NewFnType(matrixType, matrixType) }
 func (op *zeroLinearOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.l.out}, nil
 }
@@ -144,6 +140,7 @@ func (op *zeroLinearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 // zeroLinearGradOp is the backward op of a zeroLinearOp: inputs x and dy,
 // output dx; dW and db go straight into the replica's gradient buffer.
 type zeroLinearGradOp struct {
+	nn.OpDefaults
 	fwd *zeroLinearOp
 	dx  nn.OutBuf
 }
@@ -152,9 +149,6 @@ func (op *zeroLinearGradOp) Arity() int { return 2 }
 func (op *zeroLinearGradOp) Type() hm.Type {
 	return hm.NewFnType(matrixType, matrixType, matrixType)
 }
-func (op *zeroLinearGradOp) ReturnsPtr() bool     { return false }
-func (op *zeroLinearGradOp) CallsExtern() bool    { return false }
-func (op *zeroLinearGradOp) OverwritesInput() int { return -1 }
 func (op *zeroLinearGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.fwd.rows, op.fwd.l.in}, nil
 }

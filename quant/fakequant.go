@@ -57,6 +57,7 @@ var (
 
 // fakeQuantOp computes y = clamp(round(x/s), −127, 127)·s.
 type fakeQuantOp struct {
+	nn.OpDefaults
 	serial     uint64
 	rows, cols int
 	opts       FakeQuantOptions
@@ -119,10 +120,6 @@ func (op *fakeQuantOp) Type() hm.Type {
 func (op *fakeQuantOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.cols}, nil
 }
-
-func (op *fakeQuantOp) ReturnsPtr() bool     { return false }
-func (op *fakeQuantOp) CallsExtern() bool    { return false }
-func (op *fakeQuantOp) OverwritesInput() int { return -1 }
 
 func (op *fakeQuantOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "quant.FakeQuant#%d(%d×%d, perChannel=%t, lsq=%t)", op.serial, op.rows, op.cols, op.opts.PerChannel, op.opts.LSQ)
@@ -229,6 +226,7 @@ func (op *fakeQuantOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 // fqGradOp computes one gradient of a fake-quant op: of x (straight-through
 // with the clipping mask) or of the LSQ scale.
 type fqGradOp struct {
+	nn.OpDefaults
 	fwd      *fakeQuantOp
 	serial   uint64
 	target   *G.Node
@@ -256,9 +254,6 @@ func (g *fqGradOp) shape() tensor.Shape {
 }
 
 func (g *fqGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) { return g.shape(), nil }
-func (g *fqGradOp) ReturnsPtr() bool                               { return false }
-func (g *fqGradOp) CallsExtern() bool                              { return false }
-func (g *fqGradOp) OverwritesInput() int                           { return -1 }
 
 func (g *fqGradOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "quant.FakeQuantGrad#%d(fwd#%d, scale=%t)", g.serial, g.fwd.serial, g.wrtScale)

@@ -274,6 +274,7 @@ var (
 // int8LinearOp is y = x·deq(W)ᵀ + b for a frozen int8 layer: its one input is
 // x [rows, In]; the weight and bias are read from the layer.
 type int8LinearOp struct {
+	nn.OpDefaults
 	serial uint64
 	l      *Linear
 	rows   int
@@ -307,11 +308,8 @@ func Int8Linear(x *G.Node, l *Linear) (*G.Node, error) {
 	return n, nil
 }
 
-func (op *int8LinearOp) Arity() int           { return 1 }
-func (op *int8LinearOp) Type() hm.Type        { return hm.NewFnType(i8Matrix, i8Matrix) }
-func (op *int8LinearOp) ReturnsPtr() bool     { return false }
-func (op *int8LinearOp) CallsExtern() bool    { return false }
-func (op *int8LinearOp) OverwritesInput() int { return -1 }
+func (op *int8LinearOp) Arity() int    { return 1 }
+func (op *int8LinearOp) Type() hm.Type { return hm.NewFnType(i8Matrix, i8Matrix) }
 func (op *int8LinearOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.l.Out}, nil
 }
@@ -376,6 +374,7 @@ func (op *int8LinearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 // without any work when x has no derivative node (nothing trainable lies
 // before the layer), as the backward ops of internal/nn and lora do.
 type int8LinearGradOp struct {
+	nn.OpDefaults
 	serial  uint64
 	l       *Linear
 	rows    int
@@ -383,11 +382,8 @@ type int8LinearGradOp struct {
 	out, ph nn.OutBuf
 }
 
-func (op *int8LinearGradOp) Arity() int           { return 1 }
-func (op *int8LinearGradOp) Type() hm.Type        { return hm.NewFnType(i8Matrix, i8Matrix) }
-func (op *int8LinearGradOp) ReturnsPtr() bool     { return false }
-func (op *int8LinearGradOp) CallsExtern() bool    { return false }
-func (op *int8LinearGradOp) OverwritesInput() int { return -1 }
+func (op *int8LinearGradOp) Arity() int    { return 1 }
+func (op *int8LinearGradOp) Type() hm.Type { return hm.NewFnType(i8Matrix, i8Matrix) }
 func (op *int8LinearGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.l.In}, nil
 }

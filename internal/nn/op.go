@@ -17,21 +17,11 @@ var opSerial atomic.Uint64
 
 // opBase carries the parts common to every op of the package.
 type opBase struct {
+	OpDefaults
 	serial uint64
 }
 
 func newOpBase() opBase { return opBase{serial: opSerial.Add(1)} }
-
-// ReturnsPtr is false: outputs are fresh values that no consumer may assume
-// to be one of its inputs.
-func (opBase) ReturnsPtr() bool { return false }
-
-// CallsExtern is false: no cgo. (True would also make the compiler insert an
-// alloc instruction that allocates afresh after every Reset.)
-func (opBase) CallsExtern() bool { return false }
-
-// OverwritesInput is -1: inputs are never written.
-func (opBase) OverwritesInput() int { return -1 }
 
 var (
 	matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}

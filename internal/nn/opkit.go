@@ -120,6 +120,21 @@ func Float32s(pkg, op, what string, v G.Value, n int, sentinel error) ([]float32
 	return data[:n], nil
 }
 
+// OpDefaults gives an op, by embedding, the G.Op methods that every custom
+// op of galleon answers the same way.
+type OpDefaults struct{}
+
+// ReturnsPtr is false: outputs are fresh values that no consumer may assume
+// to be one of its inputs.
+func (OpDefaults) ReturnsPtr() bool { return false }
+
+// CallsExtern is false: no cgo. (True would also make the compiler insert an
+// alloc instruction that allocates afresh after every Reset.)
+func (OpDefaults) CallsExtern() bool { return false }
+
+// OverwritesInput is -1: inputs are never written.
+func (OpDefaults) OverwritesInput() int { return -1 }
+
 // OpHash turns an op's WriteHash into its Hashcode (FNV-1a, 32 bits), which
 // gorgonia uses to merge nodes that compute the same thing: ops that must
 // never merge write something unique (e.g. a serial number) in WriteHash.
