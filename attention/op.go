@@ -168,23 +168,12 @@ func (op *packedOp) compute(dst []float32, in []G.Value) error {
 // Do computes the attention output into a buffer owned by the op, reused by
 // later runs.
 func (op *packedOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.Get(op.opts.B*op.opts.T, op.opts.H*op.d)
-	if err := op.compute(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.out.Do(op.opts.B*op.opts.T, op.opts.H*op.d, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 // UsePreallocDo computes the attention output into prealloc.
 func (op *packedOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := nn.Float32s("attention", "Op", "prealloc", prealloc, op.opts.B*op.opts.T*op.opts.H*op.d, ErrShape)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.compute(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return nn.PreallocDo("attention", "Op", prealloc, op.opts.B*op.opts.T*op.opts.H*op.d, ErrShape, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 func (op *packedOp) WriteHash(h hash.Hash) { op.opts.writeHash(h, "Packed", op.d) }
@@ -274,24 +263,13 @@ func (op *packedGradOp) compute(dst []float32, in []G.Value) error {
 // Do computes the qkv gradient into a buffer owned by the op.
 func (op *packedGradOp) Do(in ...G.Value) (G.Value, error) {
 	f := op.fwd
-	t := op.out.Get(f.opts.B*f.opts.T, f.width())
-	if err := op.compute(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.out.Do(f.opts.B*f.opts.T, f.width(), func(dst []float32) error { return op.compute(dst, in) })
 }
 
 // UsePreallocDo computes the qkv gradient into prealloc.
 func (op *packedGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
 	f := op.fwd
-	dst, err := nn.Float32s("attention", "Op gradient", "prealloc", prealloc, f.opts.B*f.opts.T*f.width(), ErrShape)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.compute(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return nn.PreallocDo("attention", "Op gradient", prealloc, f.opts.B*f.opts.T*f.width(), ErrShape, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 func (op *packedGradOp) WriteHash(h hash.Hash) {

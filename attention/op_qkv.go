@@ -116,14 +116,7 @@ func (op *qkvOp) Do(in ...G.Value) (G.Value, error) {
 // UsePreallocDo computes the attention output into prealloc.
 func (op *qkvOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
 	o := &op.opts
-	dst, err := nn.Float32s("attention", "OpQKV", "prealloc", prealloc, o.B*o.H*o.T*op.d, ErrShape)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.compute(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return nn.PreallocDo("attention", "OpQKV", prealloc, o.B*o.H*o.T*op.d, ErrShape, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 func (op *qkvOp) WriteHash(h hash.Hash) { op.opts.writeHash(h, "QKV", op.d) }

@@ -371,9 +371,5 @@ func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
 	if op.target.Deriv() == nil {
 		return op.placeh.Get(1, 1), nil
 	}
-	t := op.out.Get(op.r, op.c)
-	if err := op.run(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.out.Do(op.r, op.c, func(dst []float32) error { return op.run(dst, in) })
 }

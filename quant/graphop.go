@@ -335,23 +335,12 @@ func (op *int8LinearOp) compute(dst []float32, in []G.Value) error {
 
 // Do computes y into the op's own buffer.
 func (op *int8LinearOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.Get(op.rows, op.l.Out)
-	if err := op.compute(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.out.Do(op.rows, op.l.Out, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 // UsePreallocDo computes y into prealloc.
 func (op *int8LinearOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := nn.Float32s("quant", "Int8Linear", "prealloc", prealloc, op.rows*op.l.Out, ErrInput)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.compute(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return nn.PreallocDo("quant", "Int8Linear", prealloc, op.rows*op.l.Out, ErrInput, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 func (op *int8LinearOp) DiffWRT(int) []bool { return []bool{true} }

@@ -149,23 +149,12 @@ func (op *dropoutOp) compute(dst []float32, in []G.Value) error {
 
 // Do applies the mask into the op's own buffer.
 func (op *dropoutOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.Get(op.rows, op.cols)
-	if err := op.compute(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.out.Do(op.rows, op.cols, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 // UsePreallocDo applies the mask into prealloc.
 func (op *dropoutOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := Float32s("nn", "Dropout", "prealloc", prealloc, op.rows*op.cols, ErrShape)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.compute(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return PreallocDo("nn", "Dropout", prealloc, op.rows*op.cols, ErrShape, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 func (op *dropoutOp) DiffWRT(n int) []bool { return []bool{true} }

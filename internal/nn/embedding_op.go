@@ -82,23 +82,12 @@ func (op *embeddingOp) compute(dst []float32, in []G.Value) error {
 
 // Do computes the embedding into the op's own buffer.
 func (op *embeddingOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.Get(op.rows(), op.C)
-	if err := op.compute(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.out.Do(op.rows(), op.C, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 // UsePreallocDo computes the embedding into prealloc.
 func (op *embeddingOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := Float32s("nn", "Embedding", "prealloc", prealloc, op.rows()*op.C, ErrShape)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.compute(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return PreallocDo("nn", "Embedding", prealloc, op.rows()*op.C, ErrShape, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 func (op *embeddingOp) DiffWRT(n int) []bool { return []bool{true, true} }

@@ -54,23 +54,12 @@ func (op *geluOp) compute(dst []float32, in []G.Value) error {
 
 // Do applies GELU into the op's own buffer.
 func (op *geluOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.out.Get(op.rows, op.cols)
-	if err := op.compute(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.out.Do(op.rows, op.cols, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 // UsePreallocDo applies GELU into prealloc.
 func (op *geluOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := Float32s("nn", "GELU", "prealloc", prealloc, op.rows*op.cols, ErrShape)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.compute(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return PreallocDo("nn", "GELU", prealloc, op.rows*op.cols, ErrShape, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 func (op *geluOp) DiffWRT(n int) []bool { return []bool{true} }

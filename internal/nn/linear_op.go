@@ -102,23 +102,12 @@ func (op *linearOp) compute(dst []float32, in []G.Value) error {
 
 // Do computes y into the op's own buffer.
 func (op *linearOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.buf.Get(op.rows, op.out)
-	if err := op.compute(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.buf.Do(op.rows, op.out, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 // UsePreallocDo computes y into prealloc.
 func (op *linearOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := Float32s("nn", "Linear", "prealloc", prealloc, op.rows*op.out, ErrShape)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.compute(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return PreallocDo("nn", "Linear", prealloc, op.rows*op.out, ErrShape, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 func (op *linearOp) DiffWRT(n int) []bool {
@@ -256,23 +245,12 @@ func (op *biasAddOp) compute(dst []float32, in []G.Value) error {
 
 // Do adds the bias into the op's own buffer.
 func (op *biasAddOp) Do(in ...G.Value) (G.Value, error) {
-	t := op.buf.Get(op.rows, op.C)
-	if err := op.compute(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.buf.Do(op.rows, op.C, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 // UsePreallocDo adds the bias into prealloc.
 func (op *biasAddOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	dst, err := Float32s("nn", "BiasAdd", "prealloc", prealloc, op.rows*op.C, ErrShape)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.compute(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return PreallocDo("nn", "BiasAdd", prealloc, op.rows*op.C, ErrShape, func(dst []float32) error { return op.compute(dst, in) })
 }
 
 func (op *biasAddOp) DiffWRT(n int) []bool { return []bool{true, true} }

@@ -144,11 +144,7 @@ func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
 	if !op.needed() {
 		return op.placeholder.Get(1, 1), nil
 	}
-	t := op.out.Get(op.r, op.c)
-	if err := op.run(t.Float32s(), in); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return op.out.Do(op.r, op.c, func(dst []float32) error { return op.run(dst, in) })
 }
 
 // UsePreallocDo computes the gradient into prealloc.
@@ -160,14 +156,7 @@ func (op *gradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error
 	if op.c >= 0 {
 		n *= op.c
 	}
-	dst, err := Float32s("nn", op.name, "prealloc", prealloc, n, ErrShape)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.run(dst, in); err != nil {
-		return nil, err
-	}
-	return prealloc, nil
+	return PreallocDo("nn", op.name, prealloc, n, ErrShape, func(dst []float32) error { return op.run(dst, in) })
 }
 
 // WriteHash identifies the instance.

@@ -120,6 +120,39 @@ func Float32s(pkg, op, what string, v G.Value, n int, sentinel error) ([]float32
 	return data[:n], nil
 }
 
+// Do is the body of an op's Do method for an r×c output (a vector of r
+// elements when c < 0) held in b: it runs compute on the buffer's memory and
+// returns the buffer, or compute's error and a nil value. The ops write
+//
+//	return op.out.Do(r, c, func(dst []float32) error { return op.compute(dst, in) })
+//
+// so that Do and UsePreallocDo (see PreallocDo) share one compute method.
+// compute does not escape: the literal stays on the caller's stack and a
+// call allocates nothing more than compute does.
+func (b *OutBuf) Do(r, c int, compute func(dst []float32) error) (G.Value, error) {
+	t := b.Get(r, c)
+	if err := compute(t.Float32s()); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// PreallocDo is the body of an op's UsePreallocDo method: it checks prealloc
+// with Float32s(pkg, op, "prealloc", prealloc, n, sentinel), so its errors are
+// those Float32s gives, runs compute on its n float32s and returns prealloc,
+// or the first error and a nil value. As for OutBuf.Do, compute does not
+// escape.
+func PreallocDo(pkg, op string, prealloc G.Value, n int, sentinel error, compute func(dst []float32) error) (G.Value, error) {
+	dst, err := Float32s(pkg, op, "prealloc", prealloc, n, sentinel)
+	if err != nil {
+		return nil, err
+	}
+	if err := compute(dst); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
 // OpDefaults gives an op, by embedding, the G.Op methods that every custom
 // op of galleon answers the same way.
 type OpDefaults struct{}

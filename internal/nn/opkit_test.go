@@ -104,3 +104,43 @@ func TestFloat32s(t *testing.T) {
 		t.Errorf("nil sentinel: error %v does not wrap ErrShape", err)
 	}
 }
+
+func TestOutBufDoAndPreallocDo(t *testing.T) {
+	var b OutBuf
+	fill := func(dst []float32) error {
+		for i := range dst {
+			dst[i] = float32(i)
+		}
+		return nil
+	}
+	v, err := b.Do(2, 3, fill)
+	if err != nil || v != G.Value(b.Get(2, 3)) || v.(*tensor.Dense).Float32s()[5] != 5 {
+		t.Fatalf("Do = %v, %v; want the buffer, filled", v, err)
+	}
+	boom := errors.New("boom")
+	fail := func([]float32) error { return boom }
+	if v, err := b.Do(2, 3, fail); v != nil || err != boom {
+		t.Fatalf("Do with failing compute = %v, %v; want nil, boom", v, err)
+	}
+
+	pre := tensor.New(tensor.WithShape(2, 3), tensor.Of(tensor.Float32))
+	if v, err := PreallocDo("nn", "Test", pre, 6, nil, fill); err != nil || v != G.Value(pre) || pre.Float32s()[4] != 4 {
+		t.Fatalf("PreallocDo = %v, %v; want prealloc, filled", v, err)
+	}
+	if v, err := PreallocDo("nn", "Test", pre, 6, nil, fail); v != nil || err != boom {
+		t.Fatalf("PreallocDo with failing compute = %v, %v; want nil, boom", v, err)
+	}
+	ran := false
+	v, err = PreallocDo("nn", "Test", pre, 7, ErrRange, func([]float32) error { ran = true; return nil })
+	if v != nil || ran || !errors.Is(err, ErrRange) || !strings.HasPrefix(err.Error(), "nn: Test: prealloc has shape") {
+		t.Fatalf("PreallocDo with a wrong shape = %v, %v (compute ran: %v)", v, err, ran)
+	}
+
+	in := []float32{1}
+	if n := testing.AllocsPerRun(10, func() {
+		b.Do(2, 3, func(dst []float32) error { dst[0] = in[0]; return nil })
+		PreallocDo("nn", "Test", pre, 6, nil, func(dst []float32) error { dst[0] = in[0]; return nil })
+	}); n != 0 {
+		t.Errorf("Do and PreallocDo allocate %v times per call, want 0", n)
+	}
+}
