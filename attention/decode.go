@@ -32,7 +32,8 @@ const DecodeChunk = 256
 // new [B, H, Tq, D] tensor equal (to rounding) to the last Tq rows of Forward
 // over the first L positions.
 func Decode(q, kcache, vcache Tensor, length int, opts Options) (Tensor, error) {
-	if _, err := checkQKV(q, kcache, vcache); err != nil {
+	var p problem
+	if err := checkQKV(&p, q, kcache, vcache); err != nil {
 		return Tensor{}, err
 	}
 	o := NewTensor(q.B, q.H, q.T, q.D)
@@ -42,10 +43,14 @@ func Decode(q, kcache, vcache Tensor, length int, opts Options) (Tensor, error) 
 	return o, nil
 }
 
-// DecodeInto is Decode writing into o (shaped like q, any strides).
+// DecodeInto is Decode writing into o (shaped like q, any strides). Its
+// scratch and call state come from pools: once they are warm it allocates
+// nothing, so generating token by token makes no garbage here.
 func DecodeInto(o, q, kcache, vcache Tensor, length int, opts Options) error {
-	p, err := checkQKV(q, kcache, vcache)
-	if err != nil {
+	j := decodeJobs.Get().(*decodeJob)
+	defer j.free()
+	p := &j.p
+	if err := checkQKV(p, q, kcache, vcache); err != nil {
 		return err
 	}
 	if opts.Lengths != nil && length != 0 {
@@ -57,7 +62,8 @@ func DecodeInto(o, q, kcache, vcache Tensor, length int, opts Options) error {
 	if err := checkSame("o", o, q); err != nil {
 		return err
 	}
-	flashDecode(p, q, kcache, vcache, o)
+	j.q, j.k, j.v, j.o = q, kcache, vcache, o
+	j.run()
 	return nil
 }
 
@@ -73,8 +79,33 @@ var (
 	decodeRowPool   = sync.Pool{New: func() any { s := make([]float32, DecodeChunk); return &s }}
 )
 
-// flashDecode runs the split-KV decoding on validated arguments.
-func flashDecode(p *problem, q, k, v, o Tensor) {
+// decodeJob is the pooled state of one decoding call. Its item method
+// computes one chunk; decodeMerge's merges the chunks of one kv head.
+type decodeJob struct {
+	p          problem
+	q, k, v, o Tensor
+	nchunk     int
+	rows       int          // query rows per kv head: G·Tq
+	stride     int          // per row: m, l, then D accumulators
+	itemLen    int          // rows·stride
+	parts      []float32    // per chunk: itemLen partial results
+	bufs       []*[]float32 // per worker score row, from decodeRowPool on first use
+}
+
+// decodeMerge is a decodeJob in its merge phase.
+type decodeMerge decodeJob
+
+var decodeJobs = sync.Pool{New: func() any { return new(decodeJob) }}
+
+// free drops the job's references to the caller's data and pools it.
+func (j *decodeJob) free() {
+	j.q, j.k, j.v, j.o, j.parts = Tensor{}, Tensor{}, Tensor{}, Tensor{}, nil
+	decodeJobs.Put(j)
+}
+
+// run runs the split-KV decoding on validated arguments.
+func (j *decodeJob) run() {
+	p := &j.p
 	if p.B*p.H*p.Tq == 0 {
 		return
 	}
@@ -82,13 +113,14 @@ func flashDecode(p *problem, q, k, v, o Tensor) {
 	for _, l := range p.lk {
 		lmax = max(lmax, l)
 	}
-	nchunk := max((lmax+DecodeChunk-1)/DecodeChunk, 1)
-	rows := p.G * p.Tq
-	stride := p.D + 2 // per row: m, l, then D accumulators
-	itemLen := rows * stride
-	nitems := p.B * p.KVH * nchunk
-	parts := decodePartsPool.get(nitems * itemLen)
+	j.nchunk = max((lmax+DecodeChunk-1)/DecodeChunk, 1)
+	j.rows = p.G * p.Tq
+	j.stride = p.D + 2
+	j.itemLen = j.rows * j.stride
+	nitems := p.B * p.KVH * j.nchunk
+	parts := decodePartsPool.get(nitems * j.itemLen)
 	defer decodePartsPool.put(parts)
+	j.parts = *parts
 	// A token's attention over a short cache is a few microseconds of work,
 	// less than waking another thread costs: unless told how many workers
 	// to use, split only work that pays.
@@ -96,46 +128,56 @@ func flashDecode(p *problem, q, k, v, o Tensor) {
 	if p.autoWorkers {
 		workers = min(workers, max(1, p.B*p.H*p.Tq*lmax*p.D/decodeGrain))
 	}
-	bufs := make([]*[]float32, min(workers, nitems))
-	parallelFor(workers, nitems, func(w, item int) {
-		if bufs[w] == nil {
-			bufs[w] = decodeRowPool.Get().(*[]float32)
-		}
-		pair, c := item/nchunk, item%nchunk
-		decodeChunk(p, q, k, v, pair/p.KVH, pair%p.KVH, c*DecodeChunk, (*parts)[item*itemLen:(item+1)*itemLen], *bufs[w])
-	})
-	for _, b := range bufs {
+	j.bufs = resizeScratch(j.bufs, min(workers, nitems))
+	parallelFor(workers, nitems, j)
+	for w, b := range j.bufs {
 		if b != nil {
 			decodeRowPool.Put(b)
+			j.bufs[w] = nil
 		}
 	}
 	// Merge the chunks of each (batch, kv head) in chunk order.
-	parallelFor(workers, p.B*p.KVH, func(_, pair int) {
-		b, kh := pair/p.KVH, pair%p.KVH
-		for row := 0; row < rows; row++ {
-			hg, r := row/p.Tq, row%p.Tq
-			orow := o.Row(b, kh*p.G+hg, r)
-			clear(orow)
-			mx := negInf
-			for c := 0; c < nchunk; c++ {
-				mx = max(mx, (*parts)[(pair*nchunk+c)*itemLen+row*stride])
-			}
-			if mx == negInf {
+	parallelFor(workers, p.B*p.KVH, (*decodeMerge)(j))
+}
+
+// item computes chunk c of the (batch, kv head) pair of work item it.
+func (j *decodeJob) item(w, it int) {
+	if j.bufs[w] == nil {
+		j.bufs[w] = decodeRowPool.Get().(*[]float32)
+	}
+	p := &j.p
+	pair, c := it/j.nchunk, it%j.nchunk
+	decodeChunk(p, j.q, j.k, j.v, pair/p.KVH, pair%p.KVH, c*DecodeChunk, j.parts[it*j.itemLen:(it+1)*j.itemLen], *j.bufs[w])
+}
+
+// item merges the chunks of (batch, kv head) pair into the output rows.
+func (j *decodeMerge) item(_, pair int) {
+	p := &j.p
+	nchunk, itemLen, stride, parts, o := j.nchunk, j.itemLen, j.stride, j.parts, j.o
+	b, kh := pair/p.KVH, pair%p.KVH
+	for row := 0; row < j.rows; row++ {
+		hg, r := row/p.Tq, row%p.Tq
+		orow := o.Row(b, kh*p.G+hg, r)
+		clear(orow)
+		mx := negInf
+		for c := 0; c < nchunk; c++ {
+			mx = max(mx, parts[(pair*nchunk+c)*itemLen+row*stride])
+		}
+		if mx == negInf {
+			continue
+		}
+		var l float32
+		for c := 0; c < nchunk; c++ {
+			part := parts[(pair*nchunk+c)*itemLen+row*stride:][:stride]
+			if part[0] == negInf {
 				continue
 			}
-			var l float32
-			for c := 0; c < nchunk; c++ {
-				part := (*parts)[(pair*nchunk+c)*itemLen+row*stride:][:stride]
-				if part[0] == negInf {
-					continue
-				}
-				w := float32(math.Exp(float64(part[0] - mx)))
-				l += w * part[1]
-				kernels.Axpy(w, part[2:], orow)
-			}
-			kernels.Scale(1/l, orow)
+			w := float32(math.Exp(float64(part[0] - mx)))
+			l += w * part[1]
+			kernels.Axpy(w, part[2:], orow)
 		}
-	})
+		kernels.Scale(1/l, orow)
+	}
 }
 
 // decodeChunk computes, for every query row of the group of kv head kh of

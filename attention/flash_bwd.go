@@ -13,7 +13,8 @@ import (
 // new [B, KVH, Tk, D] tensors. opts must be the options of the forward call
 // (tile sizes and workers may differ).
 func Backward(q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) (dq, dk, dv Tensor, err error) {
-	if _, err = checkQKV(q, k, v); err != nil {
+	var p problem
+	if err = checkQKV(&p, q, k, v); err != nil {
 		return
 	}
 	dq = NewTensor(q.B, q.H, q.T, q.D)
@@ -27,11 +28,13 @@ func Backward(q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) (dq, dk
 
 // BackwardInto is Backward writing (not adding) the gradients into dq, dk
 // and dv, which may have any strides (for example the column ranges of one
-// packed QKV gradient, see PackedQKV). Apart from pooled scratch it
-// allocates nothing that grows with the problem.
+// packed QKV gradient, see PackedQKV). Its scratch and call state come from
+// pools: once they are warm it allocates nothing.
 func BackwardInto(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) error {
-	p, err := checkQKV(q, k, v)
-	if err != nil {
+	j := bwdJobs.Get().(*bwdJob)
+	defer j.free()
+	p := &j.p
+	if err := checkQKV(p, q, k, v); err != nil {
 		return err
 	}
 	if err := p.resolve(&opts, false, 0); err != nil {
@@ -43,8 +46,32 @@ func BackwardInto(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, opts 
 	if err := checkLSE(lse, p); err != nil {
 		return err
 	}
-	flashBackward(p, &bwdArgs{q: q, k: k, v: v, o: o, dO: dO, lse: lse, dq: dq, dk: dk, dv: dv})
+	j.a = bwdArgs{q: q, k: k, v: v, o: o, dO: dO, lse: lse, dq: dq, dk: dk, dv: dv}
+	j.run()
 	return nil
+}
+
+// bwdJob is the pooled state of one backward call. Its item method runs one
+// work item (key blocks of a (batch, kv head)); bwdMerge's sums the partial
+// dq of one (batch, kv head) when the key blocks are split.
+type bwdJob struct {
+	p       problem
+	a       bwdArgs
+	g       bwdGeom
+	parts   []float32     // partial dq per item, when split
+	partLen int           // elements of one partial dq
+	scratch []*bwdScratch // per worker, taken from bwdPool on first use
+}
+
+// bwdMerge is a bwdJob in its merge phase.
+type bwdMerge bwdJob
+
+var bwdJobs = sync.Pool{New: func() any { return new(bwdJob) }}
+
+// free drops the job's references to the caller's data and pools it.
+func (j *bwdJob) free() {
+	j.a, j.parts = bwdArgs{}, nil
+	bwdJobs.Put(j)
 }
 
 // bwdArgs gathers the tensors of a backward call.
@@ -72,6 +99,7 @@ type bwdScratch struct {
 	qpad, dpad []float32 // padded copies of the last query block of q and dO
 	di         []float32 // rowsum(dO∘O) per head of the group, padded rows
 	dq         []float32 // dq accumulator per head of the group (unsplit items)
+	cost       []int     // prefix sums of key-block costs (see splitRange)
 }
 
 // bwdGeom holds the sizes shared by the items of one backward call.
@@ -79,8 +107,7 @@ type bwdGeom struct {
 	ldt, lds, mr int // leading dims of the Kᵀ/Vᵀ tiles and P/dS, padded block rows
 	tqp          int // padded rows of di and dq per head
 	nkb          int // key blocks
-	nsplit       int // items per (batch, kv head)
-	splits       []int
+	nsplit       int // items per (batch, kv head), at most minBackwardItems
 }
 
 func (s *bwdScratch) size(p *problem, g *bwdGeom, ownDQ bool) {
@@ -99,12 +126,13 @@ func (s *bwdScratch) size(p *problem, g *bwdGeom, ownDQ bool) {
 	}
 }
 
-// flashBackward runs the backward pass on validated arguments.
-func flashBackward(p *problem, a *bwdArgs) {
+// run runs the backward pass on validated arguments.
+func (j *bwdJob) run() {
+	p, g := &j.p, &j.g
 	if p.B*p.KVH == 0 || p.Tk == 0 && p.Tq == 0 {
 		return
 	}
-	g := &bwdGeom{
+	*g = bwdGeom{
 		ldt: roundUp(p.bk, microN),
 		lds: roundUp(p.bk, microN) + 8, // room for 6-row reads of Pᵀ past bc
 		mr:  roundUp(p.bq, microM),
@@ -116,56 +144,69 @@ func flashBackward(p *problem, a *bwdArgs) {
 	if pairs < minBackwardItems && g.nkb > 1 {
 		g.nsplit = min((minBackwardItems+pairs-1)/pairs, g.nkb)
 	}
-	var parts *[]float32
-	partLen := p.G * g.tqp * p.D
+	j.partLen = p.G * g.tqp * p.D
 	if g.nsplit > 1 {
-		parts = dqPartsPool.get(pairs * g.nsplit * partLen)
+		parts := dqPartsPool.get(pairs * g.nsplit * j.partLen)
 		defer dqPartsPool.put(parts)
+		j.parts = *parts
 	}
 	nitems := pairs * g.nsplit
-	scratch := make([]*bwdScratch, min(p.workers, nitems))
-	parallelFor(p.workers, nitems, func(w, item int) {
-		s := scratch[w]
-		if s == nil {
-			s = bwdPool.Get().(*bwdScratch)
-			s.size(p, g, g.nsplit == 1)
-			scratch[w] = s
-		}
-		pair, split := item/g.nsplit, item%g.nsplit
-		b, kh := pair/p.KVH, pair%p.KVH
-		kb0, kb1 := 0, g.nkb
-		dqAcc := s.dq
-		if g.nsplit > 1 {
-			kb0, kb1 = splitRange(p, g, b, split)
-			dqAcc = (*parts)[item*partLen : (item+1)*partLen]
-		}
-		backwardItem(p, g, s, a, b, kh, kb0, kb1, dqAcc)
-		if g.nsplit == 1 {
-			writeDQ(p, g, a.dq, b, kh, [][]float32{dqAcc})
-		}
-	})
-	for _, s := range scratch {
+	j.scratch = resizeScratch(j.scratch, min(p.workers, nitems))
+	parallelFor(p.workers, nitems, j)
+	for w, s := range j.scratch {
 		if s != nil {
 			bwdPool.Put(s)
+			j.scratch[w] = nil
 		}
 	}
 	if g.nsplit > 1 {
 		// Sum the partial dq of each (batch, kv head) in split order.
-		parallelFor(p.workers, pairs, func(_, pair int) {
-			ps := make([][]float32, g.nsplit)
-			for i := range ps {
-				it := pair*g.nsplit + i
-				ps[i] = (*parts)[it*partLen : (it+1)*partLen]
-			}
-			writeDQ(p, g, a.dq, pair/p.KVH, pair%p.KVH, ps)
-		})
+		parallelFor(p.workers, pairs, (*bwdMerge)(j))
 	}
+}
+
+// item runs work item it: all or a split of the key blocks of one
+// (batch, kv head).
+func (j *bwdJob) item(w, it int) {
+	p, g := &j.p, &j.g
+	s := j.scratch[w]
+	if s == nil {
+		s = bwdPool.Get().(*bwdScratch)
+		s.size(p, g, g.nsplit == 1)
+		j.scratch[w] = s
+	}
+	pair, split := it/g.nsplit, it%g.nsplit
+	b, kh := pair/p.KVH, pair%p.KVH
+	kb0, kb1 := 0, g.nkb
+	dqAcc := s.dq
+	if g.nsplit > 1 {
+		kb0, kb1 = splitRange(p, g, s, b, split)
+		dqAcc = j.parts[it*j.partLen : (it+1)*j.partLen]
+	}
+	backwardItem(p, g, s, &j.a, b, kh, kb0, kb1, dqAcc)
+	if g.nsplit == 1 {
+		writeDQ(p, g, j.a.dq, b, kh, [][]float32{dqAcc})
+	}
+}
+
+// item writes the dq of (batch, kv head) pair from its partial sums.
+func (j *bwdMerge) item(_, pair int) {
+	p, g := &j.p, &j.g
+	var buf [minBackwardItems][]float32
+	ps := buf[:g.nsplit]
+	for i := range ps {
+		it := pair*g.nsplit + i
+		ps[i] = j.parts[it*j.partLen : (it+1)*j.partLen]
+	}
+	writeDQ(p, g, j.a.dq, pair/p.KVH, pair%p.KVH, ps)
 }
 
 // splitRange returns the key blocks [kb0, kb1) of one split: contiguous
 // ranges with about equal numbers of (query row, key block) pairs.
-func splitRange(p *problem, g *bwdGeom, b, split int) (kb0, kb1 int) {
-	cost := make([]int, g.nkb+1)
+func splitRange(p *problem, g *bwdGeom, s *bwdScratch, b, split int) (kb0, kb1 int) {
+	s.cost = resizeInts(s.cost, g.nkb+1)
+	cost := s.cost
+	cost[0] = 0
 	for j := 0; j < g.nkb; j++ {
 		i0, i1 := p.queryRangeForKeys(b, j*p.bk, (j+1)*p.bk)
 		cost[j+1] = cost[j] + (i1 - i0) + 1

@@ -14,7 +14,8 @@ import (
 // new slice of B·H·Tq values in [B, H, Tq] order (natural logarithm; −Inf for
 // fully masked rows).
 func Forward(q, k, v Tensor, opts Options) (o Tensor, lse []float32, err error) {
-	if _, err = checkQKV(q, k, v); err != nil {
+	var p problem
+	if err = checkQKV(&p, q, k, v); err != nil {
 		return Tensor{}, nil, err
 	}
 	o = NewTensor(q.B, q.H, q.T, q.D)
@@ -26,11 +27,13 @@ func Forward(q, k, v Tensor, opts Options) (o Tensor, lse []float32, err error) 
 }
 
 // ForwardInto is Forward writing into o (shaped like q, any strides) and lse
-// (B·H·Tq elements). Apart from pooled scratch it allocates nothing that
-// grows with the problem.
+// (B·H·Tq elements). Its scratch and call state come from pools: once they
+// are warm it allocates nothing.
 func ForwardInto(o Tensor, lse []float32, q, k, v Tensor, opts Options) error {
-	p, err := checkQKV(q, k, v)
-	if err != nil {
+	j := fwdJobs.Get().(*fwdJob)
+	defer j.free()
+	p := &j.p
+	if err := checkQKV(p, q, k, v); err != nil {
 		return err
 	}
 	if err := p.resolve(&opts, false, 0); err != nil {
@@ -42,8 +45,27 @@ func ForwardInto(o Tensor, lse []float32, q, k, v Tensor, opts Options) error {
 	if err := checkLSE(lse, p); err != nil {
 		return err
 	}
-	flashForward(p, q, k, v, o, lse)
+	j.q, j.k, j.v, j.o, j.lse = q, k, v, o, lse
+	j.run()
 	return nil
+}
+
+// fwdJob is the pooled state of one forward call.
+type fwdJob struct {
+	p          problem
+	q, k, v, o Tensor
+	lse        []float32
+	nqb        int           // query blocks per head
+	mr, lds    int           // padded block rows, leading dim of the scores
+	scratch    []*fwdScratch // per worker, taken from fwdPool on first use
+}
+
+var fwdJobs = sync.Pool{New: func() any { return new(fwdJob) }}
+
+// free drops the job's references to the caller's data and pools it.
+func (j *fwdJob) free() {
+	j.q, j.k, j.v, j.o, j.lse = Tensor{}, Tensor{}, Tensor{}, Tensor{}, nil
+	fwdJobs.Put(j)
 }
 
 // fwdPool holds per-worker forward scratch.
@@ -99,37 +121,55 @@ func (s *fwdScratch) keysT(p *problem, k Tensor, b, kh int) []float32 {
 	return s.kt
 }
 
-// flashForward runs the forward pass on validated arguments.
-func flashForward(p *problem, q, k, v, o Tensor, lse []float32) {
+// run runs the forward pass on validated arguments.
+func (j *fwdJob) run() {
+	p := &j.p
 	if p.B*p.H*p.Tq == 0 {
 		return
 	}
-	nqb := (p.Tq + p.bq - 1) / p.bq
-	nitems := p.B * p.H * nqb
-	mr := roundUp(p.bq, microM)
-	lds := roundUp(p.bk, microN)
-	scratch := make([]*fwdScratch, min(p.workers, nitems))
+	j.nqb = (p.Tq + p.bq - 1) / p.bq
+	nitems := p.B * p.H * j.nqb
+	j.mr = roundUp(p.bq, microM)
+	j.lds = roundUp(p.bk, microN)
+	j.scratch = resizeScratch(j.scratch, min(p.workers, nitems))
 	// Items run grouped by (batch, kv head), so a worker's consecutive
 	// items usually share the transposed keys; within a group, later
 	// query blocks (more keys under a causal mask) go first so that the
 	// queue ends with short items.
-	parallelFor(p.workers, nitems, func(w, item int) {
-		s := scratch[w]
-		if s == nil {
-			s = fwdPool.Get().(*fwdScratch)
-			s.size(p, mr, lds)
-			scratch[w] = s
-		}
-		pair, rest := item/(nqb*p.G), item%(nqb*p.G)
-		b, kh := pair/p.KVH, pair%p.KVH
-		qb, h := nqb-1-rest/p.G, kh*p.G+rest%p.G
-		forwardBlock(p, s, lds, q, k, v, o, lse, b, h, qb)
-	})
-	for _, s := range scratch {
+	parallelFor(p.workers, nitems, j)
+	for w, s := range j.scratch {
 		if s != nil {
 			fwdPool.Put(s)
+			j.scratch[w] = nil
 		}
 	}
+}
+
+// item computes work item it, one query block of one head.
+func (j *fwdJob) item(w, it int) {
+	p := &j.p
+	s := j.scratch[w]
+	if s == nil {
+		s = fwdPool.Get().(*fwdScratch)
+		s.size(p, j.mr, j.lds)
+		j.scratch[w] = s
+	}
+	nqb := j.nqb
+	pair, rest := it/(nqb*p.G), it%(nqb*p.G)
+	b, kh := pair/p.KVH, pair%p.KVH
+	qb, h := nqb-1-rest/p.G, kh*p.G+rest%p.G
+	forwardBlock(p, s, j.lds, j.q, j.k, j.v, j.o, j.lse, b, h, qb)
+}
+
+// resizeScratch returns s resliced to n nil entries, reallocated if its
+// capacity is too small.
+func resizeScratch[T any](s []*T, n int) []*T {
+	if cap(s) < n {
+		return make([]*T, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
 }
 
 // forwardBlock computes query block qb of head h of sequence b.

@@ -32,7 +32,8 @@ func NaiveBytes(b, h, tq, tk int, backward bool) int64 {
 // [B, KVH, Tk, D]; o is a new contiguous [B, H, Tq, D] tensor and lse a new
 // [B, H, Tq] slice.
 func NaiveForward(q, k, v Tensor, opts Options) (o Tensor, lse []float32, err error) {
-	if _, err = checkQKV(q, k, v); err != nil {
+	var p problem
+	if err = checkQKV(&p, q, k, v); err != nil {
 		return Tensor{}, nil, err
 	}
 	o = NewTensor(q.B, q.H, q.T, q.D)
@@ -46,8 +47,8 @@ func NaiveForward(q, k, v Tensor, opts Options) (o Tensor, lse []float32, err er
 // NaiveForwardInto is NaiveForward writing into o ([B, H, Tq, D], any
 // strides) and lse (B·H·Tq elements, row-major [B, H, Tq]).
 func NaiveForwardInto(o Tensor, lse []float32, q, k, v Tensor, opts Options) error {
-	p, err := checkQKV(q, k, v)
-	if err != nil {
+	p := new(problem)
+	if err := checkQKV(p, q, k, v); err != nil {
 		return err
 	}
 	if err := p.resolve(&opts, false, 0); err != nil {
@@ -61,7 +62,7 @@ func NaiveForwardInto(o Tensor, lse []float32, q, k, v Tensor, opts Options) err
 	}
 	tq, tk := p.Tq, p.Tk
 	scores := make([]float32, p.B*p.H*tq*tk)
-	parallelFor(p.workers, p.B*p.H, func(_, item int) {
+	parallelFor(p.workers, p.B*p.H, parFunc(func(_, item int) {
 		b, h := item/p.H, item%p.H
 		kh := h / p.G
 		for i := 0; i < tq; i++ {
@@ -80,7 +81,7 @@ func NaiveForwardInto(o Tensor, lse []float32, q, k, v Tensor, opts Options) err
 				}
 			}
 		}
-	})
+	}))
 	return nil
 }
 
@@ -112,7 +113,8 @@ func naiveProbs(p *problem, row, qrow []float32, k Tensor, b, kh, i int) (float3
 // implementation and may be nil (if non-nil its length is checked). dq is a
 // new [B, H, Tq, D] tensor, dk and dv new [B, KVH, Tk, D] tensors.
 func NaiveBackward(q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) (dq, dk, dv Tensor, err error) {
-	if _, err = checkQKV(q, k, v); err != nil {
+	var p problem
+	if err = checkQKV(&p, q, k, v); err != nil {
 		return
 	}
 	dq = NewTensor(q.B, q.H, q.T, q.D)
@@ -127,8 +129,8 @@ func NaiveBackward(q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) (d
 // NaiveBackwardInto is NaiveBackward writing (not adding) the gradients into
 // dq, dk and dv, which may have any strides.
 func NaiveBackwardInto(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) error {
-	p, err := checkQKV(q, k, v)
-	if err != nil {
+	p := new(problem)
+	if err := checkQKV(p, q, k, v); err != nil {
 		return err
 	}
 	if err := p.resolve(&opts, false, 0); err != nil {
@@ -145,7 +147,7 @@ func NaiveBackwardInto(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, 
 	tq, tk := p.Tq, p.Tk
 	probs := make([]float32, p.B*p.H*tq*tk)
 	dscores := make([]float32, p.B*p.H*tq*tk)
-	parallelFor(p.workers, p.B*p.KVH, func(_, item int) {
+	parallelFor(p.workers, p.B*p.KVH, parFunc(func(_, item int) {
 		b, kh := item/p.KVH, item%p.KVH
 		for j := 0; j < tk; j++ {
 			clear(dk.Row(b, kh, j))
@@ -177,7 +179,7 @@ func NaiveBackwardInto(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, 
 				}
 			}
 		}
-	})
+	}))
 	return nil
 }
 

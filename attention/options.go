@@ -107,9 +107,9 @@ func (p *problem) resolve(opts *Options, decode bool, length int) error {
 		p.workers = kernels.Threads()
 		p.autoWorkers = true
 	}
-	p.lk = make([]int, p.B)
-	p.qoff = make([]int, p.B)
-	p.qvalid = make([]int, p.B)
+	p.lk = resizeInts(p.lk, p.B)
+	p.qoff = resizeInts(p.qoff, p.B)
+	p.qvalid = resizeInts(p.qvalid, p.B)
 	if opts.Lengths != nil && len(opts.Lengths) != p.B {
 		return fmt.Errorf("attention: %d lengths for a batch of %d: %w", len(opts.Lengths), p.B, ErrShape)
 	}
@@ -224,29 +224,41 @@ func searchRows(n int, f func(int) bool) int {
 	return lo
 }
 
-// checkQKV validates q, k, v and fills the shapes of a problem.
-func checkQKV(q, k, v Tensor) (*problem, error) {
+// resizeInts returns s resliced to n elements, reallocated if its capacity
+// is too small. The contents are arbitrary.
+func resizeInts(s []int, n int) []int {
+	if cap(s) < n {
+		return make([]int, n)
+	}
+	return s[:n]
+}
+
+// checkQKV validates q, k, v and resets p to their shapes, keeping only the
+// capacity of its per-sequence slices (p may come from a pool).
+func checkQKV(p *problem, q, k, v Tensor) error {
 	for _, x := range []struct {
 		name string
 		t    Tensor
 	}{{"q", q}, {"k", k}, {"v", v}} {
 		if err := x.t.Validate(); err != nil {
-			return nil, fmt.Errorf("attention: %s: %w", x.name, err)
+			return fmt.Errorf("attention: %s: %w", x.name, err)
 		}
 	}
 	if q.B != k.B || q.B != v.B {
-		return nil, fmt.Errorf("attention: batch sizes q %d, k %d, v %d differ: %w", q.B, k.B, v.B, ErrShape)
+		return fmt.Errorf("attention: batch sizes q %d, k %d, v %d differ: %w", q.B, k.B, v.B, ErrShape)
 	}
 	if q.D != k.D || q.D != v.D || q.D <= 0 {
-		return nil, fmt.Errorf("attention: head dims q %d, k %d, v %d: %w", q.D, k.D, v.D, ErrShape)
+		return fmt.Errorf("attention: head dims q %d, k %d, v %d: %w", q.D, k.D, v.D, ErrShape)
 	}
 	if k.H != v.H || k.T != v.T {
-		return nil, fmt.Errorf("attention: k %s and v %s differ: %w", k.shapeString(), v.shapeString(), ErrShape)
+		return fmt.Errorf("attention: k %s and v %s differ: %w", k.shapeString(), v.shapeString(), ErrShape)
 	}
 	if k.H <= 0 || q.H%k.H != 0 {
-		return nil, fmt.Errorf("attention: %d key/value heads do not divide %d query heads: %w", k.H, q.H, ErrShape)
+		return fmt.Errorf("attention: %d key/value heads do not divide %d query heads: %w", k.H, q.H, ErrShape)
 	}
-	return &problem{B: q.B, H: q.H, KVH: k.H, G: q.H / k.H, Tq: q.T, Tk: k.T, D: q.D}, nil
+	*p = problem{B: q.B, H: q.H, KVH: k.H, G: q.H / k.H, Tq: q.T, Tk: k.T, D: q.D,
+		lk: p.lk[:0], qoff: p.qoff[:0], qvalid: p.qvalid[:0]}
+	return nil
 }
 
 // checkSame validates an output or gradient view against the shape of ref.
@@ -268,33 +280,80 @@ func checkLSE(lse []float32, p *problem) error {
 	return nil
 }
 
-// parallelFor runs f(worker, item) for every item in [0, n) on up to workers
-// goroutines, which take items in order from a shared counter. Each worker
-// index is used by one goroutine at a time, so f may keep per-worker state.
-func parallelFor(workers, n int, f func(worker, item int)) {
+// parItems is the body of a parallel loop: item(worker, i) processes item
+// i. The kernels pass pointers to their pooled per-call state, so starting a
+// loop allocates no closure.
+type parItems interface{ item(worker, i int) }
+
+// parFunc adapts a function to parItems (for the naive kernels, whose
+// score-sized scratch dwarfs a closure).
+type parFunc func(worker, i int)
+
+func (f parFunc) item(worker, i int) { f(worker, i) }
+
+// parallelFor runs body.item(worker, i) for every i in [0, n) on up to
+// workers goroutines, the caller's included, which take items in order from
+// a shared counter. Each worker index is used by one goroutine at a time, so
+// the body may keep per-worker state. With one worker it runs the items on
+// the caller and starts nothing; otherwise it allocates nothing in steady
+// state either.
+func parallelFor(workers, n int, body parItems) {
 	if workers > n {
 		workers = n
 	}
 	if workers <= 1 {
 		for i := 0; i < n; i++ {
-			f(0, i)
+			body.item(0, i)
 		}
 		return
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	wg.Add(workers)
-	for w := 0; w < workers; w++ {
-		go func(w int) {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				f(w, i)
-			}
-		}(w)
+	l := parLoops.Get().(*parLoop)
+	l.body, l.n = body, n
+	l.next.Store(0)
+	l.worker.Store(0)
+	l.helpers.Add(workers - 1)
+	for range workers - 1 {
+		// A go statement with arguments allocates a closure to hold them;
+		// the helper takes its loop from the channel instead. Every value
+		// sent is followed by a helper to receive it, so a full channel
+		// drains and no send waits for ever.
+		parHandoff <- l
+		go parHelper()
 	}
-	wg.Wait()
+	l.run(0)
+	l.helpers.Wait() // helpers may still run an item, and must not touch l once it is pooled
+	l.body = nil
+	parLoops.Put(l)
+}
+
+// parLoop is the shared state of one multi-worker parallelFor.
+type parLoop struct {
+	body    parItems
+	n       int
+	next    atomic.Int64 // next unclaimed item
+	worker  atomic.Int32 // last worker index handed out (the caller is 0)
+	helpers sync.WaitGroup
+}
+
+var (
+	parLoops   = sync.Pool{New: func() any { return new(parLoop) }}
+	parHandoff = make(chan *parLoop, 64)
+)
+
+// parHelper is a helper goroutine of parallelFor.
+func parHelper() {
+	l := <-parHandoff
+	l.run(int(l.worker.Add(1)))
+	l.helpers.Done()
+}
+
+// run processes items as worker w until none is left.
+func (l *parLoop) run(w int) {
+	for {
+		i := int(l.next.Add(1) - 1)
+		if i >= l.n {
+			return
+		}
+		l.body.item(w, i)
+	}
 }

@@ -3,9 +3,10 @@ package attention
 import "sync"
 
 // Scratch memory is pooled: a call takes its buffers from these pools once
-// (per call or per worker, never per tile) and returns them at the end, so a
-// training loop calling the kernels with the same shapes allocates almost
-// nothing after the first step.
+// (per call or per worker, never per tile) and returns them at the end. The
+// call state (the problem, the per-worker scratch pointers, the loop of
+// parallelFor) is pooled too, so a training loop or a generation calling the
+// Into kernels allocates nothing after the first step.
 
 // floatPool recycles float32 slices of at least a requested length.
 type floatPool struct{ p sync.Pool }
