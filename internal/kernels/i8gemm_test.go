@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -206,11 +207,17 @@ func testQuantizeI8A(t *testing.T) {
 }
 
 // TestQuantizeI8AParallel checks that the parallel quantization of a large
-// matrix equals row-by-row quantization.
+// matrix, and that of whole panels with no column tail, equals row-by-row
+// quantization.
 func TestQuantizeI8AParallel(t *testing.T) {
+	for _, s := range [][2]int{{301, 500}, {8, 64}, {12, 40}} {
+		t.Run(fmt.Sprintf("M=%d,K=%d", s[0], s[1]), func(t *testing.T) { testQuantizeI8AParallel(t, s[0], s[1]) })
+	}
+}
+
+func testQuantizeI8AParallel(t *testing.T, m, k int) {
 	forEachI8Impl(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(9, 9))
-		m, k := 301, 500
 		x := make([]float32, m*k)
 		for i := range x {
 			x[i] = float32(rng.NormFloat64())
@@ -226,7 +233,7 @@ func TestQuantizeI8AParallel(t *testing.T) {
 		pb := PackI8B(1, k, e, k)
 		got := make([]int32, m)
 		I8GemmI32(&all, pb, got, 1, false)
-		for i := 0; i < m; i += 37 {
+		for i := 0; i < m; i += min(37, m-1) {
 			QuantizeI8A(1, k, x[i*k:], k, 0, nil, &one)
 			var want [1]int32
 			I8GemmI32(&one, pb, want[:], 1, false)
