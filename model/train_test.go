@@ -40,14 +40,37 @@ func trainRun(t *testing.T, cfg TrainConfig, steps int, seed uint64) ([]float64,
 		t.Fatal(err)
 	}
 	var losses []float64
-	for i := 0; i < steps; i++ {
-		st, err := tr.Step(context.Background(), s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		losses = append(losses, st.Loss)
+	if err := tr.Train(context.Background(), s, steps, func(st StepStats) { losses = append(losses, st.Loss) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(losses) != steps {
+		t.Fatalf("Train reported %d of %d steps", len(losses), steps)
 	}
 	return losses, append([]float32(nil), m.Weights.Data...)
+}
+
+// Train stops between steps once its context is cancelled, with the error.
+func TestTrainStopsOnCancel(t *testing.T) {
+	m := testModel(t, nil)
+	tr, err := NewTrainer(m, testTrainConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	s, err := NewSampler(syntheticText(20000), m.Config.SeqLen, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := 0
+	err = tr.Train(ctx, s, 10, func(StepStats) {
+		if done++; done == 2 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || done != 2 || tr.StepsDone() != 2 {
+		t.Errorf("after cancelling at step 2: %d steps done, error %v", tr.StepsDone(), err)
+	}
 }
 
 func TestTrainingIsDeterministicAndLearns(t *testing.T) {

@@ -120,6 +120,28 @@ func (t *Trainer) Step(ctx context.Context, data Batcher) (StepStats, error) {
 	return StepStats{Step: step, Loss: loss, GradNorm: norm, LR: lr, Tokens: t.cfg.Accum * len(t.inputs)}, nil
 }
 
+// Train takes steps optimizer steps, calling progress (when not nil) after
+// each; it stops at the first error, or when ctx is cancelled (between
+// steps).
+func (t *Trainer) Train(ctx context.Context, data Batcher, steps int, progress func(StepStats)) error {
+	return RunSteps(ctx, t.Step, data, steps, progress)
+}
+
+// RunSteps is the loop of Train over any trainer's step function (the
+// parallel package's trainer runs the same loop).
+func RunSteps(ctx context.Context, step func(context.Context, Batcher) (StepStats, error), data Batcher, steps int, progress func(StepStats)) error {
+	for range steps {
+		st, err := step(ctx, data)
+		if err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(st)
+		}
+	}
+	return nil
+}
+
 // Close releases the trainer's replica.
 func (t *Trainer) Close() error { return t.Replica.Close() }
 

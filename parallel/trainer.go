@@ -516,16 +516,7 @@ func (t *Trainer) Close() error {
 // each; it stops at the first error or when ctx is cancelled (between
 // steps).
 func (t *Trainer) Train(ctx context.Context, data model.Batcher, steps int, progress func(model.StepStats)) error {
-	for range steps {
-		st, err := t.Step(ctx, data)
-		if err != nil {
-			return err
-		}
-		if progress != nil {
-			progress(st)
-		}
-	}
-	return nil
+	return model.RunSteps(ctx, t.Step, data, steps, progress)
 }
 
 // stepResult is what every rank learns about a step.

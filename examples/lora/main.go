@@ -237,18 +237,14 @@ func pretrain(ctx context.Context, o options, cfg model.Config, path string, say
 	}
 	defer tr.Close()
 	bar := report.NewProgress(stderr, "pretrain")
-	var ema float64
-	for i := 0; i < o.pretrainSteps; i++ {
-		st, err := tr.Step(ctx, data)
-		if err != nil {
-			bar.Finish("stopped")
-			return err
-		}
-		if ema == 0 {
-			ema = st.Loss
-		}
-		ema = 0.95*ema + 0.05*st.Loss
-		bar.Update(float64(i+1)/float64(o.pretrainSteps), fmt.Sprintf("step %d loss %.3f bpb", st.Step, model.BitsPerByte(ema)))
+	ema := report.EMA{Decay: 0.95}
+	err = tr.Train(ctx, data, o.pretrainSteps, func(st model.StepStats) {
+		loss := ema.Add(st.Loss)
+		bar.Update(float64(st.Step)/float64(o.pretrainSteps), fmt.Sprintf("step %d loss %.3f bpb", st.Step, model.BitsPerByte(loss)))
+	})
+	if err != nil {
+		bar.Finish("stopped")
+		return err
 	}
 	bar.Finish(fmt.Sprintf("pretrained %d steps", o.pretrainSteps))
 	return m.Save(path)

@@ -66,18 +66,14 @@ func fineTune(ctx context.Context, m *model.Model, o options, out string, res *r
 		return err
 	}
 	bar := report.NewProgress(stderr, "LoRA "+heldOut)
-	var ema float64
-	for i := range o.loraSteps {
-		st, err := tr.Step(ctx, data)
-		if err != nil {
-			bar.Finish("stopped")
-			return err
-		}
-		if ema == 0 {
-			ema = st.Loss
-		}
-		ema = 0.95*ema + 0.05*st.Loss
-		bar.Update(float64(i+1)/float64(o.loraSteps), fmt.Sprintf("loss %.3f bpb", model.BitsPerByte(ema)))
+	ema := report.EMA{Decay: 0.95}
+	err = tr.Train(ctx, data, o.loraSteps, func(st model.StepStats) {
+		loss := ema.Add(st.Loss)
+		bar.Update(float64(st.Step)/float64(o.loraSteps), fmt.Sprintf("loss %.3f bpb", model.BitsPerByte(loss)))
+	})
+	if err != nil {
+		bar.Finish("stopped")
+		return err
 	}
 	bar.Finish(fmt.Sprintf("%d steps", o.loraSteps))
 	if r.AdaptedBPB, err = m.Evaluate(valIn, valTg, T, 16); err != nil {

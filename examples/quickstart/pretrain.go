@@ -84,7 +84,7 @@ func pretrain(ctx context.Context, o options, out string, res *result, stderr io
 	var (
 		start      time.Time
 		tokens     int
-		ema        float64
+		ema        = report.EMA{Decay: 0.98}
 		curveX     []float64
 		curveY     []float64
 		done       int
@@ -97,14 +97,11 @@ func pretrain(ctx context.Context, o options, out string, res *result, stderr io
 		} else {
 			tokens += st.Tokens
 		}
-		if ema == 0 {
-			ema = st.Loss
-		}
-		ema = 0.98*ema + 0.02*st.Loss
+		loss := model.BitsPerByte(ema.Add(st.Loss))
 		if done%plotStride == 0 {
-			curveX, curveY = append(curveX, float64(done)), append(curveY, model.BitsPerByte(ema))
+			curveX, curveY = append(curveX, float64(done)), append(curveY, loss)
 		}
-		status := fmt.Sprintf("loss %.3f bpb", model.BitsPerByte(ema))
+		status := fmt.Sprintf("loss %.3f bpb", loss)
 		if done > 1 {
 			status += fmt.Sprintf(", %.0f tokens/s", float64(tokens)/time.Since(start).Seconds())
 		}
@@ -117,7 +114,7 @@ func pretrain(ctx context.Context, o options, out string, res *result, stderr io
 	}
 	p.Seconds = time.Since(start).Seconds()
 	p.TokS = float64(tokens) / p.Seconds
-	p.FinalTrainBPB = model.BitsPerByte(ema)
+	p.FinalTrainBPB = model.BitsPerByte(ema.Value())
 	bar.Finish(fmt.Sprintf("%d steps, %.0f tokens/s", o.pretrainSteps, p.TokS))
 
 	valIn, valTg, err := model.ValidationWindows(corpus.Val, o.evalWindows, cfg.SeqLen, o.seed)

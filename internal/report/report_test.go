@@ -114,3 +114,10 @@ func TestMainRun(t *testing.T) {
 		t.Errorf("error: %v", err)
 	}
 }
+
+func TestEMA(t *testing.T) {
+	e := EMA{Decay: 0.5}
+	if e.Value() != 0 || e.Add(4) != 4 || e.Add(2) != 3 || e.Add(3) != 3 || e.Value() != 3 {
+		t.Errorf("EMA sequence wrong: %v", e.Value())
+	}
+}
