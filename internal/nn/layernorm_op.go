@@ -138,15 +138,7 @@ func (op *layerNormOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 	if err != nil {
 		return nil, err
 	}
-	db, err := newGrad("LayerNormGradBeta", op.serial, b, C, -1, func(dst []float32, in []G.Value) error {
-		dy, err := Float32s("nn", "LayerNormGradBeta", "dy", in[0], rows*C, ErrShape)
-		if err != nil {
-			return err
-		}
-		clear(dst)
-		columnSums(dst, dy, C)
-		return nil
-	}, grad)
+	db, err := newRowSumGrad("LayerNormGradBeta", op.serial, b, grad, rows, C)
 	if err != nil {
 		return nil, err
 	}

@@ -163,15 +163,7 @@ func (op *linearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 	if !op.bias {
 		return G.Nodes{dx, dw}, nil
 	}
-	db, err := newGrad("LinearGradB", op.serial, inputs[2], out, -1, func(dst []float32, vals []G.Value) error {
-		dy, err := Float32s("nn", "LinearGradB", "dy", vals[0], rows*out, ErrShape)
-		if err != nil {
-			return err
-		}
-		clear(dst)
-		columnSums(dst, dy, out)
-		return nil
-	}, grad)
+	db, err := newRowSumGrad("LinearGradB", op.serial, inputs[2], grad, rows, out)
 	if err != nil {
 		return nil, err
 	}
@@ -261,15 +253,7 @@ func (op *biasAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, err
 		return nil, checkArity("BiasAdd.SymDiff", len(inputs), 2)
 	}
 	rows, C := op.rows, op.C
-	db, err := newGrad("BiasAddGradB", op.serial, inputs[1], C, -1, func(dst []float32, vals []G.Value) error {
-		dy, err := Float32s("nn", "BiasAddGradB", "dy", vals[0], rows*C, ErrShape)
-		if err != nil {
-			return err
-		}
-		clear(dst)
-		columnSums(dst, dy, C)
-		return nil
-	}, grad)
+	db, err := newRowSumGrad("BiasAddGradB", op.serial, inputs[1], grad, rows, C)
 	if err != nil {
 		return nil, err
 	}

@@ -104,6 +104,21 @@ type gradOp struct {
 }
 
 // newGrad builds the gradient node of target from inputs.
+// newRowSumGrad adds the gradient of a bias broadcast over rows rows of
+// width C: the column sums of grad, rows in order (bias add, linear bias,
+// LayerNorm's beta).
+func newRowSumGrad(name string, fwd uint64, target, grad *G.Node, rows, C int) (*G.Node, error) {
+	return newGrad(name, fwd, target, C, -1, func(dst []float32, in []G.Value) error {
+		dy, err := Float32s("nn", name, "dy", in[0], rows*C, ErrShape)
+		if err != nil {
+			return err
+		}
+		clear(dst)
+		columnSums(dst, dy, C)
+		return nil
+	}, grad)
+}
+
 func newGrad(name string, fwd uint64, target *G.Node, r, c int, run func([]float32, []G.Value) error, inputs ...*G.Node) (*G.Node, error) {
 	types := make([]hm.Type, 0, len(inputs)+1)
 	for _, in := range inputs {
