@@ -7,7 +7,6 @@ import (
 	"math"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -278,61 +277,45 @@ func TestInProcessRunsAreDeterministic(t *testing.T) {
 // replace it with rank 0's), and returns every rank's final weights.
 func trainRanks(t *testing.T, cfg Config, n, steps int) [][]float32 {
 	t.Helper()
-	g, err := NewGroup(n)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := make([][]float32, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for r := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[r] = func() error {
-				m, err := model.New(testModelConfig(), uint64(7+r))
-				if err != nil {
+	errs := collective(t, n, func(comm Communicator) error {
+		r := comm.Rank()
+		m, err := model.New(testModelConfig(), uint64(7+r))
+		if err != nil {
+			return err
+		}
+		tr, err := NewRank(m, comm, cfg)
+		if err != nil {
+			return err
+		}
+		data := newTestData(t, 3)
+		for i := range steps {
+			if _, err := tr.Step(context.Background(), data); err != nil {
+				tr.Close()
+				return err
+			}
+			if i == 0 { // a whole model mid-run, then training goes on
+				if err := tr.GatherParams(); err != nil {
 					return err
 				}
-				comm, err := g.Comm(r)
-				if err != nil {
-					return err
-				}
-				tr, err := NewRank(m, comm, cfg)
-				if err != nil {
-					return err
-				}
-				data := newTestData(t, 3)
-				for i := range steps {
-					if _, err := tr.Step(context.Background(), data); err != nil {
-						tr.Close()
-						return err
-					}
-					if i == 0 { // a whole model mid-run, then training goes on
-						if err := tr.GatherParams(); err != nil {
-							return err
-						}
-						for _, x := range m.Trainable().Data[:8] {
-							if x == 0 {
-								return fmt.Errorf("rank %d: zero weight after GatherParams", r)
-							}
-						}
+				for _, x := range m.Trainable().Data[:8] {
+					if x == 0 {
+						return fmt.Errorf("rank %d: zero weight after GatherParams", r)
 					}
 				}
-				if err := tr.Close(); err != nil {
-					return err
-				}
-				for _, name := range m.LinearNames() {
-					if l, _ := m.Linear(name); l == nil || !isDense(l) {
-						return fmt.Errorf("rank %d: layer %s is a %T after Close", r, name, l)
-					}
-				}
-				out[r] = append([]float32(nil), m.Trainable().Data...)
-				return nil
-			}()
-		}()
-	}
-	wg.Wait()
+			}
+		}
+		if err := tr.Close(); err != nil {
+			return err
+		}
+		for _, name := range m.LinearNames() {
+			if l, _ := m.Linear(name); l == nil || !isDense(l) {
+				return fmt.Errorf("rank %d: layer %s is a %T after Close", r, name, l)
+			}
+		}
+		out[r] = append([]float32(nil), m.Trainable().Data...)
+		return nil
+	})
 	for r, err := range errs {
 		if err != nil {
 			t.Fatalf("rank %d: %v", r, err)
@@ -368,27 +351,17 @@ func TestZeROStagesMatchSharedWorkers(t *testing.T) {
 }
 
 func TestConfigMismatchIsDetected(t *testing.T) {
-	g, _ := NewGroup(2)
-	errs := make([]error, 2)
-	var wg sync.WaitGroup
-	for r := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg := testConfig(2, 4, 1)
-			if r == 1 {
-				cfg.ClipNorm = 0.5
-			}
-			m := newTestModel(t)
-			comm, _ := g.Comm(r)
-			tr, err := NewRank(m, comm, cfg)
-			if err == nil {
-				tr.Close()
-			}
-			errs[r] = err
-		}()
-	}
-	wg.Wait()
+	errs := collective(t, 2, func(comm Communicator) error {
+		cfg := testConfig(2, 4, 1)
+		if comm.Rank() == 1 {
+			cfg.ClipNorm = 0.5
+		}
+		tr, err := NewRank(newTestModel(t), comm, cfg)
+		if err == nil {
+			tr.Close()
+		}
+		return err
+	})
 	for r, err := range errs {
 		if !errors.Is(err, ErrConfigMismatch) {
 			t.Errorf("rank %d: error %v, want ErrConfigMismatch", r, err)
@@ -479,34 +452,23 @@ func TestRankPanicAbortsGroup(t *testing.T) {
 }
 
 func rankPanic(t *testing.T, stage int) {
-	g, _ := NewGroup(2)
 	base := runtime.NumGoroutine()
-	errs := make([]error, 2)
-	var wg sync.WaitGroup
-	for r := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m := newTestModel(t)
-			comm, _ := g.Comm(r)
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(m, comm, cfg)
-			if err != nil {
-				errs[r] = err
-				return
+	errs := collective(t, 2, func(comm Communicator) error {
+		cfg := testConfig(2, 4, 1)
+		cfg.Stage = stage
+		tr, err := NewRank(newTestModel(t), comm, cfg)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		tr.testHook = func(rank, step int) error {
+			if rank == 0 && step == 2 {
+				panic("rank 0 fails")
 			}
-			defer tr.Close()
-			tr.testHook = func(rank, step int) error {
-				if rank == 0 && step == 2 {
-					panic("rank 0 fails")
-				}
-				return nil
-			}
-			errs[r] = tr.Train(context.Background(), newTestData(t, 3), 3, nil)
-		}()
-	}
-	wg.Wait()
+			return nil
+		}
+		return tr.Train(context.Background(), newTestData(t, 3), 3, nil)
+	})
 	if errs[0] == nil || !strings.Contains(errs[0].Error(), "rank 0") || !strings.Contains(errs[0].Error(), "panic") {
 		t.Errorf("stage %d: rank 0: error %v", stage, errs[0])
 	}
@@ -571,67 +533,63 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 	psiModel := int64(newTestModel(t).NumParams())
 	var totals, allocated, transient [4]int64
 	for stage := range 4 {
-		g, _ := NewGroup(2)
 		reps := make([]MemoryReport, 2)
-		var wg sync.WaitGroup
-		for r := range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				m := newTestModel(t)
-				comm, _ := g.Comm(r)
-				cfg := testConfig(2, 4, 1)
-				cfg.Stage = stage
-				tr, err := NewRank(m, comm, cfg)
-				if err != nil {
-					t.Error(err)
-					return
+		errs := collective(t, 2, func(comm Communicator) error {
+			r := comm.Rank()
+			cfg := testConfig(2, 4, 1)
+			cfg.Stage = stage
+			tr, err := NewRank(newTestModel(t), comm, cfg)
+			if err != nil {
+				return err
+			}
+			defer tr.Close()
+			// At stage 3, what is resident while a layer computes.
+			var peak int64
+			var measured bool
+			tr.gatherHook = func() {
+				if n, ok := residentBytes(tr.release); ok {
+					peak, measured = max(peak, n), true
 				}
-				defer tr.Close()
-				// At stage 3, what is resident while a layer computes.
-				var peak int64
-				var measured bool
-				tr.gatherHook = func() {
-					if n, ok := residentBytes(tr.release); ok {
-						peak, measured = max(peak, n), true
-					}
+			}
+			if _, err := tr.Step(context.Background(), newTestData(t, 3)); err != nil {
+				return err
+			}
+			reps[r] = tr.Memory()
+			if stage == 3 {
+				if len(tr.layers) != 4*testModelConfig().Layers {
+					t.Errorf("rank %d: %d linear layers gather their own weights, want %d", r, len(tr.layers), 4*testModelConfig().Layers)
 				}
-				if _, err := tr.Step(context.Background(), newTestData(t, 3)); err != nil {
-					t.Error(err)
-					return
+				// Whole pages: up to two per layer straddle a boundary.
+				slack := int64(2 * len(tr.layers) * pageSize())
+				if measured && (peak > tr.paramsPeak()+slack || peak >= 4*psiModel) {
+					t.Errorf("rank %d: %d B of parameters resident while a layer computes, report says %d B at the peak (whole model %d B)", r, peak, tr.paramsPeak(), 4*psiModel)
 				}
-				reps[r] = tr.Memory()
-				if stage == 3 {
-					if len(tr.layers) != 4*testModelConfig().Layers {
-						t.Errorf("rank %d: %d linear layers gather their own weights, want %d", r, len(tr.layers), 4*testModelConfig().Layers)
-					}
-					// Whole pages: up to two per layer straddle a boundary.
-					slack := int64(2 * len(tr.layers) * pageSize())
-					if measured && (peak > tr.paramsPeak()+slack || peak >= 4*psiModel) {
-						t.Errorf("rank %d: %d B of parameters resident while a layer computes, report says %d B at the peak (whole model %d B)", r, peak, tr.paramsPeak(), 4*psiModel)
-					}
-					t.Logf("rank %d: parameters resident at most %d B during the step (report: %d B peak, whole model %d B)", r, peak, tr.paramsPeak(), 4*psiModel)
+				t.Logf("rank %d: parameters resident at most %d B during the step (report: %d B peak, whole model %d B)", r, peak, tr.paramsPeak(), 4*psiModel)
+			}
+			// What the kernel holds agrees with the report.
+			for _, c := range []struct {
+				what  string
+				rel   *releaser
+				claim int64
+			}{{"parameters", tr.release, reps[r].Allocated.Params}, {"gradients", tr.gradRelease, reps[r].Allocated.Grads}} {
+				if c.rel == nil {
+					continue
 				}
-				// What the kernel holds agrees with the report.
-				for _, c := range []struct {
-					what  string
-					rel   *releaser
-					claim int64
-				}{{"parameters", tr.release, reps[r].Allocated.Params}, {"gradients", tr.gradRelease, reps[r].Allocated.Grads}} {
-					if c.rel == nil {
-						continue
-					}
-					got, ok := residentBytes(c.rel)
-					switch {
-					case !ok && runtime.GOOS == "linux":
-						t.Errorf("stage %d, rank %d: %s: no mapping to measure", stage, r, c.what)
-					case ok && (got < c.claim || got >= c.claim+int64(pageSize())):
-						t.Errorf("stage %d, rank %d: %d B of %s resident, report says %d B", stage, r, got, c.what, c.claim)
-					}
+				got, ok := residentBytes(c.rel)
+				switch {
+				case !ok && runtime.GOOS == "linux":
+					t.Errorf("stage %d, rank %d: %s: no mapping to measure", stage, r, c.what)
+				case ok && (got < c.claim || got >= c.claim+int64(pageSize())):
+					t.Errorf("stage %d, rank %d: %d B of %s resident, report says %d B", stage, r, got, c.what, c.claim)
 				}
-			}()
+			}
+			return nil
+		})
+		for r, err := range errs {
+			if err != nil {
+				t.Errorf("stage %d, rank %d: %v", stage, r, err)
+			}
 		}
-		wg.Wait()
 		if t.Failed() {
 			return
 		}
@@ -688,60 +646,43 @@ func TestRankCancellationStopsEveryRank(t *testing.T) {
 }
 
 func rankCancellation(t *testing.T, stage int) {
-	g, _ := NewGroup(2)
-	errs := make([]error, 2)
 	done := make([]int, 2)
-	var wg sync.WaitGroup
-	for r := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			comm, _ := g.Comm(r)
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(newTestModel(t), comm, cfg)
-			if err != nil {
-				errs[r] = err
-				return
+	errs := collective(t, 2, func(comm Communicator) error {
+		r := comm.Rank()
+		cfg := testConfig(2, 4, 1)
+		cfg.Stage = stage
+		tr, err := NewRank(newTestModel(t), comm, cfg)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		err = tr.Train(ctx, newTestData(t, 3), 10, func(st model.StepStats) {
+			if r == 1 && st.Step == 2 {
+				cancel()
 			}
-			defer tr.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			errs[r] = tr.Train(ctx, newTestData(t, 3), 10, func(st model.StepStats) {
-				if r == 1 && st.Step == 2 {
-					cancel()
-				}
-			})
-			done[r] = tr.StepsDone()
-		}()
-	}
-	wg.Wait()
+		})
+		done[r] = tr.StepsDone()
+		return err
+	})
 	if !errors.Is(errs[1], context.Canceled) || !errors.Is(errs[0], ErrPeer) || done[0] != 2 || done[1] != 2 {
 		t.Fatalf("stage %d: errors %v, %v after %v steps; want rank 1 cancelled and rank 0 stopped by it, both after 2", stage, errs[0], errs[1], done)
 	}
 }
 
 func TestInvalidConfigOnOneRankFailsEveryRank(t *testing.T) {
-	g, _ := NewGroup(2)
-	errs := make([]error, 2)
-	var wg sync.WaitGroup
-	for r := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg := testConfig(2, 4, 1)
-			if r == 0 {
-				cfg.Stage = 7
-			}
-			comm, _ := g.Comm(r)
-			tr, err := NewRank(newTestModel(t), comm, cfg)
-			if err == nil {
-				tr.Close()
-			}
-			errs[r] = err
-		}()
-	}
-	wg.Wait()
+	errs := collective(t, 2, func(comm Communicator) error {
+		cfg := testConfig(2, 4, 1)
+		if comm.Rank() == 0 {
+			cfg.Stage = 7
+		}
+		tr, err := NewRank(newTestModel(t), comm, cfg)
+		if err == nil {
+			tr.Close()
+		}
+		return err
+	})
 	if errs[0] == nil || !strings.Contains(errs[0].Error(), "stage 7") || !errors.Is(errs[1], ErrConfigMismatch) {
 		t.Fatalf("errors %v, %v", errs[0], errs[1])
 	}
