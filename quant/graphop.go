@@ -33,8 +33,10 @@ import (
 // widths every panel is 256 deep). Cutting k rather than the output columns
 // packs the other operand (x or dy) once in all instead of once per panel.
 // Forward + input gradient, against the float32 linear on a cached weight
-// (2 cores, best of 7, panels dequantized between products): 1.33–1.39× at
-// 128 rows × 512→1536/2048 and 2048→512, 1.04× at 1024 rows; depths 64 and
+// (2 cores, best of 7, panels dequantized between products, scalar
+// dequantization): 1.33–1.39× at 128 rows × 512→1536/2048 and 2048→512,
+// 1.04× at 1024 rows; with kernels.DequantI8 (AVX2) and the overlap of
+// panelLoop, 1.1–1.3× at 128 rows and 1.0× at 1024 (BenchmarkW8Train); depths 64 and
 // 128 were 1.4–1.6× at 128 rows, 512 no better than 256, and with the
 // overlap of panelLoop depth 128 was again slower in a whole LoRA step. A
 // first panel of at least parallelDequant floats is dequantized by several
@@ -76,37 +78,6 @@ func putPanel(sp *[]float32) {
 	panels.mu.Lock()
 	panels.free = append(panels.free, sp)
 	panels.mu.Unlock()
-}
-
-// i8ToF32 maps an int8, read as a byte, to its float32 value: a table lookup
-// is faster than the conversion instruction Go emits.
-var i8ToF32 = func() (t [256]float32) {
-	for i := range t {
-		t[i] = float32(int8(uint8(i)))
-	}
-	return t
-}()
-
-// dequantInto writes src·s into dst (len(src) values).
-func dequantInto(dst []float32, src []int8, s float32) {
-	t := &i8ToF32
-	dst = dst[:len(src)]
-	i := 0
-	for ; i+8 <= len(src); i += 8 {
-		d := dst[i : i+8 : i+8]
-		x := src[i : i+8 : i+8]
-		d[0] = t[uint8(x[0])] * s
-		d[1] = t[uint8(x[1])] * s
-		d[2] = t[uint8(x[2])] * s
-		d[3] = t[uint8(x[3])] * s
-		d[4] = t[uint8(x[4])] * s
-		d[5] = t[uint8(x[5])] * s
-		d[6] = t[uint8(x[6])] * s
-		d[7] = t[uint8(x[7])] * s
-	}
-	for ; i < len(src); i++ {
-		dst[i] = t[uint8(src[i])] * s
-	}
 }
 
 // panelDepth returns how many steps of the reduction (k) one panel of a
@@ -199,7 +170,7 @@ func (l *Linear) forwardFloat(y, x []float32, rows int) {
 	panelLoop(in, depth, depth*out, func(int) int { return out }, func(p []float32, i0, i1, o0, o1 int) {
 		kb := i1 - i0
 		for o := o0; o < o1; o++ {
-			dequantInto(p[o*kb:(o+1)*kb], w[o*in+i0:o*in+i1], sc[o])
+			kernels.DequantI8(p[o*kb:(o+1)*kb], w[o*in+i0:o*in+i1], sc[o])
 		}
 	}, func(p []float32, i0, i1 int, first bool) {
 		kb := i1 - i0
@@ -251,7 +222,7 @@ func (l *Linear) backwardInput(dx, dy []float32, rows int) {
 	depth := panelDepth(out, in)
 	panelLoop(out, depth, depth*in, func(kb int) int { return kb }, func(p []float32, o0, o1, r0, r1 int) {
 		for o := o0 + r0; o < o0+r1; o++ {
-			dequantInto(p[(o-o0)*in:(o-o0+1)*in], w[o*in:(o+1)*in], sc[o])
+			kernels.DequantI8(p[(o-o0)*in:(o-o0+1)*in], w[o*in:(o+1)*in], sc[o])
 		}
 	}, func(p []float32, o0, o1 int, first bool) {
 		kb := o1 - o0

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
 // QMax is the largest quantized magnitude: int8 values lie in [−QMax, QMax].
@@ -118,10 +120,7 @@ func (r *Rows) Dequantize(dst []float32) error {
 		return fmt.Errorf("quant: Dequantize: %d values for %d×%d: %w", len(dst), r.Rows, r.Cols, ErrInput)
 	}
 	for i := 0; i < r.Rows; i++ {
-		s := r.Scale[i]
-		for j := 0; j < r.Cols; j++ {
-			dst[i*r.Cols+j] = float32(r.Data[i*r.Cols+j]) * s
-		}
+		kernels.DequantI8(dst[i*r.Cols:(i+1)*r.Cols], r.Data[i*r.Cols:(i+1)*r.Cols], r.Scale[i])
 	}
 	return nil
 }

@@ -41,6 +41,19 @@ func DotI8(x []float32, w []int8) float32 {
 	return dotI8Generic(x, w)
 }
 
+// DequantI8 writes dst[i] = src[i]·s: an int8 row back to float32 with its
+// scale. dst and src must have the same length.
+func DequantI8(dst []float32, src []int8, s float32) {
+	checkSameLen("DequantI8", len(dst), len(src))
+	if useAVX2 {
+		n := len(src) &^ 7
+		dequantI8AVX2(dst, src, s)
+		dequantI8Generic(dst[n:], src[n:], s)
+		return
+	}
+	dequantI8Generic(dst, src, s)
+}
+
 // Axpy computes y[i] += alpha·x[i]. x and y must have the same length.
 func Axpy(alpha float32, x, y []float32) {
 	checkSameLen("Axpy", len(x), len(y))

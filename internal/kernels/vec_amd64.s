@@ -169,6 +169,56 @@ dotI8_done:
 	MOVSS        X0, ret+48(FP)
 	RET
 
+// func dequantI8AVX2(dst []float32, src []int8, s float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·dequantI8AVX2(SB), NOSPLIT, $0-52
+	MOVQ         src_base+24(FP), AX
+	MOVQ         src_len+32(FP), CX
+	MOVQ         dst_base+0(FP), DX
+	MOVSS        s+48(FP), X0
+	VBROADCASTSS X0, Y0
+	ANDQ         $-8, CX
+
+dequantI8_block:
+	CMPQ      CX, $0x00000020
+	JL        dequantI8_single
+	VPMOVSXBD (AX), Y1
+	VCVTDQ2PS Y1, Y1
+	VMULPS    Y0, Y1, Y1
+	VMOVUPS   Y1, (DX)
+	VPMOVSXBD 8(AX), Y1
+	VCVTDQ2PS Y1, Y1
+	VMULPS    Y0, Y1, Y1
+	VMOVUPS   Y1, 32(DX)
+	VPMOVSXBD 16(AX), Y1
+	VCVTDQ2PS Y1, Y1
+	VMULPS    Y0, Y1, Y1
+	VMOVUPS   Y1, 64(DX)
+	VPMOVSXBD 24(AX), Y1
+	VCVTDQ2PS Y1, Y1
+	VMULPS    Y0, Y1, Y1
+	VMOVUPS   Y1, 96(DX)
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000080, DX
+	SUBQ      $0x00000020, CX
+	JMP       dequantI8_block
+
+dequantI8_single:
+	TESTQ     CX, CX
+	JZ        dequantI8_done
+	VPMOVSXBD (AX), Y1
+	VCVTDQ2PS Y1, Y1
+	VMULPS    Y0, Y1, Y1
+	VMOVUPS   Y1, (DX)
+	ADDQ      $0x08, AX
+	ADDQ      $0x20, DX
+	SUBQ      $0x08, CX
+	JMP       dequantI8_single
+
+dequantI8_done:
+	VZEROUPPER
+	RET
+
 // func sumAVX2(x []float32) float32
 // Requires: AVX, SSE
 TEXT ·sumAVX2(SB), NOSPLIT, $0-28

@@ -15,6 +15,12 @@ func dotAVX2(x []float32, y []float32) float32
 //go:noescape
 func dotI8AVX2(x []float32, w []int8) float32
 
+// dequantI8AVX2 writes dst[i] = src[i]·s for the first len(src)&^7
+// elements; len(dst) ≥ len(src). The caller converts the last len(src)%8.
+//
+//go:noescape
+func dequantI8AVX2(dst []float32, src []int8, s float32)
+
 // sumAVX2 returns Σ x[i].
 //
 //go:noescape

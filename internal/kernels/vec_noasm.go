@@ -7,6 +7,7 @@ package kernels
 
 func dotAVX2(x, y []float32) float32                      { panic(noAsm) }
 func dotI8AVX2(x []float32, w []int8) float32             { panic(noAsm) }
+func dequantI8AVX2(dst []float32, src []int8, s float32)  { panic(noAsm) }
 func sumAVX2(x []float32) float32                         { panic(noAsm) }
 func maxAVX2(x []float32) float32                         { panic(noAsm) }
 func axpyAVX2(alpha float32, x, y []float32)              { panic(noAsm) }

@@ -148,6 +148,29 @@ func TestDotI8(t *testing.T) {
 	})
 }
 
+// DequantI8 is one rounded product per element, so it must equal the
+// float32 product exactly; dst sits between NaN sentinels.
+func TestDequantI8(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(7, 8))
+		for _, n := range testLengths() {
+			dst, buf := guarded(n, 1, nan32)
+			src := make([]int8, n)
+			for i := range src {
+				src[i] = int8(rng.IntN(256) - 128)
+			}
+			s := float32(rng.Float64()*0.1 + 1e-3)
+			DequantI8(dst, src, s)
+			for i, q := range src {
+				if want := float32(q) * s; dst[i] != want {
+					t.Fatalf("DequantI8 n=%d: element %d is %v, want %v", n, i, dst[i], want)
+				}
+			}
+			checkGuard(t, "DequantI8", buf, 1, n, nan32)
+		}
+	})
+}
+
 func TestSum(t *testing.T) {
 	forEachImpl(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))

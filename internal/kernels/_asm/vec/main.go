@@ -37,6 +37,7 @@ func main() {
 
 	dot()
 	dotI8()
+	dequantI8()
 	sum()
 	maxf()
 	axpy()
@@ -218,6 +219,47 @@ func dotI8() {
 	hreduce(acc[0], VADDPS)
 	VZEROUPPER()
 	Store(acc[0].AsX(), ReturnIndex(0))
+	RET()
+}
+
+func dequantI8() {
+	TEXT("dequantI8AVX2", NOSPLIT, "func(dst []float32, src []int8, s float32)")
+	Pragma("noescape")
+	Doc("dequantI8AVX2 writes dst[i] = src[i]·s for the first len(src)&^7",
+		"elements; len(dst) ≥ len(src). The caller converts the last len(src)%8.")
+	src, n := loadSlice("src")
+	dst := Load(Param("dst").Base(), GP64())
+	sc := YMM()
+	VBROADCASTSS(Load(Param("s"), XMM()), sc)
+	const unroll = 4
+	t := ymms(unroll)
+	ANDQ(I32(-8), n)
+	Label("dequantI8_block")
+	CMPQ(n, U32(8*unroll))
+	JL(LabelRef("dequantI8_single"))
+	for u := 0; u < unroll; u++ {
+		VPMOVSXBD(Mem{Base: src, Disp: 8 * u}, t[u])
+		VCVTDQ2PS(t[u], t[u])
+		VMULPS(sc, t[u], t[u])
+		VMOVUPS(t[u], Mem{Base: dst, Disp: 32 * u})
+	}
+	ADDQ(U32(8*unroll), src)
+	ADDQ(U32(32*unroll), dst)
+	SUBQ(U32(8*unroll), n)
+	JMP(LabelRef("dequantI8_block"))
+	Label("dequantI8_single")
+	TESTQ(n, n)
+	JZ(LabelRef("dequantI8_done"))
+	VPMOVSXBD(Mem{Base: src}, t[0])
+	VCVTDQ2PS(t[0], t[0])
+	VMULPS(sc, t[0], t[0])
+	VMOVUPS(t[0], Mem{Base: dst})
+	ADDQ(Imm(8), src)
+	ADDQ(Imm(32), dst)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef("dequantI8_single"))
+	Label("dequantI8_done")
+	VZEROUPPER()
 	RET()
 }
 
