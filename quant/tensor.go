@@ -207,8 +207,9 @@ func (b *Blocks) Dequantize(dst []float32) error {
 	if len(dst) != b.N || len(b.Data) != b.N || len(b.Scale) != (b.N+BlockSize-1)/BlockSize {
 		return fmt.Errorf("quant: Blocks.Dequantize: %d values for %d: %w", len(dst), b.N, ErrInput)
 	}
-	for i, q := range b.Data {
-		dst[i] = float32(q) * b.Scale[i/BlockSize]
+	for k, sc := range b.Scale {
+		lo, hi := k*BlockSize, min((k+1)*BlockSize, b.N)
+		kernels.DequantI8(dst[lo:hi], b.Data[lo:hi], sc)
 	}
 	return nil
 }
