@@ -135,6 +135,7 @@ func TestFlashDeterministic(t *testing.T) {
 	} {
 		in := c.inputs(5)
 		var first []Tensor
+		var firstLSE []float32
 		for run, workers := range []int{1, 2, 3, 8, 2} {
 			opts := c.opts()
 			opts.Workers = workers
@@ -148,8 +149,13 @@ func TestFlashDeterministic(t *testing.T) {
 			}
 			got := []Tensor{o, dq, dk, dv}
 			if run == 0 {
-				first = got
+				first, firstLSE = got, lse
 				continue
+			}
+			for j, x := range lse {
+				if math.Float32bits(x) != math.Float32bits(firstLSE[j]) {
+					t.Fatalf("%v: workers=%d: lse differs at %d: %v vs %v", c, workers, j, x, firstLSE[j])
+				}
 			}
 			for i := range got {
 				for j, x := range got[i].Data {

@@ -119,8 +119,11 @@ func run(c config, stdout, stderr io.Writer) error {
 	// Plan the runs: the naive kernels stop at the first length over the
 	// cap. Progress is weighted by the expected time: T² per run, the naive
 	// kernels about ten times the flash ones (measured here).
+	// The forward's scores may still be uncollected when the backward
+	// allocates its two matrices, so the peak is counted as all three.
 	naiveNeed := func(t int) int64 {
-		return attention.NaiveBytes(c.Batch, c.Heads, t, t, true) + 4*int64(c.Batch*t*c.Dim*(c.Heads+2*c.KVHeads))
+		return attention.NaiveBytes(c.Batch, c.Heads, t, t, false) + attention.NaiveBytes(c.Batch, c.Heads, t, t, true) +
+			4*int64(c.Batch*t*c.Dim*(c.Heads+2*c.KVHeads))
 	}
 	const naiveWeight = 10
 	var total float64

@@ -41,8 +41,10 @@ func runModel(c config, stdout, stderr io.Writer) ([]modelRun, error) {
 	var runs []modelRun
 	for _, impl := range []model.AttentionImpl{model.AttentionFlash, model.AttentionNaive} {
 		if impl == model.AttentionNaive {
-			// Saved probabilities of every layer plus one layer's backward.
-			need := int64(cfg.Layers+1) * attention.NaiveBytes(1, cfg.Heads, c.ModelT, c.ModelT, false)
+			// Saved probabilities of every layer plus one layer's backward
+			// (two score matrices).
+			need := int64(cfg.Layers)*attention.NaiveBytes(1, cfg.Heads, c.ModelT, c.ModelT, false) +
+				attention.NaiveBytes(1, cfg.Heads, c.ModelT, c.ModelT, true)
 			if need > c.MemCapMiB<<20 {
 				fmt.Fprintf(stderr, "model: naive attention at T=%d would need %d MiB, over the cap\n", c.ModelT, need>>20)
 				continue
