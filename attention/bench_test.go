@@ -23,17 +23,17 @@ func cpuTime() time.Duration {
 
 const benchB, benchH, benchD = 1, 4, 64
 
-func fwdFLOPs(t int) float64 { return 2 * 2 * benchB * benchH * float64(t) * float64(t) * benchD / 2 }
+func fwdFLOPs(t, d int) float64 { return 2 * 2 * benchB * benchH * float64(t) * float64(t) * float64(d) / 2 }
 
-func benchInputs(t int) inputs {
-	return tcase{B: benchB, H: benchH, KVH: benchH, Tq: t, Tk: t, D: benchD}.inputs(1)
+func benchInputs(t, d int) inputs {
+	return tcase{B: benchB, H: benchH, KVH: benchH, Tq: t, Tk: t, D: d}.inputs(1)
 }
 
 type fwdFunc func(q, k, v Tensor, opts Options) (Tensor, []float32, error)
 type bwdFunc func(q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) (Tensor, Tensor, Tensor, error)
 
-func benchAttention(b *testing.B, fwd fwdFunc, bwd bwdFunc, t int, backward bool, opts Options) {
-	in := benchInputs(t)
+func benchAttention(b *testing.B, fwd fwdFunc, bwd bwdFunc, t, d int, backward bool, opts Options) {
+	in := benchInputs(t, d)
 	opts.Causal = true
 	step := func() {
 		o, lse, err := fwd(in.q, in.k, in.v, opts)
@@ -54,7 +54,7 @@ func benchAttention(b *testing.B, fwd fwdFunc, bwd bwdFunc, t int, backward bool
 		step()
 	}
 	cpu := cpuTime() - cpu0
-	flops := fwdFLOPs(t)
+	flops := fwdFLOPs(t, d)
 	if backward {
 		flops *= 3.5
 	}
@@ -67,7 +67,7 @@ func BenchmarkFlash(b *testing.B) {
 	for _, pass := range []string{"fwd", "fwdbwd"} {
 		for _, t := range []int{1024, 4096, 16384} {
 			b.Run(fmt.Sprintf("%s/T=%d", pass, t), func(b *testing.B) {
-				benchAttention(b, Forward, Backward, t, pass == "fwdbwd", Options{})
+				benchAttention(b, Forward, Backward, t, benchD, pass == "fwdbwd", Options{})
 			})
 		}
 	}
@@ -77,23 +77,25 @@ func BenchmarkNaive(b *testing.B) {
 	for _, pass := range []string{"fwd", "fwdbwd"} {
 		for _, t := range []int{1024, 4096} {
 			b.Run(fmt.Sprintf("%s/T=%d", pass, t), func(b *testing.B) {
-				benchAttention(b, NaiveForward, NaiveBackward, t, pass == "fwdbwd", Options{})
+				benchAttention(b, NaiveForward, NaiveBackward, t, benchD, pass == "fwdbwd", Options{})
 			})
 		}
 	}
 }
 
 // BenchmarkTileSweep times the forward pass and forward+backward at T=4096
-// (B=1, H=4, D=64, causal) for a grid of tile sizes; it chose DefaultBlockQ
-// and DefaultBlockK. Compare cpu-ms/op, which the other load of a shared
-// machine disturbs least.
+// (B=1, H=4, causal) for a grid of tile sizes and head widths; it chose
+// DefaultBlockQ and DefaultBlockK. Compare cpu-ms/op, which the other load
+// of a shared machine disturbs least.
 func BenchmarkTileSweep(b *testing.B) {
-	for _, pass := range []string{"fwd", "fwdbwd"} {
-		for _, bq := range []int{48, 64, 96, 128, 192} {
-			for _, bk := range []int{32, 64, 128, 256} {
-				b.Run(fmt.Sprintf("%s/bq=%d/bk=%d", pass, bq, bk), func(b *testing.B) {
-					benchAttention(b, Forward, Backward, 4096, pass == "fwdbwd", Options{BlockQ: bq, BlockK: bk})
-				})
+	for _, d := range []int{64, 128} {
+		for _, pass := range []string{"fwd", "fwdbwd"} {
+			for _, bq := range []int{48, 64, 96, 128, 192} {
+				for _, bk := range []int{32, 64, 128, 256} {
+					b.Run(fmt.Sprintf("D=%d/%s/bq=%d/bk=%d", d, pass, bq, bk), func(b *testing.B) {
+						benchAttention(b, Forward, Backward, 4096, d, pass == "fwdbwd", Options{BlockQ: bq, BlockK: bk})
+					})
+				}
 			}
 		}
 	}
