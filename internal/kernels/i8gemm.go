@@ -1,7 +1,9 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -65,6 +67,59 @@ var I8SignTrick = false
 // i8UseVNNI enables the VNNI kernel where the CPU has it (tests clear it to
 // run the W16 kernel).
 var i8UseVNNI = hasAVX512VNNI
+
+// The int8 kernels by name, as I8Kernels lists them and SetI8Kernel takes
+// them.
+const (
+	I8KernelVNNI      = "vnni"      // AVX-512 VNNI (VPDPBUSD)
+	I8KernelW16       = "w16"       // AVX2, operands widened to int16 (VPMADDWD)
+	I8KernelSignTrick = "signtrick" // AVX2, VPSIGNB + VPMADDUBSW + VPMADDWD
+	I8KernelGeneric   = "generic"   // portable Go (purego builds, non-amd64)
+)
+
+// I8Kernel returns the name of the int8 kernel the current settings select
+// for operands packed from now on.
+func I8Kernel() string { return i8LayoutKernel(i8CurLayout()) }
+
+func i8LayoutKernel(l i8Layout) string {
+	switch {
+	case !useAVX2:
+		return I8KernelGeneric
+	case l == i8LayoutVNNI:
+		return I8KernelVNNI
+	case l == i8LayoutW16:
+		return I8KernelW16
+	}
+	return I8KernelSignTrick
+}
+
+// I8Kernels lists the int8 kernels this CPU and build can run, the default
+// first.
+func I8Kernels() []string {
+	if !useAVX2 {
+		return []string{I8KernelGeneric}
+	}
+	ks := []string{I8KernelW16, I8KernelSignTrick}
+	if hasAVX512VNNI {
+		ks = []string{I8KernelVNNI, I8KernelW16, I8KernelSignTrick}
+	}
+	return ks
+}
+
+// SetI8Kernel selects the int8 kernel by name (one of I8Kernels) and returns
+// a function that restores the previous selection. It is meant for tests
+// and benchmarks that compare kernels: it is not safe for concurrent use
+// with anything packing or multiplying int8 operands, and operands packed
+// under one kernel must be packed again after a switch (multiplying them
+// under another panics), so call it before packing.
+func SetI8Kernel(name string) (restore func(), err error) {
+	if !slices.Contains(I8Kernels(), name) {
+		return nil, fmt.Errorf("kernels: int8 kernel %q not available here (have %v)", name, I8Kernels())
+	}
+	st, vnni := I8SignTrick, i8UseVNNI
+	I8SignTrick, i8UseVNNI = name == I8KernelSignTrick, name == I8KernelVNNI
+	return func() { I8SignTrick, i8UseVNNI = st, vnni }, nil
+}
 
 // i8Layout names the packed layout (and kernel) of an operand.
 type i8Layout uint8

@@ -318,3 +318,50 @@ func TestI8LayoutMismatch(t *testing.T) {
 		}
 	}
 }
+
+// TestSetI8Kernel checks the exported kernel switch: every listed kernel
+// can be selected, computes the exact product on operands packed after the
+// switch, and the restore function puts the previous selection back.
+func TestSetI8Kernel(t *testing.T) {
+	before := I8Kernel()
+	if ks := I8Kernels(); len(ks) == 0 || ks[0] != before {
+		t.Fatalf("I8Kernels() = %v, want the default %q first", ks, before)
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	m, n, k := 5, 19, 37
+	a, b := randI8(rng, m*k), randI8(rng, n*k)
+	want := make([]int32, m*n)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			for q := 0; q < k; q++ {
+				want[i*n+j] += int32(a[i*k+q]) * int32(b[j*k+q])
+			}
+		}
+	}
+	for _, name := range I8Kernels() {
+		restore, err := SetI8Kernel(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := I8Kernel(); got != name {
+			t.Errorf("after SetI8Kernel(%q): I8Kernel() = %q", name, got)
+		}
+		c := make([]int32, m*n)
+		I8Gemm(m, n, k, a, k, b, k, c, n)
+		for i := range c {
+			if c[i] != want[i] {
+				t.Fatalf("%s: c[%d] = %d, want %d", name, i, c[i], want[i])
+			}
+		}
+		restore()
+		if got := I8Kernel(); got != before {
+			t.Fatalf("restore after %q: I8Kernel() = %q, want %q", name, got, before)
+		}
+	}
+	if _, err := SetI8Kernel("nope"); err == nil {
+		t.Error("SetI8Kernel(\"nope\") succeeded")
+	}
+	if I8Kernel() != before {
+		t.Error("a failed SetI8Kernel changed the kernel")
+	}
+}
