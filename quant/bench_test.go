@@ -3,6 +3,7 @@ package quant
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
@@ -22,43 +23,80 @@ func randn(rng *rand.Rand, n int, std float64) []float32 {
 // BenchmarkInt8Linear times Linear.Forward with dynamic per-token activation
 // quantization (included), the int8 GEMM and fused dequantization + bias into
 // float32 outputs: the work of PyTorch's dynamic int8 Linear
-// (anchors/torch_int8.py).
+// (anchors/torch_int8.py), on the default kernel for this CPU.
 func BenchmarkInt8Linear(b *testing.B) {
 	for _, s := range linearBenchShapes {
 		m, k, n := s[0], s[1], s[2]
 		b.Run(fmt.Sprintf("M=%d,K=%d,N=%d", m, k, n), func(b *testing.B) {
-			rng := rand.New(rand.NewPCG(1, 2))
-			l, err := NewLinear(randn(rng, k*n, 0.02), randn(rng, n, 0.1), k, n, LinearOptions{Act: ActDynamic})
-			if err != nil {
-				b.Fatal(err)
-			}
-			x, y := randn(rng, m*k, 1), make([]float32, m*n)
-			if err := l.Forward(y, x, m); err != nil {
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			for b.Loop() {
-				if err := l.Forward(y, x, m); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+			benchInt8Linear(b, m, k, n)
 		})
 	}
 }
 
-// BenchmarkFP32Linear times the same products on galleon's float32 GEMM
-// (kernels.Sgemm), x [M, K] times W [K, N].
+// BenchmarkInt8LinearKernels times the same Linear forward as
+// BenchmarkInt8Linear with each int8 kernel the CPU can run (vnni, w16,
+// signtrick; generic in purego builds), so that the AVX2-only numbers are
+// visible on a CPU whose default is another kernel. The layer is built and
+// packed after the kernel is selected.
+func BenchmarkInt8LinearKernels(b *testing.B) {
+	for _, kn := range []string{kernels.I8KernelVNNI, kernels.I8KernelW16, kernels.I8KernelSignTrick, kernels.I8KernelGeneric} {
+		for _, s := range linearBenchShapes {
+			m, k, n := s[0], s[1], s[2]
+			b.Run(fmt.Sprintf("kernel=%s/M=%d,K=%d,N=%d", kn, m, k, n), func(b *testing.B) {
+				if !slices.Contains(kernels.I8Kernels(), kn) {
+					b.Skipf("kernel %s not available (have %v)", kn, kernels.I8Kernels())
+				}
+				restore, err := kernels.SetI8Kernel(kn)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer restore()
+				benchInt8Linear(b, m, k, n)
+			})
+		}
+	}
+}
+
+// benchInt8Linear builds a dynamic W8A8 Linear k→n (packed by its first
+// Forward, under the current kernel) and times its forward on m rows.
+func benchInt8Linear(b *testing.B, m, k, n int) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	l, err := NewLinear(randn(rng, k*n, 0.02), randn(rng, n, 0.1), k, n, LinearOptions{Act: ActDynamic})
+	if err != nil {
+		b.Fatal(err)
+	}
+	x, y := randn(rng, m*k, 1), make([]float32, m*n)
+	if err := l.Forward(y, x, m); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := l.Forward(y, x, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+}
+
+// BenchmarkFP32Linear times the float32 Linear of the same shapes as the
+// model runs it: nn.LinearForward (galleon's float32 GEMM, kernels.Sgemm,
+// with the bias added), x [M, K] times W [K, N] plus b [N] into float32
+// outputs, the counterpart of BenchmarkInt8Linear and of PyTorch's fp32
+// Linear. The metric is GOP/s, as BenchmarkInt8Linear's.
 func BenchmarkFP32Linear(b *testing.B) {
 	for _, s := range linearBenchShapes {
 		m, k, n := s[0], s[1], s[2]
 		b.Run(fmt.Sprintf("M=%d,K=%d,N=%d", m, k, n), func(b *testing.B) {
 			rng := rand.New(rand.NewPCG(1, 2))
-			w, x, y := randn(rng, k*n, 0.02), randn(rng, m*k, 1), make([]float32, m*n)
-			kernels.Sgemm(false, false, m, n, k, 1, x, k, w, n, 0, y, n)
+			w, bias, x, y := randn(rng, k*n, 0.02), randn(rng, n, 0.1), randn(rng, m*k, 1), make([]float32, m*n)
+			if err := nn.LinearForward(y, x, w, bias, m, k, n); err != nil {
+				b.Fatal(err)
+			}
 			b.ResetTimer()
 			for b.Loop() {
-				kernels.Sgemm(false, false, m, n, k, 1, x, k, w, n, 0, y, n)
+				if err := nn.LinearForward(y, x, w, bias, m, k, n); err != nil {
+					b.Fatal(err)
+				}
 			}
 			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
 		})
