@@ -21,7 +21,11 @@ var ErrCheckpoint = errors.New("quant: bad int8 checkpoint")
 // transpose of the float checkpoint's Conv1D [in, out]), L.weight_scale as F32
 // [out] and L.bias as F32; a quantized embedding E stores E.weight as I8
 // [rows, C] and E.weight_scale as F32 [rows]; every other parameter is F32 as
-// in the float checkpoint.
+// in the float checkpoint. A tied output head run on the int8 GEMM
+// (Config.Head) stores nothing of its own: the configuration stays tied and
+// the head is rebuilt from the token embedding's int8 table (or its float
+// table quantized per row). Files without the quant key int8_head have a
+// float32 tied head, as before it existed.
 const (
 	formatInt8      = "galleon-int8"
 	metaFormat      = "format"
@@ -35,7 +39,12 @@ const (
 // q.ReleaseReplaced (model.Model's), which frees the float32 copies of the
 // quantized layers: their tensors come from the int8 layers.
 func (q *Model) Save(path string) error {
-	cfg, err := json.Marshal(q.Model.Config)
+	arch := q.Model.Config
+	tiedHead := q.Config.tiedHead()
+	if tiedHead {
+		arch.TiedEmbeddings = true // the head is the token embedding's table
+	}
+	cfg, err := json.Marshal(arch)
 	if err != nil {
 		return fmt.Errorf("quant: save: %w", err)
 	}
@@ -45,7 +54,9 @@ func (q *Model) Save(path string) error {
 	}
 	i8 := map[string]*Rows{}
 	for name, l := range q.Linears {
-		i8[name+".weight"] = l.Weight
+		if !(tiedHead && name == model.NameHead) {
+			i8[name+".weight"] = l.Weight
+		}
 	}
 	for name, r := range q.Embeddings {
 		i8[name] = r
@@ -53,6 +64,9 @@ func (q *Model) Save(path string) error {
 	var tensors []safetensors.Tensor
 	written := map[string]bool{}
 	for _, p := range q.Model.Weights.Params {
+		if tiedHead && trimSuffix(p.Name, ".weight") == model.NameHead {
+			continue
+		}
 		written[p.Name] = true
 		if r, ok := i8[p.Name]; ok {
 			tensors = append(tensors,
@@ -75,7 +89,9 @@ func (q *Model) Save(path string) error {
 	// whose layer has none).
 	names := make([]string, 0, len(q.Linears))
 	for name := range q.Linears {
-		names = append(names, name)
+		if !(tiedHead && name == model.NameHead) {
+			names = append(names, name)
+		}
 	}
 	slices.Sort(names)
 	for _, name := range names {
@@ -154,13 +170,13 @@ func Load(path string) (*Model, error) {
 	if !(qc.Threshold >= 0) || math.IsInf(float64(qc.Threshold), 0) {
 		return bad("threshold %v", qc.Threshold)
 	}
-	m, err := model.New(cfg, 0)
-	if err != nil {
-		return bad("%v", err)
-	}
-	names := m.LinearNames()
-	if len(qc.Layers) == 0 {
-		qc.Layers = names
+	names := cfg.LinearNames()
+	if len(qc.Layers) == 0 { // as Quantize: all but the head, unless Head
+		for _, name := range names {
+			if name != model.NameHead || qc.Head {
+				qc.Layers = append(qc.Layers, name)
+			}
+		}
 	}
 	isLinear := map[string]bool{}
 	for _, name := range qc.Layers {
@@ -168,6 +184,19 @@ func Load(path string) (*Model, error) {
 			return bad("layer %q", name)
 		}
 		isLinear[name] = true
+	}
+	tiedHead := cfg.TiedEmbeddings && qc.Head
+	if !cfg.TiedEmbeddings {
+		if qc.Head && !isLinear[model.NameHead] {
+			return bad("int8 head without layer %q", model.NameHead)
+		}
+		qc.Head = isLinear[model.NameHead] // files from before the key
+	}
+	arch := cfg
+	arch.TiedEmbeddings = !tiedHead && cfg.TiedEmbeddings
+	m, err := model.New(arch, 0)
+	if err != nil {
+		return bad("%v", err)
 	}
 	q := &Model{Model: m, Config: qc, Linears: map[string]*Linear{}, Embeddings: map[string]*Rows{}}
 	quantized := map[string]bool{}
@@ -186,6 +215,9 @@ func Load(path string) (*Model, error) {
 	}
 	rows := map[string]*Rows{}
 	for _, p := range m.Weights.Params {
+		if tiedHead && p.Name == model.NameHead+".weight" {
+			continue // the token embedding's table, below
+		}
 		if quantized[p.Name] {
 			t, ok := get(p.Name)
 			ts, ok2 := get(p.Name + scaleSuffix)
@@ -245,6 +277,9 @@ func Load(path string) (*Model, error) {
 		if qc.Act == ActStatic {
 			opts.ActScale = qc.ActScales[name]
 		}
+		if name == model.NameHead {
+			opts = headOptions(qc)
+		}
 		var bias []float32
 		if p := m.Weights.Get(name + ".bias"); p != nil {
 			bias = p.Data
@@ -270,6 +305,11 @@ func Load(path string) (*Model, error) {
 				return bad("%v", err)
 			}
 			q.Embeddings[name] = r
+		}
+	}
+	if tiedHead {
+		if err := q.setTiedHead(); err != nil {
+			return bad("%v", err)
 		}
 	}
 	return q, nil

@@ -12,7 +12,8 @@ import (
 )
 
 // DefaultThreshold is LLM.int8()'s outlier threshold: input columns holding
-// any |x| ≥ 6 are multiplied in float32.
+// any |x| ≥ 6 are multiplied in float32. DefaultConfig and
+// DefaultLinearOptions set it; a threshold of 0 disables the decomposition.
 const DefaultThreshold = 6.0
 
 // ActMode says how a Linear treats its input activations.
@@ -59,6 +60,17 @@ func (a ActMode) String() string {
 // The fields may be read freely; after the first Forward they must not be
 // changed (the packed weight is built once). Forward is safe for concurrent
 // use.
+//
+// Memory per weight: Weight keeps the int8 values (1 byte each) for the
+// whole life of the layer, because the outlier columns, the training graph
+// (Int8Linear), Dequantize, WithDelta and Save read them. With ActFloat
+// (W8) that is all. With ActDynamic or ActStatic the first Forward also
+// packs the weight for the int8 GEMM's kernel (kernels.I8Kernel): the VNNI
+// and sign-trick kernels pack int8 (1 more byte, plus 4 bytes per output
+// channel for VNNI's column sums), so 2 bytes per weight in all; the AVX2
+// W16 kernel, the default on AVX2 CPUs without AVX-512 VNNI, packs int16
+// (2 more bytes), so 3 bytes per weight, still under float32's 4. PackedBytes
+// reports the packed part.
 type Linear struct {
 	In, Out   int       // input and output widths
 	Weight    *Rows     // [Out, In], one scale per output channel
@@ -83,11 +95,22 @@ type linearScratch struct {
 	xo, wo []float32
 }
 
-// LinearOptions configures NewLinear.
+// LinearOptions configures NewLinear. Start from DefaultLinearOptions: the
+// zero value keeps activations in float32 (ActFloat) and has no outlier
+// threshold.
 type LinearOptions struct {
-	Act       ActMode // how the input activations are treated
-	ActScale  float32 // required (> 0) with ActStatic
-	Threshold float32 // 0 disables outlier decomposition
+	Act      ActMode // how the input activations are treated
+	ActScale float32 // required (> 0) with ActStatic
+	// Threshold is the outlier threshold (DefaultLinearOptions sets
+	// DefaultThreshold, 6.0); 0 disables the decomposition.
+	Threshold float32
+}
+
+// DefaultLinearOptions returns per-token dynamic activations (W8A8) with
+// LLM.int8() outlier decomposition at DefaultThreshold; set Threshold to 0
+// to disable it.
+func DefaultLinearOptions() LinearOptions {
+	return LinearOptions{Act: ActDynamic, Threshold: DefaultThreshold}
 }
 
 // NewLinear quantizes a float32 layer with weight w stored [in, out] (the
@@ -135,6 +158,17 @@ func NewLinearFromRows(w *Rows, b []float32, opts LinearOptions) (*Linear, error
 		l.Bias = append([]float32(nil), b...)
 	}
 	return l, nil
+}
+
+// PackedBytes returns the bytes of the weight packed for the int8 GEMM, in
+// addition to Weight's byte per value (see Linear for the amounts per
+// kernel): 0 with ActFloat. It packs the weight if no Forward has yet, as
+// the first Forward would.
+func (l *Linear) PackedBytes() int {
+	if l.init() != nil || l.packed == nil {
+		return 0
+	}
+	return l.packed.Bytes()
 }
 
 // Dims returns the input and output widths.

@@ -150,7 +150,9 @@ func (q *QAT) Freeze() {
 // static per-tensor activations with the learned or observed scales, weights
 // quantized with the learned (LSQ) or max-based per-channel scales, so its
 // logits match the fake-quant model's. The embeddings follow embeddings
-// (see Config.Embeddings).
+// (see Config.Embeddings). Outlier decomposition stays off (threshold 0,
+// not DefaultConfig's): the fake-quant training had none, and the logits
+// are to match it.
 func (q *QAT) Convert(embeddings bool) (*Model, error) {
 	return Quantize(q.Model, Config{Act: ActStatic, Layers: q.Names, Embeddings: embeddings})
 }

@@ -3,6 +3,7 @@ package quant
 import (
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -178,6 +179,22 @@ func TestQATConvert(t *testing.T) {
 		t.Logf("LSQ=%v: max |Δlogit| fake-quant vs int8 = %.3g (max |logit| %.3g)", lsq, d, s)
 		if d > 1e-2*s {
 			t.Fatalf("LSQ=%v: int8 logits differ from fake-quant by %v", lsq, d)
+		}
+		// The learned activation scales are in the checkpoint.
+		path := filepath.Join(t.TempDir(), "qat.safetensors")
+		if err := i8.Save(path); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Load(path)
+		if err != nil {
+			t.Fatalf("LSQ=%v: loading the converted model: %v", lsq, err)
+		}
+		again, err := l.Logits(in, 4, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := maxAbsDiff(got, again); d != 0 {
+			t.Fatalf("LSQ=%v: reloaded logits differ by %g", lsq, d)
 		}
 		if err := q.Remove(); err != nil {
 			t.Fatal(err)
