@@ -247,4 +247,3 @@ func (q *Model) setTiedHead() error {
 	q.Linears[model.NameHead] = l
 	return nil
 }
-
