@@ -2,9 +2,10 @@
 // what it costs and gains: checkpoint bytes (float32 vs int8), validation
 // bits per byte for float32, W8 (int8 weights), W8A8 (int8 weights and
 // per-token int8 activations), W8A8 with LLM.int8() outlier decomposition,
-// W8A8 with static calibrated activations and after quantization-aware
-// training (LSQ, next to float32 fine-tuned for as many steps), and
-// generation speed float32 vs int8.
+// W8A8 with outliers and the output head on the int8 GEMM too, W8A8 with
+// static calibrated activations and after quantization-aware training (LSQ,
+// next to float32 fine-tuned for as many steps), and generation speed
+// float32 vs int8 (the median of alternating runs after a warm-up).
 //
 //	go run ./examples/pretrain -preset small -steps 2000 -out out/pretrain
 //	go run ./examples/quantize -checkpoint out/pretrain/checkpoint.safetensors
@@ -19,6 +20,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -39,6 +41,7 @@ type options struct {
 	calibWindows int
 	observer     string
 	genTokens    int
+	genReps      int
 	out          string
 	seed         uint64
 	jsonOut      bool
@@ -54,17 +57,20 @@ type row struct {
 
 // result is printed as one JSON line under -json.
 type result struct {
-	Preset          string  `json:"preset"`
-	Params          int     `json:"params"`
-	FP32Bytes       int64   `json:"fp32_checkpoint_bytes"`
-	Int8Bytes       int64   `json:"int8_checkpoint_bytes"`
-	BytesRatio      float64 `json:"int8_bytes_ratio"`
-	Rows            []row   `json:"bits_per_byte"`
-	GenFP32TokPerS  float64 `json:"gen_fp32_tokens_per_s"`
-	GenInt8TokPerS  float64 `json:"gen_int8_tokens_per_s"`
-	QATSteps        int     `json:"qat_steps"`
-	Int8Checkpoint  string  `json:"int8_checkpoint"`
-	Int8GenerateOut string  `json:"int8_sample"`
+	Preset          string    `json:"preset"`
+	Params          int       `json:"params"`
+	FP32Bytes       int64     `json:"fp32_checkpoint_bytes"`
+	Int8Bytes       int64     `json:"int8_checkpoint_bytes"`
+	BytesRatio      float64   `json:"int8_bytes_ratio"`
+	Rows            []row     `json:"bits_per_byte"`
+	GenFP32TokPerS  float64   `json:"gen_fp32_tokens_per_s"` // median of GenReps runs
+	GenInt8TokPerS  float64   `json:"gen_int8_tokens_per_s"` // median of GenReps runs
+	GenReps         int       `json:"gen_reps"`
+	GenFP32Runs     []float64 `json:"gen_fp32_tokens_per_s_runs"`
+	GenInt8Runs     []float64 `json:"gen_int8_tokens_per_s_runs"`
+	QATSteps        int       `json:"qat_steps"`
+	Int8Checkpoint  string    `json:"int8_checkpoint"`
+	Int8GenerateOut string    `json:"int8_sample"`
 }
 
 func main() {
@@ -80,6 +86,7 @@ func main() {
 	flag.IntVar(&o.calibWindows, "calib-windows", 16, "calibration windows (from the training split)")
 	flag.StringVar(&o.observer, "observer", "mse", "static calibration observer: minmax, ema, percentile or mse")
 	flag.IntVar(&o.genTokens, "gen-tokens", 200, "tokens to generate for the speed comparison")
+	flag.IntVar(&o.genReps, "gen-reps", 5, "timed generation runs of each model (alternating fp32/int8, after a warm-up of each); the median is reported")
 	flag.StringVar(&o.out, "out", "out/quantize", "output directory")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on the last line")
@@ -220,7 +227,9 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 		return nil, err
 	}
 	step("W8A8")
-	w8a8, err := quant.Quantize(m, quant.Config{Act: quant.ActDynamic, Embeddings: true})
+	noOutliers := quant.DefaultConfig()
+	noOutliers.Threshold, noOutliers.Embeddings = 0, true
+	w8a8, err := quant.Quantize(m, noOutliers)
 	if err != nil {
 		return nil, err
 	}
@@ -228,11 +237,23 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 		return nil, err
 	}
 	step("W8A8+outliers")
-	w8a8o, err := quant.Quantize(m, quant.Config{Act: quant.ActDynamic, Threshold: float32(o.threshold), Embeddings: true})
+	outliers := quant.DefaultConfig()
+	outliers.Threshold, outliers.Embeddings = float32(o.threshold), true
+	w8a8o, err := quant.Quantize(m, outliers)
 	if err != nil {
 		return nil, err
 	}
 	if err := eval(fmt.Sprintf("W8A8+outliers (|x|≥%g)", o.threshold), w8a8o.Model); err != nil {
+		return nil, err
+	}
+	step("W8A8+outliers + int8 head")
+	head := outliers
+	head.Head = true
+	w8a8h, err := quant.Quantize(m, head)
+	if err != nil {
+		return nil, err
+	}
+	if err := eval(fmt.Sprintf("W8A8+outliers (|x|≥%g) + int8 head", o.threshold), w8a8h.Model); err != nil {
 		return nil, err
 	}
 	step("calibration")
@@ -240,7 +261,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 	if err != nil {
 		return nil, err
 	}
-	static, err := quant.Quantize(m, quant.Config{Act: quant.ActStatic, ActScales: scales, Embeddings: true})
+	static, err := quant.Quantize(m, quant.Config{Act: quant.ActStatic, Threshold: 0, ActScales: scales, Embeddings: true})
 	if err != nil {
 		return nil, err
 	}
@@ -298,21 +319,49 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 		}
 	}
 	step("generation")
-	gen := func(mm *model.Model) (float64, string, error) {
+	gen := func(mm *model.Model, tokens int) (float64, string, error) {
 		prompt := model.Encode("func main() {\n")
 		start := time.Now()
-		out, err := mm.Generate(ctx, prompt, o.genTokens, model.SampleOptions{Temperature: 0.8, TopK: 40, Seed: o.seed})
+		out, err := mm.Generate(ctx, prompt, tokens, model.SampleOptions{Temperature: 0.8, TopK: 40, Seed: o.seed})
 		if err != nil {
 			return 0, "", err
 		}
 		return float64(len(out)) / time.Since(start).Seconds(), model.Decode(out), nil
 	}
-	if res.GenFP32TokPerS, _, err = gen(m); err != nil {
-		return nil, err
+	// A warm-up of each model, then alternating timed runs (the order
+	// flipping each time) so that neither gets a warmer or quieter machine;
+	// the medians are reported.
+	reps := max(o.genReps, 1)
+	res.GenReps = reps
+	for _, mm := range []*model.Model{m, w8a8.Model} {
+		if _, _, err := gen(mm, min(o.genTokens, 32)); err != nil {
+			return nil, err
+		}
 	}
-	if res.GenInt8TokPerS, res.Int8GenerateOut, err = gen(w8a8.Model); err != nil {
-		return nil, err
+	for r := 0; r < reps; r++ {
+		order := []bool{false, true} // int8?
+		if r%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, int8 := range order {
+			if !int8 {
+				v, _, err := gen(m, o.genTokens)
+				if err != nil {
+					return nil, err
+				}
+				res.GenFP32Runs = append(res.GenFP32Runs, v)
+				continue
+			}
+			v, sample, err := gen(w8a8.Model, o.genTokens)
+			if err != nil {
+				return nil, err
+			}
+			res.GenInt8Runs = append(res.GenInt8Runs, v)
+			res.Int8GenerateOut = sample
+		}
+		bar.Update(min(stage+0.05*float64(r+1)/float64(reps), 0.99), fmt.Sprintf("generation %d/%d", r+1, reps))
 	}
+	res.GenFP32TokPerS, res.GenInt8TokPerS = median(res.GenFP32Runs), median(res.GenInt8Runs)
 	bar.Finish("done")
 
 	a, err := os.Stat(fp32Path)
@@ -328,7 +377,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "checkpoint bytes\tfp32 %d\tint8 %d\t(%.3f×)\n", res.FP32Bytes, res.Int8Bytes, res.BytesRatio)
-	fmt.Fprintf(tw, "generation tokens/s\tfp32 %.0f\tint8 %.0f\t(%.2f×)\n", res.GenFP32TokPerS, res.GenInt8TokPerS, res.GenInt8TokPerS/res.GenFP32TokPerS)
+	fmt.Fprintf(tw, "generation tokens/s (median of %d)\tfp32 %.0f\tint8 %.0f\t(%.2f×)\n", res.GenReps, res.GenFP32TokPerS, res.GenInt8TokPerS, res.GenInt8TokPerS/res.GenFP32TokPerS)
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "model\tvalidation bits/byte\tvs fp32\t")
 	for _, r := range res.Rows {
@@ -339,4 +388,18 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 	}
 	fmt.Fprintf(stdout, "--- int8 sample ---\n%s\n-------------------\n", res.Int8GenerateOut)
 	return res, nil
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count), 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
 }
