@@ -8,11 +8,13 @@ import (
 	"sort"
 )
 
-// SampleOptions controls how Generate picks each token.
+// SampleOptions controls how Generate picks each token. They apply in
+// Hugging Face's order: temperature, then top-k, then top-p on the
+// distribution renormalized over the top-k survivors.
 type SampleOptions struct {
 	Temperature float64 // 0 picks the most likely token (greedy)
 	TopK        int     // keep the K most likely tokens; 0 keeps all
-	TopP        float64 // keep the smallest set whose probability reaches P; 0 or 1 keeps all
+	TopP        float64 // then keep the smallest set whose renormalized probability reaches P; 0 or 1 keeps all
 	Seed        uint64  // seeds the sampling; the same seed gives the same tokens
 }
 
@@ -87,41 +89,9 @@ func newSampler(vocab int, opts SampleOptions) *tokenSampler {
 }
 
 func (s *tokenSampler) pick(logits []float32) int32 {
-	best := 0
-	for i, l := range logits {
-		if l > logits[best] {
-			best = i
-		}
-	}
-	if s.opts.Temperature == 0 || s.opts.TopK == 1 {
-		return int32(best)
-	}
-	// Softmax at the temperature, in float64, shifted by the maximum.
-	mx := float64(logits[best])
-	var sum float64
-	for i, l := range logits {
-		s.probs[i] = math.Exp((float64(l) - mx) / s.opts.Temperature)
-		sum += s.probs[i]
-		s.order[i] = i
-	}
-	// Most likely first; ties by id so the draw is deterministic.
-	sort.Slice(s.order, func(a, b int) bool {
-		pa, pb := s.probs[s.order[a]], s.probs[s.order[b]]
-		return pa > pb || (pa == pb && s.order[a] < s.order[b])
-	})
-	keep := len(s.order)
-	if s.opts.TopK > 0 && s.opts.TopK < keep {
-		keep = s.opts.TopK
-	}
-	if p := s.opts.TopP; p > 0 && p < 1 {
-		var acc float64
-		for i := 0; i < keep; i++ {
-			acc += s.probs[s.order[i]] / sum
-			if acc >= p {
-				keep = i + 1
-				break
-			}
-		}
+	keep, greedy := s.candidates(logits)
+	if greedy >= 0 {
+		return int32(greedy)
 	}
 	var total float64
 	for _, id := range s.order[:keep] {
@@ -135,4 +105,56 @@ func (s *tokenSampler) pick(logits []float32) int32 {
 		}
 	}
 	return int32(s.order[keep-1])
+}
+
+// candidates filters the distribution of logits as Hugging Face's logits
+// processors do, in their order: temperature, then top-k, then top-p on the
+// distribution renormalized over the top-k survivors. It leaves the
+// unnormalized probabilities in s.probs and the tokens most likely first in
+// s.order, and returns how many of them survive (at least one). Greedy
+// decoding (temperature 0 or top-k 1) returns the argmax as greedy instead;
+// otherwise greedy is −1.
+func (s *tokenSampler) candidates(logits []float32) (keep, greedy int) {
+	best := 0
+	for i, l := range logits {
+		if l > logits[best] {
+			best = i
+		}
+	}
+	if s.opts.Temperature == 0 || s.opts.TopK == 1 {
+		return 1, best
+	}
+	// Softmax at the temperature, in float64, shifted by the maximum.
+	mx := float64(logits[best])
+	for i, l := range logits {
+		s.probs[i] = math.Exp((float64(l) - mx) / s.opts.Temperature)
+		s.order[i] = i
+	}
+	// Most likely first; ties by id so the draw is deterministic.
+	sort.Slice(s.order, func(a, b int) bool {
+		pa, pb := s.probs[s.order[a]], s.probs[s.order[b]]
+		return pa > pb || (pa == pb && s.order[a] < s.order[b])
+	})
+	keep = len(s.order)
+	if s.opts.TopK > 0 && s.opts.TopK < keep {
+		keep = s.opts.TopK
+	}
+	if p := s.opts.TopP; p > 0 && p < 1 {
+		// Top-p on what top-k left, renormalized: keep the smallest prefix
+		// whose probability reaches p (HF removes a token when the mass of
+		// the more likely ones already reaches p; it keeps at least one).
+		var kept float64
+		for _, id := range s.order[:keep] {
+			kept += s.probs[id]
+		}
+		var acc float64
+		for i := 0; i < keep; i++ {
+			acc += s.probs[s.order[i]] / kept
+			if acc >= p {
+				keep = i + 1
+				break
+			}
+		}
+	}
+	return keep, -1
 }
