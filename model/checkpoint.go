@@ -24,6 +24,7 @@ const (
 	metaAdamW  = "adamw"
 	metaData   = "data_state"
 	metaDrop   = "dropout_seed"
+	metaSched  = "schedule"
 
 	formatName     = "galleon"
 	optimMPrefix   = "optimizer.exp_avg."
@@ -41,6 +42,11 @@ type Checkpoint struct {
 	AdamW AdamWConfig // the optimizer's hyperparameters
 	M, V  []float32   // AdamW's first and second moments, laid out like the trainable set
 	Data  []byte      // the data pipeline's state (sampler RNG), opaque here
+	// Schedule is the learning-rate schedule the run was training with;
+	// nil for weights-only files and for checkpoints written before
+	// schedules were saved. Build the resumed trainer with it (overriding
+	// only what the user asks to change) to continue the same run.
+	Schedule *Schedule
 }
 
 // Save writes the model's configuration and weights to path atomically.
@@ -49,13 +55,16 @@ func (m *Model) Save(path string) error {
 }
 
 // Save writes a training checkpoint: weights, AdamW moments and step, and the
-// data pipeline's state (as returned by the sampler), so that loading it and
-// running N−K more steps gives the same weights as N uninterrupted steps.
+// data pipeline's state (as returned by the sampler) and the learning-rate
+// schedule, so that loading it, building a trainer with the checkpoint's
+// Schedule, and running N−K more steps gives the same weights as N
+// uninterrupted steps.
 func (t *Trainer) Save(path string, dataState []byte) error {
 	if t.Model.trainable != t.Model.Weights {
 		return fmt.Errorf("model: training checkpoints hold full training runs; save adapters with their own package")
 	}
-	return t.Model.save(path, &Checkpoint{Step: t.Opt.T, AdamW: t.Opt.cfg, M: t.Opt.M, V: t.Opt.V, Data: dataState})
+	sched := t.cfg.Schedule
+	return t.Model.save(path, &Checkpoint{Step: t.Opt.T, AdamW: t.Opt.cfg, M: t.Opt.M, V: t.Opt.V, Data: dataState, Schedule: &sched})
 }
 
 func (m *Model) save(path string, train *Checkpoint) error {
@@ -84,6 +93,13 @@ func (m *Model) save(path string, train *Checkpoint) error {
 		meta[metaStep] = strconv.Itoa(train.Step)
 		meta[metaAdamW] = string(adam)
 		meta[metaData] = base64.StdEncoding.EncodeToString(train.Data)
+		if train.Schedule != nil {
+			sched, err := json.Marshal(train.Schedule)
+			if err != nil {
+				return fmt.Errorf("model: save: %w", err)
+			}
+			meta[metaSched] = string(sched)
+		}
 		add(optimMPrefix, train.M)
 		add(optimVPrefix, train.V)
 	}
@@ -137,21 +153,28 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 	if err := cfg.Validate(); err != nil {
 		return bad("%v", err)
 	}
-	specs := cfg.paramSpecs()
-	var want int64
-	for _, s := range specs {
-		n := int64(4)
-		for _, d := range s.Shape {
-			n *= int64(d)
-		}
-		want += n
+	// Compare the bytes the config implies with the tensor bytes the file
+	// actually holds before building anything from the config: a few
+	// hundred bytes of header must not make the loader allocate.
+	n, err := cfg.ParamCount()
+	if err != nil {
+		return bad("%v", err)
 	}
 	_, training := f.Metadata[metaStep]
+	copies := int64(1)
 	if training {
-		want *= 3
+		copies = 3 // weights and the two AdamW moments
 	}
-	if want > maxCheckpointB || want > st.Size() {
-		return bad("config needs %d bytes of tensors, the file has %d", want, st.Size())
+	want, err := mulChecked(n, 4*copies)
+	if err != nil || want > maxCheckpointB {
+		return bad("config needs more than %d bytes of tensors", int64(maxCheckpointB))
+	}
+	var have int64
+	for _, t := range f.Tensors {
+		have += int64(len(t.Data))
+	}
+	if want != have || want > st.Size() {
+		return bad("config needs %d bytes of tensors, the file holds %d", want, have)
 	}
 	m, err := newUninitialized(cfg)
 	if err != nil {
@@ -183,6 +206,16 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 		}
 		if ck.Data, err = base64.StdEncoding.DecodeString(f.Metadata[metaData]); err != nil {
 			return bad("data state: %v", err)
+		}
+		if js, ok := f.Metadata[metaSched]; ok {
+			var sched Schedule
+			if err := json.Unmarshal([]byte(js), &sched); err != nil {
+				return bad("schedule: %v", err)
+			}
+			if err := sched.Validate(); err != nil {
+				return bad("%v", err)
+			}
+			ck.Schedule = &sched
 		}
 		ck.Step = step
 		ck.M = make([]float32, m.Weights.Len())

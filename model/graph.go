@@ -85,6 +85,9 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	if B <= 0 || T <= 0 || T > m.Config.SeqLen {
 		return nil, fmt.Errorf("model: replica batch %d×%d (sequence length must be in 1…%d)", B, T, m.Config.SeqLen)
 	}
+	if err := m.Config.checkActivations(B, T, m.Config.Attention == AttentionNaive); err != nil {
+		return nil, fmt.Errorf("model: replica: %w", err)
+	}
 	gorgoniablas.Install()
 	r := &Replica{model: m, B: B, T: T, g: G.NewGraph(), trainSet: m.trainable}
 	r.Dropout = &nn.DropoutSource{Seed: m.dropoutSeed}

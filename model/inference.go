@@ -47,6 +47,9 @@ func (m *Model) NewInference(B, capacity int) (*Inference, error) {
 	if B <= 0 || capacity <= 0 || capacity > c.SeqLen {
 		return nil, fmt.Errorf("model: inference for %d sequences of %d tokens (capacity must be in 1…%d)", B, capacity, c.SeqLen)
 	}
+	if err := c.checkActivations(B, capacity, false); err != nil {
+		return nil, fmt.Errorf("model: inference: %w", err)
+	}
 	rows := B * capacity
 	D := c.HeadDim()
 	inf := &Inference{

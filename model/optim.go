@@ -119,14 +119,37 @@ func (o *AdamW) update(grads []float32, lr float64, t, lo, hi int) {
 	}
 }
 
+// Decay kinds of a Schedule after its warmup.
+const (
+	DecayCosine = "cosine" // cosine from Peak to Peak·MinRatio at Total (the zero value "" means this too)
+	DecayNone   = "none"   // constant Peak (the PyTorch anchor's schedule)
+)
+
 // Schedule is a learning-rate schedule: linear warmup from 0 to Peak over
-// Warmup steps, then cosine decay to Peak·MinRatio at Total steps. Total = 0
-// keeps the rate constant after warmup (the PyTorch anchor's schedule).
+// Warmup steps, then cosine decay to Peak·MinRatio at Total steps. Total =
+// 0, or Decay = DecayNone, keeps the rate constant after warmup. Training
+// checkpoints store the schedule (JSON, with these field names) so that a
+// resumed run uses the rates of the uninterrupted one.
 type Schedule struct {
-	Peak     float64
-	Warmup   int
-	Total    int
-	MinRatio float64
+	Peak     float64 `json:"peak_lr"`      // rate at the end of warmup
+	Warmup   int     `json:"warmup_steps"` // steps of linear warmup
+	Total    int     `json:"total_steps"`  // step at which the cosine reaches its floor (the run's length)
+	MinRatio float64 `json:"min_ratio"`    // the cosine's floor as a fraction of Peak
+	Decay    string  `json:"decay"`        // DecayCosine ("" too) or DecayNone
+}
+
+// Validate reports a schedule that cannot train: a peak that is not positive
+// and finite, negative steps, a floor outside [0, 1] or an unknown decay.
+func (s Schedule) Validate() error {
+	if !(s.Peak > 0) || math.IsInf(s.Peak, 0) || s.Warmup < 0 || s.Total < 0 || !(s.MinRatio >= 0 && s.MinRatio <= 1) {
+		return fmt.Errorf("model: invalid schedule %+v: the peak rate must be positive and finite, steps non-negative, min_ratio in [0, 1]", s)
+	}
+	switch s.Decay {
+	case "", DecayCosine, DecayNone:
+	default:
+		return fmt.Errorf("model: invalid schedule decay %q: want %q or %q", s.Decay, DecayCosine, DecayNone)
+	}
+	return nil
 }
 
 // LR returns the rate for step (0-based).
@@ -134,7 +157,7 @@ func (s Schedule) LR(step int) float64 {
 	if step < s.Warmup {
 		return s.Peak * float64(step+1) / float64(s.Warmup)
 	}
-	if s.Total <= s.Warmup {
+	if s.Decay == DecayNone || s.Total <= s.Warmup {
 		return s.Peak
 	}
 	progress := math.Min(1, float64(step-s.Warmup)/float64(s.Total-s.Warmup))

@@ -39,28 +39,41 @@ type ParamSet struct {
 }
 
 // NewParamSet allocates a zeroed set for specs. Names must be unique and
-// shapes positive.
+// non-empty, shapes positive, and the total at most MaxParams elements
+// (sizes are multiplied with overflow checks): anything else is an error,
+// returned before any allocation.
 func NewParamSet(specs []ParamSpec) (*ParamSet, error) {
-	total := 0
-	for _, s := range specs {
-		n := 1
-		for _, d := range s.Shape {
-			if d <= 0 {
-				return nil, fmt.Errorf("model: parameter %q has shape %v", s.Name, s.Shape)
-			}
-			n *= d
-		}
-		total += n
-	}
-	ps := &ParamSet{Data: make([]float32, total), index: make(map[string]*Param, len(specs))}
-	off := 0
+	var total int64
+	seen := make(map[string]bool, len(specs))
 	for _, s := range specs {
 		if s.Name == "" {
 			return nil, fmt.Errorf("model: parameter with an empty name")
 		}
-		if _, dup := ps.index[s.Name]; dup {
+		if seen[s.Name] {
 			return nil, fmt.Errorf("model: duplicate parameter %q", s.Name)
 		}
+		seen[s.Name] = true
+		n := int64(1)
+		for _, d := range s.Shape {
+			if d <= 0 {
+				return nil, fmt.Errorf("model: parameter %q has shape %v", s.Name, s.Shape)
+			}
+			var err error
+			if n, err = mulChecked(n, int64(d)); err != nil {
+				return nil, fmt.Errorf("model: parameter %q of shape %v: %w", s.Name, s.Shape, err)
+			}
+		}
+		var err error
+		if total, err = addChecked(total, n); err == nil && (total > MaxParams || total > math.MaxInt) {
+			err = fmt.Errorf("%w: more than %d elements", ErrConfig, min(MaxParams, int64(math.MaxInt)))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("model: parameter set too large at %q: %w", s.Name, err)
+		}
+	}
+	ps := &ParamSet{Data: make([]float32, total), index: make(map[string]*Param, len(specs))}
+	off := 0
+	for _, s := range specs {
 		n := 1
 		for _, d := range s.Shape {
 			n *= d

@@ -367,6 +367,25 @@ func FuzzLoadCheckpoint(f *testing.F) {
 	f.Add(seed)
 	f.Add(seed[:len(seed)/2])
 	f.Add([]byte(strings.Replace(string(seed), `\"n_embd\":8`, `\"n_embd\":9`, 1)))
+	// Crafted configs that once overflowed the size check or made the
+	// loader build per-layer specs before it (see hostileConfigs).
+	for name, cfg := range hostileConfigs {
+		f.Add(checkpointWithConfig(f, dir, name, cfg, false))
+		f.Add(checkpointWithConfig(f, dir, name, cfg, true))
+	}
+	// A training checkpoint, with optimizer state and schedule metadata.
+	tr, err := NewTrainer(m, TrainConfig{Batch: 1, Schedule: Schedule{Peak: 1e-3, Warmup: 1, Total: 5, MinRatio: 0.1, Decay: DecayCosine}, AdamW: DefaultAdamW()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer tr.Close()
+	tpath := filepath.Join(dir, "train.safetensors")
+	if err := tr.Save(tpath, []byte("state")); err != nil {
+		f.Fatal(err)
+	}
+	tseed, _ := os.ReadFile(tpath)
+	f.Add(tseed)
+	f.Add([]byte(strings.Replace(string(tseed), `\"total_steps\":5`, `\"total_steps\":-5`, 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := filepath.Join(t.TempDir(), "f.safetensors")
 		if err := os.WriteFile(p, data, 0o644); err != nil {

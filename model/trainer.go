@@ -55,8 +55,8 @@ func NewTrainer(m *Model, cfg TrainConfig) (*Trainer, error) {
 	if cfg.Batch <= 0 || cfg.Accum < 0 {
 		return nil, fmt.Errorf("model: train config: batch %d, accumulation %d", cfg.Batch, cfg.Accum)
 	}
-	if !(cfg.Schedule.Peak > 0) || cfg.Schedule.Warmup < 0 {
-		return nil, fmt.Errorf("model: train config: learning rate %v, warmup %d", cfg.Schedule.Peak, cfg.Schedule.Warmup)
+	if err := cfg.Schedule.Validate(); err != nil {
+		return nil, fmt.Errorf("model: train config: %w", err)
 	}
 	r, err := m.NewReplica(cfg.Batch, cfg.SeqLen)
 	if err != nil {
