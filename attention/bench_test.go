@@ -23,7 +23,9 @@ func cpuTime() time.Duration {
 
 const benchB, benchH, benchD = 1, 4, 64
 
-func fwdFLOPs(t, d int) float64 { return 2 * 2 * benchB * benchH * float64(t) * float64(t) * float64(d) / 2 }
+func fwdFLOPs(t, d int) float64 {
+	return 2 * 2 * benchB * benchH * float64(t) * float64(t) * float64(d) / 2
+}
 
 func benchInputs(t, d int) inputs {
 	return tcase{B: benchB, H: benchH, KVH: benchH, Tq: t, Tk: t, D: d}.inputs(1)

@@ -45,7 +45,9 @@ func TestAllocationsPerStep(t *testing.T) {
 	if long > bound {
 		t.Errorf("%v allocations per training step, want at most %d", long, bound)
 	}
-	if long > short {
+	// A pool emptied by a collection during the run can cost one or two
+	// allocations; growth with T would show as many more.
+	if long > short+4 {
 		t.Errorf("allocations grow with the sequence length: %v at T=16, %v at T=37", short, long)
 	}
 }
