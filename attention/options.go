@@ -10,12 +10,23 @@ import (
 )
 
 // Default tile sizes of the FlashAttention kernels, chosen by
-// BenchmarkTileSweep on the target machine (2-core AMD EPYC, AVX2+FMA,
-// 32 KiB L1d and 1 MiB L2 per core) at T=4096, B=1, H=4, D=64, causal:
-// 96×128 was the fastest for the forward pass and for forward+backward, by
-// up to 10% over the other tiles of 48…192 × 32…256. Larger key tiles
-// amortize the per-row softmax calls; 96 query rows are a multiple of the
-// 6-row register block.
+// BenchmarkTileSweep on the target machine (2-core AMD EPYC Zen 4, 32 KiB
+// L1d and 1 MiB L2 per core) at T=4096, B=1, H=4, causal, for tiles of
+// 48…192 query rows × 32…256 keys. Measured 2026-11-25 (CPU ms per call):
+//
+//	             D=64 fwd  D=64 fwd+bwd  D=128 fwd  D=128 fwd+bwd
+//	96×128         117         362          205         740
+//	best tile   111 64×256  362 96×128   199 48×256  715 192×256
+//	worst tile  195 128×256 475 128×32   278 192×32  903 128×32
+//
+// 96×128 is the fastest for forward+backward at D=64 (the training case)
+// and within 5% of the best elsewhere; the differences among tiles of at
+// least 64×128 are within the run-to-run noise. Narrow key tiles (32) cost
+// 15–30%: every tile pays the per-row softmax rescaling, so wider key tiles
+// amortize it. At D=64 a 96×128 tile keeps Q (24 KiB), K and V (32 KiB
+// each), the scores (48 KiB) and the accumulator (24 KiB) in L2, with one
+// key tile's rows streaming through L1; at D=128 all but the scores double,
+// still in L2. 96 query rows are a multiple of the 6-row register block.
 const (
 	DefaultBlockQ = 96
 	DefaultBlockK = 128
