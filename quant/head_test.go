@@ -254,22 +254,10 @@ func TestInt8HeadUntied(t *testing.T) {
 // TestInt8HeadHostile: checkpoints whose head metadata and tensors do not
 // agree fail with ErrCheckpoint.
 func TestInt8HeadHostile(t *testing.T) {
-	m, _ := testModel(t, 0)
 	c := DefaultConfig()
 	c.Head, c.Embeddings = true, true
-	q, err := Quantize(m, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	good := filepath.Join(dir, "good.safetensors")
-	if err := q.Save(good); err != nil {
-		t.Fatal(err)
-	}
-	f, err := safetensors.ReadFile(good)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, _, f := savedQuantized(t, c)
+	m, _ := testModel(t, 0)
 	write := func(name string, ts []safetensors.Tensor, meta map[string]string) {
 		t.Helper()
 		p := filepath.Join(dir, name+".safetensors")

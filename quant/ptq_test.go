@@ -161,23 +161,31 @@ func TestQuantizeModelAndCheckpoint(t *testing.T) {
 	}
 }
 
-// TestLoadHostile writes damaged int8 checkpoints: each must fail with
-// ErrCheckpoint, none may panic.
-func TestLoadHostile(t *testing.T) {
+// savedQuantized quantizes the test model under c and saves it as
+// dir/good.safetensors, returning the directory, the path and the parsed
+// file, for tests that write damaged variants of it.
+func savedQuantized(t *testing.T, c Config) (dir, good string, f *safetensors.File) {
+	t.Helper()
 	m, _ := testModel(t, 0)
-	q, err := Quantize(m, Config{Act: ActDynamic, Embeddings: true})
+	q, err := Quantize(m, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	good := filepath.Join(dir, "good.safetensors")
+	dir = t.TempDir()
+	good = filepath.Join(dir, "good.safetensors")
 	if err := q.Save(good); err != nil {
 		t.Fatal(err)
 	}
-	f, err := safetensors.ReadFile(good)
-	if err != nil {
+	if f, err = safetensors.ReadFile(good); err != nil {
 		t.Fatal(err)
 	}
+	return dir, good, f
+}
+
+// TestLoadHostile writes damaged int8 checkpoints: each must fail with
+// ErrCheckpoint, none may panic.
+func TestLoadHostile(t *testing.T) {
+	dir, good, f := savedQuantized(t, Config{Act: ActDynamic, Embeddings: true})
 	w := "transformer.h.0.attn.c_attn.weight"
 	edit := func(name string, change func(ts []safetensors.Tensor, meta map[string]string) []safetensors.Tensor) {
 		t.Run(name, func(t *testing.T) {
