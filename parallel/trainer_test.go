@@ -350,11 +350,13 @@ func TestZeROStagesMatchSharedWorkers(t *testing.T) {
 	}
 }
 
-func TestConfigMismatchIsDetected(t *testing.T) {
-	errs := collective(t, 2, func(comm Communicator) error {
+// newRanksWithOne starts two ranks whose configurations differ only where
+// change edits rank's, and returns what NewRank reported on each.
+func newRanksWithOne(t *testing.T, rank int, change func(*Config)) []error {
+	return collective(t, 2, func(comm Communicator) error {
 		cfg := testConfig(2, 4, 1)
-		if comm.Rank() == 1 {
-			cfg.ClipNorm = 0.5
+		if comm.Rank() == rank {
+			change(&cfg)
 		}
 		tr, err := NewRank(newTestModel(t), comm, cfg)
 		if err == nil {
@@ -362,6 +364,10 @@ func TestConfigMismatchIsDetected(t *testing.T) {
 		}
 		return err
 	})
+}
+
+func TestConfigMismatchIsDetected(t *testing.T) {
+	errs := newRanksWithOne(t, 1, func(cfg *Config) { cfg.ClipNorm = 0.5 })
 	for r, err := range errs {
 		if !errors.Is(err, ErrConfigMismatch) {
 			t.Errorf("rank %d: error %v, want ErrConfigMismatch", r, err)
@@ -672,17 +678,7 @@ func rankCancellation(t *testing.T, stage int) {
 }
 
 func TestInvalidConfigOnOneRankFailsEveryRank(t *testing.T) {
-	errs := collective(t, 2, func(comm Communicator) error {
-		cfg := testConfig(2, 4, 1)
-		if comm.Rank() == 0 {
-			cfg.Stage = 7
-		}
-		tr, err := NewRank(newTestModel(t), comm, cfg)
-		if err == nil {
-			tr.Close()
-		}
-		return err
-	})
+	errs := newRanksWithOne(t, 0, func(cfg *Config) { cfg.Stage = 7 })
 	if errs[0] == nil || !strings.Contains(errs[0].Error(), "stage 7") || !errors.Is(errs[1], ErrConfigMismatch) {
 		t.Fatalf("errors %v, %v", errs[0], errs[1])
 	}
