@@ -84,7 +84,7 @@ func BenchmarkSgemmGonum(b *testing.B) {
 // BenchmarkSgemmKernel times the micro-kernel alone on L1-resident panels:
 // the ceiling of one core.
 func BenchmarkSgemmKernel(b *testing.B) {
-	forEachImplB(b, func(b *testing.B) {
+	forEachImplB(b, "sgemm", func(b *testing.B) {
 		a := make([]float32, sgemmKC*sgemmMR)
 		bb := make([]float32, sgemmKC*sgemmNR)
 		c := make([]float32, sgemmMR*sgemmNR)
@@ -93,14 +93,4 @@ func BenchmarkSgemmKernel(b *testing.B) {
 		}
 		b.ReportMetric(2*sgemmMR*sgemmNR*sgemmKC*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 	})
-}
-
-// forEachImplB is forEachImpl for benchmarks.
-func forEachImplB(b *testing.B, f func(b *testing.B)) {
-	saved := useAVX2
-	defer func() { useAVX2 = saved }()
-	for _, asm := range implementations() {
-		useAVX2 = asm
-		b.Run(Implementation(), f)
-	}
 }

@@ -208,7 +208,7 @@ func sgemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 	j.done.Store(0)
 	threads := Threads()
 	parWork := sgemmParWorkGo
-	if useAVX2 {
+	if sgemmAVX2 {
 		parWork = sgemmParWorkAVX2
 	}
 	if work := m * n * k; work < parWork*threads {
@@ -253,7 +253,7 @@ const (
 // outputs, each a k-term sum, is worth.
 func gemvThreads(outs, k int) int {
 	parWork := sgemvParWorkGo
-	if useAVX2 {
+	if sgemmAVX2 {
 		parWork = sgemvParWorkAVX2
 	}
 	return max(1, min(Threads(), outs*k/parWork, outs/gemvTileMin))
@@ -615,19 +615,6 @@ func (j *sgemmJob) computeTile(st *sgemmStep, ti, tj int, tmp *[sgemmMR * sgemmN
 			}
 		}
 	}
-}
-
-// sgemmKernel runs the micro-kernel of the selected implementation. The
-// slice expressions are the bounds checks that keep the assembly in bounds.
-func sgemmKernel(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
-	if useAVX2 {
-		_ = a[kc*sgemmMR-1]
-		_ = b[kc*sgemmNR-1]
-		_ = c[(sgemmMR-1)*ldc+sgemmNR-1]
-		sgemmKernel6x16AVX2(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
-		return
-	}
-	sgemmKernelGo(kc, a, b, c, ldc, alpha, beta)
 }
 
 // The helpers: GOMAXPROCS-1 goroutines, started on first need. After a
