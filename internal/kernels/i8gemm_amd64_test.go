@@ -61,4 +61,3 @@ func BenchmarkI8GemmKernelW16(b *testing.B) {
 	}
 	b.ReportMetric(2*i8MR*i8NR*2*float64(kp)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
 }
-

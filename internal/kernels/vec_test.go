@@ -538,7 +538,6 @@ func TestExpSubSumSpecial(t *testing.T) {
 	})
 }
 
-
 func TestLengthMismatchPanics(t *testing.T) {
 	forEachImpl(t, "vec", func(t *testing.T) {
 		a, b := make([]float32, 9), make([]float32, 8)
