@@ -65,3 +65,39 @@ func PutFloats(p *[]float32) {
 		bufPool.free[small] = p
 	}
 }
+
+// FreeList is a bounded free list of reusable objects (call state, jobs): a
+// plain list rather than sync.Pool, so that a steady loop allocates nothing
+// even across collections and under the race detector, which makes
+// sync.Pool drop objects at random. The zero value is ready to use.
+type FreeList[T any] struct {
+	mu    sync.Mutex
+	items []*T
+}
+
+// freeListMax bounds the objects a FreeList keeps: enough for every core's
+// concurrent callers; a burst beyond it is left to the collector.
+const freeListMax = 64
+
+// Get returns a free object, or a new zero one.
+func (f *FreeList[T]) Get() *T {
+	f.mu.Lock()
+	if n := len(f.items); n > 0 {
+		x := f.items[n-1]
+		f.items[n-1] = nil
+		f.items = f.items[:n-1]
+		f.mu.Unlock()
+		return x
+	}
+	f.mu.Unlock()
+	return new(T)
+}
+
+// Put returns an object to the list; the caller must not use it afterwards.
+func (f *FreeList[T]) Put(x *T) {
+	f.mu.Lock()
+	if len(f.items) < freeListMax {
+		f.items = append(f.items, x)
+	}
+	f.mu.Unlock()
+}

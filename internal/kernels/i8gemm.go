@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sync"
 	"sync/atomic"
 )
 
@@ -315,37 +314,52 @@ func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst
 		panic("kernels: QuantizeI8A: bad arguments")
 	}
 	dst.reset(m, k)
-	var bad atomic.Bool
+	q := quantizeJobs.Get()
+	q.m, q.k, q.x, q.ldx, q.scale, q.skip, q.dst = m, k, x, ldx, scale, skip, dst
+	q.bad.Store(false)
 	panels := i8CeilDiv(m, i8MR)
-	work := func(p0, p1 int) {
-		for p := p0; p < p1; p++ {
-			i0 := p * i8MR
-			if skip == nil && i0+i8MR <= m && (dst.w16 && k >= 8 || dst.layout == i8LayoutVNNI && k >= 16) {
-				if !quantizePanel(x[i0*ldx:], ldx, k, scale, dst, i0) {
-					bad.Store(true)
-				}
-				continue
+	workers := Threads()
+	if m*k < 1<<17 {
+		workers = 1
+	}
+	// Items of 4 panels (16 rows): a few microseconds each.
+	For(workers, i8CeilDiv(panels, 4), q)
+	finite = !q.bad.Load()
+	q.x, q.skip, q.dst = nil, nil, nil
+	quantizeJobs.Put(q)
+	return finite
+}
+
+var quantizeJobs FreeList[quantizeJob]
+
+// quantizeJob is one QuantizeI8A call, split into items of four row panels.
+type quantizeJob struct {
+	m, k  int
+	x     []float32
+	ldx   int
+	scale float32
+	skip  []bool
+	dst   *I8PackedA
+	bad   atomic.Bool
+}
+
+// Item quantizes panels 4i…4i+3.
+func (q *quantizeJob) Item(_, it int) {
+	m, k, x, ldx, dst := q.m, q.k, q.x, q.ldx, q.dst
+	for p := 4 * it; p < min(4*it+4, i8CeilDiv(m, i8MR)); p++ {
+		i0 := p * i8MR
+		if q.skip == nil && i0+i8MR <= m && (dst.w16 && k >= 8 || dst.layout == i8LayoutVNNI && k >= 16) {
+			if !quantizePanel(x[i0*ldx:], ldx, k, q.scale, dst, i0) {
+				q.bad.Store(true)
 			}
-			for i := i0; i < min(i0+i8MR, m); i++ {
-				if !quantizeRow(x[i*ldx:i*ldx+k], scale, skip, dst, i) {
-					bad.Store(true)
-				}
+			continue
+		}
+		for i := i0; i < min(i0+i8MR, m); i++ {
+			if !quantizeRow(x[i*ldx:i*ldx+k], q.scale, q.skip, dst, i) {
+				q.bad.Store(true)
 			}
 		}
 	}
-	if m*k < 1<<17 || panels < 2 {
-		work(0, panels)
-		return !bad.Load()
-	}
-	w := min(Threads(), panels)
-	var wg sync.WaitGroup
-	for t := 1; t < w; t++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); work(t*panels/w, (t+1)*panels/w) }()
-	}
-	work(0, panels/w)
-	wg.Wait()
-	return !bad.Load()
 }
 
 // rowScale returns the scale of a row with the given max |x| (or the static
@@ -456,7 +470,7 @@ func absMax(x []float32) float32 {
 	return max(m0, m1, m2, m3)
 }
 
-// i8Job is one product: the operands and the task queue.
+// i8Job is one product: the operands and the tiling of its parallel loop.
 type i8Job struct {
 	a        *I8PackedA
 	b        *I8PackedB
@@ -467,7 +481,6 @@ type i8Job struct {
 	add, f32 bool
 	mc, nc   int
 	tm, tn   int
-	next     atomic.Int64
 }
 
 // I8GemmF32 computes c[i·ldc+j] = a.Scale[i]·colScale[j]·Σ_q A[i][q]·B[j][q] +
@@ -563,35 +576,13 @@ func (j *i8Job) run() {
 		j.mc /= 2
 	}
 	j.tm, j.tn = i8CeilDiv(m, j.mc), i8CeilDiv(n, j.nc)
-	total := j.tm * j.tn
-	workers = min(workers, total)
-	if workers <= 1 {
-		for t := 0; t < total; t++ {
-			j.task(t)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	for w := 1; w < workers; w++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); j.worker() }()
-	}
-	j.worker()
-	wg.Wait()
+	For(workers, j.tm*j.tn, j)
 }
 
 func i8CeilDiv(a, b int) int { return (a + b - 1) / b }
 
-func (j *i8Job) worker() {
-	total := int64(j.tm * j.tn)
-	for {
-		t := j.next.Add(1) - 1
-		if t >= total {
-			return
-		}
-		j.task(int(t))
-	}
-}
+// Item computes tile t, an item of the job's parallel loop.
+func (j *i8Job) Item(_, t int) { j.task(t) }
 
 // task computes tile t of C (row-major order over tiles).
 func (j *i8Job) task(t int) {

@@ -209,7 +209,14 @@ func helper() {
 	}
 }
 
-var loops = sync.Pool{New: func() any { return &loop{left: make(chan struct{}, 1)} }}
+var loops FreeList[loop]
 
-func getLoop() *loop  { return loops.Get().(*loop) }
+func getLoop() *loop {
+	l := loops.Get()
+	if l.left == nil {
+		l.left = make(chan struct{}, 1)
+	}
+	return l
+}
+
 func putLoop(l *loop) { loops.Put(l) }

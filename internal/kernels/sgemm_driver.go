@@ -253,8 +253,8 @@ func (j *sgemmJob) plan(threads int) {
 		st := j.step(s)
 		j.total += int64(st.tilesM * st.tilesN)
 	}
-	j.bufA, j.packA = alignedFloats(roundUp(j.mChunk, sgemmMR)*j.kChunk)
-	j.bufB, j.packB = alignedFloats(roundUp(j.nChunk, sgemmNR)*j.kChunk)
+	j.bufA, j.packA = alignedFloats(roundUp(j.mChunk, sgemmMR) * j.kChunk)
+	j.bufB, j.packB = alignedFloats(roundUp(j.nChunk, sgemmNR) * j.kChunk)
 	j.stateA = resetStates(j.stateA, ceilDiv(j.mChunk, j.mc))
 	j.stateB = resetStates(j.stateB, ceilDiv(j.nChunk, packBCols))
 }
@@ -552,12 +552,14 @@ const sgemmWaitSpin = 20 * time.Microsecond
 
 // Pooled jobs: the packing buffers are in the buffer pool (bufpool.go),
 // which keeps them across collections; the job itself is small.
-var sgemmJobs = sync.Pool{New: func() any {
-	j := new(sgemmJob)
-	j.parked = sync.NewCond(&j.mu)
-	return j
-}}
+var sgemmJobs FreeList[sgemmJob]
 
-func getSgemmJob() *sgemmJob { return sgemmJobs.Get().(*sgemmJob) }
+func getSgemmJob() *sgemmJob {
+	j := sgemmJobs.Get()
+	if j.parked == nil {
+		j.parked = sync.NewCond(&j.mu)
+	}
+	return j
+}
 
 func putSgemmJob(j *sgemmJob) { sgemmJobs.Put(j) }
