@@ -158,10 +158,14 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 func (inf *Inference) embed(x []float32, a *arch, ids []int32, n int) error {
 	c := inf.m.Config
 	C := c.DModel
+	wte := inf.m.Weights.Get(a.tokens + ".weight").Data
 	if a.positions == "" {
-		return errFamilyOp(c, "embedding without positions")
+		if err := nn.TokenEmbeddingForward(x, wte, ids, C); err != nil {
+			return fmt.Errorf("model: inference: %w", err)
+		}
+		return nil
 	}
-	wte, wpe := inf.m.Weights.Get(a.tokens+".weight").Data, inf.m.Weights.Get(a.positions+".weight").Data
+	wpe := inf.m.Weights.Get(a.positions + ".weight").Data
 	for b := 0; b < inf.B; b++ {
 		if err := nn.EmbeddingForward(x[b*n*C:(b+1)*n*C], wte, wpe, ids[b*n:(b+1)*n], n, C, inf.Len); err != nil {
 			return fmt.Errorf("model: inference: %w", err)
