@@ -23,6 +23,11 @@ var sgemmBenchShapes = []sgemmBenchShape{
 	{"n=512", false, false, 512, 512, 512},
 	{"n=1024", false, false, 1024, 1024, 1024},
 	{"m=2048,k=256,n=768", false, false, 2048, 256, 768},
+	// GPT-2 124M's projections at B·T = 2048 tokens: attention output
+	// (and each of Q, K, V), MLP up, MLP down.
+	{"m=2048,k=768,n=768", false, false, 2048, 768, 768},
+	{"m=2048,k=768,n=3072", false, false, 2048, 768, 3072},
+	{"m=2048,k=3072,n=768", false, false, 2048, 3072, 768},
 	// dX = dY·Wᵀ and dW = Xᵀ·dY of that projection.
 	{"m=2048,k=768,n=256,transB", false, true, 2048, 768, 256},
 	{"m=256,k=2048,n=768,transA", true, false, 256, 2048, 768},
@@ -97,10 +102,24 @@ func BenchmarkSgemmKernel(b *testing.B) {
 
 // forEachImplB is forEachImpl for benchmarks.
 func forEachImplB(b *testing.B, f func(b *testing.B)) {
-	saved := useAVX2
-	defer func() { useAVX2 = saved }()
-	for _, asm := range implementations() {
-		useAVX2 = asm
+	for _, impl := range implementations() {
+		restore := setImpl(impl)
 		b.Run(Implementation(), f)
+		restore()
 	}
+}
+
+// BenchmarkSgemmKernel512 times the AVX-512 micro-kernel alone on
+// L1-resident panels.
+func BenchmarkSgemmKernel512(b *testing.B) {
+	if !hasAVX512 {
+		b.Skip("no AVX-512")
+	}
+	a := make([]float32, 2*sgemmKC512*sgemmMR)
+	bb := make([]float32, 2*sgemmKC512*sgemmNR)
+	c := make([]float32, sgemmMR512*sgemmNR512)
+	for b.Loop() {
+		sgemmKernel512(2, 2, sgemmKC512, a, sgemmKC512*sgemmMR, bb, sgemmKC512*sgemmNR, c, sgemmNR512, 1, 1)
+	}
+	b.ReportMetric(2*sgemmMR512*sgemmNR512*sgemmKC512*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
