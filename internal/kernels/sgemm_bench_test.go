@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -122,4 +123,47 @@ func BenchmarkSgemmKernel512(b *testing.B) {
 		sgemmKernel512(2, 2, sgemmKC512, a, sgemmKC512*sgemmMR, bb, sgemmKC512*sgemmNR, c, sgemmNR512, 1, 1)
 	}
 	b.ReportMetric(2*sgemmMR512*sgemmNR512*sgemmKC512*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+// BenchmarkSgemmBlocking is the sweep behind the blocking constants: the
+// packed path on two shapes under the default blocking of the kernel in use
+// and under blockings that each change one of KC, MC or NT. The comment
+// above sgemmKC512 quotes it, run as
+//
+//	go test ./internal/kernels -run XXX -bench SgemmBlocking -count 5 -benchtime 0.5s | benchstat -col /blk -
+func BenchmarkSgemmBlocking(b *testing.B) {
+	def := sgemmDefaultBlocking()
+	blks := []sgemmBlocking{def}
+	for _, kc := range []int{128, 192, 320, 384, 512} {
+		blks = append(blks, sgemmBlocking{kc, def.mc, def.nt})
+	}
+	for _, mc := range []int{48, 72, 144, 192} {
+		blks = append(blks, sgemmBlocking{def.kc, mc, def.nt})
+	}
+	for _, nt := range []int{256, 1024} {
+		blks = append(blks, sgemmBlocking{def.kc, def.mc, nt})
+	}
+	b.Logf("implementation: %s", Implementation())
+	for _, s := range [][3]int{{1024, 1024, 1024}, {2048, 768, 3072}} {
+		m, k, n := s[0], s[1], s[2]
+		rng := rand.New(rand.NewPCG(1, 1))
+		a, bb, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+		for i := range a {
+			a[i] = rng.Float32()
+		}
+		for i := range bb {
+			bb[i] = rng.Float32()
+		}
+		for _, blk := range blks {
+			name := fmt.Sprintf("m=%d,k=%d,n=%d/blk=kc%d,mc%d,nt%d", m, k, n, blk.kc, blk.mc, blk.nt)
+			b.Run(name, func(b *testing.B) {
+				sgemmPackedBlocking(blk, false, false, m, n, k, 1, a, k, bb, n, 0, c, n)
+				b.ResetTimer()
+				for b.Loop() {
+					sgemmPackedBlocking(blk, false, false, m, n, k, 1, a, k, bb, n, 0, c, n)
+				}
+				b.ReportMetric(2*float64(m)*float64(n)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
 }
