@@ -7,10 +7,8 @@ package kernels
 // multiple of 6 rows and 16 columns but not of 12 and 32 use the 6- and
 // 16-wide variants of the kernel; ragged ones go through a buffer.
 
-// Blocking of the AVX-512 path, from BenchmarkSgemmBlocking (2 cores,
-// GFLOP/s, medians of 5; see sgemm_bench_test.go for the command):
-//
-//	TODO(sweep)
+// Blocking of the AVX-512 path: the AVX2 path's values, which
+// BenchmarkSgemmBlocking sweeps.
 const (
 	sgemmKC512 = 256
 	sgemmMC512 = 96
