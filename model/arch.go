@@ -324,9 +324,3 @@ func (c Config) modules() []blockModules {
 	}
 	return out
 }
-
-// errFamilyOp reports a step kind that an interpreter cannot run yet for
-// c's family.
-func errFamilyOp(c Config, what string) error {
-	return fmt.Errorf("%w: family %q: %s is not available", ErrConfig, c.FamilyName(), what)
-}

@@ -12,7 +12,7 @@ import (
 // key/value heads of width 6 (head_dim given, 5·6 ≠ d_model 28), MLP 44,
 // an untied head and per-projection biases chosen by the caller.
 func tinyLlama() Config {
-	return Config{Family: FamilyLlama, ModelType: "llama", Vocab: 61, DModel: 28, Layers: 2, Heads: 5, KVHeads: 1,
+	return Config{Family: FamilyLlama, ModelType: "llama", Vocab: 259, DModel: 28, Layers: 2, Heads: 5, KVHeads: 1,
 		HeadDimension: 6, SeqLen: 40, Intermediate: 44, LayerNormEps: 1e-5, RopeTheta: 10000, Attention: AttentionFlash}
 }
 
@@ -118,10 +118,10 @@ func TestLlamaParamNames(t *testing.T) {
 		t.Errorf("names\n got %v\nwant %v", got, want)
 	}
 	shapes := map[string][]int{
-		"model.embed_tokens.weight": {61, 28}, "model.layers.1.self_attn.q_proj.weight": {28, 30},
+		"model.embed_tokens.weight": {259, 28}, "model.layers.1.self_attn.q_proj.weight": {28, 30},
 		"model.layers.1.self_attn.k_proj.weight": {28, 6}, "model.layers.1.self_attn.v_proj.bias": {6},
 		"model.layers.0.self_attn.o_proj.weight": {30, 28}, "model.layers.0.mlp.gate_proj.weight": {28, 44},
-		"model.layers.0.mlp.down_proj.weight": {44, 28}, "lm_head.weight": {28, 61}, "model.norm.weight": {28},
+		"model.layers.0.mlp.down_proj.weight": {44, 28}, "lm_head.weight": {28, 259}, "model.norm.weight": {28},
 	}
 	for name, shape := range shapes {
 		if p := ps.Get(name); p == nil || !slices.Equal(p.Shape, shape) {

@@ -156,7 +156,11 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		case layerNorm:
 			return nn.LayerNorm(x, w(module+".weight"), w(module+".bias"), c.LayerNormEps)
 		}
-		return nil, errFamilyOp(c, "RMSNorm")
+		return rmsNormGraph(x, w(module+".weight"), c.LayerNormEps)
+	}
+	var rope *ropeTable
+	if c.FamilyName() == FamilyLlama {
+		rope = newRopeTable(c, T)
 	}
 	var regs [numRegs]*G.Node
 	for _, mods := range c.modules() {
@@ -174,17 +178,20 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 					out, err = l.BuildGraph(gc, src)
 				}
 			case stepAttention:
-				if s.src[0] != rQKV {
-					err = errFamilyOp(c, "separate q, k, v attention")
-					break
+				if s.src[0] != rQKV { // separate q, k and v: one packed matrix for the fused op
+					src, err = packColumns(src, regs[s.src[1]], regs[s.src[2]])
 				}
-				out, err = attention.Op(src, attnOpts)
+				if err == nil {
+					out, err = attention.Op(src, attnOpts)
+				}
 			case stepGELU:
 				out, err = nn.GELU(src)
 			case stepRoPE:
-				err = errFamilyOp(c, "RoPE")
+				if regs[s.src[0]], err = ropeGraph(src, rope, c.Heads, T, false); err == nil {
+					regs[s.src[1]], err = ropeGraph(regs[s.src[1]], rope, c.KVHeads, T, false)
+				}
 			case stepSwiGLU:
-				err = errFamilyOp(c, "SwiGLU")
+				out, err = swigluGraph(src, regs[s.src[1]])
 			case stepResidual:
 				var h *G.Node
 				if h, err = dropout(src); err == nil {
@@ -223,7 +230,7 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 // embedGraph adds the token (and GPT-2's position) embedding.
 func (m *Model) embedGraph(gc *GraphContext, a *arch, inputs *nn.IDs) (*G.Node, error) {
 	if a.positions == "" {
-		return nil, errFamilyOp(m.Config, "embedding without positions")
+		return nn.TokenEmbedding(gc.Node(m.Weights.Get(a.tokens+".weight")), inputs)
 	}
 	return nn.Embedding(gc.Node(m.Weights.Get(a.tokens+".weight")), gc.Node(m.Weights.Get(a.positions+".weight")), inputs)
 }

@@ -32,6 +32,7 @@ type Inference struct {
 
 	// Names resolved once, so a forward pass builds no strings.
 	blocks []blockModules
+	rope   *ropeTable // rotary families: cos and sin of positions 0…Cap−1
 }
 
 // NewInference allocates an inference session for B sequences of up to
@@ -50,6 +51,9 @@ func (m *Model) NewInference(B, capacity int) (*Inference, error) {
 		m: m, B: B, Cap: capacity, blocks: c.modules(),
 		mean: make([]float32, rows), rstd: make([]float32, rows), logits: make([]float32, rows*c.Vocab),
 		lse: make([]float32, rows*c.Heads),
+	}
+	if c.FamilyName() == FamilyLlama {
+		inf.rope = newRopeTable(c, capacity)
 	}
 	inf.regs[rX] = make([]float32, rows*c.DModel)
 	for _, s := range c.arch().steps {
@@ -103,7 +107,8 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 		case layerNorm:
 			return nn.LayerNormForward(dst, inf.mean[:rows], inf.rstd[:rows], src, w(module+".weight"), w(module+".bias"), C, c.LayerNormEps)
 		}
-		return errFamilyOp(c, "RMSNorm")
+		rmsNormRows(dst, nil, src, w(module+".weight"), C, c.LayerNormEps)
+		return nil
 	}
 	for i, mods := range inf.blocks {
 		for j := range a.steps {
@@ -123,9 +128,11 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 			case stepGELU:
 				err = nn.GELUForward(dst, src)
 			case stepRoPE:
-				err = errFamilyOp(c, "RoPE")
+				q, k := regs[s.src[0]], regs[s.src[1]]
+				inf.rope.rotate(q, len(q)/rows, c.Heads, n, inf.Len, false)
+				inf.rope.rotate(k, len(k)/rows, c.KVHeads, n, inf.Len, false)
 			case stepSwiGLU:
-				err = errFamilyOp(c, "SwiGLU")
+				swigluRows(dst, src, regs[s.src[1]])
 			case stepResidual:
 				kernels.Axpy(1, src, x)
 			}
@@ -158,10 +165,14 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 func (inf *Inference) embed(x []float32, a *arch, ids []int32, n int) error {
 	c := inf.m.Config
 	C := c.DModel
+	wte := inf.m.Weights.Get(a.tokens + ".weight").Data
 	if a.positions == "" {
-		return errFamilyOp(c, "embedding without positions")
+		if err := nn.TokenEmbeddingForward(x, wte, ids, C); err != nil {
+			return fmt.Errorf("model: inference: %w", err)
+		}
+		return nil
 	}
-	wte, wpe := inf.m.Weights.Get(a.tokens+".weight").Data, inf.m.Weights.Get(a.positions+".weight").Data
+	wpe := inf.m.Weights.Get(a.positions + ".weight").Data
 	for b := 0; b < inf.B; b++ {
 		if err := nn.EmbeddingForward(x[b*n*C:(b+1)*n*C], wte, wpe, ids[b*n:(b+1)*n], n, C, inf.Len); err != nil {
 			return fmt.Errorf("model: inference: %w", err)

@@ -204,7 +204,7 @@ func Load(path string) (*Model, error) {
 		quantized[name+".weight"] = true
 	}
 	if qc.Embeddings {
-		for _, name := range embeddingNames {
+		for _, name := range cfg.EmbeddingNames() {
 			quantized[name] = true
 		}
 	}
@@ -299,7 +299,7 @@ func Load(path string) (*Model, error) {
 		q.Linears[name] = l
 	}
 	if qc.Embeddings {
-		for _, name := range embeddingNames {
+		for _, name := range cfg.EmbeddingNames() {
 			r := rows[name]
 			if err := r.Dequantize(m.Weights.Get(name).Data); err != nil {
 				return bad("%v", err)
