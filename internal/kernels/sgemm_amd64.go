@@ -11,10 +11,14 @@ package kernels
 //
 //go:generate sh -c "cd _asm && go run ./sgemm -out ../sgemm_amd64.s -stubs ../sgemm_amd64_stubs.go -pkg kernels"
 
-// sgemmAVX2 enables the AVX2+FMA micro-kernel and packers.
-var sgemmAVX2 bool
+// sgemmAVX2 enables the AVX2+FMA micro-kernel and packers; sgemmAVX512
+// the AVX-512 micro-kernels (sgemm512.go), which run over the same packing.
+var sgemmAVX2, sgemmAVX512 bool
 
-func init() { Register("sgemm", "avx2", LevelAVX2, true, &sgemmAVX2) }
+func init() {
+	Register("sgemm", "avx2", LevelAVX2, true, &sgemmAVX2)
+	Register("sgemm", "avx512", LevelAVX512, true, &sgemmAVX512)
+}
 
 // sgemmKernel runs the micro-kernel of the selected implementation. The
 // slice expressions are the bounds checks that keep the assembly in bounds.

@@ -5,8 +5,8 @@ package kernels
 // Without assembly the micro-kernel is the portable one and the packers
 // leave every step to the Go loops.
 
-// sgemmAVX2 is false: there is no assembly to enable.
-const sgemmAVX2 = false
+// sgemmAVX2 and sgemmAVX512 are false: there is no assembly to enable.
+const sgemmAVX2, sgemmAVX512 = false, false
 
 func sgemmKernel(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	sgemmKernelGo(kc, a, b, c, ldc, alpha, beta)
