@@ -156,7 +156,7 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		case layerNorm:
 			return nn.LayerNorm(x, w(module+".weight"), w(module+".bias"), c.LayerNormEps)
 		}
-		return rmsNormGraph(x, w(module+".weight"), c.LayerNormEps)
+		return nn.RMSNorm(x, w(module+".weight"), c.LayerNormEps)
 	}
 	var rope *ropeTable
 	if c.FamilyName() == FamilyLlama {
@@ -191,7 +191,7 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 					regs[s.src[1]], err = ropeGraph(regs[s.src[1]], rope, c.KVHeads, T, false)
 				}
 			case stepSwiGLU:
-				out, err = swigluGraph(src, regs[s.src[1]])
+				out, err = nn.SwiGLU(src, regs[s.src[1]])
 			case stepResidual:
 				var h *G.Node
 				if h, err = dropout(src); err == nil {

@@ -107,8 +107,7 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 		case layerNorm:
 			return nn.LayerNormForward(dst, inf.mean[:rows], inf.rstd[:rows], src, w(module+".weight"), w(module+".bias"), C, c.LayerNormEps)
 		}
-		rmsNormRows(dst, nil, src, w(module+".weight"), C, c.LayerNormEps)
-		return nil
+		return nn.RMSNormForward(dst, nil, src, w(module+".weight"), C, c.LayerNormEps)
 	}
 	for i, mods := range inf.blocks {
 		for j := range a.steps {
@@ -132,7 +131,7 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 				inf.rope.rotate(q, len(q)/rows, c.Heads, n, inf.Len, false)
 				inf.rope.rotate(k, len(k)/rows, c.KVHeads, n, inf.Len, false)
 			case stepSwiGLU:
-				swigluRows(dst, src, regs[s.src[1]])
+				err = nn.SwiGLUForward(dst, src, regs[s.src[1]])
 			case stepResidual:
 				kernels.Axpy(1, src, x)
 			}
