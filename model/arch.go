@@ -324,3 +324,15 @@ func (c Config) modules() []blockModules {
 	}
 	return out
 }
+
+// LinearHasBias reports whether the linear module called name (one of
+// LinearNames) has a bias parameter under c.
+func (c Config) LinearHasBias(name string) bool {
+	a := c.arch()
+	for _, s := range a.steps {
+		if s.op == stepLinear && strings.HasSuffix(name, "."+s.module) && strings.HasPrefix(name, strings.SplitN(a.block, "%", 2)[0]) {
+			return s.bias.has(c)
+		}
+	}
+	return false // the head, or not a linear of c
+}
