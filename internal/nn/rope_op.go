@@ -112,4 +112,6 @@ func (op *ropeOp) WriteHash(h hash.Hash) {
 
 func (op *ropeOp) Hashcode() uint32 { return OpHash(op) }
 
-func (op *ropeOp) String() string { return fmt.Sprintf("nn.RoPE(heads=%d, hd=%d)", op.heads, op.headDim) }
+func (op *ropeOp) String() string {
+	return fmt.Sprintf("nn.RoPE(heads=%d, hd=%d)", op.heads, op.headDim)
+}
