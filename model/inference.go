@@ -34,7 +34,10 @@ type Inference struct {
 
 	// Names resolved once, so a forward pass builds no strings.
 	blocks []blockModules
-	rope   *ropeTable // rotary families: cos and sin of positions 0…Cap−1
+	// Rotary families: the inverse frequencies, and each new row's
+	// position (grown like the buffers above).
+	invFreq   []float32
+	positions []int32
 }
 
 // NewInference allocates an inference session for B sequences of up to
@@ -50,7 +53,10 @@ func (m *Model) NewInference(B, capacity int) (*Inference, error) {
 	D := c.HeadDim()
 	inf := &Inference{m: m, B: B, Cap: capacity, blocks: c.modules()}
 	if c.FamilyName() == FamilyLlama {
-		inf.rope = newRopeTable(c, capacity)
+		var err error
+		if inf.invFreq, err = c.ropeFreqs(); err != nil {
+			return nil, err
+		}
 	}
 	inf.used[rX], inf.used[rH] = true, true
 	for _, s := range c.arch().steps {
@@ -124,6 +130,14 @@ func (inf *Inference) hidden(ids []int32, n int) ([]float32, error) {
 	grow(&inf.mean, rows)
 	grow(&inf.rstd, rows)
 	grow(&inf.lse, rows*c.Heads)
+	if inf.invFreq != nil {
+		if len(inf.positions) < rows {
+			inf.positions = make([]int32, rows)
+		}
+		for r := 0; r < rows; r++ {
+			inf.positions[r] = int32(inf.Len + r%n)
+		}
+	}
 	x, h := regs[rX], regs[rH]
 	w := func(name string) []float32 { return m.Weights.Get(name).Data }
 	if err := inf.embed(x, a, ids, n); err != nil {
@@ -154,9 +168,11 @@ func (inf *Inference) hidden(ids []int32, n int) ([]float32, error) {
 			case stepGELU:
 				err = nn.GELUForward(dst, src)
 			case stepRoPE:
+				pos := inf.positions[:rows]
 				q, k := regs[s.src[0]], regs[s.src[1]]
-				inf.rope.rotate(q, len(q)/rows, c.Heads, n, inf.Len, false)
-				inf.rope.rotate(k, len(k)/rows, c.KVHeads, n, inf.Len, false)
+				if err = nn.RopeForward(q, q, len(q)/rows, c.Heads, c.HeadDim(), pos, inf.invFreq); err == nil {
+					err = nn.RopeForward(k, k, len(k)/rows, c.KVHeads, c.HeadDim(), pos, inf.invFreq)
+				}
 			case stepSwiGLU:
 				err = nn.SwiGLUForward(dst, src, regs[s.src[1]])
 			case stepResidual:
