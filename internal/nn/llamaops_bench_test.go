@@ -51,3 +51,28 @@ func BenchmarkSwiGLU(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRoPE rotates the q and k heads of packed [q | k | v] rows.
+func BenchmarkRoPE(b *testing.B) {
+	r := newRand(3)
+	width := (smolHeads + 2*smolKV) * smolHeadDim
+	heads := smolHeads + smolKV
+	x, y := randn32(r, smolRows*width, 1), make([]float32, smolRows*width)
+	pos := SequencePositions(4, smolRows/4, 0).Data
+	inv, err := RopeFreqs(smolHeadDim, 1e5, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("forward", func(b *testing.B) {
+		b.SetBytes(int64(8 * len(x)))
+		for range b.N {
+			_ = RopeForward(y, x, width, heads, smolHeadDim, pos, inv)
+		}
+	})
+	b.Run("backward", func(b *testing.B) {
+		b.SetBytes(int64(12 * len(x)))
+		for range b.N {
+			_ = RopeBackward(y, x, width, heads, smolHeadDim, pos, inv)
+		}
+	})
+}

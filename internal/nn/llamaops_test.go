@@ -204,6 +204,7 @@ func TestLlamaOpsParallel(t *testing.T) {
 	const n, C = 37, 29
 	r := newRand(5)
 	x, w, R := randn32(r, n*C, 1), randn32(r, C, 1), randn32(r, n*C, 1)
+	pos, inv := randIDs(r, n, 50), randn32(r, 4, 1)
 	kernelsOnce := func() [][]float32 {
 		y, rstd, dx, dw := make([]float32, n*C), make([]float32, n), make([]float32, n*C), make([]float32, C)
 		s, dg, du := make([]float32, n*C), make([]float32, n*C), make([]float32, n*C)
@@ -219,7 +220,14 @@ func TestLlamaOpsParallel(t *testing.T) {
 		if err := SwiGLUBackward(dg, du, y, x, R); err != nil {
 			t.Fatal(err)
 		}
-		return [][]float32{y, rstd, dx, dw, s, dg, du}
+		ry, rdx := make([]float32, n*C), make([]float32, n*C)
+		if err := RopeForward(ry, x, C, 3, 8, pos, inv); err != nil {
+			t.Fatal(err)
+		}
+		if err := RopeBackward(rdx, R, C, 3, 8, pos, inv); err != nil {
+			t.Fatal(err)
+		}
+		return [][]float32{y, rstd, dx, dw, s, dg, du, ry, rdx}
 	}
 	serial := kernelsOnce()
 	old := parGrain
@@ -235,11 +243,14 @@ func TestLlamaKernelsDoNotAllocate(t *testing.T) {
 	const n, C = 7, 64
 	r := newRand(3)
 	x, w, y, rstd := randn32(r, n*C, 1), randn32(r, C, 1), make([]float32, n*C), make([]float32, n)
+	pos, inv := randIDs(r, n, 50), randn32(r, 16, 1)
 	allocs := testing.AllocsPerRun(10, func() {
 		_ = RMSNormForward(y, rstd, x, w, C, 1e-6)
 		_ = RMSNormBackward(x, w, y, x, w, rstd, C)
 		_ = SwiGLUForward(y, x, y)
 		_ = SwiGLUBackward(x, y, y, x, y)
+		_ = RopeForward(y, x, C, 2, 32, pos, inv)
+		_ = RopeBackward(x, y, C, 4, 16, pos, inv[:8])
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per call of the Llama kernels, want 0", allocs)
