@@ -124,13 +124,15 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	return r, nil
 }
 
-// buildGraph adds the whole model and its mean cross-entropy to gc's graph.
-// GPT-2's residual and embedding dropout (resid_pdrop, embd_pdrop) follow
-// Config.Dropout; attention-probability dropout is not applied.
+// buildGraph adds the whole model and its mean cross-entropy to gc's graph,
+// interpreting the family's description (arch.go). GPT-2's residual and
+// embedding dropout (resid_pdrop, embd_pdrop) follow Config.Dropout;
+// attention-probability dropout is not applied.
 func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.DropoutSource, B, T int) (logits, loss *G.Node, err error) {
 	c := m.Config
-	w := m.Weights.Get
-	x, err := nn.Embedding(gc.Node(w(NameWTE+".weight")), gc.Node(w(NameWPE+".weight")), inputs)
+	a := c.arch()
+	w := func(name string) *G.Node { return gc.Node(m.Weights.Get(name)) }
+	x, err := m.embedGraph(gc, a, inputs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -143,75 +145,94 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		return nil, nil, err
 	}
 	attnOpts := attention.OpOptions{
-		B: B, T: T, H: c.Heads, KVH: c.KVHeads, Causal: true,
+		B: B, T: T, H: c.Heads, KVH: c.KVHeads, Causal: true, Window: c.SlidingWindow,
 		Impl: attention.Flash,
 	}
 	if c.Attention == AttentionNaive {
 		attnOpts.Impl = attention.Naive
 	}
-	layerNorm := func(x *G.Node, name string) (*G.Node, error) {
-		return nn.LayerNorm(x, gc.Node(w(name+".weight")), gc.Node(w(name+".bias")), c.LayerNormEps)
+	norm := func(x *G.Node, module string) (*G.Node, error) {
+		switch a.norm {
+		case layerNorm:
+			return nn.LayerNorm(x, w(module+".weight"), w(module+".bias"), c.LayerNormEps)
+		}
+		return rmsNormGraph(x, w(module+".weight"), c.LayerNormEps)
 	}
-	linear := func(x *G.Node, name string) (*G.Node, error) {
-		l, err := m.Linear(name)
-		if err != nil {
-			return nil, err
-		}
-		return l.BuildGraph(gc, x)
+	var rope *ropeTable
+	if c.FamilyName() == FamilyLlama {
+		rope = newRopeTable(c, T)
 	}
-	for i := 0; i < c.Layers; i++ {
-		b := BlockName(i)
-		h, err := layerNorm(x, b+".ln_1")
-		if err != nil {
-			return nil, nil, err
+	var regs [numRegs]*G.Node
+	for _, mods := range c.modules() {
+		regs[rX] = x
+		for j := range a.steps {
+			s := &a.steps[j]
+			src := regs[s.src[0]]
+			var out *G.Node
+			switch s.op {
+			case stepNorm:
+				out, err = norm(src, mods[j])
+			case stepLinear:
+				var l Linear
+				if l, err = m.Linear(mods[j]); err == nil {
+					out, err = l.BuildGraph(gc, src)
+				}
+			case stepAttention:
+				if s.src[0] != rQKV { // separate q, k and v: one packed matrix for the fused op
+					src, err = packColumns(src, regs[s.src[1]], regs[s.src[2]])
+				}
+				if err == nil {
+					out, err = attention.Op(src, attnOpts)
+				}
+			case stepGELU:
+				out, err = nn.GELU(src)
+			case stepRoPE:
+				if regs[s.src[0]], err = ropeGraph(src, rope, c.Heads, T, false); err == nil {
+					regs[s.src[1]], err = ropeGraph(regs[s.src[1]], rope, c.KVHeads, T, false)
+				}
+			case stepSwiGLU:
+				out, err = swigluGraph(src, regs[s.src[1]])
+			case stepResidual:
+				var h *G.Node
+				if h, err = dropout(src); err == nil {
+					out, err = G.Add(regs[rX], h)
+				}
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("model: %s step %d: %w", mods[0], j, err)
+			}
+			if s.op == stepResidual {
+				regs[rX] = out
+			} else if s.op != stepRoPE {
+				regs[s.dst] = out
+			}
 		}
-		if h, err = linear(h, b+".attn.c_attn"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = attention.Op(h, attnOpts); err != nil {
-			return nil, nil, err
-		}
-		if h, err = linear(h, b+".attn.c_proj"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = dropout(h); err != nil {
-			return nil, nil, err
-		}
-		if x, err = G.Add(x, h); err != nil {
-			return nil, nil, err
-		}
-		if h, err = layerNorm(x, b+".ln_2"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = linear(h, b+".mlp.c_fc"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = nn.GELU(h); err != nil {
-			return nil, nil, err
-		}
-		if h, err = linear(h, b+".mlp.c_proj"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = dropout(h); err != nil {
-			return nil, nil, err
-		}
-		if x, err = G.Add(x, h); err != nil {
-			return nil, nil, err
-		}
+		x = regs[rX]
 	}
-	if x, err = layerNorm(x, NameLNF); err != nil {
+	if x, err = norm(x, a.final); err != nil {
 		return nil, nil, err
 	}
 	if c.TiedEmbeddings {
-		logits, err = nn.Linear(x, gc.Node(w(NameWTE+".weight")), nil, nn.LinearOpts{TransW: true})
+		logits, err = nn.Linear(x, w(c.TokenEmbeddingName()), nil, nn.LinearOpts{TransW: true})
 	} else {
-		logits, err = linear(x, NameHead)
+		var head Linear
+		if head, err = m.Linear(NameHead); err == nil {
+			logits, err = head.BuildGraph(gc, x)
+		}
 	}
 	if err != nil {
 		return nil, nil, err
 	}
 	loss, err = nn.CrossEntropy(logits, targets)
 	return logits, loss, err
+}
+
+// embedGraph adds the token (and GPT-2's position) embedding.
+func (m *Model) embedGraph(gc *GraphContext, a *arch, inputs *nn.IDs) (*G.Node, error) {
+	if a.positions == "" {
+		return nn.TokenEmbedding(gc.Node(m.Weights.Get(a.tokens+".weight")), inputs)
+	}
+	return nn.Embedding(gc.Node(m.Weights.Get(a.tokens+".weight")), gc.Node(m.Weights.Get(a.positions+".weight")), inputs)
 }
 
 // ForwardBackward runs one micro-batch (B·T input and target ids) and adds

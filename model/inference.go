@@ -11,9 +11,11 @@ import (
 
 // Inference runs the model without a graph for B sequences of up to Cap
 // tokens, keeping each layer's keys and values in a cache so that every new
-// token costs one row of work. Buffers are allocated once; a forward pass
-// allocates only the attention kernels' small per-call bookkeeping, nothing
-// that grows with the context. An Inference is not safe for concurrent use.
+// token costs one row of work. It interprets the family's block
+// description (arch.go), as the training graph does. Buffers are allocated
+// once; a forward pass allocates only the attention kernels' small per-call
+// bookkeeping, nothing that grows with the context. An Inference is not
+// safe for concurrent use.
 type Inference struct {
 	m      *Model
 	B, Cap int
@@ -21,27 +23,20 @@ type Inference struct {
 
 	kc, vc [][]float32 // per layer: [B, KVH, Cap, D]
 
-	// Scratch for up to B·Cap rows, resliced per call; lse receives the
-	// attention forward's log-sum-exp, which inference does not use.
-	x, h, qkv, att, proj, mlp, mean, rstd, lse, logits []float32
+	// One buffer per register of the description, for up to B·Cap rows,
+	// resliced per call (nil for registers the family does not use).
+	regs [numRegs][]float32
+	// Scratch: the norms' statistics, the attention forward's log-sum-exp
+	// (which inference does not use) and the logits.
+	mean, rstd, lse, logits []float32
 
 	// Names resolved once, so a forward pass builds no strings.
-	blocks []blockNames
+	blocks []blockModules
+	rope   *ropeTable // rotary families: cos and sin of positions 0…Cap−1
 }
-
-// blockNames holds the module names of one transformer block.
-type blockNames struct {
-	ln1, ln2                    [2]string // weight and bias
-	attn, attnProj, fc, mlpProj string
-}
-
-// lnNames returns the weight and bias names of a LayerNorm module.
-func lnNames(module string) [2]string { return [2]string{module + ".weight", module + ".bias"} }
-
-var lnfNames = lnNames(NameLNF)
 
 // NewInference allocates an inference session for B sequences of up to
-// capacity tokens (at most Config.SeqLen: positions are learned).
+// capacity tokens (at most Config.SeqLen).
 func (m *Model) NewInference(B, capacity int) (*Inference, error) {
 	c := m.Config
 	if B <= 0 || capacity <= 0 || capacity > c.SeqLen {
@@ -53,17 +48,22 @@ func (m *Model) NewInference(B, capacity int) (*Inference, error) {
 	rows := B * capacity
 	D := c.HeadDim()
 	inf := &Inference{
-		m: m, B: B, Cap: capacity,
-		x: make([]float32, rows*c.DModel), h: make([]float32, rows*c.DModel),
-		qkv: make([]float32, rows*c.QKVWidth()), att: make([]float32, rows*c.DModel),
-		proj: make([]float32, rows*c.DModel), mlp: make([]float32, rows*c.MLPRatio*c.DModel),
+		m: m, B: B, Cap: capacity, blocks: c.modules(),
 		mean: make([]float32, rows), rstd: make([]float32, rows), logits: make([]float32, rows*c.Vocab),
 		lse: make([]float32, rows*c.Heads),
 	}
+	if c.FamilyName() == FamilyLlama {
+		inf.rope = newRopeTable(c, capacity)
+	}
+	inf.regs[rX] = make([]float32, rows*c.DModel)
+	for _, s := range c.arch().steps {
+		for _, r := range append(s.src[:], s.dst) {
+			if inf.regs[r] == nil {
+				inf.regs[r] = make([]float32, rows*int(c.regWidth(r)))
+			}
+		}
+	}
 	for i := 0; i < c.Layers; i++ {
-		b := BlockName(i)
-		inf.blocks = append(inf.blocks, blockNames{ln1: lnNames(b + ".ln_1"), ln2: lnNames(b + ".ln_2"),
-			attn: b + ".attn.c_attn", attnProj: b + ".attn.c_proj", fc: b + ".mlp.c_fc", mlpProj: b + ".mlp.c_proj"})
 		inf.kc = append(inf.kc, make([]float32, B*c.KVHeads*capacity*D))
 		inf.vc = append(inf.vc, make([]float32, B*c.KVHeads*capacity*D))
 	}
@@ -83,102 +83,144 @@ const decodeRows = 16
 // reused by the next call.
 func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 	m, c := inf.m, inf.m.Config
+	a := c.arch()
 	if n <= 0 || len(ids) != inf.B*n {
 		return nil, fmt.Errorf("model: inference: %d ids for %d sequences of %d tokens", len(ids), inf.B, n)
 	}
 	if inf.Len+n > inf.Cap {
 		return nil, fmt.Errorf("model: inference: %d cached + %d new tokens exceed the capacity %d", inf.Len, n, inf.Cap)
 	}
-	rows, C, D, L := inf.B*n, c.DModel, c.HeadDim(), inf.Len+n
-	x, h, att, proj := inf.x[:rows*C], inf.h[:rows*C], inf.att[:rows*C], inf.proj[:rows*C]
-	qkv, mlp := inf.qkv[:rows*c.QKVWidth()], inf.mlp[:rows*c.MLPRatio*C]
-	mean, rstd := inf.mean[:rows], inf.rstd[:rows]
+	rows, C := inf.B*n, c.DModel
+	var regs [numRegs][]float32
+	for r, buf := range inf.regs {
+		if buf != nil {
+			regs[r] = buf[:rows*int(c.regWidth(reg(r)))]
+		}
+	}
+	x, h := regs[rX], regs[rH]
 	w := func(name string) []float32 { return m.Weights.Get(name).Data }
-	const wteName, wpeName = NameWTE + ".weight", NameWPE + ".weight"
-
-	for b := 0; b < inf.B; b++ {
-		if err := nn.EmbeddingForward(x[b*n*C:(b+1)*n*C], w(wteName), w(wpeName), ids[b*n:(b+1)*n], n, C, inf.Len); err != nil {
-			return nil, fmt.Errorf("model: inference: %w", err)
+	if err := inf.embed(x, a, ids, n); err != nil {
+		return nil, err
+	}
+	norm := func(dst, src []float32, module string) error {
+		switch a.norm {
+		case layerNorm:
+			return nn.LayerNormForward(dst, inf.mean[:rows], inf.rstd[:rows], src, w(module+".weight"), w(module+".bias"), C, c.LayerNormEps)
+		}
+		rmsNormRows(dst, nil, src, w(module+".weight"), C, c.LayerNormEps)
+		return nil
+	}
+	for i, mods := range inf.blocks {
+		for j := range a.steps {
+			s := &a.steps[j]
+			dst, src := regs[s.dst], regs[s.src[0]]
+			var err error
+			switch s.op {
+			case stepNorm:
+				err = norm(dst, src, mods[j])
+			case stepLinear:
+				var l Linear
+				if l, err = m.Linear(mods[j]); err == nil {
+					err = l.Forward(dst, src, rows)
+				}
+			case stepAttention:
+				err = inf.attend(dst, src, regs[s.src[1]], regs[s.src[2]], s.src[0] == rQKV, i, n)
+			case stepGELU:
+				err = nn.GELUForward(dst, src)
+			case stepRoPE:
+				q, k := regs[s.src[0]], regs[s.src[1]]
+				inf.rope.rotate(q, len(q)/rows, c.Heads, n, inf.Len, false)
+				inf.rope.rotate(k, len(k)/rows, c.KVHeads, n, inf.Len, false)
+			case stepSwiGLU:
+				swigluRows(dst, src, regs[s.src[1]])
+			case stepResidual:
+				kernels.Axpy(1, src, x)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("model: inference: %s step %d: %w", mods[0], j, err)
+			}
 		}
 	}
-	layerNorm := func(dst, src []float32, ln [2]string) error {
-		return nn.LayerNormForward(dst, mean, rstd, src, w(ln[0]), w(ln[1]), C, c.LayerNormEps)
-	}
-	linear := func(y, x []float32, name string) error {
-		l, err := m.Linear(name)
-		if err != nil {
-			return err
-		}
-		return l.Forward(y, x, rows)
-	}
-	attnOpts := attention.Options{Causal: true}
-	for i, blk := range inf.blocks {
-		if err := layerNorm(h, x, blk.ln1); err != nil {
-			return nil, err
-		}
-		if err := linear(qkv, h, blk.attn); err != nil {
-			return nil, err
-		}
-		q, k, v, err := attention.PackedQKV(qkv, inf.B, n, c.Heads, c.KVHeads, D)
-		if err != nil {
-			return nil, err
-		}
-		kc, err := inf.cacheView(inf.kc[i])
-		if err != nil {
-			return nil, err
-		}
-		vc, err := inf.cacheView(inf.vc[i])
-		if err != nil {
-			return nil, err
-		}
-		appendRows(kc, k, inf.Len)
-		appendRows(vc, v, inf.Len)
-		o, err := attention.PackedHeads(att, inf.B, n, c.Heads, D)
-		if err != nil {
-			return nil, err
-		}
-		if n <= decodeRows {
-			err = attention.DecodeInto(o, q, kc, vc, L, attnOpts)
-		} else {
-			kc.T, vc.T = L, L
-			err = attention.ForwardInto(o, inf.lse[:inf.B*c.Heads*n], q, kc, vc, attnOpts)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("model: inference: %w", err)
-		}
-		if err := linear(proj, att, blk.attnProj); err != nil {
-			return nil, err
-		}
-		kernels.Axpy(1, proj, x)
-		if err := layerNorm(h, x, blk.ln2); err != nil {
-			return nil, err
-		}
-		if err := linear(mlp, h, blk.fc); err != nil {
-			return nil, err
-		}
-		if err := nn.GELUForward(mlp, mlp); err != nil {
-			return nil, err
-		}
-		if err := linear(proj, mlp, blk.mlpProj); err != nil {
-			return nil, err
-		}
-		kernels.Axpy(1, proj, x)
-	}
-	if err := layerNorm(h, x, lnfNames); err != nil {
+	if err := norm(h, x, a.final); err != nil {
 		return nil, err
 	}
 	logits := inf.logits[:rows*c.Vocab]
 	var err error
 	if c.TiedEmbeddings {
-		err = nn.LinearForwardTransW(logits, h, w(wteName), nil, rows, C, c.Vocab)
+		err = nn.LinearForwardTransW(logits, h, w(c.TokenEmbeddingName()), nil, rows, C, c.Vocab)
 	} else {
-		err = linear(logits, h, NameHead)
+		var head Linear
+		if head, err = m.Linear(NameHead); err == nil {
+			err = head.Forward(logits, h, rows)
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	inf.Len = L
+	inf.Len += n
 	return logits, nil
+}
+
+// embed writes the n new tokens' embeddings of each sequence into x.
+func (inf *Inference) embed(x []float32, a *arch, ids []int32, n int) error {
+	c := inf.m.Config
+	C := c.DModel
+	wte := inf.m.Weights.Get(a.tokens + ".weight").Data
+	if a.positions == "" {
+		if err := nn.TokenEmbeddingForward(x, wte, ids, C); err != nil {
+			return fmt.Errorf("model: inference: %w", err)
+		}
+		return nil
+	}
+	wpe := inf.m.Weights.Get(a.positions + ".weight").Data
+	for b := 0; b < inf.B; b++ {
+		if err := nn.EmbeddingForward(x[b*n*C:(b+1)*n*C], wte, wpe, ids[b*n:(b+1)*n], n, C, inf.Len); err != nil {
+			return fmt.Errorf("model: inference: %w", err)
+		}
+	}
+	return nil
+}
+
+// attend appends layer's n new keys and values per sequence to its cache
+// and writes the new rows' attention output into o. With packed set, q
+// holds GPT-2's fused q|k|v rows and k and v are unused; otherwise q, k and
+// v are separate [rows, heads·D] buffers.
+func (inf *Inference) attend(o, q, k, v []float32, packed bool, layer, n int) error {
+	c := inf.m.Config
+	D := c.HeadDim()
+	var qt, kt, vt attention.Tensor
+	var err error
+	if packed {
+		qt, kt, vt, err = attention.PackedQKV(q, inf.B, n, c.Heads, c.KVHeads, D)
+	} else if qt, err = attention.PackedHeads(q, inf.B, n, c.Heads, D); err == nil {
+		if kt, err = attention.PackedHeads(k, inf.B, n, c.KVHeads, D); err == nil {
+			vt, err = attention.PackedHeads(v, inf.B, n, c.KVHeads, D)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	kc, err := inf.cacheView(inf.kc[layer])
+	if err != nil {
+		return err
+	}
+	vc, err := inf.cacheView(inf.vc[layer])
+	if err != nil {
+		return err
+	}
+	appendRows(kc, kt, inf.Len)
+	appendRows(vc, vt, inf.Len)
+	ot, err := attention.PackedHeads(o, inf.B, n, c.Heads, D)
+	if err != nil {
+		return err
+	}
+	L := inf.Len + n
+	opts := attention.Options{Causal: true, Window: c.SlidingWindow}
+	if n <= decodeRows {
+		return attention.DecodeInto(ot, qt, kc, vc, L, opts)
+	}
+	kc.T, vc.T = L, L
+	return attention.ForwardInto(ot, inf.lse[:inf.B*c.Heads*n], qt, kc, vc, opts)
 }
 
 func (inf *Inference) cacheView(buf []float32) (attention.Tensor, error) {

@@ -81,7 +81,8 @@ type sgemmJob struct {
 	// Chunking: sizes and counts along m, n and k.
 	mChunk, nChunk, kChunk    int
 	mChunks, nChunks, kChunks int
-	// Compute task (tile) sizes.
+	// Blocking in force, and the compute task (tile) sizes.
+	blk    sgemmBlocking
 	mc, nt int
 
 	packA, packB []float32 // 64-byte aligned views of bufA, bufB
@@ -200,7 +201,28 @@ func roundUp(a, b int) int { return ceilDiv(a, b) * b }
 // sgemmPacked runs a product through the packing path, on as many cores as
 // its size warrants.
 func sgemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	sgemmPackedBlocking(sgemmDefaultBlocking(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// sgemmBlocking is the cache blocking of the packed path: the depth kc of
+// one micro-kernel call, and the default row height mc and (maximum)
+// column width nt of a compute task.
+type sgemmBlocking struct{ kc, mc, nt int }
+
+// sgemmDefaultBlocking returns the blocking tuned for the micro-kernel in
+// use (see the constants above and sgemm512.go).
+func sgemmDefaultBlocking() sgemmBlocking {
+	if useAVX512 {
+		return sgemmBlocking{sgemmKC512, sgemmMC512, sgemmNT512}
+	}
+	return sgemmBlocking{sgemmKC, sgemmMC, sgemmNT}
+}
+
+// sgemmPackedBlocking is sgemmPacked with the given blocking; the sweep
+// benchmark (BenchmarkSgemmBlocking) calls it directly.
+func sgemmPackedBlocking(blk sgemmBlocking, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	j := getSgemmJob()
+	j.blk = blk
 	j.transA, j.transB, j.m, j.n, j.k = transA, transB, m, n, k
 	j.alpha, j.beta, j.a, j.b, j.c = alpha, beta, a, b, c
 	j.lda, j.ldb, j.ldc = lda, ldb, ldc
@@ -303,12 +325,13 @@ func (j *sgemmJob) gemvTile(i int) {
 // plan chooses the chunks, the tile sizes and the ticket count, and sizes
 // the packing buffers.
 func (j *sgemmJob) plan(threads int) {
-	j.kChunk = min(j.k, max(sgemmKC, sgemmPackMax/max(j.m, j.n)/sgemmKC*sgemmKC))
+	kc := j.blk.kc
+	j.kChunk = min(j.k, max(kc, sgemmPackMax/max(j.m, j.n)/kc*kc))
 	j.kChunks = ceilDiv(j.k, j.kChunk)
 	j.mChunk, j.mChunks = chunk(j.m, sgemmMR, sgemmPackMax/j.kChunk)
 	j.nChunk, j.nChunks = chunk(j.n, packBCols, sgemmPackMax/j.kChunk)
 
-	j.mc, j.nt = tiles(j.mChunk, j.nChunk, threads)
+	j.mc, j.nt = tiles(j.mChunk, j.nChunk, threads, j.blk.mc, j.blk.nt)
 
 	steps := j.mChunks * j.nChunks * j.kChunks
 	j.total = 0
@@ -339,15 +362,15 @@ const (
 )
 
 // tiles chooses the tile sizes for an m×n chunk. It starts from the
-// cache-friendly sgemmMC×sgemmNT and, when threads share the work, splits
+// cache-friendly mcDef×ntDef and, when threads share the work, splits
 // (the dimension with the larger tiles first) until every thread has
 // several tiles to draw from and their count is a multiple of threads, so
 // that the dynamic queue can even out cores slowed down by other work
 // without leaving one core alone with the last tile. The tiles of a
 // dimension are of equal size, give or take the rounding to micro-panels.
-func tiles(m, n, threads int) (mc, nt int) {
-	mc = balanced(m, ceilDiv(m, sgemmMC), sgemmMR)
-	nt = balanced(n, ceilDiv(n, sgemmNT), packBCols)
+func tiles(m, n, threads, mcDef, ntDef int) (mc, nt int) {
+	mc = balanced(m, ceilDiv(m, mcDef), sgemmMR)
+	nt = balanced(n, ceilDiv(n, ntDef), packBCols)
 	if threads == 1 {
 		return mc, nt
 	}
@@ -436,7 +459,7 @@ func (j *sgemmJob) run() {
 		}
 		return
 	}
-	var tmp [sgemmMR * sgemmNR]float32
+	var tmp [sgemmTmpLen]float32
 	st := j.step(0)
 	start, size := int64(0), int64(st.tilesM*st.tilesN)
 	for {
@@ -571,13 +594,17 @@ func (j *sgemmJob) packAny(st *sgemmStep) bool {
 }
 
 // computeTile computes tile (ti, tj) of the step's part of C.
-func (j *sgemmJob) computeTile(st *sgemmStep, ti, tj int, tmp *[sgemmMR * sgemmNR]float32) {
+func (j *sgemmJob) computeTile(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]float32) {
+	if useAVX512 {
+		j.computeTile512(st, ti, tj, tmp)
+		return
+	}
 	r0, c0 := ti*j.mc, tj*j.nt
 	rows, cols := min(j.mc, st.mm-r0), min(j.nt, st.nn-c0)
 	kk, ldc, alpha := st.kk, j.ldc, j.alpha
 	j.ensure(st, false, ti)
-	for pc := 0; pc < kk; pc += sgemmKC {
-		kc := min(sgemmKC, kk-pc)
+	for pc := 0; pc < kk; pc += j.blk.kc {
+		kc := min(j.blk.kc, kk-pc)
 		beta := st.beta
 		if pc > 0 {
 			beta = 1

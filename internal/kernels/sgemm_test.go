@@ -20,6 +20,9 @@ type sgemmCase struct {
 	alpha, beta    float32
 	padA, padB     int // extra elements per stored row
 	padC           int
+	// blk, if set, runs the packed path with this blocking instead of
+	// Sgemm (m, n and k must then be positive).
+	blk *sgemmBlocking
 }
 
 func (tc sgemmCase) String() string {
@@ -81,7 +84,11 @@ func (tc sgemmCase) run(t *testing.T, rng *rand.Rand) {
 	}
 	c0 := append([]float32(nil), c...)
 
-	Sgemm(tc.transA, tc.transB, m, n, k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
+	if tc.blk != nil {
+		sgemmPackedBlocking(*tc.blk, tc.transA, tc.transB, m, n, k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
+	} else {
+		Sgemm(tc.transA, tc.transB, m, n, k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
+	}
 
 	// op(A) by rows and op(B) by columns, in float64, so that the
 	// reference's inner loop runs over two contiguous slices.
