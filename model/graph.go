@@ -156,11 +156,15 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		case layerNorm:
 			return nn.LayerNorm(x, w(module+".weight"), w(module+".bias"), c.LayerNormEps)
 		}
-		return rmsNormGraph(x, w(module+".weight"), c.LayerNormEps)
+		return nn.RMSNorm(x, w(module+".weight"), c.LayerNormEps)
 	}
-	var rope *ropeTable
+	var invFreq []float32
+	var positions *nn.IDs
 	if c.FamilyName() == FamilyLlama {
-		rope = newRopeTable(c, T)
+		if invFreq, err = c.ropeFreqs(); err != nil {
+			return nil, nil, err
+		}
+		positions = nn.SequencePositions(B, T, 0)
 	}
 	var regs [numRegs]*G.Node
 	for _, mods := range c.modules() {
@@ -187,11 +191,11 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 			case stepGELU:
 				out, err = nn.GELU(src)
 			case stepRoPE:
-				if regs[s.src[0]], err = ropeGraph(src, rope, c.Heads, T, false); err == nil {
-					regs[s.src[1]], err = ropeGraph(regs[s.src[1]], rope, c.KVHeads, T, false)
+				if regs[s.src[0]], err = nn.RoPE(src, positions, invFreq, c.Heads, c.HeadDim()); err == nil {
+					regs[s.src[1]], err = nn.RoPE(regs[s.src[1]], positions, invFreq, c.KVHeads, c.HeadDim())
 				}
 			case stepSwiGLU:
-				out, err = swigluGraph(src, regs[s.src[1]])
+				out, err = nn.SwiGLU(src, regs[s.src[1]])
 			case stepResidual:
 				var h *G.Node
 				if h, err = dropout(src); err == nil {

@@ -97,6 +97,15 @@ func TestInferenceMatchesGraph(t *testing.T) {
 			if math.Abs(loss-float64(graphLoss)) > 1e-5 {
 				t.Errorf("inference loss %v, graph loss %v", loss, graphLoss)
 			}
+			// The evaluation loss fuses head and loss by chunks of rows:
+			// 7-row chunks (the last one short) give the same loss.
+			chunked, err := m.loss(in, tg, B, T, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if math.Abs(chunked-loss) > 1e-6*loss {
+				t.Errorf("loss in 7-row chunks %v, in one %v", chunked, loss)
+			}
 
 			// Incremental: chunks of 1, 5, 20 and the rest.
 			inf, err := m.NewInference(B, T)

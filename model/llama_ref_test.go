@@ -177,30 +177,3 @@ func TestLlamaMatchesFloat64Reference(t *testing.T) {
 		})
 	}
 }
-
-// llama3 scaling as transformers' _compute_llama3_parameters computes it:
-// high frequencies kept, low ones divided by the factor, the band between
-// interpolated.
-func TestRopeFreqsLlama3(t *testing.T) {
-	s := &RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositions: 8192}
-	plain, scaled := RopeFreqs(128, 500000, nil), RopeFreqs(128, 500000, s)
-	for i, f := range plain {
-		wavelen := 2 * math.Pi / f
-		var want float64
-		switch {
-		case wavelen < 8192/4.0:
-			want = f
-		case wavelen > 8192/1.0:
-			want = f / 8
-		default:
-			sm := (8192/wavelen - 1) / (4 - 1)
-			want = (1-sm)*f/8 + sm*f
-		}
-		if math.Abs(scaled[i]-want) > 1e-15*want {
-			t.Errorf("inv_freq[%d] = %v, want %v", i, scaled[i], want)
-		}
-	}
-	if plain[0] != 1 || math.Abs(plain[1]-math.Pow(500000, -2.0/128)) > 1e-18 {
-		t.Errorf("inv_freq %v", plain[:2])
-	}
-}
