@@ -1,7 +1,7 @@
 package kernels
 
 // useAVX2 selects the AVX2+FMA assembly kernels, and useAVX512 (which
-// implies useAVX2) the AVX-512 SGEMM micro-kernels on top of them. They are
+// implies useAVX2) the AVX-512 kernels (SGEMM, GELUGrad) on top of them. They are
 // set once at start-up from the CPU's features (dispatch_amd64.go) and are
 // the only mutable state of the package; tests flip them to run every
 // implementation the CPU supports.
