@@ -156,7 +156,15 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		case layerNorm:
 			return nn.LayerNorm(x, w(module+".weight"), w(module+".bias"), c.LayerNormEps)
 		}
-		return nil, errFamilyOp(c, "RMSNorm")
+		return nn.RMSNorm(x, w(module+".weight"), c.LayerNormEps)
+	}
+	var invFreq []float32
+	var positions *nn.IDs
+	if c.FamilyName() == FamilyLlama {
+		if invFreq, err = c.ropeFreqs(); err != nil {
+			return nil, nil, err
+		}
+		positions = nn.SequencePositions(B, T, 0)
 	}
 	var regs [numRegs]*G.Node
 	for _, mods := range c.modules() {
@@ -174,17 +182,20 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 					out, err = l.BuildGraph(gc, src)
 				}
 			case stepAttention:
-				if s.src[0] != rQKV {
-					err = errFamilyOp(c, "separate q, k, v attention")
-					break
+				if s.src[0] != rQKV { // separate q, k and v: one packed matrix for the fused op
+					src, err = packColumns(src, regs[s.src[1]], regs[s.src[2]])
 				}
-				out, err = attention.Op(src, attnOpts)
+				if err == nil {
+					out, err = attention.Op(src, attnOpts)
+				}
 			case stepGELU:
 				out, err = nn.GELU(src)
 			case stepRoPE:
-				err = errFamilyOp(c, "RoPE")
+				if regs[s.src[0]], err = nn.RoPE(src, positions, invFreq, c.Heads, c.HeadDim()); err == nil {
+					regs[s.src[1]], err = nn.RoPE(regs[s.src[1]], positions, invFreq, c.KVHeads, c.HeadDim())
+				}
 			case stepSwiGLU:
-				err = errFamilyOp(c, "SwiGLU")
+				out, err = nn.SwiGLU(src, regs[s.src[1]])
 			case stepResidual:
 				var h *G.Node
 				if h, err = dropout(src); err == nil {
@@ -223,7 +234,7 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 // embedGraph adds the token (and GPT-2's position) embedding.
 func (m *Model) embedGraph(gc *GraphContext, a *arch, inputs *nn.IDs) (*G.Node, error) {
 	if a.positions == "" {
-		return nil, errFamilyOp(m.Config, "embedding without positions")
+		return nn.TokenEmbedding(gc.Node(m.Weights.Get(a.tokens+".weight")), inputs)
 	}
 	return nn.Embedding(gc.Node(m.Weights.Get(a.tokens+".weight")), gc.Node(m.Weights.Get(a.positions+".weight")), inputs)
 }

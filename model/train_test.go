@@ -144,6 +144,30 @@ func TestAccumulationEqualsBigBatch(t *testing.T) {
 // is large).
 func TestModelGradientFiniteDifferences(t *testing.T) {
 	m := testModel(t, func(c *Config) { c.SeqLen = 9; c.DModel = 16; c.Heads = 2; c.KVHeads = 2 })
+	checkModelGradients(t, m, []string{"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight",
+		"transformer.h.1.mlp.c_fc.bias", "transformer.h.1.ln_2.weight", "transformer.ln_f.bias", "transformer.h.0.attn.c_proj.weight"})
+}
+
+// The Llama family's gradients (RMSNorm, RoPE, the packed q|k|v, SwiGLU,
+// biases, the untied head) against finite differences of the inference
+// path's loss.
+func TestLlamaGradientFiniteDifferences(t *testing.T) {
+	m := testModel(t, func(c *Config) {
+		*c = tinyLlama()
+		c.SeqLen, c.AttnBias, c.MLPBias, c.SlidingWindow = 9, true, true, 5
+	})
+	b := "model.layers.1."
+	checkModelGradients(t, m, []string{"model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
+		b + "self_attn.q_proj.weight", b + "self_attn.k_proj.weight", b + "self_attn.k_proj.bias", "model.layers.0.self_attn.v_proj.weight",
+		b + "self_attn.o_proj.weight", b + "post_attention_layernorm.weight", b + "mlp.gate_proj.weight", b + "mlp.up_proj.bias",
+		b + "mlp.down_proj.weight", "model.norm.weight", "lm_head.weight"})
+}
+
+// checkModelGradients compares the graph's gradient of each named
+// parameter, at its largest element, with a central finite difference of
+// the inference path's loss.
+func checkModelGradients(t *testing.T, m *Model, names []string) {
+	t.Helper()
 	const B, T = 2, 9
 	r := rand.New(rand.NewPCG(11, 12))
 	in, tg := randIDs(r, B*T), randIDs(r, B*T)
@@ -155,8 +179,7 @@ func TestModelGradientFiniteDifferences(t *testing.T) {
 	if _, err := rep.ForwardBackward(in, tg, 1); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight",
-		"transformer.h.1.mlp.c_fc.bias", "transformer.h.1.ln_2.weight", "transformer.ln_f.bias", "transformer.h.0.attn.c_proj.weight"} {
+	for _, name := range names {
 		p := m.Weights.Get(name)
 		g := rep.Grad[p.Offset : p.Offset+p.Size()]
 		idx := 0

@@ -12,7 +12,7 @@ import (
 // and accumulating, with dx's neighbours untouched.
 func TestGELUGrad(t *testing.T) {
 	rng := rand.New(rand.NewPCG(31, 32))
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "gelu", func(t *testing.T) {
 		for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 33, 1000} {
 			for _, acc := range []bool{false, true} {
 				x, dy, s := make([]float32, n), make([]float32, n), make([]float32, n)
@@ -55,16 +55,14 @@ func BenchmarkGELUGrad(b *testing.B) {
 	for i := range x {
 		x[i], dy[i], s[i] = float32(i%7)-3, 0.5, 0.3
 	}
-	for _, impl := range implementations() {
-		restore := setImpl(impl)
-		b.Run(fmt.Sprintf("n=%d/%s", n, Implementation()), func(b *testing.B) {
+	ForEach("gelu", func(name string) bool {
+		return b.Run(fmt.Sprintf("n=%d/%s", n, name), func(b *testing.B) {
 			b.SetBytes(4 * 4 * n)
 			for b.Loop() {
 				GELUGrad(dx, dy, x, s, true)
 			}
 		})
-		restore()
-	}
+	})
 }
 
 // TestGELUGradSplit checks that an element's result does not depend on
@@ -72,7 +70,7 @@ func BenchmarkGELUGrad(b *testing.B) {
 // must match the serial one bit for bit.
 func TestGELUGradSplit(t *testing.T) {
 	rng := rand.New(rand.NewPCG(33, 34))
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "gelu", func(t *testing.T) {
 		const n = 101
 		x, dy, s := make([]float32, n), make([]float32, n), make([]float32, n)
 		for i := range x {

@@ -87,3 +87,16 @@ func (j *sgemmJob) computeTile512(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]f
 		}
 	}
 }
+
+// sgemmKernel512Go is the portable form of the AVX-512 kernels' contract
+// (see sgemmKernel512 in sgemm512_amd64.go): the tile computed 6×16 at a
+// time by the Go kernel. The driver never calls it (it takes the AVX-512
+// path only when the assembly is enabled); it lets the kernel's test run,
+// and check the contract, at every level and in every build.
+func sgemmKernel512Go(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32) {
+	for i := range aPanels {
+		for h := range bPanels {
+			sgemmKernelGo(kc, a[i*aStride:], b[h*bStride:], c[i*sgemmMR*ldc+h*sgemmNR:], ldc, alpha, beta)
+		}
+	}
+}
