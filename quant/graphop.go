@@ -3,7 +3,6 @@ package quant
 import (
 	"fmt"
 	"hash"
-	"sync"
 	"sync/atomic"
 
 	"github.com/chewxy/hm"
@@ -47,38 +46,15 @@ const (
 	parallelDequant = 1 << 15
 )
 
-// panels is a free list of panel buffers shared by every layer: a training
-// graph runs one op at a time, so it holds one panel, whatever the number of
-// int8 layers. (A sync.Pool loses buffers to other Ps and to collections,
-// and at these sizes each loss is a fresh allocation of a panel.)
-var panels struct {
-	mu   sync.Mutex
-	free []*[]float32
-}
-
-// getPanel returns a buffer of n floats; putPanel gives it back.
+// getPanel returns a buffer of n floats from the kernels' buffer pool (a
+// training graph runs one op at a time, so it holds one panel, whatever the
+// number of int8 layers); putPanel gives it back.
 func getPanel(n int) (*[]float32, []float32) {
-	panels.mu.Lock()
-	var sp *[]float32
-	if k := len(panels.free); k > 0 {
-		sp = panels.free[k-1]
-		panels.free = panels.free[:k-1]
-	}
-	panels.mu.Unlock()
-	if sp == nil {
-		sp = new([]float32)
-	}
-	if cap(*sp) < n {
-		*sp = make([]float32, n)
-	}
-	return sp, (*sp)[:n]
+	sp := kernels.GetFloats(n)
+	return sp, *sp
 }
 
-func putPanel(sp *[]float32) {
-	panels.mu.Lock()
-	panels.free = append(panels.free, sp)
-	panels.mu.Unlock()
-}
+func putPanel(sp *[]float32) { kernels.PutFloats(sp) }
 
 // panelDepth returns how many steps of the reduction (k) one panel of a
 // product with n output columns covers: at most maxPanelDepth, within
@@ -99,24 +75,24 @@ func dequantRows(rows, size int, f func(r0, r1 int)) {
 		f(0, rows)
 		return
 	}
-	var wg sync.WaitGroup
 	step := (rows + workers - 1) / workers
-	for r0 := step; r0 < rows; r0 += step {
-		wg.Go(func() { f(r0, min(r0+step, rows)) })
-	}
-	f(0, min(step, rows))
-	wg.Wait()
+	kernels.For(workers, (rows+step-1)/step, kernels.ItemFunc(func(_, i int) {
+		f(i*step, min((i+1)*step, rows))
+	}))
 }
 
 // panelLoop runs a product whose reduction of length k is cut into panels
 // of depth steps, each held in panelLen floats. fill dequantizes rows
 // [r0, r1) of panel [k0, k1) into p (rowsOf(k1−k0) rows in all), and gemm
 // accumulates the panel's product (first says it is the first panel). The
-// next panel is dequantized on another goroutine while the current one is
-// multiplied, into a second buffer; the first panel is split between
-// goroutines. (Overlapping measured 1.08–1.15× the float LoRA step against
-// 1.15–1.20× for dequantizing each panel on two goroutines between the
-// products.)
+// next panel is dequantized while the current one is multiplied, into a
+// second buffer: the two are the items of one loop of the kernels'
+// scheduler, so a helper takes the dequantization while the caller starts
+// the product (whose own loop the helper joins when done), and the caller
+// does both in turn when no helper is free. The first panel is split
+// between goroutines. (Overlapping measured 1.08–1.15× the float LoRA step
+// against 1.15–1.20× for dequantizing each panel on two goroutines between
+// the products.)
 func panelLoop(k, depth, panelLen int, rowsOf func(kb int) int, fill func(p []float32, k0, k1, r0, r1 int), gemm func(p []float32, k0, k1 int, first bool)) {
 	spa, cur := getPanel(panelLen)
 	defer putPanel(spa)
@@ -128,22 +104,21 @@ func panelLoop(k, depth, panelLen int, rowsOf func(kb int) int, fill func(p []fl
 	}
 	spb, next := getPanel(panelLen)
 	defer putPanel(spb)
-	done := make(chan struct{}, 1)
 	for k0 := 0; k0 < k; k0 += depth {
 		k1 := min(k0+depth, k)
-		more := k1 < k
-		if more {
-			n0, n1 := k1, min(k1+depth, k)
-			go func() {
-				fill(next, n0, n1, 0, rowsOf(n1-n0))
-				done <- struct{}{}
-			}()
+		if k1 == k {
+			gemm(cur, k0, k1, k0 == 0)
+			break
 		}
-		gemm(cur, k0, k1, k0 == 0)
-		if more {
-			<-done
-			cur, next = next, cur
-		}
+		n0, n1 := k1, min(k1+depth, k)
+		kernels.For(min(2, kernels.Threads()), 2, kernels.ItemFunc(func(_, i int) {
+			if i == 0 {
+				gemm(cur, k0, k1, k0 == 0)
+				return
+			}
+			fill(next, n0, n1, 0, rowsOf(n1-n0))
+		}))
+		cur, next = next, cur
 	}
 }
 

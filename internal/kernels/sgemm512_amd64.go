@@ -4,8 +4,8 @@ package kernels
 
 // The AVX-512 micro-kernels (sgemmKernel{12,6}x{32,16}AVX512) are generated
 // with avo; their declarations are in sgemm512_amd64_stubs.go and their code
-// in sgemm512_amd64.s, both generated, and they run when useAVX512 is set
-// (dispatch_amd64.go). To change them, edit _asm/sgemm512/main.go and
+// in sgemm512_amd64.s, both generated, and they run when sgemmAVX512 is set
+// (the "sgemm/avx512" implementation of the registry, impl.go). To change them, edit _asm/sgemm512/main.go and
 // regenerate both files:
 //
 //go:generate sh -c "cd _asm && go run ./sgemm512 -out ../sgemm512_amd64.s -stubs ../sgemm512_amd64_stubs.go -pkg kernels"

@@ -83,7 +83,7 @@ func TestSgemmEdges512(t *testing.T) {
 	if testing.Short() {
 		sizes = []int{13, 18, 33, 71}
 	}
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(21, 22))
 		for _, m := range sizes {
 			for _, n := range sizes {
@@ -103,7 +103,7 @@ func TestSgemmEdges512(t *testing.T) {
 // default, as the sweep benchmark does, so that every blocking it times is
 // known to compute the right product.
 func TestSgemmBlockings(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(23, 24))
 		for _, blk := range []sgemmBlocking{{64, 24, 64}, {128, 48, 128}, {384, 144, 768}} {
 			for tr := range 4 {

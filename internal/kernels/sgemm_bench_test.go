@@ -90,7 +90,7 @@ func BenchmarkSgemmGonum(b *testing.B) {
 // BenchmarkSgemmKernel times the micro-kernel alone on L1-resident panels:
 // the ceiling of one core.
 func BenchmarkSgemmKernel(b *testing.B) {
-	forEachImplB(b, func(b *testing.B) {
+	forEachImplB(b, "sgemm", func(b *testing.B) {
 		a := make([]float32, sgemmKC*sgemmMR)
 		bb := make([]float32, sgemmKC*sgemmNR)
 		c := make([]float32, sgemmMR*sgemmNR)
@@ -101,19 +101,10 @@ func BenchmarkSgemmKernel(b *testing.B) {
 	})
 }
 
-// forEachImplB is forEachImpl for benchmarks.
-func forEachImplB(b *testing.B, f func(b *testing.B)) {
-	for _, impl := range implementations() {
-		restore := setImpl(impl)
-		b.Run(Implementation(), f)
-		restore()
-	}
-}
-
 // BenchmarkSgemmKernel512 times the AVX-512 micro-kernel alone on
 // L1-resident panels.
 func BenchmarkSgemmKernel512(b *testing.B) {
-	if !hasAVX512 {
+	if CPULevel() < LevelAVX512 {
 		b.Skip("no AVX-512")
 	}
 	a := make([]float32, 2*sgemmKC512*sgemmMR)
