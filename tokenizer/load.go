@@ -8,13 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/dlclark/regexp2"
 	"golang.org/x/text/unicode/norm"
 )
 
 // maxVocab bounds token ids, so a hostile file cannot make Load allocate
-// without limit.
+// without limit; ids must also be dense (at most about twice the number of
+// tokens), as every real file's are.
 const maxVocab = 1 << 24
 
 type fileJSON struct {
@@ -265,7 +267,7 @@ func (t *Tokenizer) loadModel(raw json.RawMessage) error {
 	}
 	maxID := int64(-1)
 	for tok, id := range mj.Vocab {
-		if id < 0 || id >= maxVocab {
+		if id < 0 || id >= maxVocab || id > 2*int64(len(mj.Vocab))+1024 {
 			return fmt.Errorf("tokenizer: token %q has id %d out of range", tok, id)
 		}
 		maxID = max(maxID, id)
@@ -356,7 +358,7 @@ func parseMerges(raw json.RawMessage) ([][2]string, error) {
 func (t *Tokenizer) loadAdded(added []addedJSON) error {
 	t.addedByContent = map[string]addedToken{}
 	for _, a := range added {
-		if a.ID == nil || *a.ID < 0 || *a.ID >= maxVocab {
+		if a.ID == nil || *a.ID < 0 || *a.ID >= maxVocab || *a.ID > 2*int64(len(t.idToToken)+len(added))+1024 {
 			return fmt.Errorf("tokenizer: added token %q has a missing or out-of-range id", a.Content)
 		}
 		if a.Content == "" {
@@ -420,6 +422,9 @@ func (t *Tokenizer) finishAdded() {
 
 const maxDepth = 16
 
+// regexTimeout stops a backtracking pattern from a hostile file running away.
+const regexTimeout = 5 * time.Second
+
 func decodeComponent(raw json.RawMessage, what string, depth int) (*componentJSON, error) {
 	if isNull(raw) {
 		return nil, nil
@@ -469,6 +474,7 @@ func buildNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
 			if err != nil {
 				return nil, fmt.Errorf("tokenizer: Replace normalizer pattern: %w", err)
 			}
+			re.MatchTimeout = regexTimeout
 			return replaceNormalizer{re: re, new: c.Content}, nil
 		}
 		return nil, errors.New("tokenizer: Replace normalizer has no pattern")
@@ -549,6 +555,7 @@ func (t *Tokenizer) buildPreTokenizer(raw json.RawMessage, depth int) (preTokeni
 				if err != nil {
 					return nil, fmt.Errorf("tokenizer: Split pattern: %w", err)
 				}
+				re.MatchTimeout = regexTimeout
 				p.kind, p.re = patRegexp, re
 			}
 		default:

@@ -51,6 +51,21 @@ func realTokenizer(t testing.TB, name string) *Tokenizer {
 	return tk
 }
 
+// optionalTokenizer loads a fetched file if present, for fuzzing, else nil.
+func optionalTokenizer(name string) *Tokenizer {
+	loadedMu.Lock()
+	defer loadedMu.Unlock()
+	if tk, ok := loaded[name]; ok {
+		return tk
+	}
+	tk, err := Load(filepath.Join(dataDir(), name))
+	if err != nil {
+		return nil
+	}
+	loaded[name] = tk
+	return tk
+}
+
 type golden struct {
 	IDs     [][]int32 `json:"ids"`
 	Special [][]int32 `json:"special"`
