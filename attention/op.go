@@ -66,7 +66,7 @@ func (o *OpOptions) writeHash(h hash.Hash, kind string, d int) {
 }
 
 var (
-	matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
+	matrixType = nn.MatrixType()
 	rank4Type  = G.TensorType{Dims: 4, Of: tensor.Float32}
 )
 

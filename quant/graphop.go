@@ -3,7 +3,6 @@ package quant
 import (
 	"fmt"
 	"hash"
-	"sync/atomic"
 
 	"github.com/chewxy/hm"
 	"github.com/galleon-ml/galleon/internal/kernels"
@@ -212,19 +211,15 @@ func (l *Linear) backwardInput(dx, dy []float32, rows int) {
 // ---------------------------------------------------------------------------
 // gorgonia ops
 
-var (
-	graphOpSerial atomic.Uint64
-	i8Matrix      = G.TensorType{Dims: 2, Of: tensor.Float32}
-)
+var i8Matrix = nn.MatrixType()
 
 // int8LinearOp is y = x·deq(W)ᵀ + b for a frozen int8 layer: its one input is
 // x [rows, In]; the weight and bias are read from the layer.
 type int8LinearOp struct {
-	nn.OpDefaults
-	serial uint64
-	l      *Linear
-	rows   int
-	out    nn.OutBuf
+	nn.OpBase
+	l    *Linear
+	rows int
+	out  nn.OutBuf
 }
 
 // Int8Linear adds y = x·deq(W)ᵀ + b for the int8 layer l to x's graph (x
@@ -246,7 +241,7 @@ func Int8Linear(x *G.Node, l *Linear) (*G.Node, error) {
 		}
 		return nil, fmt.Errorf("quant: Int8Linear: x must be a float32 [rows, %d] node, got %v: %w", l.In, s, ErrInput)
 	}
-	op := &int8LinearOp{serial: graphOpSerial.Add(1), l: l, rows: x.Shape()[0]}
+	op := &int8LinearOp{OpBase: nn.NewOpBase(), l: l, rows: x.Shape()[0]}
 	n, err := G.ApplyOp(op, x)
 	if err != nil {
 		return nil, fmt.Errorf("quant: Int8Linear: %w", err)
@@ -260,7 +255,7 @@ func (op *int8LinearOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.l.Out}, nil
 }
 func (op *int8LinearOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "quant.Int8Linear#%d(layer=%d, rows=%d, in=%d, out=%d, bias=%t)", op.serial, op.l.id, op.rows, op.l.In, op.l.Out, op.l.Bias != nil)
+	fmt.Fprintf(h, "quant.Int8Linear#%d(layer=%d, rows=%d, in=%d, out=%d, bias=%t)", op.Serial(), op.l.id, op.rows, op.l.In, op.l.Out, op.l.Bias != nil)
 }
 func (op *int8LinearOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *int8LinearOp) String() string {
@@ -297,7 +292,7 @@ func (op *int8LinearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 	if len(inputs) != 1 {
 		return nil, fmt.Errorf("quant: Int8Linear.SymDiff: %d inputs, want 1: %w", len(inputs), ErrInput)
 	}
-	g := &int8LinearGradOp{serial: graphOpSerial.Add(1), l: op.l, rows: op.rows, target: inputs[0]}
+	g := &int8LinearGradOp{OpBase: nn.NewOpBase(), l: op.l, rows: op.rows, target: inputs[0]}
 	dx, err := G.ApplyOp(g, grad)
 	if err != nil {
 		return nil, fmt.Errorf("quant: Int8Linear gradient: %w", err)
@@ -309,8 +304,7 @@ func (op *int8LinearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 // without any work when x has no derivative node (nothing trainable lies
 // before the layer), as the backward ops of internal/nn and lora do.
 type int8LinearGradOp struct {
-	nn.OpDefaults
-	serial  uint64
+	nn.OpBase
 	l       *Linear
 	rows    int
 	target  *G.Node
@@ -323,7 +317,7 @@ func (op *int8LinearGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.l.In}, nil
 }
 func (op *int8LinearGradOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "quant.Int8LinearGradX#%d(layer=%d, rows=%d, in=%d, out=%d)", op.serial, op.l.id, op.rows, op.l.In, op.l.Out)
+	fmt.Fprintf(h, "quant.Int8LinearGradX#%d(layer=%d, rows=%d, in=%d, out=%d)", op.Serial(), op.l.id, op.rows, op.l.In, op.l.Out)
 }
 func (op *int8LinearGradOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *int8LinearGradOp) String() string {

@@ -10,7 +10,7 @@ import (
 )
 
 type embeddingOp struct {
-	opBase
+	OpBase
 	ids        *IDs
 	B, T       int // ids' sizes when the graph was built
 	V, C, Tmax int
@@ -41,7 +41,7 @@ func Embedding(wte, wpe *G.Node, ids *IDs) (*G.Node, error) {
 	if ids.T > ps[0] {
 		return nil, shapeErr(fn, "sequence length %d exceeds wpe's %d positions", ids.T, ps[0])
 	}
-	op := &embeddingOp{opBase: newOpBase(), ids: ids, B: ids.B, T: ids.T, V: ws[0], C: ws[1], Tmax: ps[0]}
+	op := &embeddingOp{OpBase: NewOpBase(), ids: ids, B: ids.B, T: ids.T, V: ws[0], C: ws[1], Tmax: ps[0]}
 	return apply(fn, op, wte, wpe)
 }
 
@@ -58,7 +58,7 @@ func TokenEmbedding(wte *G.Node, ids *IDs) (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	op := &embeddingOp{opBase: newOpBase(), ids: ids, B: ids.B, T: ids.T, V: ws[0], C: ws[1], noPos: true}
+	op := &embeddingOp{OpBase: NewOpBase(), ids: ids, B: ids.B, T: ids.T, V: ws[0], C: ws[1], noPos: true}
 	return apply(fn, op, wte)
 }
 

@@ -20,7 +20,7 @@ type LinearCEOpts struct {
 }
 
 type linearCEOp struct {
-	opBase
+	OpBase
 	targets    *IDs
 	rows, D, V int
 	opts       LinearCEOpts
@@ -76,7 +76,7 @@ func LinearCrossEntropy(x, w *G.Node, targets *IDs, opts LinearCEOpts) (*G.Node,
 		opts.Chunk = LinearCEChunk(V)
 	}
 	opts.Chunk = min(opts.Chunk, xs[0])
-	op := &linearCEOp{opBase: newOpBase(), targets: targets, rows: xs[0], D: D, V: V, opts: opts}
+	op := &linearCEOp{OpBase: NewOpBase(), targets: targets, rows: xs[0], D: D, V: V, opts: opts}
 	return apply(fn, op, x, w)
 }
 
@@ -155,7 +155,7 @@ func (op *linearCEOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, er
 	var out G.Nodes
 	for i, in := range inputs {
 		s := in.Shape()
-		g := &linearCEGradOp{opBase: newOpBase(), fwd: op, which: i, r: s[0], c: s[1],
+		g := &linearCEGradOp{OpBase: NewOpBase(), fwd: op, which: i, r: s[0], c: s[1],
 			typ: hm.NewFnType(output.Type(), grad.Type(), matrixType)}
 		n, err := apply("LinearCrossEntropyGrad", g, output, grad)
 		if err != nil {
@@ -181,7 +181,7 @@ func (op *linearCEOp) String() string {
 // 0 for x, 1 for W) as a view of the buffer the forward op filled, scaled in
 // place by the upstream gradient.
 type linearCEGradOp struct {
-	opBase
+	OpBase
 	fwd          *linearCEOp
 	which        int
 	r, c         int

@@ -11,7 +11,7 @@ import (
 )
 
 type rmsNormOp struct {
-	opBase
+	OpBase
 	rows, C int
 	eps     float32
 	out     OutBuf
@@ -37,7 +37,7 @@ func RMSNorm(x, w *G.Node, eps float32) (*G.Node, error) {
 	if !(eps >= 0) || math.IsInf(float64(eps), 0) {
 		return nil, shapeErr(fn, "eps=%g must be finite and non-negative", eps)
 	}
-	op := &rmsNormOp{opBase: newOpBase(), rows: xs[0], C: xs[1], eps: eps}
+	op := &rmsNormOp{OpBase: NewOpBase(), rows: xs[0], C: xs[1], eps: eps}
 	return apply(fn, op, x, w)
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 type ropeOp struct {
-	opBase
+	OpBase
 	rows, width    int
 	heads, headDim int
 	positions      *IDs
@@ -44,7 +44,7 @@ func RoPE(x *G.Node, positions *IDs, invFreq []float32, heads, headDim int) (*G.
 	if len(invFreq) != headDim/2 {
 		return nil, shapeErr(fn, "%d inverse frequencies for head_dim %d", len(invFreq), headDim)
 	}
-	op := &ropeOp{opBase: newOpBase(), rows: s[0], width: s[1], heads: heads, headDim: headDim,
+	op := &ropeOp{OpBase: NewOpBase(), rows: s[0], width: s[1], heads: heads, headDim: headDim,
 		positions: positions, invFreq: append([]float32(nil), invFreq...)}
 	return apply(fn, op, x)
 }

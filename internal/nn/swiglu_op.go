@@ -10,7 +10,7 @@ import (
 )
 
 type swigluOp struct {
-	opBase
+	OpBase
 	rows, cols int
 	out        OutBuf
 	sig        []float32 // σ(gate) saved by Do for the backward ops of the same run
@@ -32,7 +32,7 @@ func SwiGLU(gate, up *G.Node) (*G.Node, error) {
 	if !gs.Eq(us) {
 		return nil, shapeErr(fn, "gate %v and up %v differ", gs, us)
 	}
-	op := &swigluOp{opBase: newOpBase(), rows: gs[0], cols: gs[1]}
+	op := &swigluOp{OpBase: NewOpBase(), rows: gs[0], cols: gs[1]}
 	return apply(fn, op, gate, up)
 }
 
