@@ -26,6 +26,12 @@ type bpe struct {
 	fuseUnk      bool
 	ignoreMerges bool
 	unk          int32 // -1: none
+	// segment, when set, is a character (SentencePiece's "▁") that no
+	// token has after a different character: no merge can join the text
+	// before one to the text from it on, so a long word is encoded as the
+	// segments that start at each one, which are short and cached. Files
+	// without a pre-tokenizer otherwise hand BPE whole paragraphs.
+	segment string
 	// words maps a whole pre-token (raw bytes in byte-level mode) to its id,
 	// for ignore_merges and for the single-symbol lookups.
 	words map[string]int32
@@ -42,6 +48,48 @@ const maxCachedWord = 256
 const maxCacheEntries = 1 << 16
 
 type cacheEntry struct{ off, n int32 }
+
+// encodePiece appends the ids of one pre-token to out, segmented when the
+// vocabulary allows (see bpe.segment).
+func (m *bpe) encodePiece(word string, st *encState, out []int32, subStart int) []int32 {
+	if m.segment == "" || len(word) <= maxCachedWord {
+		return m.encodeWord(word, st, out, subStart)
+	}
+	seg := m.segment
+	start := 0
+	for i := len(seg); i < len(word); {
+		k := strings.Index(word[i:], seg)
+		if k < 0 {
+			break
+		}
+		p := i + k
+		if !strings.HasSuffix(word[:p], seg) {
+			out = m.encodeWord(word[start:p], st, out, subStart)
+			start = p
+		}
+		i = p + len(seg)
+	}
+	return m.encodeWord(word[start:], st, out, subStart)
+}
+
+// segmentSafe reports whether no token holds seg right after a different
+// character, the condition for bpe.segment.
+func segmentSafe(seg string, tokens map[string]int32) bool {
+	for tok := range tokens {
+		for i := 1; i < len(tok); {
+			k := strings.Index(tok[i:], seg)
+			if k < 0 {
+				break
+			}
+			p := i + k
+			if !strings.HasSuffix(tok[:p], seg) {
+				return false
+			}
+			i = p + len(seg)
+		}
+	}
+	return true
+}
 
 // encodeWord appends the ids of one pre-token to out. subStart is where the
 // current model call began in out, for fuse_unk.

@@ -417,6 +417,9 @@ func (t *Tokenizer) finishAdded() {
 		}
 	} else {
 		m.words = t.tokenToID
+		if _, ok := t.tokenToID["\u2581"]; ok && segmentSafe("\u2581", m.words) {
+			m.segment = "\u2581"
+		}
 	}
 }
 

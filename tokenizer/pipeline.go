@@ -41,7 +41,12 @@ func (r replaceNormalizer) normalize(s string) string {
 
 type unicodeNormalizer struct{ form norm.Form }
 
-func (u unicodeNormalizer) normalize(s string) string { return u.form.String(s) }
+func (u unicodeNormalizer) normalize(s string) string {
+	if u.form.IsNormalString(s) {
+		return s // most text already is; this check does not allocate
+	}
+	return u.form.String(s)
+}
 
 type lowercaseNormalizer struct{}
 

@@ -198,7 +198,7 @@ func (t *Tokenizer) encode(text string, st *encState, out []int32) []int32 {
 			st.pieces = pieces
 			start := len(out)
 			for _, p := range pieces {
-				out = t.model.encodeWord(p, st, out, start)
+				out = t.model.encodePiece(p, st, out, start)
 			}
 		}
 	}

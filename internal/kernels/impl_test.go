@@ -69,7 +69,7 @@ func TestSetLevel(t *testing.T) {
 		}
 	}
 	restore := SetLevel(LevelGeneric)
-	if sgemmAVX2 || vecAVX2 || i8W16 || i8VNNI || i8SignTrickAsm {
+	if sgemmAVX2 || sgemmAVX512 || vecAVX2 || i8W16 || i8VNNI || i8SignTrickAsm {
 		t.Error("SetLevel(generic) left an assembly toggle on")
 	}
 	restore()

@@ -7,10 +7,15 @@ import (
 )
 
 // TestSgemmKernel512 compares each size of the AVX-512 micro-kernel (its
-// portable form in builds without it) with a float64 reference, over depths
+// portable form where the implementation is not enabled) with a float64
+// reference, over depths
 // that cover the unrolled loop and its remainder, the three epilogues (beta
 // 0, 1, other) and panels at a stride from each other.
 func TestSgemmKernel512(t *testing.T) {
+	forEachImpl(t, "sgemm", testSgemmKernel512)
+}
+
+func testSgemmKernel512(t *testing.T) {
 	rng := rand.New(rand.NewPCG(19, 20))
 	for _, sz := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
 		ap, bp := sz[0], sz[1]

@@ -20,6 +20,12 @@ func init() {
 	Register("sgemm", "avx512", LevelAVX512, true, &sgemmAVX512)
 }
 
+// sgemmAsm reports whether either assembly implementation is selected: the
+// AVX-512 one packs with the AVX2 packers and shares the AVX2 path's
+// thresholds, so that selecting it alone (Select, ForEach) times and tests
+// it as it runs at level avx512.
+func sgemmAsm() bool { return sgemmAVX2 || sgemmAVX512 }
+
 // sgemmKernel runs the micro-kernel of the selected implementation. The
 // slice expressions are the bounds checks that keep the assembly in bounds.
 func sgemmKernel(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
@@ -38,7 +44,7 @@ func sgemmKernel(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 // returns how many steps it packed (0 when the assembly is off).
 func packA6Asm(d, a []float32, lda, i, p0, kk int) int {
 	k8 := kk / 8
-	if !sgemmAVX2 || k8 == 0 {
+	if !sgemmAsm() || k8 == 0 {
 		return 0
 	}
 	_ = a[(i+sgemmMR-1)*lda+p0+8*k8-1]
@@ -51,7 +57,7 @@ func packA6Asm(d, a []float32, lda, i, p0, kk int) int {
 // leading multiple of 8 of the kk steps, and returns how many it packed.
 func packATAsm(dst, a []float32, lda, i0, full, p0, kk int) int {
 	kk8 := kk / 8 * 8
-	if !sgemmAVX2 || full == 0 || kk8 == 0 {
+	if !sgemmAsm() || full == 0 || kk8 == 0 {
 		return 0
 	}
 	_ = a[(p0+kk8-1)*lda+i0+full*sgemmMR-1]
@@ -65,7 +71,7 @@ func packATAsm(dst, a []float32, lda, i0, full, p0, kk int) int {
 // many it packed.
 func packBT16Asm(d, b []float32, ldb, j, p0, kk int) int {
 	k8 := kk / 8
-	if !sgemmAVX2 || k8 == 0 {
+	if !sgemmAsm() || k8 == 0 {
 		return 0
 	}
 	_ = b[(j+sgemmNR-1)*ldb+p0+8*k8-1]
@@ -79,7 +85,7 @@ func packBT16Asm(d, b []float32, ldb, j, p0, kk int) int {
 // packed.
 func packBNAsm(dst, b []float32, ldb, j0, full, p0, kk int) int {
 	kk4 := kk / 4 * 4
-	if !sgemmAVX2 || full == 0 || kk4 == 0 {
+	if !sgemmAsm() || full == 0 || kk4 == 0 {
 		return 0
 	}
 	_ = b[(p0+kk4-1)*ldb+j0+full*sgemmNR-1]

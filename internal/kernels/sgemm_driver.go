@@ -173,7 +173,7 @@ func sgemmPackedBlocking(blk sgemmBlocking, transA, transB bool, m, n, k int, al
 	j.done.Store(0)
 	threads := Threads()
 	parWork := sgemmParWorkGo
-	if sgemmAVX2 {
+	if sgemmAsm() {
 		parWork = sgemmParWorkAVX2
 	}
 	if work := m * n * k; work < parWork*threads {
@@ -213,7 +213,7 @@ const (
 // outputs, each a k-term sum, is worth.
 func gemvThreads(outs, k int) int {
 	parWork := sgemvParWorkGo
-	if sgemmAVX2 {
+	if sgemmAsm() {
 		parWork = sgemvParWorkAVX2
 	}
 	return max(1, min(Threads(), outs*k/parWork, outs/gemvTileMin))

@@ -16,3 +16,6 @@ func packA6Asm(d, a []float32, lda, i, p0, kk int) int          { return 0 }
 func packATAsm(dst, a []float32, lda, i0, full, p0, kk int) int { return 0 }
 func packBT16Asm(d, b []float32, ldb, j, p0, kk int) int        { return 0 }
 func packBNAsm(dst, b []float32, ldb, j0, full, p0, kk int) int { return 0 }
+
+// sgemmAsm reports that no assembly is selected: there is none.
+func sgemmAsm() bool { return false }

@@ -106,19 +106,5 @@ func geluBackwardChunk(j *parJob, lo, hi int) {
 }
 
 func geluGrad(dx, dy, x, s []float32, acc bool) {
-	dx = dx[:len(x)]
-	dy = dy[:len(x)]
-	s = s[:len(x)]
-	const c2, k3 = 2 * geluC, 3 * geluK
-	if acc {
-		for i, v := range x {
-			sig := s[i]
-			dx[i] += dy[i] * (sig + v*sig*(1-sig)*c2*(1+k3*v*v))
-		}
-		return
-	}
-	for i, v := range x {
-		sig := s[i]
-		dx[i] = dy[i] * (sig + v*sig*(1-sig)*c2*(1+k3*v*v))
-	}
+	kernels.GELUGrad(dx, dy, x, s[:len(x)], acc)
 }
