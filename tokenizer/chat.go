@@ -14,7 +14,9 @@ import (
 // Message is one turn of a chat: a role ("system", "user", "assistant", …)
 // and its text.
 type Message struct {
-	Role    string
+	// Role is who speaks: "system", "user", "assistant" or "tool".
+	Role string
+	// Content is the text of the turn.
 	Content string
 }
 
