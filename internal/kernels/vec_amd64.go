@@ -85,3 +85,11 @@ func expSubSum(dst, src []float32, m float32) float32 {
 	}
 	return expSubSumGeneric(dst, src, m)
 }
+
+func adamw(p, g, m, v []float32, k *AdamWParams) {
+	if vecAVX2 {
+		adamwAVX2(p, g, m, v, &k.GradScale)
+		return
+	}
+	adamwGeneric(p, g, m, v, k)
+}

@@ -57,3 +57,10 @@ func expSubSumAVX2(dst []float32, src []float32, m float32) float32
 //
 //go:noescape
 func geluFwdAVX2(y []float32, s []float32, x []float32)
+
+// adamwAVX2 applies one AdamW step to p, m and v from the gradient g;
+// k points at the nine constants of AdamWParams, in field order.
+// len(g), len(m), len(v) ≥ len(p).
+//
+//go:noescape
+func adamwAVX2(p []float32, g []float32, m []float32, v []float32, k *float32)

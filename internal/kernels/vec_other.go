@@ -18,3 +18,5 @@ func exp(dst, src []float32)                         { expGeneric(dst, src) }
 func expSubSum(dst, src []float32, m float32) float32 {
 	return expSubSumGeneric(dst, src, m)
 }
+
+func adamw(p, g, m, v []float32, k *AdamWParams) { adamwGeneric(p, g, m, v, k) }

@@ -45,6 +45,7 @@ func main() {
 	exp()
 	expSubSum()
 	gelu()
+	adamw()
 	Generate()
 }
 
@@ -570,6 +571,68 @@ func gelu() {
 		VMASKMOVPS(e.x[0], mask, Mem{Base: sp})
 		VMASKMOVPS(xs[0], mask, Mem{Base: y})
 	}, "gelu")
+	VZEROUPPER()
+	RET()
+}
+
+// adamw is the fused AdamW update (see AdamW in internal/kernels/adamw.go,
+// whose Go loop it reproduces bit for bit): every product and sum rounds
+// separately, as the Go code's explicit conversions do, so no FMA.
+func adamw() {
+	TEXT("adamwAVX2", NOSPLIT, "func(p, g, m, v []float32, k *float32)")
+	Pragma("noescape")
+	Doc("adamwAVX2 applies one AdamW step to p, m and v from the gradient g;",
+		"k points at the nine constants of AdamWParams, in field order.",
+		"len(g), len(m), len(v) ≥ len(p).")
+	kp := Load(Param("k"), GP64())
+	c := ymms(9) // gscale, decay, b1, c1, b2, c2, stepSize, invBC2Sqrt, eps
+	for i := range c {
+		VBROADCASTSS(Mem{Base: kp, Disp: 4 * i}, c[i])
+	}
+	gs, decay, b1, c1, b2, c2, step, inv, eps := c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+	p, n := loadSlice("p")
+	g := Load(Param("g").Base(), GP64())
+	m := Load(Param("m").Base(), GP64())
+	v := Load(Param("v").Base(), GP64())
+	t := ymms(5)
+	gv, pv, mv, vv, tv := t[0], t[1], t[2], t[3], t[4]
+	// body computes one vector from registers loaded by load and stored by store.
+	body := func() {
+		VMULPS(gs, gv, gv)
+		VMULPS(decay, pv, pv)
+		VMULPS(b1, mv, mv)
+		VMULPS(c1, gv, tv)
+		VADDPS(tv, mv, mv)
+		VMULPS(b2, vv, vv)
+		VMULPS(c2, gv, tv)
+		VMULPS(gv, tv, tv)
+		VADDPS(tv, vv, vv)
+		VSQRTPS(vv, tv)
+		VMULPS(inv, tv, tv)
+		VADDPS(eps, tv, tv)
+		VMULPS(step, mv, gv) // g is dead: stepSize·m
+		VDIVPS(tv, gv, gv)
+		VSUBPS(gv, pv, pv)
+	}
+	loop(1, n, []reg.Register{p, g, m, v}, func(k int) {
+		VMOVUPS(Mem{Base: g}, gv)
+		VMOVUPS(Mem{Base: p}, pv)
+		VMOVUPS(Mem{Base: m}, mv)
+		VMOVUPS(Mem{Base: v}, vv)
+		body()
+		VMOVUPS(mv, Mem{Base: m})
+		VMOVUPS(vv, Mem{Base: v})
+		VMOVUPS(pv, Mem{Base: p})
+	}, func(mask reg.VecVirtual) {
+		VMASKMOVPS(Mem{Base: g}, mask, gv)
+		VMASKMOVPS(Mem{Base: p}, mask, pv)
+		VMASKMOVPS(Mem{Base: m}, mask, mv)
+		VMASKMOVPS(Mem{Base: v}, mask, vv)
+		body()
+		VMASKMOVPS(mv, mask, Mem{Base: m})
+		VMASKMOVPS(vv, mask, Mem{Base: v})
+		VMASKMOVPS(pv, mask, Mem{Base: p})
+	}, "adamw")
 	VZEROUPPER()
 	RET()
 }
