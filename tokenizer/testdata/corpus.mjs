@@ -126,6 +126,21 @@ add(
 	"日本語".repeat(300),
 	Array.from({ length: 200 }, (_, i) => `w${i}`).join(""),
 );
+// Edge cases of the regexes: Unicode case folding must not reach the
+// contractions, JavaScript's \s differs from White_Space (U+0085, U+FEFF),
+// and characters newer than Go's Unicode tables (CJK Ext. I, Todhri, Ol
+// Onal letters; Kirat Rai and outlined digits).
+add(
+	"I'\u017f IT'K IT'\u212a", "'S'T'RE'VE'M'LL'D", "''s 's' l'amour d'accord rock 'n' roll", "'\n's '\t't",
+	"a\u0085b \u0085 x\ufeff y \ufeff\ufeff", "\u180e\u200b\u2060 invisible", "\u2028\n\u2029\r\n",
+	"new letters: " + String.fromCodePoint(0x105c0, 0x105c1, 0x2ebf0, 0x2ebf1, 0x1e5d0, 0x1e5d1) + " and digits " + String.fromCodePoint(0x16d70, 0x16d71, 0x16d72, 0x1ccf0, 0x1ccf1),
+	" " + String.fromCodePoint(0x2ebf0) + "x " + String.fromCodePoint(0x16d70) + "1",
+	"𝟘𝟙𝟚 math digits", "٣٤٥٦ 12345 ١٢٣٤٥٦٧", "1234567 12 123 1234", "a1b22c333d4444",
+	"<|im_start|><|im_end|>", "<s></s><unk>", " <s> </s> ", "x<|eot_id|>\n\n<|start_header_id|>",
+	"\t \n \r\n  \t", "a\r\rb", "a\r \nb", "  \n\n  x", "x  \n", "x \t\n \ty",
+	"\u1100\u1161\u11a8\u1100\u1161", "Å Å Å", "\u0041\u030a\u0301",
+	"!!! ??? ... ,,, ;;; ::: ((( ))) [[[ ]]] {{{ }}}", " !a !1 ! 1 !\n", "a.b,c;d:e", "$100 €200 £300 ¥400",
+);
 // Generated mixtures: deterministic pseudo-random concatenations of fragments.
 const frags = ["the", " cat", "'s", " 123", "4567", "\n", "\r\n", "  ", "\t", "😀", "é", "e\u0301", "日本", "안녕", "Привет",
 	"!", "?", "...", " (", ")", "<|endoftext|>", "<s>", "</s>", "<|eot_id|>", "<|im_end|>", "\u00a0", " ", "I'LL", "'ve", "x", "_", "-", "—",
