@@ -31,6 +31,14 @@ func BenchmarkRMSNorm(b *testing.B) {
 			_ = RMSNormBackward(dx, dw, dy, x, w, rstd, smolC)
 		}
 	})
+	// Same-run reference: LayerNorm at the same shape.
+	mean, beta := make([]float32, smolRows), make([]float32, smolC)
+	b.Run("layernorm-forward", func(b *testing.B) {
+		b.SetBytes(int64(8 * len(x)))
+		for range b.N {
+			_ = LayerNormForward(y, mean, rstd, x, w, beta, smolC, 1e-5)
+		}
+	})
 }
 
 func BenchmarkSwiGLU(b *testing.B) {
@@ -48,6 +56,13 @@ func BenchmarkSwiGLU(b *testing.B) {
 		b.SetBytes(int64(20 * n))
 		for range b.N {
 			_ = SwiGLUBackward(dg, du, dy, g, u)
+		}
+	})
+	// Same-run reference: GELU (one exponential per element too).
+	b.Run("gelu-forward", func(b *testing.B) {
+		b.SetBytes(int64(8 * n))
+		for range b.N {
+			_ = GELUForward(y, g)
 		}
 	})
 }
