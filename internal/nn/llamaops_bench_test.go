@@ -140,3 +140,22 @@ func BenchmarkLinearCrossEntropy(b *testing.B) {
 		b.ReportMetric(3*flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 	})
 }
+
+// BenchmarkLinearCrossEntropyLlama3Vocab times the fused training form at
+// Llama 3's vocabulary (128,256; 256 rows, D 576, W [D, V]), where the
+// materialized logits of a B=8, T=1024 batch would take 4 GiB.
+func BenchmarkLinearCrossEntropyLlama3Vocab(b *testing.B) {
+	const rows, V = 256, 128256
+	r := newRand(5)
+	x, w := randn32(r, rows*smolC, 1), randn32(r, smolC*V, 0.05)
+	targets := randIDs(r, rows, V)
+	dx, dw := make([]float32, len(x)), make([]float32, len(w))
+	s := NewLinearCEScratch(0, V)
+	b.ResetTimer()
+	for range b.N {
+		if _, _, err := LinearCrossEntropyBackward(s, dx, dw, x, w, targets, smolC, V, false, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(3*2.0*rows*smolC*V*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
