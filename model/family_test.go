@@ -250,19 +250,5 @@ func TestLlamaTrainSaveGenerate(t *testing.T) {
 	if err != nil || len(greedy) != 60 {
 		t.Fatalf("generate: %v, %d tokens (context %d)", err, len(greedy), m.Config.SeqLen)
 	}
-	logits, err := m.Logits(prompt, 1, len(prompt))
-	if err != nil {
-		t.Fatal(err)
-	}
-	V := m.Config.Vocab
-	last := logits[len(logits)-V:]
-	best := 0
-	for i := range last {
-		if last[i] > last[best] {
-			best = i
-		}
-	}
-	if int(greedy[0]) != best {
-		t.Errorf("greedy token %d, argmax %d", greedy[0], best)
-	}
+	checkGreedyIsArgmax(t, ck.Model, prompt, greedy)
 }

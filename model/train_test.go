@@ -424,6 +424,26 @@ func FuzzLoadCheckpoint(f *testing.F) {
 	})
 }
 
+// checkGreedyIsArgmax checks that greedy decoding's first token is the
+// argmax of the full forward's last row.
+func checkGreedyIsArgmax(t *testing.T, m *Model, prompt, greedy []int32) {
+	t.Helper()
+	logits, err := m.Logits(prompt, 1, len(prompt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := logits[len(logits)-m.Config.Vocab:]
+	best := 0
+	for i := range last {
+		if last[i] > last[best] {
+			best = i
+		}
+	}
+	if int(greedy[0]) != best {
+		t.Errorf("greedy token %d, argmax %d", greedy[0], best)
+	}
+}
+
 func TestGenerate(t *testing.T) {
 	m := testModel(t, nil)
 	prompt := Encode("func main() {")
@@ -435,18 +455,7 @@ func TestGenerate(t *testing.T) {
 	if len(greedy) != 50 {
 		t.Fatalf("%d tokens, want 50 (past the 37-token context)", len(greedy))
 	}
-	// Greedy decoding picks the argmax of the full forward's last row.
-	logits, _ := m.Logits(prompt, 1, len(prompt))
-	last := logits[len(logits)-256:]
-	best := 0
-	for i := range last {
-		if last[i] > last[best] {
-			best = i
-		}
-	}
-	if int(greedy[0]) != best {
-		t.Errorf("greedy token %d, argmax %d", greedy[0], best)
-	}
+	checkGreedyIsArgmax(t, m, prompt, greedy)
 	a, _ := m.Generate(ctx, prompt, 20, SampleOptions{Temperature: 0.8, TopK: 40, TopP: 0.9, Seed: 4})
 	b, _ := m.Generate(ctx, prompt, 20, SampleOptions{Temperature: 0.8, TopK: 40, TopP: 0.9, Seed: 4})
 	c, _ := m.Generate(ctx, prompt, 20, SampleOptions{Temperature: 0.8, TopK: 40, TopP: 0.9, Seed: 5})

@@ -134,3 +134,30 @@ func TestTiktokenAgrees(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSplit compares the hand-written splitters with regexp2 running the
+// same patterns (with \s spelled out as the reference compiles it), on the
+// benchmark text: the splitter is the hot path of byte-level encoding.
+func BenchmarkSplit(b *testing.B) {
+	text := strings.ToValidUTF8(benchCorpus(b), "")
+	if len(text) > 1<<20 {
+		text = text[:1<<20] // regexp2 is slow; 1 MB keeps the run short
+	}
+	var out []string
+	for _, c := range []struct {
+		name string
+		f    func()
+	}{
+		{"gpt2-hand", func() { out = splitGPT2(text, out[:0]) }},
+		{"gpt2-regexp2", func() { regexpMatches(reGPT2, text, nil) }},
+		{"llama3-hand", func() { out = splitLlama3(text, 3, out[:0]) }},
+		{"llama3-regexp2", func() { regexpMatches(reLlama3, text, nil) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			for b.Loop() {
+				c.f()
+			}
+		})
+	}
+}

@@ -22,6 +22,7 @@ type bpe struct {
 	byteLevel    bool       // symbols start as bytes mapped through GPT-2's byte-to-unicode table
 	byteIDs      [256]int32 // byte-level: id of each byte's character, -1 if absent
 	fallback     [256]int32 // byte_fallback: id of <0xNN>, -1 if absent
+	asciiIDs     [128]int32 // not byte-level: id of each ASCII character, -1 if absent
 	byteFallback bool
 	fuseUnk      bool
 	ignoreMerges bool
@@ -122,6 +123,12 @@ func (m *bpe) encodeWord(word string, st *encState, out []int32, subStart int) [
 		}
 	} else {
 		for i := 0; i < len(word); {
+			if c := word[i]; c < utf8.RuneSelf {
+				syms = append(syms, m.asciiIDs[c])
+				starts = append(starts, int32(i))
+				i++
+				continue
+			}
 			_, n := utf8.DecodeRuneInString(word[i:])
 			id, ok := m.words[word[i:i+n]]
 			if !ok {

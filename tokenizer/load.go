@@ -417,6 +417,12 @@ func (t *Tokenizer) finishAdded() {
 		}
 	} else {
 		m.words = t.tokenToID
+		for c := range m.asciiIDs {
+			m.asciiIDs[c] = -1
+			if id, ok := m.words[string(rune(c))]; ok {
+				m.asciiIDs[c] = id
+			}
+		}
 		if _, ok := t.tokenToID["\u2581"]; ok && segmentSafe("\u2581", m.words) {
 			m.segment = "\u2581"
 		}

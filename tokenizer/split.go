@@ -45,11 +45,13 @@ func classAt(s string, i int, jsSpace bool) (uint8, int) {
 	return runeClass(r, jsSpace), n
 }
 
+// runeClass classes a character with the reference engine's Unicode tables
+// (unicode_tables.go), which are newer than Go's.
 func runeClass(r rune, jsSpace bool) uint8 {
 	switch {
-	case unicode.IsLetter(r):
+	case unicode.Is(jsLetter, r):
 		return clLetter
-	case unicode.IsNumber(r):
+	case unicode.Is(jsNumber, r):
 		return clNumber
 	}
 	if jsSpace {

@@ -115,3 +115,27 @@ set:
 	JL           set
 	VZEROUPPER
 	RET
+
+// func accCenteredAVX2(n int, dst *float32, a *float32, x *float32, mu float32, rs float32)
+// Requires: AVX, FMA3
+TEXT ·accCenteredAVX2(SB), NOSPLIT, $0-40
+	MOVQ         n+0(FP), AX
+	MOVQ         dst+8(FP), CX
+	MOVQ         a+16(FP), DX
+	MOVQ         x+24(FP), BX
+	VBROADCASTSS mu+32(FP), Y0
+	VBROADCASTSS rs+36(FP), Y1
+	XORQ         SI, SI
+
+acc:
+	VMOVUPS     (BX)(SI*4), Y2
+	VSUBPS      Y0, Y2, Y2
+	VMULPS      (DX)(SI*4), Y2, Y2
+	VMOVUPS     (CX)(SI*4), Y3
+	VFMADD231PS Y1, Y2, Y3
+	VMOVUPS     Y3, (CX)(SI*4)
+	ADDQ        $0x08, SI
+	CMPQ        SI, AX
+	JL          acc
+	VZEROUPPER
+	RET

@@ -17,3 +17,9 @@ func geluGradAVX2(n int, dx *float32, dy *float32, x *float32, s *float32, c2 fl
 //
 //go:noescape
 func geluGradAVX512(n int, dx *float32, dy *float32, x *float32, s *float32, c2 float32, k3 float32, acc bool)
+
+// accCenteredAVX2 adds a[i]·(x[i] − mu)·rs to dst[i] for i < n;
+// n must be a positive multiple of 8.
+//
+//go:noescape
+func accCenteredAVX2(n int, dst *float32, a *float32, x *float32, mu float32, rs float32)

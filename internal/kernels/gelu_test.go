@@ -90,3 +90,73 @@ func TestGELUGradSplit(t *testing.T) {
 		}
 	})
 }
+
+// TestGELUForward compares GELUForward with GELU's tanh form in float64 on
+// every implementation, including arguments where the exponential
+// overflows or underflows, checks that y may alias x, and that no element
+// depends on where the slice is cut.
+func TestGELUForward(t *testing.T) {
+	rng := rand.New(rand.NewPCG(35, 36))
+	forEachImpl(t, "gelu", func(t *testing.T) {
+		for _, n := range []int{0, 1, 7, 8, 9, 16, 17, 101} {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64() * 4)
+			}
+			if n > 3 {
+				x[0], x[1], x[2] = 60, -60, 0
+			}
+			y, s := make([]float32, n), make([]float32, n)
+			GELUForward(y, s, x)
+			for i, v := range x {
+				xv := float64(v)
+				u := 0.7978845608028654 * (xv + 0.044715*xv*xv*xv)
+				want := 0.5 * xv * (1 + math.Tanh(u))
+				wantS := 1 / (1 + math.Exp(-2*u))
+				if d := math.Abs(float64(y[i]) - want); d > 1e-6*math.Abs(xv)+1e-30 {
+					t.Errorf("n=%d: GELU(%g) = %g, want %g", n, v, y[i], want)
+				}
+				if d := math.Abs(float64(s[i]) - wantS); d > 1e-6 {
+					t.Errorf("n=%d: s(%g) = %g, want %g", n, v, s[i], wantS)
+				}
+			}
+			alias := append([]float32(nil), x...)
+			s2 := make([]float32, n)
+			GELUForward(alias, s2, alias)
+			for i := range n {
+				if alias[i] != y[i] || s2[i] != s[i] {
+					t.Fatalf("n=%d: aliased y differs at %d", n, i)
+				}
+			}
+			for _, cut := range []int{1, 5, 9} {
+				if cut >= n {
+					continue
+				}
+				yp, sp := make([]float32, n), make([]float32, n)
+				GELUForward(yp[:cut], sp[:cut], x[:cut])
+				GELUForward(yp[cut:], sp[cut:], x[cut:])
+				for i := range n {
+					if math.Float32bits(yp[i]) != math.Float32bits(y[i]) || math.Float32bits(sp[i]) != math.Float32bits(s[i]) {
+						t.Fatalf("n=%d cut %d: element %d differs from the whole slice's", n, cut, i)
+					}
+				}
+			}
+		}
+	})
+}
+
+func BenchmarkGELUForward(b *testing.B) {
+	const n = 1 << 16
+	x, y, s := make([]float32, n), make([]float32, n), make([]float32, n)
+	for i := range x {
+		x[i] = float32(i%13) - 6
+	}
+	ForEach("gelu", func(name string) bool {
+		return b.Run(fmt.Sprintf("n=%d/%s", n, name), func(b *testing.B) {
+			b.SetBytes(3 * 4 * n)
+			for b.Loop() {
+				GELUForward(y, s, x)
+			}
+		})
+	})
+}

@@ -45,7 +45,11 @@ type linearCEOp struct {
 // (for whichever of x and W has a derivative) along with the loss, and the
 // backward ops only scale them by the upstream gradient; so each run costs
 // three products over the vocabulary, not the four that recomputing the
-// logits would take. The op holds dW's memory, [D, V] floats.
+// logits would take. The op holds dW's memory, [D, V] floats. Whether to
+// compute the gradients is decided from the inputs' derivatives, not from
+// which nodes a machine runs: a machine compiled for the loss alone out of a
+// differentiated graph still pays for them, so evaluate with
+// LinearCrossEntropyForward or a graph built without G.Grad.
 func LinearCrossEntropy(x, w *G.Node, targets *IDs, opts LinearCEOpts) (*G.Node, error) {
 	const fn = "LinearCrossEntropy"
 	if err := targets.check(fn); err != nil {

@@ -246,3 +246,33 @@ func TestLinearCrossEntropyDoesNotAllocate(t *testing.T) {
 		t.Errorf("%v allocations per call with scratch, want 0", allocs)
 	}
 }
+
+// TestLinearCEChunkBound checks the default chunk's logits fit the 64 MiB
+// budget at the vocabularies of GPT-2, SmolLM2, Llama 3 and Qwen2.5, and
+// that the op and the kernels hold no more than that.
+func TestLinearCEChunkBound(t *testing.T) {
+	for _, V := range []int{256, 32000, 49152, 50257, 128256, 151936} {
+		c := LinearCEChunk(V)
+		if c < 16 || c%16 != 0 || c*V*4 > 64<<20 {
+			t.Errorf("V=%d: chunk %d rows (%d MiB of logits)", V, c, c*V*4>>20)
+		}
+		s := NewLinearCEScratch(0, V)
+		if s.Rows() != c || len(s.logits) != c*V {
+			t.Errorf("V=%d: scratch of %d rows, %d logits", V, s.Rows(), len(s.logits))
+		}
+	}
+	// The op sizes its scratch from opts.Chunk, capped at the rows.
+	x, w, tg := lceData(lceCases[0], 1)
+	targets := NewIDs(1, len(tg))
+	copy(targets.Data, tg)
+	g := G.NewGraph()
+	loss, err := LinearCrossEntropy(matNode(g, "x", x, 7, 5), matNode(g, "w", w, 5, 13), targets, LinearCEOpts{Chunk: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := G.NewTapeMachine(g)
+	run(t, m)
+	if s := loss.Op().(*linearCEOp).scratch; len(s.logits) != 3*13 {
+		t.Errorf("op holds %d logits, want 3 rows of 13", len(s.logits))
+	}
+}

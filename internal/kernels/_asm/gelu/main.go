@@ -1,6 +1,7 @@
 // Command gelu generates the vectorized GELU derivative of internal/kernels
 // (gelu_amd64.s, and its Go declarations in gelu_amd64_stubs.go), in an
-// AVX2+FMA (YMM) and an AVX-512 (ZMM) form:
+// AVX2+FMA (YMM) and an AVX-512 (ZMM) form, and LayerNorm's γ-gradient
+// accumulation (AccCentered):
 //
 //	cd internal/kernels/_asm && go run ./gelu -out ../gelu_amd64.s -stubs ../gelu_amd64_stubs.go -pkg kernels
 //
@@ -24,6 +25,7 @@ func main() {
 	ConstraintExpr("amd64,!purego")
 	geluGrad("geluGradAVX2", 256)
 	geluGrad("geluGradAVX512", 512)
+	accCentered()
 	Generate()
 }
 
@@ -102,4 +104,38 @@ func paramAddr(name string) Mem {
 		panic(err)
 	}
 	return b.Addr
+}
+
+// accCentered emits dst[i] += a[i]·(x[i] − mu)·rs over n elements, n a
+// positive multiple of 8: LayerNorm's γ gradient, one row at a time.
+func accCentered() {
+	TEXT("accCenteredAVX2", NOSPLIT, "func(n int, dst, a, x *float32, mu, rs float32)")
+	Pragma("noescape")
+	Doc(
+		"accCenteredAVX2 adds a[i]·(x[i] − mu)·rs to dst[i] for i < n;",
+		"n must be a positive multiple of 8.",
+	)
+	n, dst, a, x := GP64(), GP64(), GP64(), GP64()
+	Load(Param("n"), n)
+	Load(Param("dst"), dst)
+	Load(Param("a"), a)
+	Load(Param("x"), x)
+	mu, rs, t, d := YMM(), YMM(), YMM(), YMM()
+	VBROADCASTSS(paramAddr("mu"), mu)
+	VBROADCASTSS(paramAddr("rs"), rs)
+	i := GP64()
+	XORQ(i, i)
+	Label("acc")
+	m := func(p GPVirtual) Mem { return Mem{Base: p, Index: i, Scale: 4} }
+	VMOVUPS(m(x), t)
+	VSUBPS(mu, t, t)      // x − mu
+	VMULPS(m(a), t, t)    // a·(x − mu)
+	VMOVUPS(m(dst), d)    //
+	VFMADD231PS(rs, t, d) // dst + a·(x − mu)·rs
+	VMOVUPS(d, m(dst))
+	ADDQ(Imm(8), i)
+	CMPQ(i, n)
+	JL(LabelRef("acc"))
+	VZEROUPPER()
+	RET()
 }

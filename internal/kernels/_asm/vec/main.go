@@ -44,6 +44,7 @@ func main() {
 	scale()
 	exp()
 	expSubSum()
+	gelu()
 	adamw()
 	Generate()
 }
@@ -514,6 +515,63 @@ func expSubSum() {
 	hreduce(acc, VADDPS)
 	VZEROUPPER()
 	Store(acc.AsX(), ReturnIndex(0))
+	RET()
+}
+
+// gelu emits GELU's forward pass in its sigmoid form: s = 1/(1 + e^(−2u)),
+// u = √(2/π)·(x + 0.044715·x³), and y = x·s, keeping s for the backward
+// pass. The tail goes through masked loads and stores, so every element is
+// computed by the same instructions wherever a caller cuts the slice.
+func gelu() {
+	expConstData()
+	m2c := f32("vecGeluM2C", float32(-2*0.7978845608028654))
+	k := f32("vecGeluK", 0.044715)
+	TEXT("geluFwdAVX2", NOSPLIT, "func(y, s, x []float32)")
+	Pragma("noescape")
+	Doc("geluFwdAVX2 computes s[i] = 1/(1 + exp(−2u(x[i]))) and y[i] = x[i]·s[i];",
+		"len(y), len(s) ≥ len(x). y may alias x.")
+	y := Load(Param("y").Base(), GP64())
+	sp := Load(Param("s").Base(), GP64())
+	x, n := loadSlice("x")
+	e := newExpState()
+	kr := YMM()
+	VMOVUPS(k, kr)
+	const unroll = 2
+	xs := ymms(unroll)
+	// arg computes the exponent −2u of xs[u] into e.x[u].
+	arg := func(u int) {
+		VMULPS(xs[u], xs[u], e.x[u])    // x²
+		VFMADD213PS(vecOne, kr, e.x[u]) // 1 + k·x²
+		VMULPS(xs[u], e.x[u], e.x[u])   // x + k·x³
+		VMULPS(m2c, e.x[u], e.x[u])     // −2u
+	}
+	// sig turns e.x[u] = e^(−2u) into s, and xs[u] into y.
+	sig := func(u int) {
+		VADDPS(vecOne, e.x[u], e.x[u])
+		VMOVUPS(vecOne, e.p[u])
+		VDIVPS(e.x[u], e.p[u], e.x[u]) // s = 1/(1 + e)
+		VMULPS(e.x[u], xs[u], xs[u])   // y = x·s
+	}
+	loop(unroll, n, []reg.Register{x, y, sp}, func(kk int) {
+		for u := 0; u < kk; u++ {
+			VMOVUPS(Mem{Base: x, Disp: 32 * u}, xs[u])
+			arg(u)
+		}
+		e.exp(kk)
+		for u := 0; u < kk; u++ {
+			sig(u)
+			VMOVUPS(e.x[u], Mem{Base: sp, Disp: 32 * u})
+			VMOVUPS(xs[u], Mem{Base: y, Disp: 32 * u})
+		}
+	}, func(mask reg.VecVirtual) {
+		VMASKMOVPS(Mem{Base: x}, mask, xs[0])
+		arg(0)
+		e.exp(1)
+		sig(0)
+		VMASKMOVPS(e.x[0], mask, Mem{Base: sp})
+		VMASKMOVPS(xs[0], mask, Mem{Base: y})
+	}, "gelu")
+	VZEROUPPER()
 	RET()
 }
 
