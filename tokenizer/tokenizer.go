@@ -44,7 +44,12 @@ type Tokenizer struct {
 	cleanUp            bool
 	chatTemplate       string
 
-	pool sync.Pool // *encState
+	// main is the encoder state of the first caller; it is never
+	// dropped, so its word cache stays warm across garbage collections
+	// (which empty pool). Concurrent callers fall back to pool.
+	mainMu sync.Mutex
+	main   *encState
+	pool   sync.Pool // *encState
 }
 
 type addedToken struct {
@@ -78,6 +83,14 @@ func (t *Tokenizer) Encode(text string) []int32 {
 // AppendEncode appends the ids of text (as Encode) to dst and returns it; with
 // a dst of enough capacity a warm call does not allocate.
 func (t *Tokenizer) AppendEncode(dst []int32, text string) []int32 {
+	if t.mainMu.TryLock() {
+		if t.main == nil {
+			t.main = newEncState().(*encState)
+		}
+		dst = t.encode(text, t.main, dst)
+		t.mainMu.Unlock()
+		return dst
+	}
 	st := t.pool.Get().(*encState)
 	dst = t.encode(text, st, dst)
 	t.pool.Put(st)
