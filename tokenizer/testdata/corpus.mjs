@@ -153,6 +153,27 @@ for (let k = 0; k < 80; k++) {
 	for (let i = 0; i < n; i++) s += frags[rnd(frags.length)];
 	add(s);
 }
+// Random code points from many blocks (Latin, combining marks, Greek,
+// Cyrillic, Hebrew/Arabic, Devanagari, Thai, Hangul jamo, punctuation,
+// symbols, CJK, emoji, math letters, controls, scripts newer than Go's
+// tables) mixed with words and special tokens.
+const blocks = [[0x20, 0x7e], [0x20, 0x7e], [0xa0, 0x24f], [0x300, 0x36f], [0x370, 0x3ff], [0x400, 0x4ff], [0x590, 0x6ff],
+	[0x900, 0x97f], [0xe00, 0xe7f], [0x1100, 0x11ff], [0x2000, 0x206f], [0x2070, 0x218f], [0x2190, 0x27ff], [0x3000, 0x30ff],
+	[0x4e00, 0x4fff], [0xac00, 0xad00], [0xfe00, 0xfe0f], [0xff00, 0xffef], [0x1f300, 0x1faff], [0x1d400, 0x1d7ff],
+	[0x0, 0x1f], [0x1e5d0, 0x1e5ff], [0x16d40, 0x16d79]];
+for (let k = 0; k < 60; k++) {
+	let s = "";
+	const n = 1 + rnd(40);
+	for (let i = 0; i < n; i++) {
+		if (rnd(3) === 0) {
+			s += frags[rnd(frags.length)];
+		} else {
+			const b = blocks[rnd(blocks.length)];
+			s += String.fromCodePoint(b[0] + rnd(b[1] - b[0] + 1));
+		}
+	}
+	add(s);
+}
 // A longer mixed paragraph.
 add(t.slice(20, 120).join(" "));
 
