@@ -1,8 +1,6 @@
 package attention
 
 import (
-	"sync"
-
 	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
@@ -31,7 +29,7 @@ func Backward(q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) (dq, dk
 // packed QKV gradient, see PackedQKV). Its scratch and call state come from
 // pools: once they are warm it allocates nothing.
 func BackwardInto(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) error {
-	j := bwdJobs.Get().(*bwdJob)
+	j := bwdJobs.Get()
 	defer j.free()
 	p := &j.p
 	if err := checkQKV(p, q, k, v); err != nil {
@@ -66,7 +64,7 @@ type bwdJob struct {
 // bwdMerge is a bwdJob in its merge phase.
 type bwdMerge bwdJob
 
-var bwdJobs = sync.Pool{New: func() any { return new(bwdJob) }}
+var bwdJobs kernels.FreeList[bwdJob]
 
 // free drops the job's references to the caller's data and pools it.
 func (j *bwdJob) free() {
@@ -86,10 +84,7 @@ type bwdArgs struct {
 // shapes only, so results do not depend on the number of workers.
 const minBackwardItems = 4
 
-var (
-	bwdPool     = sync.Pool{New: func() any { return new(bwdScratch) }}
-	dqPartsPool floatPool
-)
+var bwdPool kernels.FreeList[bwdScratch]
 
 // bwdScratch is one worker's memory in the backward pass.
 type bwdScratch struct {
@@ -146,13 +141,13 @@ func (j *bwdJob) run() {
 	}
 	j.partLen = p.G * g.tqp * p.D
 	if g.nsplit > 1 {
-		parts := dqPartsPool.get(pairs * g.nsplit * j.partLen)
-		defer dqPartsPool.put(parts)
+		parts := kernels.GetFloats(pairs * g.nsplit * j.partLen)
+		defer kernels.PutFloats(parts)
 		j.parts = *parts
 	}
 	nitems := pairs * g.nsplit
 	j.scratch = resizeScratch(j.scratch, min(p.workers, nitems))
-	parallelFor(p.workers, nitems, j)
+	kernels.For(p.workers, nitems, j)
 	for w, s := range j.scratch {
 		if s != nil {
 			bwdPool.Put(s)
@@ -161,17 +156,17 @@ func (j *bwdJob) run() {
 	}
 	if g.nsplit > 1 {
 		// Sum the partial dq of each (batch, kv head) in split order.
-		parallelFor(p.workers, pairs, (*bwdMerge)(j))
+		kernels.For(p.workers, pairs, (*bwdMerge)(j))
 	}
 }
 
-// item runs work item it: all or a split of the key blocks of one
+// Item runs work item it: all or a split of the key blocks of one
 // (batch, kv head).
-func (j *bwdJob) item(w, it int) {
+func (j *bwdJob) Item(w, it int) {
 	p, g := &j.p, &j.g
 	s := j.scratch[w]
 	if s == nil {
-		s = bwdPool.Get().(*bwdScratch)
+		s = bwdPool.Get()
 		s.size(p, g, g.nsplit == 1)
 		j.scratch[w] = s
 	}
@@ -189,8 +184,8 @@ func (j *bwdJob) item(w, it int) {
 	}
 }
 
-// item writes the dq of (batch, kv head) pair from its partial sums.
-func (j *bwdMerge) item(_, pair int) {
+// Item writes the dq of (batch, kv head) pair from its partial sums.
+func (j *bwdMerge) Item(_, pair int) {
 	p, g := &j.p, &j.g
 	var buf [minBackwardItems][]float32
 	ps := buf[:g.nsplit]

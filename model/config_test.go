@@ -109,8 +109,8 @@ func TestInitGPT2(t *testing.T) {
 	cfg := presets["small"].Config
 	a, _ := NewParamSet(cfg.paramSpecs())
 	b, _ := NewParamSet(cfg.paramSpecs())
-	initGPT2(a, cfg.Layers, 7)
-	initGPT2(b, cfg.Layers, 7)
+	initWeights(a, cfg, 7)
+	initWeights(b, cfg, 7)
 	for i := range a.Data {
 		if a.Data[i] != b.Data[i] {
 			t.Fatal("same seed, different weights")

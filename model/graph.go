@@ -64,14 +64,17 @@ type Replica struct {
 	inputs  *nn.IDs
 	targets *nn.IDs
 	loss    *G.Node
-	logits  *G.Node
+	hidden  *G.Node // the head's input, [B·T, DModel]
+	logits  *G.Node // nil when the head and loss are fused
 	gradOf  []gradSlot
 	// Dropout seeds the graph's dropout masks (Config.Dropout > 0); the
 	// trainer sets its Step before every micro-batch.
 	Dropout  *nn.DropoutSource
 	Grad     []float32
-	lossBuf  float32
 	trainSet *ParamSet
+	// logitsBuf holds the logits Logits computes when the graph fuses the
+	// head with the loss.
+	logitsBuf []float32
 }
 
 type gradSlot struct {
@@ -94,11 +97,11 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	r.inputs = nn.NewIDs(B, T)
 	r.targets = nn.NewIDs(B, T)
 	gc := &GraphContext{g: r.g, model: m, rows: B * T, nodes: map[*Param]*G.Node{}, drop: r.Dropout}
-	logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, r.Dropout, B, T)
+	hidden, logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, r.Dropout, B, T)
 	if err != nil {
 		return nil, err
 	}
-	r.loss, r.logits = loss, logits
+	r.loss, r.hidden, r.logits = loss, hidden, logits
 	if len(gc.wrt) == 0 {
 		return nil, fmt.Errorf("model: the graph uses no trainable parameter")
 	}
@@ -114,9 +117,14 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	for i, p := range gc.wrt {
 		r.gradOf = append(r.gradOf, gradSlot{node: grads[i], dst: r.Grad[p.Offset : p.Offset+p.Size()]})
 	}
-	// Compile only the loss, the logits and the trained gradients: G.Grad
-	// also builds backward nodes for frozen weights, which would run.
-	prog, err := nn.TrainingSubgraph([]*G.Node{loss, logits}, wrt)
+	// Compile only the loss, the head's input (or the logits) and the
+	// trained gradients: G.Grad also builds backward nodes for frozen
+	// weights, which would run.
+	outputs := []*G.Node{loss, hidden}
+	if logits != nil {
+		outputs = append(outputs, logits)
+	}
+	prog, err := nn.TrainingSubgraph(outputs, wrt)
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
@@ -124,15 +132,19 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	return r, nil
 }
 
-// buildGraph adds the whole model and its mean cross-entropy to gc's graph.
-// GPT-2's residual and embedding dropout (resid_pdrop, embd_pdrop) follow
-// Config.Dropout; attention-probability dropout is not applied.
-func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.DropoutSource, B, T int) (logits, loss *G.Node, err error) {
+// buildGraph adds the whole model and its mean cross-entropy to gc's graph,
+// interpreting the family's description (arch.go), and returns the head's
+// input, the logits (nil when the head is fused with the loss: never
+// B·T×Vocab logits) and the loss. GPT-2's residual and embedding dropout
+// (resid_pdrop, embd_pdrop) follow Config.Dropout; attention-probability
+// dropout is not applied.
+func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.DropoutSource, B, T int) (hidden, logits, loss *G.Node, err error) {
 	c := m.Config
-	w := m.Weights.Get
-	x, err := nn.Embedding(gc.Node(w(NameWTE+".weight")), gc.Node(w(NameWPE+".weight")), inputs)
+	a := c.arch()
+	w := func(name string) *G.Node { return gc.Node(m.Weights.Get(name)) }
+	x, err := m.embedGraph(gc, a, inputs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	stream := uint64(0)
 	dropout := func(x *G.Node) (*G.Node, error) {
@@ -140,78 +152,110 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		return nn.Dropout(x, c.Dropout, drop, stream)
 	}
 	if x, err = dropout(x); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	attnOpts := attention.OpOptions{
-		B: B, T: T, H: c.Heads, KVH: c.KVHeads, Causal: true,
+		B: B, T: T, H: c.Heads, KVH: c.KVHeads, Causal: true, Window: c.SlidingWindow,
 		Impl: attention.Flash,
 	}
 	if c.Attention == AttentionNaive {
 		attnOpts.Impl = attention.Naive
 	}
-	layerNorm := func(x *G.Node, name string) (*G.Node, error) {
-		return nn.LayerNorm(x, gc.Node(w(name+".weight")), gc.Node(w(name+".bias")), c.LayerNormEps)
+	norm := func(x *G.Node, module string) (*G.Node, error) {
+		switch a.norm {
+		case layerNorm:
+			return nn.LayerNorm(x, w(module+".weight"), w(module+".bias"), c.LayerNormEps)
+		}
+		return nn.RMSNorm(x, w(module+".weight"), c.LayerNormEps)
 	}
-	linear := func(x *G.Node, name string) (*G.Node, error) {
-		l, err := m.Linear(name)
-		if err != nil {
-			return nil, err
+	var invFreq []float32
+	var positions *nn.IDs
+	if c.FamilyName() == FamilyLlama {
+		if invFreq, err = c.ropeFreqs(); err != nil {
+			return nil, nil, nil, err
 		}
-		return l.BuildGraph(gc, x)
+		positions = nn.SequencePositions(B, T, 0)
 	}
-	for i := 0; i < c.Layers; i++ {
-		b := BlockName(i)
-		h, err := layerNorm(x, b+".ln_1")
-		if err != nil {
-			return nil, nil, err
+	var regs [numRegs]*G.Node
+	for _, mods := range c.modules() {
+		regs[rX] = x
+		for j := range a.steps {
+			s := &a.steps[j]
+			src := regs[s.src[0]]
+			var out *G.Node
+			switch s.op {
+			case stepNorm:
+				out, err = norm(src, mods[j])
+			case stepLinear:
+				var l Linear
+				if l, err = m.Linear(mods[j]); err == nil {
+					out, err = l.BuildGraph(gc, src)
+				}
+			case stepAttention:
+				if s.src[0] != rQKV { // separate q, k and v: one packed matrix for the fused op
+					src, err = packColumns(src, regs[s.src[1]], regs[s.src[2]])
+				}
+				if err == nil {
+					out, err = attention.Op(src, attnOpts)
+				}
+			case stepGELU:
+				out, err = nn.GELU(src)
+			case stepRoPE:
+				if regs[s.src[0]], err = nn.RoPE(src, positions, invFreq, c.Heads, c.HeadDim()); err == nil {
+					regs[s.src[1]], err = nn.RoPE(regs[s.src[1]], positions, invFreq, c.KVHeads, c.HeadDim())
+				}
+			case stepSwiGLU:
+				out, err = nn.SwiGLU(src, regs[s.src[1]])
+			case stepResidual:
+				var h *G.Node
+				if h, err = dropout(src); err == nil {
+					out, err = G.Add(regs[rX], h)
+				}
+			}
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("model: %s step %d: %w", mods[0], j, err)
+			}
+			if s.op == stepResidual {
+				regs[rX] = out
+			} else if s.op != stepRoPE {
+				regs[s.dst] = out
+			}
 		}
-		if h, err = linear(h, b+".attn.c_attn"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = attention.Op(h, attnOpts); err != nil {
-			return nil, nil, err
-		}
-		if h, err = linear(h, b+".attn.c_proj"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = dropout(h); err != nil {
-			return nil, nil, err
-		}
-		if x, err = G.Add(x, h); err != nil {
-			return nil, nil, err
-		}
-		if h, err = layerNorm(x, b+".ln_2"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = linear(h, b+".mlp.c_fc"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = nn.GELU(h); err != nil {
-			return nil, nil, err
-		}
-		if h, err = linear(h, b+".mlp.c_proj"); err != nil {
-			return nil, nil, err
-		}
-		if h, err = dropout(h); err != nil {
-			return nil, nil, err
-		}
-		if x, err = G.Add(x, h); err != nil {
-			return nil, nil, err
+		x = regs[rX]
+	}
+	if hidden, err = norm(x, a.final); err != nil {
+		return nil, nil, nil, err
+	}
+	// The head fused with the loss, chunk by chunk of rows: the tied
+	// embedding or a dense lm_head without bias. A replaced head (LoRA,
+	// fake-quant) is a layer of its own, followed by the loss.
+	var head Linear
+	if !c.TiedEmbeddings {
+		if head, err = m.Linear(NameHead); err != nil {
+			return nil, nil, nil, err
 		}
 	}
-	if x, err = layerNorm(x, NameLNF); err != nil {
-		return nil, nil, err
+	if d, ok := head.(*DenseLinear); c.TiedEmbeddings || ok && d.Bias == nil {
+		wn, transW := w(c.TokenEmbeddingName()), true
+		if !c.TiedEmbeddings {
+			wn, transW = gc.Node(d.Weight), false
+		}
+		loss, err = nn.LinearCrossEntropy(hidden, wn, targets, nn.LinearCEOpts{TransW: transW})
+		return hidden, nil, loss, err
 	}
-	if c.TiedEmbeddings {
-		logits, err = nn.Linear(x, gc.Node(w(NameWTE+".weight")), nil, nn.LinearOpts{TransW: true})
-	} else {
-		logits, err = linear(x, NameHead)
-	}
-	if err != nil {
-		return nil, nil, err
+	if logits, err = head.BuildGraph(gc, hidden); err != nil {
+		return nil, nil, nil, err
 	}
 	loss, err = nn.CrossEntropy(logits, targets)
-	return logits, loss, err
+	return hidden, logits, loss, err
+}
+
+// embedGraph adds the token (and GPT-2's position) embedding.
+func (m *Model) embedGraph(gc *GraphContext, a *arch, inputs *nn.IDs) (*G.Node, error) {
+	if a.positions == "" {
+		return nn.TokenEmbedding(gc.Node(m.Weights.Get(a.tokens+".weight")), inputs)
+	}
+	return nn.Embedding(gc.Node(m.Weights.Get(a.tokens+".weight")), gc.Node(m.Weights.Get(a.positions+".weight")), inputs)
 }
 
 // ForwardBackward runs one micro-batch (B·T input and target ids) and adds
@@ -240,9 +284,26 @@ func (r *Replica) ForwardBackward(inputs, targets []int32, weight float32) (floa
 	return loss, nil
 }
 
-// Logits returns the logits of the last ForwardBackward, [B·T, Vocab]; the
-// slice is reused by the next run.
-func (r *Replica) Logits() []float32 { return r.logits.Value().Data().([]float32) }
+// Logits returns the logits of the last ForwardBackward, [B·T, Vocab], or
+// nil before the first; the slice is reused by the next call. When the graph
+// fuses the head with the loss, they are computed here from the head's
+// input (the training step itself never holds them).
+func (r *Replica) Logits() []float32 {
+	if r.logits != nil {
+		return r.logits.Value().Data().([]float32)
+	}
+	v := r.hidden.Value()
+	if v == nil {
+		return nil
+	}
+	rows := r.B * r.T
+	r.logitsBuf = grow(&r.logitsBuf, rows*r.model.Config.Vocab)
+	inf := Inference{m: r.model}
+	if err := inf.head(r.logitsBuf, v.Data().([]float32), rows); err != nil {
+		return nil // the head ran in the graph with the same weights and sizes
+	}
+	return r.logitsBuf
+}
 
 // ZeroGrad clears the accumulated gradients.
 func (r *Replica) ZeroGrad() { clear(r.Grad) }

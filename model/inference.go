@@ -11,9 +11,11 @@ import (
 
 // Inference runs the model without a graph for B sequences of up to Cap
 // tokens, keeping each layer's keys and values in a cache so that every new
-// token costs one row of work. Buffers are allocated once; a forward pass
-// allocates only the attention kernels' small per-call bookkeeping, nothing
-// that grows with the context. An Inference is not safe for concurrent use.
+// token costs one row of work. It interprets the family's block
+// description (arch.go), as the training graph does. Buffers are allocated
+// once; a forward pass allocates only the attention kernels' small per-call
+// bookkeeping, nothing that grows with the context. An Inference is not
+// safe for concurrent use.
 type Inference struct {
 	m      *Model
 	B, Cap int
@@ -21,27 +23,25 @@ type Inference struct {
 
 	kc, vc [][]float32 // per layer: [B, KVH, Cap, D]
 
-	// Scratch for up to B·Cap rows, resliced per call; lse receives the
-	// attention forward's log-sum-exp, which inference does not use.
-	x, h, qkv, att, proj, mlp, mean, rstd, lse, logits []float32
+	// One buffer per register of the description (nil for registers the
+	// family does not use), the norms' statistics, the attention forward's
+	// log-sum-exp (which inference does not use) and the logits: each grows
+	// to the rows of the largest call so far and is resliced per call, so a
+	// long context does not cost B·Cap rows of logits up front.
+	regs                    [numRegs][]float32
+	used                    [numRegs]bool
+	mean, rstd, lse, logits []float32
 
 	// Names resolved once, so a forward pass builds no strings.
-	blocks []blockNames
+	blocks []blockModules
+	// Rotary families: the inverse frequencies, and each new row's
+	// position (grown like the buffers above).
+	invFreq   []float32
+	positions []int32
 }
-
-// blockNames holds the module names of one transformer block.
-type blockNames struct {
-	ln1, ln2                    [2]string // weight and bias
-	attn, attnProj, fc, mlpProj string
-}
-
-// lnNames returns the weight and bias names of a LayerNorm module.
-func lnNames(module string) [2]string { return [2]string{module + ".weight", module + ".bias"} }
-
-var lnfNames = lnNames(NameLNF)
 
 // NewInference allocates an inference session for B sequences of up to
-// capacity tokens (at most Config.SeqLen: positions are learned).
+// capacity tokens (at most Config.SeqLen).
 func (m *Model) NewInference(B, capacity int) (*Inference, error) {
 	c := m.Config
 	if B <= 0 || capacity <= 0 || capacity > c.SeqLen {
@@ -50,20 +50,21 @@ func (m *Model) NewInference(B, capacity int) (*Inference, error) {
 	if err := c.checkActivations(B, capacity, false); err != nil {
 		return nil, fmt.Errorf("model: inference: %w", err)
 	}
-	rows := B * capacity
 	D := c.HeadDim()
-	inf := &Inference{
-		m: m, B: B, Cap: capacity,
-		x: make([]float32, rows*c.DModel), h: make([]float32, rows*c.DModel),
-		qkv: make([]float32, rows*c.QKVWidth()), att: make([]float32, rows*c.DModel),
-		proj: make([]float32, rows*c.DModel), mlp: make([]float32, rows*c.MLPRatio*c.DModel),
-		mean: make([]float32, rows), rstd: make([]float32, rows), logits: make([]float32, rows*c.Vocab),
-		lse: make([]float32, rows*c.Heads),
+	inf := &Inference{m: m, B: B, Cap: capacity, blocks: c.modules()}
+	if c.FamilyName() == FamilyLlama {
+		var err error
+		if inf.invFreq, err = c.ropeFreqs(); err != nil {
+			return nil, err
+		}
+	}
+	inf.used[rX], inf.used[rH] = true, true
+	for _, s := range c.arch().steps {
+		for _, r := range append(s.src[:], s.dst) {
+			inf.used[r] = true
+		}
 	}
 	for i := 0; i < c.Layers; i++ {
-		b := BlockName(i)
-		inf.blocks = append(inf.blocks, blockNames{ln1: lnNames(b + ".ln_1"), ln2: lnNames(b + ".ln_2"),
-			attn: b + ".attn.c_attn", attnProj: b + ".attn.c_proj", fc: b + ".mlp.c_fc", mlpProj: b + ".mlp.c_proj"})
 		inf.kc = append(inf.kc, make([]float32, B*c.KVHeads*capacity*D))
 		inf.vc = append(inf.vc, make([]float32, B*c.KVHeads*capacity*D))
 	}
@@ -82,103 +83,209 @@ const decodeRows = 16
 // by sequence) and returns their logits, [B·n, Vocab]. The returned slice is
 // reused by the next call.
 func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
+	h, err := inf.hidden(ids, n)
+	if err != nil {
+		return nil, err
+	}
+	rows := inf.B * n
+	logits := grow(&inf.logits, rows*inf.m.Config.Vocab)
+	if err := inf.head(logits, h, rows); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}
+
+// head computes the logits of rows final hidden rows h.
+func (inf *Inference) head(logits, h []float32, rows int) error {
 	m, c := inf.m, inf.m.Config
+	if c.TiedEmbeddings {
+		return nn.LinearForwardTransW(logits, h, m.Weights.Get(c.TokenEmbeddingName()).Data, nil, rows, c.DModel, c.Vocab)
+	}
+	head, err := m.Linear(NameHead)
+	if err != nil {
+		return err
+	}
+	return head.Forward(logits, h, rows)
+}
+
+// hidden appends n tokens to each sequence, as Forward, and returns their
+// final normalized hidden states, [B·n, DModel] (the head's input), reused
+// by the next call.
+func (inf *Inference) hidden(ids []int32, n int) ([]float32, error) {
+	m, c := inf.m, inf.m.Config
+	a := c.arch()
 	if n <= 0 || len(ids) != inf.B*n {
 		return nil, fmt.Errorf("model: inference: %d ids for %d sequences of %d tokens", len(ids), inf.B, n)
 	}
 	if inf.Len+n > inf.Cap {
 		return nil, fmt.Errorf("model: inference: %d cached + %d new tokens exceed the capacity %d", inf.Len, n, inf.Cap)
 	}
-	rows, C, D, L := inf.B*n, c.DModel, c.HeadDim(), inf.Len+n
-	x, h, att, proj := inf.x[:rows*C], inf.h[:rows*C], inf.att[:rows*C], inf.proj[:rows*C]
-	qkv, mlp := inf.qkv[:rows*c.QKVWidth()], inf.mlp[:rows*c.MLPRatio*C]
-	mean, rstd := inf.mean[:rows], inf.rstd[:rows]
+	rows, C := inf.B*n, c.DModel
+	var regs [numRegs][]float32
+	for r := range inf.regs {
+		if inf.used[r] {
+			regs[r] = grow(&inf.regs[r], rows*int(c.regWidth(reg(r))))
+		}
+	}
+	grow(&inf.mean, rows)
+	grow(&inf.rstd, rows)
+	grow(&inf.lse, rows*c.Heads)
+	if inf.invFreq != nil {
+		if len(inf.positions) < rows {
+			inf.positions = make([]int32, rows)
+		}
+		for r := 0; r < rows; r++ {
+			inf.positions[r] = int32(inf.Len + r%n)
+		}
+	}
+	x, h := regs[rX], regs[rH]
 	w := func(name string) []float32 { return m.Weights.Get(name).Data }
-	const wteName, wpeName = NameWTE + ".weight", NameWPE + ".weight"
-
-	for b := 0; b < inf.B; b++ {
-		if err := nn.EmbeddingForward(x[b*n*C:(b+1)*n*C], w(wteName), w(wpeName), ids[b*n:(b+1)*n], n, C, inf.Len); err != nil {
-			return nil, fmt.Errorf("model: inference: %w", err)
-		}
-	}
-	layerNorm := func(dst, src []float32, ln [2]string) error {
-		return nn.LayerNormForward(dst, mean, rstd, src, w(ln[0]), w(ln[1]), C, c.LayerNormEps)
-	}
-	linear := func(y, x []float32, name string) error {
-		l, err := m.Linear(name)
-		if err != nil {
-			return err
-		}
-		return l.Forward(y, x, rows)
-	}
-	attnOpts := attention.Options{Causal: true}
-	for i, blk := range inf.blocks {
-		if err := layerNorm(h, x, blk.ln1); err != nil {
-			return nil, err
-		}
-		if err := linear(qkv, h, blk.attn); err != nil {
-			return nil, err
-		}
-		q, k, v, err := attention.PackedQKV(qkv, inf.B, n, c.Heads, c.KVHeads, D)
-		if err != nil {
-			return nil, err
-		}
-		kc, err := inf.cacheView(inf.kc[i])
-		if err != nil {
-			return nil, err
-		}
-		vc, err := inf.cacheView(inf.vc[i])
-		if err != nil {
-			return nil, err
-		}
-		appendRows(kc, k, inf.Len)
-		appendRows(vc, v, inf.Len)
-		o, err := attention.PackedHeads(att, inf.B, n, c.Heads, D)
-		if err != nil {
-			return nil, err
-		}
-		if n <= decodeRows {
-			err = attention.DecodeInto(o, q, kc, vc, L, attnOpts)
-		} else {
-			kc.T, vc.T = L, L
-			err = attention.ForwardInto(o, inf.lse[:inf.B*c.Heads*n], q, kc, vc, attnOpts)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("model: inference: %w", err)
-		}
-		if err := linear(proj, att, blk.attnProj); err != nil {
-			return nil, err
-		}
-		kernels.Axpy(1, proj, x)
-		if err := layerNorm(h, x, blk.ln2); err != nil {
-			return nil, err
-		}
-		if err := linear(mlp, h, blk.fc); err != nil {
-			return nil, err
-		}
-		if err := nn.GELUForward(mlp, mlp); err != nil {
-			return nil, err
-		}
-		if err := linear(proj, mlp, blk.mlpProj); err != nil {
-			return nil, err
-		}
-		kernels.Axpy(1, proj, x)
-	}
-	if err := layerNorm(h, x, lnfNames); err != nil {
+	if err := inf.embed(x, a, ids, n); err != nil {
 		return nil, err
 	}
-	logits := inf.logits[:rows*c.Vocab]
+	norm := func(dst, src []float32, module string) error {
+		switch a.norm {
+		case layerNorm:
+			return nn.LayerNormForward(dst, inf.mean[:rows], inf.rstd[:rows], src, w(module+".weight"), w(module+".bias"), C, c.LayerNormEps)
+		}
+		return nn.RMSNormForward(dst, nil, src, w(module+".weight"), C, c.LayerNormEps)
+	}
+	for i, mods := range inf.blocks {
+		for j := range a.steps {
+			s := &a.steps[j]
+			dst, src := regs[s.dst], regs[s.src[0]]
+			var err error
+			switch s.op {
+			case stepNorm:
+				err = norm(dst, src, mods[j])
+			case stepLinear:
+				var l Linear
+				if l, err = m.Linear(mods[j]); err == nil {
+					err = l.Forward(dst, src, rows)
+				}
+			case stepAttention:
+				err = inf.attend(dst, src, regs[s.src[1]], regs[s.src[2]], s.src[0] == rQKV, i, n)
+			case stepGELU:
+				err = nn.GELUForward(dst, src)
+			case stepRoPE:
+				pos := inf.positions[:rows]
+				q, k := regs[s.src[0]], regs[s.src[1]]
+				if err = nn.RopeForward(q, q, len(q)/rows, c.Heads, c.HeadDim(), pos, inf.invFreq); err == nil {
+					err = nn.RopeForward(k, k, len(k)/rows, c.KVHeads, c.HeadDim(), pos, inf.invFreq)
+				}
+			case stepSwiGLU:
+				err = nn.SwiGLUForward(dst, src, regs[s.src[1]])
+			case stepResidual:
+				kernels.Axpy(1, src, x)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("model: inference: %s step %d: %w", mods[0], j, err)
+			}
+		}
+	}
+	if err := norm(h, x, a.final); err != nil {
+		return nil, err
+	}
+	inf.Len += n
+	return h, nil
+}
+
+// lossChunk is the most logits (rows × Vocab) the evaluation loss holds at
+// once: 16 MiB of float32, so B·T×V logits of a large vocabulary are never
+// materialized.
+const lossChunk = 1 << 22
+
+// lossSum returns the summed cross-entropy of the head over hidden rows h
+// against targets (IgnoreIndex rows left out) and the number of rows
+// counted, computing the logits chunkRows rows at a time.
+func (inf *Inference) lossSum(h []float32, targets []int32, chunkRows int) (sum float64, count int, err error) {
+	V, C, rows := inf.m.Config.Vocab, inf.m.Config.DModel, len(targets)
+	chunkRows = max(1, min(chunkRows, rows))
+	buf := grow(&inf.logits, chunkRows*V)
+	for r0 := 0; r0 < rows; r0 += chunkRows {
+		r1 := min(rows, r0+chunkRows)
+		lg := buf[:(r1-r0)*V]
+		if err := inf.head(lg, h[r0*C:r1*C], r1-r0); err != nil {
+			return 0, 0, err
+		}
+		l, n, err := nn.CrossEntropyForward(lg, lg, targets[r0:r1], V)
+		if err != nil {
+			return 0, 0, fmt.Errorf("model: loss: %w", err)
+		}
+		sum += float64(l) * float64(n)
+		count += n
+	}
+	return sum, count, nil
+}
+
+// embed writes the n new tokens' embeddings of each sequence into x.
+func (inf *Inference) embed(x []float32, a *arch, ids []int32, n int) error {
+	c := inf.m.Config
+	C := c.DModel
+	wte := inf.m.Weights.Get(a.tokens + ".weight").Data
+	if a.positions == "" {
+		if err := nn.TokenEmbeddingForward(x, wte, ids, C); err != nil {
+			return fmt.Errorf("model: inference: %w", err)
+		}
+		return nil
+	}
+	wpe := inf.m.Weights.Get(a.positions + ".weight").Data
+	for b := 0; b < inf.B; b++ {
+		if err := nn.EmbeddingForward(x[b*n*C:(b+1)*n*C], wte, wpe, ids[b*n:(b+1)*n], n, C, inf.Len); err != nil {
+			return fmt.Errorf("model: inference: %w", err)
+		}
+	}
+	return nil
+}
+
+// attend appends layer's n new keys and values per sequence to its cache
+// and writes the new rows' attention output into o. With packed set, q
+// holds GPT-2's fused q|k|v rows and k and v are unused; otherwise q, k and
+// v are separate [rows, heads·D] buffers.
+func (inf *Inference) attend(o, q, k, v []float32, packed bool, layer, n int) error {
+	c := inf.m.Config
+	D := c.HeadDim()
+	var qt, kt, vt attention.Tensor
 	var err error
-	if c.TiedEmbeddings {
-		err = nn.LinearForwardTransW(logits, h, w(wteName), nil, rows, C, c.Vocab)
-	} else {
-		err = linear(logits, h, NameHead)
+	if packed {
+		qt, kt, vt, err = attention.PackedQKV(q, inf.B, n, c.Heads, c.KVHeads, D)
+	} else if qt, err = attention.PackedHeads(q, inf.B, n, c.Heads, D); err == nil {
+		if kt, err = attention.PackedHeads(k, inf.B, n, c.KVHeads, D); err == nil {
+			vt, err = attention.PackedHeads(v, inf.B, n, c.KVHeads, D)
+		}
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	inf.Len = L
-	return logits, nil
+	kc, err := inf.cacheView(inf.kc[layer])
+	if err != nil {
+		return err
+	}
+	vc, err := inf.cacheView(inf.vc[layer])
+	if err != nil {
+		return err
+	}
+	appendRows(kc, kt, inf.Len)
+	appendRows(vc, vt, inf.Len)
+	ot, err := attention.PackedHeads(o, inf.B, n, c.Heads, D)
+	if err != nil {
+		return err
+	}
+	L := inf.Len + n
+	opts := attention.Options{Causal: true, Window: c.SlidingWindow}
+	if n <= decodeRows {
+		return attention.DecodeInto(ot, qt, kc, vc, L, opts)
+	}
+	kc.T, vc.T = L, L
+	return attention.ForwardInto(ot, inf.lse[:inf.B*c.Heads*n], qt, kc, vc, opts)
+}
+
+// grow returns (*buf)[:n], reallocating *buf first when it is shorter.
+func grow(buf *[]float32, n int) []float32 {
+	if len(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	return (*buf)[:n]
 }
 
 func (inf *Inference) cacheView(buf []float32) (attention.Tensor, error) {
@@ -215,20 +322,34 @@ func (m *Model) Logits(ids []int32, B, T int) ([]float32, error) {
 }
 
 // Loss returns the mean cross-entropy in nats of predicting targets from
-// inputs (both B·T ids), computed on the inference path.
+// inputs (both B·T ids), computed on the inference path with the head and
+// loss fused by chunks of rows (lossChunk), never all B·T×Vocab logits.
 func (m *Model) Loss(inputs, targets []int32, B, T int) (float64, error) {
-	logits, err := m.Logits(inputs, B, T)
+	return m.loss(inputs, targets, B, T, lossChunk/max(1, m.Config.Vocab))
+}
+
+// loss is Loss with the chunk's rows given.
+func (m *Model) loss(inputs, targets []int32, B, T, chunkRows int) (float64, error) {
+	if len(targets) != B*T {
+		return 0, fmt.Errorf("model: loss: %d targets for %d sequences of %d tokens", len(targets), B, T)
+	}
+	inf, err := m.NewInference(B, T)
 	if err != nil {
 		return 0, err
 	}
-	loss, _, err := nn.CrossEntropyForward(logits, logits, targets, m.Config.Vocab)
+	h, err := inf.hidden(inputs, T)
 	if err != nil {
-		return 0, fmt.Errorf("model: loss: %w", err)
+		return 0, err
 	}
-	if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
+	sum, count, err := inf.lossSum(h, targets, chunkRows)
+	if err != nil {
+		return 0, err
+	}
+	loss := sum / float64(max(count, 1))
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return 0, fmt.Errorf("model: loss is %v: %w", loss, ErrNonFinite)
 	}
-	return float64(loss), nil
+	return loss, nil
 }
 
 // Evaluate returns the mean loss in bits per byte over validation windows

@@ -30,7 +30,7 @@ func TestConfigSizeLimits(t *testing.T) {
 		{func(c *Config) { c.SeqLen = 1<<61 + 1 }, "n_positions is 2305843009213693953"},
 		{func(c *Config) { c.MLPRatio = 1 << 40 }, "mlp_ratio is"},
 		// Each within its limit, one tensor too large (wpe: 2^20·2^14).
-		{func(c *Config) { c.SeqLen, c.DModel = MaxSeqLen, 1<<14 }, "wpe has 17179869184 elements"},
+		{func(c *Config) { c.SeqLen, c.DModel = MaxSeqLen, 1<<14 }, "wpe.weight has 17179869184 elements"},
 		// Each tensor fits, the whole model does not: 1024 layers of
 		// 12·16384² parameters each.
 		{func(c *Config) { c.Layers, c.DModel, c.MLPRatio = MaxLayers, 1<<14, 4 }, "model too large"},

@@ -1,7 +1,9 @@
-// Package model is galleon's GPT: configuration and presets, weights with
-// Hugging Face GPT-2 names, the training graph (gorgonia with fused custom
-// ops), AdamW, the data pipeline over the Go corpus, checkpoints, and an
-// inference path with a KV cache for generation.
+// Package model is galleon's transformers, GPT-2 and the Llama family
+// (llama, mistral, qwen2): configuration and presets, weights with Hugging
+// Face names, one description of each family's block (arch.go) that both
+// the training graph (gorgonia with fused custom ops) and the inference path
+// with a KV cache interpret, AdamW, the data pipeline over the Go corpus,
+// checkpoints, and generation.
 //
 // A training step reads top to bottom in Trainer.Step: a micro-batch runs
 // forward and backward on a Replica (one gorgonia graph bound to the shared
@@ -16,10 +18,10 @@ import (
 	"sort"
 )
 
-// Model is a GPT: its configuration, its weights and its linear layers.
+// Model is a transformer: its configuration, its weights and its linear layers.
 type Model struct {
 	Config  Config    // the architecture
-	Weights *ParamSet // the float32 parameters, with GPT-2 names
+	Weights *ParamSet // the float32 parameters, with the family's Hugging Face names
 
 	// trainable is the set whose gradients replicas compute: Weights for
 	// pre-training, an adapter set for LoRA (the base is then frozen).
@@ -32,16 +34,21 @@ type Model struct {
 	dropoutSeed uint64 // derived from the initialization seed
 }
 
-// New returns a model with GPT-2 initialization drawn from seed.
+// New returns a model of cfg's family with weights drawn from seed (see
+// initWeights: Hugging Face's initialization for the family).
 func New(cfg Config, seed uint64) (*Model, error) {
-	m, err := newUninitialized(cfg)
+	m, err := NewZeroed(cfg)
 	if err != nil {
 		return nil, err
 	}
-	initGPT2(m.Weights, cfg.Layers, seed)
+	initWeights(m.Weights, cfg, seed)
 	m.dropoutSeed = seed
 	return m, nil
 }
+
+// NewZeroed returns a model of cfg with every weight zero, for loaders that
+// fill the weights from files (Weights.Get(name).Data).
+func NewZeroed(cfg Config) (*Model, error) { return newUninitialized(cfg) }
 
 func newUninitialized(cfg Config) (*Model, error) {
 	if err := cfg.Validate(); err != nil {

@@ -111,7 +111,7 @@ func (ps *ParamSet) Layout() []ParamSpec {
 	return specs
 }
 
-// Module names, as Hugging Face GPT-2 names them.
+// Module names of GPT-2, as Hugging Face names them.
 const (
 	NameWTE  = "transformer.wte"
 	NameWPE  = "transformer.wpe"
@@ -119,83 +119,23 @@ const (
 	NameHead = "lm_head" // only present when embeddings are not tied
 )
 
-// BlockName returns the module prefix of transformer block i.
-func BlockName(i int) string { return fmt.Sprintf("transformer.h.%d", i) }
-
-// LinearNames lists the model's linear modules (weight [in, out] plus bias,
-// as Hugging Face's Conv1D), in graph order. The tied output head is not a
-// separate module; an untied one is NameHead.
-func (c Config) LinearNames() []string {
-	var names []string
-	for i := 0; i < c.Layers; i++ {
-		b := BlockName(i)
-		names = append(names, b+".attn.c_attn", b+".attn.c_proj", b+".mlp.c_fc", b+".mlp.c_proj")
-	}
-	if !c.TiedEmbeddings {
-		names = append(names, NameHead)
-	}
-	return names
-}
-
-// linearShape returns the [in, out] shape of a linear module of c.
-func (c Config) linearShape(name string) (in, out int) {
-	switch {
-	case strings.HasSuffix(name, ".attn.c_attn"):
-		return c.DModel, c.QKVWidth()
-	case strings.HasSuffix(name, ".attn.c_proj"):
-		return c.DModel, c.DModel
-	case strings.HasSuffix(name, ".mlp.c_fc"):
-		return c.DModel, c.MLPRatio * c.DModel
-	case strings.HasSuffix(name, ".mlp.c_proj"):
-		return c.MLPRatio * c.DModel, c.DModel
-	case name == NameHead:
-		return c.DModel, c.Vocab
-	}
-	return 0, 0
-}
-
-// paramSpecs lists the model's parameters with GPT-2 names and layouts.
-// Weight decay follows GPT-2 practice and the PyTorch anchor: matrices of
-// linear layers decay; biases, LayerNorm and embeddings do not.
-func (c Config) paramSpecs() []ParamSpec {
-	C := c.DModel
-	ln := func(name string) []ParamSpec {
-		return []ParamSpec{{Name: name + ".weight", Shape: []int{C}}, {Name: name + ".bias", Shape: []int{C}}}
-	}
-	lin := func(name string) []ParamSpec {
-		in, out := c.linearShape(name)
-		specs := []ParamSpec{{Name: name + ".weight", Shape: []int{in, out}, Decay: true}}
-		if name != NameHead { // GPT-2's head has no bias
-			specs = append(specs, ParamSpec{Name: name + ".bias", Shape: []int{out}})
-		}
-		return specs
-	}
-	specs := []ParamSpec{
-		{Name: NameWTE + ".weight", Shape: []int{c.Vocab, C}},
-		{Name: NameWPE + ".weight", Shape: []int{c.SeqLen, C}},
-	}
-	for i := 0; i < c.Layers; i++ {
-		b := BlockName(i)
-		specs = append(specs, ln(b+".ln_1")...)
-		specs = append(specs, lin(b+".attn.c_attn")...)
-		specs = append(specs, lin(b+".attn.c_proj")...)
-		specs = append(specs, ln(b+".ln_2")...)
-		specs = append(specs, lin(b+".mlp.c_fc")...)
-		specs = append(specs, lin(b+".mlp.c_proj")...)
-	}
-	specs = append(specs, ln(NameLNF)...)
-	if !c.TiedEmbeddings {
-		specs = append(specs, lin(NameHead)...)
-	}
-	return specs
-}
-
-// initGPT2 fills ps with GPT-2's initialization from seed: N(0, 0.02) for
-// matrices and embeddings, N(0, 0.02/√(2·layers)) for the projections into
-// the residual stream, zero biases and unit LayerNorm gains.
-func initGPT2(ps *ParamSet, layers int, seed uint64) {
+// initWeights fills ps (a set laid out by c.paramSpecs) from seed: N(0,
+// 0.02) for matrices and embeddings, zero biases and unit norm gains, as
+// both families' Hugging Face initializers do. GPT-2 also scales the
+// projections into the residual stream to N(0, 0.02/√(2·layers)).
+func initWeights(ps *ParamSet, c Config, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x6761_6c6c_656f_6e)) // "galleon"
-	resid := 0.02 / math.Sqrt(2*float64(layers))
+	resid := 0.02 / math.Sqrt(2*float64(c.Layers))
+	scaled := map[string]bool{}
+	if c.FamilyName() == FamilyGPT2 {
+		for _, mods := range c.modules() {
+			for j, s := range c.arch().steps {
+				if s.residProj {
+					scaled[mods[j]+".weight"] = true
+				}
+			}
+		}
+	}
 	// Sorted names make the draw independent of the set's order.
 	names := ps.Names()
 	sort.Strings(names)
@@ -204,13 +144,13 @@ func initGPT2(ps *ParamSet, layers int, seed uint64) {
 		switch {
 		case strings.HasSuffix(name, ".bias"):
 			clear(p.Data)
-		case strings.Contains(name, "ln_") && strings.HasSuffix(name, ".weight"):
+		case len(p.Shape) == 1: // a norm's gain
 			for i := range p.Data {
 				p.Data[i] = 1
 			}
 		default:
 			std := 0.02
-			if strings.HasSuffix(name, ".c_proj.weight") {
+			if scaled[name] {
 				std = resid
 			}
 			for i := range p.Data {

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -23,6 +24,11 @@ var sgemmBenchShapes = []sgemmBenchShape{
 	{"n=512", false, false, 512, 512, 512},
 	{"n=1024", false, false, 1024, 1024, 1024},
 	{"m=2048,k=256,n=768", false, false, 2048, 256, 768},
+	// GPT-2 124M's projections at B·T = 2048 tokens: attention output
+	// (and each of Q, K, V), MLP up, MLP down.
+	{"m=2048,k=768,n=768", false, false, 2048, 768, 768},
+	{"m=2048,k=768,n=3072", false, false, 2048, 768, 3072},
+	{"m=2048,k=3072,n=768", false, false, 2048, 3072, 768},
 	// dX = dY·Wᵀ and dW = Xᵀ·dY of that projection.
 	{"m=2048,k=768,n=256,transB", false, true, 2048, 768, 256},
 	{"m=256,k=2048,n=768,transA", true, false, 256, 2048, 768},
@@ -84,7 +90,7 @@ func BenchmarkSgemmGonum(b *testing.B) {
 // BenchmarkSgemmKernel times the micro-kernel alone on L1-resident panels:
 // the ceiling of one core.
 func BenchmarkSgemmKernel(b *testing.B) {
-	forEachImplB(b, func(b *testing.B) {
+	forEachImplB(b, "sgemm", func(b *testing.B) {
 		a := make([]float32, sgemmKC*sgemmMR)
 		bb := make([]float32, sgemmKC*sgemmNR)
 		c := make([]float32, sgemmMR*sgemmNR)
@@ -95,12 +101,69 @@ func BenchmarkSgemmKernel(b *testing.B) {
 	})
 }
 
-// forEachImplB is forEachImpl for benchmarks.
-func forEachImplB(b *testing.B, f func(b *testing.B)) {
-	saved := useAVX2
-	defer func() { useAVX2 = saved }()
-	for _, asm := range implementations() {
-		useAVX2 = asm
-		b.Run(Implementation(), f)
+// BenchmarkSgemmKernel512 times the AVX-512 micro-kernel alone on
+// L1-resident panels.
+func BenchmarkSgemmKernel512(b *testing.B) {
+	restore, err := Select("sgemm", "avx512")
+	if err != nil {
+		b.Skip(err)
+	}
+	defer restore()
+	a := make([]float32, 2*sgemmKC512*sgemmMR)
+	bb := make([]float32, 2*sgemmKC512*sgemmNR)
+	c := make([]float32, sgemmMR512*sgemmNR512)
+	for b.Loop() {
+		sgemmKernel512(2, 2, sgemmKC512, a, sgemmKC512*sgemmMR, bb, sgemmKC512*sgemmNR, c, sgemmNR512, 1, 1)
+	}
+	b.ReportMetric(2*sgemmMR512*sgemmNR512*sgemmKC512*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+// BenchmarkSgemmBlocking is the sweep behind the blocking constants: the
+// packed path on two shapes under the default blocking of the kernel in use
+// and under blockings that each change one of KC, MC or NT. It reports the
+// rate per CPU second as well as per wall-clock second: on one core (-cpu 1)
+// the former is what the blocking changes, undisturbed by other processes.
+// The comment above sgemmKC512 quotes it, run as
+//
+//	go test ./internal/kernels -run XXX -bench SgemmBlocking -cpu 1 -count 5 -benchtime 0.4s | benchstat -col /blk -
+func BenchmarkSgemmBlocking(b *testing.B) {
+	def := sgemmDefaultBlocking()
+	blks := []sgemmBlocking{def}
+	for _, kc := range []int{128, 192, 320, 384, 512} {
+		blks = append(blks, sgemmBlocking{kc, def.mc, def.nt})
+	}
+	for _, mc := range []int{48, 72, 144, 192} {
+		blks = append(blks, sgemmBlocking{def.kc, mc, def.nt})
+	}
+	for _, nt := range []int{256, 1024} {
+		blks = append(blks, sgemmBlocking{def.kc, def.mc, nt})
+	}
+	b.Logf("implementation: %s", Implementation())
+	for _, s := range [][3]int{{1024, 1024, 1024}, {2048, 768, 3072}} {
+		m, k, n := s[0], s[1], s[2]
+		rng := rand.New(rand.NewPCG(1, 1))
+		a, bb, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+		for i := range a {
+			a[i] = rng.Float32()
+		}
+		for i := range bb {
+			bb[i] = rng.Float32()
+		}
+		for _, blk := range blks {
+			name := fmt.Sprintf("m=%d,k=%d,n=%d/blk=kc%d,mc%d,nt%d", m, k, n, blk.kc, blk.mc, blk.nt)
+			b.Run(name, func(b *testing.B) {
+				sgemmPackedBlocking(blk, false, false, m, n, k, 1, a, k, bb, n, 0, c, n)
+				b.ResetTimer()
+				cpu0 := processCPU()
+				for b.Loop() {
+					sgemmPackedBlocking(blk, false, false, m, n, k, 1, a, k, bb, n, 0, c, n)
+				}
+				flop := 2 * float64(m) * float64(n) * float64(k) * float64(b.N)
+				b.ReportMetric(flop/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				if cpu := processCPU() - cpu0; cpu > 0 {
+					b.ReportMetric(flop/cpu.Seconds()/1e9, "GFLOP/cpu-s")
+				}
+			})
+		}
 	}
 }

@@ -23,17 +23,14 @@ func benchVec(b *testing.B, streams int, f func(b *testing.B, n int)) {
 // benchVecBytes is benchVec for routines that move bytesPerElem bytes per
 // element (DotI8: a float32 and an int8).
 func benchVecBytes(b *testing.B, bytesPerElem int, f func(b *testing.B, n int)) {
-	saved := useAVX2
-	defer func() { useAVX2 = saved }()
 	for _, n := range benchSizes {
-		for _, asm := range implementations() {
-			useAVX2 = asm
-			b.Run(fmt.Sprintf("n=%d/%s", n, Implementation()), func(b *testing.B) {
+		ForEach("vec", func(name string) bool {
+			return b.Run(fmt.Sprintf("n=%d/%s", n, name), func(b *testing.B) {
 				b.SetBytes(int64(bytesPerElem * n))
 				f(b, n)
 				b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
 			})
-		}
+		})
 	}
 }
 

@@ -1,0 +1,102 @@
+package kernels
+
+// The AVX-512 path of the packed SGEMM. It packs exactly as the AVX2 path
+// does (6-row A micro-panels, 16-column B micro-panels; a B panel's k step
+// is one ZMM register), and computes C in 12×32 tiles, two A panels by two
+// B panels, with 24 ZMM accumulators (_asm/sgemm512). Tile edges that are a
+// multiple of 6 rows and 16 columns but not of 12 and 32 use the 6- and
+// 16-wide variants of the kernel; ragged ones go through a buffer.
+
+// Blocking of the AVX-512 path, from BenchmarkSgemmBlocking -cpu 1 (one
+// core of the shared 2-core Zen 4 EPYC, GFLOP per CPU second, medians of 5;
+// one parameter changed at a time from kc256,mc96,nt512):
+//
+//	                 kc128 kc192 kc256 kc320 kc384 kc512 | mc48 mc72 mc144 mc192 | nt256 nt1024
+//	1024³             93.9  99.4  90.4 102.4 100.7 102.1 | 101.4 103.4 97.1 94.7 |  95.6 102.0
+//	2048×768×3072     92.4  95.7  98.6  92.0 104.3 100.7 |  96.9  96.7 95.8 94.6 |  95.8  95.1
+//
+// Runs vary by ±5% with the machine's other load, so only KC shows a trend
+// that held in three sweeps: a deeper KC halves the passes over C (each
+// pass loads and stores the whole of C, which lives in no cache at these
+// sizes), and kc512 was at or above kc256 every time (+4% and +7% geomean;
+// in four alternating runs 95.6 vs 93.8 and 96.1 vs 94.6). MC and NT
+// stay at the AVX2 path's values, which no sweep beat consistently.
+const (
+	sgemmKC512 = 512
+	sgemmMC512 = 96
+	sgemmNT512 = 512
+
+	sgemmMR512 = 2 * sgemmMR // rows of the main AVX-512 tile
+	sgemmNR512 = 2 * sgemmNR // columns of the main AVX-512 tile
+
+	// sgemmTmpLen is the size of the edge buffer of either path.
+	sgemmTmpLen = sgemmMR512 * sgemmNR512
+)
+
+// computeTile512 is computeTile for the AVX-512 micro-kernels.
+func (j *sgemmJob) computeTile512(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]float32) {
+	r0, c0 := ti*j.mc, tj*j.nt
+	rows, cols := min(j.mc, st.mm-r0), min(j.nt, st.nn-c0)
+	kk, ldc, alpha := st.kk, j.ldc, j.alpha
+	aStride, bStride := sgemmMR*kk, sgemmNR*kk // from one panel to the next
+	j.ensure(st, false, ti)
+	for pc := 0; pc < kk; pc += j.blk.kc {
+		kc := min(j.blk.kc, kk-pc)
+		beta := st.beta
+		if pc > 0 {
+			beta = 1
+		}
+		for jr := 0; jr < cols; jr += sgemmNR512 {
+			if pc == 0 && st.packsB {
+				// Both B panels of the tile; a packBCols group holds
+				// a whole number of tiles.
+				if (c0+jr)%packBCols == 0 {
+					j.ensure(st, true, (c0+jr)/packBCols)
+				}
+			}
+			nr := min(sgemmNR512, cols-jr)
+			bPanels := ceilDiv(nr, sgemmNR)
+			bp := j.packB[(c0+jr)*kk+pc*sgemmNR:]
+			for ir := 0; ir < rows; ir += sgemmMR512 {
+				mr := min(sgemmMR512, rows-ir)
+				aPanels := ceilDiv(mr, sgemmMR)
+				ap := j.packA[(r0+ir)*kk+pc*sgemmMR:]
+				off := (st.i0+r0+ir)*ldc + st.j0 + c0 + jr
+				if mr == aPanels*sgemmMR && nr == bPanels*sgemmNR {
+					sgemmKernel512(aPanels, bPanels, kc, ap, aStride, bp, bStride, j.c[off:], ldc, alpha, beta)
+					continue
+				}
+				// Edge tile: compute it whole into tmp, copy back the
+				// part inside C.
+				w := bPanels * sgemmNR
+				sgemmKernel512(aPanels, bPanels, kc, ap, aStride, bp, bStride, tmp[:], w, 1, 0)
+				for r := range mr {
+					crow := j.c[off+r*ldc : off+r*ldc+nr]
+					trow := tmp[r*w : r*w+nr]
+					if beta == 0 {
+						for x, v := range trow {
+							crow[x] = alpha * v
+						}
+					} else {
+						for x, v := range trow {
+							crow[x] = alpha*v + beta*crow[x]
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// sgemmKernel512Go is the portable form of the AVX-512 kernels' contract
+// (see sgemmKernel512 in sgemm512_amd64.go): the tile computed 6×16 at a
+// time by the Go kernel. The driver never calls it (it takes the AVX-512
+// path only when the assembly is enabled); it lets the kernel's test run,
+// and check the contract, at every level and in every build.
+func sgemmKernel512Go(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32) {
+	for i := range aPanels {
+		for h := range bPanels {
+			sgemmKernelGo(kc, a[i*aStride:], b[h*bStride:], c[i*sgemmMR*ldc+h*sgemmNR:], ldc, alpha, beta)
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestSgemmKernel512 compares each size of the AVX-512 micro-kernel (its
+// portable form where the implementation is not enabled) with a float64
+// reference, over depths
+// that cover the unrolled loop and its remainder, the three epilogues (beta
+// 0, 1, other) and panels at a stride from each other.
+func TestSgemmKernel512(t *testing.T) {
+	forEachImpl(t, "sgemm", testSgemmKernel512)
+}
+
+func testSgemmKernel512(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	for _, sz := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
+		ap, bp := sz[0], sz[1]
+		mr, nr := ap*sgemmMR, bp*sgemmNR
+		for _, kc := range []int{1, 3, 4, 5, 8, 31, 256} {
+			for _, beta := range []float32{0, 1, -0.7} {
+				aStride, bStride := kc*sgemmMR+5, kc*sgemmNR+16
+				a := make([]float32, (ap-1)*aStride+kc*sgemmMR)
+				b := make([]float32, (bp-1)*bStride+kc*sgemmNR)
+				for i := range a {
+					a[i] = rng.Float32()*2 - 1
+				}
+				for i := range b {
+					b[i] = rng.Float32()*2 - 1
+				}
+				ldc := nr + 3
+				c := make([]float32, (mr-1)*ldc+nr)
+				for i := range c {
+					c[i] = rng.Float32()*2 - 1
+					if beta == 0 {
+						c[i] = float32(math.NaN())
+					}
+				}
+				c0 := append([]float32(nil), c...)
+				sgemmKernel512(ap, bp, kc, a, aStride, b, bStride, c, ldc, 1.3, beta)
+				const u = 1.0 / (1 << 24)
+				gamma := float64(kc+3) * u / (1 - float64(kc+3)*u)
+				for i := range mr {
+					for j := range ldc {
+						if i*ldc+j >= len(c) {
+							break
+						}
+						got := float64(c[i*ldc+j])
+						if j >= nr {
+							if !math.IsNaN(got) || !math.IsNaN(float64(c0[i*ldc+j])) {
+								if got != float64(c0[i*ldc+j]) {
+									t.Errorf("%dx%d kc=%d beta=%g: C[%d][%d] outside the tile changed", mr, nr, kc, beta, i, j)
+								}
+							}
+							continue
+						}
+						var s, sa float64
+						for p := range kc {
+							av := a[(i/sgemmMR)*aStride+p*sgemmMR+i%sgemmMR]
+							bv := b[(j/sgemmNR)*bStride+p*sgemmNR+j%sgemmNR]
+							x := float64(av) * float64(bv)
+							s += x
+							sa += math.Abs(x)
+						}
+						want, bound := 1.3*s, 1.3*sa
+						if beta != 0 {
+							want += float64(beta) * float64(c0[i*ldc+j])
+							bound += math.Abs(float64(beta) * float64(c0[i*ldc+j]))
+						}
+						if math.Abs(got-want) > gamma*bound {
+							t.Errorf("%dx%d kc=%d beta=%g: C[%d][%d] = %g, want %g", mr, nr, kc, beta, i, j, got, want)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestSgemmEdges512 runs the sizes around the AVX-512 tile (12×32) and its
+// halves through the packed path, every transpose combination, on one core
+// and on all: each edge variant of the kernel and the buffered ragged tiles.
+func TestSgemmEdges512(t *testing.T) {
+	sizes := []int{11, 12, 13, 18, 31, 32, 33, 48, 71, 100}
+	if testing.Short() {
+		sizes = []int{13, 18, 33, 71}
+	}
+	forEachImpl(t, "sgemm", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(21, 22))
+		for _, m := range sizes {
+			for _, n := range sizes {
+				for tr := range 4 {
+					sgemmCase{
+						transA: tr&1 != 0, transB: tr&2 != 0,
+						m: m, n: n, k: 37 + m%5, alpha: 1.3, beta: []float32{0, -0.7}[tr%2],
+						padA: 1, padB: 2, padC: 3,
+					}.run(t, rng)
+				}
+			}
+		}
+	})
+}
+
+// TestSgemmBlockings runs the packed path under blockings other than the
+// default, as the sweep benchmark does, so that every blocking it times is
+// known to compute the right product.
+func TestSgemmBlockings(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(23, 24))
+		for _, blk := range []sgemmBlocking{{64, 24, 64}, {128, 48, 128}, {384, 144, 768}} {
+			for tr := range 4 {
+				tc := sgemmCase{transA: tr&1 != 0, transB: tr&2 != 0, m: 101, n: 203, k: 419, alpha: 0.9, beta: 1.1}
+				tc.blk = &blk
+				tc.run(t, rng)
+			}
+		}
+	})
+}
