@@ -143,9 +143,9 @@ func Read(r io.ReaderAt, size int64, opts ReadOptions) (*File, error) {
 
 // Info describes one tensor of a file without its data.
 type Info struct {
-	Name  string
-	DType DType
-	Shape []int64
+	Name  string  // unique within the file
+	DType DType   // element type
+	Shape []int64 // dimensions; empty for a scalar
 	// Offset is where the tensor's bytes start, counted from the start of
 	// the data section; Size is their number.
 	Offset, Size int64
@@ -454,9 +454,9 @@ func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 // model thus holds one tensor's bytes at a time, never a second copy of the
 // model.
 type Source struct {
-	Name  string
-	DType DType
-	Shape []int64
+	Name  string  // unique, non-empty, valid UTF-8, not "__metadata__"
+	DType DType   // element type
+	Shape []int64 // dimensions; empty for a scalar
 	Data  func() ([]byte, error)
 }
 
