@@ -74,11 +74,6 @@ func DecodeInto(o, q, kcache, vcache Tensor, length int, opts Options) error {
 // faster decoding single-threaded than split over two cores before this.
 const decodeGrain = 1 << 18
 
-var (
-	decodePartsPool floatPool
-	decodeRowPool   = sync.Pool{New: func() any { s := make([]float32, DecodeChunk); return &s }}
-)
-
 // decodeJob is the pooled state of one decoding call. Its item method
 // computes one chunk; decodeMerge's merges the chunks of one kv head.
 type decodeJob struct {
@@ -89,7 +84,7 @@ type decodeJob struct {
 	stride     int          // per row: m, l, then D accumulators
 	itemLen    int          // rows·stride
 	parts      []float32    // per chunk: itemLen partial results
-	bufs       []*[]float32 // per worker score row, from decodeRowPool on first use
+	bufs       []*[]float32 // per worker score row, from the buffer pool on first use
 }
 
 // decodeMerge is a decodeJob in its merge phase.
@@ -118,8 +113,8 @@ func (j *decodeJob) run() {
 	j.stride = p.D + 2
 	j.itemLen = j.rows * j.stride
 	nitems := p.B * p.KVH * j.nchunk
-	parts := decodePartsPool.get(nitems * j.itemLen)
-	defer decodePartsPool.put(parts)
+	parts := kernels.GetFloats(nitems * j.itemLen)
+	defer kernels.PutFloats(parts)
 	j.parts = *parts
 	// A token's attention over a short cache is a few microseconds of work,
 	// less than waking another thread costs: unless told how many workers
@@ -129,29 +124,29 @@ func (j *decodeJob) run() {
 		workers = min(workers, max(1, p.B*p.H*p.Tq*lmax*p.D/decodeGrain))
 	}
 	j.bufs = resizeScratch(j.bufs, min(workers, nitems))
-	parallelFor(workers, nitems, j)
+	kernels.For(workers, nitems, j)
 	for w, b := range j.bufs {
 		if b != nil {
-			decodeRowPool.Put(b)
+			kernels.PutFloats(b)
 			j.bufs[w] = nil
 		}
 	}
 	// Merge the chunks of each (batch, kv head) in chunk order.
-	parallelFor(workers, p.B*p.KVH, (*decodeMerge)(j))
+	kernels.For(workers, p.B*p.KVH, (*decodeMerge)(j))
 }
 
-// item computes chunk c of the (batch, kv head) pair of work item it.
-func (j *decodeJob) item(w, it int) {
+// Item computes chunk c of the (batch, kv head) pair of work item it.
+func (j *decodeJob) Item(w, it int) {
 	if j.bufs[w] == nil {
-		j.bufs[w] = decodeRowPool.Get().(*[]float32)
+		j.bufs[w] = kernels.GetFloats(DecodeChunk)
 	}
 	p := &j.p
 	pair, c := it/j.nchunk, it%j.nchunk
 	decodeChunk(p, j.q, j.k, j.v, pair/p.KVH, pair%p.KVH, c*DecodeChunk, j.parts[it*j.itemLen:(it+1)*j.itemLen], *j.bufs[w])
 }
 
-// item merges the chunks of (batch, kv head) pair into the output rows.
-func (j *decodeMerge) item(_, pair int) {
+// Item merges the chunks of (batch, kv head) pair into the output rows.
+func (j *decodeMerge) Item(_, pair int) {
 	p := &j.p
 	nchunk, itemLen, stride, parts, o := j.nchunk, j.itemLen, j.stride, j.parts, j.o
 	b, kh := pair/p.KVH, pair%p.KVH

@@ -86,10 +86,7 @@ type bwdArgs struct {
 // shapes only, so results do not depend on the number of workers.
 const minBackwardItems = 4
 
-var (
-	bwdPool     = sync.Pool{New: func() any { return new(bwdScratch) }}
-	dqPartsPool floatPool
-)
+var bwdPool = sync.Pool{New: func() any { return new(bwdScratch) }}
 
 // bwdScratch is one worker's memory in the backward pass.
 type bwdScratch struct {
@@ -146,13 +143,13 @@ func (j *bwdJob) run() {
 	}
 	j.partLen = p.G * g.tqp * p.D
 	if g.nsplit > 1 {
-		parts := dqPartsPool.get(pairs * g.nsplit * j.partLen)
-		defer dqPartsPool.put(parts)
+		parts := kernels.GetFloats(pairs * g.nsplit * j.partLen)
+		defer kernels.PutFloats(parts)
 		j.parts = *parts
 	}
 	nitems := pairs * g.nsplit
 	j.scratch = resizeScratch(j.scratch, min(p.workers, nitems))
-	parallelFor(p.workers, nitems, j)
+	kernels.For(p.workers, nitems, j)
 	for w, s := range j.scratch {
 		if s != nil {
 			bwdPool.Put(s)
@@ -161,13 +158,13 @@ func (j *bwdJob) run() {
 	}
 	if g.nsplit > 1 {
 		// Sum the partial dq of each (batch, kv head) in split order.
-		parallelFor(p.workers, pairs, (*bwdMerge)(j))
+		kernels.For(p.workers, pairs, (*bwdMerge)(j))
 	}
 }
 
-// item runs work item it: all or a split of the key blocks of one
+// Item runs work item it: all or a split of the key blocks of one
 // (batch, kv head).
-func (j *bwdJob) item(w, it int) {
+func (j *bwdJob) Item(w, it int) {
 	p, g := &j.p, &j.g
 	s := j.scratch[w]
 	if s == nil {
@@ -189,8 +186,8 @@ func (j *bwdJob) item(w, it int) {
 	}
 }
 
-// item writes the dq of (batch, kv head) pair from its partial sums.
-func (j *bwdMerge) item(_, pair int) {
+// Item writes the dq of (batch, kv head) pair from its partial sums.
+func (j *bwdMerge) Item(_, pair int) {
 	p, g := &j.p, &j.g
 	var buf [minBackwardItems][]float32
 	ps := buf[:g.nsplit]

@@ -136,7 +136,7 @@ func (j *fwdJob) run() {
 	// items usually share the transposed keys; within a group, later
 	// query blocks (more keys under a causal mask) go first so that the
 	// queue ends with short items.
-	parallelFor(p.workers, nitems, j)
+	kernels.For(p.workers, nitems, j)
 	for w, s := range j.scratch {
 		if s != nil {
 			fwdPool.Put(s)
@@ -145,8 +145,8 @@ func (j *fwdJob) run() {
 	}
 }
 
-// item computes work item it, one query block of one head.
-func (j *fwdJob) item(w, it int) {
+// Item computes work item it, one query block of one head.
+func (j *fwdJob) Item(w, it int) {
 	p := &j.p
 	s := j.scratch[w]
 	if s == nil {

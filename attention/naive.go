@@ -62,7 +62,7 @@ func NaiveForwardInto(o Tensor, lse []float32, q, k, v Tensor, opts Options) err
 	}
 	tq, tk := p.Tq, p.Tk
 	scores := make([]float32, p.B*p.H*tq*tk)
-	parallelFor(p.workers, p.B*p.H, parFunc(func(_, item int) {
+	kernels.For(p.workers, p.B*p.H, kernels.ItemFunc(func(_, item int) {
 		b, h := item/p.H, item%p.H
 		kh := h / p.G
 		for i := 0; i < tq; i++ {
@@ -147,7 +147,7 @@ func NaiveBackwardInto(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, 
 	tq, tk := p.Tq, p.Tk
 	probs := make([]float32, p.B*p.H*tq*tk)
 	dscores := make([]float32, p.B*p.H*tq*tk)
-	parallelFor(p.workers, p.B*p.KVH, parFunc(func(_, item int) {
+	kernels.For(p.workers, p.B*p.KVH, kernels.ItemFunc(func(_, item int) {
 		b, kh := item/p.KVH, item%p.KVH
 		for j := 0; j < tk; j++ {
 			clear(dk.Row(b, kh, j))

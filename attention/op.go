@@ -52,6 +52,21 @@ type OpOptions struct {
 	Impl Impl
 	// BlockQ, BlockK and Workers are as in Options.
 	BlockQ, BlockK, Workers int
+	// Rope, when set, makes Op rotate the q and k heads of its packed input
+	// by rotary position embeddings (nn.RopeForward, Hugging Face's
+	// rotate-half convention) before attention, and rotate dq and dk back in
+	// its gradient: the Llama family's positions without two RoPE nodes and
+	// two gradient nodes in the graph. OpQKV does not take it.
+	Rope *Rope
+}
+
+// Rope is the rotary position embedding that Op applies (OpOptions.Rope).
+type Rope struct {
+	// Positions holds the position of each of the B·T rows (see
+	// nn.SequencePositions), read at every run like token ids.
+	Positions *nn.IDs
+	// InvFreq holds the D/2 inverse frequencies (nn.RopeFreqs).
+	InvFreq []float32
 }
 
 func (o *OpOptions) kernelOptions() Options {
@@ -63,10 +78,13 @@ func (o *OpOptions) kernelOptions() Options {
 func (o *OpOptions) writeHash(h hash.Hash, kind string, d int) {
 	fmt.Fprintf(h, "attention.%s(impl=%d B=%d T=%d H=%d KVH=%d D=%d causal=%t scale=%#x window=%d lengths=%v bq=%d bk=%d workers=%d)",
 		kind, o.Impl, o.B, o.T, o.H, o.KVH, d, o.Causal, math.Float32bits(o.Scale), o.Window, o.Lengths, o.BlockQ, o.BlockK, o.Workers)
+	if o.Rope != nil {
+		fmt.Fprintf(h, " rope(pos=%p, freqs=%v)", o.Rope.Positions, o.Rope.InvFreq)
+	}
 }
 
 var (
-	matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
+	matrixType = nn.MatrixType()
 	rank4Type  = G.TensorType{Dims: 4, Of: tensor.Float32}
 )
 
@@ -97,6 +115,13 @@ func Op(qkv *G.Node, opts OpOptions) (*G.Node, error) {
 	if opts.Lengths != nil {
 		opts.Lengths = append([]int(nil), opts.Lengths...)
 	}
+	if r := opts.Rope; r != nil {
+		d := s[1] / heads
+		if r.Positions == nil || len(r.Positions.Data) != opts.B*opts.T || d%2 != 0 || len(r.InvFreq) != d/2 {
+			return nil, fmt.Errorf("attention: Op: rope needs B·T=%d positions and D/2=%d frequencies (D=%d even): %w", opts.B*opts.T, d/2, d, ErrOption)
+		}
+		opts.Rope = &Rope{Positions: r.Positions, InvFreq: append([]float32(nil), r.InvFreq...)}
+	}
 	op := &packedOp{opts: opts, d: s[1] / heads}
 	if err := op.check(); err != nil {
 		return nil, err
@@ -115,6 +140,7 @@ type packedOp struct {
 	d    int
 	lse  []float32 // saved by Do for the backward op of the same run
 	out  nn.OutBuf
+	rot  []float32 // with opts.Rope: the input with q and k rotated, saved by Do for the backward op
 }
 
 // check validates the options against the shapes once, at graph building.
@@ -147,6 +173,15 @@ func (op *packedOp) compute(dst []float32, in []G.Value) error {
 	data, err := f32s("Op", "qkv", in[0], o.B*o.T*op.width())
 	if err != nil {
 		return err
+	}
+	if o.Rope != nil {
+		if len(op.rot) != len(data) {
+			op.rot = make([]float32, len(data))
+		}
+		if err := nn.RopeForward(op.rot, data, op.width(), o.H+o.KVH, op.d, o.Rope.Positions.Data, o.Rope.InvFreq); err != nil {
+			return fmt.Errorf("attention: Op: %w", err)
+		}
+		data = op.rot
 	}
 	q, k, v, err := PackedQKV(data, o.B, o.T, o.H, o.KVH, op.d)
 	if err != nil {
@@ -227,6 +262,12 @@ func (op *packedGradOp) compute(dst []float32, in []G.Value) error {
 	if err != nil {
 		return err
 	}
+	if o.Rope != nil {
+		if len(f.rot) != len(data) {
+			return fmt.Errorf("attention: Op gradient ran before its forward op: %w", ErrShape)
+		}
+		data = f.rot
+	}
 	outData, err := f32s("Op gradient", "output", in[1], rows*o.H*f.d)
 	if err != nil {
 		return err
@@ -252,12 +293,22 @@ func (op *packedGradOp) compute(dst []float32, in []G.Value) error {
 		return err
 	}
 	if o.Impl == Naive {
-		return NaiveBackwardInto(dq, dk, dv, q, k, v, out, nil, dOut, o.kernelOptions())
+		err = NaiveBackwardInto(dq, dk, dv, q, k, v, out, nil, dOut, o.kernelOptions())
+	} else {
+		if len(f.lse) != o.B*o.H*o.T {
+			return fmt.Errorf("attention: Op gradient ran before its forward op: %w", ErrShape)
+		}
+		err = BackwardInto(dq, dk, dv, q, k, v, out, f.lse, dOut, o.kernelOptions())
 	}
-	if len(f.lse) != o.B*o.H*o.T {
-		return fmt.Errorf("attention: Op gradient ran before its forward op: %w", ErrShape)
+	if err != nil || o.Rope == nil {
+		return err
 	}
-	return BackwardInto(dq, dk, dv, q, k, v, out, f.lse, dOut, o.kernelOptions())
+	// The gradient of the unrotated q and k is the inverse rotation of
+	// that of the rotated ones.
+	if err := nn.RopeInverse(dst, dst, w, o.H+o.KVH, f.d, o.Rope.Positions.Data, o.Rope.InvFreq); err != nil {
+		return fmt.Errorf("attention: Op gradient: %w", err)
+	}
+	return nil
 }
 
 // Do computes the qkv gradient into a buffer owned by the op.

@@ -37,6 +37,9 @@ func OpQKV(q, k, v *G.Node, opts OpOptions) (*G.Node, error) {
 			return nil, fmt.Errorf("attention: OpQKV: options B=%d H=%d T=%d KVH=%d disagree with q %v, k %v: %w", opts.B, opts.H, opts.T, opts.KVH, qs, ks, ErrShape)
 		}
 	}
+	if opts.Rope != nil {
+		return nil, fmt.Errorf("attention: OpQKV: rope is applied by Op (packed input) only: %w", ErrOption)
+	}
 	opts.B, opts.H, opts.T, opts.KVH = qs[0], qs[1], qs[2], ks[1]
 	if opts.Lengths != nil {
 		opts.Lengths = append([]int(nil), opts.Lengths...)

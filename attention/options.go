@@ -3,8 +3,6 @@ package attention
 import (
 	"fmt"
 	"math"
-	"sync"
-	"sync/atomic"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
 )
@@ -289,82 +287,4 @@ func checkLSE(lse []float32, p *problem) error {
 		return fmt.Errorf("attention: lse has %d elements, want B·H·T = %d: %w", len(lse), p.B*p.H*p.Tq, ErrShape)
 	}
 	return nil
-}
-
-// parItems is the body of a parallel loop: item(worker, i) processes item
-// i. The kernels pass pointers to their pooled per-call state, so starting a
-// loop allocates no closure.
-type parItems interface{ item(worker, i int) }
-
-// parFunc adapts a function to parItems (for the naive kernels, whose
-// score-sized scratch dwarfs a closure).
-type parFunc func(worker, i int)
-
-func (f parFunc) item(worker, i int) { f(worker, i) }
-
-// parallelFor runs body.item(worker, i) for every i in [0, n) on up to
-// workers goroutines, the caller's included, which take items in order from
-// a shared counter. Each worker index is used by one goroutine at a time, so
-// the body may keep per-worker state. With one worker it runs the items on
-// the caller and starts nothing; otherwise it allocates nothing in steady
-// state either.
-func parallelFor(workers, n int, body parItems) {
-	if workers > n {
-		workers = n
-	}
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			body.item(0, i)
-		}
-		return
-	}
-	l := parLoops.Get().(*parLoop)
-	l.body, l.n = body, n
-	l.next.Store(0)
-	l.worker.Store(0)
-	l.helpers.Add(workers - 1)
-	for range workers - 1 {
-		// A go statement with arguments allocates a closure to hold them;
-		// the helper takes its loop from the channel instead. Every value
-		// sent is followed by a helper to receive it, so a full channel
-		// drains and no send waits for ever.
-		parHandoff <- l
-		go parHelper()
-	}
-	l.run(0)
-	l.helpers.Wait() // helpers may still run an item, and must not touch l once it is pooled
-	l.body = nil
-	parLoops.Put(l)
-}
-
-// parLoop is the shared state of one multi-worker parallelFor.
-type parLoop struct {
-	body    parItems
-	n       int
-	next    atomic.Int64 // next unclaimed item
-	worker  atomic.Int32 // last worker index handed out (the caller is 0)
-	helpers sync.WaitGroup
-}
-
-var (
-	parLoops   = sync.Pool{New: func() any { return new(parLoop) }}
-	parHandoff = make(chan *parLoop, 64)
-)
-
-// parHelper is a helper goroutine of parallelFor.
-func parHelper() {
-	l := <-parHandoff
-	l.run(int(l.worker.Add(1)))
-	l.helpers.Done()
-}
-
-// run processes items as worker w until none is left.
-func (l *parLoop) run(w int) {
-	for {
-		i := int(l.next.Add(1) - 1)
-		if i >= l.n {
-			return
-		}
-		l.body.item(w, i)
-	}
 }

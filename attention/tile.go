@@ -48,8 +48,8 @@ func rowDot(x, y []float32, kc int) float32 {
 		return 0
 	}
 	_ = y[n-1]
-	if useAsm {
-		return dotChain(&x[0], &y[0], n, kc)
+	if c, ok := rowDotAsm(x, y, kc); ok {
+		return c
 	}
 	var c float32
 	for k0 := 0; k0 < n; k0 += kc {
@@ -89,17 +89,6 @@ const (
 	microN = 16 // columns of the register block
 )
 
-// useAsm selects the assembly kernel; tests flip it to cover both paths.
-var useAsm = hasAsm
-
-// tileKernel returns the name of the tile kernel in use.
-func tileKernel() string {
-	if useAsm {
-		return "avx2+fma 6x16"
-	}
-	return "generic"
-}
-
 // gemm computes C = op(A·B) as described above. It panics if a slice is too
 // short for the dimensions (an internal error: callers size their buffers).
 func gemm(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) {
@@ -115,24 +104,7 @@ func gemm(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []floa
 		_ = p[(m-1)*ldc+n-1]
 		_ = dv[m-1]
 	}
-	m6, n16 := m, n
-	if useAsm && k > 0 {
-		m6, n16 = m/microM*microM, n/microN*microN
-		if n16 > 0 {
-			for i := 0; i < m6; i += microM {
-				var pp, dd *float32
-				if mode >= tileDS {
-					pp, dd = &p[i*ldc], &dv[i]
-				}
-				kern6x16(n16, k, &a[i*sai], sai, sak, &b[0], ldb, &c[i*ldc], ldc, mode, pp, dd)
-			}
-		} else {
-			m6 = 0
-		}
-		// Remaining columns of the whole row blocks.
-		if n16 < n && m6 > 0 {
-			gemmGeneric(m6, n16, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
-		}
+	if m6 := gemmAsm(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv); m6 > 0 {
 		if m6 == m {
 			return
 		}

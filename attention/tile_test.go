@@ -10,20 +10,12 @@ import (
 	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
-// forEachTileKernel runs f with every tile kernel this CPU supports. Tests
-// using it must not run in parallel: they flip useAsm.
+// forEachTileKernel runs f with every tile kernel enabled at the kernel
+// level in force. Tests using it must not run in parallel: they switch the
+// kernel.
 func forEachTileKernel(t *testing.T, f func(t *testing.T)) {
 	t.Helper()
-	saved := useAsm
-	defer func() { useAsm = saved }()
-	impls := []bool{false}
-	if hasAsm {
-		impls = append(impls, true)
-	}
-	for _, asm := range impls {
-		useAsm = asm
-		t.Run(tileKernel(), f)
-	}
+	kernels.ForEach("attention", func(name string) bool { t.Run(name, f); return true })
 }
 
 func TestGemm(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"hash"
 	"sync"
-	"sync/atomic"
 
 	"github.com/chewxy/hm"
 	"github.com/galleon-ml/galleon/internal/kernels"
@@ -25,15 +24,7 @@ import (
 // (G.Grad gives one only to nodes between the trained parameters and the
 // loss), so a frozen base pays only for the input gradient it needs.
 
-var opSerial atomic.Uint64
-
-var matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
-
-// common holds the G.Op methods shared by the ops of this file.
-type common struct {
-	nn.OpDefaults
-	serial uint64
-}
+var matrixType = nn.MatrixType()
 
 // ---------------------------------------------------------------------------
 // h = dropout(x)·Aᵀ
@@ -48,7 +39,7 @@ type common struct {
 // (one byte per element) for the backward of the same run, and x∘m is never
 // stored: it is rebuilt in small row blocks when needed.
 type downOp struct {
-	common
+	nn.OpBase
 	rows, in, r int
 	p           float64
 	src         *nn.DropoutSource
@@ -68,7 +59,7 @@ func newDown(x, a *G.Node, p float64, src *nn.DropoutSource, stream uint64) (*G.
 	if len(xs) != 2 || len(as) != 2 || xs[1] != as[1] {
 		return nil, fmt.Errorf("lora: adapter down-projection: x %v and A %v do not fit", xs, as)
 	}
-	op := &downOp{common: common{serial: opSerial.Add(1)}, rows: xs[0], in: xs[1], r: as[0], p: p, src: src, stream: stream}
+	op := &downOp{OpBase: nn.NewOpBase(), rows: xs[0], in: xs[1], r: as[0], p: p, src: src, stream: stream}
 	n, err := G.ApplyOp(op, x, a)
 	if err != nil {
 		return nil, fmt.Errorf("lora: adapter down-projection: %w", err)
@@ -84,7 +75,7 @@ func (op *downOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.r}, nil
 }
 func (op *downOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "lora.Down#%d(rows=%d, in=%d, r=%d, p=%v, stream=%d)", op.serial, op.rows, op.in, op.r, op.p, op.stream)
+	fmt.Fprintf(h, "lora.Down#%d(rows=%d, in=%d, r=%d, p=%v, stream=%d)", op.Serial(), op.rows, op.in, op.r, op.p, op.stream)
 }
 func (op *downOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *downOp) String() string   { return fmt.Sprintf("lora.Down(r=%d, dropout=%v)", op.r, op.p) }
@@ -170,7 +161,7 @@ func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 		return nil, fmt.Errorf("lora: down-projection: %d inputs, want 2", len(inputs))
 	}
 	rows, in, r := op.rows, op.in, op.r
-	dx, err := newGrad("DownGradX", inputs[0], rows, in, func(dst []float32, vals []G.Value) error {
+	dx, err := newGrad(op.Serial(), "DownGradX", inputs[0], rows, in, func(dst []float32, vals []G.Value) error {
 		dh, err := nn.Float32s("lora", "DownGradX", "dh", vals[0], rows*r, nn.ErrShape)
 		if err != nil {
 			return err
@@ -191,7 +182,7 @@ func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 	if err != nil {
 		return nil, err
 	}
-	da, err := newGrad("DownGradA", inputs[1], r, in, func(dst []float32, vals []G.Value) error {
+	da, err := newGrad(op.Serial(), "DownGradA", inputs[1], r, in, func(dst []float32, vals []G.Value) error {
 		dh, err := nn.Float32s("lora", "DownGradA", "dh", vals[0], rows*r, nn.ErrShape)
 		if err != nil {
 			return err
@@ -223,7 +214,7 @@ func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 // quant.Linear: their backward reads x and dy, never y), so Layer asks for
 // it only with those.
 type upAddOp struct {
-	common
+	nn.OpBase
 	rows, r, out int
 	scale        float32
 	inPlace      bool
@@ -235,7 +226,7 @@ func newUpAdd(base, h, b *G.Node, scale float32, inPlace bool) (*G.Node, error) 
 	if len(bs) != 2 || len(hs) != 2 || len(ws) != 2 || hs[0] != bs[0] || ws[0] != bs[1] || ws[1] != hs[1] {
 		return nil, fmt.Errorf("lora: adapter up-projection: base %v, h %v, B %v do not fit", bs, hs, ws)
 	}
-	op := &upAddOp{common: common{serial: opSerial.Add(1)}, rows: bs[0], r: hs[1], out: bs[1], scale: scale, inPlace: inPlace}
+	op := &upAddOp{OpBase: nn.NewOpBase(), rows: bs[0], r: hs[1], out: bs[1], scale: scale, inPlace: inPlace}
 	n, err := G.ApplyOp(op, base, h, b)
 	if err != nil {
 		return nil, fmt.Errorf("lora: adapter up-projection: %w", err)
@@ -251,7 +242,7 @@ func (op *upAddOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.out}, nil
 }
 func (op *upAddOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "lora.UpAdd#%d(rows=%d, r=%d, out=%d, scale=%v, inPlace=%t)", op.serial, op.rows, op.r, op.out, op.scale, op.inPlace)
+	fmt.Fprintf(h, "lora.UpAdd#%d(rows=%d, r=%d, out=%d, scale=%v, inPlace=%t)", op.Serial(), op.rows, op.r, op.out, op.scale, op.inPlace)
 }
 func (op *upAddOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *upAddOp) String() string   { return fmt.Sprintf("lora.UpAdd(r=%d, scale=%v)", op.r, op.scale) }
@@ -292,7 +283,7 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		return nil, fmt.Errorf("lora: up-projection: %d inputs, want 3", len(inputs))
 	}
 	rows, r, out, s := op.rows, op.r, op.out, op.scale
-	dh, err := newGrad("UpAddGradH", inputs[1], rows, r, func(dst []float32, vals []G.Value) error {
+	dh, err := newGrad(op.Serial(), "UpAddGradH", inputs[1], rows, r, func(dst []float32, vals []G.Value) error {
 		dy, err := nn.Float32s("lora", "UpAddGradH", "dy", vals[0], rows*out, nn.ErrShape)
 		if err != nil {
 			return err
@@ -307,7 +298,7 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 	if err != nil {
 		return nil, err
 	}
-	db, err := newGrad("UpAddGradB", inputs[2], out, r, func(dst []float32, vals []G.Value) error {
+	db, err := newGrad(op.Serial(), "UpAddGradB", inputs[2], out, r, func(dst []float32, vals []G.Value) error {
 		dy, err := nn.Float32s("lora", "UpAddGradB", "dy", vals[0], rows*out, nn.ErrShape)
 		if err != nil {
 			return err
@@ -328,48 +319,7 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 // ---------------------------------------------------------------------------
 // backward ops
 
-// gradOp computes the gradient of one input (target) of a forward op, or
-// returns a 1×1 placeholder without any work when the target has no
-// derivative node, i.e. nothing trainable depends on it.
-type gradOp struct {
-	common
-	name        string
-	target      *G.Node
-	arity       int
-	typ         hm.Type
-	r, c        int
-	run         func(dst []float32, in []G.Value) error
-	out, placeh nn.OutBuf
-}
-
-func newGrad(name string, target *G.Node, r, c int, run func([]float32, []G.Value) error, inputs ...*G.Node) (*G.Node, error) {
-	types := make([]hm.Type, 0, len(inputs)+1)
-	for _, in := range inputs {
-		types = append(types, in.Type())
-	}
-	types = append(types, matrixType)
-	op := &gradOp{common: common{serial: opSerial.Add(1)}, name: name, target: target, arity: len(inputs), typ: hm.NewFnType(types...), r: r, c: c, run: run}
-	n, err := G.ApplyOp(op, inputs...)
-	if err != nil {
-		return nil, fmt.Errorf("lora: %s: %w", name, err)
-	}
-	return n, nil
-}
-
-func (op *gradOp) Arity() int    { return op.arity }
-func (op *gradOp) Type() hm.Type { return op.typ }
-func (op *gradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
-	return tensor.Shape{op.r, op.c}, nil
-}
-func (op *gradOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "lora.%s#%d(%d×%d)", op.name, op.serial, op.r, op.c)
-}
-func (op *gradOp) Hashcode() uint32 { return nn.OpHash(op) }
-func (op *gradOp) String() string   { return "lora." + op.name }
-
-func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
-	if op.target.Deriv() == nil {
-		return op.placeh.Get(1, 1), nil
-	}
-	return op.out.Do(op.r, op.c, func(dst []float32) error { return op.run(dst, in) })
+// newGrad is nn.NewGrad for the ops of this file.
+func newGrad(fwd uint64, name string, target *G.Node, r, c int, run func([]float32, []G.Value) error, inputs ...*G.Node) (*G.Node, error) {
+	return nn.NewGrad("lora", name, fwd, target, r, c, run, inputs...)
 }

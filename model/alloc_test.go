@@ -27,7 +27,7 @@ func TestAllocationsPerStep(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tr.Close()
-		data := randomBatches{rand.New(rand.NewPCG(1, 1))}
+		data := randomBatches{r: rand.New(rand.NewPCG(1, 1))}
 		ctx := context.Background()
 		for range 3 { // warm the pools
 			if _, err := tr.Step(ctx, data); err != nil {

@@ -325,8 +325,14 @@ func (c Config) modules() []blockModules {
 	return out
 }
 
-// errFamilyOp reports a step kind that an interpreter cannot run yet for
-// c's family.
-func errFamilyOp(c Config, what string) error {
-	return fmt.Errorf("%w: family %q: %s is not available", ErrConfig, c.FamilyName(), what)
+// LinearHasBias reports whether the linear module called name (one of
+// LinearNames) has a bias parameter under c.
+func (c Config) LinearHasBias(name string) bool {
+	a := c.arch()
+	for _, s := range a.steps {
+		if s.op == stepLinear && strings.HasSuffix(name, "."+s.module) && strings.HasPrefix(name, strings.SplitN(a.block, "%", 2)[0]) {
+			return s.bias.has(c)
+		}
+	}
+	return false // the head, or not a linear of c
 }

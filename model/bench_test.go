@@ -7,14 +7,21 @@ import (
 	"testing"
 )
 
-// randomBatches feeds random token windows, as the PyTorch anchor
-// (anchors/torch_gpt.py) does.
-type randomBatches struct{ r *rand.Rand }
+// randomBatches feeds random token windows over a vocabulary of v tokens
+// (256 when v is 0), as the PyTorch anchor (anchors/torch_gpt.py) does.
+type randomBatches struct {
+	r *rand.Rand
+	v int
+}
 
 func (b randomBatches) NextBatch(inputs, targets []int32) error {
+	v := b.v
+	if v == 0 {
+		v = 256
+	}
 	for i := range inputs {
-		inputs[i] = int32(b.r.IntN(256))
-		targets[i] = int32(b.r.IntN(256))
+		inputs[i] = int32(b.r.IntN(v))
+		targets[i] = int32(b.r.IntN(v))
 	}
 	return nil
 }
@@ -22,8 +29,11 @@ func (b randomBatches) NextBatch(inputs, targets []int32) error {
 // BenchmarkTrainStep times one full optimizer step (forward, backward,
 // AdamW) of a preset at its benchmark batch size and reports tokens/s, the
 // number compared with PyTorch: /usr/bin/python3 ../shared/anchors/torch_gpt.py
-// (tiny) and torch_gpt.py 256 4 8 256 8 10 (small).
+// (tiny) and torch_gpt.py 256 4 8 256 8 10 (small); gpt2-124m and
+// smollm2-135m are described at benchTrainStepHF.
 func BenchmarkTrainStep(b *testing.B) {
+	b.Run("gpt2-124m", func(b *testing.B) { benchTrainStepHF(b, GPT2_124M()) })
+	b.Run("smollm2-135m", func(b *testing.B) { benchTrainStepHF(b, SmolLM2_135M()) })
 	for _, name := range []string{"tiny", "small"} {
 		for _, impl := range []AttentionImpl{AttentionFlash, AttentionNaive} {
 			sub := name
@@ -46,7 +56,7 @@ func BenchmarkTrainStep(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer tr.Close()
-				data := randomBatches{rand.New(rand.NewPCG(1, 1))}
+				data := randomBatches{r: rand.New(rand.NewPCG(1, 1))}
 				ctx := context.Background()
 				for i := 0; i < 3; i++ { // warm the pools, as the anchor does
 					if _, err := tr.Step(ctx, data); err != nil {
@@ -65,6 +75,37 @@ func BenchmarkTrainStep(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkTrainStep/gpt2-124m and /smollm2-135m time one full
+// fine-tuning step (forward, backward, AdamW over every weight) of GPT-2
+// 124M and SmolLM2-135M shapes at B=4, T=256 on random ids with random
+// weights, the numbers compared with torch_gpt.py 768 12 12 256 4 3 50257
+// and torch_llama.py full 4 256 3 (run through benchTrainStepHF).
+func benchTrainStepHF(b *testing.B, cfg Config) {
+	const B, T = 4, 256
+	m, err := New(cfg, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := NewTrainer(m, TrainConfig{Batch: B, SeqLen: T, Schedule: Schedule{Peak: 1e-4}, AdamW: DefaultAdamW()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	data := randomBatches{r: rand.New(rand.NewPCG(1, 1)), v: cfg.Vocab}
+	ctx := context.Background()
+	if _, err := tr.Step(ctx, data); err != nil { // warm the pools, as the anchors do
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := tr.Step(ctx, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*B*T)/b.Elapsed().Seconds(), "tokens/s")
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/step")
 }
 
 func ExampleModel_Generate() {

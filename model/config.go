@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"github.com/galleon-ml/galleon/internal/nn"
 	"math"
 	"sort"
 	"strings"
@@ -120,6 +121,21 @@ func (s *RopeScaling) validate() error {
 		return fmt.Errorf("rope_scaling type %q is not supported (supported: linear, llama3)", s.Type)
 	}
 	return nil
+}
+
+// ropeFreqs returns the rotary inverse frequencies of c's heads (Llama
+// family), computed by nn.RopeFreqs as transformers computes them.
+func (c Config) ropeFreqs() ([]float32, error) {
+	var s *nn.RopeScaling
+	if r := c.RopeScaling; r != nil {
+		s = &nn.RopeScaling{Type: r.Type, Factor: r.Factor, LowFreqFactor: r.LowFreqFactor, HighFreqFactor: r.HighFreqFactor,
+			OriginalMaxPositions: r.OriginalMaxPositions}
+	}
+	f, err := nn.RopeFreqs(c.HeadDim(), c.RopeTheta, s)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	return f, nil
 }
 
 // FamilyName returns the effective family: Family, or FamilyGPT2 when empty.

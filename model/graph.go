@@ -64,14 +64,17 @@ type Replica struct {
 	inputs  *nn.IDs
 	targets *nn.IDs
 	loss    *G.Node
-	logits  *G.Node
+	hidden  *G.Node // the head's input, [B·T, DModel]
+	logits  *G.Node // nil when the head and loss are fused
 	gradOf  []gradSlot
 	// Dropout seeds the graph's dropout masks (Config.Dropout > 0); the
 	// trainer sets its Step before every micro-batch.
 	Dropout  *nn.DropoutSource
 	Grad     []float32
-	lossBuf  float32
 	trainSet *ParamSet
+	// logitsBuf holds the logits Logits computes when the graph fuses the
+	// head with the loss.
+	logitsBuf []float32
 }
 
 type gradSlot struct {
@@ -94,11 +97,11 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	r.inputs = nn.NewIDs(B, T)
 	r.targets = nn.NewIDs(B, T)
 	gc := &GraphContext{g: r.g, model: m, rows: B * T, nodes: map[*Param]*G.Node{}, drop: r.Dropout}
-	logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, r.Dropout, B, T)
+	hidden, logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, r.Dropout, B, T)
 	if err != nil {
 		return nil, err
 	}
-	r.loss, r.logits = loss, logits
+	r.loss, r.hidden, r.logits = loss, hidden, logits
 	if len(gc.wrt) == 0 {
 		return nil, fmt.Errorf("model: the graph uses no trainable parameter")
 	}
@@ -114,9 +117,14 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 	for i, p := range gc.wrt {
 		r.gradOf = append(r.gradOf, gradSlot{node: grads[i], dst: r.Grad[p.Offset : p.Offset+p.Size()]})
 	}
-	// Compile only the loss, the logits and the trained gradients: G.Grad
-	// also builds backward nodes for frozen weights, which would run.
-	prog, err := nn.TrainingSubgraph([]*G.Node{loss, logits}, wrt)
+	// Compile only the loss, the head's input (or the logits) and the
+	// trained gradients: G.Grad also builds backward nodes for frozen
+	// weights, which would run.
+	outputs := []*G.Node{loss, hidden}
+	if logits != nil {
+		outputs = append(outputs, logits)
+	}
+	prog, err := nn.TrainingSubgraph(outputs, wrt)
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
@@ -125,16 +133,18 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 }
 
 // buildGraph adds the whole model and its mean cross-entropy to gc's graph,
-// interpreting the family's description (arch.go). GPT-2's residual and
-// embedding dropout (resid_pdrop, embd_pdrop) follow Config.Dropout;
-// attention-probability dropout is not applied.
-func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.DropoutSource, B, T int) (logits, loss *G.Node, err error) {
+// interpreting the family's description (arch.go), and returns the head's
+// input, the logits (nil when the head is fused with the loss: never
+// B·T×Vocab logits) and the loss. GPT-2's residual and embedding dropout
+// (resid_pdrop, embd_pdrop) follow Config.Dropout; attention-probability
+// dropout is not applied.
+func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.DropoutSource, B, T int) (hidden, logits, loss *G.Node, err error) {
 	c := m.Config
 	a := c.arch()
 	w := func(name string) *G.Node { return gc.Node(m.Weights.Get(name)) }
 	x, err := m.embedGraph(gc, a, inputs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	stream := uint64(0)
 	dropout := func(x *G.Node) (*G.Node, error) {
@@ -142,7 +152,7 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		return nn.Dropout(x, c.Dropout, drop, stream)
 	}
 	if x, err = dropout(x); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	attnOpts := attention.OpOptions{
 		B: B, T: T, H: c.Heads, KVH: c.KVHeads, Causal: true, Window: c.SlidingWindow,
@@ -156,7 +166,15 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		case layerNorm:
 			return nn.LayerNorm(x, w(module+".weight"), w(module+".bias"), c.LayerNormEps)
 		}
-		return nil, errFamilyOp(c, "RMSNorm")
+		return nn.RMSNorm(x, w(module+".weight"), c.LayerNormEps)
+	}
+	var invFreq []float32
+	var positions *nn.IDs
+	if c.FamilyName() == FamilyLlama {
+		if invFreq, err = c.ropeFreqs(); err != nil {
+			return nil, nil, nil, err
+		}
+		positions = nn.SequencePositions(B, T, 0)
 	}
 	var regs [numRegs]*G.Node
 	for _, mods := range c.modules() {
@@ -174,17 +192,20 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 					out, err = l.BuildGraph(gc, src)
 				}
 			case stepAttention:
-				if s.src[0] != rQKV {
-					err = errFamilyOp(c, "separate q, k, v attention")
-					break
+				if s.src[0] != rQKV { // separate q, k and v: one packed matrix for the fused op
+					src, err = packColumns(src, regs[s.src[1]], regs[s.src[2]])
 				}
-				out, err = attention.Op(src, attnOpts)
+				if err == nil {
+					out, err = attention.Op(src, attnOpts)
+				}
 			case stepGELU:
 				out, err = nn.GELU(src)
 			case stepRoPE:
-				err = errFamilyOp(c, "RoPE")
+				if regs[s.src[0]], err = nn.RoPE(src, positions, invFreq, c.Heads, c.HeadDim()); err == nil {
+					regs[s.src[1]], err = nn.RoPE(regs[s.src[1]], positions, invFreq, c.KVHeads, c.HeadDim())
+				}
 			case stepSwiGLU:
-				err = errFamilyOp(c, "SwiGLU")
+				out, err = nn.SwiGLU(src, regs[s.src[1]])
 			case stepResidual:
 				var h *G.Node
 				if h, err = dropout(src); err == nil {
@@ -192,7 +213,7 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 				}
 			}
 			if err != nil {
-				return nil, nil, fmt.Errorf("model: %s step %d: %w", mods[0], j, err)
+				return nil, nil, nil, fmt.Errorf("model: %s step %d: %w", mods[0], j, err)
 			}
 			if s.op == stepResidual {
 				regs[rX] = out
@@ -202,28 +223,37 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		}
 		x = regs[rX]
 	}
-	if x, err = norm(x, a.final); err != nil {
-		return nil, nil, err
+	if hidden, err = norm(x, a.final); err != nil {
+		return nil, nil, nil, err
 	}
-	if c.TiedEmbeddings {
-		logits, err = nn.Linear(x, w(c.TokenEmbeddingName()), nil, nn.LinearOpts{TransW: true})
-	} else {
-		var head Linear
-		if head, err = m.Linear(NameHead); err == nil {
-			logits, err = head.BuildGraph(gc, x)
+	// The head fused with the loss, chunk by chunk of rows: the tied
+	// embedding or a dense lm_head without bias. A replaced head (LoRA,
+	// fake-quant) is a layer of its own, followed by the loss.
+	var head Linear
+	if !c.TiedEmbeddings {
+		if head, err = m.Linear(NameHead); err != nil {
+			return nil, nil, nil, err
 		}
 	}
-	if err != nil {
-		return nil, nil, err
+	if d, ok := head.(*DenseLinear); c.TiedEmbeddings || ok && d.Bias == nil {
+		wn, transW := w(c.TokenEmbeddingName()), true
+		if !c.TiedEmbeddings {
+			wn, transW = gc.Node(d.Weight), false
+		}
+		loss, err = nn.LinearCrossEntropy(hidden, wn, targets, nn.LinearCEOpts{TransW: transW})
+		return hidden, nil, loss, err
+	}
+	if logits, err = head.BuildGraph(gc, hidden); err != nil {
+		return nil, nil, nil, err
 	}
 	loss, err = nn.CrossEntropy(logits, targets)
-	return logits, loss, err
+	return hidden, logits, loss, err
 }
 
 // embedGraph adds the token (and GPT-2's position) embedding.
 func (m *Model) embedGraph(gc *GraphContext, a *arch, inputs *nn.IDs) (*G.Node, error) {
 	if a.positions == "" {
-		return nil, errFamilyOp(m.Config, "embedding without positions")
+		return nn.TokenEmbedding(gc.Node(m.Weights.Get(a.tokens+".weight")), inputs)
 	}
 	return nn.Embedding(gc.Node(m.Weights.Get(a.tokens+".weight")), gc.Node(m.Weights.Get(a.positions+".weight")), inputs)
 }
@@ -254,9 +284,26 @@ func (r *Replica) ForwardBackward(inputs, targets []int32, weight float32) (floa
 	return loss, nil
 }
 
-// Logits returns the logits of the last ForwardBackward, [B·T, Vocab]; the
-// slice is reused by the next run.
-func (r *Replica) Logits() []float32 { return r.logits.Value().Data().([]float32) }
+// Logits returns the logits of the last ForwardBackward, [B·T, Vocab], or
+// nil before the first; the slice is reused by the next call. When the graph
+// fuses the head with the loss, they are computed here from the head's
+// input (the training step itself never holds them).
+func (r *Replica) Logits() []float32 {
+	if r.logits != nil {
+		return r.logits.Value().Data().([]float32)
+	}
+	v := r.hidden.Value()
+	if v == nil {
+		return nil
+	}
+	rows := r.B * r.T
+	r.logitsBuf = grow(&r.logitsBuf, rows*r.model.Config.Vocab)
+	inf := Inference{m: r.model}
+	if err := inf.head(r.logitsBuf, v.Data().([]float32), rows); err != nil {
+		return nil // the head ran in the graph with the same weights and sizes
+	}
+	return r.logitsBuf
+}
 
 // ZeroGrad clears the accumulated gradients.
 func (r *Replica) ZeroGrad() { clear(r.Grad) }

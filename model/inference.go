@@ -23,15 +23,21 @@ type Inference struct {
 
 	kc, vc [][]float32 // per layer: [B, KVH, Cap, D]
 
-	// One buffer per register of the description, for up to B·Cap rows,
-	// resliced per call (nil for registers the family does not use).
-	regs [numRegs][]float32
-	// Scratch: the norms' statistics, the attention forward's log-sum-exp
-	// (which inference does not use) and the logits.
+	// One buffer per register of the description (nil for registers the
+	// family does not use), the norms' statistics, the attention forward's
+	// log-sum-exp (which inference does not use) and the logits: each grows
+	// to the rows of the largest call so far and is resliced per call, so a
+	// long context does not cost B·Cap rows of logits up front.
+	regs                    [numRegs][]float32
+	used                    [numRegs]bool
 	mean, rstd, lse, logits []float32
 
 	// Names resolved once, so a forward pass builds no strings.
 	blocks []blockModules
+	// Rotary families: the inverse frequencies, and each new row's
+	// position (grown like the buffers above).
+	invFreq   []float32
+	positions []int32
 }
 
 // NewInference allocates an inference session for B sequences of up to
@@ -44,19 +50,18 @@ func (m *Model) NewInference(B, capacity int) (*Inference, error) {
 	if err := c.checkActivations(B, capacity, false); err != nil {
 		return nil, fmt.Errorf("model: inference: %w", err)
 	}
-	rows := B * capacity
 	D := c.HeadDim()
-	inf := &Inference{
-		m: m, B: B, Cap: capacity, blocks: c.modules(),
-		mean: make([]float32, rows), rstd: make([]float32, rows), logits: make([]float32, rows*c.Vocab),
-		lse: make([]float32, rows*c.Heads),
+	inf := &Inference{m: m, B: B, Cap: capacity, blocks: c.modules()}
+	if c.FamilyName() == FamilyLlama {
+		var err error
+		if inf.invFreq, err = c.ropeFreqs(); err != nil {
+			return nil, err
+		}
 	}
-	inf.regs[rX] = make([]float32, rows*c.DModel)
+	inf.used[rX], inf.used[rH] = true, true
 	for _, s := range c.arch().steps {
 		for _, r := range append(s.src[:], s.dst) {
-			if inf.regs[r] == nil {
-				inf.regs[r] = make([]float32, rows*int(c.regWidth(r)))
-			}
+			inf.used[r] = true
 		}
 	}
 	for i := 0; i < c.Layers; i++ {
@@ -78,6 +83,35 @@ const decodeRows = 16
 // by sequence) and returns their logits, [B·n, Vocab]. The returned slice is
 // reused by the next call.
 func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
+	h, err := inf.hidden(ids, n)
+	if err != nil {
+		return nil, err
+	}
+	rows := inf.B * n
+	logits := grow(&inf.logits, rows*inf.m.Config.Vocab)
+	if err := inf.head(logits, h, rows); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}
+
+// head computes the logits of rows final hidden rows h.
+func (inf *Inference) head(logits, h []float32, rows int) error {
+	m, c := inf.m, inf.m.Config
+	if c.TiedEmbeddings {
+		return nn.LinearForwardTransW(logits, h, m.Weights.Get(c.TokenEmbeddingName()).Data, nil, rows, c.DModel, c.Vocab)
+	}
+	head, err := m.Linear(NameHead)
+	if err != nil {
+		return err
+	}
+	return head.Forward(logits, h, rows)
+}
+
+// hidden appends n tokens to each sequence, as Forward, and returns their
+// final normalized hidden states, [B·n, DModel] (the head's input), reused
+// by the next call.
+func (inf *Inference) hidden(ids []int32, n int) ([]float32, error) {
 	m, c := inf.m, inf.m.Config
 	a := c.arch()
 	if n <= 0 || len(ids) != inf.B*n {
@@ -88,9 +122,20 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 	}
 	rows, C := inf.B*n, c.DModel
 	var regs [numRegs][]float32
-	for r, buf := range inf.regs {
-		if buf != nil {
-			regs[r] = buf[:rows*int(c.regWidth(reg(r)))]
+	for r := range inf.regs {
+		if inf.used[r] {
+			regs[r] = grow(&inf.regs[r], rows*int(c.regWidth(reg(r))))
+		}
+	}
+	grow(&inf.mean, rows)
+	grow(&inf.rstd, rows)
+	grow(&inf.lse, rows*c.Heads)
+	if inf.invFreq != nil {
+		if len(inf.positions) < rows {
+			inf.positions = make([]int32, rows)
+		}
+		for r := 0; r < rows; r++ {
+			inf.positions[r] = int32(inf.Len + r%n)
 		}
 	}
 	x, h := regs[rX], regs[rH]
@@ -103,7 +148,7 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 		case layerNorm:
 			return nn.LayerNormForward(dst, inf.mean[:rows], inf.rstd[:rows], src, w(module+".weight"), w(module+".bias"), C, c.LayerNormEps)
 		}
-		return errFamilyOp(c, "RMSNorm")
+		return nn.RMSNormForward(dst, nil, src, w(module+".weight"), C, c.LayerNormEps)
 	}
 	for i, mods := range inf.blocks {
 		for j := range a.steps {
@@ -123,9 +168,13 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 			case stepGELU:
 				err = nn.GELUForward(dst, src)
 			case stepRoPE:
-				err = errFamilyOp(c, "RoPE")
+				pos := inf.positions[:rows]
+				q, k := regs[s.src[0]], regs[s.src[1]]
+				if err = nn.RopeForward(q, q, len(q)/rows, c.Heads, c.HeadDim(), pos, inf.invFreq); err == nil {
+					err = nn.RopeForward(k, k, len(k)/rows, c.KVHeads, c.HeadDim(), pos, inf.invFreq)
+				}
 			case stepSwiGLU:
-				err = errFamilyOp(c, "SwiGLU")
+				err = nn.SwiGLUForward(dst, src, regs[s.src[1]])
 			case stepResidual:
 				kernels.Axpy(1, src, x)
 			}
@@ -137,31 +186,50 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 	if err := norm(h, x, a.final); err != nil {
 		return nil, err
 	}
-	logits := inf.logits[:rows*c.Vocab]
-	var err error
-	if c.TiedEmbeddings {
-		err = nn.LinearForwardTransW(logits, h, w(c.TokenEmbeddingName()), nil, rows, C, c.Vocab)
-	} else {
-		var head Linear
-		if head, err = m.Linear(NameHead); err == nil {
-			err = head.Forward(logits, h, rows)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
 	inf.Len += n
-	return logits, nil
+	return h, nil
+}
+
+// lossChunk is the most logits (rows × Vocab) the evaluation loss holds at
+// once: 16 MiB of float32, so B·T×V logits of a large vocabulary are never
+// materialized.
+const lossChunk = 1 << 22
+
+// lossSum returns the summed cross-entropy of the head over hidden rows h
+// against targets (IgnoreIndex rows left out) and the number of rows
+// counted, computing the logits chunkRows rows at a time.
+func (inf *Inference) lossSum(h []float32, targets []int32, chunkRows int) (sum float64, count int, err error) {
+	V, C, rows := inf.m.Config.Vocab, inf.m.Config.DModel, len(targets)
+	chunkRows = max(1, min(chunkRows, rows))
+	buf := grow(&inf.logits, chunkRows*V)
+	for r0 := 0; r0 < rows; r0 += chunkRows {
+		r1 := min(rows, r0+chunkRows)
+		lg := buf[:(r1-r0)*V]
+		if err := inf.head(lg, h[r0*C:r1*C], r1-r0); err != nil {
+			return 0, 0, err
+		}
+		l, n, err := nn.CrossEntropyForward(lg, lg, targets[r0:r1], V)
+		if err != nil {
+			return 0, 0, fmt.Errorf("model: loss: %w", err)
+		}
+		sum += float64(l) * float64(n)
+		count += n
+	}
+	return sum, count, nil
 }
 
 // embed writes the n new tokens' embeddings of each sequence into x.
 func (inf *Inference) embed(x []float32, a *arch, ids []int32, n int) error {
 	c := inf.m.Config
 	C := c.DModel
+	wte := inf.m.Weights.Get(a.tokens + ".weight").Data
 	if a.positions == "" {
-		return errFamilyOp(c, "embedding without positions")
+		if err := nn.TokenEmbeddingForward(x, wte, ids, C); err != nil {
+			return fmt.Errorf("model: inference: %w", err)
+		}
+		return nil
 	}
-	wte, wpe := inf.m.Weights.Get(a.tokens+".weight").Data, inf.m.Weights.Get(a.positions+".weight").Data
+	wpe := inf.m.Weights.Get(a.positions + ".weight").Data
 	for b := 0; b < inf.B; b++ {
 		if err := nn.EmbeddingForward(x[b*n*C:(b+1)*n*C], wte, wpe, ids[b*n:(b+1)*n], n, C, inf.Len); err != nil {
 			return fmt.Errorf("model: inference: %w", err)
@@ -212,6 +280,14 @@ func (inf *Inference) attend(o, q, k, v []float32, packed bool, layer, n int) er
 	return attention.ForwardInto(ot, inf.lse[:inf.B*c.Heads*n], qt, kc, vc, opts)
 }
 
+// grow returns (*buf)[:n], reallocating *buf first when it is shorter.
+func grow(buf *[]float32, n int) []float32 {
+	if len(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	return (*buf)[:n]
+}
+
 func (inf *Inference) cacheView(buf []float32) (attention.Tensor, error) {
 	c := inf.m.Config
 	return attention.Contiguous(buf, inf.B, c.KVHeads, inf.Cap, c.HeadDim())
@@ -246,20 +322,34 @@ func (m *Model) Logits(ids []int32, B, T int) ([]float32, error) {
 }
 
 // Loss returns the mean cross-entropy in nats of predicting targets from
-// inputs (both B·T ids), computed on the inference path.
+// inputs (both B·T ids), computed on the inference path with the head and
+// loss fused by chunks of rows (lossChunk), never all B·T×Vocab logits.
 func (m *Model) Loss(inputs, targets []int32, B, T int) (float64, error) {
-	logits, err := m.Logits(inputs, B, T)
+	return m.loss(inputs, targets, B, T, lossChunk/max(1, m.Config.Vocab))
+}
+
+// loss is Loss with the chunk's rows given.
+func (m *Model) loss(inputs, targets []int32, B, T, chunkRows int) (float64, error) {
+	if len(targets) != B*T {
+		return 0, fmt.Errorf("model: loss: %d targets for %d sequences of %d tokens", len(targets), B, T)
+	}
+	inf, err := m.NewInference(B, T)
 	if err != nil {
 		return 0, err
 	}
-	loss, _, err := nn.CrossEntropyForward(logits, logits, targets, m.Config.Vocab)
+	h, err := inf.hidden(inputs, T)
 	if err != nil {
-		return 0, fmt.Errorf("model: loss: %w", err)
+		return 0, err
 	}
-	if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
+	sum, count, err := inf.lossSum(h, targets, chunkRows)
+	if err != nil {
+		return 0, err
+	}
+	loss := sum / float64(max(count, 1))
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return 0, fmt.Errorf("model: loss is %v: %w", loss, ErrNonFinite)
 	}
-	return float64(loss), nil
+	return loss, nil
 }
 
 // Evaluate returns the mean loss in bits per byte over validation windows

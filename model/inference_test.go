@@ -53,6 +53,19 @@ func TestInferenceMatchesGraph(t *testing.T) {
 		{"naive", func(c *Config) { c.Attention = AttentionNaive }},
 		{"gqa", func(c *Config) { c.KVHeads = 2 }},
 		{"untied", func(c *Config) { c.TiedEmbeddings = false }},
+		// The Llama family (tinyLlama: GQA 5/1, head_dim 6 ≠ d_model/heads,
+		// MLP 44, untied) with each variant's own pieces.
+		{"llama", func(c *Config) { *c = tinyLlama() }},
+		{"llama-naive", func(c *Config) { *c = tinyLlama(); c.Attention = AttentionNaive }},
+		{"smollm-tied", func(c *Config) { *c = tinyLlama(); c.TiedEmbeddings, c.RopeTheta = true, 1e5 }},
+		{"qwen2-bias", func(c *Config) { *c = tinyLlama(); c.ModelType, c.AttnBias = "qwen2", true }},
+		{"llama-biases", func(c *Config) { *c = tinyLlama(); c.AttnBias, c.AttnOutBias, c.MLPBias = true, true, true }},
+		{"mistral-window", func(c *Config) { *c = tinyLlama(); c.ModelType, c.SlidingWindow = "mistral", 6 }},
+		{"llama3-scaling", func(c *Config) {
+			*c = tinyLlama()
+			c.RopeScaling = &RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositions: 16}
+		}},
+		{"linear-scaling", func(c *Config) { *c = tinyLlama(); c.RopeScaling = &RopeScaling{Type: "linear", Factor: 2} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := testModel(t, tc.mut)
@@ -83,6 +96,15 @@ func TestInferenceMatchesGraph(t *testing.T) {
 			}
 			if math.Abs(loss-float64(graphLoss)) > 1e-5 {
 				t.Errorf("inference loss %v, graph loss %v", loss, graphLoss)
+			}
+			// The evaluation loss fuses head and loss by chunks of rows:
+			// 7-row chunks (the last one short) give the same loss.
+			chunked, err := m.loss(in, tg, B, T, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if math.Abs(chunked-loss) > 1e-6*loss {
+				t.Errorf("loss in 7-row chunks %v, in one %v", chunked, loss)
 			}
 
 			// Incremental: chunks of 1, 5, 20 and the rest.

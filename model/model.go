@@ -1,8 +1,9 @@
 // Package model is galleon's transformers, GPT-2 and the Llama family
 // (llama, mistral, qwen2): configuration and presets, weights with Hugging
-// Face names, one description of each family's block (arch.go), the training graph (gorgonia with fused custom
-// ops), AdamW, the data pipeline over the Go corpus, checkpoints, and an
-// inference path with a KV cache for generation.
+// Face names, one description of each family's block (arch.go) that both
+// the training graph (gorgonia with fused custom ops) and the inference path
+// with a KV cache interpret, AdamW, the data pipeline over the Go corpus,
+// checkpoints, and generation.
 //
 // A training step reads top to bottom in Trainer.Step: a micro-batch runs
 // forward and backward on a Replica (one gorgonia graph bound to the shared

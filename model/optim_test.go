@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math"
 	"testing"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
 func TestAdamWMatchesPyTorch(t *testing.T) {
@@ -135,4 +137,77 @@ func TestAdamWStepRangeConcurrent(t *testing.T) {
 	if opt.T != 1 {
 		t.Fatalf("T = %d", opt.T)
 	}
+}
+
+// TestAdamWStepScaledEqualsScaleThenStep checks the fused clipping against
+// scaling the gradients first, bit for bit, over several chunks of the
+// parallel update and decayed spans that cross chunk boundaries.
+func TestAdamWStepScaledEqualsScaleThenStep(t *testing.T) {
+	specs := []ParamSpec{{Name: "a", Shape: []int{97, 211}, Decay: true}, {Name: "b", Shape: []int{13}}, {Name: "c", Shape: []int{31, 1200}, Decay: true}, {Name: "d", Shape: []int{5}}}
+	fused, plain := mustParams(t, specs), mustParams(t, specs)
+	for i := range fused.Data {
+		fused.Data[i] = float32(math.Sin(float64(i)))
+		plain.Data[i] = fused.Data[i]
+	}
+	of, _ := NewAdamW(fused, DefaultAdamW())
+	op, _ := NewAdamW(plain, DefaultAdamW())
+	g := make([]float32, fused.Len())
+	for step := 1; step <= 3; step++ {
+		for i := range g {
+			g[i] = float32(math.Cos(float64(i*step))) * 3
+		}
+		norm, err := GradNorm(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := ClipScale(norm, 1)
+		if err := of.StepScaled(g, s, 1e-2); err != nil {
+			t.Fatal(err)
+		}
+		gs := append([]float32(nil), g...)
+		for i := range gs {
+			gs[i] *= s
+		}
+		if err := op.Step(gs, 1e-2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range fused.Data {
+		if math.Float32bits(fused.Data[i]) != math.Float32bits(plain.Data[i]) || of.M[i] != op.M[i] || of.V[i] != op.V[i] {
+			t.Fatalf("element %d: fused %v, scaled then stepped %v", i, fused.Data[i], plain.Data[i])
+		}
+	}
+}
+
+// TestGradNormThreads checks that the norm does not depend on the number of
+// kernel threads, and agrees with a float64 sum.
+func TestGradNormThreads(t *testing.T) {
+	g := make([]float32, 300_001)
+	var want float64
+	for i := range g {
+		g[i] = float32(math.Sin(float64(i)))
+		want += float64(g[i]) * float64(g[i])
+	}
+	n1, err := GradNorm(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := kernels.SetMaxThreads(1)
+	n2, _ := GradNorm(g)
+	kernels.SetMaxThreads(prev)
+	if n1 != n2 {
+		t.Errorf("GradNorm: %v on all threads, %v on one", n1, n2)
+	}
+	if math.Abs(n1-math.Sqrt(want)) > 1e-12*math.Sqrt(want) {
+		t.Errorf("GradNorm = %v, float64 sum gives %v", n1, math.Sqrt(want))
+	}
+}
+
+func mustParams(t *testing.T, specs []ParamSpec) *ParamSet {
+	t.Helper()
+	ps, err := NewParamSet(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps
 }

@@ -144,6 +144,30 @@ func TestAccumulationEqualsBigBatch(t *testing.T) {
 // is large).
 func TestModelGradientFiniteDifferences(t *testing.T) {
 	m := testModel(t, func(c *Config) { c.SeqLen = 9; c.DModel = 16; c.Heads = 2; c.KVHeads = 2 })
+	checkModelGradients(t, m, []string{"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight",
+		"transformer.h.1.mlp.c_fc.bias", "transformer.h.1.ln_2.weight", "transformer.ln_f.bias", "transformer.h.0.attn.c_proj.weight"})
+}
+
+// The Llama family's gradients (RMSNorm, RoPE, the packed q|k|v, SwiGLU,
+// biases, the untied head) against finite differences of the inference
+// path's loss.
+func TestLlamaGradientFiniteDifferences(t *testing.T) {
+	m := testModel(t, func(c *Config) {
+		*c = tinyLlama()
+		c.SeqLen, c.AttnBias, c.MLPBias, c.SlidingWindow = 9, true, true, 5
+	})
+	b := "model.layers.1."
+	checkModelGradients(t, m, []string{"model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
+		b + "self_attn.q_proj.weight", b + "self_attn.k_proj.weight", b + "self_attn.k_proj.bias", "model.layers.0.self_attn.v_proj.weight",
+		b + "self_attn.o_proj.weight", b + "post_attention_layernorm.weight", b + "mlp.gate_proj.weight", b + "mlp.up_proj.bias",
+		b + "mlp.down_proj.weight", "model.norm.weight", "lm_head.weight"})
+}
+
+// checkModelGradients compares the graph's gradient of each named
+// parameter, at its largest element, with a central finite difference of
+// the inference path's loss.
+func checkModelGradients(t *testing.T, m *Model, names []string) {
+	t.Helper()
 	const B, T = 2, 9
 	r := rand.New(rand.NewPCG(11, 12))
 	in, tg := randIDs(r, B*T), randIDs(r, B*T)
@@ -155,8 +179,7 @@ func TestModelGradientFiniteDifferences(t *testing.T) {
 	if _, err := rep.ForwardBackward(in, tg, 1); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight",
-		"transformer.h.1.mlp.c_fc.bias", "transformer.h.1.ln_2.weight", "transformer.ln_f.bias", "transformer.h.0.attn.c_proj.weight"} {
+	for _, name := range names {
 		p := m.Weights.Get(name)
 		g := rep.Grad[p.Offset : p.Offset+p.Size()]
 		idx := 0
@@ -401,6 +424,26 @@ func FuzzLoadCheckpoint(f *testing.F) {
 	})
 }
 
+// checkGreedyIsArgmax checks that greedy decoding's first token is the
+// argmax of the full forward's last row.
+func checkGreedyIsArgmax(t *testing.T, m *Model, prompt, greedy []int32) {
+	t.Helper()
+	logits, err := m.Logits(prompt, 1, len(prompt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := logits[len(logits)-m.Config.Vocab:]
+	best := 0
+	for i := range last {
+		if last[i] > last[best] {
+			best = i
+		}
+	}
+	if int(greedy[0]) != best {
+		t.Errorf("greedy token %d, argmax %d", greedy[0], best)
+	}
+}
+
 func TestGenerate(t *testing.T) {
 	m := testModel(t, nil)
 	prompt := Encode("func main() {")
@@ -412,18 +455,7 @@ func TestGenerate(t *testing.T) {
 	if len(greedy) != 50 {
 		t.Fatalf("%d tokens, want 50 (past the 37-token context)", len(greedy))
 	}
-	// Greedy decoding picks the argmax of the full forward's last row.
-	logits, _ := m.Logits(prompt, 1, len(prompt))
-	last := logits[len(logits)-256:]
-	best := 0
-	for i := range last {
-		if last[i] > last[best] {
-			best = i
-		}
-	}
-	if int(greedy[0]) != best {
-		t.Errorf("greedy token %d, argmax %d", greedy[0], best)
-	}
+	checkGreedyIsArgmax(t, m, prompt, greedy)
 	a, _ := m.Generate(ctx, prompt, 20, SampleOptions{Temperature: 0.8, TopK: 40, TopP: 0.9, Seed: 4})
 	b, _ := m.Generate(ctx, prompt, 20, SampleOptions{Temperature: 0.8, TopK: 40, TopP: 0.9, Seed: 4})
 	c, _ := m.Generate(ctx, prompt, 20, SampleOptions{Temperature: 0.8, TopK: 40, TopP: 0.9, Seed: 5})

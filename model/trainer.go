@@ -3,8 +3,6 @@ package model
 import (
 	"context"
 	"fmt"
-
-	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
 // Batcher fills one micro-batch of input and target token ids (B·T each,
@@ -110,11 +108,9 @@ func (t *Trainer) Step(ctx context.Context, data Batcher) (StepStats, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if s := ClipScale(norm, t.cfg.ClipNorm); s < 1 {
-		kernels.Scale(s, r.Grad)
-	}
+	// Clipping scales the gradients inside the optimizer's pass.
 	lr := t.cfg.Schedule.LR(step - 1)
-	if err := t.Opt.Step(r.Grad, lr); err != nil {
+	if err := t.Opt.StepScaled(r.Grad, ClipScale(norm, t.cfg.ClipNorm), lr); err != nil {
 		return fail(err)
 	}
 	return StepStats{Step: step, Loss: loss, GradNorm: norm, LR: lr, Tokens: t.cfg.Accum * len(t.inputs)}, nil

@@ -85,7 +85,7 @@ type zeroLinearOp struct {
 	y    nn.OutBuf
 }
 
-var matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
+var matrixType = nn.MatrixType()
 
 func (op *zeroLinearOp) Arity() int    { return 1 }
 func (op *zeroLinearOp) Type() hm.Type { return hm.NewFnType(matrixType, matrixType) }

@@ -101,7 +101,7 @@ func (q *Model) Save(path string) error {
 				safetensors.I8Tensor(w, []int64{int64(l.Out), int64(l.In)}, l.Weight.Data),
 				safetensors.F32Tensor(w+scaleSuffix, []int64{int64(l.Out)}, l.Weight.Scale))
 		}
-		if b := name + ".bias"; !written[b] && name != model.NameHead {
+		if b := name + ".bias"; !written[b] && arch.LinearHasBias(name) {
 			bias := l.Bias
 			if bias == nil {
 				bias = make([]float32, l.Out)
@@ -204,7 +204,7 @@ func Load(path string) (*Model, error) {
 		quantized[name+".weight"] = true
 	}
 	if qc.Embeddings {
-		for _, name := range embeddingNames {
+		for _, name := range cfg.EmbeddingNames() {
 			quantized[name] = true
 		}
 	}
@@ -299,7 +299,7 @@ func Load(path string) (*Model, error) {
 		q.Linears[name] = l
 	}
 	if qc.Embeddings {
-		for _, name := range embeddingNames {
+		for _, name := range cfg.EmbeddingNames() {
 			r := rows[name]
 			if err := r.Dequantize(m.Weights.Get(name).Data); err != nil {
 				return bad("%v", err)

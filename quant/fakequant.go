@@ -48,17 +48,14 @@ func (s *FakeQuantState) Scales() []float32 {
 	return nil
 }
 
-var fqSerial atomic.Uint64
-
 var (
-	fqMatrix = G.TensorType{Dims: 2, Of: tensor.Float32}
-	fqVector = G.TensorType{Dims: 1, Of: tensor.Float32}
+	fqMatrix = nn.MatrixType()
+	fqVector = nn.VectorType()
 )
 
 // fakeQuantOp computes y = clamp(round(x/s), −127, 127)·s.
 type fakeQuantOp struct {
-	nn.OpDefaults
-	serial     uint64
+	nn.OpBase
 	rows, cols int
 	opts       FakeQuantOptions
 	scale      []float32 // scales of the last run (cols or 1), read by the gradients
@@ -78,7 +75,7 @@ func FakeQuant(x, s *G.Node, opts FakeQuantOptions) (*G.Node, error) {
 		return nil, fmt.Errorf("quant: FakeQuant: x must be a 2-D float32 node: %w", ErrInput)
 	}
 	rows, cols := x.Shape()[0], x.Shape()[1]
-	op := &fakeQuantOp{serial: fqSerial.Add(1), rows: rows, cols: cols, opts: opts}
+	op := &fakeQuantOp{OpBase: nn.NewOpBase(), rows: rows, cols: cols, opts: opts}
 	if opts.LSQ {
 		want := 1
 		if opts.PerChannel {
@@ -122,7 +119,7 @@ func (op *fakeQuantOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (op *fakeQuantOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "quant.FakeQuant#%d(%d×%d, perChannel=%t, lsq=%t)", op.serial, op.rows, op.cols, op.opts.PerChannel, op.opts.LSQ)
+	fmt.Fprintf(h, "quant.FakeQuant#%d(%d×%d, perChannel=%t, lsq=%t)", op.Serial(), op.rows, op.cols, op.opts.PerChannel, op.opts.LSQ)
 }
 
 func (op *fakeQuantOp) Hashcode() uint32 { return nn.OpHash(op) }
@@ -209,14 +206,14 @@ func (op *fakeQuantOp) DiffWRT(n int) []bool {
 // an input so the tape orders them after it.
 func (op *fakeQuantOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	x := inputs[0]
-	dx, err := G.ApplyOp(&fqGradOp{fwd: op, serial: fqSerial.Add(1), target: x, wrtScale: false}, x, grad, output)
+	dx, err := G.ApplyOp(&fqGradOp{fwd: op, OpBase: nn.NewOpBase(), target: x, wrtScale: false}, x, grad, output)
 	if err != nil {
 		return nil, fmt.Errorf("quant: FakeQuant gradient: %w", err)
 	}
 	if !op.opts.LSQ {
 		return G.Nodes{dx}, nil
 	}
-	ds, err := G.ApplyOp(&fqGradOp{fwd: op, serial: fqSerial.Add(1), target: inputs[1], wrtScale: true}, x, grad, output)
+	ds, err := G.ApplyOp(&fqGradOp{fwd: op, OpBase: nn.NewOpBase(), target: inputs[1], wrtScale: true}, x, grad, output)
 	if err != nil {
 		return nil, fmt.Errorf("quant: FakeQuant gradient: %w", err)
 	}
@@ -226,9 +223,8 @@ func (op *fakeQuantOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, e
 // fqGradOp computes one gradient of a fake-quant op: of x (straight-through
 // with the clipping mask) or of the LSQ scale.
 type fqGradOp struct {
-	nn.OpDefaults
+	nn.OpBase
 	fwd      *fakeQuantOp
-	serial   uint64
 	target   *G.Node
 	wrtScale bool
 	out      []float32
@@ -256,13 +252,13 @@ func (g *fqGradOp) shape() tensor.Shape {
 func (g *fqGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) { return g.shape(), nil }
 
 func (g *fqGradOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "quant.FakeQuantGrad#%d(fwd#%d, scale=%t)", g.serial, g.fwd.serial, g.wrtScale)
+	fmt.Fprintf(h, "quant.FakeQuantGrad#%d(fwd#%d, scale=%t)", g.Serial(), g.fwd.Serial(), g.wrtScale)
 }
 
 func (g *fqGradOp) Hashcode() uint32 { return nn.OpHash(g) }
 
 func (g *fqGradOp) String() string {
-	return fmt.Sprintf("quant.FakeQuantGrad(fwd#%d, scale=%t)", g.fwd.serial, g.wrtScale)
+	return fmt.Sprintf("quant.FakeQuantGrad(fwd#%d, scale=%t)", g.fwd.Serial(), g.wrtScale)
 }
 
 func (g *fqGradOp) Do(in ...G.Value) (G.Value, error) {

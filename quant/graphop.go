@@ -3,8 +3,6 @@ package quant
 import (
 	"fmt"
 	"hash"
-	"sync"
-	"sync/atomic"
 
 	"github.com/chewxy/hm"
 	"github.com/galleon-ml/galleon/internal/kernels"
@@ -47,38 +45,15 @@ const (
 	parallelDequant = 1 << 15
 )
 
-// panels is a free list of panel buffers shared by every layer: a training
-// graph runs one op at a time, so it holds one panel, whatever the number of
-// int8 layers. (A sync.Pool loses buffers to other Ps and to collections,
-// and at these sizes each loss is a fresh allocation of a panel.)
-var panels struct {
-	mu   sync.Mutex
-	free []*[]float32
-}
-
-// getPanel returns a buffer of n floats; putPanel gives it back.
+// getPanel returns a buffer of n floats from the kernels' buffer pool (a
+// training graph runs one op at a time, so it holds one panel, whatever the
+// number of int8 layers); putPanel gives it back.
 func getPanel(n int) (*[]float32, []float32) {
-	panels.mu.Lock()
-	var sp *[]float32
-	if k := len(panels.free); k > 0 {
-		sp = panels.free[k-1]
-		panels.free = panels.free[:k-1]
-	}
-	panels.mu.Unlock()
-	if sp == nil {
-		sp = new([]float32)
-	}
-	if cap(*sp) < n {
-		*sp = make([]float32, n)
-	}
-	return sp, (*sp)[:n]
+	sp := kernels.GetFloats(n)
+	return sp, *sp
 }
 
-func putPanel(sp *[]float32) {
-	panels.mu.Lock()
-	panels.free = append(panels.free, sp)
-	panels.mu.Unlock()
-}
+func putPanel(sp *[]float32) { kernels.PutFloats(sp) }
 
 // panelDepth returns how many steps of the reduction (k) one panel of a
 // product with n output columns covers: at most maxPanelDepth, within
@@ -99,24 +74,24 @@ func dequantRows(rows, size int, f func(r0, r1 int)) {
 		f(0, rows)
 		return
 	}
-	var wg sync.WaitGroup
 	step := (rows + workers - 1) / workers
-	for r0 := step; r0 < rows; r0 += step {
-		wg.Go(func() { f(r0, min(r0+step, rows)) })
-	}
-	f(0, min(step, rows))
-	wg.Wait()
+	kernels.For(workers, (rows+step-1)/step, kernels.ItemFunc(func(_, i int) {
+		f(i*step, min((i+1)*step, rows))
+	}))
 }
 
 // panelLoop runs a product whose reduction of length k is cut into panels
 // of depth steps, each held in panelLen floats. fill dequantizes rows
 // [r0, r1) of panel [k0, k1) into p (rowsOf(k1−k0) rows in all), and gemm
 // accumulates the panel's product (first says it is the first panel). The
-// next panel is dequantized on another goroutine while the current one is
-// multiplied, into a second buffer; the first panel is split between
-// goroutines. (Overlapping measured 1.08–1.15× the float LoRA step against
-// 1.15–1.20× for dequantizing each panel on two goroutines between the
-// products.)
+// next panel is dequantized while the current one is multiplied, into a
+// second buffer: the two are the items of one loop of the kernels'
+// scheduler, so a helper takes the dequantization while the caller starts
+// the product (whose own loop the helper joins when done), and the caller
+// does both in turn when no helper is free. The first panel is split
+// between goroutines. (Overlapping measured 1.08–1.15× the float LoRA step
+// against 1.15–1.20× for dequantizing each panel on two goroutines between
+// the products.)
 func panelLoop(k, depth, panelLen int, rowsOf func(kb int) int, fill func(p []float32, k0, k1, r0, r1 int), gemm func(p []float32, k0, k1 int, first bool)) {
 	spa, cur := getPanel(panelLen)
 	defer putPanel(spa)
@@ -128,22 +103,21 @@ func panelLoop(k, depth, panelLen int, rowsOf func(kb int) int, fill func(p []fl
 	}
 	spb, next := getPanel(panelLen)
 	defer putPanel(spb)
-	done := make(chan struct{}, 1)
 	for k0 := 0; k0 < k; k0 += depth {
 		k1 := min(k0+depth, k)
-		more := k1 < k
-		if more {
-			n0, n1 := k1, min(k1+depth, k)
-			go func() {
-				fill(next, n0, n1, 0, rowsOf(n1-n0))
-				done <- struct{}{}
-			}()
+		if k1 == k {
+			gemm(cur, k0, k1, k0 == 0)
+			break
 		}
-		gemm(cur, k0, k1, k0 == 0)
-		if more {
-			<-done
-			cur, next = next, cur
-		}
+		n0, n1 := k1, min(k1+depth, k)
+		kernels.For(min(2, kernels.Threads()), 2, kernels.ItemFunc(func(_, i int) {
+			if i == 0 {
+				gemm(cur, k0, k1, k0 == 0)
+				return
+			}
+			fill(next, n0, n1, 0, rowsOf(n1-n0))
+		}))
+		cur, next = next, cur
 	}
 }
 
@@ -237,19 +211,15 @@ func (l *Linear) backwardInput(dx, dy []float32, rows int) {
 // ---------------------------------------------------------------------------
 // gorgonia ops
 
-var (
-	graphOpSerial atomic.Uint64
-	i8Matrix      = G.TensorType{Dims: 2, Of: tensor.Float32}
-)
+var i8Matrix = nn.MatrixType()
 
 // int8LinearOp is y = x·deq(W)ᵀ + b for a frozen int8 layer: its one input is
 // x [rows, In]; the weight and bias are read from the layer.
 type int8LinearOp struct {
-	nn.OpDefaults
-	serial uint64
-	l      *Linear
-	rows   int
-	out    nn.OutBuf
+	nn.OpBase
+	l    *Linear
+	rows int
+	out  nn.OutBuf
 }
 
 // Int8Linear adds y = x·deq(W)ᵀ + b for the int8 layer l to x's graph (x
@@ -271,7 +241,7 @@ func Int8Linear(x *G.Node, l *Linear) (*G.Node, error) {
 		}
 		return nil, fmt.Errorf("quant: Int8Linear: x must be a float32 [rows, %d] node, got %v: %w", l.In, s, ErrInput)
 	}
-	op := &int8LinearOp{serial: graphOpSerial.Add(1), l: l, rows: x.Shape()[0]}
+	op := &int8LinearOp{OpBase: nn.NewOpBase(), l: l, rows: x.Shape()[0]}
 	n, err := G.ApplyOp(op, x)
 	if err != nil {
 		return nil, fmt.Errorf("quant: Int8Linear: %w", err)
@@ -285,7 +255,7 @@ func (op *int8LinearOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.l.Out}, nil
 }
 func (op *int8LinearOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "quant.Int8Linear#%d(layer=%d, rows=%d, in=%d, out=%d, bias=%t)", op.serial, op.l.id, op.rows, op.l.In, op.l.Out, op.l.Bias != nil)
+	fmt.Fprintf(h, "quant.Int8Linear#%d(layer=%d, rows=%d, in=%d, out=%d, bias=%t)", op.Serial(), op.l.id, op.rows, op.l.In, op.l.Out, op.l.Bias != nil)
 }
 func (op *int8LinearOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *int8LinearOp) String() string {
@@ -322,7 +292,7 @@ func (op *int8LinearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 	if len(inputs) != 1 {
 		return nil, fmt.Errorf("quant: Int8Linear.SymDiff: %d inputs, want 1: %w", len(inputs), ErrInput)
 	}
-	g := &int8LinearGradOp{serial: graphOpSerial.Add(1), l: op.l, rows: op.rows, target: inputs[0]}
+	g := &int8LinearGradOp{OpBase: nn.NewOpBase(), l: op.l, rows: op.rows, target: inputs[0]}
 	dx, err := G.ApplyOp(g, grad)
 	if err != nil {
 		return nil, fmt.Errorf("quant: Int8Linear gradient: %w", err)
@@ -334,8 +304,7 @@ func (op *int8LinearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 // without any work when x has no derivative node (nothing trainable lies
 // before the layer), as the backward ops of internal/nn and lora do.
 type int8LinearGradOp struct {
-	nn.OpDefaults
-	serial  uint64
+	nn.OpBase
 	l       *Linear
 	rows    int
 	target  *G.Node
@@ -348,7 +317,7 @@ func (op *int8LinearGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.rows, op.l.In}, nil
 }
 func (op *int8LinearGradOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "quant.Int8LinearGradX#%d(layer=%d, rows=%d, in=%d, out=%d)", op.serial, op.l.id, op.rows, op.l.In, op.l.Out)
+	fmt.Fprintf(h, "quant.Int8LinearGradX#%d(layer=%d, rows=%d, in=%d, out=%d)", op.Serial(), op.l.id, op.rows, op.l.In, op.l.Out)
 }
 func (op *int8LinearGradOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *int8LinearGradOp) String() string {

@@ -88,9 +88,6 @@ type Model struct {
 	Embeddings map[string]*Rows
 }
 
-// embeddingNames are the parameters Config.Embeddings quantizes.
-var embeddingNames = []string{model.NameWTE + ".weight", model.NameWPE + ".weight"}
-
 // Quantize returns an int8 copy of m; m itself is not modified. Each selected
 // linear layer must be a *model.DenseLinear (the trained float32 layer) or a
 // *QATLinear (a fake-quant layer from InsertFakeQuant, whose learned weight
@@ -192,7 +189,7 @@ func Quantize(m *model.Model, cfg Config) (*Model, error) {
 		}
 	}
 	if cfg.Embeddings {
-		for _, name := range embeddingNames {
+		for _, name := range arch.EmbeddingNames() { // the embedding tables, which Config.Embeddings quantizes
 			p := nm.Weights.Get(name)
 			if p == nil || len(p.Shape) != 2 {
 				return nil, fmt.Errorf("quant: Quantize: no embedding %q: %w", name, ErrInput)
@@ -220,7 +217,7 @@ func Quantize(m *model.Model, cfg Config) (*Model, error) {
 // quantized per row) in q, whose model is untied for it, and keeps the
 // float32 parameter lm_head.weight consistent with it.
 func (q *Model) setTiedHead() error {
-	const wte = model.NameWTE + ".weight"
+	wte := q.Model.Config.TokenEmbeddingName()
 	r := q.Embeddings[wte]
 	if r == nil {
 		p := q.Model.Weights.Get(wte)

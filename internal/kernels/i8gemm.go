@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sync"
 	"sync/atomic"
 )
 
@@ -64,10 +63,6 @@ func i8RoundUp(x, m int) int { return (x + m - 1) / m * m }
 // one. Set it before any packing, or not at all.
 var I8SignTrick = false
 
-// i8UseVNNI enables the VNNI kernel where the CPU has it (tests clear it to
-// run the W16 kernel).
-var i8UseVNNI = hasAVX512VNNI
-
 // The int8 kernels by name, as I8Kernels lists them and SetI8Kernel takes
 // them.
 const (
@@ -83,27 +78,28 @@ func I8Kernel() string { return i8LayoutKernel(i8CurLayout()) }
 
 func i8LayoutKernel(l i8Layout) string {
 	switch {
-	case !useAVX2:
-		return I8KernelGeneric
 	case l == i8LayoutVNNI:
 		return I8KernelVNNI
 	case l == i8LayoutW16:
 		return I8KernelW16
+	case i8SignTrickAsm:
+		return I8KernelSignTrick
 	}
-	return I8KernelSignTrick
+	return I8KernelGeneric
 }
 
-// I8Kernels lists the int8 kernels this CPU and build can run, the default
-// first.
+// I8Kernels lists the int8 kernels this CPU and build can run at the kernel
+// level in force (see CurrentLevel), the default first and the portable
+// one last.
 func I8Kernels() []string {
-	if !useAVX2 {
-		return []string{I8KernelGeneric}
+	impls := Implementations("i8gemm") // generic, then in registration order
+	ks := make([]string, 0, len(impls))
+	for _, k := range []string{I8KernelVNNI, I8KernelW16, I8KernelSignTrick} {
+		if slices.Contains(impls, k) {
+			ks = append(ks, k)
+		}
 	}
-	ks := []string{I8KernelW16, I8KernelSignTrick}
-	if hasAVX512VNNI {
-		ks = []string{I8KernelVNNI, I8KernelW16, I8KernelSignTrick}
-	}
-	return ks
+	return append(ks, I8KernelGeneric)
 }
 
 // SetI8Kernel selects the int8 kernel by name (one of I8Kernels) and returns
@@ -116,9 +112,13 @@ func SetI8Kernel(name string) (restore func(), err error) {
 	if !slices.Contains(I8Kernels(), name) {
 		return nil, fmt.Errorf("kernels: int8 kernel %q not available here (have %v)", name, I8Kernels())
 	}
-	st, vnni := I8SignTrick, i8UseVNNI
-	I8SignTrick, i8UseVNNI = name == I8KernelSignTrick, name == I8KernelVNNI
-	return func() { I8SignTrick, i8UseVNNI = st, vnni }, nil
+	sel, err := Select("i8gemm", name)
+	if err != nil {
+		return nil, err
+	}
+	st := I8SignTrick
+	I8SignTrick = false
+	return func() { I8SignTrick = st; sel() }, nil
 }
 
 // i8Layout names the packed layout (and kernel) of an operand.
@@ -133,9 +133,9 @@ const (
 // i8CurLayout returns the layout the current settings select.
 func i8CurLayout() i8Layout {
 	switch {
-	case !useAVX2 || I8SignTrick:
+	case I8SignTrick && i8SignTrickAsm, !i8W16 && !i8VNNI:
 		return i8LayoutI8
-	case i8UseVNNI && hasAVX512VNNI:
+	case i8VNNI:
 		return i8LayoutVNNI
 	}
 	return i8LayoutW16
@@ -314,37 +314,52 @@ func QuantizeI8A(m, k int, x []float32, ldx int, scale float32, skip []bool, dst
 		panic("kernels: QuantizeI8A: bad arguments")
 	}
 	dst.reset(m, k)
-	var bad atomic.Bool
+	q := quantizeJobs.Get()
+	q.m, q.k, q.x, q.ldx, q.scale, q.skip, q.dst = m, k, x, ldx, scale, skip, dst
+	q.bad.Store(false)
 	panels := i8CeilDiv(m, i8MR)
-	work := func(p0, p1 int) {
-		for p := p0; p < p1; p++ {
-			i0 := p * i8MR
-			if skip == nil && i0+i8MR <= m && (dst.w16 && k >= 8 || dst.layout == i8LayoutVNNI && k >= 16) {
-				if !quantizePanel(x[i0*ldx:], ldx, k, scale, dst, i0) {
-					bad.Store(true)
-				}
-				continue
+	workers := Threads()
+	if m*k < 1<<17 {
+		workers = 1
+	}
+	// Items of 4 panels (16 rows): a few microseconds each.
+	For(workers, i8CeilDiv(panels, 4), q)
+	finite = !q.bad.Load()
+	q.x, q.skip, q.dst = nil, nil, nil
+	quantizeJobs.Put(q)
+	return finite
+}
+
+var quantizeJobs FreeList[quantizeJob]
+
+// quantizeJob is one QuantizeI8A call, split into items of four row panels.
+type quantizeJob struct {
+	m, k  int
+	x     []float32
+	ldx   int
+	scale float32
+	skip  []bool
+	dst   *I8PackedA
+	bad   atomic.Bool
+}
+
+// Item quantizes panels 4i…4i+3.
+func (q *quantizeJob) Item(_, it int) {
+	m, k, x, ldx, dst := q.m, q.k, q.x, q.ldx, q.dst
+	for p := 4 * it; p < min(4*it+4, i8CeilDiv(m, i8MR)); p++ {
+		i0 := p * i8MR
+		if q.skip == nil && i0+i8MR <= m && (dst.w16 && k >= 8 || dst.layout == i8LayoutVNNI && k >= 16) {
+			if !quantizePanel(x[i0*ldx:], ldx, k, q.scale, dst, i0) {
+				q.bad.Store(true)
 			}
-			for i := i0; i < min(i0+i8MR, m); i++ {
-				if !quantizeRow(x[i*ldx:i*ldx+k], scale, skip, dst, i) {
-					bad.Store(true)
-				}
+			continue
+		}
+		for i := i0; i < min(i0+i8MR, m); i++ {
+			if !quantizeRow(x[i*ldx:i*ldx+k], q.scale, q.skip, dst, i) {
+				q.bad.Store(true)
 			}
 		}
 	}
-	if m*k < 1<<17 || panels < 2 {
-		work(0, panels)
-		return !bad.Load()
-	}
-	w := min(Threads(), panels)
-	var wg sync.WaitGroup
-	for t := 1; t < w; t++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); work(t*panels/w, (t+1)*panels/w) }()
-	}
-	work(0, panels/w)
-	wg.Wait()
-	return !bad.Load()
 }
 
 // rowScale returns the scale of a row with the given max |x| (or the static
@@ -364,47 +379,12 @@ func rowScale(mx, scale float32) (s float32, finite bool) {
 	return s, finite
 }
 
-// quantizePanel quantizes the four rows i0…i0+3 (at x, stride ldx) into
-// the W16 or VNNI layout with the assembly kernel, 8 (W16) or 16 (VNNI)
-// columns at a time, and the last columns in Go.
-func quantizePanel(x []float32, ldx, k int, scale float32, dst *I8PackedA, i0 int) (finite bool) {
-	var inv [i8MR]float32
-	finite = true
-	for r := 0; r < i8MR; r++ {
-		row := x[r*ldx : r*ldx+k]
-		s, ok := rowScale(math.Float32frombits(i8AbsMaxBitsAVX2(row)), scale)
-		finite = finite && ok
-		dst.Scale[i0+r] = s
-		inv[r] = 1 / s
-	}
-	base := (i0 / i8MR) * dst.kp * i8MR
-	var q0 int
-	if dst.w16 {
-		q0 = k / 8 * 8
-		i8QuantW16AVX2(k/8, &x[0], ldx, &inv[0], &dst.data16[base])
-	} else {
-		q0 = k / 16 * 16
-		i8QuantVNNIAVX512(k/16, &x[0], ldx, &inv[0], &dst.data[base])
-	}
-	var buf [16]int8
-	for r := 0; r < i8MR && q0 < k; r++ {
-		v := buf[:k-q0]
-		quantizeSpan(v, x[r*ldx+q0:r*ldx+k], inv[r], nil)
-		dst.putA(i0+r, q0, v)
-	}
-	return finite
-}
-
 // quantizeRow quantizes row i into dst and reports whether its (non-skipped)
 // values are finite.
 func quantizeRow(row []float32, scale float32, skip []bool, dst *I8PackedA, i int) (finite bool) {
 	var mx float32
 	if skip == nil {
-		if useAVX2 {
-			mx = math.Float32frombits(i8AbsMaxBitsAVX2(row))
-		} else {
-			mx = absMax(row)
-		}
+		mx = absMaxRow(row)
 	} else {
 		for q, v := range row {
 			if !skip[q] {
@@ -490,7 +470,7 @@ func absMax(x []float32) float32 {
 	return max(m0, m1, m2, m3)
 }
 
-// i8Job is one product: the operands and the task queue.
+// i8Job is one product: the operands and the tiling of its parallel loop.
 type i8Job struct {
 	a        *I8PackedA
 	b        *I8PackedB
@@ -501,7 +481,6 @@ type i8Job struct {
 	add, f32 bool
 	mc, nc   int
 	tm, tn   int
-	next     atomic.Int64
 }
 
 // I8GemmF32 computes c[i·ldc+j] = a.Scale[i]·colScale[j]·Σ_q A[i][q]·B[j][q] +
@@ -597,151 +576,31 @@ func (j *i8Job) run() {
 		j.mc /= 2
 	}
 	j.tm, j.tn = i8CeilDiv(m, j.mc), i8CeilDiv(n, j.nc)
-	total := j.tm * j.tn
-	workers = min(workers, total)
-	if workers <= 1 {
-		for t := 0; t < total; t++ {
-			j.task(t)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	for w := 1; w < workers; w++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); j.worker() }()
-	}
-	j.worker()
-	wg.Wait()
+	For(workers, j.tm*j.tn, j)
 }
 
 func i8CeilDiv(a, b int) int { return (a + b - 1) / b }
 
-func (j *i8Job) worker() {
-	total := int64(j.tm * j.tn)
-	for {
-		t := j.next.Add(1) - 1
-		if t >= total {
-			return
-		}
-		j.task(int(t))
-	}
-}
+// Item computes tile t, an item of the job's parallel loop.
+func (j *i8Job) Item(_, t int) { j.task(t) }
 
 // task computes tile t of C (row-major order over tiles).
 func (j *i8Job) task(t int) {
 	m, n := j.a.m, j.b.n
-	kp := j.a.kp
 	i0 := (t / j.tn) * j.mc
 	j0 := (t % j.tn) * j.nc
 	i1, j1 := min(i0+j.mc, m), min(j0+j.nc, n)
+	if j.taskAsm(i0, i1, j0, j1) {
+		return
+	}
+	kp := j.a.kp
 	var tileI [i8MR * i8NR]int32
-	var tileF [i8MR * i8NR]float32
-	asm, w16, vnni := useAVX2, j.a.w16, j.a.layout == i8LayoutVNNI
-	// kernel runs the micro-kernel for the tile at (ip, jp) into c (int32
-	// or float32 as the job says).
-	kernelF := func(ip, jp int, c *float32, ldc int, rs *float32, add bool) {
-		if vnni {
-			a := j.a.data[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
-			b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
-			i8gemmKernelVNNIF32(kp/4, &a[0], &b[0], &j.b.corr[jp], c, ldc, rs, &j.cs[jp], &j.bias[jp], add)
-			return
-		}
-		if w16 {
-			a := j.a.data16[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
-			b := j.b.data16[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
-			i8gemmKernelW16F32AVX2(kp/2, &a[0], &b[0], c, ldc, rs, &j.cs[jp], &j.bias[jp], add)
-			return
-		}
-		a := j.a.data[(ip/i8MR)*kp*i8MR*2 : (ip/i8MR+1)*kp*i8MR*2]
-		b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
-		i8gemmKernel4x16F32AVX2(kp/4, &a[0], &b[0], c, ldc, rs, &j.cs[jp], &j.bias[jp], add)
-	}
-	// kernelFR runs the W16 kernel of rows < 4 rows (the last, partial
-	// row panel: decoding runs one row per call).
-	kernelFR := func(rows, ip, jp int, c *float32, ldc int, add bool) {
-		a := j.a.data16[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
-		b := j.b.data16[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
-		f := [...]func(int, *int16, *int16, *float32, int, *float32, *float32, *float32, bool){
-			i8gemmKernelW16F32R1AVX2, i8gemmKernelW16F32R2AVX2, i8gemmKernelW16F32R3AVX2}[rows-1]
-		f(kp/2, &a[0], &b[0], c, ldc, &j.a.Scale[ip], &j.cs[jp], &j.bias[jp], add)
-	}
-	kernelI := func(ip, jp int, c *int32, ldc int, add bool) {
-		if vnni {
-			a := j.a.data[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
-			b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
-			i8gemmKernelVNNII32(kp/4, &a[0], &b[0], &j.b.corr[jp], c, ldc, add)
-			return
-		}
-		if w16 {
-			a := j.a.data16[(ip/i8MR)*kp*i8MR : (ip/i8MR+1)*kp*i8MR]
-			b := j.b.data16[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
-			i8gemmKernelW16I32AVX2(kp/2, &a[0], &b[0], c, ldc, add)
-			return
-		}
-		a := j.a.data[(ip/i8MR)*kp*i8MR*2 : (ip/i8MR+1)*kp*i8MR*2]
-		b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
-		i8gemmKernel4x16I32AVX2(kp/4, &a[0], &b[0], c, ldc, add)
-	}
 	for jp := j0; jp < j1; jp += i8NR {
 		for ip := i0; ip < i1; ip += i8MR {
-			full := ip+i8MR <= m && jp+i8NR <= n
-			if !asm {
-				a := j.a.data[(ip/i8MR)*kp*i8MR*2 : (ip/i8MR+1)*kp*i8MR*2]
-				b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
-				i8gemmKernelGeneric(kp/4, a, b, &tileI)
-				j.storeGeneric(&tileI, ip, jp)
-				continue
-			}
-			if rows := m - ip; j.f32 && w16 && rows < i8MR {
-				if jp+i8NR <= n {
-					kernelFR(rows, ip, jp, &j.cf[ip*j.ldc+jp], j.ldc, j.add)
-					continue
-				}
-				kernelFR(rows, ip, jp, &tileF[0], i8NR, false)
-				for r := 0; r < rows; r++ {
-					row := j.cf[(ip+r)*j.ldc+jp : (ip+r)*j.ldc+n]
-					for c := range row {
-						if j.add {
-							row[c] += tileF[r*i8NR+c]
-						} else {
-							row[c] = tileF[r*i8NR+c]
-						}
-					}
-				}
-				continue
-			}
-			if j.f32 {
-				var rs *float32
-				var rsPad [i8MR]float32
-				if ip+i8MR <= m {
-					rs = &j.a.Scale[ip]
-				} else {
-					copy(rsPad[:], j.a.Scale[ip:m])
-					rs = &rsPad[0]
-				}
-				if full {
-					kernelF(ip, jp, &j.cf[ip*j.ldc+jp], j.ldc, rs, j.add)
-					continue
-				}
-				kernelF(ip, jp, &tileF[0], i8NR, rs, false)
-				for r := 0; r < min(i8MR, m-ip); r++ {
-					row := j.cf[(ip+r)*j.ldc+jp : (ip+r)*j.ldc+min(jp+i8NR, n)]
-					for c := range row {
-						if j.add {
-							row[c] += tileF[r*i8NR+c]
-						} else {
-							row[c] = tileF[r*i8NR+c]
-						}
-					}
-				}
-				continue
-			}
-			if full {
-				kernelI(ip, jp, &j.ci[ip*j.ldc+jp], j.ldc, j.add)
-				continue
-			}
-			kernelI(ip, jp, &tileI[0], i8NR, false)
-			j.storeI32(&tileI, ip, jp)
+			a := j.a.data[(ip/i8MR)*kp*i8MR*2 : (ip/i8MR+1)*kp*i8MR*2]
+			b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+			i8gemmKernelGeneric(kp/4, a, b, &tileI)
+			j.storeGeneric(&tileI, ip, jp)
 		}
 	}
 }

@@ -7,32 +7,8 @@ import (
 	"testing"
 )
 
-// i8Layouts lists the assembly layouts (kernels) this CPU can run.
-func i8Layouts() []i8Layout {
-	if hasAVX512VNNI {
-		return []i8Layout{i8LayoutW16, i8LayoutI8, i8LayoutVNNI}
-	}
-	return []i8Layout{i8LayoutW16, i8LayoutI8}
-}
-
-func i8LayoutName(l i8Layout) string {
-	return [...]string{i8LayoutI8: "signtrick", i8LayoutW16: "w16", i8LayoutVNNI: "vnni"}[l]
-}
-
-// forEachI8Impl runs f on the generic kernel and on every assembly kernel.
-func forEachI8Impl(t *testing.T, f func(t *testing.T)) {
-	forEachImpl(t, func(t *testing.T) {
-		if !useAVX2 {
-			f(t)
-			return
-		}
-		defer func(st, vnni bool) { I8SignTrick, i8UseVNNI = st, vnni }(I8SignTrick, i8UseVNNI)
-		for _, l := range i8Layouts() {
-			I8SignTrick, i8UseVNNI = l == i8LayoutI8, l == i8LayoutVNNI
-			t.Run(i8LayoutName(l), f)
-		}
-	})
-}
+// forEachI8Impl runs f on every int8 kernel enabled at the level in force.
+func forEachI8Impl(t *testing.T, f func(t *testing.T)) { forEachImpl(t, "i8gemm", f) }
 
 func randI8(rng *rand.Rand, n int) []int8 {
 	x := make([]int8, n)
@@ -251,7 +227,7 @@ func testQuantizeI8AParallel(t *testing.T, m, k int) {
 func TestI8GemmExtremes(t *testing.T) {
 	forEachI8Impl(t, func(t *testing.T) {
 		for _, k := range []int{1, 3, 5, 63, 65, 131, 1023, MaxI8K - 1, MaxI8K} {
-			if k > 4096 && (testing.Short() || !useAVX2) {
+			if k > 4096 && (testing.Short() || I8Kernel() == I8KernelGeneric) {
 				continue
 			}
 			for _, sa := range []int8{127, -127} {
@@ -290,31 +266,40 @@ func TestI8GemmExtremes(t *testing.T) {
 // TestI8LayoutMismatch checks that operands packed for one kernel are
 // refused by another.
 func TestI8LayoutMismatch(t *testing.T) {
-	if !useAVX2 || len(i8Layouts()) < 2 {
-		t.Skip("one layout only")
+	ls := Implementations("i8gemm")
+	if len(ls) < 2 {
+		t.Skip("one kernel only")
 	}
-	defer func(st, vnni bool) { I8SignTrick, i8UseVNNI = st, vnni }(I8SignTrick, i8UseVNNI)
-	ls := i8Layouts()
-	for _, la := range ls {
-		for _, lb := range ls {
-			set := func(l i8Layout) { I8SignTrick, i8UseVNNI = l == i8LayoutI8, l == i8LayoutVNNI }
-			set(la)
+	layout := func(name string) i8Layout {
+		restore, err := Select("i8gemm", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer restore()
+		return i8CurLayout()
+	}
+	for _, na := range ls {
+		for _, nb := range ls {
+			la, lb := layout(na), layout(nb)
+			restore, _ := Select("i8gemm", na)
 			var pa I8PackedA
 			PackI8A(1, 4, []int8{1, 2, 3, 4}, 4, &pa)
-			set(lb)
+			restore()
+			restore, _ = Select("i8gemm", nb)
 			pb := PackI8B(1, 4, []int8{1, 2, 3, 4}, 4)
 			func() {
 				defer func() {
 					if r := recover(); (r != nil) != (la != lb) {
-						t.Errorf("A %s, B %s: panic %v", i8LayoutName(la), i8LayoutName(lb), r)
+						t.Errorf("A %s, B %s: panic %v", na, nb, r)
 					}
 				}()
 				c := make([]int32, 1)
 				I8GemmI32(&pa, pb, c, 1, false)
 				if c[0] != 30 {
-					t.Errorf("A %s, B %s: %d, want 30", i8LayoutName(la), i8LayoutName(lb), c[0])
+					t.Errorf("A %s, B %s: %d, want 30", na, nb, c[0])
 				}
 			}()
+			restore()
 		}
 	}
 }

@@ -7,7 +7,9 @@ package kernels
 // ragged edge: panels are padded with zeros, and a tile that hangs over the
 // edge of C is computed into a small buffer and copied back. The micro-kernel
 // (assembly on AVX2+FMA CPUs, Go elsewhere) computes a 6×16 tile of C over
-// sgemmKC steps of k at a time; the loops around it follow the files below:
+// sgemmKC steps of k at a time; on AVX-512 CPUs a 12×32 kernel reads two
+// panels of each operand at once (sgemm512.go). The loops around it follow
+// the files below:
 //
 //	sgemm.go            API, argument checks, choice of path
 //	sgemm_driver.go     blocking, lazily packed shared buffers, threads
@@ -15,6 +17,7 @@ package kernels
 //	sgemm_small.go      products too small (or too thin) to be worth packing
 //	sgemm_generic*.go   the portable micro-kernel
 //	sgemm_amd64.{go,s}  the AVX2+FMA micro-kernel and packers (avo, _asm/sgemm)
+//	sgemm512*.go, .s    the AVX-512 micro-kernels, their tiling and blocking (avo, _asm/sgemm512)
 
 // Sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major float32 matrices,
 // op(A) is m×k, op(B) is k×n, C is m×n; transA/transB select Aᵀ/Bᵀ; lda/ldb/ldc are row strides.

@@ -7,10 +7,22 @@ package kernels
 // multiple of 6 rows and 16 columns but not of 12 and 32 use the 6- and
 // 16-wide variants of the kernel; ragged ones go through a buffer.
 
-// Blocking of the AVX-512 path: the AVX2 path's values, which
-// BenchmarkSgemmBlocking sweeps.
+// Blocking of the AVX-512 path, from BenchmarkSgemmBlocking -cpu 1 (one
+// core of the shared 2-core Zen 4 EPYC, GFLOP per CPU second, medians of 5;
+// one parameter changed at a time from kc256,mc96,nt512):
+//
+//	                 kc128 kc192 kc256 kc320 kc384 kc512 | mc48 mc72 mc144 mc192 | nt256 nt1024
+//	1024³             93.9  99.4  90.4 102.4 100.7 102.1 | 101.4 103.4 97.1 94.7 |  95.6 102.0
+//	2048×768×3072     92.4  95.7  98.6  92.0 104.3 100.7 |  96.9  96.7 95.8 94.6 |  95.8  95.1
+//
+// Runs vary by ±5% with the machine's other load, so only KC shows a trend
+// that held in three sweeps: a deeper KC halves the passes over C (each
+// pass loads and stores the whole of C, which lives in no cache at these
+// sizes), and kc512 was at or above kc256 every time (+4% and +7% geomean;
+// in four alternating runs 95.6 vs 93.8 and 96.1 vs 94.6). MC and NT
+// stay at the AVX2 path's values, which no sweep beat consistently.
 const (
-	sgemmKC512 = 256
+	sgemmKC512 = 512
 	sgemmMC512 = 96
 	sgemmNT512 = 512
 
@@ -72,6 +84,19 @@ func (j *sgemmJob) computeTile512(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]f
 					}
 				}
 			}
+		}
+	}
+}
+
+// sgemmKernel512Go is the portable form of the AVX-512 kernels' contract
+// (see sgemmKernel512 in sgemm512_amd64.go): the tile computed 6×16 at a
+// time by the Go kernel. The driver never calls it (it takes the AVX-512
+// path only when the assembly is enabled); it lets the kernel's test run,
+// and check the contract, at every level and in every build.
+func sgemmKernel512Go(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32) {
+	for i := range aPanels {
+		for h := range bPanels {
+			sgemmKernelGo(kc, a[i*aStride:], b[h*bStride:], c[i*sgemmMR*ldc+h*sgemmNR:], ldc, alpha, beta)
 		}
 	}
 }

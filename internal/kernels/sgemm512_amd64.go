@@ -4,8 +4,8 @@ package kernels
 
 // The AVX-512 micro-kernels (sgemmKernel{12,6}x{32,16}AVX512) are generated
 // with avo; their declarations are in sgemm512_amd64_stubs.go and their code
-// in sgemm512_amd64.s, both generated, and they run when useAVX512 is set
-// (dispatch_amd64.go). To change them, edit _asm/sgemm512/main.go and
+// in sgemm512_amd64.s, both generated, and they run when sgemmAVX512 is set
+// (the "sgemm/avx512" implementation of the registry, impl.go). To change them, edit _asm/sgemm512/main.go and
 // regenerate both files:
 //
 //go:generate sh -c "cd _asm && go run ./sgemm512 -out ../sgemm512_amd64.s -stubs ../sgemm512_amd64_stubs.go -pkg kernels"
@@ -14,8 +14,13 @@ package kernels
 // alpha·A·B + beta·C with the AVX-512 kernel of that size: A is aPanels
 // packed A micro-panels aStride floats apart, B bPanels packed B
 // micro-panels bStride floats apart (1 or 2 of each). The slice
-// expressions are the bounds checks that keep the assembly in bounds.
+// expressions are the bounds checks that keep the assembly in bounds. When
+// the AVX-512 implementation is not enabled it runs the portable form.
 func sgemmKernel512(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32) {
+	if !sgemmAVX512 {
+		sgemmKernel512Go(aPanels, bPanels, kc, a, aStride, b, bStride, c, ldc, alpha, beta)
+		return
+	}
 	_ = a[(aPanels-1)*aStride+kc*sgemmMR-1]
 	_ = b[(bPanels-1)*bStride+kc*sgemmNR-1]
 	_ = c[(aPanels*sgemmMR-1)*ldc+bPanels*sgemmNR-1]

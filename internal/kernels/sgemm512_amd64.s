@@ -7,37 +7,75 @@
 // func sgemmKernel12x32AVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32)
 // Requires: AVX, AVX512F, MMX+
 TEXT ·sgemmKernel12x32AVX512(SB), NOSPLIT, $0-64
-	MOVQ   kc+0(FP), BX
-	MOVQ   a+8(FP), SI
-	MOVQ   aStride+16(FP), R12
-	SHLQ   $0x02, R12
-	MOVQ   b+24(FP), DI
-	MOVQ   bStride+32(FP), R13
-	SHLQ   $0x02, R13
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	VPXORD Z18, Z18, Z18
-	VPXORD Z19, Z19, Z19
-	VPXORD Z20, Z20, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
-	VPXORD Z23, Z23, Z23
+	MOVQ       kc+0(FP), BX
+	MOVQ       a+8(FP), SI
+	MOVQ       aStride+16(FP), R12
+	SHLQ       $0x02, R12
+	MOVQ       b+24(FP), DI
+	MOVQ       bStride+32(FP), R13
+	SHLQ       $0x02, R13
+	MOVQ       c+40(FP), R8
+	MOVQ       ldc+48(FP), R9
+	SHLQ       $0x02, R9
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	VPXORD     Z0, Z0, Z0
+	VPXORD     Z1, Z1, Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+	VPXORD     Z4, Z4, Z4
+	VPXORD     Z5, Z5, Z5
+	VPXORD     Z6, Z6, Z6
+	VPXORD     Z7, Z7, Z7
+	VPXORD     Z8, Z8, Z8
+	VPXORD     Z9, Z9, Z9
+	VPXORD     Z10, Z10, Z10
+	VPXORD     Z11, Z11, Z11
+	VPXORD     Z12, Z12, Z12
+	VPXORD     Z13, Z13, Z13
+	VPXORD     Z14, Z14, Z14
+	VPXORD     Z15, Z15, Z15
+	VPXORD     Z16, Z16, Z16
+	VPXORD     Z17, Z17, Z17
+	VPXORD     Z18, Z18, Z18
+	VPXORD     Z19, Z19, Z19
+	VPXORD     Z20, Z20, Z20
+	VPXORD     Z21, Z21, Z21
+	VPXORD     Z22, Z22, Z22
+	VPXORD     Z23, Z23, Z23
 
 	// Main loop: 4 k steps per trip.
 loop:
@@ -256,8 +294,6 @@ tail:
 
 store:
 	MOVQ         c+40(FP), R8
-	MOVQ         ldc+48(FP), R9
-	SHLQ         $0x02, R9
 	VBROADCASTSS alpha+56(FP), Z24
 	MOVL         beta+60(FP), AX
 	SHLL         $0x01, AX
@@ -415,25 +451,51 @@ overwrite:
 // func sgemmKernel12x16AVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32)
 // Requires: AVX, AVX512F, MMX+
 TEXT ·sgemmKernel12x16AVX512(SB), NOSPLIT, $0-64
-	MOVQ   kc+0(FP), BX
-	MOVQ   a+8(FP), SI
-	MOVQ   aStride+16(FP), R12
-	SHLQ   $0x02, R12
-	MOVQ   b+24(FP), DI
-	MOVQ   bStride+32(FP), R13
-	SHLQ   $0x02, R13
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
+	MOVQ       kc+0(FP), BX
+	MOVQ       a+8(FP), SI
+	MOVQ       aStride+16(FP), R12
+	SHLQ       $0x02, R12
+	MOVQ       b+24(FP), DI
+	MOVQ       bStride+32(FP), R13
+	SHLQ       $0x02, R13
+	MOVQ       c+40(FP), R8
+	MOVQ       ldc+48(FP), R9
+	SHLQ       $0x02, R9
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	VPXORD     Z0, Z0, Z0
+	VPXORD     Z1, Z1, Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+	VPXORD     Z4, Z4, Z4
+	VPXORD     Z5, Z5, Z5
+	VPXORD     Z6, Z6, Z6
+	VPXORD     Z7, Z7, Z7
+	VPXORD     Z8, Z8, Z8
+	VPXORD     Z9, Z9, Z9
+	VPXORD     Z10, Z10, Z10
+	VPXORD     Z11, Z11, Z11
 
 	// Main loop: 4 k steps per trip.
 loop:
@@ -583,8 +645,6 @@ tail:
 
 store:
 	MOVQ         c+40(FP), R8
-	MOVQ         ldc+48(FP), R9
-	SHLQ         $0x02, R9
 	VBROADCASTSS alpha+56(FP), Z24
 	MOVL         beta+60(FP), AX
 	SHLL         $0x01, AX
@@ -682,25 +742,45 @@ overwrite:
 // func sgemmKernel6x32AVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32)
 // Requires: AVX, AVX512F, MMX+
 TEXT ·sgemmKernel6x32AVX512(SB), NOSPLIT, $0-64
-	MOVQ   kc+0(FP), BX
-	MOVQ   a+8(FP), SI
-	MOVQ   aStride+16(FP), R12
-	SHLQ   $0x02, R12
-	MOVQ   b+24(FP), DI
-	MOVQ   bStride+32(FP), R13
-	SHLQ   $0x02, R13
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
+	MOVQ       kc+0(FP), BX
+	MOVQ       a+8(FP), SI
+	MOVQ       aStride+16(FP), R12
+	SHLQ       $0x02, R12
+	MOVQ       b+24(FP), DI
+	MOVQ       bStride+32(FP), R13
+	SHLQ       $0x02, R13
+	MOVQ       c+40(FP), R8
+	MOVQ       ldc+48(FP), R9
+	SHLQ       $0x02, R9
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	VPXORD     Z0, Z0, Z0
+	VPXORD     Z1, Z1, Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+	VPXORD     Z4, Z4, Z4
+	VPXORD     Z5, Z5, Z5
+	VPXORD     Z6, Z6, Z6
+	VPXORD     Z7, Z7, Z7
+	VPXORD     Z8, Z8, Z8
+	VPXORD     Z9, Z9, Z9
+	VPXORD     Z10, Z10, Z10
+	VPXORD     Z11, Z11, Z11
 
 	// Main loop: 4 k steps per trip.
 loop:
@@ -829,8 +909,6 @@ tail:
 
 store:
 	MOVQ         c+40(FP), R8
-	MOVQ         ldc+48(FP), R9
-	SHLQ         $0x02, R9
 	VBROADCASTSS alpha+56(FP), Z24
 	MOVL         beta+60(FP), AX
 	SHLL         $0x01, AX
@@ -916,19 +994,33 @@ overwrite:
 // func sgemmKernel6x16AVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32)
 // Requires: AVX, AVX512F, MMX+
 TEXT ·sgemmKernel6x16AVX512(SB), NOSPLIT, $0-64
-	MOVQ   kc+0(FP), BX
-	MOVQ   a+8(FP), SI
-	MOVQ   aStride+16(FP), R12
-	SHLQ   $0x02, R12
-	MOVQ   b+24(FP), DI
-	MOVQ   bStride+32(FP), R13
-	SHLQ   $0x02, R13
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
+	MOVQ       kc+0(FP), BX
+	MOVQ       a+8(FP), SI
+	MOVQ       aStride+16(FP), R12
+	SHLQ       $0x02, R12
+	MOVQ       b+24(FP), DI
+	MOVQ       bStride+32(FP), R13
+	SHLQ       $0x02, R13
+	MOVQ       c+40(FP), R8
+	MOVQ       ldc+48(FP), R9
+	SHLQ       $0x02, R9
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	VPXORD     Z0, Z0, Z0
+	VPXORD     Z1, Z1, Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+	VPXORD     Z4, Z4, Z4
+	VPXORD     Z5, Z5, Z5
 
 	// Main loop: 4 k steps per trip.
 loop:
@@ -1018,8 +1110,6 @@ tail:
 
 store:
 	MOVQ         c+40(FP), R8
-	MOVQ         ldc+48(FP), R9
-	SHLQ         $0x02, R9
 	VBROADCASTSS alpha+56(FP), Z24
 	MOVL         beta+60(FP), AX
 	SHLL         $0x01, AX

@@ -7,10 +7,15 @@ import (
 )
 
 // TestSgemmKernel512 compares each size of the AVX-512 micro-kernel (its
-// portable form in builds without it) with a float64 reference, over depths
+// portable form where the implementation is not enabled) with a float64
+// reference, over depths
 // that cover the unrolled loop and its remainder, the three epilogues (beta
 // 0, 1, other) and panels at a stride from each other.
 func TestSgemmKernel512(t *testing.T) {
+	forEachImpl(t, "sgemm", testSgemmKernel512)
+}
+
+func testSgemmKernel512(t *testing.T) {
 	rng := rand.New(rand.NewPCG(19, 20))
 	for _, sz := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
 		ap, bp := sz[0], sz[1]
@@ -83,7 +88,7 @@ func TestSgemmEdges512(t *testing.T) {
 	if testing.Short() {
 		sizes = []int{13, 18, 33, 71}
 	}
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(21, 22))
 		for _, m := range sizes {
 			for _, n := range sizes {
@@ -103,7 +108,7 @@ func TestSgemmEdges512(t *testing.T) {
 // default, as the sweep benchmark does, so that every blocking it times is
 // known to compute the right product.
 func TestSgemmBlockings(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(23, 24))
 		for _, blk := range []sgemmBlocking{{64, 24, 64}, {128, 48, 128}, {384, 144, 768}} {
 			for tr := range 4 {

@@ -90,7 +90,7 @@ func BenchmarkSgemmGonum(b *testing.B) {
 // BenchmarkSgemmKernel times the micro-kernel alone on L1-resident panels:
 // the ceiling of one core.
 func BenchmarkSgemmKernel(b *testing.B) {
-	forEachImplB(b, func(b *testing.B) {
+	forEachImplB(b, "sgemm", func(b *testing.B) {
 		a := make([]float32, sgemmKC*sgemmMR)
 		bb := make([]float32, sgemmKC*sgemmNR)
 		c := make([]float32, sgemmMR*sgemmNR)
@@ -101,21 +101,14 @@ func BenchmarkSgemmKernel(b *testing.B) {
 	})
 }
 
-// forEachImplB is forEachImpl for benchmarks.
-func forEachImplB(b *testing.B, f func(b *testing.B)) {
-	for _, impl := range implementations() {
-		restore := setImpl(impl)
-		b.Run(Implementation(), f)
-		restore()
-	}
-}
-
 // BenchmarkSgemmKernel512 times the AVX-512 micro-kernel alone on
 // L1-resident panels.
 func BenchmarkSgemmKernel512(b *testing.B) {
-	if !hasAVX512 {
-		b.Skip("no AVX-512")
+	restore, err := Select("sgemm", "avx512")
+	if err != nil {
+		b.Skip(err)
 	}
+	defer restore()
 	a := make([]float32, 2*sgemmKC512*sgemmMR)
 	bb := make([]float32, 2*sgemmKC512*sgemmNR)
 	c := make([]float32, sgemmMR512*sgemmNR512)
@@ -127,10 +120,12 @@ func BenchmarkSgemmKernel512(b *testing.B) {
 
 // BenchmarkSgemmBlocking is the sweep behind the blocking constants: the
 // packed path on two shapes under the default blocking of the kernel in use
-// and under blockings that each change one of KC, MC or NT. The comment
-// above sgemmKC512 quotes it, run as
+// and under blockings that each change one of KC, MC or NT. It reports the
+// rate per CPU second as well as per wall-clock second: on one core (-cpu 1)
+// the former is what the blocking changes, undisturbed by other processes.
+// The comment above sgemmKC512 quotes it, run as
 //
-//	go test ./internal/kernels -run XXX -bench SgemmBlocking -count 5 -benchtime 0.5s | benchstat -col /blk -
+//	go test ./internal/kernels -run XXX -bench SgemmBlocking -cpu 1 -count 5 -benchtime 0.4s | benchstat -col /blk -
 func BenchmarkSgemmBlocking(b *testing.B) {
 	def := sgemmDefaultBlocking()
 	blks := []sgemmBlocking{def}
@@ -159,10 +154,15 @@ func BenchmarkSgemmBlocking(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				sgemmPackedBlocking(blk, false, false, m, n, k, 1, a, k, bb, n, 0, c, n)
 				b.ResetTimer()
+				cpu0 := processCPU()
 				for b.Loop() {
 					sgemmPackedBlocking(blk, false, false, m, n, k, 1, a, k, bb, n, 0, c, n)
 				}
-				b.ReportMetric(2*float64(m)*float64(n)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				flop := 2 * float64(m) * float64(n) * float64(k) * float64(b.N)
+				b.ReportMetric(flop/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				if cpu := processCPU() - cpu0; cpu > 0 {
+					b.ReportMetric(flop/cpu.Seconds()/1e9, "GFLOP/cpu-s")
+				}
 			})
 		}
 	}

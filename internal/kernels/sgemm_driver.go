@@ -53,17 +53,18 @@ const (
 )
 
 // sgemmJob is one packed-path product and everything its threads share: the
-// arguments, the blocking, the packed operands and the work queue. Jobs are
-// pooled with their buffers, so steady-state calls allocate nothing.
+// arguments, the blocking and the packed operands. Jobs and their buffers are
+// pooled, so steady-state calls allocate nothing.
 //
 // Work is handed out as tiles of C, numbered by tickets in chunk order (a
 // chunk, or step, is the part of the product whose operands fit the packing
-// buffers; most products are one step). A participant takes the next ticket
-// from next, computes the tile, and counts it in done; the first tile of a
-// step waits until done shows every tile of the previous step finished, as
-// the buffers are then overwritten. Participants may join at any time (a
-// helper slow to wake simply finds fewer tickets), and the caller always
-// participates, so the job completes even if no helper is free.
+// buffers; most products are one step). The tickets are the items of a loop
+// of the scheduler (For, sched.go): a participant claims the next one,
+// computes the tile, and counts it in done; the first tile of a step waits
+// until done shows every tile of the previous step finished, as the buffers
+// are then overwritten. Participants may join at any time (a helper slow to
+// wake simply finds fewer tickets), and the caller always participates, so
+// the job completes even if no helper is free.
 //
 // Packing is done lazily, by the first tile that needs a piece of A (a row
 // block of mc rows) or of B (a group of packBCols columns), which claims it
@@ -85,23 +86,14 @@ type sgemmJob struct {
 	blk    sgemmBlocking
 	mc, nt int
 
-	packA, packB []float32 // 64-byte aligned views of bufA, bufB
-	bufA, bufB   []float32
+	packA, packB []float32  // 64-byte aligned views of bufA, bufB
+	bufA, bufB   *[]float32 // from the buffer pool (bufpool.go) while the job runs
 	// Packing state of each A row block and B column group: 2s+1 while
 	// being packed for step s, 2s+2 once packed, less if not yet packed.
 	stateA, stateB []atomic.Int64
 
 	total int64 // number of tickets (tiles)
-	next  atomic.Int64
-	_     [56]byte // keep the two counters on separate cache lines
 	done  atomic.Int64
-
-	// helpers counts the helpers working on the job (low bits), the
-	// places still open to them (helperSlot units), and whether the caller
-	// has closed the job to newcomers (helperClosed). The last helper to
-	// leave a closed job signals left.
-	helpers atomic.Int64
-	left    chan struct{}
 
 	// Threads parked in wait, and what they park on. A broadcast wakes them
 	// all to re-check their own condition: with one token per waiter, a
@@ -110,54 +102,6 @@ type sgemmJob struct {
 	waiters atomic.Int32
 	mu      sync.Mutex
 	parked  *sync.Cond
-}
-
-const (
-	helperSlot   = 1 << 20
-	helperClosed = 1 << 50
-	helperActive = helperSlot - 1
-)
-
-// join adds a helper to the job if it is open and has a free place.
-func (j *sgemmJob) join() bool {
-	for {
-		h := j.helpers.Load()
-		if h&helperClosed != 0 || h < helperSlot {
-			return false
-		}
-		if j.helpers.CompareAndSwap(h, h-helperSlot+1) {
-			return true
-		}
-	}
-}
-
-// leave removes a helper; it is the helper's last access to the job unless
-// it is the last one out of a closed job, which the caller is waiting for.
-func (j *sgemmJob) leave() {
-	if h := j.helpers.Add(-1); h&helperClosed != 0 && h&helperActive == 0 {
-		j.left <- struct{}{}
-	}
-}
-
-// closeHelpers stops helpers from joining and waits for those inside.
-func (j *sgemmJob) closeHelpers() {
-	for {
-		h := j.helpers.Load()
-		if j.helpers.CompareAndSwap(h, (h|helperClosed)&^(helperClosed-helperSlot)) {
-			if h&helperActive == 0 {
-				return
-			}
-			// The helpers are finishing their last tiles, tens of
-			// microseconds: poll before parking, as waking a parked
-			// goroutine costs about as much.
-			deadline := time.Now().Add(sgemmSpin)
-			for j.helpers.Load()&helperActive != 0 && time.Now().Before(deadline) {
-				runtime.Gosched()
-			}
-			<-j.left // sent by the last helper out
-			return
-		}
-	}
 }
 
 // sgemmStep is the geometry of one chunk: rows i0…i0+mm, columns j0…j0+nn
@@ -212,7 +156,7 @@ type sgemmBlocking struct{ kc, mc, nt int }
 // sgemmDefaultBlocking returns the blocking tuned for the micro-kernel in
 // use (see the constants above and sgemm512.go).
 func sgemmDefaultBlocking() sgemmBlocking {
-	if useAVX512 {
+	if sgemmAVX512 {
 		return sgemmBlocking{sgemmKC512, sgemmMC512, sgemmNT512}
 	}
 	return sgemmBlocking{sgemmKC, sgemmMC, sgemmNT}
@@ -226,11 +170,10 @@ func sgemmPackedBlocking(blk sgemmBlocking, transA, transB bool, m, n, k int, al
 	j.transA, j.transB, j.m, j.n, j.k = transA, transB, m, n, k
 	j.alpha, j.beta, j.a, j.b, j.c = alpha, beta, a, b, c
 	j.lda, j.ldb, j.ldc = lda, ldb, ldc
-	j.next.Store(0)
 	j.done.Store(0)
 	threads := Threads()
 	parWork := sgemmParWorkGo
-	if useAVX2 {
+	if sgemmAsm() {
 		parWork = sgemmParWorkAVX2
 	}
 	if work := m * n * k; work < parWork*threads {
@@ -241,19 +184,14 @@ func sgemmPackedBlocking(blk sgemmBlocking, transA, transB bool, m, n, k int, al
 	j.execute(threads)
 }
 
-// execute runs a planned job on the caller and up to threads-1 helpers,
-// and returns it to the pool.
+// execute runs a planned job's tickets on the caller and up to threads-1
+// helpers, and returns the job and its buffers to their pools.
 func (j *sgemmJob) execute(threads int) {
-	if threads > 1 {
-		j.helpers.Store(int64(threads-1) * helperSlot) // open, nobody in
-		offerSgemmJob(j, threads-1)
-	}
-	j.run()
-	if threads > 1 {
-		sgemmOffer.CompareAndSwap(j, nil)
-		j.closeHelpers()
-	}
+	For(threads, int(j.total), j)
 	j.a, j.b, j.c = nil, nil, nil // do not keep the caller's memory alive
+	PutFloats(j.bufA)
+	PutFloats(j.bufB)
+	j.bufA, j.bufB, j.packA, j.packB = nil, nil, nil, nil
 	putSgemmJob(j)
 }
 
@@ -275,7 +213,7 @@ const (
 // outputs, each a k-term sum, is worth.
 func gemvThreads(outs, k int) int {
 	parWork := sgemvParWorkGo
-	if useAVX2 {
+	if sgemmAsm() {
 		parWork = sgemvParWorkAVX2
 	}
 	return max(1, min(Threads(), outs*k/parWork, outs/gemvTileMin))
@@ -291,7 +229,6 @@ func sgemvParallel(threads, mode int, trans bool, outs, k int, alpha float32, ma
 	j.transA, j.transB = trans, trans // the matrix's flag: B for rows, A for columns
 	j.alpha, j.beta, j.a, j.b, j.c = alpha, beta, vec, mat, c
 	j.lda, j.ldb, j.ldc = inc, ld, ldc
-	j.next.Store(0)
 	j.done.Store(0)
 	// Four ranges per thread for the dynamic queue, in whole cache lines.
 	j.nt = max(gemvTileMin, roundUp(ceilDiv(outs, 4*threads), 16))
@@ -339,8 +276,8 @@ func (j *sgemmJob) plan(threads int) {
 		st := j.step(s)
 		j.total += int64(st.tilesM * st.tilesN)
 	}
-	j.packA = alignedFloats(&j.bufA, roundUp(j.mChunk, sgemmMR)*j.kChunk)
-	j.packB = alignedFloats(&j.bufB, roundUp(j.nChunk, sgemmNR)*j.kChunk)
+	j.bufA, j.packA = alignedFloats(roundUp(j.mChunk, sgemmMR) * j.kChunk)
+	j.bufB, j.packB = alignedFloats(roundUp(j.nChunk, sgemmNR) * j.kChunk)
 	j.stateA = resetStates(j.stateA, ceilDiv(j.mChunk, j.mc))
 	j.stateB = resetStates(j.stateB, ceilDiv(j.nChunk, packBCols))
 }
@@ -436,53 +373,44 @@ func chunk(n, align, limit int) (size, count int) {
 	return size, ceilDiv(n, size)
 }
 
-// alignedFloats returns n floats of *buf starting on a 64-byte boundary, so
-// that no packed vector load straddles cache lines; it grows *buf if needed.
-func alignedFloats(buf *[]float32, n int) []float32 {
+// alignedFloats returns a pooled buffer and n of its floats starting on a
+// 64-byte boundary, so that no packed vector load straddles cache lines.
+func alignedFloats(n int) (*[]float32, []float32) {
 	const align = 64 / 4
-	if cap(*buf) < n+align {
-		*buf = make([]float32, n+align)
-	}
-	b := (*buf)[:cap(*buf)]
+	buf := GetFloats(n + align)
+	b := *buf
 	off := int(uintptr(unsafe.Pointer(&b[0])) % 64 / 4)
 	if off != 0 {
 		off = align - off
 	}
-	return b[off : off+n]
+	return buf, b[off : off+n]
 }
 
-// run takes tickets until none is left.
-func (j *sgemmJob) run() {
+// Item computes ticket t: a range of outputs of a matrix-vector product,
+// or a tile of C.
+func (j *sgemmJob) Item(_, t int) {
 	if j.gemv != 0 {
-		for t := j.next.Add(1) - 1; t < j.total; t = j.next.Add(1) - 1 {
-			j.gemvTile(int(t))
-		}
+		j.gemvTile(t)
 		return
 	}
-	var tmp [sgemmTmpLen]float32
 	st := j.step(0)
-	start, size := int64(0), int64(st.tilesM*st.tilesN)
-	for {
-		t := j.next.Add(1) - 1
-		if t >= j.total {
-			return
-		}
-		for t >= start+size {
-			start += size
-			st = j.step(st.s + 1)
-			size = int64(st.tilesM * st.tilesN)
-		}
-		// A new step overwrites the packed buffers: wait until the
-		// previous one is finished. (Only products too large for the
-		// buffers have several steps.)
-		if j.done.Load() < start {
-			j.wait(func() bool { return j.done.Load() >= start })
-		}
-		i := int(t - start)
-		j.computeTile(&st, i/st.tilesN, i%st.tilesN, &tmp)
-		j.done.Add(1)
-		j.notify()
+	start := 0
+	for size := st.tilesM * st.tilesN; t >= start+size; size = st.tilesM * st.tilesN {
+		start += size
+		st = j.step(st.s + 1)
 	}
+	// A new step overwrites the packed buffers: wait until the previous
+	// one is finished. (Only products too large for the buffers have
+	// several steps.) Tickets are claimed in order, so the previous step's
+	// tiles are all being computed by now.
+	if j.done.Load() < int64(start) {
+		j.wait(func() bool { return j.done.Load() >= int64(start) })
+	}
+	var tmp [sgemmTmpLen]float32
+	i := t - start
+	j.computeTile(&st, i/st.tilesN, i%st.tilesN, &tmp)
+	j.done.Add(1)
+	j.notify()
 }
 
 // claim tries to take piece i of A (isB false) or B for packing in step s.
@@ -595,7 +523,7 @@ func (j *sgemmJob) packAny(st *sgemmStep) bool {
 
 // computeTile computes tile (ti, tj) of the step's part of C.
 func (j *sgemmJob) computeTile(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]float32) {
-	if useAVX512 {
+	if sgemmAVX512 {
 		j.computeTile512(st, ti, tj, tmp)
 		return
 	}
@@ -644,121 +572,21 @@ func (j *sgemmJob) computeTile(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]floa
 	}
 }
 
-// sgemmKernel runs the micro-kernel of the selected implementation. The
-// slice expressions are the bounds checks that keep the assembly in bounds.
-func sgemmKernel(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
-	if useAVX2 {
-		_ = a[kc*sgemmMR-1]
-		_ = b[kc*sgemmNR-1]
-		_ = c[(sgemmMR-1)*ldc+sgemmNR-1]
-		sgemmKernel6x16AVX2(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
-		return
-	}
-	sgemmKernelGo(kc, a, b, c, ldc, alpha, beta)
-}
-
-// The helpers: GOMAXPROCS-1 goroutines, started on first need. After a
-// job, a helper polls sgemmOffer for sgemmSpin before parking on sgemmWork:
-// products often come back to back (a layer's forward, its backward, the next
-// layer), and waking a parked thread costs tens of microseconds, a large part
-// of a 256³ product. Both ways of finding a job are best effort: a job takes
-// whoever joins it, and its caller works through it alone if nobody does, so
-// concurrent products never wait for each other's helpers.
-const sgemmSpin = 100 * time.Microsecond
-
 // sgemmWaitSpin is how long a thread polls for a piece another is packing
 // (or the end of the previous step) before parking: a piece takes a few
 // microseconds to pack unless its packer lost its core.
 const sgemmWaitSpin = 20 * time.Microsecond
 
-var (
-	sgemmOffer    atomic.Pointer[sgemmJob]
-	sgemmWork     = make(chan *sgemmJob)
-	sgemmSpinning atomic.Int32 // helpers polling sgemmOffer
-	sgemmHelperMu sync.Mutex
-	sgemmHelpersN atomic.Int32
-)
-
-// offerSgemmJob makes an open job visible to up to n helpers.
-func offerSgemmJob(j *sgemmJob, n int) {
-	startSgemmHelpers(n)
-	sgemmOffer.Store(j)
-	// Wake parked helpers for the places the spinning ones will not take.
-	// A send succeeds only if a helper is parked on the channel.
-	for range n - int(sgemmSpinning.Load()) {
-		select {
-		case sgemmWork <- j:
-		default:
-			return
-		}
-	}
-}
-
-func startSgemmHelpers(n int) {
-	if int(sgemmHelpersN.Load()) >= n {
-		return
-	}
-	sgemmHelperMu.Lock()
-	defer sgemmHelperMu.Unlock()
-	for int(sgemmHelpersN.Load()) < n {
-		sgemmHelpersN.Add(1)
-		go sgemmHelper()
-	}
-}
-
-func sgemmHelper() {
-	for {
-		sgemmSpinning.Add(1)
-		deadline := time.Now().Add(sgemmSpin)
-		for {
-			if j := sgemmOffer.Load(); j != nil && j.join() {
-				sgemmSpinning.Add(-1)
-				j.run()
-				j.leave()
-				sgemmSpinning.Add(1)
-				deadline = time.Now().Add(sgemmSpin)
-				continue
-			}
-			if time.Now().After(deadline) {
-				break
-			}
-			// Let other goroutines of this P run meanwhile.
-			runtime.Gosched()
-		}
-		sgemmSpinning.Add(-1)
-		if j := <-sgemmWork; j.join() {
-			j.run()
-			j.leave()
-		}
-	}
-}
-
-// Pooled jobs. A plain free list rather than sync.Pool: the buffers are
-// megabytes, and sync.Pool drops its contents at every other GC, which in a
-// training loop would mean re-allocating them over and over. The list is
-// bounded, so a burst of concurrent callers does not pin memory forever.
-var (
-	sgemmJobsMu sync.Mutex
-	sgemmJobs   []*sgemmJob
-)
+// Pooled jobs: the packing buffers are in the buffer pool (bufpool.go),
+// which keeps them across collections; the job itself is small.
+var sgemmJobs FreeList[sgemmJob]
 
 func getSgemmJob() *sgemmJob {
-	sgemmJobsMu.Lock()
-	defer sgemmJobsMu.Unlock()
-	if n := len(sgemmJobs); n > 0 {
-		j := sgemmJobs[n-1]
-		sgemmJobs = sgemmJobs[:n-1]
-		return j
+	j := sgemmJobs.Get()
+	if j.parked == nil {
+		j.parked = sync.NewCond(&j.mu)
 	}
-	j := &sgemmJob{left: make(chan struct{}, 1)}
-	j.parked = sync.NewCond(&j.mu)
 	return j
 }
 
-func putSgemmJob(j *sgemmJob) {
-	sgemmJobsMu.Lock()
-	defer sgemmJobsMu.Unlock()
-	if len(sgemmJobs) < 2*runtime.GOMAXPROCS(0) {
-		sgemmJobs = append(sgemmJobs, j)
-	}
-}
+func putSgemmJob(j *sgemmJob) { sgemmJobs.Put(j) }

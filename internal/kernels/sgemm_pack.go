@@ -34,12 +34,7 @@ func packA(dst []float32, transA bool, a []float32, lda, i0, rows, p0, kk int) {
 			}
 			continue
 		}
-		p := 0
-		if k8 := kk / 8; useAVX2 && k8 > 0 {
-			_ = a[(i+sgemmMR-1)*lda+p0+8*k8-1]
-			sgemmPackA6AVX2(k8, &a[i*lda+p0], lda, &d[0])
-			p = 8 * k8
-		}
+		p := packA6Asm(d, a, lda, i, p0, kk)
 		if p == kk {
 			continue
 		}
@@ -63,13 +58,7 @@ func packA(dst []float32, transA bool, a []float32, lda, i0, rows, p0, kk int) {
 func packAT(dst []float32, a []float32, lda, i0, rows, p0, kk int) {
 	full := rows / sgemmMR
 	r := rows - full*sgemmMR
-	pFull := 0 // full panels are packed from this k step on
-	if kk8 := kk / 8 * 8; useAVX2 && full > 0 && kk8 > 0 {
-		_ = a[(p0+kk8-1)*lda+i0+full*sgemmMR-1]
-		_ = dst[(full-1)*sgemmMR*kk+kk8*sgemmMR-1]
-		sgemmPackATAVX2(kk8, full, &a[p0*lda+i0], lda, &dst[0], sgemmMR*kk)
-		pFull = kk8
-	}
+	pFull := packATAsm(dst, a, lda, i0, full, p0, kk) // full panels are packed from this k step on
 	for p := range kk {
 		src := a[(p0+p)*lda+i0:][:rows]
 		if p >= pFull {
@@ -102,10 +91,8 @@ func packB(dst []float32, transB bool, b []float32, ldb, p0, kk, j0, cols int) {
 		c := min(sgemmNR, cols-q*sgemmNR)
 		j := j0 + q*sgemmNR
 		p := 0
-		if k8 := kk / 8; useAVX2 && c == sgemmNR && k8 > 0 {
-			_ = b[(j+sgemmNR-1)*ldb+p0+8*k8-1]
-			sgemmPackBT16AVX2(k8, &b[j*ldb+p0], ldb, &d[0])
-			p = 8 * k8
+		if c == sgemmNR {
+			p = packBT16Asm(d, b, ldb, j, p0, kk)
 		}
 		if p == kk {
 			continue
@@ -132,13 +119,7 @@ func packB(dst []float32, transB bool, b []float32, ldb, p0, kk, j0, cols int) {
 func packBN(dst []float32, b []float32, ldb, p0, kk, j0, cols int) {
 	full := cols / sgemmNR
 	r := cols - full*sgemmNR
-	pFull := 0 // full panels are packed from this k step on
-	if kk4 := kk / 4 * 4; useAVX2 && full > 0 && kk4 > 0 {
-		_ = b[(p0+kk4-1)*ldb+j0+full*sgemmNR-1]
-		_ = dst[(full-1)*sgemmNR*kk+kk4*sgemmNR-1]
-		sgemmPackBNAVX2(kk4, full, &b[p0*ldb+j0], ldb, &dst[0], sgemmNR*kk)
-		pFull = kk4
-	}
+	pFull := packBNAsm(dst, b, ldb, j0, full, p0, kk) // full panels are packed from this k step on
 	for p := range kk {
 		src := b[(p0+p)*ldb+j0:][:cols]
 		if p >= pFull {

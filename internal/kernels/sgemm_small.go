@@ -42,7 +42,7 @@ func sgemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 			break
 		}
 		gemvCol(transA, m, k, alpha, a, lda, b, incB, beta, c, ldc)
-	case m*n*k <= sgemmSmallWorkGo && (!useAVX2 || m*n*k <= sgemmSmallWorkAVX2):
+	case m*n*k <= sgemmSmallWorkGo && (!sgemmAsm() || m*n*k <= sgemmSmallWorkAVX2):
 		sgemmNaive(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 	default:
 		return false

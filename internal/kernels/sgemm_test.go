@@ -175,7 +175,7 @@ var sgemmEdgeSizes = []int{1, 5, 6, 7, 15, 16, 17}
 // TestSgemmRandom checks random shapes, ragged ones included, with every
 // transpose combination and a spread of alpha, beta and padding.
 func TestSgemmRandom(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(1, 2))
 		maxDim, cases := 300, 48
 		if testing.Short() {
@@ -206,7 +206,7 @@ func TestSgemmRandom(t *testing.T) {
 // dimensions (6 and 16), which exercises the partial tiles, on the small
 // path and the packed path.
 func TestSgemmEdges(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))
 		ks := []int{1, 7, 17, 64}
 		if testing.Short() {
@@ -254,7 +254,7 @@ func TestSgemmPaths(t *testing.T) {
 	if testing.Short() {
 		scalars = scalars[:2]
 	}
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(5, 6))
 		for _, s := range shapes {
 			if testing.Short() && !s.short {
@@ -286,7 +286,7 @@ func TestSgemmSingleThread(t *testing.T) {
 	if testing.Short() {
 		m, n, k = 70, 80, 290
 	}
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, 8))
 		for tr := range 4 {
 			sgemmCase{transA: tr&1 != 0, transB: tr&2 != 0,
@@ -298,7 +298,7 @@ func TestSgemmSingleThread(t *testing.T) {
 // TestSgemmDegenerate covers the quick returns: m or n zero (nothing
 // happens), k zero or alpha zero (C scaled by beta).
 func TestSgemmDegenerate(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		c := []float32{1, 2, 3, 4}
 		Sgemm(false, false, 0, 2, 3, 1, nil, 3, make([]float32, 6), 2, 0, c, 2)
 		Sgemm(false, false, 2, 0, 3, 1, make([]float32, 6), 3, nil, 1, 0, c, 1)
@@ -368,7 +368,7 @@ func TestSgemmPanics(t *testing.T) {
 // epilogues (beta 0, 1, other).
 func TestSgemmKernel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		for _, kc := range []int{1, 2, 7, 8, 9, 16, 31, 255, 256} {
 			for _, beta := range []float32{0, 1, -0.7} {
 				a := make([]float32, kc*sgemmMR)
@@ -432,7 +432,7 @@ func TestSgemmConcurrent(t *testing.T) {
 	for _, procs := range []int{runtime.GOMAXPROCS(0), 4} {
 		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
-			forEachImpl(t, func(t *testing.T) {
+			forEachImpl(t, "sgemm", func(t *testing.T) {
 				const workers = 8
 				rounds, sizes := 6, []int{8, 70, 150}
 				if testing.Short() {
@@ -468,7 +468,7 @@ func TestSgemmAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
 		for _, tc := range []struct {
 			name    string
 			procs   int

@@ -6,7 +6,7 @@ import (
 )
 
 // maxThreads caps the goroutines one kernel call uses; 0 means GOMAXPROCS.
-// Like useAVX2 it is dispatch state: data-parallel training sets it to 1 so
+// Like the registry's toggles (impl.go) it is dispatch state: data-parallel training sets it to 1 so
 // that each worker keeps one core busy with its own work instead of every
 // worker's kernels competing for all cores.
 var maxThreads atomic.Int32

@@ -2,11 +2,10 @@ package kernels
 
 //go:generate go run -C _asm ./vec -out ../vec_amd64.s -stubs ../vec_amd64_stubs.go
 
-import "math"
-
 // The vector routines below are the inner loops of softmax, LayerNorm,
-// attention tiles and optimizers. Each checks its lengths and dispatches to
-// the assembly or the portable implementation.
+// attention tiles and optimizers. Each checks its lengths and calls the
+// family's dispatcher (vec_amd64.go, vec_other.go), which picks the assembly
+// or the portable implementation.
 
 func checkSameLen(name string, a, b int) {
 	if a != b {
@@ -19,10 +18,7 @@ func checkSameLen(name string, a, b int) {
 // len(x)·eps·Σ|x[i]·y[i]| (eps = 2^-23), and so does Sum.
 func Dot(x, y []float32) float32 {
 	checkSameLen("Dot", len(x), len(y))
-	if useAVX2 {
-		return dotAVX2(x, y)
-	}
-	return dotGeneric(x, y)
+	return dot(x, y)
 }
 
 // DotI8 returns Σ x[i]·w[i] with w read as integers, the inner loop of a
@@ -30,65 +26,37 @@ func Dot(x, y []float32) float32 {
 // after the sum). x and w must have the same length.
 func DotI8(x []float32, w []int8) float32 {
 	checkSameLen("DotI8", len(x), len(w))
-	if useAVX2 {
-		n := len(x) &^ 7
-		s := dotI8AVX2(x, w)
-		for i := n; i < len(x); i++ {
-			s += x[i] * float32(w[i])
-		}
-		return s
-	}
-	return dotI8Generic(x, w)
+	return dotI8(x, w)
 }
 
 // DequantI8 writes dst[i] = src[i]·s: an int8 row back to float32 with its
 // scale. dst and src must have the same length.
 func DequantI8(dst []float32, src []int8, s float32) {
 	checkSameLen("DequantI8", len(dst), len(src))
-	if useAVX2 {
-		n := len(src) &^ 7
-		dequantI8AVX2(dst, src, s)
-		dequantI8Generic(dst[n:], src[n:], s)
-		return
-	}
-	dequantI8Generic(dst, src, s)
+	dequantI8(dst, src, s)
 }
 
 // Axpy computes y[i] += alpha·x[i]. x and y must have the same length.
 func Axpy(alpha float32, x, y []float32) {
 	checkSameLen("Axpy", len(x), len(y))
-	if useAVX2 {
-		axpyAVX2(alpha, x, y)
-		return
-	}
-	axpyGeneric(alpha, x, y)
+	axpy(alpha, x, y)
 }
 
 // Scale computes x[i] *= alpha.
 func Scale(alpha float32, x []float32) {
-	if useAVX2 {
-		scaleAVX2(alpha, x)
-		return
-	}
-	scaleGeneric(alpha, x)
+	scale(alpha, x)
 }
 
 // Max returns the largest element of x, or -Inf for an empty slice.
 // NaN elements are ignored unless every element is NaN. When the maximum is
 // zero its sign is unspecified.
 func Max(x []float32) float32 {
-	if useAVX2 {
-		return maxOrNaN(x, maxAVX2(x))
-	}
-	return maxGeneric(x)
+	return maxVec(x)
 }
 
 // Sum returns Σ x[i].
 func Sum(x []float32) float32 {
-	if useAVX2 {
-		return sumAVX2(x)
-	}
-	return sumGeneric(x)
+	return sum(x)
 }
 
 // Exp computes dst[i] = exp(src[i]) to within 1 ulp of the correctly rounded
@@ -100,11 +68,7 @@ func Sum(x []float32) float32 {
 // the same slice.
 func Exp(dst, src []float32) {
 	checkSameLen("Exp", len(dst), len(src))
-	if useAVX2 {
-		expAVX2(dst, src)
-		return
-	}
-	expGeneric(dst, src)
+	exp(dst, src)
 }
 
 // ExpSubSum computes dst[i] = exp(src[i] - m) and returns Σ dst[i]: the
@@ -115,10 +79,5 @@ func Exp(dst, src []float32) {
 // slice.
 func ExpSubSum(dst, src []float32, m float32) float32 {
 	checkSameLen("ExpSubSum", len(dst), len(src))
-	// m = -Inf (a fully masked row) needs the -Inf − (-Inf) case that the
-	// vector loop leaves out.
-	if useAVX2 && m != float32(math.Inf(-1)) {
-		return expSubSumAVX2(dst, src, m)
-	}
-	return expSubSumGeneric(dst, src, m)
+	return expSubSum(dst, src, m)
 }

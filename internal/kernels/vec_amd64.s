@@ -909,3 +909,309 @@ expsubsum_done:
 	VZEROUPPER
 	MOVSS        X12, ret+56(FP)
 	RET
+
+DATA vecGeluM2C<>+0(SB)/4, $0xbfcc422a
+DATA vecGeluM2C<>+4(SB)/4, $0xbfcc422a
+DATA vecGeluM2C<>+8(SB)/4, $0xbfcc422a
+DATA vecGeluM2C<>+12(SB)/4, $0xbfcc422a
+DATA vecGeluM2C<>+16(SB)/4, $0xbfcc422a
+DATA vecGeluM2C<>+20(SB)/4, $0xbfcc422a
+DATA vecGeluM2C<>+24(SB)/4, $0xbfcc422a
+DATA vecGeluM2C<>+28(SB)/4, $0xbfcc422a
+GLOBL vecGeluM2C<>(SB), RODATA|NOPTR, $32
+
+DATA vecGeluK<>+0(SB)/4, $0x3d372713
+DATA vecGeluK<>+4(SB)/4, $0x3d372713
+DATA vecGeluK<>+8(SB)/4, $0x3d372713
+DATA vecGeluK<>+12(SB)/4, $0x3d372713
+DATA vecGeluK<>+16(SB)/4, $0x3d372713
+DATA vecGeluK<>+20(SB)/4, $0x3d372713
+DATA vecGeluK<>+24(SB)/4, $0x3d372713
+DATA vecGeluK<>+28(SB)/4, $0x3d372713
+GLOBL vecGeluK<>(SB), RODATA|NOPTR, $32
+
+// func geluFwdAVX2(y []float32, s []float32, x []float32)
+// Requires: AVX, AVX2, FMA3
+TEXT ·geluFwdAVX2(SB), NOSPLIT, $0-72
+	MOVQ    y_base+0(FP), AX
+	MOVQ    s_base+24(FP), CX
+	MOVQ    x_base+48(FP), DX
+	MOVQ    x_len+56(FP), BX
+	VMOVUPS vecExpLo<>+0(SB), Y0
+	VMOVUPS vecExpHi<>+0(SB), Y1
+	VMOVUPS vecGeluK<>+0(SB), Y8
+
+gelu_block:
+	CMPQ         BX, $0x00000010
+	JL           gelu_single
+	VMOVUPS      (DX), Y9
+	VMULPS       Y9, Y9, Y2
+	VFMADD213PS  vecOne<>+0(SB), Y8, Y2
+	VMULPS       Y9, Y2, Y2
+	VMULPS       vecGeluM2C<>+0(SB), Y2, Y2
+	VMOVUPS      32(DX), Y10
+	VMULPS       Y10, Y10, Y3
+	VFMADD213PS  vecOne<>+0(SB), Y8, Y3
+	VMULPS       Y10, Y3, Y3
+	VMULPS       vecGeluM2C<>+0(SB), Y3, Y3
+	VMAXPS       Y2, Y0, Y2
+	VMAXPS       Y3, Y0, Y3
+	VMINPS       Y2, Y1, Y2
+	VMINPS       Y3, Y1, Y3
+	VMULPS       vecExpLog2e<>+0(SB), Y2, Y6
+	VMULPS       vecExpLog2e<>+0(SB), Y3, Y7
+	VROUNDPS     $0x08, Y6, Y6
+	VROUNDPS     $0x08, Y7, Y7
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y6, Y2
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y7, Y3
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y6, Y2
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y7, Y3
+	VCVTPS2DQ    Y6, Y6
+	VCVTPS2DQ    Y7, Y7
+	VMOVUPS      vecExpC6<>+0(SB), Y4
+	VMOVUPS      vecExpC6<>+0(SB), Y5
+	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC5<>+0(SB), Y3, Y5
+	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC4<>+0(SB), Y3, Y5
+	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC3<>+0(SB), Y3, Y5
+	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC2<>+0(SB), Y3, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y5
+	VPSRAD       $0x01, Y6, Y2
+	VPSRAD       $0x01, Y7, Y3
+	VPSUBD       Y2, Y6, Y6
+	VPSUBD       Y3, Y7, Y7
+	VPADDD       vecExpBias<>+0(SB), Y2, Y2
+	VPADDD       vecExpBias<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y2, Y2
+	VPSLLD       $0x17, Y3, Y3
+	VPSLLD       $0x17, Y6, Y6
+	VPSLLD       $0x17, Y7, Y7
+	VPADDD       Y6, Y4, Y4
+	VPADDD       Y7, Y5, Y5
+	VMULPS       Y2, Y4, Y2
+	VMULPS       Y3, Y5, Y3
+	VADDPS       vecOne<>+0(SB), Y2, Y2
+	VMOVUPS      vecOne<>+0(SB), Y4
+	VDIVPS       Y2, Y4, Y2
+	VMULPS       Y2, Y9, Y9
+	VMOVUPS      Y2, (CX)
+	VMOVUPS      Y9, (AX)
+	VADDPS       vecOne<>+0(SB), Y3, Y3
+	VMOVUPS      vecOne<>+0(SB), Y5
+	VDIVPS       Y3, Y5, Y3
+	VMULPS       Y3, Y10, Y10
+	VMOVUPS      Y3, 32(CX)
+	VMOVUPS      Y10, 32(AX)
+	ADDQ         $0x00000040, DX
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000040, CX
+	SUBQ         $0x00000010, BX
+	JMP          gelu_block
+
+gelu_single:
+	CMPQ         BX, $0x08
+	JL           gelu_tail
+	VMOVUPS      (DX), Y9
+	VMULPS       Y9, Y9, Y2
+	VFMADD213PS  vecOne<>+0(SB), Y8, Y2
+	VMULPS       Y9, Y2, Y2
+	VMULPS       vecGeluM2C<>+0(SB), Y2, Y2
+	VMAXPS       Y2, Y0, Y2
+	VMINPS       Y2, Y1, Y2
+	VMULPS       vecExpLog2e<>+0(SB), Y2, Y6
+	VROUNDPS     $0x08, Y6, Y6
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y6, Y2
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y6, Y2
+	VCVTPS2DQ    Y6, Y6
+	VMOVUPS      vecExpC6<>+0(SB), Y4
+	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VPSRAD       $0x01, Y6, Y2
+	VPSUBD       Y2, Y6, Y6
+	VPADDD       vecExpBias<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
+	VPSLLD       $0x17, Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VMULPS       Y2, Y4, Y2
+	VADDPS       vecOne<>+0(SB), Y2, Y2
+	VMOVUPS      vecOne<>+0(SB), Y4
+	VDIVPS       Y2, Y4, Y2
+	VMULPS       Y2, Y9, Y9
+	VMOVUPS      Y2, (CX)
+	VMOVUPS      Y9, (AX)
+	ADDQ         $0x20, DX
+	ADDQ         $0x20, AX
+	ADDQ         $0x20, CX
+	SUBQ         $0x08, BX
+	JMP          gelu_single
+
+gelu_tail:
+	TESTQ        BX, BX
+	JZ           gelu_done
+	LEAQ         vecTailMask<>+32(SB), SI
+	SHLQ         $0x02, BX
+	SUBQ         BX, SI
+	VMOVDQU      (SI), Y3
+	VMASKMOVPS   (DX), Y3, Y9
+	VMULPS       Y9, Y9, Y2
+	VFMADD213PS  vecOne<>+0(SB), Y8, Y2
+	VMULPS       Y9, Y2, Y2
+	VMULPS       vecGeluM2C<>+0(SB), Y2, Y2
+	VMAXPS       Y2, Y0, Y2
+	VMINPS       Y2, Y1, Y2
+	VMULPS       vecExpLog2e<>+0(SB), Y2, Y6
+	VROUNDPS     $0x08, Y6, Y6
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y6, Y2
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y6, Y2
+	VCVTPS2DQ    Y6, Y6
+	VMOVUPS      vecExpC6<>+0(SB), Y4
+	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VPSRAD       $0x01, Y6, Y2
+	VPSUBD       Y2, Y6, Y6
+	VPADDD       vecExpBias<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
+	VPSLLD       $0x17, Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VMULPS       Y2, Y4, Y2
+	VADDPS       vecOne<>+0(SB), Y2, Y2
+	VMOVUPS      vecOne<>+0(SB), Y4
+	VDIVPS       Y2, Y4, Y2
+	VMULPS       Y2, Y9, Y9
+	VMASKMOVPS   Y2, Y3, (CX)
+	VMASKMOVPS   Y9, Y3, (AX)
+
+gelu_done:
+	VZEROUPPER
+	RET
+
+// func adamwAVX2(p []float32, g []float32, m []float32, v []float32, k *float32)
+// Requires: AVX
+TEXT ·adamwAVX2(SB), NOSPLIT, $0-104
+	MOVQ         k+96(FP), AX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	VBROADCASTSS 28(AX), Y7
+	VBROADCASTSS 32(AX), Y8
+	MOVQ         p_base+0(FP), AX
+	MOVQ         p_len+8(FP), CX
+	MOVQ         g_base+24(FP), DX
+	MOVQ         m_base+48(FP), BX
+	MOVQ         v_base+72(FP), SI
+
+adamw_block:
+	CMPQ    CX, $0x00000008
+	JL      adamw_single
+	VMOVUPS (DX), Y9
+	VMOVUPS (AX), Y10
+	VMOVUPS (BX), Y11
+	VMOVUPS (SI), Y12
+	VMULPS  Y0, Y9, Y9
+	VMULPS  Y1, Y10, Y10
+	VMULPS  Y2, Y11, Y11
+	VMULPS  Y3, Y9, Y13
+	VADDPS  Y13, Y11, Y11
+	VMULPS  Y4, Y12, Y12
+	VMULPS  Y5, Y9, Y13
+	VMULPS  Y9, Y13, Y13
+	VADDPS  Y13, Y12, Y12
+	VSQRTPS Y12, Y13
+	VMULPS  Y7, Y13, Y13
+	VADDPS  Y8, Y13, Y13
+	VMULPS  Y6, Y11, Y9
+	VDIVPS  Y13, Y9, Y9
+	VSUBPS  Y9, Y10, Y10
+	VMOVUPS Y11, (BX)
+	VMOVUPS Y12, (SI)
+	VMOVUPS Y10, (AX)
+	ADDQ    $0x00000020, AX
+	ADDQ    $0x00000020, DX
+	ADDQ    $0x00000020, BX
+	ADDQ    $0x00000020, SI
+	SUBQ    $0x00000008, CX
+	JMP     adamw_block
+
+adamw_single:
+	CMPQ    CX, $0x08
+	JL      adamw_tail
+	VMOVUPS (DX), Y9
+	VMOVUPS (AX), Y10
+	VMOVUPS (BX), Y11
+	VMOVUPS (SI), Y12
+	VMULPS  Y0, Y9, Y9
+	VMULPS  Y1, Y10, Y10
+	VMULPS  Y2, Y11, Y11
+	VMULPS  Y3, Y9, Y13
+	VADDPS  Y13, Y11, Y11
+	VMULPS  Y4, Y12, Y12
+	VMULPS  Y5, Y9, Y13
+	VMULPS  Y9, Y13, Y13
+	VADDPS  Y13, Y12, Y12
+	VSQRTPS Y12, Y13
+	VMULPS  Y7, Y13, Y13
+	VADDPS  Y8, Y13, Y13
+	VMULPS  Y6, Y11, Y9
+	VDIVPS  Y13, Y9, Y9
+	VSUBPS  Y9, Y10, Y10
+	VMOVUPS Y11, (BX)
+	VMOVUPS Y12, (SI)
+	VMOVUPS Y10, (AX)
+	ADDQ    $0x20, AX
+	ADDQ    $0x20, DX
+	ADDQ    $0x20, BX
+	ADDQ    $0x20, SI
+	SUBQ    $0x08, CX
+	JMP     adamw_single
+
+adamw_tail:
+	TESTQ      CX, CX
+	JZ         adamw_done
+	LEAQ       vecTailMask<>+32(SB), DI
+	SHLQ       $0x02, CX
+	SUBQ       CX, DI
+	VMOVDQU    (DI), Y14
+	VMASKMOVPS (DX), Y14, Y9
+	VMASKMOVPS (AX), Y14, Y10
+	VMASKMOVPS (BX), Y14, Y11
+	VMASKMOVPS (SI), Y14, Y12
+	VMULPS     Y0, Y9, Y9
+	VMULPS     Y1, Y10, Y10
+	VMULPS     Y2, Y11, Y11
+	VMULPS     Y3, Y9, Y13
+	VADDPS     Y13, Y11, Y11
+	VMULPS     Y4, Y12, Y12
+	VMULPS     Y5, Y9, Y13
+	VMULPS     Y9, Y13, Y13
+	VADDPS     Y13, Y12, Y12
+	VSQRTPS    Y12, Y13
+	VMULPS     Y7, Y13, Y13
+	VADDPS     Y8, Y13, Y13
+	VMULPS     Y6, Y11, Y9
+	VDIVPS     Y13, Y9, Y9
+	VSUBPS     Y9, Y10, Y10
+	VMASKMOVPS Y11, Y14, (BX)
+	VMASKMOVPS Y12, Y14, (SI)
+	VMASKMOVPS Y10, Y14, (AX)
+
+adamw_done:
+	VZEROUPPER
+	RET

@@ -51,3 +51,16 @@ func expAVX2(dst []float32, src []float32)
 //
 //go:noescape
 func expSubSumAVX2(dst []float32, src []float32, m float32) float32
+
+// geluFwdAVX2 computes s[i] = 1/(1 + exp(−2u(x[i]))) and y[i] = x[i]·s[i];
+// len(y), len(s) ≥ len(x). y may alias x.
+//
+//go:noescape
+func geluFwdAVX2(y []float32, s []float32, x []float32)
+
+// adamwAVX2 applies one AdamW step to p, m and v from the gradient g;
+// k points at the nine constants of AdamWParams, in field order.
+// len(g), len(m), len(v) ≥ len(p).
+//
+//go:noescape
+func adamwAVX2(p []float32, g []float32, m []float32, v []float32, k *float32)

@@ -24,18 +24,13 @@ func benchVec(b *testing.B, streams int, f func(b *testing.B, n int)) {
 // element (DotI8: a float32 and an int8).
 func benchVecBytes(b *testing.B, bytesPerElem int, f func(b *testing.B, n int)) {
 	for _, n := range benchSizes {
-		for _, impl := range implementations() {
-			if impl[1] {
-				continue // the vector routines have no AVX-512 variant
-			}
-			restore := setImpl(impl)
-			b.Run(fmt.Sprintf("n=%d/%s", n, Implementation()), func(b *testing.B) {
+		ForEach("vec", func(name string) bool {
+			return b.Run(fmt.Sprintf("n=%d/%s", n, name), func(b *testing.B) {
 				b.SetBytes(int64(bytesPerElem * n))
 				f(b, n)
 				b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
 			})
-			restore()
-		}
+		})
 	}
 }
 

@@ -83,7 +83,7 @@ func ulpDiff(a, b float32) int64 {
 func expRef(x float32) float32 { return float32(math.Exp(float64(x))) }
 
 func TestDot(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(1, 2))
 		for _, n := range testLengths() {
 			for off := 1; off <= 2; off++ {
@@ -113,7 +113,7 @@ func TestDot(t *testing.T) {
 // NaN sentinels and w between large weights, so any element read past the
 // slices would show.
 func TestDotI8(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(5, 6))
 		for _, n := range testLengths() {
 			for _, integer := range []bool{true, false} {
@@ -151,7 +151,7 @@ func TestDotI8(t *testing.T) {
 // DequantI8 is one rounded product per element, so it must equal the
 // float32 product exactly; dst sits between NaN sentinels.
 func TestDequantI8(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, 8))
 		for _, n := range testLengths() {
 			dst, buf := guarded(n, 1, nan32)
@@ -172,7 +172,7 @@ func TestDequantI8(t *testing.T) {
 }
 
 func TestSum(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))
 		for _, n := range testLengths() {
 			for off := 1; off <= 2; off++ {
@@ -193,7 +193,7 @@ func TestSum(t *testing.T) {
 }
 
 func TestMax(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(5, 6))
 		for _, n := range testLengths() {
 			for off := 1; off <= 2; off++ {
@@ -238,7 +238,7 @@ func TestMax(t *testing.T) {
 }
 
 func TestMaxSpecial(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		fill := func(n int, v float32) []float32 {
 			x := make([]float32, n)
 			for i := range x {
@@ -276,7 +276,7 @@ func TestMaxSpecial(t *testing.T) {
 }
 
 func TestAxpy(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, 8))
 		for _, n := range testLengths() {
 			for off := 1; off <= 2; off++ {
@@ -303,7 +303,7 @@ func TestAxpy(t *testing.T) {
 }
 
 func TestScale(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(9, 10))
 		for _, n := range testLengths() {
 			for off := 1; off <= 2; off++ {
@@ -347,7 +347,7 @@ func TestExpSweep(t *testing.T) {
 		want[i] = expRef(x)
 	}
 	dst := make([]float32, len(src))
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		Exp(dst, src)
 		var worst int64
 		var worstX, worstGot float32
@@ -397,7 +397,7 @@ func TestExpSpecial(t *testing.T) {
 		{1, math.E, true},
 		{-1, 1 / math.E, true},
 	}
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		src := make([]float32, len(cases))
 		for i, c := range cases {
 			src[i] = c.x
@@ -428,7 +428,7 @@ func TestExpSpecial(t *testing.T) {
 }
 
 func TestExpLengths(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(11, 12))
 		for _, n := range testLengths() {
 			for off := 1; off <= 2; off++ {
@@ -456,7 +456,7 @@ func TestExpLengths(t *testing.T) {
 }
 
 func TestExpSubSum(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(13, 14))
 		for _, n := range testLengths() {
 			for off := 1; off <= 2; off++ {
@@ -504,7 +504,7 @@ func TestExpSubSum(t *testing.T) {
 }
 
 func TestExpSubSumSpecial(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		for _, n := range []int{0, 1, 5, 8, 13, 64, 67} {
 			src := make([]float32, n)
 			dst := make([]float32, n)
@@ -538,80 +538,8 @@ func TestExpSubSumSpecial(t *testing.T) {
 	})
 }
 
-// TestImplsAgree runs the two implementations on the same random data and
-// compares them directly, beyond each one's agreement with the references.
-func TestImplsAgree(t *testing.T) {
-	if !hasAVX2FMA {
-		t.Skip("only the generic implementation is available")
-	}
-	rng := rand.New(rand.NewPCG(15, 16))
-	const n = 4099
-	x := make([]float32, n)
-	y := make([]float32, n)
-	randFill(rng, x, -1, 1)
-	randFill(rng, y, -1, 1)
-	var abs float64
-	for i := range x {
-		abs += math.Abs(float64(x[i]) * float64(y[i]))
-	}
-	if a, g := dotAVX2(x, y), dotGeneric(x, y); math.Abs(float64(a-g)) > 2*n*eps32*abs {
-		t.Errorf("Dot: avx2 %v, generic %v", a, g)
-	}
-	if a, g := sumAVX2(x), sumGeneric(x); math.Abs(float64(a-g)) > 2*n*eps32*n {
-		t.Errorf("Sum: avx2 %v, generic %v", a, g)
-	}
-	if a, g := maxAVX2(x), maxGeneric(x); a != g {
-		t.Errorf("Max: avx2 %v, generic %v", a, g)
-	}
-	ya, yg := append([]float32(nil), y...), append([]float32(nil), y...)
-	axpyAVX2(0.37, x, ya)
-	axpyGeneric(0.37, x, yg)
-	for i := range ya {
-		// FMA against separate rounding: at most an ulp of the sum apart,
-		// counted against the larger of the terms.
-		if math.Abs(float64(ya[i]-yg[i])) > eps32*math.Max(math.Abs(float64(yg[i])), math.Abs(float64(x[i]))) {
-			t.Fatalf("Axpy i=%d: avx2 %v, generic %v", i, ya[i], yg[i])
-		}
-	}
-	xa, xg := append([]float32(nil), x...), append([]float32(nil), x...)
-	scaleAVX2(-1.7, xa)
-	scaleGeneric(-1.7, xg)
-	for i := range xa {
-		if xa[i] != xg[i] {
-			t.Fatalf("Scale i=%d: avx2 %v, generic %v", i, xa[i], xg[i])
-		}
-	}
-	src := make([]float32, n)
-	randFill(rng, src, -110, 95)
-	src[7], src[100], src[1000] = negInf, inf, nan32
-	ea, eg := make([]float32, n), make([]float32, n)
-	expAVX2(ea, src)
-	expGeneric(eg, src)
-	var worst int64
-	for i := range ea {
-		if ea[i] != ea[i] || eg[i] != eg[i] {
-			if ea[i] == ea[i] || eg[i] == eg[i] {
-				t.Fatalf("Exp(%v): avx2 %v, generic %v", src[i], ea[i], eg[i])
-			}
-			continue
-		}
-		worst = max(worst, ulpDiff(ea[i], eg[i]))
-	}
-	if worst > expImplsMaxULP {
-		t.Errorf("Exp: implementations %d ulp apart, bound %d", worst, expImplsMaxULP)
-	}
-	sa, sg := expSubSumAVX2(ea, src, 3), expSubSumGeneric(eg, src, 3)
-	if sa != sa || sg != sg {
-		src[100], src[1000] = 0, 0 // drop +Inf and NaN for the sum
-		sa, sg = expSubSumAVX2(ea, src, 3), expSubSumGeneric(eg, src, 3)
-	}
-	if math.Abs(float64(sa-sg)) > 2*n*eps32*float64(sg) {
-		t.Errorf("ExpSubSum: avx2 %v, generic %v", sa, sg)
-	}
-}
-
 func TestLengthMismatchPanics(t *testing.T) {
-	forEachImpl(t, func(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
 		a, b := make([]float32, 9), make([]float32, 8)
 		for name, f := range map[string]func(){
 			"Dot":        func() { Dot(a, b) },

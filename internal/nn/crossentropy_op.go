@@ -10,7 +10,7 @@ import (
 )
 
 type crossEntropyOp struct {
-	opBase
+	OpBase
 	targets *IDs
 	rows, V int
 	loss    G.F32     // the op's output value, reused by every run
@@ -36,7 +36,7 @@ func CrossEntropy(logits *G.Node, targets *IDs) (*G.Node, error) {
 	if s[0] != len(targets.Data) {
 		return nil, shapeErr(fn, "logits %v for %d×%d targets", s, targets.B, targets.T)
 	}
-	op := &crossEntropyOp{opBase: newOpBase(), targets: targets, rows: s[0], V: s[1]}
+	op := &crossEntropyOp{OpBase: NewOpBase(), targets: targets, rows: s[0], V: s[1]}
 	return apply(fn, op, logits)
 }
 

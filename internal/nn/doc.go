@@ -2,13 +2,16 @@
 // that compute the same arithmetic:
 //
 //   - raw kernels on row-major float32 slices (EmbeddingForward,
-//     LayerNormForward, GELUForward, LinearForward, CrossEntropyForward and
-//     their Backward counterparts), which allocate nothing and are what the
-//     inference path (generation with a KV cache, the int8 model, LoRA merge)
-//     calls directly;
+//     LayerNormForward, GELUForward, LinearForward, CrossEntropyForward, and
+//     for the Llama family RMSNormForward, SwiGLUForward and RopeForward,
+//     with their Backward counterparts, and the fused, chunked output head
+//     and loss LinearCrossEntropyForward/Backward), which allocate nothing
+//     and are what the inference path (generation with a KV cache, the int8
+//     model, LoRA merge) calls directly;
 //   - gorgonia custom ops (Embedding, LayerNorm, GELU, Linear, BiasAdd,
-//     CrossEntropy) for the training graph, each one node forward and one node
-//     per input gradient backward.
+//     CrossEntropy, RMSNorm, SwiGLU, RoPE, LinearCrossEntropy) for the
+//     training graph, each one node forward and one node per input gradient
+//     backward.
 //
 // Fused ops exist because gorgonia's composed element-wise ops are slow
 // (broadcasts copy, every step allocates) and some of them differentiate

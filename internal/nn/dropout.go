@@ -86,7 +86,7 @@ func mix64(z uint64) uint64 {
 }
 
 type dropoutOp struct {
-	opBase
+	OpBase
 	rows, cols int
 	p          float32
 	src        *DropoutSource
@@ -114,7 +114,7 @@ func Dropout(x *G.Node, p float32, src *DropoutSource, stream uint64) (*G.Node, 
 	if p == 0 {
 		return x, nil
 	}
-	op := &dropoutOp{opBase: newOpBase(), rows: s[0], cols: s[1], p: p, src: src, stream: stream}
+	op := &dropoutOp{OpBase: NewOpBase(), rows: s[0], cols: s[1], p: p, src: src, stream: stream}
 	return apply(fn, op, x)
 }
 

@@ -62,6 +62,31 @@ func EmbeddingForward(out, wte, wpe []float32, ids []int32, T, C, pos0 int) erro
 	return nil
 }
 
+// TokenEmbeddingForward computes out[r] = wte[ids[r]] for every id: the
+// token embedding without positions (models with rotary positions). wte is
+// [V, C], out [len(ids), C]. It returns an error, leaving out untouched, if
+// the sizes disagree or an id is outside [0, V).
+func TokenEmbeddingForward(out, wte []float32, ids []int32, C int) error {
+	const fn = "TokenEmbeddingForward"
+	V, err := rowsOf(fn, "wte", len(wte), C)
+	if err != nil {
+		return err
+	}
+	if V == 0 {
+		return shapeErr(fn, "empty wte")
+	}
+	if err := checkLen(fn, "out", len(out), len(ids)*C); err != nil {
+		return err
+	}
+	if err := checkIDs(fn, ids, V); err != nil {
+		return err
+	}
+	embeddingForward(out, wte, nil, ids, 1, C, 0)
+	return nil
+}
+
+// embeddingForward writes wte[ids[r]] + wpe[pos0 + r mod T] into out's rows,
+// or only wte[ids[r]] when wpe is nil.
 func embeddingForward(out, wte, wpe []float32, ids []int32, T, C, pos0 int) {
 	j := newJob(embeddingForwardRows)
 	j.f[0], j.f[1], j.f[2], j.ids = out, wte, wpe, ids
@@ -76,6 +101,10 @@ func embeddingForwardRows(j *parJob, lo, hi int) {
 		id, t := int(ids[r]), pos0+r%T
 		o := out[r*C : r*C+C]
 		e := wte[id*C : id*C+C]
+		if wpe == nil {
+			copy(o, e)
+			continue
+		}
 		p := wpe[t*C : t*C+C]
 		for k := range o {
 			o[k] = e[k] + p[k]

@@ -4,10 +4,11 @@ import "github.com/galleon-ml/galleon/internal/kernels"
 
 // GELU in its tanh form, 0.5·x·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³),
 // is evaluated as x·σ(2u) = x / (1 + exp(−2u)): the same function with one
-// exponential (vectorized by kernels.Exp) and no tanh. The form stays
-// finite at both ends: exp(−2u) = +Inf gives σ = 0, and 0 gives σ = 1.
+// exponential and no tanh (kernels.GELUForward and kernels.GELUGrad, which
+// are vectorized). The form stays finite at both ends: exp(−2u) = +Inf
+// gives σ = 0, and 0 gives σ = 1.
 const (
-	geluC = 0.7978845608028654 // √(2/π)
+	geluC = 0.7978845608028654 // √(2/π), for the graph-built reference in the benchmarks
 	geluK = 0.044715
 	// geluChunk bounds the stack scratch so the kernels never allocate.
 	geluChunk = 256
@@ -34,33 +35,13 @@ func geluForward(y, s, x []float32) {
 func geluForwardChunk(j *parJob, lo, hi int) {
 	y, x := j.f[0][lo:hi], j.f[2][lo:hi]
 	if s := j.f[1]; s != nil {
-		s = s[lo:hi]
-		geluSigmoid(s, x)
-		for i, v := range x {
-			y[i] = v * s[i]
-		}
+		kernels.GELUForward(y, s[lo:hi], x)
 		return
 	}
 	var buf [geluChunk]float32
 	for lo := 0; lo < len(x); lo += geluChunk {
 		hi := min(lo+geluChunk, len(x))
-		sc := buf[:hi-lo]
-		geluSigmoid(sc, x[lo:hi])
-		for i, v := range x[lo:hi] {
-			y[lo+i] = v * sc[i]
-		}
-	}
-}
-
-// geluSigmoid writes s = σ(2u(x)) = 1/(1 + exp(−2u)); s may alias x.
-func geluSigmoid(s, x []float32) {
-	s = s[:len(x)]
-	for i, v := range x {
-		s[i] = -2 * geluC * (v + geluK*v*v*v)
-	}
-	kernels.Exp(s, s)
-	for i, e := range s {
-		s[i] = 1 / (1 + e)
+		kernels.GELUForward(y[lo:hi], buf[:hi-lo], x[lo:hi])
 	}
 }
 
@@ -96,29 +77,15 @@ func geluBackwardChunk(j *parJob, lo, hi int) {
 		geluGrad(dx, dy, x, s[lo:hi], acc)
 		return
 	}
-	var buf [geluChunk]float32
+	var buf, ybuf [geluChunk]float32
 	for lo := 0; lo < len(x); lo += geluChunk {
 		hi := min(lo+geluChunk, len(x))
 		s := buf[:hi-lo]
-		geluSigmoid(s, x[lo:hi])
+		kernels.GELUForward(ybuf[:hi-lo], s, x[lo:hi])
 		geluGrad(dx[lo:hi], dy[lo:hi], x[lo:hi], s, acc)
 	}
 }
 
 func geluGrad(dx, dy, x, s []float32, acc bool) {
-	dx = dx[:len(x)]
-	dy = dy[:len(x)]
-	s = s[:len(x)]
-	const c2, k3 = 2 * geluC, 3 * geluK
-	if acc {
-		for i, v := range x {
-			sig := s[i]
-			dx[i] += dy[i] * (sig + v*sig*(1-sig)*c2*(1+k3*v*v))
-		}
-		return
-	}
-	for i, v := range x {
-		sig := s[i]
-		dx[i] = dy[i] * (sig + v*sig*(1-sig)*c2*(1+k3*v*v))
-	}
+	kernels.GELUGrad(dx, dy, x, s[:len(x)], acc)
 }

@@ -10,7 +10,7 @@ import (
 )
 
 type geluOp struct {
-	opBase
+	OpBase
 	rows, cols int
 	out        OutBuf
 	sig        []float32 // σ(2u) saved by Do for the backward op of the same run
@@ -24,7 +24,7 @@ func GELU(x *G.Node) (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	op := &geluOp{opBase: newOpBase(), rows: s[0], cols: s[1]}
+	op := &geluOp{OpBase: NewOpBase(), rows: s[0], cols: s[1]}
 	return apply(fn, op, x)
 }
 

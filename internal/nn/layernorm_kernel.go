@@ -216,10 +216,7 @@ func layerNormBackwardGammaCols(j *parJob, lo, hi int) {
 	for r := 0; r < len(x)/C; r++ {
 		xr := x[r*C+lo : r*C+hi]
 		dyr := dy[r*C+lo : r*C+hi]
-		mu, rs := mean[r], rstd[r]
-		for k, v := range xr {
-			dgamma[k] += dyr[k] * (v - mu) * rs
-		}
+		kernels.AccCentered(dgamma, dyr, xr, mean[r], rstd[r])
 	}
 }
 

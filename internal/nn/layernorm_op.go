@@ -11,7 +11,7 @@ import (
 )
 
 type layerNormOp struct {
-	opBase
+	OpBase
 	rows, C    int
 	eps        float32
 	out        OutBuf
@@ -41,7 +41,7 @@ func LayerNorm(x, g, b *G.Node, eps float32) (*G.Node, error) {
 	if !(eps >= 0) || math.IsInf(float64(eps), 0) {
 		return nil, shapeErr(fn, "eps=%g must be finite and non-negative", eps)
 	}
-	op := &layerNormOp{opBase: newOpBase(), rows: xs[0], C: xs[1], eps: eps}
+	op := &layerNormOp{OpBase: NewOpBase(), rows: xs[0], C: xs[1], eps: eps}
 	return apply(fn, op, x, g, b)
 }
 

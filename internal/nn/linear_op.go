@@ -18,7 +18,7 @@ type LinearOpts struct {
 }
 
 type linearOp struct {
-	opBase
+	OpBase
 	rows, in, out int
 	transW, bias  bool
 	buf           OutBuf
@@ -45,7 +45,7 @@ func Linear(x, w, b *G.Node, opt LinearOpts) (*G.Node, error) {
 	if xs[1] != in {
 		return nil, shapeErr(fn, "x %v does not fit weight %v (TransW=%t)", xs, ws, opt.TransW)
 	}
-	op := &linearOp{opBase: newOpBase(), rows: xs[0], in: in, out: out, transW: opt.TransW, bias: b != nil}
+	op := &linearOp{OpBase: NewOpBase(), rows: xs[0], in: in, out: out, transW: opt.TransW, bias: b != nil}
 	if b == nil {
 		return apply(fn, op, x, w)
 	}
@@ -181,7 +181,7 @@ func (op *linearOp) String() string {
 }
 
 type biasAddOp struct {
-	opBase
+	OpBase
 	rows, C int
 	buf     OutBuf
 }
@@ -202,7 +202,7 @@ func BiasAdd(x, b *G.Node) (*G.Node, error) {
 	if bs[0] != xs[1] {
 		return nil, shapeErr(fn, "bias %v for x %v", bs, xs)
 	}
-	return apply(fn, &biasAddOp{opBase: newOpBase(), rows: xs[0], C: xs[1]}, x, b)
+	return apply(fn, &biasAddOp{OpBase: NewOpBase(), rows: xs[0], C: xs[1]}, x, b)
 }
 
 func (op *biasAddOp) Arity() int { return 2 }

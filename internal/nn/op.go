@@ -2,30 +2,14 @@ package nn
 
 import (
 	"fmt"
-	"hash"
-	"sync/atomic"
 
-	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
 
-// opSerial numbers op instances. Each op writes its number into its hash so
-// gorgonia never merges two of them: ops that look alike may read different
-// IDs holders or saved state.
-var opSerial atomic.Uint64
-
-// opBase carries the parts common to every op of the package.
-type opBase struct {
-	OpDefaults
-	serial uint64
-}
-
-func newOpBase() opBase { return opBase{serial: opSerial.Add(1)} }
-
 var (
-	matrixType = G.TensorType{Dims: 2, Of: tensor.Float32}
-	vectorType = G.TensorType{Dims: 1, Of: tensor.Float32}
+	matrixType = MatrixType()
+	vectorType = VectorType()
 )
 
 // scalarF32 reads a scalar value (the upstream gradient of a loss).
@@ -86,24 +70,6 @@ func apply(fn string, op G.Op, inputs ...*G.Node) (*G.Node, error) {
 	return n, nil
 }
 
-// gradOp is the backward op for one input (its target) of a forward op. Its
-// inputs are whatever values the gradient needs, including the forward node
-// when the forward op's saved state is read, so the tape runs it after the
-// forward op.
-type gradOp struct {
-	opBase
-	name   string // e.g. "LayerNormGradX"
-	fwd    uint64 // serial of the forward op, for the hash and String
-	target *G.Node
-	arity  int
-	typ    hm.Type
-	r, c   int // output shape (r, c), or (r) when c < 0
-	run    func(dst []float32, in []G.Value) error
-
-	out, placeholder OutBuf
-}
-
-// newGrad builds the gradient node of target from inputs.
 // newRowSumGrad adds the gradient of a bias broadcast over rows rows of
 // width C: the column sums of grad, rows in order (bias add, linear bias,
 // LayerNorm's beta).
@@ -119,68 +85,7 @@ func newRowSumGrad(name string, fwd uint64, target, grad *G.Node, rows, C int) (
 	}, grad)
 }
 
+// newGrad is NewGrad for the ops of this package.
 func newGrad(name string, fwd uint64, target *G.Node, r, c int, run func([]float32, []G.Value) error, inputs ...*G.Node) (*G.Node, error) {
-	types := make([]hm.Type, 0, len(inputs)+1)
-	for _, in := range inputs {
-		types = append(types, in.Type())
-	}
-	if c >= 0 {
-		types = append(types, matrixType)
-	} else {
-		types = append(types, vectorType)
-	}
-	op := &gradOp{opBase: newOpBase(), name: name, fwd: fwd, target: target, arity: len(inputs), typ: hm.NewFnType(types...), r: r, c: c, run: run}
-	return apply(name, op, inputs...)
+	return NewGrad("nn", name, fwd, target, r, c, run, inputs...)
 }
-
-// needed reports whether G.Grad gave the target a derivative: it does for
-// the nodes passed to it and every node between them and the cost, and for
-// no other. A frozen weight (or the data) has none, and its gradient is then
-// never read, so it is not computed.
-func (op *gradOp) needed() bool { return op.target.Deriv() != nil }
-
-// Arity is the number of values the gradient reads.
-func (op *gradOp) Arity() int { return op.arity }
-
-// Type is the function type from the inputs' types to the gradient's.
-func (op *gradOp) Type() hm.Type { return op.typ }
-
-// InferShape returns the target's shape.
-func (op *gradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
-	if op.c >= 0 {
-		return tensor.Shape{op.r, op.c}, nil
-	}
-	return tensor.Shape{op.r}, nil
-}
-
-// Do computes the gradient into the op's own buffer, or returns a 1×1
-// placeholder without computing when the target needs no gradient.
-func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
-	if !op.needed() {
-		return op.placeholder.Get(1, 1), nil
-	}
-	return op.out.Do(op.r, op.c, func(dst []float32) error { return op.run(dst, in) })
-}
-
-// UsePreallocDo computes the gradient into prealloc.
-func (op *gradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
-	if !op.needed() {
-		return op.placeholder.Get(1, 1), nil
-	}
-	n := op.r
-	if op.c >= 0 {
-		n *= op.c
-	}
-	return PreallocDo("nn", op.name, prealloc, n, ErrShape, func(dst []float32) error { return op.run(dst, in) })
-}
-
-// WriteHash identifies the instance.
-func (op *gradOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "nn.%s#%d(fwd#%d, %d×%d)", op.name, op.serial, op.fwd, op.r, op.c)
-}
-
-// Hashcode hashes WriteHash.
-func (op *gradOp) Hashcode() uint32 { return OpHash(op) }
-
-// String names the op in graph dumps.
-func (op *gradOp) String() string { return fmt.Sprintf("nn.%s(fwd#%d)", op.name, op.fwd) }

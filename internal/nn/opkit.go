@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"hash"
 	"hash/fnv"
+	"sync/atomic"
 
+	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -176,3 +178,127 @@ func OpHash(op interface{ WriteHash(hash.Hash) }) uint32 {
 	op.WriteHash(h)
 	return h.Sum32()
 }
+
+// opSerial numbers op instances, across every package that builds ops with
+// NewOpBase. Each op writes its number into its hash so gorgonia never
+// merges two of them: ops that look alike may read different IDs holders,
+// layers or saved state.
+var opSerial atomic.Uint64
+
+// OpBase gives an op, by embedding, OpDefaults and a serial number unique to
+// the instance (across packages), for its WriteHash.
+type OpBase struct {
+	OpDefaults
+	serial uint64
+}
+
+// NewOpBase returns an OpBase with the next serial number.
+func NewOpBase() OpBase { return OpBase{serial: opSerial.Add(1)} }
+
+// Serial is the instance's number, to write in WriteHash.
+func (b OpBase) Serial() uint64 { return b.serial }
+
+// MatrixType is the type of a float32 matrix node, for ops' Type methods.
+func MatrixType() G.TensorType { return G.TensorType{Dims: 2, Of: tensor.Float32} }
+
+// VectorType is the type of a float32 vector node.
+func VectorType() G.TensorType { return G.TensorType{Dims: 1, Of: tensor.Float32} }
+
+// gradOp is the backward op for one input (its target) of a forward op. Its
+// inputs are whatever values the gradient needs, including the forward node
+// when the forward op's saved state is read, so the tape runs it after the
+// forward op.
+type gradOp struct {
+	OpBase
+	pkg    string // the package of the forward op, for the hash, String and errors
+	name   string // e.g. "LayerNormGradX"
+	fwd    uint64 // serial of the forward op, for the hash and String
+	target *G.Node
+	arity  int
+	typ    hm.Type
+	r, c   int // output shape (r, c), or (r) when c < 0
+	run    func(dst []float32, in []G.Value) error
+
+	out, placeholder OutBuf
+}
+
+// NewGrad adds to target's graph the backward op that computes target's
+// gradient, an r×c matrix (a vector of r when c < 0), by calling run on the
+// values of inputs at each run: run writes the whole gradient into dst (the
+// op's own buffer, reused across runs). inputs are whatever run reads; pass
+// the forward node among them when run reads state the forward op saved,
+// so the tape runs it after the forward op. When G.Grad gave target no
+// derivative (a frozen weight, the data), the op does no work and returns a
+// 1×1 placeholder, which nothing reads. pkg and name (e.g. "lora",
+// "DownGradX") name the op in its hash, String and errors; fwd is the
+// forward op's Serial. This is the backward op of every op of this package
+// and of lora's.
+func NewGrad(pkg, name string, fwd uint64, target *G.Node, r, c int, run func(dst []float32, in []G.Value) error, inputs ...*G.Node) (*G.Node, error) {
+	types := make([]hm.Type, 0, len(inputs)+1)
+	for _, in := range inputs {
+		types = append(types, in.Type())
+	}
+	if c >= 0 {
+		types = append(types, MatrixType())
+	} else {
+		types = append(types, VectorType())
+	}
+	op := &gradOp{OpBase: NewOpBase(), pkg: pkg, name: name, fwd: fwd, target: target, arity: len(inputs), typ: hm.NewFnType(types...), r: r, c: c, run: run}
+	n, err := G.ApplyOp(op, inputs...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", pkg, name, err)
+	}
+	return n, nil
+}
+
+// needed reports whether G.Grad gave the target a derivative: it does for
+// the nodes passed to it and every node between them and the cost, and for
+// no other. A frozen weight (or the data) has none, and its gradient is then
+// never read, so it is not computed.
+func (op *gradOp) needed() bool { return op.target.Deriv() != nil }
+
+// Arity is the number of values the gradient reads.
+func (op *gradOp) Arity() int { return op.arity }
+
+// Type is the function type from the inputs' types to the gradient's.
+func (op *gradOp) Type() hm.Type { return op.typ }
+
+// InferShape returns the target's shape.
+func (op *gradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	if op.c >= 0 {
+		return tensor.Shape{op.r, op.c}, nil
+	}
+	return tensor.Shape{op.r}, nil
+}
+
+// Do computes the gradient into the op's own buffer, or returns a 1×1
+// placeholder without computing when the target needs no gradient.
+func (op *gradOp) Do(in ...G.Value) (G.Value, error) {
+	if !op.needed() {
+		return op.placeholder.Get(1, 1), nil
+	}
+	return op.out.Do(op.r, op.c, func(dst []float32) error { return op.run(dst, in) })
+}
+
+// UsePreallocDo computes the gradient into prealloc.
+func (op *gradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error) {
+	if !op.needed() {
+		return op.placeholder.Get(1, 1), nil
+	}
+	n := op.r
+	if op.c >= 0 {
+		n *= op.c
+	}
+	return PreallocDo(op.pkg, op.name, prealloc, n, ErrShape, func(dst []float32) error { return op.run(dst, in) })
+}
+
+// WriteHash identifies the instance.
+func (op *gradOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "%s.%s#%d(fwd#%d, %d×%d)", op.pkg, op.name, op.serial, op.fwd, op.r, op.c)
+}
+
+// Hashcode hashes WriteHash.
+func (op *gradOp) Hashcode() uint32 { return OpHash(op) }
+
+// String names the op in graph dumps.
+func (op *gradOp) String() string { return fmt.Sprintf("%s.%s(fwd#%d)", op.pkg, op.name, op.fwd) }

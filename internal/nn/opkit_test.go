@@ -2,6 +2,7 @@ package nn
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -142,5 +143,64 @@ func TestOutBufDoAndPreallocDo(t *testing.T) {
 		PreallocDo("nn", "Test", pre, 6, nil, func(dst []float32) error { dst[0] = in[0]; return nil })
 	}); n != 0 {
 		t.Errorf("Do and PreallocDo allocate %v times per call, want 0", n)
+	}
+}
+
+// TestNewGradForOtherPackages builds a gradient the way lora's ops do:
+// named after the calling package, skipped for a target without a
+// derivative, and computed for one with.
+func TestNewGradForOtherPackages(t *testing.T) {
+	a, b := NewOpBase(), NewOpBase()
+	if a.Serial() == b.Serial() {
+		t.Fatalf("two op bases share serial %d", a.Serial())
+	}
+	g := G.NewGraph()
+	x := matNode(g, "x", []float32{1, 2, 3, 4, 5, 6}, 2, 3)
+	frozen := matNode(g, "frozen", make([]float32, 6), 2, 3)
+	y, err := GELU(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	double := func(dst []float32, in []G.Value) error {
+		v, err := Float32s("pkg", "Double", "x", in[0], 6, nil)
+		if err != nil {
+			return err
+		}
+		for i := range dst {
+			dst[i] = 2 * v[i]
+		}
+		return nil
+	}
+	dx, err := NewGrad("pkg", "Double", a.Serial(), x, 2, 3, double, y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	df, err := NewGrad("pkg", "Double", a.Serial(), frozen, 2, 3, double, y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := dx.Op().(fmt.Stringer).String(); s != fmt.Sprintf("pkg.Double(fwd#%d)", a.Serial()) {
+		t.Errorf("String() = %q", s)
+	}
+	cost, err := G.Sum(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := G.Grad(cost, x); err != nil {
+		t.Fatal(err)
+	}
+	m := G.NewTapeMachine(g)
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	want := y.Value().Data().([]float32)
+	got := dx.Value().Data().([]float32)
+	for i := range want {
+		if got[i] != 2*want[i] {
+			t.Fatalf("dx[%d] = %g, want %g", i, got[i], 2*want[i])
+		}
+	}
+	if s := df.Shape(); df.Value().Shape().TotalSize() != 1 {
+		t.Errorf("frozen target's gradient has shape %v (node %v), want the 1×1 placeholder", df.Value().Shape(), s)
 	}
 }

@@ -69,6 +69,24 @@ func kernel(ap, bp int) {
 	Load(Param("bStride"), bs)
 	SHLQ(Imm(2), bs)
 
+	// The tile of C is read (beta != 0) and written only after the k
+	// loop; it is often in no cache (C is megabytes, and each KC step of
+	// a product passes over all of it). Prefetching its lines now hides
+	// those misses behind the loop: without it the epilogue stalls on up
+	// to 24 misses per call.
+	cp, ldc := R8, R9
+	MOVQ(paramAddr("c"), cp)
+	Load(Param("ldc"), ldc)
+	SHLQ(Imm(2), ldc)
+	for r := 0; r < mr; r++ {
+		for h := 0; h < bp; h++ {
+			PREFETCHT0(Mem{Base: cp, Disp: 64 * h})
+		}
+		if r < mr-1 {
+			ADDQ(ldc, cp)
+		}
+	}
+
 	for r := 0; r < mr; r++ {
 		for h := 0; h < bp; h++ {
 			VPXORD(acc(r, h), acc(r, h), acc(r, h))
@@ -131,10 +149,7 @@ func kernel(ap, bp int) {
 	JMP(LabelRef("tail"))
 
 	Label("store")
-	cp, ldc := R8, R9
 	MOVQ(paramAddr("c"), cp)
-	Load(Param("ldc"), ldc)
-	SHLQ(Imm(2), ldc)
 	alpha, beta := Z24, Z25
 	VBROADCASTSS(paramAddr("alpha"), alpha)
 	// beta == 0 (either sign) selects the store-only path: C may hold NaNs.

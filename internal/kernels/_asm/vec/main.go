@@ -44,6 +44,8 @@ func main() {
 	scale()
 	exp()
 	expSubSum()
+	gelu()
+	adamw()
 	Generate()
 }
 
@@ -513,5 +515,124 @@ func expSubSum() {
 	hreduce(acc, VADDPS)
 	VZEROUPPER()
 	Store(acc.AsX(), ReturnIndex(0))
+	RET()
+}
+
+// gelu emits GELU's forward pass in its sigmoid form: s = 1/(1 + e^(−2u)),
+// u = √(2/π)·(x + 0.044715·x³), and y = x·s, keeping s for the backward
+// pass. The tail goes through masked loads and stores, so every element is
+// computed by the same instructions wherever a caller cuts the slice.
+func gelu() {
+	expConstData()
+	m2c := f32("vecGeluM2C", float32(-2*0.7978845608028654))
+	k := f32("vecGeluK", 0.044715)
+	TEXT("geluFwdAVX2", NOSPLIT, "func(y, s, x []float32)")
+	Pragma("noescape")
+	Doc("geluFwdAVX2 computes s[i] = 1/(1 + exp(−2u(x[i]))) and y[i] = x[i]·s[i];",
+		"len(y), len(s) ≥ len(x). y may alias x.")
+	y := Load(Param("y").Base(), GP64())
+	sp := Load(Param("s").Base(), GP64())
+	x, n := loadSlice("x")
+	e := newExpState()
+	kr := YMM()
+	VMOVUPS(k, kr)
+	const unroll = 2
+	xs := ymms(unroll)
+	// arg computes the exponent −2u of xs[u] into e.x[u].
+	arg := func(u int) {
+		VMULPS(xs[u], xs[u], e.x[u])    // x²
+		VFMADD213PS(vecOne, kr, e.x[u]) // 1 + k·x²
+		VMULPS(xs[u], e.x[u], e.x[u])   // x + k·x³
+		VMULPS(m2c, e.x[u], e.x[u])     // −2u
+	}
+	// sig turns e.x[u] = e^(−2u) into s, and xs[u] into y.
+	sig := func(u int) {
+		VADDPS(vecOne, e.x[u], e.x[u])
+		VMOVUPS(vecOne, e.p[u])
+		VDIVPS(e.x[u], e.p[u], e.x[u]) // s = 1/(1 + e)
+		VMULPS(e.x[u], xs[u], xs[u])   // y = x·s
+	}
+	loop(unroll, n, []reg.Register{x, y, sp}, func(kk int) {
+		for u := 0; u < kk; u++ {
+			VMOVUPS(Mem{Base: x, Disp: 32 * u}, xs[u])
+			arg(u)
+		}
+		e.exp(kk)
+		for u := 0; u < kk; u++ {
+			sig(u)
+			VMOVUPS(e.x[u], Mem{Base: sp, Disp: 32 * u})
+			VMOVUPS(xs[u], Mem{Base: y, Disp: 32 * u})
+		}
+	}, func(mask reg.VecVirtual) {
+		VMASKMOVPS(Mem{Base: x}, mask, xs[0])
+		arg(0)
+		e.exp(1)
+		sig(0)
+		VMASKMOVPS(e.x[0], mask, Mem{Base: sp})
+		VMASKMOVPS(xs[0], mask, Mem{Base: y})
+	}, "gelu")
+	VZEROUPPER()
+	RET()
+}
+
+// adamw is the fused AdamW update (see AdamW in internal/kernels/adamw.go,
+// whose Go loop it reproduces bit for bit): every product and sum rounds
+// separately, as the Go code's explicit conversions do, so no FMA.
+func adamw() {
+	TEXT("adamwAVX2", NOSPLIT, "func(p, g, m, v []float32, k *float32)")
+	Pragma("noescape")
+	Doc("adamwAVX2 applies one AdamW step to p, m and v from the gradient g;",
+		"k points at the nine constants of AdamWParams, in field order.",
+		"len(g), len(m), len(v) ≥ len(p).")
+	kp := Load(Param("k"), GP64())
+	c := ymms(9) // gscale, decay, b1, c1, b2, c2, stepSize, invBC2Sqrt, eps
+	for i := range c {
+		VBROADCASTSS(Mem{Base: kp, Disp: 4 * i}, c[i])
+	}
+	gs, decay, b1, c1, b2, c2, step, inv, eps := c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+	p, n := loadSlice("p")
+	g := Load(Param("g").Base(), GP64())
+	m := Load(Param("m").Base(), GP64())
+	v := Load(Param("v").Base(), GP64())
+	t := ymms(5)
+	gv, pv, mv, vv, tv := t[0], t[1], t[2], t[3], t[4]
+	// body computes one vector from registers loaded by load and stored by store.
+	body := func() {
+		VMULPS(gs, gv, gv)
+		VMULPS(decay, pv, pv)
+		VMULPS(b1, mv, mv)
+		VMULPS(c1, gv, tv)
+		VADDPS(tv, mv, mv)
+		VMULPS(b2, vv, vv)
+		VMULPS(c2, gv, tv)
+		VMULPS(gv, tv, tv)
+		VADDPS(tv, vv, vv)
+		VSQRTPS(vv, tv)
+		VMULPS(inv, tv, tv)
+		VADDPS(eps, tv, tv)
+		VMULPS(step, mv, gv) // g is dead: stepSize·m
+		VDIVPS(tv, gv, gv)
+		VSUBPS(gv, pv, pv)
+	}
+	loop(1, n, []reg.Register{p, g, m, v}, func(k int) {
+		VMOVUPS(Mem{Base: g}, gv)
+		VMOVUPS(Mem{Base: p}, pv)
+		VMOVUPS(Mem{Base: m}, mv)
+		VMOVUPS(Mem{Base: v}, vv)
+		body()
+		VMOVUPS(mv, Mem{Base: m})
+		VMOVUPS(vv, Mem{Base: v})
+		VMOVUPS(pv, Mem{Base: p})
+	}, func(mask reg.VecVirtual) {
+		VMASKMOVPS(Mem{Base: g}, mask, gv)
+		VMASKMOVPS(Mem{Base: p}, mask, pv)
+		VMASKMOVPS(Mem{Base: m}, mask, mv)
+		VMASKMOVPS(Mem{Base: v}, mask, vv)
+		body()
+		VMASKMOVPS(mv, mask, Mem{Base: m})
+		VMASKMOVPS(vv, mask, Mem{Base: v})
+		VMASKMOVPS(pv, mask, Mem{Base: p})
+	}, "adamw")
+	VZEROUPPER()
 	RET()
 }

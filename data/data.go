@@ -1,0 +1,232 @@
+// Package data turns fine-tuning files into token batches with loss masks.
+//
+// It reads the four formats of the galleon command — plain text (.txt),
+// and JSON lines (.jsonl) holding {"text"}, {"prompt","completion"} or
+// {"messages":[{"role","content"}]} — through small interfaces (Encoder,
+// ChatRenderer), so it depends on neither the tokenizer nor the model
+// package. Targets that carry no loss are IgnoreIndex (-1), the value the
+// model's cross-entropy skips.
+package data
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// IgnoreIndex is the target of a position that carries no loss; it equals
+// internal/nn's IgnoreIndex, which the model's loss skips.
+const IgnoreIndex = -1
+
+// ErrData is wrapped by every error about malformed input.
+var ErrData = errors.New("data: malformed input")
+
+// Encoder turns text into token ids, without adding special tokens.
+type Encoder interface {
+	Encode(text string) []int32
+}
+
+// Message is one turn of a conversation.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Segment is a piece of rendered chat text; Train marks the pieces whose
+// tokens carry loss (the assistant turns).
+type Segment struct {
+	Text  string
+	Train bool
+}
+
+// ChatRenderer renders a conversation with a chat template into segments.
+type ChatRenderer interface {
+	Render(messages []Message) ([]Segment, error)
+}
+
+// Options says how files become token sequences.
+type Options struct {
+	// Encoder tokenizes text; required.
+	Encoder Encoder
+	// Chat renders {"messages"} lines; required only when such lines occur.
+	Chat ChatRenderer
+	// BOS, when non-negative, starts every example; it never carries loss.
+	BOS int32
+	// EOS, when non-negative, ends every example and carries loss whenever
+	// the example's last token does (so a model learns to stop).
+	EOS int32
+}
+
+// Example is one token sequence; Train[i] says whether token i is a
+// target that carries loss when predicted from the tokens before it.
+type Example struct {
+	IDs   []int32
+	Train []bool
+}
+
+// Trained returns how many of e's tokens carry loss as targets; the first
+// token is never a target.
+func (e Example) Trained() int {
+	n := 0
+	for i := 1; i < len(e.Train); i++ {
+		if e.Train[i] {
+			n++
+		}
+	}
+	return n
+}
+
+// builder accumulates an example from pieces of text.
+type builder struct {
+	opts Options
+	ex   Example
+}
+
+func (b *builder) special(id int32, train bool) {
+	if id >= 0 {
+		b.ex.IDs = append(b.ex.IDs, id)
+		b.ex.Train = append(b.ex.Train, train)
+	}
+}
+
+func (b *builder) text(s string, train bool) {
+	for _, id := range b.opts.Encoder.Encode(s) {
+		b.ex.IDs = append(b.ex.IDs, id)
+		b.ex.Train = append(b.ex.Train, train)
+	}
+}
+
+func (b *builder) finish() Example {
+	last := len(b.ex.Train) > 0 && b.ex.Train[len(b.ex.Train)-1]
+	b.special(b.opts.EOS, last)
+	return b.ex
+}
+
+func newBuilder(opts Options) *builder {
+	b := &builder{opts: opts}
+	b.special(opts.BOS, false)
+	return b
+}
+
+// ReadFile reads a .txt or .jsonl file into examples.
+func ReadFile(path string, opts Options) ([]Example, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	defer f.Close()
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".txt":
+		return ReadText(f, opts)
+	case ".jsonl":
+		ex, err := ReadJSONL(f, opts)
+		if err != nil {
+			return nil, fmt.Errorf("data: %s: %w", path, err)
+		}
+		return ex, nil
+	}
+	return nil, fmt.Errorf("data: %s: extension is not .txt or .jsonl: %w", path, ErrData)
+}
+
+// ReadText reads plain text as one example whose every token carries loss;
+// Pack cuts it into windows.
+func ReadText(r io.Reader, opts Options) ([]Example, error) {
+	if opts.Encoder == nil {
+		return nil, fmt.Errorf("data: no encoder: %w", ErrData)
+	}
+	all, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	b := newBuilder(opts)
+	b.text(string(all), true)
+	return []Example{b.finish()}, nil
+}
+
+// line is the union of the three JSONL record shapes.
+type line struct {
+	Text       *string   `json:"text"`
+	Prompt     *string   `json:"prompt"`
+	Completion *string   `json:"completion"`
+	Messages   []Message `json:"messages"`
+}
+
+// ReadJSONL reads JSON lines, each {"text"}, {"prompt","completion"} or
+// {"messages"}; blank lines are skipped. A malformed line is reported with
+// its 1-based line number.
+func ReadJSONL(r io.Reader, opts Options) ([]Example, error) {
+	if opts.Encoder == nil {
+		return nil, fmt.Errorf("data: no encoder: %w", ErrData)
+	}
+	var out []Example
+	br := bufio.NewReader(r)
+	for n := 1; ; n++ {
+		raw, err := br.ReadBytes('\n')
+		if len(bytes.TrimSpace(raw)) > 0 {
+			ex, perr := parseLine(raw, opts)
+			if perr != nil {
+				return nil, fmt.Errorf("line %d: %w", n, perr)
+			}
+			out = append(out, ex)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("data: line %d: %w", n, err)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no examples: %w", ErrData)
+	}
+	return out, nil
+}
+
+func parseLine(raw []byte, opts Options) (Example, error) {
+	var l line
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return Example{}, fmt.Errorf("%w: %v", ErrData, err)
+	}
+	if dec.More() {
+		return Example{}, fmt.Errorf("more than one JSON value: %w", ErrData)
+	}
+	b := newBuilder(opts)
+	switch {
+	case l.Text != nil && l.Prompt == nil && l.Completion == nil && l.Messages == nil:
+		b.text(*l.Text, true)
+	case l.Prompt != nil && l.Completion != nil && l.Text == nil && l.Messages == nil:
+		b.text(*l.Prompt, false)
+		b.text(*l.Completion, true)
+	case l.Messages != nil && l.Text == nil && l.Prompt == nil && l.Completion == nil:
+		if opts.Chat == nil {
+			return Example{}, fmt.Errorf("messages need a chat template: %w", ErrData)
+		}
+		for i, m := range l.Messages {
+			if m.Role == "" {
+				return Example{}, fmt.Errorf("message %d has no role: %w", i, ErrData)
+			}
+		}
+		segs, err := opts.Chat.Render(l.Messages)
+		if err != nil {
+			return Example{}, fmt.Errorf("chat template: %w: %w", ErrData, err)
+		}
+		for _, s := range segs {
+			b.text(s.Text, s.Train)
+		}
+	default:
+		return Example{}, fmt.Errorf(`want exactly one of {"text"}, {"prompt","completion"} or {"messages"}: %w`, ErrData)
+	}
+	ex := b.finish()
+	if ex.Trained() == 0 {
+		return Example{}, fmt.Errorf("no token carries loss: %w", ErrData)
+	}
+	return ex, nil
+}

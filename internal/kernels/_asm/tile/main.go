@@ -1,0 +1,230 @@
+// Command tile generates the AVX2/FMA tile kernel of the FlashAttention
+// kernels in package attention (attention/tile_amd64.s, and its Go
+// declarations in attention/tile_amd64_stubs.go):
+//
+//	cd internal/kernels/_asm && go run ./tile -out ../../../attention/tile_amd64.s -stubs ../../../attention/tile_amd64_stubs.go -pkg attention
+//
+// The products and their modes are described in attention/tile.go. Unlike
+// the GEMM micro-kernel, the tile kernel reads its operands in place (A with
+// any row and column strides, B row-major), because the attention tiles are
+// small and used once: packing them would cost as much as the product. It
+// keeps six rows × 16 columns of C in twelve YMM accumulators; each step of
+// k is two B loads, six broadcasts of A and twelve FMAs, so every element of
+// C is one sequential FMA chain over k (dotChain reproduces that rounding for
+// a single element).
+package main
+
+import (
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The modes of attention/tile.go.
+const (
+	tileAdd   = 1
+	tileDS    = 2
+	tileDSAdd = 3
+)
+
+func main() {
+	ConstraintExpr("amd64,!purego")
+	kern6x16()
+	dotChain()
+	Generate()
+}
+
+func paramAddr(name string) Mem {
+	b, err := Param(name).Resolve()
+	if err != nil {
+		panic(err)
+	}
+	return b.Addr
+}
+
+// acc returns the accumulator of row r, half h (columns 8h…8h+7).
+func acc(r, h int) VecPhysical {
+	return []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11}[2*r+h]
+}
+
+func kern6x16() {
+	TEXT("kern6x16", NOSPLIT, "func(n, k int, a *float32, sai, sak int, b *float32, ldb int, c *float32, ldc int, mode int, p, dv *float32)")
+	Pragma("noescape")
+	Doc(
+		"kern6x16 computes rows [0, 6) and columns [0, n) of C = op(A·B) (see",
+		"tile.go): n is a positive multiple of 16, k is positive, a, c (and p, dv in",
+		"tileDS mode) point at the block's first row.",
+	)
+	// Registers: AX a (running), BX b (running), CX k count, DX sai·4,
+	// SI 3·sai·4, DI 5·sai·4, R8 sak·4, R9 ldb·4, R10 C block, R11 columns
+	// left, R12 a base, R13 b column base.
+	MOVQ(paramAddr("n"), R11)
+	MOVQ(paramAddr("a"), R12)
+	MOVQ(paramAddr("sai"), RDX)
+	SHLQ(Imm(2), RDX)
+	LEAQ(Mem{Base: RDX, Index: RDX, Scale: 2}, RSI)
+	LEAQ(Mem{Base: RDX, Index: RDX, Scale: 4}, RDI)
+	MOVQ(paramAddr("sak"), R8)
+	SHLQ(Imm(2), R8)
+	MOVQ(paramAddr("b"), R13)
+	MOVQ(paramAddr("ldb"), R9)
+	SHLQ(Imm(2), R9)
+	MOVQ(paramAddr("c"), R10)
+
+	Label("colblock")
+	MOVQ(R12, RAX)
+	MOVQ(R13, RBX)
+	MOVQ(paramAddr("k"), RCX)
+	for r := 0; r < 6; r++ {
+		for h := 0; h < 2; h++ {
+			VXORPS(acc(r, h), acc(r, h), acc(r, h))
+		}
+	}
+
+	Label("kloop")
+	VMOVUPS(Mem{Base: RBX}, Y12)
+	VMOVUPS(Mem{Base: RBX, Disp: 32}, Y13)
+	// Row r of A at a + r·sai·4: DX·{0,1,2,4}, SI (3), DI (5).
+	rowA := []Mem{
+		{Base: RAX},
+		{Base: RAX, Index: RDX, Scale: 1},
+		{Base: RAX, Index: RDX, Scale: 2},
+		{Base: RAX, Index: RSI, Scale: 1},
+		{Base: RAX, Index: RDX, Scale: 4},
+		{Base: RAX, Index: RDI, Scale: 1},
+	}
+	for r := 0; r < 6; r++ {
+		bc := []VecPhysical{Y14, Y15}[r%2]
+		VBROADCASTSS(rowA[r], bc)
+		VFMADD231PS(Y12, bc, acc(r, 0))
+		VFMADD231PS(Y13, bc, acc(r, 1))
+	}
+	ADDQ(R8, RAX)
+	ADDQ(R9, RBX)
+	DECQ(RCX)
+	JNZ(LabelRef("kloop"))
+
+	Comment("Epilogue: BX walks the rows of the C block, CX is ldc·4.")
+	MOVQ(paramAddr("ldc"), RCX)
+	SHLQ(Imm(2), RCX)
+	MOVQ(R10, RBX)
+	MOVQ(paramAddr("mode"), RAX)
+	CMPQ(RAX, Imm(tileAdd))
+	JEQ(LabelRef("addmode"))
+	CMPQ(RAX, Imm(tileDS))
+	JEQ(LabelRef("dsmode"))
+	CMPQ(RAX, Imm(tileDSAdd))
+	JEQ(LabelRef("dsaddmode"))
+
+	// rows emits f for each row, stepping BX (and the extra pointers) by
+	// one row of C between rows.
+	rows := func(f func(r int), step ...Register) {
+		for r := 0; r < 6; r++ {
+			f(r)
+			if r < 5 {
+				ADDQ(RCX, RBX)
+				for _, s := range step {
+					ADDQ(RCX, s)
+				}
+			}
+		}
+	}
+	store := func(r int) {
+		VMOVUPS(acc(r, 0), Mem{Base: RBX})
+		VMOVUPS(acc(r, 1), Mem{Base: RBX, Disp: 32})
+	}
+	addC := func(r int) {
+		VADDPS(Mem{Base: RBX}, acc(r, 0), acc(r, 0))
+		VADDPS(Mem{Base: RBX, Disp: 32}, acc(r, 1), acc(r, 1))
+	}
+
+	rows(store)
+	JMP(LabelRef("next"))
+
+	Label("addmode")
+	rows(func(r int) { addC(r); store(r) })
+	JMP(LabelRef("next"))
+
+	Label("dsaddmode")
+	Comment("acc += C, then fall into the DS epilogue with BX back at the block.")
+	rows(addC)
+	MOVQ(R10, RBX)
+
+	Label("dsmode")
+	Comment("C = P ∘ (acc − dv[row]); AX walks P like BX walks C.")
+	MOVQ(paramAddr("dv"), RAX)
+	dvReg := []VecPhysical{Y12, Y13, Y14, Y15, Y12, Y13}
+	for r := 0; r < 4; r++ {
+		VBROADCASTSS(Mem{Base: RAX, Disp: 4 * r}, dvReg[r])
+	}
+	for r := 0; r < 4; r++ {
+		VSUBPS(dvReg[r], acc(r, 0), acc(r, 0))
+		VSUBPS(dvReg[r], acc(r, 1), acc(r, 1))
+	}
+	for r := 4; r < 6; r++ {
+		VBROADCASTSS(Mem{Base: RAX, Disp: 4 * r}, dvReg[r])
+	}
+	for r := 4; r < 6; r++ {
+		VSUBPS(dvReg[r], acc(r, 0), acc(r, 0))
+		VSUBPS(dvReg[r], acc(r, 1), acc(r, 1))
+	}
+	MOVQ(paramAddr("p"), RAX)
+	ADDQ(R10, RAX)
+	SUBQ(paramAddr("c"), RAX)
+	rows(func(r int) {
+		VMULPS(Mem{Base: RAX}, acc(r, 0), acc(r, 0))
+		VMULPS(Mem{Base: RAX, Disp: 32}, acc(r, 1), acc(r, 1))
+		store(r)
+	}, RAX)
+
+	Label("next")
+	ADDQ(Imm(64), R10)
+	ADDQ(Imm(64), R13)
+	SUBQ(Imm(16), R11)
+	JNZ(LabelRef("colblock"))
+	VZEROUPPER()
+	RET()
+}
+
+func dotChain() {
+	TEXT("dotChain", NOSPLIT, "func(x, y *float32, n, kc int) float32")
+	Pragma("noescape")
+	Doc(
+		"dotChain returns Σ x[i]·y[i] for i < n, rounded exactly as kern6x16",
+		"rounds one element of a product over k = n split into chunks of kc:",
+		"a sequential FMA chain per chunk, chunks added in order.",
+	)
+	MOVQ(paramAddr("x"), RAX)
+	MOVQ(paramAddr("y"), RBX)
+	MOVQ(paramAddr("n"), RCX)
+	MOVQ(paramAddr("kc"), RDX)
+	VXORPS(X0, X0, X0)
+	TESTQ(RCX, RCX)
+	JZ(LabelRef("dcdone"))
+
+	Label("dcchunk")
+	MOVQ(RDX, RSI)
+	CMPQ(RSI, RCX)
+	CMOVQGT(RCX, RSI)
+	SUBQ(RSI, RCX)
+	VXORPS(X1, X1, X1)
+
+	Label("dcloop")
+	VMOVSS(Mem{Base: RAX}, X2)
+	VFMADD231SS(Mem{Base: RBX}, X2, X1)
+	ADDQ(Imm(4), RAX)
+	ADDQ(Imm(4), RBX)
+	DECQ(RSI)
+	JNZ(LabelRef("dcloop"))
+	VADDSS(X1, X0, X0)
+	TESTQ(RCX, RCX)
+	JNZ(LabelRef("dcchunk"))
+
+	Label("dcdone")
+	ret, err := ReturnIndex(0).Resolve()
+	if err != nil {
+		panic(err)
+	}
+	VMOVSS(X0, ret.Addr)
+	RET()
+}

@@ -1,0 +1,193 @@
+package nn
+
+import (
+	"math"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
+)
+
+// The output head and the cross-entropy, fused and chunked: at B·T = 8·1024
+// rows and a 128,256-token vocabulary the logits alone take 4 GiB, so these
+// kernels never hold more than one chunk of rows of them. Each chunk's
+// logits come from one kernels.Sgemm, become softmax gradients in place, and
+// feed the dx and dW products at once, so a training step runs three
+// products (logits, dx, dW) over the vocabulary and no fourth to recompute
+// the logits.
+
+// linearCEBudget is the default size of one chunk of logits, in bytes. The
+// dW product adds a chunk of rows into all of dW [D, V] per chunk, so larger
+// chunks pass over dW fewer times.
+const linearCEBudget = 64 << 20
+
+// LinearCEChunk returns the default number of rows per chunk for a
+// vocabulary of V: as many as fit in 64 MiB of float32 logits, a multiple of
+// 16 between 16 and 1024.
+func LinearCEChunk(V int) int {
+	c := linearCEBudget / 4 / max(V, 1)
+	return min(max(c/16*16, 16), 1024)
+}
+
+// LinearCEScratch is the memory of the fused linear cross-entropy kernels:
+// one chunk of logits (Rows×V float32) and the chunk's row losses. Reuse one
+// across calls so they allocate nothing; it is not safe for concurrent use.
+type LinearCEScratch struct {
+	rows, V int
+	logits  []float32
+	rowLoss []float64
+}
+
+// NewLinearCEScratch returns scratch for chunks of rows rows of a
+// vocabulary of V (rows ≤ 0: LinearCEChunk(V)).
+func NewLinearCEScratch(rows, V int) *LinearCEScratch {
+	if rows <= 0 {
+		rows = LinearCEChunk(V)
+	}
+	return &LinearCEScratch{rows: rows, V: V, logits: make([]float32, rows*max(V, 0)), rowLoss: make([]float64, rows)}
+}
+
+// Rows is the number of rows per chunk.
+func (s *LinearCEScratch) Rows() int { return s.rows }
+
+func checkLinearCE(fn string, s *LinearCEScratch, x, w []float32, targets []int32, D, V int) (int, error) {
+	rows := len(targets)
+	if D <= 0 || V <= 0 {
+		return 0, shapeErr(fn, "D=%d, V=%d must be positive", D, V)
+	}
+	if err := checkLen(fn, "x", len(x), rows*D); err != nil {
+		return 0, err
+	}
+	if err := checkLen(fn, "w", len(w), D*V); err != nil {
+		return 0, err
+	}
+	if s != nil && s.V != V {
+		return 0, shapeErr(fn, "scratch for V=%d used with V=%d", s.V, V)
+	}
+	return checkTargets(fn, targets, V)
+}
+
+// LinearCrossEntropyForward returns the summed softmax cross-entropy of the
+// logits x·W against targets, and the number of rows counted, without
+// materializing more than one chunk of logits: the evaluation form (the mean
+// loss is sum/count). x is [rows, D] with rows = len(targets); W is [D, V],
+// or [V, D] with transW (a head tied to the embedding). Rows whose target is
+// IgnoreIndex are left out of both; a target outside [0, V) is an error
+// wrapping ErrRange. scratch may be nil (allocated for the call).
+func LinearCrossEntropyForward(scratch *LinearCEScratch, x, w []float32, targets []int32, D, V int, transW bool) (sum float64, count int, err error) {
+	count, err = checkLinearCE("LinearCrossEntropyForward", scratch, x, w, targets, D, V)
+	if err != nil {
+		return 0, 0, err
+	}
+	if scratch == nil {
+		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
+	}
+	return linearCE(scratch, nil, nil, x, w, targets, D, V, transW, count, 0, false), count, nil
+}
+
+// LinearCrossEntropyBackward computes what LinearCrossEntropyForward does
+// and, in the same pass over the chunks, accumulates the gradients of the
+// mean loss (sum/count) scaled by dloss: dx += G·Wᵀ [rows, D] and dW += xᵀ·G
+// ([D, V]; Gᵀ·x, [V, D], with transW), G = (softmax − onehot)·dloss/count,
+// zero on ignored rows. Either of dx and dw may be nil to skip its product.
+func LinearCrossEntropyBackward(scratch *LinearCEScratch, dx, dw, x, w []float32, targets []int32, D, V int, transW bool, dloss float32) (sum float64, count int, err error) {
+	const fn = "LinearCrossEntropyBackward"
+	count, err = checkLinearCE(fn, scratch, x, w, targets, D, V)
+	if err != nil {
+		return 0, 0, err
+	}
+	if dx != nil {
+		if err := checkLen(fn, "dx", len(dx), len(x)); err != nil {
+			return 0, 0, err
+		}
+	}
+	if dw != nil {
+		if err := checkLen(fn, "dw", len(dw), len(w)); err != nil {
+			return 0, 0, err
+		}
+	}
+	if scratch == nil {
+		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
+	}
+	return linearCE(scratch, dx, dw, x, w, targets, D, V, transW, count, dloss, true), count, nil
+}
+
+// linearCE runs the chunks; with grad it adds the gradients into dx and dw
+// (either may be nil).
+func linearCE(s *LinearCEScratch, dx, dw, x, w []float32, targets []int32, D, V int, transW bool, count int, dloss float32, grad bool) float64 {
+	var scale float32
+	if grad && count > 0 {
+		scale = dloss / float32(count)
+	}
+	rows := len(targets)
+	// Chunks of equal size (at most s.rows): 1024 rows in chunks of 336
+	// would leave a last chunk of 16, whose products run far below speed.
+	n := (rows + s.rows - 1) / max(s.rows, 1)
+	size := (rows + max(n, 1) - 1) / max(n, 1)
+	var total float64
+	for r0 := 0; r0 < rows; r0 += size {
+		c := min(size, rows-r0)
+		L := s.logits[:c*V]
+		xc := x[r0*D : (r0+c)*D]
+		if transW {
+			kernels.Sgemm(false, true, c, V, D, 1, xc, D, w, D, 0, L, V)
+		} else {
+			kernels.Sgemm(false, false, c, V, D, 1, xc, D, w, V, 0, L, V)
+		}
+		j := newJob(linearCERows)
+		j.f[0], j.ids, j.d = L, targets[r0:r0+c], s.rowLoss
+		j.i[0], j.i[1], j.x = V, 0, scale
+		if grad {
+			j.i[1] = 1
+		}
+		j.run(c, rowGrain(V))
+		for _, l := range s.rowLoss[:c] {
+			total += l
+		}
+		if !grad {
+			continue
+		}
+		// L now holds G for the chunk.
+		if dx != nil {
+			dxc := dx[r0*D : (r0+c)*D]
+			if transW {
+				kernels.Sgemm(false, false, c, D, V, 1, L, V, w, D, 1, dxc, D)
+			} else {
+				kernels.Sgemm(false, true, c, D, V, 1, L, V, w, V, 1, dxc, D)
+			}
+		}
+		if dw != nil {
+			weightGradProducts.Add(1)
+			if transW {
+				kernels.Sgemm(true, false, V, D, c, 1, L, V, xc, D, 1, dw, D)
+			} else {
+				kernels.Sgemm(true, false, D, V, c, 1, xc, D, L, V, 1, dw, V)
+			}
+		}
+	}
+	return total
+}
+
+// linearCERows turns each row of logits into its loss (in j.d) and, with
+// grad, into (softmax − onehot)·scale in place (zeros when ignored).
+func linearCERows(j *parJob, lo, hi int) {
+	L, targets, rowLoss := j.f[0], j.ids, j.d
+	V, grad, scale := j.i[0], j.i[1] == 1, j.x
+	for r := lo; r < hi; r++ {
+		lr := L[r*V : r*V+V]
+		t := targets[r]
+		if t == IgnoreIndex {
+			rowLoss[r] = 0
+			if grad {
+				clear(lr)
+			}
+			continue
+		}
+		lt := lr[t]
+		m := kernels.Max(lr)
+		sum := kernels.ExpSubSum(lr, lr, m)
+		rowLoss[r] = float64(m) + math.Log(float64(sum)) - float64(lt)
+		if grad {
+			kernels.Scale(scale/sum, lr)
+			lr[t] -= scale
+		}
+	}
+}

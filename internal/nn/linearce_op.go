@@ -1,0 +1,262 @@
+package nn
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// LinearCEOpts configures LinearCrossEntropy.
+type LinearCEOpts struct {
+	// TransW says W is [V, D] (a head tied to the embedding wte) rather
+	// than [D, V].
+	TransW bool
+	// Chunk is the number of rows whose logits are held at once; 0 means
+	// LinearCEChunk(V).
+	Chunk int
+}
+
+type linearCEOp struct {
+	OpBase
+	targets    *IDs
+	rows, D, V int
+	opts       LinearCEOpts
+	scratch    *LinearCEScratch
+	loss       G.F32 // the op's output value, reused by every run
+
+	// Set by SymDiff: the inputs whose gradients the backward ops return.
+	// Do computes them during the forward pass, while it holds each chunk
+	// of logits, for the inputs G.Grad gave a derivative.
+	x, w   *G.Node
+	dx, dw OutBuf
+	ran    [2]bool // whether the last Do computed dx, dw
+}
+
+// LinearCrossEntropy adds the output head and the mean cross-entropy fused:
+// the loss of the logits x·W against targets (read at every run), as a
+// float32 scalar, with x [rows, D] (rows = B·T) and W [D, V], or [V, D] with
+// opts.TransW. It follows LinearCrossEntropyBackward: rows whose target is
+// IgnoreIndex are left out of the loss and the mean, and no more than
+// opts.Chunk rows of logits exist at once, in the forward or the backward
+// pass. When the graph is differentiated, the forward op computes dx and dW
+// (for whichever of x and W has a derivative) along with the loss, and the
+// backward ops only scale them by the upstream gradient; so each run costs
+// three products over the vocabulary, not the four that recomputing the
+// logits would take. The op holds dW's memory, [D, V] floats. Whether to
+// compute the gradients is decided from the inputs' derivatives, not from
+// which nodes a machine runs: a machine compiled for the loss alone out of a
+// differentiated graph still pays for them, so evaluate with
+// LinearCrossEntropyForward or a graph built without G.Grad.
+func LinearCrossEntropy(x, w *G.Node, targets *IDs, opts LinearCEOpts) (*G.Node, error) {
+	const fn = "LinearCrossEntropy"
+	if err := targets.check(fn); err != nil {
+		return nil, err
+	}
+	xs, err := nodeShape(fn, "x", x, 2)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := nodeShape(fn, "w", w, 2)
+	if err != nil {
+		return nil, err
+	}
+	if xs[0] != len(targets.Data) {
+		return nil, shapeErr(fn, "x %v for %d×%d targets", xs, targets.B, targets.T)
+	}
+	D, V := ws[0], ws[1]
+	if opts.TransW {
+		D, V = V, D
+	}
+	if D != xs[1] {
+		return nil, shapeErr(fn, "x %v with w %v (transW %t)", xs, ws, opts.TransW)
+	}
+	if opts.Chunk < 0 {
+		return nil, shapeErr(fn, "chunk %d must be non-negative", opts.Chunk)
+	}
+	if opts.Chunk == 0 {
+		opts.Chunk = LinearCEChunk(V)
+	}
+	opts.Chunk = min(opts.Chunk, xs[0])
+	op := &linearCEOp{OpBase: NewOpBase(), targets: targets, rows: xs[0], D: D, V: V, opts: opts}
+	return apply(fn, op, x, w)
+}
+
+func (op *linearCEOp) Arity() int { return 2 }
+
+func (op *linearCEOp) Type() hm.Type { return hm.NewFnType(matrixType, matrixType, tensor.Float32) }
+
+func (op *linearCEOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.ScalarShape(), nil
+}
+
+// Do computes the loss, and the gradients the backward ops will need.
+// The returned value is the op's own scalar, overwritten by the next run.
+func (op *linearCEOp) Do(in ...G.Value) (G.Value, error) {
+	const fn = "LinearCrossEntropy"
+	if err := checkArity(fn, len(in), 2); err != nil {
+		return nil, err
+	}
+	if err := op.targets.check(fn); err != nil {
+		return nil, err
+	}
+	if len(op.targets.Data) != op.rows {
+		return nil, shapeErr(fn, "%d targets for %d rows of x", len(op.targets.Data), op.rows)
+	}
+	x, err := Float32s("nn", fn, "x", in[0], op.rows*op.D, ErrShape)
+	if err != nil {
+		return nil, err
+	}
+	w, err := Float32s("nn", fn, "w", in[1], op.D*op.V, ErrShape)
+	if err != nil {
+		return nil, err
+	}
+	if op.scratch == nil {
+		op.scratch = NewLinearCEScratch(op.opts.Chunk, op.V)
+	}
+	var dx, dw []float32
+	op.ran = [2]bool{op.x != nil && op.x.Deriv() != nil, op.w != nil && op.w.Deriv() != nil}
+	if op.ran[0] {
+		dx = op.dx.Get(op.rows, op.D).Float32s()
+		clear(dx)
+	}
+	if op.ran[1] {
+		r, c := op.D, op.V
+		if op.opts.TransW {
+			r, c = c, r
+		}
+		dw = op.dw.Get(r, c).Float32s()
+		clear(dw)
+	}
+	var sum float64
+	var count int
+	if dx != nil || dw != nil {
+		sum, count, err = LinearCrossEntropyBackward(op.scratch, dx, dw, x, w, op.targets.Data, op.D, op.V, op.opts.TransW, 1)
+	} else {
+		sum, count, err = LinearCrossEntropyForward(op.scratch, x, w, op.targets.Data, op.D, op.V, op.opts.TransW)
+	}
+	if err != nil {
+		return nil, err
+	}
+	op.loss = 0
+	if count > 0 {
+		op.loss = G.F32(sum / float64(count))
+	}
+	return &op.loss, nil
+}
+
+func (op *linearCEOp) DiffWRT(n int) []bool { return []bool{true, true} }
+
+// SymDiff builds the dx and dW ops, which scale what Do computed by the
+// upstream gradient.
+func (op *linearCEOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 2 {
+		return nil, checkArity("LinearCrossEntropy.SymDiff", len(inputs), 2)
+	}
+	op.x, op.w = inputs[0], inputs[1]
+	var out G.Nodes
+	for i, in := range inputs {
+		s := in.Shape()
+		g := &linearCEGradOp{OpBase: NewOpBase(), fwd: op, which: i, r: s[0], c: s[1],
+			typ: hm.NewFnType(output.Type(), grad.Type(), matrixType)}
+		n, err := apply("LinearCrossEntropyGrad", g, output, grad)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (op *linearCEOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "nn.LinearCrossEntropy#%d(rows=%d, D=%d, V=%d, transW=%t, chunk=%d, targets=%p)",
+		op.serial, op.rows, op.D, op.V, op.opts.TransW, op.opts.Chunk, op.targets)
+}
+
+func (op *linearCEOp) Hashcode() uint32 { return OpHash(op) }
+
+func (op *linearCEOp) String() string {
+	return fmt.Sprintf("nn.LinearCrossEntropy(D=%d, V=%d, transW=%t)", op.D, op.V, op.opts.TransW)
+}
+
+// linearCEGradOp returns the gradient of one input of a linearCEOp (which:
+// 0 for x, 1 for W) as a view of the buffer the forward op filled, scaled in
+// place by the upstream gradient.
+type linearCEGradOp struct {
+	OpBase
+	fwd          *linearCEOp
+	which        int
+	r, c         int
+	typ          hm.Type
+	view, placeh OutBuf
+}
+
+func (op *linearCEGradOp) target() *G.Node {
+	if op.which == 0 {
+		return op.fwd.x
+	}
+	return op.fwd.w
+}
+
+func (op *linearCEGradOp) Arity() int { return 2 }
+
+func (op *linearCEGradOp) Type() hm.Type { return op.typ }
+
+func (op *linearCEGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.r, op.c}, nil
+}
+
+// Do scales the forward op's gradient by the upstream gradient, or returns a
+// 1×1 placeholder when the input needs none (as gradOp does).
+func (op *linearCEGradOp) Do(in ...G.Value) (G.Value, error) {
+	const fn = "LinearCrossEntropyGrad"
+	if op.target().Deriv() == nil {
+		return op.placeh.Get(1, 1), nil
+	}
+	if err := checkArity(fn, len(in), 2); err != nil {
+		return nil, err
+	}
+	if !op.fwd.ran[op.which] {
+		return nil, shapeErr(fn, "the forward op did not compute this gradient")
+	}
+	g, err := scalarF32(fn, in[1])
+	if err != nil {
+		return nil, err
+	}
+	buf := &op.fwd.dx
+	if op.which == 1 {
+		buf = &op.fwd.dw
+	}
+	d := buf.Get(op.r, op.c).Float32s()
+	if g != 1 {
+		scaleVec(g, d)
+	}
+	return op.view.View(d, op.r, op.c), nil
+}
+
+func (op *linearCEGradOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "nn.LinearCrossEntropyGrad#%d(fwd#%d, input %d)", op.serial, op.fwd.serial, op.which)
+}
+
+func (op *linearCEGradOp) Hashcode() uint32 { return OpHash(op) }
+
+func (op *linearCEGradOp) String() string {
+	return fmt.Sprintf("nn.LinearCrossEntropyGrad(fwd#%d, input %d)", op.fwd.serial, op.which)
+}
+
+// scaleVec multiplies x by a in place, in parallel chunks (dW may be tens of
+// millions of floats).
+func scaleVec(a float32, x []float32) {
+	j := newJob(scaleVecChunk)
+	j.f[0], j.x = x, a
+	j.run(len(x), parGrain)
+}
+
+func scaleVecChunk(j *parJob, lo, hi int) {
+	x, a := j.f[0][lo:hi], j.x
+	for i := range x {
+		x[i] *= a
+	}
+}
