@@ -3,7 +3,6 @@ package attention
 import (
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
 )
@@ -47,7 +46,7 @@ func Decode(q, kcache, vcache Tensor, length int, opts Options) (Tensor, error) 
 // scratch and call state come from pools: once they are warm it allocates
 // nothing, so generating token by token makes no garbage here.
 func DecodeInto(o, q, kcache, vcache Tensor, length int, opts Options) error {
-	j := decodeJobs.Get().(*decodeJob)
+	j := decodeJobs.Get()
 	defer j.free()
 	p := &j.p
 	if err := checkQKV(p, q, kcache, vcache); err != nil {
@@ -90,7 +89,7 @@ type decodeJob struct {
 // decodeMerge is a decodeJob in its merge phase.
 type decodeMerge decodeJob
 
-var decodeJobs = sync.Pool{New: func() any { return new(decodeJob) }}
+var decodeJobs kernels.FreeList[decodeJob]
 
 // free drops the job's references to the caller's data and pools it.
 func (j *decodeJob) free() {

@@ -1,8 +1,6 @@
 package attention
 
 import (
-	"sync"
-
 	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
@@ -31,7 +29,7 @@ func Backward(q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) (dq, dk
 // packed QKV gradient, see PackedQKV). Its scratch and call state come from
 // pools: once they are warm it allocates nothing.
 func BackwardInto(dq, dk, dv, q, k, v, o Tensor, lse []float32, dO Tensor, opts Options) error {
-	j := bwdJobs.Get().(*bwdJob)
+	j := bwdJobs.Get()
 	defer j.free()
 	p := &j.p
 	if err := checkQKV(p, q, k, v); err != nil {
@@ -66,7 +64,7 @@ type bwdJob struct {
 // bwdMerge is a bwdJob in its merge phase.
 type bwdMerge bwdJob
 
-var bwdJobs = sync.Pool{New: func() any { return new(bwdJob) }}
+var bwdJobs kernels.FreeList[bwdJob]
 
 // free drops the job's references to the caller's data and pools it.
 func (j *bwdJob) free() {
@@ -86,7 +84,7 @@ type bwdArgs struct {
 // shapes only, so results do not depend on the number of workers.
 const minBackwardItems = 4
 
-var bwdPool = sync.Pool{New: func() any { return new(bwdScratch) }}
+var bwdPool kernels.FreeList[bwdScratch]
 
 // bwdScratch is one worker's memory in the backward pass.
 type bwdScratch struct {
@@ -168,7 +166,7 @@ func (j *bwdJob) Item(w, it int) {
 	p, g := &j.p, &j.g
 	s := j.scratch[w]
 	if s == nil {
-		s = bwdPool.Get().(*bwdScratch)
+		s = bwdPool.Get()
 		s.size(p, g, g.nsplit == 1)
 		j.scratch[w] = s
 	}

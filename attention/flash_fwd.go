@@ -2,7 +2,6 @@ package attention
 
 import (
 	"math"
-	"sync"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
 )
@@ -30,7 +29,7 @@ func Forward(q, k, v Tensor, opts Options) (o Tensor, lse []float32, err error) 
 // (B·H·Tq elements). Its scratch and call state come from pools: once they
 // are warm it allocates nothing.
 func ForwardInto(o Tensor, lse []float32, q, k, v Tensor, opts Options) error {
-	j := fwdJobs.Get().(*fwdJob)
+	j := fwdJobs.Get()
 	defer j.free()
 	p := &j.p
 	if err := checkQKV(p, q, k, v); err != nil {
@@ -60,7 +59,7 @@ type fwdJob struct {
 	scratch    []*fwdScratch // per worker, taken from fwdPool on first use
 }
 
-var fwdJobs = sync.Pool{New: func() any { return new(fwdJob) }}
+var fwdJobs kernels.FreeList[fwdJob]
 
 // free drops the job's references to the caller's data and pools it.
 func (j *fwdJob) free() {
@@ -69,7 +68,7 @@ func (j *fwdJob) free() {
 }
 
 // fwdPool holds per-worker forward scratch.
-var fwdPool = sync.Pool{New: func() any { return new(fwdScratch) }}
+var fwdPool kernels.FreeList[fwdScratch]
 
 // fwdScratch is one worker's memory in the forward pass.
 type fwdScratch struct {
@@ -150,7 +149,7 @@ func (j *fwdJob) Item(w, it int) {
 	p := &j.p
 	s := j.scratch[w]
 	if s == nil {
-		s = fwdPool.Get().(*fwdScratch)
+		s = fwdPool.Get()
 		s.size(p, j.mr, j.lds)
 		j.scratch[w] = s
 	}

@@ -29,24 +29,31 @@ var ErrData = errors.New("data: malformed input")
 
 // Encoder turns text into token ids, without adding special tokens.
 type Encoder interface {
+	// Encode returns text's token ids.
 	Encode(text string) []int32
 }
 
 // Message is one turn of a conversation.
 type Message struct {
-	Role    string `json:"role"`
+	// Role is who speaks: system, user, assistant or a template's own.
+	Role string `json:"role"`
+	// Content is the turn's text.
 	Content string `json:"content"`
 }
 
 // Segment is a piece of rendered chat text; Train marks the pieces whose
 // tokens carry loss (the assistant turns).
 type Segment struct {
-	Text  string
+	// Text is the rendered piece.
+	Text string
+	// Train says whether its tokens carry loss.
 	Train bool
 }
 
 // ChatRenderer renders a conversation with a chat template into segments.
 type ChatRenderer interface {
+	// Render returns the conversation's text in order, split where
+	// the trained flag changes.
 	Render(messages []Message) ([]Segment, error)
 }
 
@@ -66,7 +73,9 @@ type Options struct {
 // Example is one token sequence; Train[i] says whether token i is a
 // target that carries loss when predicted from the tokens before it.
 type Example struct {
-	IDs   []int32
+	// IDs are the tokens.
+	IDs []int32
+	// Train is parallel to IDs.
 	Train []bool
 }
 
