@@ -239,3 +239,51 @@ func parseLine(raw []byte, opts Options) (Example, error) {
 	}
 	return ex, nil
 }
+
+// RenderFunc renders a conversation to text with a chat template, adding
+// the assistant's turn header at the end when addGenerationPrompt is set
+// (as Hugging Face's apply_chat_template does).
+type RenderFunc func(messages []Message, addGenerationPrompt bool) (string, error)
+
+// TemplateRenderer is a ChatRenderer over any template function. It finds
+// each assistant turn's text by rendering growing prefixes of the
+// conversation: turn i is what rendering messages[:i+1] adds to rendering
+// messages[:i] with the generation prompt, so the turn header stays
+// untrained and the content with its end-of-turn marker is trained.
+type TemplateRenderer RenderFunc
+
+// Render implements ChatRenderer. It fails when the template does not
+// render prefixes of the conversation as prefixes of its text.
+func (r TemplateRenderer) Render(messages []Message) ([]Segment, error) {
+	var segs []Segment
+	done := ""
+	emit := func(text string, train bool, i int) error {
+		if !strings.HasPrefix(text, done) {
+			return fmt.Errorf("data: chat template renders message %d's prefix differently: %w", i, ErrData)
+		}
+		if len(text) > len(done) {
+			segs = append(segs, Segment{Text: text[len(done):], Train: train})
+		}
+		done = text
+		return nil
+	}
+	for i, m := range messages {
+		if m.Role == "assistant" {
+			head, err := r(messages[:i], true)
+			if err != nil {
+				return nil, err
+			}
+			if err := emit(head, false, i); err != nil {
+				return nil, err
+			}
+		}
+		text, err := r(messages[:i+1], false)
+		if err != nil {
+			return nil, err
+		}
+		if err := emit(text, m.Role == "assistant", i); err != nil {
+			return nil, err
+		}
+	}
+	return segs, nil
+}

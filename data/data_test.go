@@ -2,6 +2,7 @@ package data
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -298,4 +299,51 @@ func must(l *Loader, err error) *Loader {
 		panic(err)
 	}
 	return l
+}
+
+// chatML renders turns ChatML-style, as SmolLM2's template does.
+func chatML(ms []Message, gen bool) (string, error) {
+	var b strings.Builder
+	for _, m := range ms {
+		b.WriteString("<|im_start|>" + m.Role + "\n" + m.Content + "<|im_end|>\n")
+	}
+	if gen {
+		b.WriteString("<|im_start|>assistant\n")
+	}
+	return b.String(), nil
+}
+
+func TestTemplateRenderer(t *testing.T) {
+	ms := []Message{{"system", "s"}, {"user", "hi"}, {"assistant", "yo"}, {"user", "?"}, {"assistant", "k"}}
+	segs, err := TemplateRenderer(chatML).Render(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all, trained string
+	for _, s := range segs {
+		all += s.Text
+		if s.Train {
+			trained += s.Text
+		}
+	}
+	if want, _ := chatML(ms, false); all != want {
+		t.Fatalf("segments join to %q, want %q", all, want)
+	}
+	if trained != "yo<|im_end|>\nk<|im_end|>\n" {
+		t.Fatalf("trained %q", trained)
+	}
+	o := opts()
+	o.Chat, o.EOS = TemplateRenderer(chatML), -1
+	line := `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"}]}`
+	ex, err := ReadJSONL(strings.NewReader(line), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ex[0].Trained(); got != len("yo<|im_end|>\n") {
+		t.Fatalf("trained %d", got)
+	}
+	bad := func(ms []Message, gen bool) (string, error) { return fmt.Sprint(len(ms)), nil }
+	if _, err := TemplateRenderer(bad).Render(ms); !errors.Is(err, ErrData) {
+		t.Fatalf("non-prefix template: %v", err)
+	}
 }

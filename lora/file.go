@@ -3,6 +3,7 @@ package lora
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -145,7 +146,8 @@ func ReadConfig(dir string) (Config, error) {
 	bad := func(format string, args ...any) (Config, error) {
 		return Config{}, fmt.Errorf("lora: %s: %w: "+format, append([]any{path, ErrAdapterFile}, args...)...)
 	}
-	f, err := os.Open(path)
+	// Stat before opening (and open non-blocking): a FIFO must not hang.
+	f, _, err := safetensors.OpenRegular(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("lora: %w", err)
 	}
@@ -261,16 +263,22 @@ func (lm *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 		shapes[tensorName(mod, "lora_A")] = specs[2*i].Shape
 		shapes[tensorName(mod, "lora_B")] = specs[2*i+1].Shape
 	}
-	st, err := os.Stat(path)
+	// Open checks the header against the file's size (padding, holes and
+	// overlaps are refused) before any tensor data is read.
+	r, err := safetensors.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("lora: load: %w", err)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("lora: load: %w", err)
+		}
+		return bad("%w", err)
 	}
-	if st.Size() > want+8+safetensors.DefaultMaxHeaderSize {
-		return bad("%d bytes, but the config's adapter needs only %d bytes of tensors", st.Size(), want)
+	defer r.Close()
+	if have := r.DataSize(); have > want {
+		return bad("%d bytes of tensors, but the config's adapter needs only %d", have, want)
 	}
-	f, err := safetensors.ReadFile(path)
+	f, err := r.ReadAll()
 	if err != nil {
-		return bad("%v", err)
+		return bad("%w", err)
 	}
 	found := map[string][]float32{}
 	for _, t := range f.Tensors {

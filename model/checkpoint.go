@@ -132,22 +132,26 @@ func Load(path string) (*Model, error) {
 // shape, and present exactly once; sizes are checked against the file before
 // anything is allocated.
 func LoadCheckpoint(path string) (*Checkpoint, error) {
-	st, err := os.Stat(path)
+	// Open validates the header against the file's size (a padded,
+	// truncated or overlapping file is refused here) without reading any
+	// tensor data; the tensors are read only once the configuration
+	// accounts for every byte of them.
+	r, err := safetensors.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("model: load: %w", err)
-	}
-	f, err := safetensors.ReadFile(path)
-	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("model: load: %w", err)
+		}
 		return nil, fmt.Errorf("model: load %s: %w: %w", path, ErrCheckpoint, err)
 	}
+	defer r.Close()
 	bad := func(format string, args ...any) (*Checkpoint, error) {
 		return nil, fmt.Errorf("model: load %s: %w: "+format, append([]any{path, ErrCheckpoint}, args...)...)
 	}
-	if f.Metadata[metaFormat] != formatName {
-		return bad("format %q, want %q", f.Metadata[metaFormat], formatName)
+	if r.Metadata[metaFormat] != formatName {
+		return bad("format %q, want %q", r.Metadata[metaFormat], formatName)
 	}
 	var cfg Config
-	if err := json.Unmarshal([]byte(f.Metadata[metaConfig]), &cfg); err != nil {
+	if err := json.Unmarshal([]byte(r.Metadata[metaConfig]), &cfg); err != nil {
 		return bad("config: %v", err)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -160,7 +164,7 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 	if err != nil {
 		return bad("%v", err)
 	}
-	_, training := f.Metadata[metaStep]
+	_, training := r.Metadata[metaStep]
 	copies := int64(1)
 	if training {
 		copies = 3 // weights and the two AdamW moments
@@ -169,18 +173,18 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 	if err != nil || want > maxCheckpointB {
 		return bad("config needs more than %d bytes of tensors", int64(maxCheckpointB))
 	}
-	var have int64
-	for _, t := range f.Tensors {
-		have += int64(len(t.Data))
-	}
-	if want != have || want > st.Size() {
+	if have := r.DataSize(); want != have {
 		return bad("config needs %d bytes of tensors, the file holds %d", want, have)
+	}
+	f, err := r.ReadAll()
+	if err != nil {
+		return bad("%w", err)
 	}
 	m, err := newUninitialized(cfg)
 	if err != nil {
 		return bad("%v", err)
 	}
-	if d, ok := f.Metadata[metaDrop]; ok {
+	if d, ok := r.Metadata[metaDrop]; ok {
 		if m.dropoutSeed, err = strconv.ParseUint(d, 10, 64); err != nil {
 			return bad("dropout seed %q", d)
 		}
@@ -194,20 +198,20 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 	}
 	expect("", m.Weights.Data)
 	if training {
-		step, err := strconv.Atoi(f.Metadata[metaStep])
+		step, err := strconv.Atoi(r.Metadata[metaStep])
 		if err != nil || step < 0 {
-			return bad("step %q", f.Metadata[metaStep])
+			return bad("step %q", r.Metadata[metaStep])
 		}
-		if err := json.Unmarshal([]byte(f.Metadata[metaAdamW]), &ck.AdamW); err != nil {
+		if err := json.Unmarshal([]byte(r.Metadata[metaAdamW]), &ck.AdamW); err != nil {
 			return bad("adamw: %v", err)
 		}
 		if err := ck.AdamW.validate(); err != nil {
 			return bad("%v", err)
 		}
-		if ck.Data, err = base64.StdEncoding.DecodeString(f.Metadata[metaData]); err != nil {
+		if ck.Data, err = base64.StdEncoding.DecodeString(r.Metadata[metaData]); err != nil {
 			return bad("data state: %v", err)
 		}
-		if js, ok := f.Metadata[metaSched]; ok {
+		if js, ok := r.Metadata[metaSched]; ok {
 			var sched Schedule
 			if err := json.Unmarshal([]byte(js), &sched); err != nil {
 				return bad("schedule: %v", err)

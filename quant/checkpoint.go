@@ -133,34 +133,48 @@ func Load(path string) (*Model, error) {
 	bad := func(format string, args ...any) (*Model, error) {
 		return nil, fmt.Errorf("quant: load %s: %w: "+format, append([]any{path, ErrCheckpoint}, args...)...)
 	}
-	st, err := os.Stat(path)
+	// Open checks the header against the file's size (padding, holes and
+	// overlaps are refused) without reading tensor data; the data is read
+	// only after the configuration bounds it.
+	r, err := safetensors.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("quant: load: %w", err)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("quant: load: %w", err)
+		}
+		return bad("%w", err)
 	}
-	f, err := safetensors.ReadFile(path)
-	if err != nil {
-		return bad("%v", err)
-	}
-	if f.Metadata[metaFormat] != formatInt8 {
-		return bad("format %q, want %q", f.Metadata[metaFormat], formatInt8)
+	defer r.Close()
+	size := r.DataSize()
+	if r.Metadata[metaFormat] != formatInt8 {
+		return bad("format %q, want %q", r.Metadata[metaFormat], formatInt8)
 	}
 	var cfg model.Config
-	if err := json.Unmarshal([]byte(f.Metadata[metaConfig]), &cfg); err != nil {
+	if err := json.Unmarshal([]byte(r.Metadata[metaConfig]), &cfg); err != nil {
 		return bad("config: %v", err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return bad("%v", err)
 	}
 	var qc Config
-	if err := json.Unmarshal([]byte(f.Metadata[metaQuant]), &qc); err != nil {
+	if err := json.Unmarshal([]byte(r.Metadata[metaQuant]), &qc); err != nil {
 		return bad("quant config: %v", err)
 	}
 	// The linear weights alone take a byte each: a configuration the file
 	// cannot hold is rejected before the model is allocated.
 	C, L, V, T := int64(cfg.DModel), int64(cfg.Layers), int64(cfg.Vocab), int64(cfg.SeqLen)
 	need := L*C*(int64(cfg.QKVWidth())+C+2*int64(cfg.MLPRatio)*C) + V*C + T*C
-	if C <= 0 || L < 0 || need <= 0 || need > maxCheckpointSz || need > st.Size() {
-		return bad("config needs at least %d bytes, the file has %d", need, st.Size())
+	if C <= 0 || L < 0 || need <= 0 || need > maxCheckpointSz || need > size {
+		return bad("config needs at least %d bytes of tensors, the file has %d", need, size)
+	}
+	// No tensor is larger than its float32 form, and each int8 matrix
+	// adds one float32 scale per row, so the data is at most 8 bytes per
+	// parameter: more is not this configuration's checkpoint.
+	if pc, err := cfg.ParamCount(); err != nil || size > 8*pc {
+		return bad("the file holds %d bytes of tensors, more than a checkpoint of this configuration can (%d parameters)", size, pc)
+	}
+	f, err := r.ReadAll()
+	if err != nil {
+		return bad("%w", err)
 	}
 	switch qc.Act {
 	case ActFloat, ActDynamic, ActStatic:

@@ -105,17 +105,65 @@ func F32Tensor(name string, shape []int64, values []float32) Tensor {
 	return Tensor{Name: name, DType: F32, Shape: cloneShape(shape), Data: data}
 }
 
-// Float32s decodes an F32 tensor into a new slice.
+// Float32s decodes an F32, F16 or BF16 tensor into a new slice; F16 and
+// BF16 widen exactly (every value of both is a float32, NaN payloads and
+// subnormals included).
 func (t Tensor) Float32s() ([]float32, error) {
-	n, err := t.checkView(F32, 4)
+	var n int
+	var err error
+	switch t.DType {
+	case F16, BF16:
+		n, err = t.checkView(t.DType, 2)
+	default:
+		n, err = t.checkView(F32, 4)
+	}
 	if err != nil {
 		return nil, err
 	}
 	out := make([]float32, n)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
+	switch t.DType {
+	case F16:
+		for i := range out {
+			out[i] = F16ToFloat32(binary.LittleEndian.Uint16(t.Data[2*i:]))
+		}
+	case BF16:
+		for i := range out {
+			out[i] = BF16ToFloat32(binary.LittleEndian.Uint16(t.Data[2*i:]))
+		}
+	default:
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
+		}
 	}
 	return out, nil
+}
+
+// BF16ToFloat32 widens a bfloat16 (the high half of a float32) exactly.
+func BF16ToFloat32(h uint16) float32 {
+	return math.Float32frombits(uint32(h) << 16)
+}
+
+// F16ToFloat32 widens an IEEE 754 binary16 exactly: subnormals become
+// normal float32s, infinities stay infinite and NaNs keep their payload.
+func F16ToFloat32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h) & 0x3ff
+	switch {
+	case exp == 0x1f: // Inf or NaN
+		return math.Float32frombits(sign | 0xff<<23 | mant<<13)
+	case exp != 0:
+		return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+	case mant == 0:
+		return math.Float32frombits(sign)
+	}
+	// Subnormal: mant × 2^-24; normalize into float32.
+	e := uint32(127 - 15 + 1)
+	for mant&0x400 == 0 {
+		mant <<= 1
+		e--
+	}
+	return math.Float32frombits(sign | e<<23 | (mant&0x3ff)<<13)
 }
 
 // I8Tensor returns an I8 tensor holding a copy of values.
