@@ -32,6 +32,10 @@ type Model struct {
 	linears map[string]Linear
 
 	dropoutSeed uint64 // derived from the initialization seed
+
+	// hf is set by LoadPretrained: the Hugging Face dtype and config keys
+	// that SavePretrained writes back (nil: float32, no extra keys).
+	hf *hfInfo
 }
 
 // New returns a model of cfg's family with weights drawn from seed (see
