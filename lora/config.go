@@ -81,6 +81,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("lora: init %q, want %q or %q: %w", c.Init, InitKaiming, InitGaussian, ErrConfig)
 	case len(c.TargetModules) == 0:
 		return fmt.Errorf("lora: no target modules (give names, suffixes, \"re:\" patterns or %q): %w", AllLinear, ErrConfig)
+	case math.IsInf(float64(float32(c.Scale())), 0) || float32(c.Scale()) == 0:
+		// The scale multiplies float32 activations: lora_alpha 1e308 is
+		// finite but its scale is +Inf there.
+		return fmt.Errorf("lora: lora_alpha = %v, r = %d: scale %v is not a finite nonzero float32: %w", c.Alpha, c.R, c.Scale(), ErrConfig)
 	}
 	for _, t := range c.TargetModules {
 		if _, err := newMatcher(t); err != nil {

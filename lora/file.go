@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -295,6 +296,12 @@ func (lm *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 		vals, err := t.Float32s()
 		if err != nil || len(vals) != shape[0]*shape[1] {
 			return bad("tensor %q: %v", t.Name, err)
+		}
+		// NaN or Inf in A or B would make every output (and Merge) garbage.
+		for i, v := range vals {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return bad("tensor %q: element %d is %v", t.Name, i, v)
+			}
 		}
 		found[t.Name] = vals
 	}
