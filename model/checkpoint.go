@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/galleon-ml/galleon/internal/safetensors"
 )
@@ -199,7 +201,9 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 	expect("", m.Weights.Data)
 	if training {
 		step, err := strconv.Atoi(r.Metadata[metaStep])
-		if err != nil || step < 0 {
+		// Steps beyond 2^31 are no real run; MaxInt64 would overflow the
+		// next step's number.
+		if err != nil || step < 0 || step > math.MaxInt32 {
 			return bad("step %q", r.Metadata[metaStep])
 		}
 		if err := json.Unmarshal([]byte(r.Metadata[metaAdamW]), &ck.AdamW); err != nil {
@@ -247,6 +251,18 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 		vals, err := t.Float32s()
 		if err != nil || len(vals) != len(dst) {
 			return bad("tensor %q: %v", t.Name, err)
+		}
+		// Values as well as shapes: a NaN or Inf weight makes every later
+		// Logits and Generate garbage without an error, and a negative
+		// second moment makes the resumed run write NaN weights.
+		for i, v := range vals {
+			f := float64(v)
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				return bad("tensor %q: element %d is %v", t.Name, i, v)
+			}
+			if v < 0 && strings.HasPrefix(t.Name, optimVPrefix) {
+				return bad("tensor %q: element %d is %v, a second moment must be >= 0", t.Name, i, v)
+			}
 		}
 		copy(dst, vals)
 		delete(targets, t.Name)

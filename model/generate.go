@@ -49,7 +49,9 @@ func (m *Model) Generate(ctx context.Context, prompt []int32, maxTokens int, opt
 	if err != nil {
 		return nil, err
 	}
-	out := make([]int32, 0, maxTokens)
+	// maxTokens only bounds the loop (ctx ends an unbounded one): the
+	// slice grows with what is generated, so math.MaxInt allocates nothing.
+	out := make([]int32, 0, min(maxTokens, m.Config.SeqLen))
 	V := m.Config.Vocab
 	for len(out) < maxTokens {
 		if err := ctx.Err(); err != nil {

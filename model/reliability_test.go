@@ -1,10 +1,13 @@
 package model
 
 import (
+	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -69,4 +72,84 @@ func TestSaveDirectoryAndLeftovers(t *testing.T) {
 	require.NoError(t, err)
 	_, err = Load(filepath.Join(dir, "missing"))
 	require.True(t, errors.Is(err, os.ErrNotExist))
+}
+
+// API misuse returns errors: Generate with math.MaxInt tokens (cancelled
+// by its context), Step with nil data or after Close, and a NaN or
+// negative ClipNorm.
+func TestTrainerAndGenerateMisuse(t *testing.T) {
+	m := testModel(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	out, err := m.Generate(ctx, []int32{1, 2, 3}, math.MaxInt, SampleOptions{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	_ = out
+
+	for _, c := range []float64{math.NaN(), -1, math.Inf(1)} {
+		cfg := testTrainConfig()
+		cfg.ClipNorm = c
+		_, err := NewTrainer(m, cfg)
+		require.Error(t, err, "ClipNorm %v", c)
+	}
+	tr, err := NewTrainer(m, testTrainConfig())
+	require.NoError(t, err)
+	_, err = tr.Step(context.Background(), nil)
+	require.ErrorContains(t, err, "nil data")
+	s, err := NewSampler(syntheticText(20000), m.Config.SeqLen, 1)
+	require.NoError(t, err)
+	_, err = tr.Step(context.Background(), s)
+	require.NoError(t, err)
+	require.NoError(t, tr.Close())
+	require.NoError(t, tr.Close())
+	_, err = tr.Step(context.Background(), s)
+	require.ErrorContains(t, err, "closed")
+}
+
+// Non-finite weights and negative second moments are refused at load, and
+// the error names the tensor.
+func TestLoadRefusesNonFinite(t *testing.T) {
+	dir := t.TempDir()
+	m := testModel(t, nil)
+	tr, err := NewTrainer(m, testTrainConfig())
+	require.NoError(t, err)
+	defer tr.Close()
+	s, err := NewSampler(syntheticText(20000), m.Config.SeqLen, 1)
+	require.NoError(t, err)
+	_, err = tr.Step(context.Background(), s)
+	require.NoError(t, err)
+	p := filepath.Join(dir, "ck.safetensors")
+	require.NoError(t, tr.Save(p, nil))
+	name := m.Weights.Params[0].Name
+	for _, c := range []struct {
+		tensor string
+		v      float32
+	}{
+		{name, float32(math.NaN())},
+		{name, float32(math.Inf(-1))},
+		{optimMPrefix + name, float32(math.Inf(1))},
+		{optimVPrefix + name, -1},
+	} {
+		f, err := safetensors.ReadFile(p)
+		require.NoError(t, err)
+		for i, x := range f.Tensors {
+			if x.Name == c.tensor {
+				vals, err := x.Float32s()
+				require.NoError(t, err)
+				vals[len(vals)/2] = c.v
+				f.Tensors[i] = safetensors.F32Tensor(x.Name, x.Shape, vals)
+			}
+		}
+		q := filepath.Join(dir, "bad.safetensors")
+		require.NoError(t, safetensors.WriteFile(q, f.Tensors, f.Metadata))
+		_, err = LoadCheckpoint(q)
+		require.ErrorIs(t, err, ErrCheckpoint, "%s = %v", c.tensor, c.v)
+		require.ErrorContains(t, err, strconv.Quote(c.tensor))
+	}
+	f, err := safetensors.ReadFile(p)
+	require.NoError(t, err)
+	f.Metadata[metaStep] = strconv.FormatInt(math.MaxInt64, 10)
+	q := filepath.Join(dir, "step.safetensors")
+	require.NoError(t, safetensors.WriteFile(q, f.Tensors, f.Metadata))
+	_, err = LoadCheckpoint(q)
+	require.ErrorIs(t, err, ErrCheckpoint)
 }

@@ -2,7 +2,9 @@ package model
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 )
 
 // Batcher fills one micro-batch of input and target token ids (B·T each,
@@ -39,6 +41,7 @@ type Trainer struct {
 	cfg     TrainConfig
 
 	inputs, targets []int32
+	closed          bool
 }
 
 // NewTrainer builds a replica and an optimizer over the model's trainable
@@ -55,6 +58,10 @@ func NewTrainer(m *Model, cfg TrainConfig) (*Trainer, error) {
 	}
 	if err := cfg.Schedule.Validate(); err != nil {
 		return nil, fmt.Errorf("model: train config: %w", err)
+	}
+	// NaN would silently disable clipping (no comparison with it holds).
+	if !(cfg.ClipNorm >= 0) || math.IsInf(cfg.ClipNorm, 0) {
+		return nil, fmt.Errorf("model: train config: clip norm %v (want finite, >= 0; 0 disables)", cfg.ClipNorm)
 	}
 	r, err := m.NewReplica(cfg.Batch, cfg.SeqLen)
 	if err != nil {
@@ -86,6 +93,12 @@ func (t *Trainer) Step(ctx context.Context, data Batcher) (StepStats, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(err)
+	}
+	if data == nil {
+		return fail(errors.New("nil data"))
+	}
+	if t.closed {
+		return fail(errors.New("trainer is closed"))
 	}
 
 	r := t.Replica
@@ -138,8 +151,14 @@ func RunSteps(ctx context.Context, step func(context.Context, Batcher) (StepStat
 	return nil
 }
 
-// Close releases the trainer's replica.
-func (t *Trainer) Close() error { return t.Replica.Close() }
+// Close releases the trainer's replica; Step fails after it.
+func (t *Trainer) Close() error {
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	return t.Replica.Close()
+}
 
 // SetSchedule replaces the learning-rate schedule, e.g. to fix the length
 // of a cosine decay once a wall-clock budget's step count is known.
