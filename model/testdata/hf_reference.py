@@ -4,9 +4,9 @@
 transformers' modeling_gpt2.py and modeling_llama.py (transformers is not
 installed here): reads a model directory (config.json, model.safetensors or
 the shards of model.safetensors.index.json; F32/F16/BF16) and prints the
-logits of one sequence of token ids as JSON.
+logits of one sequence of token ids as JSON, for each directory given.
 
-usage: hf_reference.py DIR ID,ID,...
+usage: hf_reference.py ID,ID,... DIR...  (one list of logits per directory)
 """
 import json, math, os, struct, sys
 import torch
@@ -148,10 +148,13 @@ def llama(cfg, w, ids):
 
 
 def main():
-    cfg, w = load(sys.argv[1])
-    ids = [int(t) for t in sys.argv[2].split(",")]
-    f = gpt2 if cfg["model_type"] == "gpt2" else llama
-    print(json.dumps(f(cfg, w, ids).reshape(-1).tolist()))
+    ids = [int(t) for t in sys.argv[1].split(",")]
+    out = []
+    for d in sys.argv[2:]:
+        cfg, w = load(d)
+        f = gpt2 if cfg["model_type"] == "gpt2" else llama
+        out.append(f(cfg, w, ids).reshape(-1).tolist())
+    print(json.dumps(out))
 
 
 main()
