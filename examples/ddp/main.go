@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -116,12 +117,31 @@ func main() {
 	flag.BoolVar(&o.mpi, "mpi", false, "run as one rank of an MPI job (build with -tags mpi, launch with mpirun)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on the last line")
 	flag.Parse()
+	log.SetFlags(0) // one plain line per error, as the other examples print
+	usage := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "ddp: "+format+"\n", args...)
+		os.Exit(2)
+	}
 	for _, f := range strings.Split(workers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
-			log.Fatalf("ddp: bad -workers entry %q", f)
+			usage("-workers entry %q: want a positive number of workers", f)
 		}
 		o.workers = append(o.workers, n)
+	}
+	switch {
+	case flag.NArg() > 0:
+		usage("unexpected arguments %q", flag.Args())
+	case o.steps < 1:
+		usage("-steps %d: want at least one timed step", o.steps)
+	case o.warmup < 0:
+		usage("-warmup %d: want 0 or more untimed steps", o.warmup)
+	case o.stage < 0 || o.stage > 3:
+		usage("-stage %d: want a ZeRO stage 0, 1, 2 or 3", o.stage)
+	case o.zeroN < 0:
+		usage("-zero-ranks %d: want 0 (skip) or a number of ranks", o.zeroN)
+	case !(o.bucketMB > 0) || math.IsInf(o.bucketMB, 0):
+		usage("-bucket-mb %v: want a positive size", o.bucketMB)
 	}
 
 	// The runs print their own JSON line (under MPI, rank 0's).

@@ -130,7 +130,7 @@ func main() {
 // validate checks the flags before anything slow happens.
 func (o options) validate() error {
 	switch {
-	case o.steps < 0:
+	case o.steps < 0 || (o.set["steps"] && o.steps == 0):
 		return fmt.Errorf("-steps %d: want a positive step count", o.steps)
 	case !(o.minutes >= 0) || math.IsInf(o.minutes, 0):
 		return fmt.Errorf("-minutes %v: want a positive budget", o.minutes)

@@ -34,6 +34,7 @@ func TestValidateFlags(t *testing.T) {
 		{func(o *options) { o.evalEvery = -1 }, "-eval-every"},
 		{func(o *options) { o.batch = -2 }, "-batch"},
 		{func(o *options) { o.steps = -5 }, "-steps"},
+		{func(o *options) { o.steps, o.set["steps"] = 0, true }, "-steps 0"},
 		{func(o *options) { o.minutes = math.NaN() }, "-minutes"},
 		{func(o *options) { o.minutes = -1 }, "-minutes"},
 		{func(o *options) { o.steps, o.set["steps"], o.set["minutes"] = 10, true, true }, "not both"},
