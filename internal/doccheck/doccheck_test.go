@@ -16,7 +16,7 @@ import (
 )
 
 // publicPackages must each carry at least one Example function.
-var publicPackages = []string{"attention", "lora", "model", "parallel", "quant"}
+var publicPackages = []string{"attention", "data", "lora", "model", "parallel", "quant", "tokenizer"}
 
 // moduleRoot is two directories up from this package.
 func moduleRoot(t *testing.T) string {
