@@ -324,6 +324,8 @@ func (m *Model) Logits(ids []int32, B, T int) ([]float32, error) {
 // Loss returns the mean cross-entropy in nats of predicting targets from
 // inputs (both B·T ids), computed on the inference path with the head and
 // loss fused by chunks of rows (lossChunk), never all B·T×Vocab logits.
+// A target of −1 (nn.IgnoreIndex) is left out of the mean; when every
+// target is −1 there is no loss to report and Loss returns ErrNoTargets.
 func (m *Model) Loss(inputs, targets []int32, B, T int) (float64, error) {
 	return m.loss(inputs, targets, B, T, lossChunk/max(1, m.Config.Vocab))
 }
@@ -345,7 +347,10 @@ func (m *Model) loss(inputs, targets []int32, B, T, chunkRows int) (float64, err
 	if err != nil {
 		return 0, err
 	}
-	loss := sum / float64(max(count, 1))
+	if count == 0 {
+		return 0, fmt.Errorf("model: loss: all %d targets are the ignore index -1: %w", len(targets), ErrNoTargets)
+	}
+	loss := sum / float64(count)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return 0, fmt.Errorf("model: loss is %v: %w", loss, ErrNonFinite)
 	}
@@ -354,7 +359,8 @@ func (m *Model) loss(inputs, targets []int32, B, T, chunkRows int) (float64, err
 
 // Evaluate returns the mean loss in bits per byte over validation windows
 // (inputs and targets of n·T ids, as from ValidationWindows), evaluated in
-// batches of batch windows.
+// batches of batch windows. A batch whose targets are all −1 is an error
+// (ErrNoTargets), as in Loss.
 func (m *Model) Evaluate(inputs, targets []int32, T, batch int) (float64, error) {
 	if T <= 0 || batch <= 0 || len(inputs) != len(targets) || len(inputs)%T != 0 || len(inputs) == 0 {
 		return 0, fmt.Errorf("model: evaluate: %d inputs, %d targets for windows of %d", len(inputs), len(targets), T)

@@ -215,6 +215,11 @@ func (s Schedule) LR(step int) float64 {
 // ErrNonFinite is wrapped by errors about NaN or infinite losses and gradients.
 var ErrNonFinite = errors.New("non-finite value")
 
+// ErrNoTargets is returned by Loss and Evaluate when every target is the
+// ignore index −1, so that an empty evaluation is never reported as a loss
+// of zero.
+var ErrNoTargets = errors.New("no targets to score")
+
 // GradNorm returns the Euclidean norm of grads, accumulated in float64, and
 // an error wrapping ErrNonFinite if it is NaN or infinite. The squares are
 // summed in blocks of NormBlock elements, on the kernels' threads, and the

@@ -153,3 +153,26 @@ func TestLoadRefusesNonFinite(t *testing.T) {
 	_, err = LoadCheckpoint(q)
 	require.ErrorIs(t, err, ErrCheckpoint)
 }
+
+// Loss and Evaluate over targets that are all the ignore index −1 have
+// nothing to score: an error, never a loss of zero. One counted target
+// brings a finite loss back.
+func TestLossAllTargetsIgnored(t *testing.T) {
+	m := testModel(t, nil)
+	T := 5
+	inputs := []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	targets := make([]int32, len(inputs))
+	for i := range targets {
+		targets[i] = -1
+	}
+	_, err := m.Loss(inputs, targets, 2, T)
+	require.ErrorIs(t, err, ErrNoTargets)
+	_, err = m.Evaluate(inputs, targets, T, 2)
+	require.ErrorIs(t, err, ErrNoTargets)
+
+	targets[7] = 3
+	loss, err := m.Loss(inputs, targets, 2, T)
+	require.NoError(t, err)
+	require.Greater(t, loss, 0.0)
+	require.False(t, math.IsInf(loss, 0) || math.IsNaN(loss))
+}
