@@ -186,16 +186,17 @@ func (p *splitPreTokenizer) matches(s string, st *encState) [][2]int {
 }
 
 // regexpMatches runs a regexp2 pattern over s. regexp2 reports rune offsets,
-// converted here to byte offsets.
+// converted here to byte offsets. The offsets come from ranging over s
+// itself: an invalid byte is one U+FFFD rune but one byte of s, not the
+// three bytes of U+FFFD's encoding.
 func regexpMatches(re *regexp2.Regexp, s string, ms [][2]int) [][2]int {
-	runes := []rune(s)
-	byteOff := make([]int, len(runes)+1)
-	o := 0
-	for i, r := range runes {
-		byteOff[i] = o
-		o += len(string(r))
+	runes := make([]rune, 0, len(s))
+	byteOff := make([]int, 0, len(s)+1)
+	for i, r := range s {
+		runes = append(runes, r)
+		byteOff = append(byteOff, i)
 	}
-	byteOff[len(runes)] = o
+	byteOff = append(byteOff, len(s))
 	m, err := re.FindRunesMatch(runes)
 	for err == nil && m != nil {
 		if m.Length > 0 {
