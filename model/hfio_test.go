@@ -195,7 +195,7 @@ func TestHFGolden(t *testing.T) {
 
 func TestF16Widening(t *testing.T) {
 	for h := range 1 << 16 {
-		f := f16ToF32(uint16(h))
+		f := safetensors.F16ToFloat32(uint16(h))
 		if f != f { // NaN keeps its payload through a round trip
 			if back := f32ToF16(f); back != uint16(h)|0x200 {
 				t.Fatalf("NaN %#04x → %#04x", h, back)
@@ -214,13 +214,13 @@ func TestF16Widening(t *testing.T) {
 			continue
 		}
 		h := f32ToF16(f)
-		got := float64(f16ToF32(h))
+		got := float64(safetensors.F16ToFloat32(h))
 		// The neighbours of h on the half grid must not be strictly closer.
 		for _, nb := range []uint16{h - 1, h + 1} {
 			if nb&0x7c00 == 0x7c00 && nb&0x3ff != 0 || (h&0x7fff == 0 && nb == h-1) {
 				continue
 			}
-			alt := float64(f16ToF32(nb))
+			alt := float64(safetensors.F16ToFloat32(nb))
 			if math.IsInf(got, 0) && math.Abs(float64(f)) < 65520 || math.Abs(alt-float64(f)) < math.Abs(got-float64(f)) && !math.IsInf(got, 0) {
 				t.Fatalf("%v → %v, but %v is closer", f, got, alt)
 			}

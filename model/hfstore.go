@@ -273,46 +273,24 @@ func widen(dst []float32, b []byte, d safetensors.DType) {
 		}
 	case safetensors.BF16:
 		for i := range dst {
-			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
+			dst[i] = safetensors.BF16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
 		}
 	case safetensors.F16:
 		for i := range dst {
-			dst[i] = f16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
+			dst[i] = safetensors.F16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
 		}
 	}
 }
 
+// widenOne converts one little-endian element of dtype d to float32.
 func widenOne(b []byte, d safetensors.DType) float32 {
 	switch d {
 	case safetensors.F32:
 		return math.Float32frombits(binary.LittleEndian.Uint32(b))
 	case safetensors.BF16:
-		return math.Float32frombits(uint32(binary.LittleEndian.Uint16(b)) << 16)
+		return safetensors.BF16ToFloat32(binary.LittleEndian.Uint16(b))
 	}
-	return f16ToF32(binary.LittleEndian.Uint16(b))
-}
-
-// f16ToF32 widens an IEEE half exactly (subnormals, infinities, NaN
-// payloads included).
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // inf or NaN
-		return math.Float32frombits(sign | 0x7f800000 | man<<13)
-	case exp != 0:
-		return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
-	case man == 0:
-		return math.Float32frombits(sign)
-	}
-	// Subnormal half: normalize.
-	e := uint32(113)
-	for man&0x400 == 0 {
-		man <<= 1
-		e--
-	}
-	return math.Float32frombits(sign | e<<23 | (man&0x3ff)<<13)
+	return safetensors.F16ToFloat32(binary.LittleEndian.Uint16(b))
 }
 
 // f32ToBF16 rounds to the nearest bfloat16, ties to even; NaN stays a
