@@ -75,6 +75,32 @@ done:
 	VZEROUPPER
 	RET
 
+// func interleaveBF16AVX512(dst *uint32, s0 *uint16, s1 *uint16, n int)
+// Requires: AVX, AVX512F
+TEXT ·interleaveBF16AVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), AX
+	MOVQ s0+8(FP), CX
+	MOVQ s1+16(FP), DX
+	MOVQ n+24(FP), BX
+
+loop:
+	CMPQ      BX, $0x10
+	JL        done
+	VPMOVZXWD (CX), Z0
+	VPMOVZXWD (DX), Z1
+	VPSLLD    $0x10, Z1, Z1
+	VPORD     Z1, Z0, Z0
+	VMOVDQU32 Z0, (AX)
+	ADDQ      $0x20, CX
+	ADDQ      $0x20, DX
+	ADDQ      $0x40, AX
+	SUBQ      $0x10, BX
+	JMP       loop
+
+done:
+	VZEROUPPER
+	RET
+
 // func bf16Kernel12x32AVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32)
 // Requires: AVX, AVX512F, MMX+
 TEXT ·bf16Kernel12x32AVX512(SB), NOSPLIT, $0-64

@@ -317,13 +317,7 @@ func packAPairs(dst []uint32, a BF16Mat, transA bool, i0, rows, p0, kk int) {
 				for s := 0; s < kk; s += bf16Seg {
 					n := min(bf16Seg, kk-s)
 					src := a.rowBF16(i+rr, p0+s, n, buf[:])
-					dd := d[(s/2)*sgemmMR+rr:]
-					for pp := range n / 2 {
-						dd[pp*sgemmMR] = pair(src[2*pp], src[2*pp+1])
-					}
-					if n%2 == 1 {
-						dd[(n/2)*sgemmMR] = uint32(src[n-1])
-					}
+					dealPairs(d[(s/2)*sgemmMR+rr:], sgemmMR, src)
 				}
 			}
 			continue
@@ -376,7 +370,8 @@ func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
 						}
 						continue
 					}
-					for x := range dd {
+					x := interleaveAsm(dd, s0[c0:c0+w], s1[c0:c0+w])
+					for ; x < w; x++ {
 						dd[x] = pair(s0[c0+x], s1[c0+x])
 					}
 				}
@@ -396,15 +391,33 @@ func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
 			for s := 0; s < kk; s += bf16Seg {
 				n := min(bf16Seg, kk-s)
 				src := b.rowBF16(j0+q*sgemmNR+cc, p0+s, n, buf[:])
-				dd := d[(s/2)*sgemmNR+cc:]
-				for pp := range n / 2 {
-					dd[pp*sgemmNR] = pair(src[2*pp], src[2*pp+1])
-				}
-				if n%2 == 1 {
-					dd[(n/2)*sgemmNR] = uint32(src[n-1])
-				}
+				dealPairs(d[(s/2)*sgemmNR+cc:], sgemmNR, src)
 			}
 		}
+	}
+}
+
+// dealPairs writes the k pairs of src (an odd last element pairs with
+// zero) to dst[0], dst[stride], dst[2·stride]…, reading the pairs as
+// words when src is 4-byte aligned.
+func dealPairs(dst []uint32, stride int, src []uint16) {
+	n := len(src) / 2
+	switch {
+	case n == 0:
+	case uintptr(unsafe.Pointer(&src[0]))%4 == 0:
+		w := unsafe.Slice((*uint32)(unsafe.Pointer(&src[0])), n)
+		_ = dst[(n-1)*stride]
+		for pp, v := range w {
+			dst[pp*stride] = v
+		}
+	default: // a misaligned word pointer is invalid Go (checkptr rejects it)
+		_ = dst[(n-1)*stride]
+		for pp := range n {
+			dst[pp*stride] = pair(src[2*pp], src[2*pp+1])
+		}
+	}
+	if len(src)%2 == 1 {
+		dst[n*stride] = uint32(src[len(src)-1])
 	}
 }
 

@@ -60,6 +60,7 @@ func main() {
 	consts()
 	toBF16()
 	fromBF16()
+	interleave()
 	for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
 		kernel(s[0], s[1])
 	}
@@ -137,6 +138,32 @@ func fromBF16() {
 	VPSLLD(Imm(16), x, x)
 	VMOVDQU32(x, Mem{Base: dst})
 	ADDQ(Imm(32), src)
+	ADDQ(Imm(64), dst)
+	SUBQ(Imm(16), n)
+	JMP(LabelRef("loop"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// interleave emits interleaveBF16AVX512: dst[i] = s0[i] | s1[i]<<16 for the
+// first n&^15 elements, the k pairs of two rows of B for its packed panels.
+func interleave() {
+	TEXT("interleaveBF16AVX512", NOSPLIT, "func(dst *uint32, s0, s1 *uint16, n int)")
+	Pragma("noescape")
+	Doc("interleaveBF16AVX512 sets dst[i] = s0[i] | s1[i]<<16 for i < n&^15.")
+	dst, s0, s1, n := Load(Param("dst"), GP64()), Load(Param("s0"), GP64()), Load(Param("s1"), GP64()), Load(Param("n"), GP64())
+	x, y := ZMM(), ZMM()
+	Label("loop")
+	CMPQ(n, Imm(16))
+	JL(LabelRef("done"))
+	VPMOVZXWD(Mem{Base: s0}, x)
+	VPMOVZXWD(Mem{Base: s1}, y)
+	VPSLLD(Imm(16), y, y)
+	VPORD(y, x, x)
+	VMOVDQU32(x, Mem{Base: dst})
+	ADDQ(Imm(32), s0)
+	ADDQ(Imm(32), s1)
 	ADDQ(Imm(64), dst)
 	SUBQ(Imm(16), n)
 	JMP(LabelRef("loop"))
