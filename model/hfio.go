@@ -91,8 +91,12 @@ func (c Config) hfShape(name string, shape []int) []int64 {
 // the expected shape and present once, and every expected tensor must be
 // present. The weights are read tensor by tensor in chunks of a few MiB
 // straight into the model's float32 buffer, so loading never holds a
-// second copy of them.
-func LoadPretrained(dir string) (*Model, error) {
+// second copy of them. Options (KeepBF16) change what is kept in float32.
+func LoadPretrained(dir string, opts ...LoadOption) (*Model, error) {
+	var o loadOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cdata, err := readSmallFile(filepath.Join(dir, hfConfigFile), 1<<20)
 	if err != nil {
 		return nil, err
@@ -144,12 +148,17 @@ func LoadPretrained(dir string) (*Model, error) {
 			}
 		}
 	}
-	m, err := NewZeroed(cfg)
+	var buf []byte
+	dtypes := map[safetensors.DType]bool{}
+	var m *Model
+	if o.keepBF16 {
+		m, err = newKeepingBF16(cfg, where, from, dtypes, &buf)
+	} else {
+		m, err = NewZeroed(cfg)
+	}
 	if err != nil {
 		return nil, err
 	}
-	var buf []byte
-	dtypes := map[safetensors.DType]bool{}
 	for _, p := range m.Weights.Params {
 		e, f := where[p.Name], from[p.Name]
 		cols := 0
@@ -347,7 +356,8 @@ func (m *Model) SavePretrained(dir string, opts ...SaveOption) (err error) {
 		return err
 	}
 	c := m.Config
-	if have, want := len(m.Weights.Params), len(c.paramSpecs()); have != want {
+	kept := m.bf16Tensors()
+	if have, want := len(m.Weights.Params)+len(kept), len(c.paramSpecs()); have != want {
 		return fmt.Errorf("model: SavePretrained %s: %d of the configuration's %d parameters are held (ReleaseReplaced freed the others)", dir, have, want)
 	}
 	var extra map[string]json.RawMessage
@@ -361,12 +371,21 @@ func (m *Model) SavePretrained(dir string, opts ...SaveOption) (err error) {
 	// Shards in parameter order, each up to maxShard bytes.
 	var shards [][]stOut
 	var size, total int64
-	for _, p := range m.Weights.Params {
-		t := stOut{name: p.Name, shape: c.hfShape(p.Name, p.Shape), src: p.Data}
-		if c.hfTranspose(p.Name) {
-			t.cols = int(t.shape[1])
+	for _, spec := range c.paramSpecs() {
+		t := stOut{name: spec.Name, shape: c.hfShape(spec.Name, spec.Shape)}
+		if p := m.Weights.Get(spec.Name); p != nil {
+			t.src = p.Data
+			if c.hfTranspose(p.Name) {
+				t.cols = int(t.shape[1])
+			}
+		} else {
+			k, ok := kept[spec.Name] // a bf16 layer's tensor, in the file's layout
+			if !ok {
+				return fmt.Errorf("model: SavePretrained %s: parameter %q is held neither in float32 nor by a bf16 layer", dir, spec.Name)
+			}
+			t, t.shape = k, c.hfShape(spec.Name, spec.Shape)
 		}
-		n := int64(len(p.Data)) * dt.Size()
+		n := int64(t.len()) * dt.Size()
 		if len(shards) == 0 || size > 0 && size+n > o.maxShard {
 			shards = append(shards, nil)
 			size = 0
