@@ -54,6 +54,8 @@ type command struct {
 // Each subcommand lives in the file of its name.
 var commands = []command{
 	{"eval", "loss, perplexity and bits per byte of a model on a data file", evalCmd},
+	{"generate", "continue a prompt, streaming the text as it is sampled", generateCmd},
+	{"chat", "talk with a model over stdin and stdout, keeping the KV cache across turns", chatCmd},
 }
 
 // usage returns the top-level usage text.
