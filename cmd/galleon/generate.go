@@ -52,12 +52,12 @@ func (s *sampleFlags) options(stop []int32) model.SampleOptions {
 
 // generateResult is generate's -json object.
 type generateResult struct {
-	Text             string  `json:"text"`              // the generated text, without the end-of-sequence token
-	IDs              []int32 `json:"ids"`               // the generated tokens, the end-of-sequence token included
-	PromptTokens     int     `json:"prompt_tokens"`     // tokens of the prompt (with the tokenizer's BOS)
-	GeneratedTokens  int     `json:"generated_tokens"`  // len(IDs)
-	StopReason       string  `json:"stop_reason"`       // "eos" or "max_tokens"
-	PrefillSeconds   float64 `json:"prefill_seconds"`   // the prompt's forward pass and the first token
+	Text             string  `json:"text"`             // the generated text, without the end-of-sequence token
+	IDs              []int32 `json:"ids"`              // the generated tokens, the end-of-sequence token included
+	PromptTokens     int     `json:"prompt_tokens"`    // tokens of the prompt (with the tokenizer's BOS)
+	GeneratedTokens  int     `json:"generated_tokens"` // len(IDs)
+	StopReason       string  `json:"stop_reason"`      // "eos" or "max_tokens"
+	PrefillSeconds   float64 `json:"prefill_seconds"`  // the prompt's forward pass and the first token
 	PrefillPerSecond float64 `json:"prefill_tokens_per_second"`
 	DecodeSeconds    float64 `json:"decode_seconds"` // every token after the first
 	DecodePerSecond  float64 `json:"decode_tokens_per_second"`
