@@ -81,6 +81,7 @@ var commands = []command{
 	{"eval", "loss, perplexity and bits per byte of a model on a data file", evalCmd},
 	{"generate", "continue a prompt, streaming the text as it is sampled", generateCmd},
 	{"chat", "talk with a model over stdin and stdout, keeping the KV cache across turns", chatCmd},
+	{"merge", "merge a LoRA adapter into its base: a Hugging Face model directory", mergeCmd},
 }
 
 // usage returns the top-level usage text.
