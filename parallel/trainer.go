@@ -42,6 +42,11 @@ type Config struct {
 	// sample per graph run). Without it, workers reduce their own rows' summed gradients,
 	// which agree with other worker counts to float32 rounding.
 	Exact bool
+
+	// GradCheckpointing recomputes each block's activations in the
+	// backward pass (model.ReplicaOptions): less memory per worker, about
+	// one more forward pass of time, the same result bit for bit.
+	GradCheckpointing bool
 }
 
 func (cfg *Config) normalize(m *model.Model, ranks int) error {
@@ -335,7 +340,7 @@ func (t *Trainer) newWorker(r int, rows span, comm Communicator, wholeOpt bool) 
 	if t.cfg.Exact {
 		B = 1
 	}
-	rep, err := t.model.NewReplica(B, t.cfg.SeqLen)
+	rep, err := t.model.NewReplicaWith(B, t.cfg.SeqLen, model.ReplicaOptions{GradCheckpointing: t.cfg.GradCheckpointing})
 	if err != nil {
 		return nil, fmt.Errorf("parallel: rank %d: %w", r, err)
 	}
