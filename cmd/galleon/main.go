@@ -54,6 +54,7 @@ type command struct {
 // Each subcommand lives in the file of its name.
 var commands = []command{
 	{"eval", "loss, perplexity and bits per byte of a model on a data file", evalCmd},
+	{"merge", "merge a LoRA adapter into its base: a Hugging Face model directory", mergeCmd},
 	{"quantize", "write an int8 model directory from a Hugging Face directory", quantizeCmd},
 }
 
