@@ -518,6 +518,8 @@ func (lm *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 		sl := slots[i]
 		shape, ok := shapes[sl]
 		switch {
+		case !ok && sl.module == model.NameHead && lm.Base.Config.TiedEmbeddings:
+			return bad("tensor %q adapts lm_head, which this model ties to its token embedding: adapters on a tied head are not supported", t.Name)
 		case !ok && !linears[sl.module]:
 			return bad("tensor %q is for module %q, which this model does not have", t.Name, sl.module)
 		case !ok:

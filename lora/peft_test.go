@@ -495,4 +495,17 @@ func TestLoadRefusesPEFTFeatures(t *testing.T) {
 		config("layers_to_transform", 0)(d)
 		config("layers_pattern", "(")(d)
 	})
+
+	// A tied head (Qwen2 here) has no lm_head module to adapt.
+	qwen := tinyLlama("qwen2")
+	lmq := must(Apply(newModel(t, qwen), Config{R: 2, Alpha: 4, TargetModules: []string{"q_proj"}}))
+	dq := t.TempDir()
+	if err := lmq.Active().Save(dq); err != nil {
+		t.Fatal(err)
+	}
+	config("target_modules", []any{"q_proj", "lm_head"})(dq)
+	addTensor("base_model.model.lm_head.lora_A.weight", []int64{2, 24})(dq)
+	if _, err := must(Wrap(newModel(t, qwen))).LoadAdapter(dq, DefaultAdapter); !errors.Is(err, ErrAdapterFile) || !strings.Contains(err.Error(), "tied") {
+		t.Errorf("adapter on a tied head: %v, want an error saying the head is tied", err)
+	}
 }
