@@ -24,11 +24,12 @@ type BF16Linear struct {
 	// Weight holds In·Out bfloat16s in the layout of the file it came
 	// from: [Out, In] (torch.nn.Linear, the Llama family) when OutIn is
 	// set, [In, Out] (GPT-2's Conv1D) otherwise.
-	Weight  []uint16
-	In, Out int
-	OutIn   bool
-	Bias    []float32 // Out values, or nil
-	id      uint64
+	Weight []uint16
+	In     int       // input width
+	Out    int       // output width
+	OutIn  bool      // Weight is [Out, In] rather than [In, Out]
+	Bias   []float32 // Out values, or nil
+	id     uint64
 }
 
 var bf16LinearIDs atomic.Uint64
