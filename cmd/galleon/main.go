@@ -20,10 +20,11 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -54,6 +55,7 @@ type command struct {
 // Each subcommand lives in the file of its name.
 var commands = []command{
 	{"eval", "loss, perplexity and bits per byte of a model on a data file", evalCmd},
+	{"finetune", "fine-tune a Hugging Face model with LoRA (or fully) on a data file", finetuneCmd},
 }
 
 // usage returns the top-level usage text.
