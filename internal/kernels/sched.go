@@ -220,3 +220,54 @@ func getLoop() *loop {
 }
 
 func putLoop(l *loop) { loops.Put(l) }
+
+// Chunker is the body of a loop over a range cut into chunks: Chunk(lo, hi)
+// processes elements (or rows, or columns) [lo, hi).
+type Chunker interface{ Chunk(lo, hi int) }
+
+// Chunks runs loops over [0, n) cut into chunks of a fixed grain, whose
+// body is a typed value B (a struct of the loop's slices and sizes, with a
+// Chunk method on *B). The loops' state is pooled, one list per body type,
+// so a steady caller allocates nothing. The zero value is ready to use;
+// declare one per body type:
+//
+//	var geluLoops kernels.Chunks[geluBody, *geluBody]
+//	geluLoops.Run(0, geluBody{y, x}, len(x), grain)
+type Chunks[B any, P interface {
+	*B
+	Chunker
+}] struct {
+	free FreeList[chunkLoop[B, P]]
+}
+
+// chunkLoop is one running loop of a Chunks: the Items of For.
+type chunkLoop[B any, P interface {
+	*B
+	Chunker
+}] struct {
+	body     B
+	n, grain int
+}
+
+// Item runs chunk c.
+func (l *chunkLoop[B, P]) Item(_, c int) {
+	lo := c * l.grain
+	P(&l.body).Chunk(lo, min(lo+l.grain, l.n))
+}
+
+// Run calls body.Chunk over [0, n) in chunks of grain (at least 1) on up
+// to workers goroutines (≤ 0 means Threads()), and returns when all are
+// done. Chunks cover disjoint parts of the range, so a body that writes
+// only its chunk's outputs gives the same bits whatever the number of
+// workers.
+func (c *Chunks[B, P]) Run(workers int, body B, n, grain int) {
+	if n <= 0 {
+		return
+	}
+	l := c.free.Get()
+	l.body, l.n, l.grain = body, n, max(grain, 1)
+	For(workers, (n+l.grain-1)/l.grain, l)
+	var zero B
+	l.body = zero // do not keep the caller's slices alive
+	c.free.Put(l)
+}

@@ -148,3 +148,57 @@ func TestBufferPool(t *testing.T) {
 		t.Error("FreeList did not return the freed object")
 	}
 }
+
+// chunkBody marks the elements of its chunks and counts the chunks.
+type chunkBody struct {
+	hits   []atomic.Int32
+	chunks *atomic.Int32
+	grain  int
+	bad    *atomic.Bool
+}
+
+func (b *chunkBody) Chunk(lo, hi int) {
+	b.chunks.Add(1)
+	if lo%b.grain != 0 || hi-lo > b.grain || hi <= lo {
+		b.bad.Store(true)
+	}
+	for i := lo; i < hi; i++ {
+		b.hits[i].Add(1)
+	}
+}
+
+var testChunks Chunks[chunkBody, *chunkBody]
+
+// TestChunks checks that Chunks.Run covers [0, n) exactly once in chunks of
+// the grain, on odd sizes, and that a steady loop allocates nothing.
+func TestChunks(t *testing.T) {
+	for _, workers := range []int{0, 1, 3} {
+		for _, n := range []int{0, 1, 7, 64, 1001} {
+			for _, grain := range []int{0, 1, 5, 64, 2000} {
+				var chunks atomic.Int32
+				var bad atomic.Bool
+				g := max(grain, 1)
+				b := chunkBody{hits: make([]atomic.Int32, n), chunks: &chunks, grain: g, bad: &bad}
+				testChunks.Run(workers, b, n, grain)
+				if bad.Load() {
+					t.Fatalf("workers %d, n %d, grain %d: chunk not aligned to the grain", workers, n, grain)
+				}
+				for i := range b.hits {
+					if b.hits[i].Load() != 1 {
+						t.Fatalf("workers %d, n %d, grain %d: element %d ran %d times", workers, n, grain, i, b.hits[i].Load())
+					}
+				}
+				if want := (n + g - 1) / g; int(chunks.Load()) != want {
+					t.Fatalf("workers %d, n %d, grain %d: %d chunks, want %d", workers, n, grain, chunks.Load(), want)
+				}
+			}
+		}
+	}
+	var chunks atomic.Int32
+	var bad atomic.Bool
+	b := chunkBody{hits: make([]atomic.Int32, 256), chunks: &chunks, grain: 16, bad: &bad}
+	testChunks.Run(2, b, 256, 16)
+	if a := testing.AllocsPerRun(20, func() { testChunks.Run(2, b, 256, 16) }); a != 0 {
+		t.Errorf("%v allocations per Chunks.Run, want 0", a)
+	}
+}

@@ -64,10 +64,7 @@ func crossEntropyForward(probs, logits []float32, targets []int32, V, count int,
 			total += crossEntropyRow(probs, logits, targets, V, r)
 		}
 	} else {
-		j := newJob(crossEntropyForwardRows)
-		j.f[0], j.f[1], j.ids, j.d = probs, logits, targets, rowLoss
-		j.i[0] = V
-		j.run(len(targets), rowGrain(V))
+		crossEntropyForwardLoops.Run(0, crossEntropyForwardBody{probs, logits, targets, rowLoss, V}, len(targets), rowGrain(V))
 		for _, l := range rowLoss[:len(targets)] {
 			total += l
 		}
@@ -78,9 +75,20 @@ func crossEntropyForward(probs, logits []float32, targets []int32, V, count int,
 	return float32(total / float64(count))
 }
 
-func crossEntropyForwardRows(j *parJob, lo, hi int) {
+// crossEntropyForwardBody is the loop body of crossEntropyForward, over
+// rows.
+type crossEntropyForwardBody struct {
+	probs, logits []float32
+	targets       []int32
+	rowLoss       []float64
+	V             int
+}
+
+var crossEntropyForwardLoops kernels.Chunks[crossEntropyForwardBody, *crossEntropyForwardBody]
+
+func (b *crossEntropyForwardBody) Chunk(lo, hi int) {
 	for r := lo; r < hi; r++ {
-		j.d[r] = crossEntropyRow(j.f[0], j.f[1], j.ids, j.i[0], r)
+		b.rowLoss[r] = crossEntropyRow(b.probs, b.logits, b.targets, b.V, r)
 	}
 }
 
@@ -127,21 +135,26 @@ func crossEntropyBackward(dlogits, probs []float32, targets []int32, V, count in
 	if count > 0 {
 		scale = dloss / float32(count)
 	}
-	j := newJob(crossEntropyBackwardRows)
-	j.f[0], j.f[1], j.ids = dlogits, probs, targets
-	j.i[0], j.i[1], j.x = V, 0, scale
-	if acc {
-		j.i[1] = 1
-	}
-	if count == 0 {
-		j.i[2] = 1 // nothing counts: every row is like an ignored one
-	}
-	j.run(len(targets), rowGrain(V))
+	// With count 0 nothing counts: every row is like an ignored one.
+	body := crossEntropyBackwardBody{dlogits, probs, targets, V, acc, count == 0, scale}
+	crossEntropyBackwardLoops.Run(0, body, len(targets), rowGrain(V))
 }
 
-func crossEntropyBackwardRows(j *parJob, lo, hi int) {
-	dlogits, probs, targets := j.f[0], j.f[1], j.ids
-	V, acc, none, scale := j.i[0], j.i[1] == 1, j.i[2] == 1, j.x
+// crossEntropyBackwardBody is the loop body of crossEntropyBackward, over
+// rows.
+type crossEntropyBackwardBody struct {
+	dlogits, probs []float32
+	targets        []int32
+	V              int
+	acc, none      bool
+	scale          float32
+}
+
+var crossEntropyBackwardLoops kernels.Chunks[crossEntropyBackwardBody, *crossEntropyBackwardBody]
+
+func (b *crossEntropyBackwardBody) Chunk(lo, hi int) {
+	dlogits, probs, targets := b.dlogits, b.probs, b.targets
+	V, acc, none, scale := b.V, b.acc, b.none, b.scale
 	for r := lo; r < hi; r++ {
 		t := targets[r]
 		dr := dlogits[r*V : r*V+V]

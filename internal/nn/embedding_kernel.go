@@ -88,15 +88,21 @@ func TokenEmbeddingForward(out, wte []float32, ids []int32, C int) error {
 // embeddingForward writes wte[ids[r]] + wpe[pos0 + r mod T] into out's rows,
 // or only wte[ids[r]] when wpe is nil.
 func embeddingForward(out, wte, wpe []float32, ids []int32, T, C, pos0 int) {
-	j := newJob(embeddingForwardRows)
-	j.f[0], j.f[1], j.f[2], j.ids = out, wte, wpe, ids
-	j.i[0], j.i[1], j.i[2] = T, C, pos0
-	j.run(len(ids), rowGrain(C))
+	embeddingForwardLoops.Run(0, embeddingForwardBody{out, wte, wpe, ids, T, C, pos0}, len(ids), rowGrain(C))
 }
 
-func embeddingForwardRows(j *parJob, lo, hi int) {
-	out, wte, wpe, ids := j.f[0], j.f[1], j.f[2], j.ids
-	T, C, pos0 := j.i[0], j.i[1], j.i[2]
+// embeddingForwardBody is the loop body of embeddingForward, over rows.
+type embeddingForwardBody struct {
+	out, wte, wpe []float32
+	ids           []int32
+	T, C, pos0    int
+}
+
+var embeddingForwardLoops kernels.Chunks[embeddingForwardBody, *embeddingForwardBody]
+
+func (b *embeddingForwardBody) Chunk(lo, hi int) {
+	out, wte, wpe, ids := b.out, b.wte, b.wpe, b.ids
+	T, C, pos0 := b.T, b.C, b.pos0
 	for r := lo; r < hi; r++ {
 		id, t := int(ids[r]), pos0+r%T
 		o := out[r*C : r*C+C]
@@ -148,28 +154,30 @@ func EmbeddingBackward(dwte, dwpe, dout []float32, ids []int32, T, C, pos0 int) 
 // make the rows collide, so the work is split by columns, each chunk adding
 // every row in order.
 func embeddingBackwardWte(dwte, dout []float32, ids []int32, C int) {
-	j := newJob(embeddingBackwardCols)
-	j.f[0], j.f[1], j.ids = dwte, dout, ids
-	j.i[0], j.i[1] = C, -1
-	j.run(C, colGrain(len(ids)))
+	body := embeddingBackwardBody{dst: dwte, dout: dout, ids: ids, C: C, T: -1, rows: len(ids)}
+	embeddingBackwardLoops.Run(0, body, C, colGrain(len(ids)))
 }
 
 // embeddingBackwardWpe adds dout's rows into dwpe's rows pos0 + r mod T.
 func embeddingBackwardWpe(dwpe, dout []float32, rows, T, C, pos0 int) {
-	j := newJob(embeddingBackwardCols)
-	j.f[0], j.f[1] = dwpe, dout
-	j.i[0], j.i[1], j.i[2], j.i[3] = C, T, pos0, rows
-	j.run(C, colGrain(rows))
+	body := embeddingBackwardBody{dst: dwpe, dout: dout, C: C, T: T, pos0: pos0, rows: rows}
+	embeddingBackwardLoops.Run(0, body, C, colGrain(rows))
 }
 
-// embeddingBackwardCols scatters columns [lo, hi): to the rows of ids, or,
-// when j.i[1] = T ≥ 1, to positions pos0 + r mod T.
-func embeddingBackwardCols(j *parJob, lo, hi int) {
-	dst, dout, ids := j.f[0], j.f[1], j.ids
-	C, T, pos0, rows := j.i[0], j.i[1], j.i[2], j.i[3]
-	if T < 0 {
-		rows = len(ids)
-	}
+// embeddingBackwardBody is the loop body of the embedding gradients, over
+// columns: it scatters columns [lo, hi) of dout's rows to dst's rows ids,
+// or, when T ≥ 1, to positions pos0 + r mod T.
+type embeddingBackwardBody struct {
+	dst, dout        []float32
+	ids              []int32
+	C, T, pos0, rows int
+}
+
+var embeddingBackwardLoops kernels.Chunks[embeddingBackwardBody, *embeddingBackwardBody]
+
+func (b *embeddingBackwardBody) Chunk(lo, hi int) {
+	dst, dout, ids := b.dst, b.dout, b.ids
+	C, T, pos0, rows := b.C, b.T, b.pos0, b.rows
 	for r := 0; r < rows; r++ {
 		var d int
 		if T < 0 {

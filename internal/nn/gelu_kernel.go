@@ -27,14 +27,17 @@ func GELUForward(y, x []float32) error {
 // geluForward writes y = x·s and, when s is non-nil, the sigmoid s = σ(2u)
 // that the backward pass needs, so backward repeats no exponential.
 func geluForward(y, s, x []float32) {
-	j := newJob(geluForwardChunk)
-	j.f[0], j.f[1], j.f[2] = y, s, x
-	j.run(len(x), parGrain)
+	geluForwardLoops.Run(0, geluForwardBody{y, s, x}, len(x), parGrain)
 }
 
-func geluForwardChunk(j *parJob, lo, hi int) {
-	y, x := j.f[0][lo:hi], j.f[2][lo:hi]
-	if s := j.f[1]; s != nil {
+// geluForwardBody is the loop body of geluForward.
+type geluForwardBody struct{ y, s, x []float32 }
+
+var geluForwardLoops kernels.Chunks[geluForwardBody, *geluForwardBody]
+
+func (b *geluForwardBody) Chunk(lo, hi int) {
+	y, x := b.y[lo:hi], b.x[lo:hi]
+	if s := b.s; s != nil {
 		kernels.GELUForward(y, s[lo:hi], x)
 		return
 	}
@@ -62,18 +65,20 @@ func GELUBackward(dx, dy, x []float32) error {
 // geluBackward writes (acc false) or adds (acc true) dx = dy·GELU'(x) from
 // the sigmoid s saved by geluForward; with s nil it recomputes it.
 func geluBackward(dx, dy, x, s []float32, acc bool) {
-	j := newJob(geluBackwardChunk)
-	j.f[0], j.f[1], j.f[2], j.f[3] = dx, dy, x, s
-	j.i[0] = 0
-	if acc {
-		j.i[0] = 1
-	}
-	j.run(len(x), parGrain)
+	geluBackwardLoops.Run(0, geluBackwardBody{dx, dy, x, s, acc}, len(x), parGrain)
 }
 
-func geluBackwardChunk(j *parJob, lo, hi int) {
-	dx, dy, x, acc := j.f[0][lo:hi], j.f[1][lo:hi], j.f[2][lo:hi], j.i[0] == 1
-	if s := j.f[3]; s != nil {
+// geluBackwardBody is the loop body of geluBackward.
+type geluBackwardBody struct {
+	dx, dy, x, s []float32
+	acc          bool
+}
+
+var geluBackwardLoops kernels.Chunks[geluBackwardBody, *geluBackwardBody]
+
+func (b *geluBackwardBody) Chunk(lo, hi int) {
+	dx, dy, x, acc := b.dx[lo:hi], b.dy[lo:hi], b.x[lo:hi], b.acc
+	if s := b.s; s != nil {
 		geluGrad(dx, dy, x, s[lo:hi], acc)
 		return
 	}

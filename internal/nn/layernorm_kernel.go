@@ -52,15 +52,21 @@ func checkLayerNorm(fn string, n, C, ny, ngamma, nbeta int) error {
 }
 
 func layerNormForward(y, mean, rstd, x, gamma, beta []float32, C int, eps float32) {
-	j := newJob(layerNormForwardRows)
-	j.f[0], j.f[1], j.f[2], j.f[3], j.f[4], j.f[5] = y, mean, rstd, x, gamma, beta
-	j.i[0], j.x = C, eps
-	j.run(len(x)/C, rowGrain(C))
+	layerNormForwardLoops.Run(0, layerNormForwardBody{y, mean, rstd, x, gamma, beta, C, eps}, len(x)/C, rowGrain(C))
 }
 
-func layerNormForwardRows(j *parJob, lo, hi int) {
-	y, mean, rstd, x, gamma, beta := j.f[0], j.f[1], j.f[2], j.f[3], j.f[4], j.f[5]
-	C, eps := j.i[0], j.x
+// layerNormForwardBody is the loop body of layerNormForward, over rows.
+type layerNormForwardBody struct {
+	y, mean, rstd, x, gamma, beta []float32
+	C                             int
+	eps                           float32
+}
+
+var layerNormForwardLoops kernels.Chunks[layerNormForwardBody, *layerNormForwardBody]
+
+func (bd *layerNormForwardBody) Chunk(lo, hi int) {
+	y, mean, rstd, x, gamma, beta := bd.y, bd.mean, bd.rstd, bd.x, bd.gamma, bd.beta
+	C, eps := bd.C, bd.eps
 	invC := 1 / float32(C)
 	gamma, beta = gamma[:C], beta[:C]
 	for r := lo; r < hi; r++ {
@@ -145,18 +151,21 @@ func LayerNormBackward(dx, dgamma, dbeta, dy, x, gamma, mean, rstd []float32, C 
 
 // layerNormBackwardX writes (acc false) or adds (acc true) dx.
 func layerNormBackwardX(dx, dy, x, gamma, mean, rstd []float32, C int, acc bool) {
-	j := newJob(layerNormBackwardXRows)
-	j.f[0], j.f[1], j.f[2], j.f[3], j.f[4], j.f[5] = dx, dy, x, gamma, mean, rstd
-	j.i[0], j.i[1] = C, 0
-	if acc {
-		j.i[1] = 1
-	}
-	j.run(len(x)/C, rowGrain(C))
+	layerNormBackwardXLoops.Run(0, layerNormBackwardXBody{dx, dy, x, gamma, mean, rstd, C, acc}, len(x)/C, rowGrain(C))
 }
 
-func layerNormBackwardXRows(j *parJob, lo, hi int) {
-	dx, dy, x, gamma, mean, rstd := j.f[0], j.f[1], j.f[2], j.f[3], j.f[4], j.f[5]
-	C, acc := j.i[0], j.i[1] == 1
+// layerNormBackwardXBody is the loop body of layerNormBackwardX, over rows.
+type layerNormBackwardXBody struct {
+	dx, dy, x, gamma, mean, rstd []float32
+	C                            int
+	acc                          bool
+}
+
+var layerNormBackwardXLoops kernels.Chunks[layerNormBackwardXBody, *layerNormBackwardXBody]
+
+func (bd *layerNormBackwardXBody) Chunk(lo, hi int) {
+	dx, dy, x, gamma, mean, rstd := bd.dx, bd.dy, bd.x, bd.gamma, bd.mean, bd.rstd
+	C, acc := bd.C, bd.acc
 	invC := 1 / float32(C)
 	gamma = gamma[:C]
 	for r := lo; r < hi; r++ {
@@ -204,15 +213,21 @@ func layerNormBackwardXRows(j *parJob, lo, hi int) {
 // layerNormBackwardGamma adds Σ_rows dy·x̂ into dgamma. The sum over rows is
 // split by columns so that each column adds its rows in order.
 func layerNormBackwardGamma(dgamma, dy, x, mean, rstd []float32, C int) {
-	j := newJob(layerNormBackwardGammaCols)
-	j.f[0], j.f[1], j.f[2], j.f[3], j.f[4] = dgamma, dy, x, mean, rstd
-	j.i[0] = C
-	j.run(C, colGrain(len(x)/C))
+	layerNormBackwardGammaLoops.Run(0, layerNormBackwardGammaBody{dgamma, dy, x, mean, rstd, C}, C, colGrain(len(x)/C))
 }
 
-func layerNormBackwardGammaCols(j *parJob, lo, hi int) {
-	dgamma, dy, x, mean, rstd := j.f[0][lo:hi], j.f[1], j.f[2], j.f[3], j.f[4]
-	C := j.i[0]
+// layerNormBackwardGammaBody is the loop body of layerNormBackwardGamma,
+// over columns.
+type layerNormBackwardGammaBody struct {
+	dgamma, dy, x, mean, rstd []float32
+	C                         int
+}
+
+var layerNormBackwardGammaLoops kernels.Chunks[layerNormBackwardGammaBody, *layerNormBackwardGammaBody]
+
+func (bd *layerNormBackwardGammaBody) Chunk(lo, hi int) {
+	dgamma, dy, x, mean, rstd := bd.dgamma[lo:hi], bd.dy, bd.x, bd.mean, bd.rstd
+	C := bd.C
 	for r := 0; r < len(x)/C; r++ {
 		xr := x[r*C+lo : r*C+hi]
 		dyr := dy[r*C+lo : r*C+hi]
@@ -222,14 +237,19 @@ func layerNormBackwardGammaCols(j *parJob, lo, hi int) {
 
 // columnSums adds the column sums of m [N, C] into s [C], rows in order.
 func columnSums(s, m []float32, C int) {
-	j := newJob(columnSumsCols)
-	j.f[0], j.f[1] = s, m
-	j.i[0] = C
-	j.run(C, colGrain(len(m)/C))
+	columnSumsLoops.Run(0, columnSumsBody{s, m, C}, C, colGrain(len(m)/C))
 }
 
-func columnSumsCols(j *parJob, lo, hi int) {
-	s, m, C := j.f[0][lo:hi], j.f[1], j.i[0]
+// columnSumsBody is the loop body of columnSums, over columns.
+type columnSumsBody struct {
+	s, m []float32
+	C    int
+}
+
+var columnSumsLoops kernels.Chunks[columnSumsBody, *columnSumsBody]
+
+func (bd *columnSumsBody) Chunk(lo, hi int) {
+	s, m, C := bd.s[lo:hi], bd.m, bd.C
 	for r := 0; r < len(m)/C; r++ {
 		kernels.Axpy(1, m[r*C+lo:r*C+hi], s)
 	}

@@ -132,13 +132,7 @@ func linearCE(s *LinearCEScratch, dx, dw, x, w []float32, targets []int32, D, V 
 		} else {
 			kernels.Sgemm(false, false, c, V, D, 1, xc, D, w, V, 0, L, V)
 		}
-		j := newJob(linearCERows)
-		j.f[0], j.ids, j.d = L, targets[r0:r0+c], s.rowLoss
-		j.i[0], j.i[1], j.x = V, 0, scale
-		if grad {
-			j.i[1] = 1
-		}
-		j.run(c, rowGrain(V))
+		linearCELoops.Run(0, linearCEBody{L, targets[r0 : r0+c], s.rowLoss, V, grad, scale}, c, rowGrain(V))
 		for _, l := range s.rowLoss[:c] {
 			total += l
 		}
@@ -166,11 +160,23 @@ func linearCE(s *LinearCEScratch, dx, dw, x, w []float32, targets []int32, D, V 
 	return total
 }
 
-// linearCERows turns each row of logits into its loss (in j.d) and, with
-// grad, into (softmax − onehot)·scale in place (zeros when ignored).
-func linearCERows(j *parJob, lo, hi int) {
-	L, targets, rowLoss := j.f[0], j.ids, j.d
-	V, grad, scale := j.i[0], j.i[1] == 1, j.x
+// linearCEBody is the loop body of one chunk's loss, over rows: it turns
+// each row of logits L into its loss (in rowLoss) and, with grad, into
+// (softmax − onehot)·scale in place (zeros when ignored).
+type linearCEBody struct {
+	L       []float32
+	targets []int32
+	rowLoss []float64
+	V       int
+	grad    bool
+	scale   float32
+}
+
+var linearCELoops kernels.Chunks[linearCEBody, *linearCEBody]
+
+func (b *linearCEBody) Chunk(lo, hi int) {
+	L, targets, rowLoss := b.L, b.targets, b.rowLoss
+	V, grad, scale := b.V, b.grad, b.scale
 	for r := lo; r < hi; r++ {
 		lr := L[r*V : r*V+V]
 		t := targets[r]

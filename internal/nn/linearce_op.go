@@ -5,6 +5,7 @@ import (
 	"hash"
 
 	"github.com/chewxy/hm"
+	"github.com/galleon-ml/galleon/internal/kernels"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -249,13 +250,19 @@ func (op *linearCEGradOp) String() string {
 // scaleVec multiplies x by a in place, in parallel chunks (dW may be tens of
 // millions of floats).
 func scaleVec(a float32, x []float32) {
-	j := newJob(scaleVecChunk)
-	j.f[0], j.x = x, a
-	j.run(len(x), parGrain)
+	scaleVecLoops.Run(0, scaleVecBody{x, a}, len(x), parGrain)
 }
 
-func scaleVecChunk(j *parJob, lo, hi int) {
-	x, a := j.f[0][lo:hi], j.x
+// scaleVecBody is the loop body of scaleVec.
+type scaleVecBody struct {
+	x []float32
+	a float32
+}
+
+var scaleVecLoops kernels.Chunks[scaleVecBody, *scaleVecBody]
+
+func (b *scaleVecBody) Chunk(lo, hi int) {
+	x, a := b.x[lo:hi], b.a
 	for i := range x {
 		x[i] *= a
 	}

@@ -2,6 +2,8 @@ package nn
 
 import (
 	"math"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
 // RMSNormForward normalizes each row of x [N, C] by its root mean square and
@@ -34,11 +36,17 @@ func RMSNormForward(y, rstd, x, w []float32, C int, eps float32) error {
 }
 
 func rmsNormForward(y, rstd, x, w []float32, C int, eps float32) {
-	j := newJob(rmsNormForwardRows)
-	j.f[0], j.f[1], j.f[2], j.f[3] = y, rstd, x, w
-	j.i[0], j.x = C, eps
-	j.run(len(x)/C, rowGrain(C))
+	rmsNormForwardLoops.Run(0, rmsNormForwardBody{y, rstd, x, w, C, eps}, len(x)/C, rowGrain(C))
 }
+
+// rmsNormForwardBody is the loop body of rmsNormForward, over rows.
+type rmsNormForwardBody struct {
+	y, rstd, x, w []float32
+	C             int
+	eps           float32
+}
+
+var rmsNormForwardLoops kernels.Chunks[rmsNormForwardBody, *rmsNormForwardBody]
 
 // sumSquares is Σ v², four partial sums so the adds do not wait on one
 // another.
@@ -57,9 +65,9 @@ func sumSquares(x []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-func rmsNormForwardRows(j *parJob, lo, hi int) {
-	y, rstd, x, w := j.f[0], j.f[1], j.f[2], j.f[3]
-	C, eps := j.i[0], j.x
+func (b *rmsNormForwardBody) Chunk(lo, hi int) {
+	y, rstd, x, w := b.y, b.rstd, b.x, b.w
+	C, eps := b.C, b.eps
 	w = w[:C]
 	for r := lo; r < hi; r++ {
 		xr := x[r*C : r*C+C]
@@ -111,18 +119,21 @@ func RMSNormBackward(dx, dw, dy, x, w, rstd []float32, C int) error {
 
 // rmsNormBackwardX writes (acc false) or adds (acc true) dx.
 func rmsNormBackwardX(dx, dy, x, w, rstd []float32, C int, acc bool) {
-	j := newJob(rmsNormBackwardXRows)
-	j.f[0], j.f[1], j.f[2], j.f[3], j.f[4] = dx, dy, x, w, rstd
-	j.i[0], j.i[1] = C, 0
-	if acc {
-		j.i[1] = 1
-	}
-	j.run(len(x)/C, rowGrain(C))
+	rmsNormBackwardXLoops.Run(0, rmsNormBackwardXBody{dx, dy, x, w, rstd, C, acc}, len(x)/C, rowGrain(C))
 }
 
-func rmsNormBackwardXRows(j *parJob, lo, hi int) {
-	dx, dy, x, w, rstd := j.f[0], j.f[1], j.f[2], j.f[3], j.f[4]
-	C, acc := j.i[0], j.i[1] == 1
+// rmsNormBackwardXBody is the loop body of rmsNormBackwardX, over rows.
+type rmsNormBackwardXBody struct {
+	dx, dy, x, w, rstd []float32
+	C                  int
+	acc                bool
+}
+
+var rmsNormBackwardXLoops kernels.Chunks[rmsNormBackwardXBody, *rmsNormBackwardXBody]
+
+func (bd *rmsNormBackwardXBody) Chunk(lo, hi int) {
+	dx, dy, x, w, rstd := bd.dx, bd.dy, bd.x, bd.w, bd.rstd
+	C, acc := bd.C, bd.acc
 	w = w[:C]
 	for r := lo; r < hi; r++ {
 		xr := x[r*C : r*C+C]
@@ -157,15 +168,20 @@ func rmsNormBackwardXRows(j *parJob, lo, hi int) {
 // rmsNormBackwardW adds Σ_rows dy·x·rstd into dw, split by columns so that
 // each column adds its rows in order.
 func rmsNormBackwardW(dw, dy, x, rstd []float32, C int) {
-	j := newJob(rmsNormBackwardWCols)
-	j.f[0], j.f[1], j.f[2], j.f[3] = dw, dy, x, rstd
-	j.i[0] = C
-	j.run(C, colGrain(len(x)/C))
+	rmsNormBackwardWLoops.Run(0, rmsNormBackwardWBody{dw, dy, x, rstd, C}, C, colGrain(len(x)/C))
 }
 
-func rmsNormBackwardWCols(j *parJob, lo, hi int) {
-	dw, dy, x, rstd := j.f[0][lo:hi], j.f[1], j.f[2], j.f[3]
-	C := j.i[0]
+// rmsNormBackwardWBody is the loop body of rmsNormBackwardW, over columns.
+type rmsNormBackwardWBody struct {
+	dw, dy, x, rstd []float32
+	C               int
+}
+
+var rmsNormBackwardWLoops kernels.Chunks[rmsNormBackwardWBody, *rmsNormBackwardWBody]
+
+func (b *rmsNormBackwardWBody) Chunk(lo, hi int) {
+	dw, dy, x, rstd := b.dw[lo:hi], b.dy, b.x, b.rstd
+	C := b.C
 	for r := 0; r < len(x)/C; r++ {
 		xr := x[r*C+lo : r*C+hi]
 		dyr := dy[r*C+lo : r*C+hi]

@@ -3,6 +3,8 @@ package nn
 import (
 	"fmt"
 	"math"
+
+	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
 // RopeScaling selects how RopeFreqs stretches the rotary frequencies for
@@ -178,19 +180,23 @@ func RopeInverse(y, x []float32, width, heads, headDim int, positions []int32, i
 // rope writes (acc false) or adds (acc true) the rotation of x by sign·angle
 // into y.
 func rope(y, x []float32, width, heads, headDim int, positions []int32, invFreq []float32, sign float32, acc bool) {
-	j := newJob(ropeRows)
-	j.f[0], j.f[1], j.f[2], j.ids = y, x, invFreq, positions
-	j.i[0], j.i[1], j.i[2], j.i[3] = width, heads, headDim, 0
-	if acc {
-		j.i[3] = 1
-	}
-	j.x = sign
-	j.run(len(x)/width, rowGrain(width))
+	ropeLoops.Run(0, ropeBody{y, x, invFreq, positions, width, heads, headDim, acc, sign}, len(x)/width, rowGrain(width))
 }
 
-func ropeRows(j *parJob, lo, hi int) {
-	y, x, invFreq, positions := j.f[0], j.f[1], j.f[2], j.ids
-	width, heads, headDim, acc, sign := j.i[0], j.i[1], j.i[2], j.i[3] == 1, j.x
+// ropeBody is the loop body of rope, over rows.
+type ropeBody struct {
+	y, x, invFreq         []float32
+	positions             []int32
+	width, heads, headDim int
+	acc                   bool
+	sign                  float32
+}
+
+var ropeLoops kernels.Chunks[ropeBody, *ropeBody]
+
+func (b *ropeBody) Chunk(lo, hi int) {
+	y, x, invFreq, positions := b.y, b.x, b.invFreq, b.positions
+	width, heads, headDim, acc, sign := b.width, b.heads, b.headDim, b.acc, b.sign
 	half := headDim / 2
 	var cosb, sinb [ropeBlock]float32
 	for r := lo; r < hi; r++ {

@@ -21,14 +21,17 @@ func SwiGLUForward(y, gate, up []float32) error {
 // swigluForward writes y and, when s is non-nil, the sigmoid σ(gate) that
 // the backward pass needs, so backward repeats no exponential.
 func swigluForward(y, s, gate, up []float32) {
-	j := newJob(swigluForwardChunk)
-	j.f[0], j.f[1], j.f[2], j.f[3] = y, s, gate, up
-	j.run(len(gate), parGrain)
+	swigluForwardLoops.Run(0, swigluForwardBody{y, s, gate, up}, len(gate), parGrain)
 }
 
-func swigluForwardChunk(j *parJob, lo, hi int) {
-	y, gate, up := j.f[0][lo:hi], j.f[2][lo:hi], j.f[3][lo:hi]
-	if s := j.f[1]; s != nil {
+// swigluForwardBody is the loop body of swigluForward.
+type swigluForwardBody struct{ y, s, gate, up []float32 }
+
+var swigluForwardLoops kernels.Chunks[swigluForwardBody, *swigluForwardBody]
+
+func (b *swigluForwardBody) Chunk(lo, hi int) {
+	y, gate, up := b.y[lo:hi], b.gate[lo:hi], b.up[lo:hi]
+	if s := b.s; s != nil {
 		s = s[lo:hi]
 		sigmoid(s, gate)
 		for i, g := range gate {
@@ -90,18 +93,20 @@ func SwiGLUBackward(dgate, dup, dy, gate, up []float32) error {
 // are not nil, from the sigmoid s saved by swigluForward; with s nil it
 // recomputes it.
 func swigluBackward(dgate, dup, dy, gate, up, s []float32, acc bool) {
-	j := newJob(swigluBackwardChunk)
-	j.f[0], j.f[1], j.f[2], j.f[3], j.f[4], j.f[5] = dgate, dup, dy, gate, up, s
-	j.i[0] = 0
-	if acc {
-		j.i[0] = 1
-	}
-	j.run(len(gate), parGrain)
+	swigluBackwardLoops.Run(0, swigluBackwardBody{dgate, dup, dy, gate, up, s, acc}, len(gate), parGrain)
 }
 
-func swigluBackwardChunk(j *parJob, lo, hi int) {
-	dgate, dup, dy, gate, up, s := j.f[0], j.f[1], j.f[2][lo:hi], j.f[3][lo:hi], j.f[4], j.f[5]
-	acc := j.i[0] == 1
+// swigluBackwardBody is the loop body of swigluBackward.
+type swigluBackwardBody struct {
+	dgate, dup, dy, gate, up, s []float32
+	acc                         bool
+}
+
+var swigluBackwardLoops kernels.Chunks[swigluBackwardBody, *swigluBackwardBody]
+
+func (b *swigluBackwardBody) Chunk(lo, hi int) {
+	dgate, dup, dy, gate, up, s := b.dgate, b.dup, b.dy[lo:hi], b.gate[lo:hi], b.up, b.s
+	acc := b.acc
 	if dgate != nil {
 		dgate = dgate[lo:hi]
 	}
