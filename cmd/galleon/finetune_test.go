@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"image/png"
@@ -16,69 +15,6 @@ import (
 	"github.com/galleon-ml/galleon/model"
 	"github.com/galleon-ml/galleon/tokenizer"
 )
-
-// tokenizerData is where tokenizer/testdata/fetch.sh put the real
-// tokenizer files.
-func tokenizerData() string {
-	if d := os.Getenv("GALLEON_TOKENIZER_DATA"); d != "" {
-		return d
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "galleon", "tokenizer-data")
-}
-
-// mistralTemplate is Mistral's chat template (tokenizer/testdata's), which
-// suits the llama2 tokenizer's <s> and </s>.
-const mistralTemplate = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
-
-// tinyLlamaDir writes a small random Llama directory with the real llama2
-// tokenizer (and Mistral's chat template added to its config). Outside CI
-// a missing tokenizer file skips the test; in CI (CI=true) it fails.
-func tinyLlamaDir(t *testing.T) string {
-	t.Helper()
-	src := filepath.Join(tokenizerData(), "llama2")
-	tj, err := os.ReadFile(filepath.Join(src, "tokenizer.json"))
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("llama2 tokenizer missing in CI (run tokenizer/testdata/fetch.sh): %v", err)
-		}
-		t.Skipf("llama2 tokenizer missing (run tokenizer/testdata/fetch.sh): %v", err)
-	}
-	tc, err := os.ReadFile(filepath.Join(src, "tokenizer_config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfgMap map[string]any
-	if err := json.Unmarshal(tc, &cfgMap); err != nil {
-		t.Fatal(err)
-	}
-	cfgMap["chat_template"] = mistralTemplate
-	tc, _ = json.Marshal(cfgMap)
-	m, err := model.New(model.Config{Family: model.FamilyLlama, ModelType: "llama", Vocab: 32000, DModel: 32, Layers: 2, Heads: 4, KVHeads: 2,
-		SeqLen: 256, Intermediate: 48, LayerNormEps: 1e-5, RopeTheta: 10000, Attention: model.AttentionFlash}, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(t.TempDir(), "tiny-llama")
-	if err := m.SavePretrained(dir); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string][]byte{"tokenizer.json": tj, "tokenizer_config.json": tc} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// lastJSON decodes the last line of out into v.
-func lastJSON(t *testing.T, out string, v any) {
-	t.Helper()
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), v); err != nil {
-		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
-	}
-}
 
 // qa are prompt/completion pairs for the tests' data files.
 var qa = [][2]string{
@@ -98,7 +34,7 @@ func promptCompletion(t *testing.T, n int) string {
 }
 
 func TestFinetuneLoRAEndToEnd(t *testing.T) {
-	dir := tinyLlamaDir(t)
+	dir, _ := tinyLlamaDir(t)
 	out := filepath.Join(t.TempDir(), "out")
 	train := promptCompletion(t, 12)
 	code, stdout, stderr := galleon(t, "finetune", "-model", dir, "-data", train, "-lora-r", "8", "-lora-alpha", "16",
@@ -172,7 +108,7 @@ func TestFinetuneLoRAEndToEnd(t *testing.T) {
 // number of targets that carry loss against a count made here from the
 // tokenizer: packing for text, prompts and user turns masked.
 func TestFinetuneFormats(t *testing.T) {
-	dir := tinyLlamaDir(t)
+	dir, _ := tinyLlamaDir(t)
 	tok, err := tokenizer.Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +128,7 @@ func TestFinetuneFormats(t *testing.T) {
 		{"prompt-completion", "pc.jsonl", fmt.Sprintf("{\"prompt\":%q,\"completion\":%q}\n", qa[0][0], qa[0][1]), false, n(qa[0][1]) + 1},
 		// Only the assistant turns (with their </s>; the last one's is the
 		// EOS data adds) carry loss.
-		{"messages", "m.jsonl", conv + "\n", false, n("A LANGUAGE</s>") + n("A LIBRARY") + 1},
+		{"messages", "m.jsonl", conv + "\n", false, n(" A LANGUAGE</s>") + n(" A LIBRARY") + 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -215,7 +151,7 @@ func TestFinetuneFormats(t *testing.T) {
 }
 
 func TestFinetuneMalformedLine(t *testing.T) {
-	dir := tinyLlamaDir(t)
+	dir, _ := tinyLlamaDir(t)
 	bad := write(t, "bad.jsonl", `{"prompt":"a","completion":"b"}`+"\n\n"+`{"prompt":"a"}`+"\n")
 	code, _, stderr := galleon(t, "finetune", "-model", dir, "-data", bad, "-steps", "1", "-out", t.TempDir())
 	if code != 1 || !strings.Contains(stderr, "line 3") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
@@ -270,7 +206,7 @@ func TestFinetuneFlagErrors(t *testing.T) {
 	if code, _, errs := galleon(t, "finetune", "-h"); code != 0 || !strings.Contains(errs, "-lora-r") {
 		t.Errorf("finetune -h: exit %d, %q", code, errs)
 	}
-	dir := tinyLlamaDir(t)
+	dir, _ := tinyLlamaDir(t)
 	// Flags that need the model: a target it lacks, a window past its context.
 	for _, args := range [][]string{
 		{"finetune", "-model", dir, "-data", d, "-target", "c_attn", "-steps", "1", "-out", t.TempDir()},
@@ -286,7 +222,7 @@ func TestFinetuneFlagErrors(t *testing.T) {
 // it: the adapter must equal the uninterrupted run's bit for bit (dropout,
 // data order, schedule and AdamW state all continue).
 func TestFinetuneResume(t *testing.T) {
-	dir := tinyLlamaDir(t)
+	dir, _ := tinyLlamaDir(t)
 	train := promptCompletion(t, 10)
 	args := func(out string) []string {
 		return []string{"-model", dir, "-data", train, "-steps", "5", "-batch", "2", "-seq", "24", "-lora-dropout", "0.2",
@@ -343,7 +279,7 @@ func TestFinetuneResume(t *testing.T) {
 }
 
 func TestFinetuneFullAndWorkers(t *testing.T) {
-	dir := tinyLlamaDir(t)
+	dir, _ := tinyLlamaDir(t)
 	train := promptCompletion(t, 8)
 	out := filepath.Join(t.TempDir(), "full")
 	code, stdout, stderr := galleon(t, "finetune", "-model", dir, "-data", train, "-full", "-steps", "2", "-batch", "2", "-seq", "24", "-out", out, "-json")
@@ -374,5 +310,20 @@ func TestFinetuneFullAndWorkers(t *testing.T) {
 	lastJSON(t, stdout, &res)
 	if res.Workers != 2 || res.AdapterDir == "" {
 		t.Errorf("-workers 2 result %+v", res)
+	}
+}
+
+// TestFinetuneInt8 trains a LoRA adapter on an int8 base.
+func TestFinetuneInt8(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	out := filepath.Join(t.TempDir(), "int8")
+	code, stdout, stderr := galleon(t, "finetune", "-model", dir, "-data", promptCompletion(t, 4), "-int8", "-steps", "2", "-batch", "2", "-seq", "24", "-out", out, "-json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var res ftResult
+	lastJSON(t, stdout, &res)
+	if res.AdapterDir == "" || !(res.TrainLoss > 0) {
+		t.Errorf("result %+v", res)
 	}
 }

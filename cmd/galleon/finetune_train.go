@@ -82,6 +82,7 @@ type ftRun struct {
 	start   int       // steps done before this process (resume)
 	pending *restored // a checkpoint's optimizer state, until the trainer exists
 	baseLen int64
+	hf      bool // the model is a Hugging Face directory, not a galleon checkpoint file
 }
 
 func runFinetune(ctx context.Context, o *ftOptions, stdout, stderr io.Writer, afterStep func(int)) (err error) {
@@ -101,11 +102,12 @@ func runFinetune(ctx context.Context, o *ftOptions, stdout, stderr io.Writer, af
 // trainer, restoring a checkpoint under -resume.
 func (r *ftRun) setup(ctx context.Context, stderr io.Writer) error {
 	o := r.o
-	m, tok, err := loadBaseStandIn(o.Model, o.Int8)
+	l, err := loadBase(ctx, baseFlags{Model: o.Model, Int8: o.Int8})
 	if err != nil {
 		return err
 	}
-	r.m = m
+	m := l.Model
+	r.m, r.hf = m, l.HF
 	if r.baseLen, err = weightFilesBytes(o.Model); err != nil {
 		return err
 	}
@@ -113,7 +115,7 @@ func (r *ftRun) setup(ctx context.Context, stderr io.Writer) error {
 		return usageError{fmt.Sprintf("finetune: -seq %d exceeds the model's context of %d", o.Seq, m.Config.SeqLen)}
 	}
 	r.T = o.Seq
-	if r.d, err = loadData(o, tok, r.T, m.Config.Vocab); err != nil {
+	if r.d, err = loadData(o, l, r.T); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -328,7 +330,7 @@ func (r *ftRun) finish() (ftResult, error) {
 		}
 		res.AdapterBytes = n
 	} else {
-		res.ModelDir = filepath.Join(o.Out, "model")
+		res.ModelDir = r.modelPath()
 		n, err := weightFilesBytes(res.ModelDir)
 		if err != nil {
 			return res, err
@@ -362,10 +364,26 @@ func (r *ftRun) saveOutputs() error {
 		if err := r.lm.Active().Save(filepath.Join(o.Out, "adapter")); err != nil {
 			return err
 		}
-	} else if err := r.m.SavePretrained(filepath.Join(o.Out, "model")); err != nil {
+	} else if err := r.saveModel(); err != nil {
 		return err
 	}
 	return r.plot().SavePNG(filepath.Join(o.Out, "loss.png"))
+}
+
+// modelPath is where -full writes the model: an HF directory for an HF
+// base (in its dtype), a galleon checkpoint file for a checkpoint base.
+func (r *ftRun) modelPath() string {
+	if r.hf {
+		return filepath.Join(r.o.Out, "model")
+	}
+	return filepath.Join(r.o.Out, "model.safetensors")
+}
+
+func (r *ftRun) saveModel() error {
+	if r.hf {
+		return r.m.SavePretrained(r.modelPath())
+	}
+	return r.m.Save(r.modelPath())
 }
 
 // plot is the loss curve: training loss per step, validation loss where
@@ -404,9 +422,17 @@ func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int) error
 }
 
 // weightFilesBytes is the size of a model directory's weight files
-// (*.safetensors), the checkpoint a user downloads.
-func weightFilesBytes(dir string) (int64, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+// (*.safetensors), the checkpoint a user downloads, or of a checkpoint
+// file.
+func weightFilesBytes(path string) (int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, fmt.Errorf("finetune: %w", err)
+	}
+	if !st.IsDir() {
+		return st.Size(), nil
+	}
+	files, err := filepath.Glob(filepath.Join(path, "*.safetensors"))
 	if err != nil {
 		return 0, fmt.Errorf("finetune: %w", err)
 	}

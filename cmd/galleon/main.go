@@ -1,8 +1,21 @@
-// Command galleon evaluates galleon language models on fine-tuning data.
+// Command galleon fine-tunes and evaluates language models: Hugging Face
+// model directories (with their tokenizer.json) or galleon checkpoints.
 //
 // Usage:
 //
+//	galleon finetune -model DIR -data FILE [-out DIR] [-steps N | -epochs E] [-batch B] [-seq T] [-accum K]
+//	    [-lr X] [-warmup N] [-lora-r 8] [-lora-alpha 32] [-lora-dropout 0.1] [-target q_proj,v_proj | all-linear]
+//	    [-full] [-int8] [-workers N] [-val FILE | -val-fraction F] [-resume DIR] [-seed S] [-json]
 //	galleon eval -model FILE -data FILE [-seq T] [-batch B] [-json]
+//
+// finetune trains a LoRA adapter (or, with -full, every weight) on a .txt
+// file (packed into windows) or JSON lines of {"text"}, {"prompt",
+// "completion"} (loss on the completion only) or {"messages"} (rendered
+// with the model's chat template, loss on the assistant turns only). It
+// shows loss, validation loss, tokens/s, ETA and memory as it trains, and
+// writes to -out the PEFT adapter directory (or the model), loss.png and
+// train.log. Ctrl-C or SIGTERM saves a checkpoint there that -resume
+// continues exactly.
 //
 // eval reads a galleon checkpoint (byte-level tokens) and a .txt or .jsonl
 // file in any of the formats of the data package, and prints the loss over
