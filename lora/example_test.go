@@ -2,9 +2,11 @@ package lora_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/galleon-ml/galleon/lora"
@@ -69,4 +71,47 @@ func Example() {
 	// base 118528 weights, adapter 16384 trainable over 8 layers
 	// gradient buffer: 16384
 	// loaded: default r = 8 scale = 4
+}
+
+// ExampleAdapter_Save adapts the query and value projections of a small
+// Llama-family model and saves the adapter as PEFT does: short
+// target_modules, fan_in_fan_out false and PEFT's tensor names and shapes.
+func ExampleAdapter_Save() {
+	cfg := model.Config{Family: model.FamilyLlama, ModelType: "llama", Vocab: 64, DModel: 32, Layers: 2, Heads: 4, KVHeads: 2,
+		SeqLen: 32, Intermediate: 64, LayerNormEps: 1e-5, RopeTheta: 10000, Attention: model.AttentionFlash}
+	base, err := model.New(cfg, 1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	lm, err := lora.Apply(base, lora.Config{R: 8, Alpha: 16, TargetModules: []string{"q_proj", "v_proj"}, BaseModel: "HuggingFaceTB/SmolLM2-135M"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "adapter")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := lm.Active().Save(dir); err != nil {
+		log.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, lora.ConfigFile))
+	if err != nil {
+		log.Fatal(err)
+	}
+	var js struct {
+		TargetModules []string `json:"target_modules"`
+		FanInFanOut   bool     `json:"fan_in_fan_out"`
+	}
+	if err := json.Unmarshal(raw, &js); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("target_modules:", js.TargetModules, "fan_in_fan_out:", js.FanInFanOut)
+	a := lm.Active()
+	fmt.Println("modules:", len(a.Modules), "first:", a.Modules[0])
+	fmt.Println("v_proj lora_B:", a.B("model.layers.0.self_attn.v_proj").Shape) // [out, r]: 2 KV heads of 8
+	// Output:
+	// target_modules: [q_proj v_proj] fan_in_fan_out: false
+	// modules: 4 first: model.layers.0.self_attn.q_proj
+	// v_proj lora_B: [16 8]
 }

@@ -53,7 +53,8 @@ type Adapter struct {
 	Params  *model.ParamSet
 
 	owner  *Model
-	scale  float32
+	scale  float32            // Config.Scale()
+	scales map[string]float32 // per module: Config.ModuleScale
 	merged bool
 }
 
@@ -109,7 +110,7 @@ var adapterName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // initialized from cfg.Seed (A random, B zero). The first adapter becomes
 // the active one; later ones are activated with SetActive.
 func (lm *Model) AddAdapter(name string, cfg Config) (*Adapter, error) {
-	a, err := lm.newAdapter(name, cfg)
+	a, err := lm.newAdapter(name, cfg, true)
 	if err != nil {
 		return nil, err
 	}
@@ -121,8 +122,8 @@ func (lm *Model) AddAdapter(name string, cfg Config) (*Adapter, error) {
 }
 
 // newAdapter validates and allocates an adapter without installing it.
-func (lm *Model) newAdapter(name string, cfg Config) (*Adapter, error) {
-	cfg, modules, specs, err := lm.plan(name, cfg)
+func (lm *Model) newAdapter(name string, cfg Config, strict bool) (*Adapter, error) {
+	cfg, modules, specs, err := lm.plan(name, cfg, strict)
 	if err != nil {
 		return nil, err
 	}
@@ -130,12 +131,16 @@ func (lm *Model) newAdapter(name string, cfg Config) (*Adapter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lora: %w", err)
 	}
-	return &Adapter{Name: name, Config: cfg, Modules: modules, Params: ps, owner: lm, scale: float32(cfg.Scale())}, nil
+	a := &Adapter{Name: name, Config: cfg, Modules: modules, Params: ps, owner: lm, scale: float32(cfg.Scale()), scales: map[string]float32{}}
+	for _, mod := range modules {
+		a.scales[mod] = float32(cfg.ModuleScale(mod))
+	}
+	return a, nil
 }
 
 // plan validates an adapter and lists its parameters without allocating
-// them.
-func (lm *Model) plan(name string, cfg Config) (Config, []string, []model.ParamSpec, error) {
+// them. strict refuses a target entry that selects nothing (see resolve).
+func (lm *Model) plan(name string, cfg Config, strict bool) (Config, []string, []model.ParamSpec, error) {
 	if !adapterName.MatchString(name) {
 		return cfg, nil, nil, fmt.Errorf("lora: adapter name %q: want 1–64 letters, digits, '_' or '-': %w", name, ErrConfig)
 	}
@@ -145,7 +150,10 @@ func (lm *Model) plan(name string, cfg Config) (Config, []string, []model.ParamS
 	if cfg.Init == "" {
 		cfg.Init = InitKaiming
 	}
-	modules, err := cfg.Resolve(lm.Base)
+	if err := cfg.Validate(); err != nil {
+		return cfg, nil, nil, err
+	}
+	modules, err := cfg.resolve(lm.Base.LinearNames(), strict)
 	if err != nil {
 		return cfg, nil, nil, err
 	}
@@ -156,9 +164,13 @@ func (lm *Model) plan(name string, cfg Config) (Config, []string, []model.ParamS
 			return cfg, nil, nil, fmt.Errorf("lora: %w", err)
 		}
 		in, out := l.Dims()
+		r := cfg.ModuleRank(mod)
+		if err := checkScale(cfg.ModuleAlpha(mod), r, cfg.UseRSLoRA); err != nil {
+			return cfg, nil, nil, fmt.Errorf("lora: %s: %w", mod, err)
+		}
 		specs = append(specs,
-			model.ParamSpec{Name: paramName(mod, "lora_A", name), Shape: []int{cfg.R, in}, Decay: true},
-			model.ParamSpec{Name: paramName(mod, "lora_B", name), Shape: []int{out, cfg.R}, Decay: true})
+			model.ParamSpec{Name: paramName(mod, "lora_A", name), Shape: []int{r, in}, Decay: true},
+			model.ParamSpec{Name: paramName(mod, "lora_B", name), Shape: []int{out, r}, Decay: true})
 	}
 	return cfg, modules, specs, nil
 }
@@ -203,7 +215,7 @@ func (a *Adapter) initialize() {
 		in := A.Shape[1]
 		switch a.Config.Init {
 		case InitGaussian:
-			std := 1 / float64(a.Config.R)
+			std := 1 / float64(A.Shape[0])
 			for i := range A.Data {
 				A.Data[i] = float32(rng.NormFloat64() * std)
 			}
@@ -236,8 +248,13 @@ func (a *Adapter) B(module string) *model.Param {
 // NumParams returns the number of trainable adapter weights.
 func (a *Adapter) NumParams() int { return a.Params.Len() }
 
-// Scale returns the factor applied to B·A.
+// Scale returns the factor applied to B·A in the modules that no
+// RankPattern or AlphaPattern entry overrides: Config.Scale().
 func (a *Adapter) Scale() float32 { return a.scale }
+
+// ModuleScale returns the factor applied to B·A in module (0 if the adapter
+// does not adapt it).
+func (a *Adapter) ModuleScale(module string) float32 { return a.scales[module] }
 
 // Merged reports whether the adapter is merged into the base weights.
 func (a *Adapter) Merged() bool { return a.merged }
@@ -385,7 +402,7 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 	case *model.DenseLinear, *quant.Linear:
 		inPlace = true
 	}
-	return newUpAdd(y, h, gc.Node(a.B(l.name)), a.scale, inPlace)
+	return newUpAdd(y, h, gc.Node(a.B(l.name)), a.scales[l.name], inPlace)
 }
 
 var scratch = sync.Pool{New: func() any { return new([]float32) }}
@@ -400,7 +417,7 @@ func (l *Layer) Forward(y, x []float32, rows int) error {
 		return nil
 	}
 	in, out := l.Dims()
-	r := a.Config.R
+	r := a.A(l.name).Shape[0]
 	sp := scratch.Get().(*[]float32)
 	defer scratch.Put(sp)
 	if cap(*sp) < rows*r {
@@ -408,7 +425,7 @@ func (l *Layer) Forward(y, x []float32, rows int) error {
 	}
 	h := (*sp)[:rows*r]
 	kernels.Sgemm(false, true, rows, r, in, 1, x, in, a.A(l.name).Data, in, 0, h, r)
-	kernels.Sgemm(false, true, rows, out, r, a.scale, h, r, a.B(l.name).Data, r, 1, y, out)
+	kernels.Sgemm(false, true, rows, out, r, a.scales[l.name], h, r, a.B(l.name).Data, r, 1, y, out)
 	return nil
 }
 
@@ -432,9 +449,9 @@ type MergeReport struct {
 // delta returns sign·scale·(B·A)ᵀ, [in, out].
 func (a *Adapter) delta(mod string, sign float32) []float32 {
 	A, B := a.A(mod), a.B(mod)
-	r, in, out := a.Config.R, A.Shape[1], B.Shape[0]
+	r, in, out := A.Shape[0], A.Shape[1], B.Shape[0]
 	d := make([]float32, in*out)
-	kernels.Sgemm(true, true, in, out, r, sign*a.scale, A.Data, in, B.Data, r, 0, d, out)
+	kernels.Sgemm(true, true, in, out, r, sign*a.scales[mod], A.Data, in, B.Data, r, 0, d, out)
 	return d
 }
 
@@ -444,10 +461,10 @@ func (lm *Model) addDelta(a *Adapter, mod string, sign float32) (float64, error)
 	switch b := l.base.(type) {
 	case *model.DenseLinear:
 		A, B := a.A(mod), a.B(mod)
-		r, in, out := a.Config.R, A.Shape[1], B.Shape[0]
+		r, in, out := A.Shape[0], A.Shape[1], B.Shape[0]
 		// W[in, out] += sign·scale·Aᵀ·Bᵀ: ΔW = B·A is [out, in], the
-		// transpose of the Conv1D layout.
-		kernels.Sgemm(true, true, in, out, r, sign*a.scale, A.Data, in, B.Data, r, 1, b.Weight.Data, out)
+		// transpose of galleon's [in, out] layout.
+		kernels.Sgemm(true, true, in, out, r, sign*a.scales[mod], A.Data, in, B.Data, r, 1, b.Weight.Data, out)
 		return 0, nil
 	case *quant.Linear:
 		if sign < 0 {
