@@ -72,6 +72,9 @@ type Replica struct {
 	Dropout  *nn.DropoutSource
 	Grad     []float32
 	trainSet *ParamSet
+	// gradWeight is the running micro-batch's weight, for the gradients
+	// that checkpointed blocks add into Grad during the run.
+	gradWeight float32
 	// logitsBuf holds the logits Logits computes when the graph fuses the
 	// head with the loss.
 	logitsBuf []float32
@@ -82,32 +85,60 @@ type gradSlot struct {
 	dst  []float32 // view into Replica.Grad
 }
 
+// ReplicaOptions are the choices a training graph is built with.
+type ReplicaOptions struct {
+	// GradCheckpointing makes each block one op that keeps only its input
+	// between the forward and the backward pass and runs the block again
+	// in the backward pass (recompute.go): the activations held are one
+	// block's input per block plus one block's internals at a time, for
+	// about one more forward pass of time. Loss and gradients are those
+	// of the graph without it, bit for bit.
+	GradCheckpointing bool
+}
+
 // NewReplica builds the training graph for batches of B sequences of T
 // tokens (T ≤ Config.SeqLen).
 func (m *Model) NewReplica(B, T int) (*Replica, error) {
+	return m.NewReplicaWith(B, T, ReplicaOptions{})
+}
+
+// NewReplicaWith is NewReplica with options.
+func (m *Model) NewReplicaWith(B, T int, opts ReplicaOptions) (*Replica, error) {
 	if B <= 0 || T <= 0 || T > m.Config.SeqLen {
 		return nil, fmt.Errorf("model: replica batch %d×%d (sequence length must be in 1…%d)", B, T, m.Config.SeqLen)
 	}
 	if err := m.Config.checkActivations(B, T, m.Config.Attention == AttentionNaive); err != nil {
 		return nil, fmt.Errorf("model: replica: %w", err)
 	}
+	var err error
 	gorgoniablas.Install()
 	r := &Replica{model: m, B: B, T: T, g: G.NewGraph(), trainSet: m.trainable}
 	r.Dropout = &nn.DropoutSource{Seed: m.dropoutSeed}
 	r.inputs = nn.NewIDs(B, T)
 	r.targets = nn.NewIDs(B, T)
 	gc := &GraphContext{g: r.g, model: m, rows: B * T, nodes: map[*Param]*G.Node{}, drop: r.Dropout}
-	hidden, logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, r.Dropout, B, T)
+	var ck *checkpointer
+	if opts.GradCheckpointing {
+		if ck, err = newCheckpointer(r, gc); err != nil {
+			return nil, err
+		}
+	}
+	hidden, logits, loss, err := m.buildGraph(gc, r.inputs, r.targets, r.Dropout, B, T, ck)
 	if err != nil {
 		return nil, err
 	}
 	r.loss, r.hidden, r.logits = loss, hidden, logits
-	if len(gc.wrt) == 0 {
+	if len(gc.wrt) == 0 && !ck.trains() {
 		return nil, fmt.Errorf("model: the graph uses no trainable parameter")
 	}
-	wrt := make([]*G.Node, len(gc.wrt))
+	wrt := make([]*G.Node, len(gc.wrt), len(gc.wrt)+1)
 	for i, p := range gc.wrt {
 		wrt[i] = gc.nodes[p]
+	}
+	if ck != nil {
+		// The blocks' parameters are not nodes of this graph: the anchor
+		// puts every block op between a differentiated node and the loss.
+		wrt = append(wrt, ck.anchor)
 	}
 	grads, err := G.Grad(loss, wrt...)
 	if err != nil {
@@ -137,93 +168,34 @@ func (m *Model) NewReplica(B, T int) (*Replica, error) {
 // input, the logits (nil when the head is fused with the loss: never
 // B·T×Vocab logits) and the loss. GPT-2's residual and embedding dropout
 // (resid_pdrop, embd_pdrop) follow Config.Dropout; attention-probability
-// dropout is not applied.
-func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.DropoutSource, B, T int) (hidden, logits, loss *G.Node, err error) {
+// dropout is not applied. With ck set, each block is one checkpointed op
+// (recompute.go) instead of its steps.
+func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.DropoutSource, B, T int, ck *checkpointer) (hidden, logits, loss *G.Node, err error) {
 	c := m.Config
 	a := c.arch()
 	w := func(name string) *G.Node { return gc.Node(m.Weights.Get(name)) }
+	env, err := m.newBlockEnv(drop, B, T)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	x, err := m.embedGraph(gc, a, inputs)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	stream := uint64(0)
-	dropout := func(x *G.Node) (*G.Node, error) {
-		stream++
-		return nn.Dropout(x, c.Dropout, drop, stream)
-	}
-	if x, err = dropout(x); err != nil {
+	if x, err = nn.Dropout(x, c.Dropout, drop, embedStream); err != nil {
 		return nil, nil, nil, err
 	}
-	attnOpts := attention.OpOptions{
-		B: B, T: T, H: c.Heads, KVH: c.KVHeads, Causal: true, Window: c.SlidingWindow,
-		Impl: attention.Flash,
-	}
-	if c.Attention == AttentionNaive {
-		attnOpts.Impl = attention.Naive
-	}
-	norm := func(x *G.Node, module string) (*G.Node, error) {
-		switch a.norm {
-		case layerNorm:
-			return nn.LayerNorm(x, w(module+".weight"), w(module+".bias"), c.LayerNormEps)
+	for i := range c.Layers {
+		if ck != nil {
+			x, err = ck.blockNode(gc, i, x)
+		} else {
+			x, err = env.block(gc, i, x)
 		}
-		return nn.RMSNorm(x, w(module+".weight"), c.LayerNormEps)
-	}
-	var invFreq []float32
-	var positions *nn.IDs
-	if c.FamilyName() == FamilyLlama {
-		if invFreq, err = c.ropeFreqs(); err != nil {
+		if err != nil {
 			return nil, nil, nil, err
 		}
-		positions = nn.SequencePositions(B, T, 0)
 	}
-	var regs [numRegs]*G.Node
-	for _, mods := range c.modules() {
-		regs[rX] = x
-		for j := range a.steps {
-			s := &a.steps[j]
-			src := regs[s.src[0]]
-			var out *G.Node
-			switch s.op {
-			case stepNorm:
-				out, err = norm(src, mods[j])
-			case stepLinear:
-				var l Linear
-				if l, err = m.Linear(mods[j]); err == nil {
-					out, err = l.BuildGraph(gc, src)
-				}
-			case stepAttention:
-				if s.src[0] != rQKV { // separate q, k and v: one packed matrix for the fused op
-					src, err = packColumns(src, regs[s.src[1]], regs[s.src[2]])
-				}
-				if err == nil {
-					out, err = attention.Op(src, attnOpts)
-				}
-			case stepGELU:
-				out, err = nn.GELU(src)
-			case stepRoPE:
-				if regs[s.src[0]], err = nn.RoPE(src, positions, invFreq, c.Heads, c.HeadDim()); err == nil {
-					regs[s.src[1]], err = nn.RoPE(regs[s.src[1]], positions, invFreq, c.KVHeads, c.HeadDim())
-				}
-			case stepSwiGLU:
-				out, err = nn.SwiGLU(src, regs[s.src[1]])
-			case stepResidual:
-				var h *G.Node
-				if h, err = dropout(src); err == nil {
-					out, err = G.Add(regs[rX], h)
-				}
-			}
-			if err != nil {
-				return nil, nil, nil, fmt.Errorf("model: %s step %d: %w", mods[0], j, err)
-			}
-			if s.op == stepResidual {
-				regs[rX] = out
-			} else if s.op != stepRoPE {
-				regs[s.dst] = out
-			}
-		}
-		x = regs[rX]
-	}
-	if hidden, err = norm(x, a.final); err != nil {
+	if hidden, err = env.norm(gc, x, a.final); err != nil {
 		return nil, nil, nil, err
 	}
 	// The head fused with the loss, chunk by chunk of rows: the tied
@@ -250,6 +222,122 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 	return hidden, logits, loss, err
 }
 
+// embedStream is the dropout stream of the embedding's output; block i's
+// k-th residual dropout draws from blockEnv.stream(i, k), after it.
+const embedStream = 1
+
+// blockEnv holds what every block of a training graph shares: the family's
+// description, the attention options, the rotary tables and positions, and
+// the dropout source. The whole graph and a checkpointed block's own graph
+// (recompute.go) add a block through the same env.block, so both compute
+// the same thing with the same dropout masks.
+type blockEnv struct {
+	m         *Model
+	a         *arch
+	mods      []blockModules
+	attn      attention.OpOptions
+	invFreq   []float32 // Llama family: RoPE's inverse frequencies
+	positions *nn.IDs   // Llama family: each row's position
+	drop      *nn.DropoutSource
+	residuals int // residual steps per block
+}
+
+func (m *Model) newBlockEnv(drop *nn.DropoutSource, B, T int) (*blockEnv, error) {
+	c := m.Config
+	e := &blockEnv{m: m, a: c.arch(), mods: c.modules(), drop: drop}
+	e.attn = attention.OpOptions{
+		B: B, T: T, H: c.Heads, KVH: c.KVHeads, Causal: true, Window: c.SlidingWindow,
+		Impl: attention.Flash,
+	}
+	if c.Attention == AttentionNaive {
+		e.attn.Impl = attention.Naive
+	}
+	if c.FamilyName() == FamilyLlama {
+		var err error
+		if e.invFreq, err = c.ropeFreqs(); err != nil {
+			return nil, err
+		}
+		e.positions = nn.SequencePositions(B, T, 0)
+	}
+	for _, s := range e.a.steps {
+		if s.op == stepResidual {
+			e.residuals++
+		}
+	}
+	return e, nil
+}
+
+// stream returns the dropout stream of block i's k-th residual: the
+// streams count up from the embedding's, block by block.
+func (e *blockEnv) stream(i, k int) uint64 {
+	return embedStream + 1 + uint64(i)*uint64(e.residuals) + uint64(k)
+}
+
+// norm adds the family's norm of x with module's parameters.
+func (e *blockEnv) norm(gc *GraphContext, x *G.Node, module string) (*G.Node, error) {
+	c := e.m.Config
+	w := func(name string) *G.Node { return gc.Node(e.m.Weights.Get(name)) }
+	if e.a.norm == layerNorm {
+		return nn.LayerNorm(x, w(module+".weight"), w(module+".bias"), c.LayerNormEps)
+	}
+	return nn.RMSNorm(x, w(module+".weight"), c.LayerNormEps)
+}
+
+// block adds block i to gc's graph on the residual stream x and returns the
+// stream after it.
+func (e *blockEnv) block(gc *GraphContext, i int, x *G.Node) (*G.Node, error) {
+	c := e.m.Config
+	mods := e.mods[i]
+	var regs [numRegs]*G.Node
+	regs[rX] = x
+	residual := 0
+	for j := range e.a.steps {
+		s := &e.a.steps[j]
+		src := regs[s.src[0]]
+		var out *G.Node
+		var err error
+		switch s.op {
+		case stepNorm:
+			out, err = e.norm(gc, src, mods[j])
+		case stepLinear:
+			var l Linear
+			if l, err = e.m.Linear(mods[j]); err == nil {
+				out, err = l.BuildGraph(gc, src)
+			}
+		case stepAttention:
+			if s.src[0] != rQKV { // separate q, k and v: one packed matrix for the fused op
+				src, err = packColumns(src, regs[s.src[1]], regs[s.src[2]])
+			}
+			if err == nil {
+				out, err = attention.Op(src, e.attn)
+			}
+		case stepGELU:
+			out, err = nn.GELU(src)
+		case stepRoPE:
+			if regs[s.src[0]], err = nn.RoPE(src, e.positions, e.invFreq, c.Heads, c.HeadDim()); err == nil {
+				regs[s.src[1]], err = nn.RoPE(regs[s.src[1]], e.positions, e.invFreq, c.KVHeads, c.HeadDim())
+			}
+		case stepSwiGLU:
+			out, err = nn.SwiGLU(src, regs[s.src[1]])
+		case stepResidual:
+			var h *G.Node
+			if h, err = nn.Dropout(src, c.Dropout, e.drop, e.stream(i, residual)); err == nil {
+				out, err = G.Add(regs[rX], h)
+			}
+			residual++
+		}
+		if err != nil {
+			return nil, fmt.Errorf("model: %s step %d: %w", mods[0], j, err)
+		}
+		if s.op == stepResidual {
+			regs[rX] = out
+		} else if s.op != stepRoPE {
+			regs[s.dst] = out
+		}
+	}
+	return regs[rX], nil
+}
+
 // embedGraph adds the token (and GPT-2's position) embedding.
 func (m *Model) embedGraph(gc *GraphContext, a *arch, inputs *nn.IDs) (*G.Node, error) {
 	if a.positions == "" {
@@ -271,6 +359,7 @@ func (r *Replica) ForwardBackward(inputs, targets []int32, weight float32) (floa
 		return 0, fmt.Errorf("model: targets: %w", err)
 	}
 	defer r.vm.Reset()
+	r.gradWeight = weight
 	if err := r.vm.RunAll(); err != nil {
 		return 0, fmt.Errorf("model: forward/backward: %w", err)
 	}

@@ -21,6 +21,12 @@ type TrainConfig struct {
 	Schedule Schedule    // learning rate per step
 	AdamW    AdamWConfig // optimizer hyperparameters
 	ClipNorm float64     // global gradient-norm clipping; 0 disables
+
+	// GradCheckpointing recomputes each block's activations in the
+	// backward pass instead of keeping them from the forward pass (see
+	// ReplicaOptions): less memory, about one more forward pass of time,
+	// the same weights.
+	GradCheckpointing bool
 }
 
 // StepStats reports one optimizer step.
@@ -63,7 +69,7 @@ func NewTrainer(m *Model, cfg TrainConfig) (*Trainer, error) {
 	if !(cfg.ClipNorm >= 0) || math.IsInf(cfg.ClipNorm, 0) {
 		return nil, fmt.Errorf("model: train config: clip norm %v (want finite, >= 0; 0 disables)", cfg.ClipNorm)
 	}
-	r, err := m.NewReplica(cfg.Batch, cfg.SeqLen)
+	r, err := m.NewReplicaWith(cfg.Batch, cfg.SeqLen, ReplicaOptions{GradCheckpointing: cfg.GradCheckpointing})
 	if err != nil {
 		return nil, err
 	}

@@ -231,6 +231,8 @@ type textTokenizer interface {
 	EncodePrompt(text string) []int32
 	// Decode returns the text of ids.
 	Decode(ids []int32) (string, error)
+	// DecodeSkipSpecial returns the text of ids without special tokens.
+	DecodeSkipSpecial(ids []int32) (string, error)
 	// NewStream returns a streaming decoder that emits text only when it
 	// ends on a complete UTF-8 character.
 	NewStream() tokenStream
@@ -289,6 +291,8 @@ func (byteTokenizer) Decode(ids []int32) (string, error) {
 	}
 	return string(b), nil
 }
+
+func (t byteTokenizer) DecodeSkipSpecial(ids []int32) (string, error) { return t.Decode(ids) }
 
 func (byteTokenizer) ApplyChatTemplate([]tokenizer.Message, bool) (string, error) {
 	return "", fmt.Errorf("galleon checkpoints have byte-level tokens: %w", tokenizer.ErrNoChatTemplate)

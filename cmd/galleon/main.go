@@ -1,12 +1,21 @@
-// Command galleon fine-tunes and evaluates language models: Hugging Face
-// model directories (with their tokenizer.json) or galleon checkpoints.
+// Command galleon runs Hugging Face language models in pure Go: it
+// fine-tunes, generates, chats and evaluates, with LoRA adapters and int8
+// weights.
 //
 // Usage:
 //
 //	galleon finetune -model DIR -data FILE [-out DIR] [-steps N | -epochs E] [-batch B] [-seq T] [-accum K]
 //	    [-lr X] [-warmup N] [-lora-r 8] [-lora-alpha 32] [-lora-dropout 0.1] [-target q_proj,v_proj | all-linear]
 //	    [-full] [-int8] [-workers N] [-val FILE | -val-fraction F] [-resume DIR] [-seed S] [-json]
-//	galleon eval -model FILE -data FILE [-seq T] [-batch B] [-json]
+//	galleon generate -model DIR [-adapter DIR] [-int8] -prompt TEXT [-max-tokens N] [-temperature T] [-top-k K] [-top-p P] [-seed S] [-json]
+//	galleon chat -model DIR [-adapter DIR] [-int8] [-system TEXT] [-ctx N] [-max-tokens N] [sampling flags] [-json]
+//	galleon eval -model DIR [-adapter DIR] [-int8] -data FILE [-seq T] [-batch B] [-json]
+//
+// Every command that reads a model takes the same three flags: -model is a
+// Hugging Face directory (config.json, safetensors weights, tokenizer.json
+// and tokenizer_config.json) or a galleon checkpoint file (byte-level
+// tokens); -adapter applies a PEFT LoRA adapter directory; -int8 runs the
+// linear layers on int8 weights.
 //
 // finetune trains a LoRA adapter (or, with -full, every weight) on a .txt
 // file (packed into windows) or JSON lines of {"text"}, {"prompt",
@@ -17,11 +26,27 @@
 // train.log. Ctrl-C or SIGTERM saves a checkpoint there that -resume
 // continues exactly.
 //
-// eval reads a galleon checkpoint (byte-level tokens) and a .txt or .jsonl
-// file in any of the formats of the data package, and prints the loss over
-// the tokens that carry loss, its perplexity and bits per byte. Bad flags
-// print one line and exit with status 2; failures exit with status 1.
-// With -json the last line of output is one JSON object of results.
+// generate continues a prompt (tokenized with the tokenizer's special
+// tokens, such as Llama's BOS) and prints the text as each token is
+// sampled, until -max-tokens or an end-of-sequence id (eos_token_id of
+// config.json and generation_config.json, and the tokenizer's).
+//
+// chat reads one user message per line of stdin and answers each,
+// rendering the conversation with the tokenizer's chat template and keeping
+// the KV cache across turns, so a turn runs only its new tokens. When the
+// conversation no longer fits -ctx tokens, the oldest messages after the
+// system prompt are dropped. It ends at EOF or a line "/exit"; "/reset"
+// starts the conversation again.
+//
+// eval prints the loss over the tokens that carry loss in a .txt or .jsonl
+// file (any format of the data package: text, prompt/completion with the
+// prompt masked, chat messages with only assistant turns scored), its
+// perplexity and bits per byte, where the bytes are those of the text the
+// scored tokens decode to.
+//
+// Bad flags print one line and exit with status 2; failures exit with
+// status 1. With -json the last line of output is one JSON object of
+// results.
 package main
 
 import (
@@ -69,6 +94,9 @@ type command struct {
 var commands = []command{
 	{"eval", "loss, perplexity and bits per byte of a model on a data file", evalCmd},
 	{"finetune", "fine-tune a Hugging Face model with LoRA (or fully) on a data file", finetuneCmd},
+	{"generate", "continue a prompt, streaming the text as it is sampled", generateCmd},
+	{"chat", "talk with a model over stdin and stdout, keeping the KV cache across turns", chatCmd},
+	{"merge", "merge a LoRA adapter into its base: a Hugging Face model directory", mergeCmd},
 }
 
 // usage returns the top-level usage text.

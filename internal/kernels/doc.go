@@ -1,5 +1,6 @@
 // Package kernels holds galleon's compute kernels: a float32 GEMM, an int8
-// GEMM and the vector routines that attention, quantization and the model's
+// GEMM, a bfloat16 GEMM (bf16gemm.go: VDPBF16PS on AVX512_BF16 CPUs,
+// float32 conversion elsewhere) and the vector routines that attention, quantization and the model's
 // fused ops run in their inner loops.
 //
 // Each kernel family has a portable Go implementation and, on amd64, assembly

@@ -275,3 +275,22 @@ func composedChain(x, gamma, beta, bias *G.Node) (out *G.Node, err error) {
 	onePlus := G.Must(G.Add(G.Must(G.Tanh(u)), f32(1)))
 	return G.Must(G.Mul(G.Must(G.HadamardProd(h, onePlus)), f32(0.5))), nil
 }
+
+// BenchmarkColumnSums times the bias gradient of a linear layer (the column
+// sums of dy, [1024, C]) at GPT-2 124M's widths, with the default column
+// chunks (colGrain) and with chunks of 64 columns, the earlier default.
+func BenchmarkColumnSums(b *testing.B) {
+	const rows = 1024
+	for _, C := range []int{768, 3072} {
+		m := randn32(newRand(9), rows*C, 1)
+		s := make([]float32, C)
+		for _, grain := range []int{colGrain(C, rows), 64} {
+			b.Run(fmt.Sprintf("C=%d/cols=%d", C, grain), func(b *testing.B) {
+				b.SetBytes(int64(4 * rows * C))
+				for b.Loop() {
+					columnSumsLoops.Run(0, columnSumsBody{s, m, C}, C, grain)
+				}
+			})
+		}
+	}
+}

@@ -155,13 +155,13 @@ func EmbeddingBackward(dwte, dwpe, dout []float32, ids []int32, T, C, pos0 int) 
 // every row in order.
 func embeddingBackwardWte(dwte, dout []float32, ids []int32, C int) {
 	body := embeddingBackwardBody{dst: dwte, dout: dout, ids: ids, C: C, T: -1, rows: len(ids)}
-	embeddingBackwardLoops.Run(0, body, C, colGrain(len(ids)))
+	embeddingBackwardLoops.Run(0, body, C, colGrain(C, len(ids)))
 }
 
 // embeddingBackwardWpe adds dout's rows into dwpe's rows pos0 + r mod T.
 func embeddingBackwardWpe(dwpe, dout []float32, rows, T, C, pos0 int) {
 	body := embeddingBackwardBody{dst: dwpe, dout: dout, C: C, T: T, pos0: pos0, rows: rows}
-	embeddingBackwardLoops.Run(0, body, C, colGrain(rows))
+	embeddingBackwardLoops.Run(0, body, C, colGrain(C, rows))
 }
 
 // embeddingBackwardBody is the loop body of the embedding gradients, over

@@ -213,7 +213,7 @@ func (bd *layerNormBackwardXBody) Chunk(lo, hi int) {
 // layerNormBackwardGamma adds Σ_rows dy·x̂ into dgamma. The sum over rows is
 // split by columns so that each column adds its rows in order.
 func layerNormBackwardGamma(dgamma, dy, x, mean, rstd []float32, C int) {
-	layerNormBackwardGammaLoops.Run(0, layerNormBackwardGammaBody{dgamma, dy, x, mean, rstd, C}, C, colGrain(len(x)/C))
+	layerNormBackwardGammaLoops.Run(0, layerNormBackwardGammaBody{dgamma, dy, x, mean, rstd, C}, C, colGrain(C, len(x)/C))
 }
 
 // layerNormBackwardGammaBody is the loop body of layerNormBackwardGamma,
@@ -237,7 +237,7 @@ func (bd *layerNormBackwardGammaBody) Chunk(lo, hi int) {
 
 // columnSums adds the column sums of m [N, C] into s [C], rows in order.
 func columnSums(s, m []float32, C int) {
-	columnSumsLoops.Run(0, columnSumsBody{s, m, C}, C, colGrain(len(m)/C))
+	columnSumsLoops.Run(0, columnSumsBody{s, m, C}, C, colGrain(C, len(m)/C))
 }
 
 // columnSumsBody is the loop body of columnSums, over columns.

@@ -168,7 +168,7 @@ func (bd *rmsNormBackwardXBody) Chunk(lo, hi int) {
 // rmsNormBackwardW adds Σ_rows dy·x·rstd into dw, split by columns so that
 // each column adds its rows in order.
 func rmsNormBackwardW(dw, dy, x, rstd []float32, C int) {
-	rmsNormBackwardWLoops.Run(0, rmsNormBackwardWBody{dw, dy, x, rstd, C}, C, colGrain(len(x)/C))
+	rmsNormBackwardWLoops.Run(0, rmsNormBackwardWBody{dw, dy, x, rstd, C}, C, colGrain(C, len(x)/C))
 }
 
 // rmsNormBackwardWBody is the loop body of rmsNormBackwardW, over columns.

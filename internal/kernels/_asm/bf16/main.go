@@ -1,0 +1,326 @@
+// Command bf16 generates the bfloat16 kernels of package kernels
+// (bf16_amd64.s, and their Go declarations in bf16_amd64_stubs.go):
+//
+//	cd internal/kernels/_asm && go run ./bf16 -out ../bf16_amd64.s -stubs ../bf16_amd64_stubs.go -pkg kernels
+//
+// Two groups of routines:
+//
+//   - float32 ↔ bfloat16 conversion of 16 lanes at a time with AVX-512 F/BW
+//     integer instructions, rounding to nearest even exactly as the Go
+//     reference (Float32ToBF16) does, subnormals included. VCVTNEPS2BF16
+//     would be one instruction, but it flushes subnormal inputs and outputs
+//     to zero, so it is not used.
+//   - the bf16 GEMM micro-kernels. They read operands packed by
+//     bf16gemm.go: an A micro-panel of 6 rows and a B micro-panel of 16
+//     columns hold, for each pair of adjacent k, one 32-bit word per row
+//     (column): the bf16 of the even k in its low half, the odd k in its high
+//     half. That is the layout of the sgemm kernels with a float replaced by a
+//     k pair, so the kernels have the same shape as _asm/sgemm512's: 12×32
+//     tiles in 24 ZMM accumulators, two B loads and twelve 32-bit broadcasts
+//     of A per k pair, and VDPBF16PS (two multiply-adds per float32 lane)
+//     in place of VFMADD231PS.
+//
+// Neither Go's assembler nor avo knows VDPBF16PS (AVX512_BF16), so the
+// generator encodes it (EVEX.512.F3.0F38.W0 52 /r, registers only) and emits
+// its bytes (encodeVDPBF16PS); TestBF16Kernel in internal/kernels checks the
+// kernels' results.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	. "github.com/mmcloughlin/avo/build"
+	"github.com/mmcloughlin/avo/buildtags"
+	"github.com/mmcloughlin/avo/ir"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+const (
+	panelRows = 6  // rows of an A micro-panel
+	panelCols = 16 // columns of a B micro-panel (one ZMM of k pairs)
+
+	// unroll is how many k pairs one trip of the main loop covers.
+	unroll = 4
+
+	// prefetchB is how far ahead, in bytes, each B micro-panel stream is
+	// prefetched into L1 (16 k pairs).
+	prefetchB = 1024
+)
+
+func main() {
+	// avo reads the target from the environment: https://github.com/mmcloughlin/avo/issues/450
+	os.Setenv("GOOS", "linux")
+	os.Setenv("GOARCH", "amd64")
+	flag.Set("pkg", "kernels")
+	Constraint(buildtags.Opt("amd64", "!purego"))
+
+	consts()
+	toBF16()
+	fromBF16()
+	for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
+		kernel(s[0], s[1])
+	}
+	Generate()
+}
+
+var cOne, cRound, cAbs, cInf, cQuiet Mem
+
+func consts() {
+	c := func(name string, v uint32) Mem {
+		m := GLOBL(name, RODATA|NOPTR)
+		DATA(0, U32(v))
+		return m
+	}
+	cOne = c("bf16One", 1)
+	cRound = c("bf16Round", 0x7fff)
+	cAbs = c("bf16Abs", 0x7fffffff)
+	cInf = c("bf16Inf", 0x7f800000)
+	cQuiet = c("bf16Quiet", 0x00400000)
+}
+
+// toBF16 emits f32ToBF16AVX512: dst[i] = bfloat16(src[i]) for the first
+// n&^15 elements, rounding to nearest even; NaNs keep their sign and
+// top payload bits and are made quiet.
+func toBF16() {
+	TEXT("f32ToBF16AVX512", NOSPLIT, "func(dst *uint16, src *float32, n int)")
+	Pragma("noescape")
+	Doc("f32ToBF16AVX512 rounds src[:n&^15] to bfloat16 (nearest even) into dst.")
+	dst, src, n := Load(Param("dst"), GP64()), Load(Param("src"), GP64()), Load(Param("n"), GP64())
+	one, rnd, abs, inf, quiet := ZMM(), ZMM(), ZMM(), ZMM(), ZMM()
+	VPBROADCASTD(cOne, one)
+	VPBROADCASTD(cRound, rnd)
+	VPBROADCASTD(cAbs, abs)
+	VPBROADCASTD(cInf, inf)
+	VPBROADCASTD(cQuiet, quiet)
+	x, t, a := ZMM(), ZMM(), ZMM()
+	nan := K()
+	Label("loop")
+	CMPQ(n, Imm(16))
+	JL(LabelRef("done"))
+	VMOVDQU32(Mem{Base: src}, x)
+	// t = x + 0x7fff + ((x >> 16) & 1): rounding to nearest even at bit 16.
+	VPSRLD(Imm(16), x, t)
+	VPANDD(one, t, t)
+	VPADDD(rnd, t, t)
+	VPADDD(x, t, t)
+	// NaN lanes (|x| > Inf bits) instead keep x with the quiet bit set,
+	// which rounding could have turned into Inf.
+	VPANDD(abs, x, a)
+	VPCMPUD(Imm(6), inf, a, nan) // a > inf, unsigned
+	VPORD(quiet, x, nan, t)      // merge-masked: only NaN lanes
+	VPSRLD(Imm(16), t, t)
+	VPMOVDW(t, Mem{Base: dst})
+	ADDQ(Imm(64), src)
+	ADDQ(Imm(32), dst)
+	SUBQ(Imm(16), n)
+	JMP(LabelRef("loop"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// fromBF16 emits bf16ToF32AVX512: dst[i] = float32(src[i]) (exact) for the
+// first n&^15 elements.
+func fromBF16() {
+	TEXT("bf16ToF32AVX512", NOSPLIT, "func(dst *float32, src *uint16, n int)")
+	Pragma("noescape")
+	Doc("bf16ToF32AVX512 widens src[:n&^15] to float32 into dst.")
+	dst, src, n := Load(Param("dst"), GP64()), Load(Param("src"), GP64()), Load(Param("n"), GP64())
+	x := ZMM()
+	Label("loop")
+	CMPQ(n, Imm(16))
+	JL(LabelRef("done"))
+	VPMOVZXWD(Mem{Base: src}, x)
+	VPSLLD(Imm(16), x, x)
+	VMOVDQU32(x, Mem{Base: dst})
+	ADDQ(Imm(32), src)
+	ADDQ(Imm(64), dst)
+	SUBQ(Imm(16), n)
+	JMP(LabelRef("loop"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// kernel emits the micro-kernel for an (ap·6)×(bp·16) tile: ap A panels and
+// bp B panels.
+func kernel(ap, bp int) {
+	mr, nr := ap*panelRows, bp*panelCols
+	name := fmt.Sprintf("bf16Kernel%dx%dAVX512", mr, nr)
+	TEXT(name, NOSPLIT, "func(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha, beta float32)")
+	Pragma("noescape")
+	Doc(
+		fmt.Sprintf("%s computes the %d×%d tile C = alpha·A·B + beta·C over kp k pairs.", name, mr, nr),
+		fmt.Sprintf("A is %d packed 6-row micro-panel(s) of bf16 pairs, the second aStride", ap),
+		fmt.Sprintf("words after the first; B is %d packed 16-column micro-panel(s), the", bp),
+		"second bStride words after the first. With beta == 0 C is only written,",
+		"never read. ldc is the row stride of C in elements. kp must be positive.",
+	)
+	acc := func(r, h int) VecPhysical { return zmm(r*bp + h) }
+
+	kp, a, as, b, bs := RBX, RSI, R12, RDI, R13
+	Load(Param("kp"), kp)
+	MOVQ(paramAddr("a"), a)
+	Load(Param("aStride"), as)
+	SHLQ(Imm(2), as)
+	MOVQ(paramAddr("b"), b)
+	Load(Param("bStride"), bs)
+	SHLQ(Imm(2), bs)
+
+	// As in the sgemm kernels: C is often in no cache, so its lines are
+	// prefetched before the k loop hides the misses.
+	cp, ldc := R8, R9
+	MOVQ(paramAddr("c"), cp)
+	Load(Param("ldc"), ldc)
+	SHLQ(Imm(2), ldc)
+	for r := 0; r < mr; r++ {
+		for h := 0; h < bp; h++ {
+			PREFETCHT0(Mem{Base: cp, Disp: 64 * h})
+		}
+		if r < mr-1 {
+			ADDQ(ldc, cp)
+		}
+	}
+
+	for r := 0; r < mr; r++ {
+		for h := 0; h < bp; h++ {
+			VPXORD(acc(r, h), acc(r, h), acc(r, h))
+		}
+	}
+	bv := []VecPhysical{Z24, Z25}
+	bc := []VecPhysical{Z26, Z27, Z28, Z29}
+
+	aMem := func(i, r int) Mem {
+		m := Mem{Base: a, Disp: (i*panelRows + r%panelRows) * 4}
+		if r >= panelRows {
+			m.Index, m.Scale = as, 1
+		}
+		return m
+	}
+	bMem := func(i, h int) Mem {
+		m := Mem{Base: b, Disp: i * panelCols * 4}
+		if h > 0 {
+			m.Index, m.Scale = bs, 1
+		}
+		return m
+	}
+	step := func(i int) {
+		for h := 0; h < bp; h++ {
+			VMOVDQU32(bMem(i, h), bv[h])
+		}
+		for r := 0; r < mr; r++ {
+			t := bc[r%len(bc)]
+			VPBROADCASTD(aMem(i, r), t)
+			for h := 0; h < bp; h++ {
+				vdpbf16ps(acc(r, h), bv[h], t)
+			}
+		}
+	}
+
+	Comment(fmt.Sprintf("Main loop: %d k pairs per trip.", unroll))
+	Label("loop")
+	CMPQ(kp, Imm(unroll))
+	JL(LabelRef("tail"))
+	for i := 0; i < unroll; i++ {
+		for h := 0; h < bp; h++ {
+			pm := bMem(i, h)
+			pm.Disp += prefetchB
+			PREFETCHT0(pm)
+		}
+		step(i)
+	}
+	ADDQ(U32(unroll*panelRows*4), a)
+	ADDQ(U32(unroll*panelCols*4), b)
+	SUBQ(Imm(unroll), kp)
+	JMP(LabelRef("loop"))
+
+	Label("tail")
+	TESTQ(kp, kp)
+	JZ(LabelRef("store"))
+	step(0)
+	ADDQ(Imm(panelRows*4), a)
+	ADDQ(Imm(panelCols*4), b)
+	DECQ(kp)
+	JMP(LabelRef("tail"))
+
+	Label("store")
+	MOVQ(paramAddr("c"), cp)
+	alpha, beta := Z24, Z25
+	VBROADCASTSS(paramAddr("alpha"), alpha)
+	// beta == 0 (either sign) selects the store-only path: C may hold NaNs.
+	betaBits := EAX
+	MOVL(paramAddr("beta"), betaBits)
+	SHLL(Imm(1), betaBits)
+	JZ(LabelRef("overwrite"))
+	VBROADCASTSS(paramAddr("beta"), beta)
+	for r := 0; r < mr; r++ {
+		for h := 0; h < bp; h++ {
+			m := Mem{Base: cp, Disp: 64 * h}
+			VMULPS(alpha, acc(r, h), acc(r, h))
+			VFMADD231PS(m, beta, acc(r, h))
+			VMOVUPS(acc(r, h), m)
+		}
+		if r < mr-1 {
+			ADDQ(ldc, cp)
+		}
+	}
+	VZEROUPPER()
+	RET()
+
+	Label("overwrite")
+	for r := 0; r < mr; r++ {
+		for h := 0; h < bp; h++ {
+			VMULPS(alpha, acc(r, h), acc(r, h))
+			VMOVUPS(acc(r, h), Mem{Base: cp, Disp: 64 * h})
+		}
+		if r < mr-1 {
+			ADDQ(ldc, cp)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// vdpbf16ps emits VDPBF16PS dst, src1, src2 (Intel operand order: dst +=
+// pairwise bf16 dot products of src1 and src2) on ZMM registers, as bytes.
+func vdpbf16ps(dst, src1, src2 VecPhysical) {
+	for _, x := range encodeVDPBF16PS(int(dst.PhysicalIndex()), int(src1.PhysicalIndex()), int(src2.PhysicalIndex())) {
+		Instruction(&ir.Instruction{Opcode: "BYTE", Operands: []Op{U8(x)}})
+	}
+	Comment(fmt.Sprintf("^ VDPBF16PS Z%d, Z%d, Z%d (Intel order)", dst.PhysicalIndex(), src1.PhysicalIndex(), src2.PhysicalIndex()))
+}
+
+// encodeVDPBF16PS returns the EVEX encoding of VDPBF16PS zmm(dst){k0},
+// zmm(src1), zmm(src2): EVEX.512.F3.0F38.W0 52 /r with ModRM.reg = dst,
+// EVEX.vvvv = src1 and ModRM.rm = src2 (registers 0–31). To read the bytes
+// back, feed the BYTE lines of bf16_amd64.s to GNU objdump (objdump -D -b
+// binary -m i386:x86-64): every one disassembles to the vdpbf16ps of the
+// comment that follows it.
+func encodeVDPBF16PS(dst, src1, src2 int) []byte {
+	inv := func(x, bit int) byte { return byte(^(x >> bit) & 1) }
+	p0 := inv(dst, 3)<<7 | inv(src2, 4)<<6 | inv(src2, 3)<<5 | inv(dst, 4)<<4 | 0x2 // map 0F38
+	p1 := byte(^src1&0xf)<<3 | 1<<2 | 0x2                                           // W0, vvvv, pp = F3
+	p2 := byte(0x40) | inv(src1, 4)<<3                                              // L'L = 512, V', no mask
+	modrm := byte(0xc0) | byte(dst&7)<<3 | byte(src2&7)
+	return []byte{0x62, p0, p1, p2, 0x52, modrm}
+}
+
+func zmm(i int) VecPhysical {
+	return []VecPhysical{
+		Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11,
+		Z12, Z13, Z14, Z15, Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23,
+	}[i]
+}
+
+// paramAddr returns the stack address of a scalar argument, so that it can be
+// a memory operand (VBROADCASTSS takes no general register).
+func paramAddr(name string) Mem {
+	b, err := Param(name).Resolve()
+	if err != nil {
+		panic(err)
+	}
+	return b.Addr
+}

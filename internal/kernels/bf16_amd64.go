@@ -1,0 +1,74 @@
+//go:build amd64 && !purego
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+// The bf16 kernels are generated with avo: their declarations are in
+// bf16_amd64_stubs.go and their code in bf16_amd64.s. To change them, edit
+// _asm/bf16/main.go and regenerate both files:
+//
+//go:generate sh -c "cd _asm && go run ./bf16 -out ../bf16_amd64.s -stubs ../bf16_amd64_stubs.go -pkg kernels"
+
+var (
+	// bf16CvtAVX512 enables the AVX-512 float32↔bfloat16 conversions
+	// ("bf16cvt/avx512").
+	bf16CvtAVX512 bool
+	// gemmBF16Asm enables the VDPBF16PS GEMM ("gemmbf16/avx512bf16"),
+	// which needs AVX512_BF16 on top of the AVX-512 level.
+	gemmBF16Asm bool
+)
+
+func init() {
+	Register("bf16cvt", "avx512", LevelAVX512, true, &bf16CvtAVX512)
+	Register("gemmbf16", "avx512bf16", LevelAVX512, cpu.X86.HasAVX512BF16, &gemmBF16Asm)
+}
+
+// toBF16Asm converts the longest prefix of src the vector routine handles
+// (a multiple of 16 elements) into dst, and returns its length. len(dst) ≥
+// len(src).
+func toBF16Asm(dst []uint16, src []float32) int {
+	n := len(src) &^ 15
+	if !bf16CvtAVX512 || n == 0 {
+		return 0
+	}
+	_ = dst[n-1]
+	f32ToBF16AVX512(&dst[0], &src[0], n)
+	return n
+}
+
+// fromBF16Asm is toBF16Asm for widening.
+func fromBF16Asm(dst []float32, src []uint16) int {
+	n := len(src) &^ 15
+	if !bf16CvtAVX512 || n == 0 {
+		return 0
+	}
+	_ = dst[n-1]
+	bf16ToF32AVX512(&dst[0], &src[0], n)
+	return n
+}
+
+// bf16Kernel computes the (aPanels·6)×(bPanels·16) tile C = alpha·A·B +
+// beta·C over kp k pairs of packed bf16 operands (see bf16gemm.go) with the
+// VDPBF16PS kernel of that size, or with the portable form when it is not
+// enabled. The slice expressions are the bounds checks that keep the
+// assembly in bounds.
+func bf16Kernel(aPanels, bPanels, kp int, a []uint32, aStride int, b []uint32, bStride int, c []float32, ldc int, alpha, beta float32) {
+	if !gemmBF16Asm {
+		bf16KernelGo(aPanels, bPanels, kp, a, aStride, b, bStride, c, ldc, alpha, beta)
+		return
+	}
+	_ = a[(aPanels-1)*aStride+kp*sgemmMR-1]
+	_ = b[(bPanels-1)*bStride+kp*sgemmNR-1]
+	_ = c[(aPanels*sgemmMR-1)*ldc+bPanels*sgemmNR-1]
+	switch {
+	case aPanels == 2 && bPanels == 2:
+		bf16Kernel12x32AVX512(kp, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta)
+	case aPanels == 2:
+		bf16Kernel12x16AVX512(kp, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta)
+	case bPanels == 2:
+		bf16Kernel6x32AVX512(kp, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta)
+	default:
+		bf16Kernel6x16AVX512(kp, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta)
+	}
+}

@@ -1,0 +1,15 @@
+//go:build !amd64 || purego
+
+package kernels
+
+// Without assembly the bf16 conversions run in Go and the paired GEMM
+// kernel runs its portable form; the GEMM itself takes the float32 path.
+
+const gemmBF16Asm = false
+
+func toBF16Asm(dst []uint16, src []float32) int   { return 0 }
+func fromBF16Asm(dst []float32, src []uint16) int { return 0 }
+
+func bf16Kernel(aPanels, bPanels, kp int, a []uint32, aStride int, b []uint32, bStride int, c []float32, ldc int, alpha, beta float32) {
+	bf16KernelGo(aPanels, bPanels, kp, a, aStride, b, bStride, c, ldc, alpha, beta)
+}

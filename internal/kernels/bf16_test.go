@@ -1,0 +1,343 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// bf16Ref rounds f to bfloat16 the slow way: of the two bfloat16s around
+// f (the truncation and the next one away from zero), take the nearer, the
+// one with an even mantissa on a tie; past the largest finite value the
+// next one is Inf, at distance 2^128 as if the exponent went on.
+func bf16Ref(f float32) uint16 {
+	if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+		b := math.Float32bits(f)
+		if math.IsNaN(float64(f)) {
+			return uint16(b>>16) | 0x40
+		}
+		return uint16(b >> 16)
+	}
+	val := func(h uint16) float64 { // |value| of a bf16 with the exponent unbounded
+		e := int(h>>7) & 0xff
+		m := float64(h & 0x7f)
+		if e == 0 {
+			return math.Ldexp(m, -133)
+		}
+		return math.Ldexp(128+m, e-134)
+	}
+	b := math.Float32bits(f)
+	t := uint16(b >> 16)
+	x := math.Abs(float64(f))
+	lo, hi := val(t&0x7fff), val(t&0x7fff+1)
+	switch dl, dh := x-lo, hi-x; {
+	case dl < dh:
+		return t
+	case dh < dl:
+		return t + 1
+	case t&1 == 0:
+		return t
+	}
+	return t + 1
+}
+
+// bf16Edges are float32 bit patterns at the edges of the rounding.
+var bf16Edges = []uint32{
+	0, 0x80000000, // ±0
+	0x7f800000, 0xff800000, // ±Inf
+	0x7fc00000, 0xffc00000, 0x7f800001, 0xff800001, 0x7fa00000, 0x7fbfffff, 0x7f80ffff, // NaNs, quiet and signalling, payloads high and low
+	0x00000001, 0x00007fff, 0x00008000, 0x00008001, 0x00018000, 0x007fffff, 0x807fffff, 0x00800000, // subnormals, ties among them, the largest
+	0x3f808000, 0x3f818000, 0x3f807fff, 0x3f808001, 0xbf808000, 0xbf818000, // ties to even around 1, and just off them
+	0x7f7f7fff, 0x7f7f8000, 0x7f7fffff, 0xff7fffff, 0x7f7effff, 0x7f7f0000, // max finite: below the tie, the tie (to Inf), above
+	0x3f800000, 0x40490fdb, 0xc2f6e979, // exact, π, -123.456
+}
+
+func TestFloat32ToBF16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	vals := make([]float32, 0, 1000)
+	for _, b := range bf16Edges {
+		vals = append(vals, math.Float32frombits(b))
+	}
+	for range 700 {
+		vals = append(vals, math.Float32frombits(rng.Uint32()))
+	}
+	for _, f := range vals {
+		got, want := Float32ToBF16(f), bf16Ref(f)
+		if got != want {
+			t.Errorf("Float32ToBF16(%#08x) = %#04x, want %#04x", math.Float32bits(f), got, want)
+		}
+		if math.IsNaN(float64(f)) && got&0x40 == 0 {
+			t.Errorf("Float32ToBF16(%#08x) = %#04x, a signalling NaN", math.Float32bits(f), got)
+		}
+	}
+	// Named cases, so that a failure above has a readable twin.
+	for _, c := range []struct {
+		in   uint32
+		want uint16
+	}{
+		{0x7f7fffff, 0x7f80}, // max finite float32 overflows to Inf
+		{0x7f800001, 0x7fc0}, // signalling NaN with a low payload stays NaN, quiet
+		{0x00008000, 0x0000}, // subnormal tie to even (down)
+		{0x00018000, 0x0002}, // subnormal tie to even (up)
+		{0x3f808000, 0x3f80}, // 1 + 2^-8: tie, down to even
+		{0x3f818000, 0x3f82}, // tie, up to even
+		{0xff800000, 0xff80}, // -Inf
+	} {
+		if got := Float32ToBF16(math.Float32frombits(c.in)); got != c.want {
+			t.Errorf("Float32ToBF16(%#08x) = %#04x, want %#04x", c.in, got, c.want)
+		}
+	}
+	// The vector routines agree with the scalar ones, at every length
+	// around their 16-lane blocks.
+	forEachImpl(t, "bf16cvt", func(t *testing.T) {
+		for _, n := range []int{0, 1, 15, 16, 17, 33, len(vals)} {
+			dst := make([]uint16, n+1)
+			dst[n] = 0xbeef
+			ToBF16(dst, vals[:n])
+			for i, f := range vals[:n] {
+				if dst[i] != Float32ToBF16(f) {
+					t.Fatalf("n=%d: ToBF16[%d] (%#08x) = %#04x, want %#04x", n, i, math.Float32bits(f), dst[i], Float32ToBF16(f))
+				}
+			}
+			if dst[n] != 0xbeef {
+				t.Fatalf("n=%d: ToBF16 wrote past the end", n)
+			}
+			back := make([]float32, n+1)
+			back[n] = 42
+			FromBF16(back, dst[:n])
+			for i, h := range dst[:n] {
+				if math.Float32bits(back[i]) != uint32(h)<<16 {
+					t.Fatalf("n=%d: FromBF16[%d] = %#08x, want %#08x", n, i, math.Float32bits(back[i]), uint32(h)<<16)
+				}
+			}
+			if back[n] != 42 {
+				t.Fatalf("n=%d: FromBF16 wrote past the end", n)
+			}
+		}
+	})
+}
+
+// forEachLevelImpl runs f under every level this CPU runs, each
+// implementation of family in turn.
+func forEachLevelImpl(t *testing.T, family string, f func(t *testing.T)) {
+	for l := LevelGeneric; l <= CPULevel(); l++ {
+		t.Run(l.String(), func(t *testing.T) {
+			restore := SetLevel(l)
+			defer restore()
+			forEachImpl(t, family, f)
+		})
+	}
+}
+
+// TestBF16Kernel checks each size of the paired micro-kernel (its portable
+// form where it is not enabled) against a float64 reference: depths around
+// the unrolled loop, the three epilogues, panels at a stride.
+func TestBF16Kernel(t *testing.T) {
+	forEachImpl(t, "gemmbf16", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(3, 4))
+		rw := func() uint32 {
+			return pair(Float32ToBF16(rng.Float32()*2-1), Float32ToBF16(rng.Float32()*2-1))
+		}
+		for _, sz := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
+			ap, bp := sz[0], sz[1]
+			mr, nr := ap*sgemmMR, bp*sgemmNR
+			for _, kp := range []int{1, 3, 4, 5, 9, 256} {
+				for _, beta := range []float32{0, 1, -0.7} {
+					aStride, bStride := kp*sgemmMR+5, kp*sgemmNR+16
+					a := make([]uint32, (ap-1)*aStride+kp*sgemmMR)
+					b := make([]uint32, (bp-1)*bStride+kp*sgemmNR)
+					for i := range a {
+						a[i] = rw()
+					}
+					for i := range b {
+						b[i] = rw()
+					}
+					ldc := nr + 3
+					c := make([]float32, (mr-1)*ldc+nr)
+					for i := range c {
+						c[i] = rng.Float32()*2 - 1
+						if beta == 0 {
+							c[i] = float32(math.NaN())
+						}
+					}
+					c0 := append([]float32(nil), c...)
+					bf16Kernel(ap, bp, kp, a, aStride, b, bStride, c, ldc, 1.3, beta)
+					for i := range mr {
+						for j := range ldc {
+							if i*ldc+j >= len(c) {
+								break
+							}
+							if j >= nr {
+								if math.Float32bits(c[i*ldc+j]) != math.Float32bits(c0[i*ldc+j]) {
+									t.Fatalf("%dx%d kp=%d: C[%d][%d] outside the tile changed", mr, nr, kp, i, j)
+								}
+								continue
+							}
+							var s, sa float64
+							for p := range kp {
+								aw := a[(i/sgemmMR)*aStride+p*sgemmMR+i%sgemmMR]
+								bw := b[(j/sgemmNR)*bStride+p*sgemmNR+j%sgemmNR]
+								for _, sh := range []int{0, 16} {
+									x := float64(BF16ToFloat32(uint16(aw>>sh))) * float64(BF16ToFloat32(uint16(bw>>sh)))
+									s += x
+									sa += math.Abs(x)
+								}
+							}
+							want := 1.3 * s
+							if beta != 0 {
+								want += float64(beta) * float64(c0[i*ldc+j])
+							}
+							tol := 1e-6 * (2*float64(kp) + 4) * (1.3*sa + 1)
+							if got := float64(c[i*ldc+j]); math.Abs(got-want) > tol {
+								t.Fatalf("%dx%d kp=%d beta=%g: C[%d][%d] = %g, want %g", mr, nr, kp, beta, i, j, got, want)
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// bf16Operand stores op(X) (rows×cols) as a matrix of the given kind with
+// row stride ld, and returns it with the bf16-rounded values of op(X) in
+// float64 (row-major, dense).
+func bf16Operand(rng *rand.Rand, trans, asBF16 bool, rows, cols, pad int) (BF16Mat, []float64) {
+	sr, sc := rows, cols // stored shape
+	if trans {
+		sr, sc = cols, rows
+	}
+	ld := sc + pad
+	f := make([]float32, max(0, (sr-1)*ld+sc))
+	for i := range f {
+		f[i] = rng.Float32()*2 - 1
+	}
+	ref := make([]float64, rows*cols)
+	for r := range rows {
+		for c := range cols {
+			i := r*ld + c
+			if trans {
+				i = c*ld + r
+			}
+			ref[r*cols+c] = float64(RoundBF16(f[i]))
+		}
+	}
+	if !asBF16 {
+		return BF16Mat{F32: f, Ld: ld}, ref
+	}
+	h := make([]uint16, len(f))
+	ToBF16(h, f)
+	return BF16Mat{BF16: h, Ld: ld}, ref
+}
+
+// checkGemmBF16Run runs gemm on one shape and compares with float64.
+func checkGemmBF16Run(t *testing.T, rng *rand.Rand, m, n, k int, transA, transB, aBF, bBF bool, alpha, beta float32, gemm func(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int)) {
+	t.Helper()
+	a, ra := bf16Operand(rng, transA, aBF, m, k, 3)
+	b, rb := bf16Operand(rng, transB, bBF, k, n, 1)
+	ldc := n + 2
+	c := make([]float32, max(0, (m-1)*ldc+n))
+	for i := range c {
+		c[i] = rng.Float32()
+		if beta == 0 {
+			c[i] = float32(math.NaN())
+		}
+	}
+	c0 := append([]float32(nil), c...)
+	gemm(transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
+	for i := range m {
+		for j := range n {
+			var s, sa float64
+			for p := range k {
+				x := ra[i*k+p] * rb[p*n+j]
+				s += x
+				sa += math.Abs(x)
+			}
+			want := float64(alpha) * s
+			if beta != 0 {
+				want += float64(beta) * float64(c0[i*ldc+j])
+			}
+			tol := 1.2e-7 * float64(k+4) * (math.Abs(float64(alpha))*sa + 1)
+			if got := float64(c[i*ldc+j]); !(math.Abs(got-want) <= tol) {
+				t.Fatalf("m=%d n=%d k=%d transA=%v transB=%v bf16 A=%v B=%v alpha=%g beta=%g: C[%d][%d] = %g, want %g (tol %g)",
+					m, n, k, transA, transB, aBF, bBF, alpha, beta, i, j, got, want, tol)
+			}
+		}
+	}
+}
+
+// TestGemmBF16 compares GemmBF16 with a float64 reference on odd shapes,
+// every transpose, bf16 and float32 operands, under every level and
+// implementation.
+func TestGemmBF16(t *testing.T) {
+	shapes := [][3]int{{1, 1, 1}, {7, 5, 3}, {13, 35, 1}, {6, 16, 2}, {12, 32, 9}, {25, 33, 70}, {50, 70, 513}, {1, 40, 21}, {30, 1, 17}}
+	if testing.Short() {
+		shapes = shapes[:7]
+	}
+	forEachLevelImpl(t, "gemmbf16", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(5, 6))
+		for _, s := range shapes {
+			for v := range 8 {
+				transA, transB, aBF := v&1 != 0, v&2 != 0, v&4 != 0
+				bBF := v%3 != 0
+				checkGemmBF16Run(t, rng, s[0], s[1], s[2], transA, transB, aBF, bBF, 1.5, []float32{0, 1, -0.5}[v%3], GemmBF16)
+			}
+		}
+	})
+}
+
+// TestGemmBF16Paths runs both paths directly, with blocking small enough
+// that tiles, kernel calls and chunks of k and n all come in several pieces
+// with ragged edges; the paired path uses its portable kernel where the
+// assembly is not enabled.
+func TestGemmBF16Paths(t *testing.T) {
+	blk := bf16Blocking{kp: 3, mc: 12, nt: 64, packMax: 700}
+	for _, paired := range []bool{true, false} {
+		t.Run(fmt.Sprintf("paired=%v", paired), func(t *testing.T) {
+			forEachImpl(t, "gemmbf16", func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(7, 8))
+				gemm := func(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int) {
+					gemmBF16(paired, blk, transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
+				}
+				for _, s := range [][3]int{{31, 150, 19}, {7, 70, 300}, {13, 200, 8}} {
+					for v := range 4 {
+						checkGemmBF16Run(t, rng, s[0], s[1], s[2], v&1 != 0, v&2 != 0, v&1 == 0, true, 0.75, []float32{0, 1, 2, -1}[v], gemm)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestGemmBF16Edges(t *testing.T) {
+	// alpha == 0 and k == 0 only scale C; beta == 0 clears NaNs.
+	c := []float32{float32(math.NaN()), 2, 3, 4}
+	GemmBF16(false, false, 2, 2, 0, 1, BF16Mat{Ld: 1}, BF16Mat{Ld: 2}, 0, c, 2)
+	for i, v := range c {
+		if v != 0 {
+			t.Fatalf("k=0, beta=0: C[%d] = %g", i, v)
+		}
+	}
+	c = []float32{1, 2, 3, 4}
+	a := BF16Mat{BF16: []uint16{0x3f80, 0x3f80, 0x3f80, 0x3f80}, Ld: 2}
+	GemmBF16(false, false, 2, 2, 2, 0, a, a, 2, c, 2)
+	if c[3] != 8 {
+		t.Fatalf("alpha=0: C[3] = %g, want 8", c[3])
+	}
+	for _, f := range []func(){
+		func() { GemmBF16(false, false, -1, 1, 1, 1, a, a, 0, c, 2) },
+		func() { GemmBF16(false, false, 2, 2, 2, 1, BF16Mat{BF16: a.BF16, Ld: 1}, a, 0, c, 2) },
+		func() { GemmBF16(false, false, 3, 2, 2, 1, a, a, 0, c, 2) },
+		func() { GemmBF16(false, false, 2, 2, 2, 1, a, a, 0, c[:3], 2) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("bad arguments did not panic")
+				}
+			}()
+			f()
+		}()
+	}
+}

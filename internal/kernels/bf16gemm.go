@@ -1,0 +1,492 @@
+package kernels
+
+import "unsafe"
+
+// The bf16 GEMM. Its operands may each be bfloat16 or float32; float32
+// operands are rounded to bfloat16 as they are read, so that every
+// implementation computes the same product of bf16 values, accumulated
+// and returned in float32.
+//
+// Two paths, chosen through the registry family "gemmbf16":
+//
+//   - avx512bf16 (CPUs with AVX512_BF16): op(A) and op(B) are packed as for
+//     the float32 GEMM (6-row A micro-panels, 16-column B micro-panels), but
+//     a packed element is a pair of adjacent k, two bf16 in one 32-bit word
+//     (the even k in the low half; an odd K is padded with a zero). The
+//     micro-kernel (_asm/bf16) multiplies a B word vector by a broadcast A
+//     word with VDPBF16PS, two multiply-adds per float32 lane, into a 12×32
+//     tile of accumulators.
+//   - generic (every other CPU and build): blocks of op(A) and op(B) are
+//     converted to float32 (rounded through bf16 when they are float32) and
+//     multiplied by Sgemm, i.e. by the best float32 micro-kernel of the
+//     level in force.
+//
+// Large products are cut into chunks of k (and of n) so that the packed or
+// converted blocks stay within a bound (bf16Blocking.packMax).
+
+// BF16Mat is an operand of GemmBF16: a row-major matrix with row stride Ld,
+// stored as bfloat16 (BF16) or, when BF16 is nil, as float32 (F32), which
+// GemmBF16 rounds to bfloat16 as it reads it.
+type BF16Mat struct {
+	BF16 []uint16
+	F32  []float32
+	Ld   int
+}
+
+func (x BF16Mat) len() int {
+	if x.BF16 != nil {
+		return len(x.BF16)
+	}
+	return len(x.F32)
+}
+
+// rowBF16 returns elements j0…j0+n of stored row i as bfloat16: the
+// stored slice, or the float32s rounded into buf (len(buf) ≥ n).
+func (x BF16Mat) rowBF16(i, j0, n int, buf []uint16) []uint16 {
+	if x.BF16 != nil {
+		return x.BF16[i*x.Ld+j0:][:n]
+	}
+	ToBF16(buf[:n], x.F32[i*x.Ld+j0:][:n])
+	return buf[:n]
+}
+
+// rowF32 writes elements j0…j0+n of stored row i, as float32 values of
+// bfloat16 precision, into dst.
+func (x BF16Mat) rowF32(i, j0 int, dst []float32) {
+	if x.BF16 != nil {
+		FromBF16(dst, x.BF16[i*x.Ld+j0:][:len(dst)])
+		return
+	}
+	roundBF16Slice(dst, x.F32[i*x.Ld+j0:][:len(dst)])
+}
+
+// GemmBF16 computes C = alpha·op(A)·op(B) + beta·C with op(A) m×k and op(B)
+// k×n bfloat16 matrices (float32 operands are first rounded to bfloat16)
+// and C an m×n float32 matrix with row stride ldc; transA/transB select
+// Aᵀ/Bᵀ. Products are accumulated in float32. The conventions are Sgemm's:
+// beta == 0 overwrites C without reading it, alpha == 0 or k == 0 only
+// scales C, and it panics on negative sizes, leading dimensions smaller
+// than their matrix's row width and slices too short for their matrix. It is
+// safe to call from many goroutines at once; large products run on
+// Threads() cores.
+func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int) {
+	checkGemmBF16(transA, transB, m, n, k, a, b, c, ldc)
+	if m == 0 || n == 0 {
+		return
+	}
+	if alpha == 0 || k == 0 {
+		scaleMatrix(m, n, beta, c, ldc)
+		return
+	}
+	gemmBF16(gemmBF16Asm, bf16DefaultBlocking, transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
+}
+
+// checkGemmBF16 panics as checkSgemm does.
+func checkGemmBF16(transA, transB bool, m, n, k int, a, b BF16Mat, c []float32, ldc int) {
+	switch {
+	case m < 0:
+		panic("kernels: GemmBF16: m < 0")
+	case n < 0:
+		panic("kernels: GemmBF16: n < 0")
+	case k < 0:
+		panic("kernels: GemmBF16: k < 0")
+	}
+	if (transA && a.Ld < max(1, m)) || (!transA && a.Ld < max(1, k)) {
+		panic("kernels: GemmBF16: bad leading dimension of A")
+	}
+	if (transB && b.Ld < max(1, k)) || (!transB && b.Ld < max(1, n)) {
+		panic("kernels: GemmBF16: bad leading dimension of B")
+	}
+	if ldc < max(1, n) {
+		panic("kernels: GemmBF16: bad leading dimension of C")
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	if k > 0 && ((transA && a.len() < (k-1)*a.Ld+m) || (!transA && a.len() < (m-1)*a.Ld+k)) {
+		panic("kernels: GemmBF16: insufficient length of a")
+	}
+	if k > 0 && ((transB && b.len() < (n-1)*b.Ld+k) || (!transB && b.len() < (k-1)*b.Ld+n)) {
+		panic("kernels: GemmBF16: insufficient length of b")
+	}
+	if len(c) < (m-1)*ldc+n {
+		panic("kernels: GemmBF16: insufficient length of c")
+	}
+}
+
+// bf16Blocking is the blocking of the paired path: the k pairs of one
+// kernel call (kp), the rows (mc) and columns (nt) of a tile, and the bound
+// on each packed operand chunk, in 32-bit words (packMax).
+type bf16Blocking struct{ kp, mc, nt, packMax int }
+
+// bf16DefaultBlocking: a kernel call covers 256 k pairs (512 k), so a B
+// micro-panel block (16 columns × 256 words, 16 KiB) stays in L1 as in the
+// float32 kernel at KC 256, while C is loaded and stored half as often as
+// at 128 pairs. Tiles are those of the float32 AVX-512 path.
+// Chunks of the packed operands stay within 8 MiB each, as Sgemm's.
+var bf16DefaultBlocking = bf16Blocking{kp: 256, mc: sgemmMC512, nt: sgemmNT512, packMax: sgemmPackMax}
+
+// bf16Job is one GemmBF16 call and what its threads share.
+type bf16Job struct {
+	paired         bool
+	blk            bf16Blocking
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	a, b           BF16Mat
+	c              []float32
+	ldc            int
+
+	// The chunk being computed: k from p0 (kk deep, kp pairs), columns
+	// from j0 (nn wide), and its beta.
+	p0, kk, kp, j0, nn int
+	cbeta              float32
+
+	pack       bool // the loop packs (true) or computes tiles
+	packB      bool // the pack loop packs B (A only for its first n chunk)
+	aBlocks    int  // A row blocks (of mc rows) in the pack loop
+	mc, nt     int
+	tilesN     int
+	bufA, bufB *[]float32
+	wa, wb     []uint32 // packed pairs (views of bufA, bufB)
+}
+
+var bf16Jobs FreeList[bf16Job]
+
+// gemmBF16 runs a product (alpha ≠ 0, k > 0, m, n > 0) on the paired path
+// or the float32 one, with the given blocking of the paired path.
+func gemmBF16(paired bool, blk bf16Blocking, transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int) {
+	if !paired {
+		gemmBF16F32(blk.packMax, transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
+		return
+	}
+	j := bf16Jobs.Get()
+	*j = bf16Job{paired: true, blk: blk, transA: transA, transB: transB, m: m, n: n, k: k,
+		alpha: alpha, beta: beta, a: a, b: b, c: c, ldc: ldc}
+	threads := Threads()
+	if work := m * n * k; work < sgemmParWorkAVX2*threads {
+		threads = max(1, min(threads, work/sgemmParWorkAVX2))
+	}
+	// Chunks: k in multiples of 2·kp (the A block, m rows × the chunk's
+	// pairs, within packMax if m allows), then n so that the B block
+	// fits as well.
+	step := 2 * blk.kp
+	kChunk := min(roundUp(k, 2), max(step, blk.packMax/max(m, 1)*2/step*step))
+	nChunk, _ := chunk(n, packBCols, blk.packMax/ceilDiv(kChunk, 2))
+	for p0 := 0; p0 < k; p0 += kChunk {
+		j.p0, j.kk = p0, min(kChunk, k-p0)
+		j.kp = ceilDiv(j.kk, 2)
+		j.cbeta = beta
+		if p0 > 0 {
+			j.cbeta = 1
+		}
+		for j0 := 0; j0 < n; j0 += nChunk {
+			j.j0, j.nn = j0, min(nChunk, n-j0)
+			j.runChunk(threads, j0 == 0)
+		}
+	}
+	PutFloats(j.bufA)
+	PutFloats(j.bufB)
+	*j = bf16Job{}
+	bf16Jobs.Put(j)
+}
+
+// runChunk packs (B, and A if packA) and computes one chunk.
+func (j *bf16Job) runChunk(threads int, packA bool) {
+	j.mc, j.nt = tiles(j.m, j.nn, threads, j.blk.mc, j.blk.nt)
+	if packA {
+		j.wa = j.words(&j.bufA, roundUp(j.m, sgemmMR)*j.kp)
+	}
+	j.wb = j.words(&j.bufB, roundUp(j.nn, sgemmNR)*j.kp)
+	j.pack, j.packB = true, true
+	j.aBlocks = 0
+	if packA {
+		j.aBlocks = ceilDiv(j.m, j.mc)
+	}
+	For(threads, j.aBlocks+ceilDiv(j.nn, packBCols), j)
+	j.pack = false
+	j.tilesN = ceilDiv(j.nn, j.nt)
+	For(threads, ceilDiv(j.m, j.mc)*j.tilesN, j)
+}
+
+// words returns n 64-byte aligned 32-bit words of the pooled buffer *buf,
+// (re)allocating it when it is too small.
+func (j *bf16Job) words(buf **[]float32, n int) []uint32 {
+	if *buf != nil && cap(**buf) < n+16 {
+		PutFloats(*buf)
+		*buf = nil
+	}
+	var f []float32
+	if *buf == nil {
+		*buf, f = alignedFloats(n)
+	} else {
+		b := **buf
+		off := int(uintptr(unsafe.Pointer(&b[:1][0])) % 64 / 4)
+		if off != 0 {
+			off = 16 - off
+		}
+		f = b[off : off+n]
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(&f[0])), n)
+}
+
+// Item packs a block of A or B, or computes a tile of C.
+func (j *bf16Job) Item(_, i int) {
+	switch {
+	case !j.pack:
+		var tmp [sgemmTmpLen]float32
+		j.computeTile(i/j.tilesN, i%j.tilesN, &tmp)
+	case i < j.aBlocks:
+		r0 := i * j.mc
+		packAPairs(j.wa[r0*j.kp:], j.a, j.transA, r0, min(j.mc, j.m-r0), j.p0, j.kk)
+	default:
+		c0 := (i - j.aBlocks) * packBCols
+		packBPairs(j.wb[c0*j.kp:], j.b, j.transB, j.p0, j.kk, j.j0+c0, min(packBCols, j.nn-c0))
+	}
+}
+
+// computeTile computes tile (ti, tj) of the chunk, as computeTile512 does
+// for float32.
+func (j *bf16Job) computeTile(ti, tj int, tmp *[sgemmTmpLen]float32) {
+	r0, c0 := ti*j.mc, tj*j.nt
+	rows, cols := min(j.mc, j.m-r0), min(j.nt, j.nn-c0)
+	kp, ldc, alpha := j.kp, j.ldc, j.alpha
+	aStride, bStride := sgemmMR*kp, sgemmNR*kp
+	for pc := 0; pc < kp; pc += j.blk.kp {
+		kc := min(j.blk.kp, kp-pc)
+		beta := j.cbeta
+		if pc > 0 {
+			beta = 1
+		}
+		for jr := 0; jr < cols; jr += sgemmNR512 {
+			nr := min(sgemmNR512, cols-jr)
+			bPanels := ceilDiv(nr, sgemmNR)
+			bp := j.wb[(c0+jr)*kp+pc*sgemmNR:]
+			for ir := 0; ir < rows; ir += sgemmMR512 {
+				mr := min(sgemmMR512, rows-ir)
+				aPanels := ceilDiv(mr, sgemmMR)
+				ap := j.wa[(r0+ir)*kp+pc*sgemmMR:]
+				off := (r0+ir)*ldc + j.j0 + c0 + jr
+				if mr == aPanels*sgemmMR && nr == bPanels*sgemmNR {
+					bf16Kernel(aPanels, bPanels, kc, ap, aStride, bp, bStride, j.c[off:], ldc, alpha, beta)
+					continue
+				}
+				w := bPanels * sgemmNR
+				bf16Kernel(aPanels, bPanels, kc, ap, aStride, bp, bStride, tmp[:], w, 1, 0)
+				for r := range mr {
+					crow := j.c[off+r*ldc : off+r*ldc+nr]
+					trow := tmp[r*w : r*w+nr]
+					if beta == 0 {
+						for x, v := range trow {
+							crow[x] = alpha * v
+						}
+					} else {
+						for x, v := range trow {
+							crow[x] = alpha*v + beta*crow[x]
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// pair joins the bf16 of an even k (low half) and the next k (high half).
+func pair(lo, hi uint16) uint32 { return uint32(lo) | uint32(hi)<<16 }
+
+// bf16Seg is the length of the row segments the packers convert at a time
+// (even, so that no k pair straddles two segments).
+const bf16Seg = 256
+
+// packAPairs packs op(A)[i0:i0+rows, p0:p0+kk] into micro-panels of 6 rows
+// of k pairs: word (r, pp) of panel q is at q·6·kp + pp·6 + r, kp =
+// ceil(kk/2). Rows past the edge and the odd k's partner are zero.
+func packAPairs(dst []uint32, a BF16Mat, transA bool, i0, rows, p0, kk int) {
+	kp := ceilDiv(kk, 2)
+	var buf, buf2 [bf16Seg]uint16
+	for q := 0; q*sgemmMR < rows; q++ {
+		d := dst[q*sgemmMR*kp : (q+1)*sgemmMR*kp]
+		r := min(sgemmMR, rows-q*sgemmMR)
+		i := i0 + q*sgemmMR
+		if r < sgemmMR {
+			clear(d)
+		}
+		if !transA {
+			// Row rr of the panel is contiguous: its pairs are words.
+			for rr := range r {
+				for s := 0; s < kk; s += bf16Seg {
+					n := min(bf16Seg, kk-s)
+					src := a.rowBF16(i+rr, p0+s, n, buf[:])
+					dd := d[(s/2)*sgemmMR+rr:]
+					for pp := range n / 2 {
+						dd[pp*sgemmMR] = pair(src[2*pp], src[2*pp+1])
+					}
+					if n%2 == 1 {
+						dd[(n/2)*sgemmMR] = uint32(src[n-1])
+					}
+				}
+			}
+			continue
+		}
+		// op(A)[i][p] = a[p·lda + i]: k steps p and p+1 are two stored
+		// rows, each giving the panel's r values.
+		for pp := range kp {
+			s0 := a.rowBF16(p0+2*pp, i, r, buf[:])
+			dd := d[pp*sgemmMR:][:r]
+			if 2*pp+1 == kk {
+				for rr, v := range s0 {
+					dd[rr] = uint32(v)
+				}
+				continue
+			}
+			s1 := a.rowBF16(p0+2*pp+1, i, r, buf2[:])
+			for rr := range dd {
+				dd[rr] = pair(s0[rr], s1[rr])
+			}
+		}
+	}
+}
+
+// packBPairs packs op(B)[p0:p0+kk, j0:j0+cols] into micro-panels of 16
+// columns of k pairs: word (pp, c) of panel q is at q·16·kp + pp·16 + c.
+// Columns past the edge and the odd k's partner are zero.
+func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
+	kp := ceilDiv(kk, 2)
+	var buf, buf2 [bf16Seg]uint16
+	if !transB {
+		// Rows p and p+1 of op(B) are contiguous: deal their pairs to the
+		// panels 16 columns at a time.
+		if cols%sgemmNR != 0 {
+			clear(dst[:roundUp(cols, sgemmNR)*kp])
+		}
+		for pp := range kp {
+			for s := 0; s < cols; s += bf16Seg {
+				n := min(bf16Seg, cols-s)
+				s0 := b.rowBF16(p0+2*pp, j0+s, n, buf[:])
+				var s1 []uint16
+				if 2*pp+1 < kk {
+					s1 = b.rowBF16(p0+2*pp+1, j0+s, n, buf2[:])
+				}
+				for c0 := 0; c0 < n; c0 += sgemmNR {
+					w := min(sgemmNR, n-c0)
+					dd := dst[((s+c0)/sgemmNR)*sgemmNR*kp+pp*sgemmNR:][:w]
+					if s1 == nil {
+						for x := range dd {
+							dd[x] = uint32(s0[c0+x])
+						}
+						continue
+					}
+					for x := range dd {
+						dd[x] = pair(s0[c0+x], s1[c0+x])
+					}
+				}
+			}
+		}
+		return
+	}
+	// op(B)[p][j] = b[j·ldb + p]: column j of op(B) is a stored row, whose
+	// pairs are words.
+	for q := 0; q*sgemmNR < cols; q++ {
+		d := dst[q*sgemmNR*kp : (q+1)*sgemmNR*kp]
+		c := min(sgemmNR, cols-q*sgemmNR)
+		if c < sgemmNR {
+			clear(d)
+		}
+		for cc := range c {
+			for s := 0; s < kk; s += bf16Seg {
+				n := min(bf16Seg, kk-s)
+				src := b.rowBF16(j0+q*sgemmNR+cc, p0+s, n, buf[:])
+				dd := d[(s/2)*sgemmNR+cc:]
+				for pp := range n / 2 {
+					dd[pp*sgemmNR] = pair(src[2*pp], src[2*pp+1])
+				}
+				if n%2 == 1 {
+					dd[(n/2)*sgemmNR] = uint32(src[n-1])
+				}
+			}
+		}
+	}
+}
+
+// bf16KernelGo is the portable form of the paired kernels' contract (see
+// bf16Kernel): each float32 lane adds the products of both halves of its
+// pair, as VDPBF16PS does.
+func bf16KernelGo(aPanels, bPanels, kp int, a []uint32, aStride int, b []uint32, bStride int, c []float32, ldc int, alpha, beta float32) {
+	for i := range aPanels {
+		for h := range bPanels {
+			ap, bp := a[i*aStride:], b[h*bStride:]
+			var acc [sgemmMR * sgemmNR]float32
+			for pp := range kp {
+				bw := bp[pp*sgemmNR:][:sgemmNR]
+				for r := range sgemmMR {
+					aw := ap[pp*sgemmMR+r]
+					alo, ahi := BF16ToFloat32(uint16(aw)), BF16ToFloat32(uint16(aw>>16))
+					row := acc[r*sgemmNR:][:sgemmNR]
+					for x, w := range bw {
+						row[x] += alo*BF16ToFloat32(uint16(w)) + ahi*BF16ToFloat32(uint16(w>>16))
+					}
+				}
+			}
+			cc := c[i*sgemmMR*ldc+h*sgemmNR:]
+			for r := range sgemmMR {
+				crow := cc[r*ldc:][:sgemmNR]
+				for x, v := range acc[r*sgemmNR:][:sgemmNR] {
+					if beta == 0 {
+						crow[x] = alpha * v
+					} else {
+						crow[x] = alpha*v + beta*crow[x]
+					}
+				}
+			}
+		}
+	}
+}
+
+// gemmBF16F32 is the float32 path: chunks of op(A) and op(B) are widened
+// (or rounded) to bfloat16-precision float32 in pooled buffers and
+// multiplied by Sgemm.
+func gemmBF16F32(packMax int, transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int) {
+	kChunk := min(k, max(256, packMax/max(m, 1)))
+	nChunk := min(n, max(packBCols, packMax/kChunk))
+	bufA := GetFloats(m * min(kChunk, k))
+	bufB := GetFloats(min(kChunk, k) * min(nChunk, n))
+	for p0 := 0; p0 < k; p0 += kChunk {
+		kk := min(kChunk, k-p0)
+		fa := (*bufA)[:m*kk]
+		opToF32(fa, a, transA, 0, m, p0, kk)
+		cb := beta
+		if p0 > 0 {
+			cb = 1
+		}
+		for j0 := 0; j0 < n; j0 += nChunk {
+			nn := min(nChunk, n-j0)
+			fb := (*bufB)[:kk*nn]
+			opToF32(fb, b, transB, p0, kk, j0, nn)
+			Sgemm(false, false, m, nn, kk, alpha, fa, kk, fb, nn, cb, c[j0:], ldc)
+		}
+	}
+	PutFloats(bufA)
+	PutFloats(bufB)
+}
+
+// opToF32 writes op(X)[r0:r0+rows, c0:c0+cols] densely (row stride cols)
+// into dst as bfloat16-precision float32s.
+func opToF32(dst []float32, x BF16Mat, trans bool, r0, rows, c0, cols int) {
+	if !trans {
+		for r := range rows {
+			x.rowF32(r0+r, c0, dst[r*cols:][:cols])
+		}
+		return
+	}
+	// op(X)[r][c] = x[c·ld + r]: read stored rows, scatter columns.
+	var buf [bf16Seg]float32
+	for c := range cols {
+		for s := 0; s < rows; s += bf16Seg {
+			n := min(bf16Seg, rows-s)
+			x.rowF32(c0+c, r0+s, buf[:n])
+			for i, v := range buf[:n] {
+				dst[(s+i)*cols+c] = v
+			}
+		}
+	}
+}
