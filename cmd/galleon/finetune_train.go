@@ -324,11 +324,7 @@ func (r *ftRun) finish() (ftResult, error) {
 	}
 	if r.lm != nil {
 		res.AdapterDir = filepath.Join(o.Out, "adapter")
-		n, err := dirBytes(res.AdapterDir)
-		if err != nil {
-			return res, err
-		}
-		res.AdapterBytes = n
+		_, res.AdapterBytes = dirBytes(res.AdapterDir)
 	} else {
 		res.ModelDir = r.modelPath()
 		n, err := weightFilesBytes(res.ModelDir)
@@ -443,26 +439,6 @@ func weightFilesBytes(path string) (int64, error) {
 			return 0, fmt.Errorf("finetune: %w", err)
 		}
 		n += st.Size()
-	}
-	return n, nil
-}
-
-// dirBytes is the total size of the regular files in dir.
-func dirBytes(dir string) (int64, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, fmt.Errorf("finetune: %w", err)
-	}
-	var n int64
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		info, err := e.Info()
-		if err != nil {
-			return 0, fmt.Errorf("finetune: %w", err)
-		}
-		n += info.Size()
 	}
 	return n, nil
 }

@@ -112,6 +112,9 @@ func mergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	res.DType = cfg.DType
 	fmt.Fprintf(stdout, "merged %s into %d layers of %s (largest weight change %.3g): %s, %s, %.1f MB\n",
 		base.Adapter, res.MergedModules, base.Model, res.MaxAbsDelta, res.OutDir, res.DType, float64(res.Bytes)/1e6)
+	if res.DType == "bfloat16" || res.DType == "float16" {
+		fmt.Fprintf(stdout, "note: the merged weights are rounded to %s, the dtype asked for or the base's; -dtype float32 keeps the merge exact\n", res.DType)
+	}
 	if *jsonOut {
 		js, err := json.Marshal(res)
 		if err != nil {
