@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/galleon-ml/galleon/internal/safetensors"
@@ -452,6 +453,8 @@ func parseTensorName(name string) (module, which string, err error) {
 		return "", "", fmt.Errorf("tensor %q is a trained LoRA bias (lora_bias): not supported", name)
 	case last == "bias":
 		return "", "", fmt.Errorf("tensor %q is a trained bias of the base layer (bias \"all\" or \"lora_only\"): not supported", name)
+	case last == "weight" && !slices.ContainsFunc(parts, func(p string) bool { return strings.HasPrefix(p, "lora_") }):
+		return "", "", fmt.Errorf("tensor %q is a full weight of the base model (modules_to_save, or embeddings PEFT saves after a vocabulary resize): not supported", name)
 	}
 	return "", "", fmt.Errorf("unexpected tensor %q: want %s<module>.lora_A.weight or .lora_B.weight", name, tensorPrefix)
 }
