@@ -61,7 +61,11 @@ func errCorrupt(path, format string, args ...any) error {
 // shape and offsets, and that the tensors tile the data section exactly.
 // Nothing is allocated from the header's claims beyond the header itself.
 func openST(path string) (_ *stFile, err error) {
-	f, err := os.Open(path)
+	// Stat first and open non-blocking: a FIFO must not hang the load.
+	f, fi, err := safetensors.OpenRegular(path)
+	if errors.Is(err, safetensors.ErrNotRegular) {
+		return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
@@ -70,13 +74,6 @@ func openST(path string) (_ *stFile, err error) {
 			f.Close()
 		}
 	}()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("model: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrCheckpoint, path)
-	}
 	size := fi.Size()
 	if size < 8 {
 		return nil, errCorrupt(path, "%d bytes is too short for a header", size)
