@@ -82,6 +82,7 @@ var commands = []command{
 	{"generate", "continue a prompt, streaming the text as it is sampled", generateCmd},
 	{"chat", "talk with a model over stdin and stdout, keeping the KV cache across turns", chatCmd},
 	{"merge", "merge a LoRA adapter into its base: a Hugging Face model directory", mergeCmd},
+	{"quantize", "write an int8 model directory from a Hugging Face directory", quantizeCmd},
 }
 
 // usage returns the top-level usage text.

@@ -12,10 +12,10 @@ import (
 	"github.com/galleon-ml/galleon/model"
 )
 
-// adapterFor saves a LoRA adapter for the model in dir with nonzero B (so
+// mergeTestAdapter saves a LoRA adapter for the model in dir with nonzero B (so
 // merging changes the weights) and returns its directory and the adapted
 // model's logits for ids.
-func adapterFor(t *testing.T, dir string, cfg lora.Config, ids []int32) (string, []float32) {
+func mergeTestAdapter(t *testing.T, dir string, cfg lora.Config, ids []int32) (string, []float32) {
 	t.Helper()
 	m, err := model.LoadPretrained(dir)
 	if err != nil {
@@ -43,7 +43,7 @@ func adapterFor(t *testing.T, dir string, cfg lora.Config, ids []int32) (string,
 	return ad, want
 }
 
-func relErr(got, want []float32) float64 {
+func mergeRelErr(got, want []float32) float64 {
 	var d, s float64
 	for i := range want {
 		d = math.Max(d, math.Abs(float64(got[i])-float64(want[i])))
@@ -70,7 +70,7 @@ func TestMerge(t *testing.T) {
 				t.Fatal(err)
 			}
 			ids := []int32{5, 17, 300, 2, 44, 1000, 9}
-			ad, want := adapterFor(t, dir, tc.cfg, ids)
+			ad, want := mergeTestAdapter(t, dir, tc.cfg, ids)
 			out := filepath.Join(t.TempDir(), "merged")
 			code, stdout, stderr := galleon(t, "merge", "-model", dir, "-adapter", ad, "-out", out, "-json")
 			if code != 0 {
@@ -94,7 +94,7 @@ func TestMerge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e := relErr(got, want); e > 1e-5 {
+			if e := mergeRelErr(got, want); e > 1e-5 {
 				t.Errorf("merged model's logits differ from the adapted model's by %g relative", e)
 			}
 			// Again into the same -out, in bfloat16: replaced, and half the weight bytes.
@@ -113,7 +113,7 @@ func TestMerge(t *testing.T) {
 			if got, err = m.Logits(ids, 1, len(ids)); err != nil {
 				t.Fatal(err)
 			}
-			if e := relErr(got, want); e > 5e-2 {
+			if e := mergeRelErr(got, want); e > 5e-2 {
 				t.Errorf("bfloat16 merged logits differ by %g relative", e)
 			}
 		})
@@ -122,7 +122,7 @@ func TestMerge(t *testing.T) {
 
 func TestMergeFlagErrors(t *testing.T) {
 	dir, _ := tinyLlamaDir(t)
-	ad, _ := adapterFor(t, dir, lora.Config{R: 2, Alpha: 4, TargetModules: []string{"q_proj"}}, []int32{1, 2})
+	ad, _ := mergeTestAdapter(t, dir, lora.Config{R: 2, Alpha: 4, TargetModules: []string{"q_proj"}}, []int32{1, 2})
 	ckpt, _ := tinyModel(t)
 	out := filepath.Join(t.TempDir(), "o")
 	for _, args := range [][]string{
