@@ -782,15 +782,13 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, 
 	}
 
 	// Global norm: a float64 sum of squares per block of normBlock
-	// elements, the blocks' sums added in block order, so the norm of a
-	// given gradient does not depend on the number of ranks.
+	// elements (kernels.SumSquares64, as model.GradNorm sums its blocks),
+	// the blocks' sums added in block order, so the norm of a given
+	// gradient does not depend on the number of ranks.
 	nb := (len(grad) + normBlock - 1) / normBlock
 	blockSums := make([]float32, 2*nb)
 	for b := own.lo / normBlock; b*normBlock < own.hi; b++ {
-		var s float64
-		for _, g := range grad[b*normBlock : min((b+1)*normBlock, len(grad))] {
-			s += float64(g) * float64(g)
-		}
+		s := kernels.SumSquares64(grad[b*normBlock : min((b+1)*normBlock, len(grad))])
 		putUint64(blockSums[2*b:], math.Float64bits(s))
 	}
 	counts := make([]int, n)
