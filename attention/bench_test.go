@@ -129,7 +129,7 @@ func BenchmarkDecode(b *testing.B) {
 }
 
 // BenchmarkPresets times forward+backward on the attention shapes of the
-// model presets (DESIGN.md §1): tiny B=8 H=4 T=64 D=32, small B=8 H=8 T=256
+// model presets (model.LookupPreset): tiny B=8 H=4 T=64 D=32, small B=8 H=8 T=256
 // D=32, medium B=4 H=8 T=256 D=64, causal.
 func BenchmarkPresets(b *testing.B) {
 	for _, p := range []struct {

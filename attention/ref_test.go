@@ -9,7 +9,7 @@ import (
 
 // This file holds the float64 reference the tests measure every
 // implementation against, written from the definitions (not from problem's
-// geometry helpers), and the tolerance rule of DESIGN.md §4.
+// geometry helpers), and the tolerance rule of checkTol.
 
 // tcase is one attention configuration under test.
 type tcase struct {
@@ -233,7 +233,7 @@ func maxErrLSE(t *testing.T, got []float32, want []float64) float64 {
 	return e
 }
 
-// tolerance applies DESIGN.md §4: an implementation's error against the
+// checkTol is the tolerance rule: an implementation's error against the
 // float64 reference may be at most twice the float32 naive error plus 1e-6.
 func checkTol(t *testing.T, what string, errImpl, errNaive float64) {
 	t.Helper()

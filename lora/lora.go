@@ -441,9 +441,10 @@ type DeltaMerger interface {
 
 // MergeReport describes a merge or unmerge.
 type MergeReport struct {
-	Adapter   string  // the adapter merged or unmerged
-	Modules   int     // the number of layers changed
-	MaxAbsErr float64 // largest error the base storage introduced (0 for float32 weights)
+	Adapter     string  // the adapter merged or unmerged
+	Modules     int     // the number of layers changed
+	MaxAbsErr   float64 // largest error the base storage introduced (0 for float32 weights)
+	MaxAbsDelta float64 // largest |scale·B·A| element added to (or taken from) a weight
 }
 
 // delta returns sign·scale·(B·A)ᵀ, [in, out].
@@ -455,37 +456,51 @@ func (a *Adapter) delta(mod string, sign float32) []float32 {
 	return d
 }
 
-// addDelta adds sign·ΔW of a into module's base weight.
-func (lm *Model) addDelta(a *Adapter, mod string, sign float32) (float64, error) {
+// maxAbs returns the largest |v|.
+func maxAbs(d []float32) float64 {
+	var m float32
+	for _, v := range d {
+		m = max(m, v, -v)
+	}
+	return float64(m)
+}
+
+// addDelta adds sign·ΔW of a into module's base weight. It returns the
+// error the base storage introduced and the largest |ΔW| element.
+func (lm *Model) addDelta(a *Adapter, mod string, sign float32) (float64, float64, error) {
 	l := lm.layers[mod]
 	switch b := l.base.(type) {
 	case *model.DenseLinear:
-		A, B := a.A(mod), a.B(mod)
-		r, in, out := A.Shape[0], A.Shape[1], B.Shape[0]
 		// W[in, out] += sign·scale·Aᵀ·Bᵀ: ΔW = B·A is [out, in], the
 		// transpose of galleon's [in, out] layout.
-		kernels.Sgemm(true, true, in, out, r, sign*a.scales[mod], A.Data, in, B.Data, r, 1, b.Weight.Data, out)
-		return 0, nil
+		d := a.delta(mod, sign)
+		for i, v := range d {
+			b.Weight.Data[i] += v
+		}
+		return 0, maxAbs(d), nil
 	case *quant.Linear:
 		if sign < 0 {
 			// Requantization is not invertible: restore the int8 layer the
 			// merge replaced, bit for bit.
 			if l.premerge == nil {
-				return 0, fmt.Errorf("lora: unmerge %s: the int8 base was not merged by this adapter", mod)
+				return 0, 0, fmt.Errorf("lora: unmerge %s: the int8 base was not merged by this adapter", mod)
 			}
 			l.base, l.premerge = l.premerge, nil
-			return 0, nil
+			return 0, 0, nil
 		}
-		nl, e, err := mergeInt8(b, a.delta(mod, 1))
+		d := a.delta(mod, 1)
+		nl, e, err := mergeInt8(b, d)
 		if err != nil {
-			return 0, fmt.Errorf("lora: merge into %s: %w", mod, err)
+			return 0, 0, fmt.Errorf("lora: merge into %s: %w", mod, err)
 		}
 		l.premerge, l.base = b, nl
-		return e, nil
+		return e, maxAbs(d), nil
 	case DeltaMerger:
-		return b.MergeDelta(a.delta(mod, sign))
+		d := a.delta(mod, sign)
+		e, err := b.MergeDelta(d)
+		return e, maxAbs(d), err
 	default:
-		return 0, fmt.Errorf("lora: merge into %s: base layer %T cannot absorb a weight update", mod, l.base)
+		return 0, 0, fmt.Errorf("lora: merge into %s: base layer %T cannot absorb a weight update", mod, l.base)
 	}
 }
 
@@ -505,12 +520,12 @@ func (lm *Model) Merge() (MergeReport, error) {
 	}
 	rep := MergeReport{Adapter: a.Name}
 	for _, mod := range a.Modules {
-		e, err := lm.addDelta(a, mod, 1)
+		e, d, err := lm.addDelta(a, mod, 1)
 		if err != nil {
 			return rep, err
 		}
 		rep.Modules++
-		rep.MaxAbsErr = max(rep.MaxAbsErr, e)
+		rep.MaxAbsErr, rep.MaxAbsDelta = max(rep.MaxAbsErr, e), max(rep.MaxAbsDelta, d)
 	}
 	a.merged = true
 	return rep, nil
@@ -526,12 +541,12 @@ func (lm *Model) Unmerge() (MergeReport, error) {
 		}
 		rep := MergeReport{Adapter: a.Name}
 		for _, mod := range a.Modules {
-			e, err := lm.addDelta(a, mod, -1)
+			e, d, err := lm.addDelta(a, mod, -1)
 			if err != nil {
 				return rep, err
 			}
 			rep.Modules++
-			rep.MaxAbsErr = max(rep.MaxAbsErr, e)
+			rep.MaxAbsErr, rep.MaxAbsDelta = max(rep.MaxAbsErr, e), max(rep.MaxAbsDelta, d)
 		}
 		a.merged = false
 		return rep, nil

@@ -11,7 +11,8 @@ import (
 )
 
 // randomBatches feeds random token windows over a vocabulary of v tokens
-// (256 when v is 0), as the PyTorch anchor (anchors/torch_gpt.py) does.
+// (256 when v is 0), as the PyTorch reference benchmark that BenchmarkTrainStep
+// is compared with does.
 type randomBatches struct {
 	r *rand.Rand
 	v int
@@ -31,9 +32,10 @@ func (b randomBatches) NextBatch(inputs, targets []int32) error {
 
 // BenchmarkTrainStep times one full optimizer step (forward, backward,
 // AdamW) of a preset at its benchmark batch size and reports tokens/s, the
-// number compared with PyTorch: /usr/bin/python3 ../shared/anchors/torch_gpt.py
-// (tiny) and torch_gpt.py 256 4 8 256 8 10 (small); gpt2-124m and
-// smollm2-135m are described at benchTrainStepHF.
+// number compared with the same step in PyTorch (random windows as
+// randomBatches, the preset's shape; for small: d_model 256, 4 layers, 8
+// heads, 256 tokens, batch 8); gpt2-124m and smollm2-135m are described at
+// benchTrainStepHF.
 func BenchmarkTrainStep(b *testing.B) {
 	b.Run("gpt2-124m", func(b *testing.B) { benchTrainStepHF(b, GPT2_124M()) })
 	b.Run("smollm2-135m", func(b *testing.B) { benchTrainStepHF(b, SmolLM2_135M()) })

@@ -359,8 +359,8 @@ func gpt(dModel, layers, heads, seqLen int) Config {
 	}
 }
 
-// presets are the standard sizes of DESIGN.md §1; benchmarks and the
-// PyTorch anchors use them exactly.
+// presets are the standard sizes (TestPresetsMatchDesign pins them);
+// benchmarks and the PyTorch comparisons use them exactly.
 var presets = map[string]Preset{
 	"tiny":   {Name: "tiny", Config: gpt(128, 2, 4, 64), Batch: 8},
 	"small":  {Name: "small", Config: gpt(256, 4, 8, 256), Batch: 8},

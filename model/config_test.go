@@ -8,7 +8,8 @@ import (
 )
 
 func TestPresetsMatchDesign(t *testing.T) {
-	// DESIGN.md §1: vocab, d_model, layers, heads, seq, batch, ~params.
+	// The documented preset sizes (Preset's doc): vocab, d_model, layers,
+	// heads, seq, batch, ~params.
 	for _, c := range []struct {
 		name                   string
 		d, layers, heads, t, b int

@@ -18,7 +18,7 @@ import (
 )
 
 // HeldOutDomain is the package prefix kept out of pretraining: the LoRA
-// fine-tuning domain (DESIGN.md §1).
+// fine-tuning domain (examples/lora and examples/quickstart adapt to it).
 const HeldOutDomain = "net/http/"
 
 // generatedRE is the anchor's rule for generated files, applied to the part
@@ -74,8 +74,10 @@ func GoSourceRoot(ctx context.Context) (string, error) {
 }
 
 // LoadCorpus reads the Go source corpus by the rules shared with the
-// PyTorch anchor (DESIGN.md §1, anchors/torch_pretrain.py), which the
-// comparison of results relies on byte for byte:
+// PyTorch reference pretraining script, which the comparison of results
+// relies on byte for byte (TestCorpusRulesMatchAnchorSynthetic runs the same
+// rules in Python, anchorRules in corpus_test.go, and compares the file
+// lists):
 //   - files whose name ends in ".go", under Root recursively; like Python's
 //     glob, names starting with '.' (files or directories) are not matched;
 //   - files under a directory named testdata or vendor are skipped, as are

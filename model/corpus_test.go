@@ -141,7 +141,8 @@ func TestCorpusRules(t *testing.T) {
 	checkCorpus(t, c, corpusTree, []string{"a.go", "net/http2/h.go", "net/httpx.go"}, []string{"a-b/x.go"})
 }
 
-// anchorRules is the loading code of anchors/torch_pretrain.py with the root
+// anchorRules is the loading code of the PyTorch reference pretraining
+// script with the root
 // and the net/http/ rule as arguments (mode "pre" excludes it, "ft" keeps
 // only it), printing the file lists and byte counts.
 const anchorRules = `

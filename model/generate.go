@@ -2,9 +2,11 @@ package model
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 )
 
@@ -16,19 +18,34 @@ type SampleOptions struct {
 	TopK        int     // keep the K most likely tokens; 0 keeps all
 	TopP        float64 // then keep the smallest set whose renormalized probability reaches P; 0 or 1 keeps all
 	Seed        uint64  // seeds the sampling; the same seed gives the same tokens
+
+	// Stop lists tokens that end generation (a model's EOS ids): the
+	// first one sampled is returned as the last token.
+	Stop []int32
+	// OnToken, when set, is called with each token as soon as it is
+	// sampled, before the next one is computed, so callers can stream
+	// the text. An error from it stops generation; Generate returns it
+	// (wrapped) with the tokens so far, the failing one included.
+	OnToken func(id int32) error
 }
+
+// ErrContextFull is returned (wrapped) by Inference.Generate when the
+// cache reaches its capacity before generation ends.
+var ErrContextFull = errors.New("context full")
 
 func (o SampleOptions) validate() error {
 	if !(o.Temperature >= 0) || math.IsInf(o.Temperature, 0) || o.TopK < 0 || !(o.TopP >= 0 && o.TopP <= 1) {
-		return fmt.Errorf("model: sample options %+v: temperature must be ≥ 0, top-k ≥ 0, top-p in [0, 1]", o)
+		return fmt.Errorf("model: sample options (temperature %v, top-k %d, top-p %v): temperature must be ≥ 0, top-k ≥ 0, top-p in [0, 1]", o.Temperature, o.TopK, o.TopP)
 	}
 	return nil
 }
 
-// Generate continues prompt by maxTokens tokens and returns the new tokens.
-// It runs on the inference path with a KV cache. When the context reaches
-// the model's SeqLen (its learned positions), the cache restarts from the
-// last three quarters of the context, so generation can run past it.
+// Generate continues prompt by maxTokens tokens and returns the new tokens
+// (fewer when a stop token of opts ends it). It runs on the inference path
+// with a KV cache sized for the prompt and the new tokens. When the
+// context reaches the model's SeqLen (its learned positions), the cache
+// restarts from the last three quarters of the context, so generation can
+// run past it.
 func (m *Model) Generate(ctx context.Context, prompt []int32, maxTokens int, opts SampleOptions) ([]int32, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -36,40 +53,100 @@ func (m *Model) Generate(ctx context.Context, prompt []int32, maxTokens int, opt
 	if len(prompt) == 0 || maxTokens < 0 {
 		return nil, fmt.Errorf("model: generate: a prompt of %d tokens and %d new tokens", len(prompt), maxTokens)
 	}
-	inf, err := m.NewInference(1, m.Config.SeqLen)
-	if err != nil {
-		return nil, err
-	}
-	s := newSampler(m.Config.Vocab, opts)
 	window := append([]int32(nil), prompt...)
 	if len(window) > m.Config.SeqLen {
 		window = window[len(window)-m.Config.SeqLen:]
 	}
-	logits, err := inf.Forward(window, len(window))
+	// The last new token is never fed back, so len(window)+maxTokens−1
+	// rows suffice; the cache never needs more than SeqLen.
+	capacity := m.Config.SeqLen
+	if maxTokens <= m.Config.SeqLen-len(window) {
+		capacity = max(len(window), len(window)+maxTokens-1)
+	}
+	inf, err := m.NewInference(1, capacity)
 	if err != nil {
 		return nil, err
 	}
+	return inf.generate(ctx, window, maxTokens, opts, true)
+}
+
+// Generate appends prompt (at least one token) to the cached sequence of a
+// one-sequence session and samples up to maxTokens tokens after it, as
+// Model.Generate does, but within the session's cache: the tokens already
+// cached stay the context, so a conversation's earlier turns are not
+// computed again. Every returned token but the last has been appended to
+// the cache (the last is sampled, not yet run); a follow-up call that
+// continues the sequence passes it first. When the cache fills before
+// generation ends, Generate returns the tokens so far with an error
+// wrapping ErrContextFull; Truncate makes room.
+func (inf *Inference) Generate(ctx context.Context, prompt []int32, maxTokens int, opts SampleOptions) ([]int32, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if inf.B != 1 || len(prompt) == 0 || maxTokens < 0 {
+		return nil, fmt.Errorf("model: generate: %d sequences, a prompt of %d tokens and %d new tokens (want one sequence and a prompt)", inf.B, len(prompt), maxTokens)
+	}
+	if inf.Len+len(prompt) > inf.Cap {
+		return nil, fmt.Errorf("model: generate: %d cached + %d prompt tokens exceed the capacity %d: %w", inf.Len, len(prompt), inf.Cap, ErrContextFull)
+	}
+	return inf.generate(ctx, prompt, maxTokens, opts, false)
+}
+
+// Truncate keeps the first n cached tokens of every sequence and forgets
+// the rest, so the next Forward continues after token n (a conversation
+// whose re-rendered text differs from what was cached goes back to where
+// they agree).
+func (inf *Inference) Truncate(n int) error {
+	if n < 0 || n > inf.Len {
+		return fmt.Errorf("model: inference: truncate to %d of %d cached tokens", n, inf.Len)
+	}
+	inf.Len = n
+	return nil
+}
+
+// generate runs prompt through the cache and samples up to maxTokens
+// tokens. With slide set, prompt is the whole context (as Model.Generate
+// sees it) and a full cache restarts from its last three quarters;
+// otherwise a full cache ends generation with ErrContextFull.
+func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens int, opts SampleOptions, slide bool) ([]int32, error) {
+	V := inf.m.Config.Vocab
+	logits, err := inf.Forward(prompt, len(prompt))
+	if err != nil {
+		return nil, err
+	}
+	s := newSampler(V, opts)
+	var window []int32
+	if slide {
+		window = prompt
+	}
 	// maxTokens only bounds the loop (ctx ends an unbounded one): the
 	// slice grows with what is generated, so math.MaxInt allocates nothing.
-	out := make([]int32, 0, min(maxTokens, m.Config.SeqLen))
-	V := m.Config.Vocab
+	out := make([]int32, 0, min(maxTokens, inf.Cap))
 	for len(out) < maxTokens {
 		if err := ctx.Err(); err != nil {
 			return out, fmt.Errorf("model: generate: %w", err)
 		}
-		last := logits[len(logits)-V:]
-		tok := s.pick(last)
+		tok := s.pick(logits[len(logits)-V:])
 		out = append(out, tok)
-		window = append(window, tok)
-		if len(out) == maxTokens {
+		if opts.OnToken != nil {
+			if err := opts.OnToken(tok); err != nil {
+				return out, fmt.Errorf("model: generate: %w", err)
+			}
+		}
+		if len(out) == maxTokens || slices.Contains(opts.Stop, tok) {
 			break
 		}
-		if inf.Len == inf.Cap {
+		switch {
+		case inf.Len < inf.Cap:
+			window = append(window, tok)
+			logits, err = inf.Forward(window[len(window)-1:], 1)
+		case slide:
+			window = append(window, tok)
 			keep := window[len(window)-inf.Cap*3/4:]
 			inf.Reset()
 			logits, err = inf.Forward(keep, len(keep))
-		} else {
-			logits, err = inf.Forward(window[len(window)-1:], 1)
+		default:
+			return out, fmt.Errorf("model: generate: %w after %d new tokens (capacity %d)", ErrContextFull, len(out), inf.Cap)
 		}
 		if err != nil {
 			return out, err

@@ -1,6 +1,8 @@
 package model
 
 import (
+	"context"
+	"errors"
 	"math"
 	"slices"
 	"testing"
@@ -52,5 +54,76 @@ func TestTopPAppliesAfterTopK(t *testing.T) {
 	s := newSampler(len(logits), SampleOptions{Temperature: 0.5, TopP: 0.5, Seed: 1})
 	if keep, _ := s.candidates(logits); keep != 1 {
 		t.Errorf("temperature 0.5 then top-p 0.5 kept %d tokens, want 1", keep)
+	}
+}
+
+// Stop tokens end generation (the stop token returned last), OnToken sees
+// every token as it is sampled, and an Inference session continues its
+// cached sequence: generating a reply, then feeding the reply's last token
+// and a new prompt, gives the tokens that generating from the whole
+// sequence at once gives.
+func TestGenerateStopStreamAndContinue(t *testing.T) {
+	m := testModel(t, nil)
+	ctx := context.Background()
+	prompt := Encode("func ")
+	full, err := m.Generate(ctx, prompt, 12, SampleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []int32
+	stop := full[5]
+	got, err := m.Generate(ctx, prompt, 12, SampleOptions{Stop: []int32{stop}, OnToken: func(id int32) error { seen = append(seen, id); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := full[:slices.Index(full, stop)+1]
+	if !slices.Equal(got, want) || !slices.Equal(seen, want) {
+		t.Fatalf("stop at %d: got %v, streamed %v, want %v", stop, got, seen, want)
+	}
+	boom := errors.New("boom")
+	if out, err := m.Generate(ctx, prompt, 12, SampleOptions{OnToken: func(int32) error { return boom }}); !errors.Is(err, boom) || len(out) != 1 {
+		t.Fatalf("OnToken error: %v, %d tokens", err, len(out))
+	}
+
+	inf, err := m.NewInference(1, 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := inf.Generate(ctx, prompt, 4, SampleOptions{})
+	if err != nil || !slices.Equal(first, full[:4]) {
+		t.Fatalf("first part %v (%v), want %v", first, err, full[:4])
+	}
+	if inf.Len != len(prompt)+3 {
+		t.Fatalf("cache holds %d tokens, want the prompt and all but the last new token", inf.Len)
+	}
+	more := Encode("x := ")
+	second, err := inf.Generate(ctx, append([]int32{first[3]}, more...), 3, SampleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := append(append(append([]int32(nil), prompt...), first...), more...)
+	ref, err := m.Generate(ctx, whole, 3, SampleOptions{})
+	if err != nil || !slices.Equal(second, ref) {
+		t.Fatalf("continued %v, from scratch %v (%v)", second, ref, err)
+	}
+	// Truncate goes back: the first part again from the same point.
+	if err := inf.Truncate(len(prompt) - 1); err != nil {
+		t.Fatal(err)
+	}
+	again, err := inf.Generate(ctx, prompt[len(prompt)-1:], 4, SampleOptions{})
+	if err != nil || !slices.Equal(again, full[:4]) {
+		t.Fatalf("after truncate %v (%v), want %v", again, err, full[:4])
+	}
+	if err := inf.Truncate(inf.Len + 1); err == nil {
+		t.Error("truncating past the cache accepted")
+	}
+	// A full cache ends generation with ErrContextFull and the tokens so far.
+	before := inf.Len
+	out, err := inf.Generate(ctx, prompt, 100, SampleOptions{})
+	if !errors.Is(err, ErrContextFull) || inf.Len != inf.Cap || len(out) != inf.Cap-before-len(prompt)+1 {
+		t.Fatalf("full cache: %v, %d tokens, cache %d/%d", err, len(out), inf.Len, inf.Cap)
+	}
+	if _, err := inf.Generate(ctx, prompt, 1, SampleOptions{}); !errors.Is(err, ErrContextFull) {
+		t.Fatalf("prompt past the capacity: %v", err)
 	}
 }

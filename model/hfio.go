@@ -91,8 +91,16 @@ func (c Config) hfShape(name string, shape []int) []int64 {
 // the expected shape and present once, and every expected tensor must be
 // present. The weights are read tensor by tensor in chunks of a few MiB
 // straight into the model's float32 buffer, so loading never holds a
-// second copy of them.
-func LoadPretrained(dir string) (*Model, error) {
+// second copy of them. Options (LoadOption) choose another weights file or
+// hand the linear layers to a loader of their own, such as quant's int8
+// load, which then never allocates their float32 weights.
+func LoadPretrained(dir string, opts ...LoadOption) (*Model, error) {
+	var o loadOptions
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
 	cdata, err := readSmallFile(filepath.Join(dir, hfConfigFile), 1<<20)
 	if err != nil {
 		return nil, err
@@ -101,7 +109,7 @@ func LoadPretrained(dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	files, err := hfShards(dir)
+	files, err := hfShards(dir, o.weightsFile)
 	if err != nil {
 		return nil, err
 	}
@@ -128,27 +136,47 @@ func LoadPretrained(dir string) (*Model, error) {
 	// Shapes are checked before the model is allocated: the files, not
 	// config.json alone, must account for every byte of it.
 	specs := cfg.paramSpecs()
+	expected := map[string]bool{}
+	byName := map[string]ParamSpec{}
 	for _, s := range specs {
+		expected[s.Name], byName[s.Name] = true, s
 		e := where[s.Name]
 		if e == nil {
 			return nil, fmt.Errorf("%w: %s: tensor %q is missing (a %s model with this config.json has it)", ErrCheckpoint, dir, s.Name, cfg.HFModelType())
+		}
+		if module, ok := strings.CutSuffix(s.Name, ".weight"); ok && o.takes != nil && o.takes(module) && slices.Contains(cfg.LinearNames(), module) {
+			extra, err := cfg.checkTaken(module, s, where, from)
+			if err != nil {
+				return nil, err
+			}
+			if extra != "" {
+				expected[extra] = true
+			}
+			continue
 		}
 		if want := cfg.hfShape(s.Name, s.Shape); !slices.Equal(e.shape, want) {
 			return nil, fmt.Errorf("%w: %s: tensor %q has shape %v, want %v", ErrCheckpoint, from[s.Name].path, e.name, e.shape, want)
 		}
 	}
-	if len(where) != len(specs) {
-		for name, e := range where {
-			if !slices.ContainsFunc(specs, func(s ParamSpec) bool { return s.Name == name }) {
-				return nil, fmt.Errorf("%w: %s: unexpected tensor %q (not part of a %s model with this config.json)", ErrCheckpoint, from[name].path, e.name, cfg.HFModelType())
-			}
+	for name, e := range where {
+		if !expected[name] {
+			return nil, fmt.Errorf("%w: %s: unexpected tensor %q (not part of a %s model with this config.json)", ErrCheckpoint, from[name].path, e.name, cfg.HFModelType())
 		}
 	}
-	m, err := NewZeroed(cfg)
-	if err != nil {
+	var buf []byte
+	var m *Model
+	if o.load != nil {
+		layers, err := cfg.loadTaken(o, byName, where, from, &buf)
+		if err != nil {
+			return nil, err
+		}
+		m, err = newWithLayers(cfg, layers)
+		if err != nil {
+			return nil, err
+		}
+	} else if m, err = NewZeroed(cfg); err != nil {
 		return nil, err
 	}
-	var buf []byte
 	dtypes := map[safetensors.DType]bool{}
 	for _, p := range m.Weights.Params {
 		e, f := where[p.Name], from[p.Name]
@@ -211,10 +239,17 @@ func readSmallFile(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// hfShards opens the weight files of dir: model.safetensors, or every shard
-// the index lists (each checked: a plain file name in dir, holding exactly
+// hfShards opens the weight files of dir: weightsFile if not empty,
+// model.safetensors, or every shard the index lists (each checked: a plain file name in dir, holding exactly
 // the tensors the index maps to it).
-func hfShards(dir string) ([]*stFile, error) {
+func hfShards(dir, weightsFile string) ([]*stFile, error) {
+	if weightsFile != "" {
+		f, err := openST(filepath.Join(dir, weightsFile))
+		if err != nil {
+			return nil, err
+		}
+		return []*stFile{f}, nil
+	}
 	single := filepath.Join(dir, hfWeightsFile)
 	if _, err := os.Stat(single); err == nil {
 		f, err := openST(single)

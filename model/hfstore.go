@@ -2,14 +2,12 @@ package model
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"math/bits"
 	"os"
 	"sort"
 
@@ -17,249 +15,95 @@ import (
 )
 
 // This file reads and writes the tensors of Hugging Face safetensors files
-// one at a time, so that loading a model holds its float32 weights and a
-// bounded chunk buffer, never a copy of the file: the header is parsed and
-// checked against the file first, then each tensor is read with ReadAt in
-// chunks of at most hfChunkBytes and widened (or transposed) straight into
-// its destination.
+// one at a time. Reading goes through internal/safetensors' Reader, which
+// checks a shard's header against the file's size (no padding, holes or
+// overlaps) before any tensor data is read; each tensor is then read whole
+// with ReadInto into one reused byte buffer and widened (or transposed)
+// straight into its destination, so loading holds the model's float32
+// weights plus the file bytes of its largest tensor, never a copy of the
+// file.
 
-// hfMaxHeader bounds a shard's JSON header: a model with thousands of
-// tensors has a header of a few hundred KiB.
-const hfMaxHeader = 16 << 20
-
-// hfChunkBytes is the most file bytes held at once while reading a tensor.
-const hfChunkBytes = 4 << 20
-
-// hfMaxDims bounds a tensor's rank (no framework goes beyond 64).
-const hfMaxDims = 64
-
-// stEntry is one tensor of a safetensors header, validated against the file.
+// stEntry is one tensor of a shard, as its validated header describes it.
 type stEntry struct {
 	name  string
 	dtype safetensors.DType
 	shape []int64
-	begin int64 // absolute file offset of the first byte
-	end   int64 // absolute file offset after the last byte
 }
 
-// stFile is an open safetensors file whose header was validated.
+// stFile is an open safetensors shard whose header was validated.
 type stFile struct {
 	path    string
-	f       *os.File
+	r       *safetensors.Reader
 	entries map[string]*stEntry
-	meta    map[string]string
 }
 
-// errCorrupt formats an error about a malformed file; it wraps
-// ErrCheckpoint and safetensors.ErrCorrupt.
-func errCorrupt(path, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: "+format+": %w", append(append([]any{ErrCheckpoint, path}, args...), safetensors.ErrCorrupt)...)
-}
-
-// openST opens path and validates its header: the length against the file
-// size, the JSON (one object, no duplicate keys), every entry's dtype,
-// shape and offsets, and that the tensors tile the data section exactly.
-// Nothing is allocated from the header's claims beyond the header itself.
-func openST(path string) (_ *stFile, err error) {
-	f, err := os.Open(path)
+// openST opens path through safetensors.Open (a regular file only, the
+// header bounded and checked against the file, the tensors tiling the data
+// section exactly). Nothing is allocated from the header's claims beyond
+// the header itself.
+func openST(path string) (*stFile, error) {
+	r, err := safetensors.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("model: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("model: %w", err)
 		}
-	}()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("model: %w", err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrCheckpoint, path, err)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrCheckpoint, path)
-	}
-	size := fi.Size()
-	if size < 8 {
-		return nil, errCorrupt(path, "%d bytes is too short for a header", size)
-	}
-	var lb [8]byte
-	if _, err := f.ReadAt(lb[:], 0); err != nil {
-		return nil, fmt.Errorf("model: %s: %w", path, err)
-	}
-	n := binary.LittleEndian.Uint64(lb[:])
-	if n > hfMaxHeader || n > uint64(size-8) {
-		return nil, errCorrupt(path, "header length %d exceeds the limit %d or the file's %d bytes", n, hfMaxHeader, size)
-	}
-	h := make([]byte, n)
-	if _, err := f.ReadAt(h, 8); err != nil {
-		return nil, fmt.Errorf("model: %s: %w", path, err)
-	}
-	st := &stFile{path: path, f: f, entries: map[string]*stEntry{}, meta: map[string]string{}}
-	base := 8 + int64(n)
-	if err := st.parseHeader(h, base, size); err != nil {
-		return nil, err
+	st := &stFile{path: path, r: r, entries: map[string]*stEntry{}}
+	for _, in := range r.Tensors() {
+		st.entries[in.Name] = &stEntry{name: in.Name, dtype: in.DType, shape: in.Shape}
 	}
 	return st, nil
 }
 
-// parseHeader decodes and checks the JSON header h; the data section runs
-// from base to size.
-func (st *stFile) parseHeader(h []byte, base, size int64) error {
-	dec := json.NewDecoder(bytes.NewReader(h))
-	bad := func(format string, args ...any) error { return errCorrupt(st.path, format, args...) }
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return bad("header is not a JSON object")
-	}
-	seenMeta := false
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return bad("header JSON: %v", err)
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return bad("header key %v", tok)
-		}
-		if key == "__metadata__" {
-			if seenMeta {
-				return bad("duplicate key %q", key)
-			}
-			seenMeta = true
-			var m map[string]string
-			if err := dec.Decode(&m); err != nil {
-				return bad("__metadata__: %v", err)
-			}
-			for k, v := range m {
-				st.meta[k] = v
-			}
-			continue
-		}
-		if key == "" {
-			return bad("empty tensor name")
-		}
-		if _, dup := st.entries[key]; dup {
-			return bad("duplicate tensor %q", key)
-		}
-		var e struct {
-			DType   string  `json:"dtype"`
-			Shape   []int64 `json:"shape"`
-			Offsets []int64 `json:"data_offsets"`
-		}
-		if err := dec.Decode(&e); err != nil {
-			return bad("tensor %q: %v", key, err)
-		}
-		dt, err := safetensors.ParseDType(e.DType)
-		if err != nil {
-			return bad("tensor %q: unknown dtype %q", key, e.DType)
-		}
-		if len(e.Shape) > hfMaxDims || len(e.Offsets) != 2 {
-			return bad("tensor %q: %d dimensions, %d data offsets", key, len(e.Shape), len(e.Offsets))
-		}
-		elems, ok := elemsChecked(e.Shape)
-		if !ok {
-			return bad("tensor %q: shape %v", key, e.Shape)
-		}
-		hi, nb := bits.Mul64(uint64(elems), uint64(dt.Size()))
-		b, end := e.Offsets[0], e.Offsets[1]
-		if hi != 0 || b < 0 || b > end || end > size-base || uint64(end-b) != nb {
-			return bad("tensor %q: data offsets %v do not hold %v %v in a %d-byte data section", key, e.Offsets, e.DType, e.Shape, size-base)
-		}
-		st.entries[key] = &stEntry{name: key, dtype: dt, shape: e.Shape, begin: base + b, end: base + end}
-	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return bad("header JSON does not close")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return bad("data after the header's JSON object")
-	}
-	// The tensors must tile the data section, without holes or overlaps.
-	list := make([]*stEntry, 0, len(st.entries))
-	for _, e := range st.entries {
-		list = append(list, e)
-	}
-	sort.Slice(list, func(i, j int) bool {
-		if list[i].begin != list[j].begin {
-			return list[i].begin < list[j].begin
-		}
-		return list[i].end < list[j].end
-	})
-	pos := base
-	for _, e := range list {
-		if e.begin != pos {
-			return bad("tensor %q starts at %d, expected %d (hole or overlap)", e.name, e.begin-base, pos-base)
-		}
-		pos = e.end
-	}
-	if pos != size {
-		return bad("tensors cover %d of the %d data bytes", pos-base, size-base)
-	}
-	return nil
-}
-
-// elemsChecked multiplies a shape's dimensions, refusing negative ones and
-// products beyond MaxTensorElems.
-func elemsChecked(shape []int64) (int64, bool) {
-	n := int64(1)
-	for _, d := range shape {
-		if d < 0 {
-			return 0, false
-		}
-		if d == 0 {
-			n = 0
-			continue
-		}
-		if n != 0 && d > math.MaxInt64/n {
-			return 0, false
-		}
-		n *= d
-	}
-	return n, n <= MaxTensorElems
-}
-
-func (st *stFile) Close() error { return st.f.Close() }
+func (st *stFile) Close() error { return st.r.Close() }
 
 // isFloat reports whether d is a dtype LoadPretrained widens to float32.
 func isFloat(d safetensors.DType) bool {
 	return d == safetensors.F32 || d == safetensors.F16 || d == safetensors.BF16
 }
 
+// readRaw reads e's bytes into *buf, grown as needed and reused between
+// calls, and returns them.
+func (st *stFile) readRaw(e *stEntry, buf *[]byte) ([]byte, error) {
+	n := int64(e.dtype.Size())
+	for _, d := range e.shape {
+		n *= d // the header's sizes were checked against the file
+	}
+	if int64(cap(*buf)) < n {
+		*buf = make([]byte, n)
+	}
+	b := (*buf)[:n]
+	if err := st.r.ReadInto(e.name, b); err != nil {
+		return nil, fmt.Errorf("%w: reading %q from %s: %w", ErrCheckpoint, e.name, st.path, err)
+	}
+	return b, nil
+}
+
 // readFloats reads e into dst (len = e's elements), widened exactly to
 // float32. With cols > 0, e is a rows×cols matrix stored row-major and dst
-// receives its transpose (cols×rows). At most hfChunkBytes of file data
-// are held at once; buf is reused between calls.
+// receives its transpose (cols×rows). buf holds the tensor's file bytes
+// and is reused between calls.
 func (st *stFile) readFloats(e *stEntry, dst []float32, cols int, buf *[]byte) error {
 	if !isFloat(e.dtype) {
 		return fmt.Errorf("%w: %s: tensor %q is %v; LoadPretrained reads F32, F16 and BF16", ErrCheckpoint, st.path, e.name, e.dtype)
 	}
-	es := int(e.dtype.Size())
-	total := len(dst)
-	rows := 0
-	if cols > 0 {
-		rows = total / cols
+	b, err := st.readRaw(e, buf)
+	if err != nil {
+		return err
 	}
-	// Chunks hold whole rows when transposing.
-	per := hfChunkBytes / es
-	if cols > 0 {
-		per = max(1, per/cols) * cols
+	if int64(len(b)) != int64(len(dst))*e.dtype.Size() {
+		return fmt.Errorf("%w: %s: tensor %q holds %d bytes, want %d values", ErrCheckpoint, st.path, e.name, len(b), len(dst))
 	}
-	if cap(*buf) < min(per, total)*es {
-		*buf = make([]byte, min(per, total)*es)
+	if cols == 0 {
+		widen(dst, b, e.dtype)
+		return nil
 	}
-	for done := 0; done < total; {
-		n := min(per, total-done)
-		b := (*buf)[:n*es]
-		if _, err := st.f.ReadAt(b, e.begin+int64(done*es)); err != nil {
-			return fmt.Errorf("model: reading %q from %s: %w", e.name, st.path, err)
+	es, rows := int(e.dtype.Size()), len(dst)/cols
+	for r := range rows {
+		for c := range cols {
+			dst[c*rows+r] = widenOne(b[(r*cols+c)*es:], e.dtype)
 		}
-		if cols == 0 {
-			widen(dst[done:done+n], b, e.dtype)
-		} else {
-			r0 := done / cols
-			for k := 0; k < n; k++ {
-				r, c := r0+k/cols, k%cols
-				dst[c*rows+r] = widenOne(b[k*es:], e.dtype)
-			}
-		}
-		done += n
 	}
 	return nil
 }

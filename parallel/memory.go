@@ -15,8 +15,8 @@ type Memory struct {
 // Total returns the sum of the three parts.
 func (m Memory) Total() int64 { return m.Params + m.Grads + m.Optimizer }
 
-// ZeROMemory returns the model state a rank holds at a ZeRO stage (DESIGN.md
-// §6) for fp32 parameters, fp32 gradients and fp32 Adam moments, with psi
+// ZeROMemory returns the model state a rank holds at a ZeRO stage (the ZeRO
+// paper's accounting; TestMemoryFollowsZeRO checks it) for fp32 parameters, fp32 gradients and fp32 Adam moments, with psi
 // parameters over ranks ranks (a rank's shard is ⌈psi/ranks⌉ elements):
 //
 //	stage 0 (DDP): 4Ψ + 4Ψ + 8Ψ = 16Ψ

@@ -32,7 +32,7 @@ import (
 )
 
 // MPIComm is a Communicator over MPI (build tag mpi): one rank per process,
-// launched with mpirun (DESIGN.md §6 has the command line). It duplicates
+// launched with mpirun (.ci/run has the command line). It duplicates
 // MPI_COMM_WORLD and sets MPI_ERRORS_RETURN on the copy, so every failing
 // call returns an error instead of ending the job. Reductions are computed
 // as in process, bit for bit: a reduce-scatter exchanges the parts with

@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// The MPI tests run under mpirun (DESIGN.md §6), e.g.
+// The MPI tests run under mpirun (.ci/run has the full command line), e.g.
 //
 //	go test -c -tags mpi -o parallel-mpi.test ./parallel
 //	mpirun … -np 2 ./parallel-mpi.test -test.run MPI

@@ -11,7 +11,6 @@ import (
 	"runtime/debug"
 	"sync"
 
-	"github.com/galleon-ml/galleon/internal/kernels"
 	"github.com/galleon-ml/galleon/model"
 )
 
@@ -118,6 +117,9 @@ type Trainer struct {
 	steps           int
 	inputs, targets []int32 // the step's global batch: Accum × Batch × SeqLen
 
+	impl    stageSteps      // the stage-specific part of a step (step.go)
+	pending chan stepResult // a step that a cancelled context left running
+
 	// testHook, when set, runs in every worker after its forward and
 	// backward passes; tests use it to inject errors and panics.
 	testHook func(rank, step int) error
@@ -154,6 +156,7 @@ func New(m *model.Model, cfg Config) (*Trainer, error) {
 	}
 	t := newTrainer(m, cfg, n)
 	t.shared = true
+	t.impl = stageOf(t)
 	g, err := NewGroup(n)
 	if err != nil {
 		return nil, err
@@ -205,6 +208,7 @@ func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
 	}
 	t := newTrainer(m, cfg, n)
 	t.stage = cfg.Stage
+	t.impl = stageOf(t)
 	rows := evenCounts(cfg.Batch, n)
 	lo := 0
 	for r := range comm.Rank() {
@@ -432,17 +436,6 @@ func fill(n, v int) []int {
 	return s
 }
 
-// putUint64 stores v in two float32 words, bit for bit (collectives that
-// only copy preserve any bit pattern).
-func putUint64(dst []float32, v uint64) {
-	dst[0] = math.Float32frombits(uint32(v))
-	dst[1] = math.Float32frombits(uint32(v >> 32))
-}
-
-func getUint64(src []float32) uint64 {
-	return uint64(math.Float32bits(src[0])) | uint64(math.Float32bits(src[1]))<<32
-}
-
 // Config returns the run's configuration, defaults filled in.
 func (t *Trainer) Config() Config { return t.cfg }
 
@@ -457,6 +450,7 @@ func (t *Trainer) Model() *model.Model { return t.model }
 // the next step releases the other ranks' parts again. At other stages, and
 // under New, it does nothing.
 func (t *Trainer) GatherParams() error {
+	t.join()
 	if t.release == nil || len(t.workers) != 1 {
 		return nil
 	}
@@ -489,6 +483,7 @@ func (t *Trainer) Shard(r int) (lo, hi int) {
 // gathers the full parameters so that the model is whole again; every rank
 // must then call Close.
 func (t *Trainer) Close() error {
+	t.join()
 	var errs []error
 	if t.release != nil && len(t.workers) == 1 {
 		if err := t.gatherParams(t.workers[0]); err != nil {
@@ -534,15 +529,28 @@ type stepResult struct {
 // from data, every rank runs forward and backward on its rows of each, the
 // gradients are reduced once, clipped by their global norm and applied by
 // AdamW, each rank updating its shard. A failure on any rank (an error, a
-// non-finite loss or gradient, a panic) stops every rank, leaves the weights
-// as they were (except after a panic in the update itself) and returns an
-// error naming the rank. Under NewRank every rank calls Step with identical
-// data.
+// non-finite loss or gradient, a panic, in the step or in data's NextBatch)
+// stops every rank, leaves the weights as they were (except after a panic
+// in the update itself) and returns an error naming the rank. Under NewRank
+// every rank calls Step with identical data.
+//
+// A context cancelled before the step stops it on every rank alike: under
+// NewRank this rank still takes part in the step's first exchange, and the
+// others return errors wrapping ErrPeer. A context cancelled during the step
+// is checked between micro-batches and makes Step return at once with the
+// context's error: the step is abandoned before its update, and the group
+// is aborted (Communicator.Abort), so that no rank waits for this one: the
+// other ranks' steps fail with errors wrapping ErrAborted, and an MPI job
+// ends. A forward or backward pass that was running finishes in the
+// background without changing any weight; the trainer's next call waits for
+// it. Under New the trainer stays usable; under NewRank the aborted group
+// cannot be used again.
 func (t *Trainer) Step(ctx context.Context, data model.Batcher) (model.StepStats, error) {
 	step := t.steps + 1
 	if len(t.workers) == 0 {
 		return model.StepStats{Step: step}, errors.New("parallel: trainer is closed")
 	}
+	t.join()
 	per := t.cfg.Batch * t.cfg.SeqLen
 	lr := t.cfg.Schedule.LR(step - 1)
 	stats := model.StepStats{Step: step, LR: lr, Tokens: t.cfg.Accum * per}
@@ -555,21 +563,51 @@ func (t *Trainer) Step(ctx context.Context, data model.Batcher) (model.StepStats
 		pre = errors.New("nil data")
 	}
 	for k := 0; pre == nil && k < t.cfg.Accum; k++ {
-		if err := data.NextBatch(t.inputs[k*per:(k+1)*per], t.targets[k*per:(k+1)*per]); err != nil {
+		if err := nextBatch(data, t.inputs[k*per:(k+1)*per], t.targets[k*per:(k+1)*per]); err != nil {
 			pre = fmt.Errorf("data: %w", err)
+		} else if k+1 < t.cfg.Accum {
+			pre = ctx.Err()
 		}
 	}
+	if t.shared && pre != nil {
+		return stats, fmt.Errorf("parallel: step %d: %w", step, pre)
+	}
 
+	c := &commit{}
+	run := func() stepResult {
+		if t.shared {
+			return t.runShared(ctx, c, step, lr)
+		}
+		return t.runWorker(ctx, t.workers[0], c, step, lr, pre)
+	}
 	var res stepResult
-	switch {
-	case t.shared && pre != nil:
-		res.err = fmt.Errorf("parallel: step %d: %w", step, pre)
-	case t.shared:
-		res = t.runShared(step, lr)
-	default:
-		res = t.runWorker(t.workers[0], step, lr, pre)
+	if pre != nil {
+		res = run() // only the exchanges that stop every rank
+	} else {
+		// The step runs in its own goroutine so that a cancelled context
+		// is honoured while the step computes or waits for a peer.
+		done := make(chan stepResult, 1)
+		comms := t.comms()
+		go func() { done <- run() }()
+		select {
+		case res = <-done:
+		case <-ctx.Done():
+			if !c.cancel() {
+				res = <-done // committed: the update is under way
+				break
+			}
+			err := fmt.Errorf("parallel: %sstep %d: %w", t.rankPrefix(), step, context.Cause(ctx))
+			for _, comm := range comms {
+				comm.Abort(err)
+			}
+			t.pending = done
+			return stats, err
+		}
 	}
 	if res.err != nil {
+		if t.shared {
+			t.newGroup() // a failure may have left the group mid-collective
+		}
 		return stats, res.err
 	}
 	t.steps = step
@@ -577,15 +615,66 @@ func (t *Trainer) Step(ctx context.Context, data model.Batcher) (model.StepStats
 	return stats, nil
 }
 
+// nextBatch draws one micro-batch; a panic in data becomes an error.
+func nextBatch(data model.Batcher, inputs, targets []int32) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in NextBatch: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return data.NextBatch(inputs, targets)
+}
+
+// comms returns the communicators of this trainer's workers.
+func (t *Trainer) comms() []Communicator {
+	cs := make([]Communicator, len(t.workers))
+	for i, w := range t.workers {
+		cs[i] = w.comm
+	}
+	return cs
+}
+
+// rankPrefix names this rank in errors under NewRank ("rank 1: "); New's
+// steps belong to all workers.
+func (t *Trainer) rankPrefix() string {
+	if t.shared {
+		return ""
+	}
+	return fmt.Sprintf("rank %d: ", t.workers[0].rank)
+}
+
+// join waits for a step that a cancelled context left running, and under
+// New replaces the group it aborted.
+func (t *Trainer) join() {
+	if t.pending == nil {
+		return
+	}
+	<-t.pending
+	t.pending = nil
+	if t.shared {
+		t.newGroup()
+	}
+}
+
+// newGroup gives New's workers a fresh group after a failed step: a panic
+// or an abort may have left the old one mid-collective.
+func (t *Trainer) newGroup() {
+	g, _ := NewGroup(len(t.workers))
+	t.group = g
+	for r, w := range t.workers {
+		w.comm, _ = g.Comm(r)
+	}
+}
+
 // runShared runs every worker goroutine for one step and waits for all.
-func (t *Trainer) runShared(step int, lr float64) stepResult {
+func (t *Trainer) runShared(ctx context.Context, c *commit, step int, lr float64) stepResult {
 	results := make([]stepResult, len(t.workers))
 	var wg sync.WaitGroup
 	for i, w := range t.workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = t.runWorker(w, step, lr, nil)
+			results[i] = t.runWorker(ctx, w, c, step, lr, nil)
 		}()
 	}
 	wg.Wait()
@@ -605,12 +694,6 @@ func (t *Trainer) runShared(step int, lr float64) stepResult {
 		}
 	}
 	if first != nil {
-		// A panic may have left the group mid-collective: start afresh.
-		g, _ := NewGroup(len(t.workers))
-		t.group = g
-		for r, w := range t.workers {
-			w.comm, _ = g.Comm(r)
-		}
 		return stepResult{err: first}
 	}
 	return results[0]
@@ -618,7 +701,7 @@ func (t *Trainer) runShared(step int, lr float64) stepResult {
 
 // runWorker is one rank's step. A panic is recovered, aborts the group so
 // that no rank waits for this one, and becomes an error naming the rank.
-func (t *Trainer) runWorker(w *worker, step int, lr float64, pre error) (res stepResult) {
+func (t *Trainer) runWorker(ctx context.Context, w *worker, c *commit, step int, lr float64, pre error) (res stepResult) {
 	defer func() {
 		if p := recover(); p != nil {
 			err := fmt.Errorf("parallel: rank %d: step %d: panic: %v\n%s", w.rank, step, p, debug.Stack())
@@ -626,208 +709,8 @@ func (t *Trainer) runWorker(w *worker, step int, lr float64, pre error) (res ste
 			res = stepResult{err: err}
 		}
 	}()
-	res.loss, res.norm, res.err = t.workerStep(w, step, lr, pre)
+	res.loss, res.norm, res.err = t.workerStep(ctx, w, c, step, lr, pre)
 	return res
-}
-
-// workerStep is one rank's step; pre, when not nil, is a failure found
-// before the step (this rank then only takes part in the exchanges that
-// tell every rank to stop).
-func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, norm float64, err error) {
-	fail := func(err error) (float64, float64, error) {
-		return 0, 0, fmt.Errorf("parallel: rank %d: step %d: %w", w.rank, step, err)
-	}
-	comm, n, T := w.comm, t.ranks, t.cfg.SeqLen
-	ps := t.model.Trainable().Data
-	grad := w.replica.Grad
-
-	// Stages 2 and 3 keep only their gradient shard between steps: the
-	// other pages are given back when the step ends, however it ends (the
-	// reduce-scatter, the last reader of the other ranks' parts, is over).
-	if t.gradRelease != nil {
-		t.gradRelease.acquire()
-		defer t.gradRelease.release()
-	}
-	// Stage 3 keeps only its parameter shard between steps. Its layers
-	// gather their weights inside the graph, where a rank that skipped the
-	// forward pass would leave the others waiting: the ranks first agree
-	// that every one of them runs it.
-	if t.layers != nil {
-		ready := make([]float32, n)
-		if pre != nil {
-			ready[w.rank] = 1
-		}
-		if err := comm.AllGather(ready, fill(n, 1)); err != nil {
-			return fail(err)
-		}
-		for q := range n {
-			if ready[q] != 0 {
-				if q == w.rank {
-					return fail(pre)
-				}
-				return fail(fmt.Errorf("%w: rank %d", ErrPeer, q))
-			}
-		}
-	}
-	if t.release != nil {
-		if err := t.gatherRest(w); err != nil {
-			return fail(err)
-		}
-	}
-
-	// Forward and backward on this rank's rows of every micro-batch. The
-	// weight makes the reduced gradient the mean over the step's samples.
-	w.replica.ZeroGrad()
-	total := float32(t.cfg.Batch * t.cfg.Accum)
-	weight := float32(w.rows.len()) / total
-	var localLoss float64
-	localErr := pre
-	per := t.cfg.Batch * T
-	switch {
-	case localErr != nil:
-		// A failure before the step: nothing to compute.
-	case t.cfg.Exact:
-		// One sample at a time, each gradient kept for the ordered sum.
-		weight = 1 / total
-	exact:
-		for k := range t.cfg.Accum {
-			for j := range w.rows.len() {
-				at := k*per + (w.rows.lo+j)*T
-				w.replica.ZeroGrad()
-				w.setDropout(step, t.cfg.Accum, k, (w.rows.lo+j)*T)
-				l, err := w.replica.ForwardBackward(t.inputs[at:at+T], t.targets[at:at+T], weight)
-				if err != nil {
-					localErr = err
-					break exact
-				}
-				copy(w.samples[k*w.rows.len()+j], w.replica.Grad)
-				localLoss += float64(l) * float64(weight)
-			}
-		}
-	default:
-		for k := range t.cfg.Accum {
-			in := t.inputs[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
-			tg := t.targets[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
-			w.setDropout(step, t.cfg.Accum, k, w.rows.lo*T)
-			if t.layers != nil { // NewRank: one worker
-				t.gradWeight = weight
-			}
-			l, err := w.replica.ForwardBackward(in, tg, weight)
-			if err != nil {
-				if t.layers != nil && !errors.Is(err, model.ErrNonFinite) {
-					// The graph stopped between two of its collectives:
-					// the other ranks cannot finish theirs.
-					comm.Abort(err)
-				}
-				localErr = err
-				break
-			}
-			localLoss += float64(l) * float64(weight)
-		}
-	}
-	if localErr == nil && t.testHook != nil {
-		localErr = t.testHook(w.rank, step)
-	}
-	if t.release != nil {
-		t.release.release()
-	}
-
-	// Every rank learns every rank's status and loss (3 words each).
-	status := make([]float32, 3*n)
-	if localErr != nil {
-		status[3*w.rank] = 1
-	}
-	putUint64(status[3*w.rank+1:], math.Float64bits(localLoss))
-	if err := comm.AllGather(status, fill(n, 3)); err != nil {
-		return fail(err)
-	}
-	for q := range n {
-		if status[3*q] != 0 {
-			if q == w.rank {
-				return fail(localErr)
-			}
-			return fail(fmt.Errorf("%w: rank %d", ErrPeer, q))
-		}
-		loss += math.Float64frombits(getUint64(status[3*q+1:]))
-	}
-
-	// Reduce the gradients bucket by bucket, in a fixed order.
-	own := t.shards[w.rank]
-	if t.cfg.Exact {
-		// The status exchange above is a barrier: every worker's sample
-		// gradients are ready. Add this shard of them in global sample
-		// order (micro-batch, then rank, then row), whatever the split.
-		var order [][]float32
-		for k := range t.cfg.Accum {
-			for _, q := range t.workers {
-				nq := q.rows.len()
-				order = append(order, q.samples[k*nq:(k+1)*nq]...)
-			}
-		}
-		sumInto(grad, order, own.lo, own.hi)
-	}
-	for _, b := range t.buckets {
-		if t.cfg.Exact {
-			break
-		}
-		var err error
-		if t.stage == 0 && !t.shared {
-			err = comm.AllReduce(grad[b.lo:b.hi])
-		} else {
-			err = comm.ReduceScatter(grad[b.lo:b.hi], intersectCounts(b, t.shards))
-		}
-		if err != nil {
-			return fail(fmt.Errorf("gradient reduction: %w", err))
-		}
-	}
-
-	// Global norm: a float64 sum of squares per block of normBlock
-	// elements (kernels.SumSquares64, as model.GradNorm sums its blocks),
-	// the blocks' sums added in block order, so the norm of a given
-	// gradient does not depend on the number of ranks.
-	nb := (len(grad) + normBlock - 1) / normBlock
-	blockSums := make([]float32, 2*nb)
-	for b := own.lo / normBlock; b*normBlock < own.hi; b++ {
-		s := kernels.SumSquares64(grad[b*normBlock : min((b+1)*normBlock, len(grad))])
-		putUint64(blockSums[2*b:], math.Float64bits(s))
-	}
-	counts := make([]int, n)
-	for q, sh := range t.shards {
-		counts[q] = 2 * ((sh.hi+normBlock-1)/normBlock - sh.lo/normBlock)
-		if sh.len() == 0 {
-			counts[q] = 0
-		}
-	}
-	if err := comm.AllGather(blockSums, counts); err != nil {
-		return fail(fmt.Errorf("gradient norm: %w", err))
-	}
-	var sq float64
-	for b := range nb {
-		sq += math.Float64frombits(getUint64(blockSums[2*b:]))
-	}
-	norm = math.Sqrt(sq)
-	if math.IsNaN(norm) || math.IsInf(norm, 0) {
-		return fail(fmt.Errorf("gradient norm is %v: %w", norm, model.ErrNonFinite))
-	}
-
-	// Clip and update this rank's optimizer span.
-	os := w.optSpan
-	if s := model.ClipScale(norm, t.cfg.ClipNorm); s < 1 {
-		kernels.Scale(s, grad[os.lo:os.hi])
-	}
-	if err := w.opt.Step(grad[os.lo:os.hi], lr); err != nil {
-		return fail(err)
-	}
-
-	// Stages 1 and 2 across processes: everybody's updated shards.
-	if !t.shared && (t.stage == 1 || t.stage == 2) {
-		for _, b := range t.buckets {
-			if err := comm.AllGather(ps[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
-				return fail(fmt.Errorf("parameter all-gather: %w", err))
-			}
-		}
-	}
-	return loss, norm, nil
 }
 
 // setDropout points the replica's dropout masks at micro-batch k of step
@@ -837,34 +720,6 @@ func (t *Trainer) workerStep(w *worker, step int, lr float64, pre error) (loss, 
 func (w *worker) setDropout(step, accum, k, row0 int) {
 	w.replica.Dropout.Step = uint64(step)*uint64(accum) + uint64(k)
 	w.replica.Dropout.Row0 = uint64(row0)
-}
-
-// gatherRest all-gathers, at the start of a stage-3 step, the parameters
-// that no layer gathers itself (all of them when no layer was replaced).
-func (t *Trainer) gatherRest(w *worker) error {
-	if t.layers == nil {
-		return t.gatherParams(w)
-	}
-	ps := t.model.Trainable().Data
-	t.release.acquire()
-	for _, b := range t.rest {
-		if err := w.comm.AllGather(ps[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
-			return fmt.Errorf("parameter all-gather: %w", err)
-		}
-	}
-	return nil
-}
-
-// gatherParams all-gathers the parameter shards (stage 3) bucket by bucket.
-func (t *Trainer) gatherParams(w *worker) error {
-	ps := t.model.Trainable().Data
-	t.release.acquire()
-	for _, b := range t.buckets {
-		if err := w.comm.AllGather(ps[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
-			return fmt.Errorf("parameter all-gather: %w", err)
-		}
-	}
-	return nil
 }
 
 // intersectCounts returns, per rank, the number of elements of b inside the

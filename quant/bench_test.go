@@ -23,7 +23,8 @@ func randn(rng *rand.Rand, n int, std float64) []float32 {
 // BenchmarkInt8Linear times Linear.Forward with dynamic per-token activation
 // quantization (included), the int8 GEMM and fused dequantization + bias into
 // float32 outputs: the work of PyTorch's dynamic int8 Linear
-// (anchors/torch_int8.py), on the default kernel for this CPU.
+// (torch.ao.quantization.quantize_dynamic on nn.Linear), on the default
+// kernel for this CPU.
 func BenchmarkInt8Linear(b *testing.B) {
 	for _, s := range linearBenchShapes {
 		m, k, n := s[0], s[1], s[2]

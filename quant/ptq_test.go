@@ -2,11 +2,13 @@ package quant
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/galleon-ml/galleon/internal/safetensors"
@@ -206,6 +208,8 @@ func TestLoadHostile(t *testing.T) {
 			}
 			if _, err := Load(p); !errors.Is(err, ErrCheckpoint) {
 				t.Fatalf("err = %v, want ErrCheckpoint", err)
+			} else if name == "huge-scale" && !strings.Contains(err.Error(), w) {
+				t.Fatalf("err = %v, want it to name %s", err, w)
 			}
 		})
 	}
@@ -225,6 +229,12 @@ func TestLoadHostile(t *testing.T) {
 	edit("nan-scale", func(ts []safetensors.Tensor, _ map[string]string) []safetensors.Tensor {
 		d := ts[find(ts, w+"_scale")].Data
 		d[0], d[1], d[2], d[3] = 0, 0, 0xc0, 0x7f
+		return ts
+	})
+	// 3e38 is finite, but 127 steps of it are not: it would dequantize
+	// to Inf.
+	edit("huge-scale", func(ts []safetensors.Tensor, _ map[string]string) []safetensors.Tensor {
+		binary.LittleEndian.PutUint32(ts[find(ts, w+"_scale")].Data, math.Float32bits(3e38))
 		return ts
 	})
 	edit("missing", func(ts []safetensors.Tensor, _ map[string]string) []safetensors.Tensor {

@@ -18,14 +18,20 @@ const BlockSize = 32
 // ErrInput reports invalid arguments to a quantization function.
 var ErrInput = errors.New("quant: invalid input")
 
+// maxScale is the largest float32 scale s whose extreme value ±127·s is
+// finite (TestMaxScale): a larger one (3e38, say) dequantizes to ±Inf.
+// float32(MaxFloat32/127) itself rounds up, one ulp too far.
+const maxScale float32 = 0x1.020406p121
+
 // ScaleFor returns the symmetric scale for values of magnitude up to amax:
-// amax/127, or 1 when amax is zero or not finite.
+// amax/127 (at most the largest scale whose 127 steps stay finite), or 1
+// when amax is zero or not finite.
 func ScaleFor(amax float32) float32 {
 	s := amax / QMax
 	if !(s > 0) || math.IsInf(float64(s), 0) {
 		return 1
 	}
-	return s
+	return min(s, maxScale)
 }
 
 // Round returns clamp(round(x/s), −127, 127) with ties away from zero; NaN
@@ -152,9 +158,15 @@ func (r *Rows) validate() error {
 			return fmt.Errorf("quant: value %d at %d is outside [−127, 127]: %w", v, i, ErrInput)
 		}
 	}
-	for _, s := range r.Scale {
-		if !(s > 0) || math.IsInf(float64(s), 0) {
-			return fmt.Errorf("quant: scale %v is not positive and finite: %w", s, ErrInput)
+	return checkScales(r.Scale)
+}
+
+// checkScales refuses a scale that is not positive or whose 127 steps
+// overflow float32.
+func checkScales(scale []float32) error {
+	for i, s := range scale {
+		if !(s > 0) || s > maxScale {
+			return fmt.Errorf("quant: scale %d is %v, not in (0, %v] (positive, and 127 steps of it finite): %w", i, s, maxScale, ErrInput)
 		}
 	}
 	return nil

@@ -140,24 +140,27 @@ func loadBase(ctx context.Context, f baseFlags) (*loaded, error) {
 	return l, nil
 }
 
-// loadInt8 reads the model at path (a Hugging Face directory when hf is
-// set, else a galleon checkpoint file) and returns it with every linear
-// layer but the output head on int8 weights: quant.Quantize with
-// quant.DefaultConfig (per-channel int8 weights, per-token int8
-// activations, LLM.int8() outlier columns in float32), after which the
-// float32 weights the int8 layers replaced are released.
+// loadInt8 reads the model at path with its linear layers on int8
+// weights: per output channel, per-token int8 activations with LLM.int8()
+// outlier columns in float32 (quant.DefaultConfig), and the output head
+// int8 too when it is not tied to the token embedding (int8Config).
 //
-// It reads the float32 model first, so its peak memory is the float32
-// model's plus the int8 copy; a loader that quantizes tensor by tensor can
-// replace this function without changing its callers.
+// A Hugging Face directory, float or an int8 one that galleon quantize
+// wrote, goes through quant.LoadPretrained, which streams the files one
+// tensor at a time and quantizes each linear weight as it is read: memory
+// follows the int8 weights and the float32 embeddings and norms, never the
+// float32 model. A galleon checkpoint file (small models) is read in
+// float32, quantized with quant.Quantize, and its replaced float32 weights
+// released.
 func loadInt8(ctx context.Context, path string, hf bool) (*model.Model, error) {
-	var m *model.Model
-	var err error
 	if hf {
-		m, err = model.LoadPretrained(path)
-	} else {
-		m, err = model.Load(path)
+		q, err := quant.LoadPretrained(path, int8Config())
+		if err != nil {
+			return nil, err
+		}
+		return q.Model, ctx.Err()
 	}
+	m, err := model.Load(path)
 	if err != nil {
 		return nil, err
 	}
@@ -172,6 +175,16 @@ func loadInt8(ctx context.Context, path string, hf bool) (*model.Model, error) {
 		return nil, err
 	}
 	return q.Model, nil
+}
+
+// int8Config is how -int8 and galleon quantize quantize a Hugging Face
+// model: quant.DefaultConfig with an int8 output head (an untied head is a
+// vocabulary-sized matrix, a quarter of its float32 bytes as int8; a tied
+// one stays the float32 token embedding).
+func int8Config() quant.Config {
+	c := quant.DefaultConfig()
+	c.Head = true
+	return c
 }
 
 // eosIDs collects the ids that end a generation for the model in dir:
@@ -231,6 +244,8 @@ type textTokenizer interface {
 	EncodePrompt(text string) []int32
 	// Decode returns the text of ids.
 	Decode(ids []int32) (string, error)
+	// DecodeSkipSpecial returns the text of ids without special tokens.
+	DecodeSkipSpecial(ids []int32) (string, error)
 	// NewStream returns a streaming decoder that emits text only when it
 	// ends on a complete UTF-8 character.
 	NewStream() tokenStream
@@ -289,6 +304,8 @@ func (byteTokenizer) Decode(ids []int32) (string, error) {
 	}
 	return string(b), nil
 }
+
+func (t byteTokenizer) DecodeSkipSpecial(ids []int32) (string, error) { return t.Decode(ids) }
 
 func (byteTokenizer) ApplyChatTemplate([]tokenizer.Message, bool) (string, error) {
 	return "", fmt.Errorf("galleon checkpoints have byte-level tokens: %w", tokenizer.ErrNoChatTemplate)

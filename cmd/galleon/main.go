@@ -1,14 +1,39 @@
-// Command galleon evaluates galleon language models on fine-tuning data.
+// Command galleon runs Hugging Face language models in pure Go: it
+// generates, chats and evaluates, with LoRA adapters and int8 weights.
 //
 // Usage:
 //
-//	galleon eval -model FILE -data FILE [-seq T] [-batch B] [-json]
+//	galleon generate -model DIR [-adapter DIR] [-int8] -prompt TEXT [-max-tokens N] [-temperature T] [-top-k K] [-top-p P] [-seed S] [-json]
+//	galleon chat -model DIR [-adapter DIR] [-int8] [-system TEXT] [-ctx N] [-max-tokens N] [sampling flags] [-json]
+//	galleon eval -model DIR [-adapter DIR] [-int8] -data FILE [-seq T] [-batch B] [-json]
 //
-// eval reads a galleon checkpoint (byte-level tokens) and a .txt or .jsonl
-// file in any of the formats of the data package, and prints the loss over
-// the tokens that carry loss, its perplexity and bits per byte. Bad flags
-// print one line and exit with status 2; failures exit with status 1.
-// With -json the last line of output is one JSON object of results.
+// Every command that reads a model takes the same three flags: -model is a
+// Hugging Face directory (config.json, safetensors weights, tokenizer.json
+// and tokenizer_config.json) or a galleon checkpoint file (byte-level
+// tokens); -adapter applies a PEFT LoRA adapter directory; -int8 runs the
+// linear layers on int8 weights.
+//
+// generate continues a prompt (tokenized with the tokenizer's special
+// tokens, such as Llama's BOS) and prints the text as each token is
+// sampled, until -max-tokens or an end-of-sequence id (eos_token_id of
+// config.json and generation_config.json, and the tokenizer's).
+//
+// chat reads one user message per line of stdin and answers each,
+// rendering the conversation with the tokenizer's chat template and keeping
+// the KV cache across turns, so a turn runs only its new tokens. When the
+// conversation no longer fits -ctx tokens, the oldest messages after the
+// system prompt are dropped. It ends at EOF or a line "/exit"; "/reset"
+// starts the conversation again.
+//
+// eval prints the loss over the tokens that carry loss in a .txt or .jsonl
+// file (any format of the data package: text, prompt/completion with the
+// prompt masked, chat messages with only assistant turns scored), its
+// perplexity and bits per byte, where the bytes are those of the text the
+// scored tokens decode to.
+//
+// Bad flags print one line and exit with status 2; failures exit with
+// status 1. With -json the last line of output is one JSON object of
+// results.
 package main
 
 import (
@@ -54,6 +79,10 @@ type command struct {
 // Each subcommand lives in the file of its name.
 var commands = []command{
 	{"eval", "loss, perplexity and bits per byte of a model on a data file", evalCmd},
+	{"generate", "continue a prompt, streaming the text as it is sampled", generateCmd},
+	{"chat", "talk with a model over stdin and stdout, keeping the KV cache across turns", chatCmd},
+	{"merge", "merge a LoRA adapter into its base: a Hugging Face model directory", mergeCmd},
+	{"quantize", "write an int8 model directory from a Hugging Face directory", quantizeCmd},
 }
 
 // usage returns the top-level usage text.

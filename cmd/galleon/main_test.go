@@ -146,7 +146,7 @@ func TestEvalMatchesModelLoss(t *testing.T) {
 	// A .txt file is packed into windows of the model's context.
 	txt := write(t, "a.txt", strings.Repeat("go is fun. ", 10))
 	code, out, errs = galleon(t, "eval", "-model", mp, "-data", txt)
-	if code != 0 || !strings.Contains(out, "109 tokens in 5 windows") {
+	if code != 0 || !strings.Contains(out, "109 tokens (109 bytes) in 5 windows of 24") {
 		t.Fatalf("txt: exit %d, %q %q", code, out, errs)
 	}
 }

@@ -12,7 +12,7 @@
 //	go run ./examples/ddp -preset small -workers 1,2 -steps 4
 //
 // Across processes, build with -tags mpi and launch under mpirun (the
-// command of DESIGN.md §6); every rank keeps its own model copy and -stage
+// command line of .ci/run's MPI section); every rank keeps its own model copy and -stage
 // picks what it shards:
 //
 //	go build -tags mpi -o ddp ./examples/ddp

@@ -24,7 +24,7 @@ import (
 // Calls run in parallel over tiles of C (I8MC rows × up to I8NC columns)
 // taken from a shared counter, so faster cores take more tiles.
 //
-// Two AVX2 micro-kernels exist. The sign-trick kernel (DESIGN.md §3) works on
+// Two AVX2 micro-kernels exist. The sign-trick kernel works on
 // int8 operands: VPSIGNB, VPMADDUBSW, VPMADDWD with ones, VPADDD. On this
 // CPU VPSIGNB, VPABSB, VPMADDUBSW and VPMADDWD share two pipes, so it costs
 // three of those per 32 multiply-adds and ran ~145 GOP/s on one core (the

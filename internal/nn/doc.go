@@ -15,7 +15,8 @@
 //
 // Fused ops exist because gorgonia's composed element-wise ops are slow
 // (broadcasts copy, every step allocates) and some of them differentiate
-// wrongly (see DESIGN.md §2); BenchmarkComposedVsFused shows the difference.
+// wrongly (the fused ops' finite-difference gradient tests check what the
+// composed ones got wrong); BenchmarkComposedVsFused shows the difference.
 //
 // # Conventions
 //

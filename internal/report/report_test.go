@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPlotPNG(t *testing.T) {
@@ -112,6 +113,35 @@ func TestMainRun(t *testing.T) {
 	failing := func(context.Context, io.Writer, io.Writer) (int, error) { return 0, errors.New("boom") }
 	if err := run("x", true, &out, io.Discard, failing); err == nil || err.Error() != "boom" {
 		t.Errorf("error: %v", err)
+	}
+}
+
+func TestProgressWithoutTerminalPrintsPlainLines(t *testing.T) {
+	// A file, as when a run's output is redirected: lines, no redraws.
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if p := NewProgress(f, "train"); p.bar != nil {
+		t.Error("a bar on a file redraws with carriage returns")
+	}
+	// Updates every 500 ms for 21 s: a line every 5 s, and one at the end.
+	var buf bytes.Buffer
+	clock := time.Unix(0, 0)
+	p := newPlainProgress(&buf, "train", func() time.Time { return clock })
+	for i := 1; i <= 42; i++ {
+		clock = clock.Add(500 * time.Millisecond)
+		p.Update(float64(i)/42, fmt.Sprintf("loss %.1f", 5-float64(i)/10))
+	}
+	p.Finish("done, 123 tokens/s")
+	out := buf.String()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if strings.Contains(out, "\r") || len(lines) != 5 {
+		t.Fatalf("plain progress output %q: want 4 timed lines and a final one, no carriage returns", out)
+	}
+	if lines[0] != "train:  24% loss 4.0 [5s, about 16s left]" || lines[4] != "train: 100% done, 123 tokens/s [21s]" {
+		t.Errorf("lines %q", lines)
 	}
 }
 

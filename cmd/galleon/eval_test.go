@@ -1,0 +1,122 @@
+package main
+
+import (
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/galleon-ml/galleon/lora"
+	"github.com/galleon-ml/galleon/model"
+	"github.com/galleon-ml/galleon/tokenizer"
+)
+
+func runEval(t *testing.T, args ...string) evalResult {
+	t.Helper()
+	code, out, errs := galleon(t, append([]string{"eval", "-json"}, args...)...)
+	if code != 0 {
+		t.Fatalf("eval %q: exit %d: %s", args, code, errs)
+	}
+	var res evalResult
+	lastJSON(t, out, &res)
+	return res
+}
+
+// exampleLoss returns the summed loss and the count of scored targets of
+// one sequence ids whose tokens from first on carry loss.
+func exampleLoss(t *testing.T, m *model.Model, ids []int32, first int) (float64, int) {
+	t.Helper()
+	in := ids[:len(ids)-1]
+	tg := append([]int32(nil), ids[1:]...)
+	for i := 0; i < first-1; i++ {
+		tg[i] = -1
+	}
+	loss, err := m.Loss(in, tg, 1, len(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(ids) - max(first, 1)
+	return loss * float64(n), n
+}
+
+// eval on Hugging Face directories equals model.Loss on each example built
+// by hand (BOS, text, EOS; the prompt masked), and bits per byte divides by
+// the UTF-8 bytes of the scored text, not by tokens.
+func TestEvalHF(t *testing.T) {
+	dir, m := tinyLlamaDir(t)
+	tk, err := tokenizer.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := "Hello world, this is a test of bytes: é€."
+	d := write(t, "d.jsonl", `{"text":"`+text+`"}`+"\n"+`{"prompt":"Q: what?","completion":" A: nothing."}`+"\n")
+	res := runEval(t, "-model", dir, "-data", d, "-batch", "2")
+	ids1 := append(append([]int32{1}, tk.Encode(text)...), 2)
+	s1, n1 := exampleLoss(t, m, ids1, 1)
+	p := tk.Encode("Q: what?")
+	ids2 := append(append(append([]int32{1}, p...), tk.Encode(" A: nothing.")...), 2)
+	s2, n2 := exampleLoss(t, m, ids2, 1+len(p))
+	want := (s1 + s2) / float64(n1+n2)
+	if res.Tokens != n1+n2 || res.Windows != 2 || math.Abs(res.Loss-want) > 1e-5*max(1, want) {
+		t.Fatalf("result %+v, want loss %v over %d tokens", res, want, n1+n2)
+	}
+	if math.Abs(res.Perplexity-math.Exp(want)) > 1e-4*math.Exp(want) {
+		t.Fatalf("perplexity %v, want %v", res.Perplexity, math.Exp(want))
+	}
+	// The text alone: its bytes exactly (the EOS adds loss, no bytes).
+	res = runEval(t, "-model", dir, "-data", write(t, "t.jsonl", `{"text":"`+text+`"}`))
+	if res.Bytes != len(text) || math.Abs(res.BitsPerByte-s1/math.Ln2/float64(len(text))) > 1e-5 {
+		t.Fatalf("text: %+v, want %d bytes and %v bits/byte", res, len(text), s1/math.Ln2/float64(len(text)))
+	}
+	// A .txt file is the same text packed; with -seq 8 into several windows.
+	res = runEval(t, "-model", dir, "-data", write(t, "t.txt", text), "-seq", "8")
+	if res.Bytes != len(text) || res.Tokens != n1 || res.Windows < 2 {
+		t.Fatalf("txt: %+v, want %d bytes, %d tokens", res, len(text), n1)
+	}
+	// Chat messages: scored are the assistant's turn and its EOS, not the
+	// user's turn or the template's "[INST] … [/INST]". (The data package
+	// encodes the turn " Yo there" on its own, and the Llama 2
+	// tokenizer's normalizer puts "▁" before every text it encodes, so
+	// the turn's tokens decode with one more space: 10 bytes.)
+	res = runEval(t, "-model", dir, "-data", write(t, "c.jsonl", `{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"Yo there"}]}`))
+	if res.Bytes < len(" Yo there") || res.Bytes > len(" Yo there")+1 {
+		t.Fatalf("chat: %+v, want the bytes of the reply", res)
+	}
+
+	// An adapter changes the loss; int8 stays close to it.
+	base := runEval(t, "-model", dir, "-data", d)
+	lm, err := lora.Apply(m, lora.Config{R: 2, Alpha: 4, TargetModules: []string{"q_proj", "v_proj"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range lm.Active().Params.Params {
+		for i := range p.Data {
+			p.Data[i] = float32(i%5-2) * 0.05
+		}
+	}
+	adir := filepath.Join(t.TempDir(), "adapter")
+	if err := lm.Active().Save(adir); err != nil {
+		t.Fatal(err)
+	}
+	adapted := runEval(t, "-model", dir, "-adapter", adir, "-data", d)
+	if adapted.Loss == base.Loss || adapted.Tokens != base.Tokens {
+		t.Fatalf("adapter: %+v, base %+v", adapted, base)
+	}
+	q := runEval(t, "-model", dir, "-int8", "-data", d)
+	if math.Abs(q.Loss-base.Loss) > 0.05*base.Loss {
+		t.Fatalf("int8 loss %v, float %v", q.Loss, base.Loss)
+	}
+}
+
+// On GPT-2's byte-level tokenizer the scored bytes are exactly the
+// completion's.
+func TestEvalGPT2Bytes(t *testing.T) {
+	dir, _ := tinyGPT2Dir(t)
+	res := runEval(t, "-model", dir, "-data", write(t, "pc.jsonl", `{"prompt":"Question: 2+2?","completion":" Answer: four ✓"}`))
+	if res.Bytes != len(" Answer: four ✓") {
+		t.Fatalf("%+v, want %d bytes", res, len(" Answer: four ✓"))
+	}
+	if !strings.Contains(filepath.Base(dir), "gpt2") || res.Tokens < 5 {
+		t.Fatalf("%+v", res)
+	}
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/galleon-ml/galleon/model"
+)
+
+// mergeResult is merge's -json object.
+type mergeResult struct {
+	OutDir        string  `json:"out_dir"`
+	Bytes         int64   `json:"bytes"`          // the output directory's files together
+	MergedModules int     `json:"merged_modules"` // linear layers the adapter changed
+	MaxAbsDelta   float64 `json:"max_abs_delta"`  // largest |scale·B·A| element added to a weight
+	DType         string  `json:"dtype"`          // the saved weights' dtype
+	CopiedFiles   int     `json:"copied_files"`   // tokenizer and generation files copied from -model
+}
+
+// mergeCopied are the files of a Hugging Face model directory besides the
+// weights and config.json that a merged directory needs to be used as the
+// base was: its tokenizer, chat template and generation defaults.
+var mergeCopied = []string{
+	"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+	"tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+	"generation_config.json",
+}
+
+func mergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	flags := flag.NewFlagSet("merge", flag.ContinueOnError)
+	var base baseFlags
+	base.register(flags)
+	out := flags.String("out", "", "output `dir`: a Hugging Face model directory with the adapter merged (required; replaced if it exists)")
+	dtype := flags.String("dtype", "auto", "dtype of the saved weights: auto (the base's), float32, bfloat16 or float16")
+	jsonOut := flags.Bool("json", false, "print the results as one JSON object on the last line")
+	if err := parse(flags, args, stderr); err != nil {
+		return err
+	}
+	if err := base.check("merge"); err != nil {
+		return err
+	}
+	switch {
+	case base.Adapter == "":
+		return usageError{"merge: -adapter is required"}
+	case *out == "":
+		return usageError{"merge: -out is required"}
+	case base.Int8:
+		return usageError{"merge: -int8 is not supported: merge writes the base's float weights"}
+	}
+	var opts []model.SaveOption
+	switch *dtype {
+	case "auto":
+	case "float32", "bfloat16", "float16":
+		opts = append(opts, model.WithDType(*dtype))
+	default:
+		return usageError{fmt.Sprintf("merge: -dtype %q: want auto, float32, bfloat16 or float16", *dtype)}
+	}
+	if st, err := os.Stat(base.Model); err == nil && !st.IsDir() {
+		return usageError{fmt.Sprintf("merge: -model %s: want a Hugging Face model directory, not a checkpoint file", base.Model)}
+	}
+	for _, in := range []string{base.Model, base.Adapter} {
+		if same, _ := sameDir(*out, in); same {
+			return usageError{fmt.Sprintf("merge: -out %s is an input directory; write the merged model elsewhere", *out)}
+		}
+	}
+
+	l, err := loadBase(ctx, base)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	merged, rep, err := l.LoRA.MergeAndUnload()
+	if err != nil {
+		return err
+	}
+	if err := saveMerged(merged, base.Model, *out, opts); err != nil {
+		return err
+	}
+	res := mergeResult{OutDir: *out, MergedModules: rep.Modules, MaxAbsDelta: rep.MaxAbsDelta}
+	err = filepath.WalkDir(*out, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			res.Bytes += info.Size()
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range mergeCopied {
+		if _, err := os.Stat(filepath.Join(*out, f)); err == nil {
+			res.CopiedFiles++
+		}
+	}
+	var cfg struct {
+		DType string `json:"torch_dtype"`
+	}
+	if raw, err := os.ReadFile(filepath.Join(*out, "config.json")); err == nil {
+		_ = json.Unmarshal(raw, &cfg)
+	}
+	res.DType = cfg.DType
+	fmt.Fprintf(stdout, "merged %s into %d layers of %s (largest weight change %.3g): %s, %s, %.1f MB\n",
+		base.Adapter, res.MergedModules, base.Model, res.MaxAbsDelta, res.OutDir, res.DType, float64(res.Bytes)/1e6)
+	if res.DType == "bfloat16" || res.DType == "float16" {
+		fmt.Fprintf(stdout, "note: the merged weights are rounded to %s, the dtype asked for or the base's; -dtype float32 keeps the merge exact\n", res.DType)
+	}
+	if *jsonOut {
+		js, err := json.Marshal(res)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s\n", js)
+	}
+	return nil
+}
+
+// saveMerged writes m to out as a Hugging Face directory together with the
+// tokenizer and generation files of the base directory from. The directory
+// is built beside out and renamed into place (SavePretrained replaces out
+// the same way), so out is never left half written.
+func saveMerged(m *model.Model, from, out string, opts []model.SaveOption) error {
+	out = filepath.Clean(out)
+	tmp, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".merge*")
+	if err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	staged := filepath.Join(tmp, "model")
+	if err := m.SavePretrained(staged, opts...); err != nil {
+		return err
+	}
+	for _, f := range mergeCopied {
+		if err := copyRegular(filepath.Join(from, f), filepath.Join(staged, f)); err != nil {
+			return fmt.Errorf("merge: %w", err)
+		}
+	}
+	// Swap: the old out (if any) goes into tmp and is removed with it.
+	if _, err := os.Lstat(out); err == nil {
+		if err := os.Rename(out, filepath.Join(tmp, "old")); err != nil {
+			return fmt.Errorf("merge: %w", err)
+		}
+	}
+	if err := os.Rename(staged, out); err != nil {
+		if _, serr := os.Lstat(filepath.Join(tmp, "old")); serr == nil {
+			_ = os.Rename(filepath.Join(tmp, "old"), out)
+		}
+		return fmt.Errorf("merge: %w", err)
+	}
+	return nil
+}
+
+// copyRegular copies src to dst if src is a regular file; a missing src is
+// not an error (a base directory has only some of mergeCopied).
+func copyRegular(src, dst string) error {
+	st, err := os.Stat(src)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", src)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	o, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err = io.Copy(o, in); err == nil {
+		err = o.Sync()
+	}
+	if cerr := o.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// sameDir reports whether paths a and b name the same existing directory.
+func sameDir(a, b string) (bool, error) {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	sb, err := os.Stat(b)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(sa, sb), nil
+}

@@ -1,0 +1,58 @@
+package parallel
+
+import "context"
+
+// exactSteps is the step of New with Config.Exact: every sample runs forward
+// and backward alone and its weighted gradient is kept; the reduction adds,
+// for each worker's shard, the gradients of all samples in global sample
+// order (micro-batch, then rank, then row), so the sum does not depend on
+// how the samples were split across workers.
+type exactSteps struct{ t *Trainer }
+
+func (s exactSteps) hold() func() { return noRelease }
+
+func (s exactSteps) compute(ctx context.Context, w *worker, step int, pre error) (float64, error) {
+	if pre != nil {
+		return 0, pre
+	}
+	t := s.t
+	T := t.cfg.SeqLen
+	per := t.cfg.Batch * T
+	weight := 1 / float32(t.cfg.Batch*t.cfg.Accum)
+	var loss float64
+	for k := range t.cfg.Accum {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		for j := range w.rows.len() {
+			at := k*per + (w.rows.lo+j)*T
+			w.replica.ZeroGrad()
+			w.setDropout(step, t.cfg.Accum, k, (w.rows.lo+j)*T)
+			l, err := w.replica.ForwardBackward(t.inputs[at:at+T], t.targets[at:at+T], weight)
+			if err != nil {
+				return 0, err
+			}
+			copy(w.samples[k*w.rows.len()+j], w.replica.Grad)
+			loss += float64(l) * float64(weight)
+		}
+	}
+	return loss, nil
+}
+
+// reduce runs after agree, a barrier: every worker's sample gradients are
+// ready to be read.
+func (s exactSteps) reduce(w *worker) error {
+	t := s.t
+	var order [][]float32
+	for k := range t.cfg.Accum {
+		for _, q := range t.workers {
+			nq := q.rows.len()
+			order = append(order, q.samples[k*nq:(k+1)*nq]...)
+		}
+	}
+	own := t.shards[w.rank]
+	sumInto(w.replica.Grad, order, own.lo, own.hi)
+	return nil
+}
+
+func (s exactSteps) gather(*worker) error { return nil }
