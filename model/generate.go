@@ -18,6 +18,10 @@ type SampleOptions struct {
 	TopP        float64 // then keep the smallest set whose renormalized probability reaches P; 0 or 1 keeps all
 	Seed        uint64  // seeds the sampling; the same seed gives the same tokens
 
+	// Vocab, when positive, samples only ids below it: a tokenizer with
+	// fewer tokens than the model's embedding rows (Qwen pads its
+	// vocabulary) cannot decode the others.
+	Vocab int
 	// Stop lists tokens that end generation (a model's EOS ids): the
 	// first one sampled is returned as the last token.
 	Stop []int32
@@ -33,8 +37,8 @@ type SampleOptions struct {
 var ErrContextFull = errors.New("context full")
 
 func (o SampleOptions) validate() error {
-	if !(o.Temperature >= 0) || math.IsInf(o.Temperature, 0) || o.TopK < 0 || !(o.TopP >= 0 && o.TopP <= 1) {
-		return fmt.Errorf("model: sample options (temperature %v, top-k %d, top-p %v): temperature must be ≥ 0, top-k ≥ 0, top-p in [0, 1]", o.Temperature, o.TopK, o.TopP)
+	if !(o.Temperature >= 0) || math.IsInf(o.Temperature, 0) || o.TopK < 0 || !(o.TopP >= 0 && o.TopP <= 1) || o.Vocab < 0 {
+		return fmt.Errorf("model: sample options (temperature %v, top-k %d, top-p %v, vocab %d): temperature must be ≥ 0, top-k ≥ 0, top-p in [0, 1], vocab ≥ 0", o.Temperature, o.TopK, o.TopP, o.Vocab)
 	}
 	return nil
 }
@@ -103,13 +107,31 @@ func (inf *Inference) Truncate(n int) error {
 	return nil
 }
 
+// forwardLast appends ids to a one-sequence session and returns the logits
+// of the last one only: a long prompt then costs one row of logits, not
+// len(ids)·Vocab floats (a 4,096-token prompt of a 49,152-token vocabulary
+// would need 805 MB for them).
+func (inf *Inference) forwardLast(ids []int32) ([]float32, error) {
+	n := len(ids)
+	h, err := inf.hidden(ids, n)
+	if err != nil {
+		return nil, err
+	}
+	C, V := inf.m.Config.DModel, inf.m.Config.Vocab
+	logits := grow(&inf.logits, V)
+	if err := inf.head(logits, h[(n-1)*C:n*C], 1); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}
+
 // generate runs prompt through the cache and samples up to maxTokens
 // tokens. With slide set, prompt is the whole context (as Model.Generate
 // sees it) and a full cache restarts from its last three quarters;
 // otherwise a full cache ends generation with ErrContextFull.
 func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens int, opts SampleOptions, slide bool) ([]int32, error) {
 	V := inf.m.Config.Vocab
-	logits, err := inf.Forward(prompt, len(prompt))
+	logits, err := inf.forwardLast(prompt)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +147,11 @@ func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens in
 		if err := ctx.Err(); err != nil {
 			return out, fmt.Errorf("model: generate: %w", err)
 		}
-		tok := s.pick(logits[len(logits)-V:])
+		last := logits
+		if opts.Vocab > 0 && opts.Vocab < V {
+			last = last[:opts.Vocab]
+		}
+		tok := s.pick(last)
 		out = append(out, tok)
 		if opts.OnToken != nil {
 			if err := opts.OnToken(tok); err != nil {
@@ -138,12 +164,12 @@ func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens in
 		switch {
 		case inf.Len < inf.Cap:
 			window = append(window, tok)
-			logits, err = inf.Forward(window[len(window)-1:], 1)
+			logits, err = inf.forwardLast(window[len(window)-1:])
 		case slide:
 			window = append(window, tok)
 			keep := window[len(window)-inf.Cap*3/4:]
 			inf.Reset()
-			logits, err = inf.Forward(keep, len(keep))
+			logits, err = inf.forwardLast(keep)
 		default:
 			return out, fmt.Errorf("model: generate: %w after %d new tokens (capacity %d)", ErrContextFull, len(out), inf.Cap)
 		}
@@ -283,7 +309,7 @@ func (s *tokenSampler) candidates(logits []float32) (keep, greedy int) {
 		}
 		return keep, -1
 	default:
-		for i := range s.order {
+		for i := range logits {
 			s.probs[i] = prob(i)
 			s.order[i] = i
 		}
