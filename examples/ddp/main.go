@@ -86,8 +86,8 @@ type run struct {
 	CommPrecision  string  `json:"comm_precision"`
 	BytesPerStep   float64 `json:"bytes_sent_per_step"`
 	SecondsPerStep float64 `json:"seconds_per_step"`
-	WeightsHash   string  `json:"weights_hash"`
-	MemoryPerRank any     `json:"memory_per_rank,omitempty"`
+	WeightsHash    string  `json:"weights_hash"`
+	MemoryPerRank  any     `json:"memory_per_rank,omitempty"`
 }
 
 // result is printed as one JSON line under -json.
@@ -191,9 +191,9 @@ func setup(ctx context.Context, o options) (model.Preset, []byte, error) {
 func trainConfig(o options, p model.Preset, workers int) parallel.Config {
 	return parallel.Config{
 		Workers: workers, Batch: workers * p.Batch, Accum: o.accum,
-		Schedule:    model.Schedule{Peak: o.lr, Warmup: 0},
-		AdamW:       model.DefaultAdamW(),
-		ClipNorm:    1,
+		Schedule:      model.Schedule{Peak: o.lr, Warmup: 0},
+		AdamW:         model.DefaultAdamW(),
+		ClipNorm:      1,
 		BucketBytes:   int(o.bucketMB * (1 << 20)),
 		CommPrecision: o.comm,
 	}
