@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/galleon-ml/galleon/internal/safetensors"
@@ -344,8 +345,13 @@ func ReadConfig(dir string) (Config, error) {
 	case "", "null", "true", "false": // false: PEFT's random-B init for tests; B is in the file anyway
 	case `"gaussian"`:
 		cfg.Init = InitGaussian
+	case `"orthogonal"`, `"eva"`:
+		// Initializations of A and B only: the file holds the trained
+		// matrices and the base is unchanged.
 	default:
-		return bad("init_lora_weights %s is not supported", clip(s))
+		// PiSSA, OLoRA, CorDA, LoRA-GA and LoftQ change the base weights
+		// when they initialize: the adapter needs that changed base.
+		return bad("init_lora_weights %s is not supported: that initialization changes the base weights, which galleon does not reproduce", clip(s))
 	}
 	if err := cfg.Validate(); err != nil {
 		return bad("%v", err)
@@ -447,6 +453,8 @@ func parseTensorName(name string) (module, which string, err error) {
 		return "", "", fmt.Errorf("tensor %q is a trained LoRA bias (lora_bias): not supported", name)
 	case last == "bias":
 		return "", "", fmt.Errorf("tensor %q is a trained bias of the base layer (bias \"all\" or \"lora_only\"): not supported", name)
+	case last == "weight" && !slices.ContainsFunc(parts, func(p string) bool { return strings.HasPrefix(p, "lora_") }):
+		return "", "", fmt.Errorf("tensor %q is a full weight of the base model (modules_to_save, or embeddings PEFT saves after a vocabulary resize): not supported", name)
 	}
 	return "", "", fmt.Errorf("unexpected tensor %q: want %s<module>.lora_A.weight or .lora_B.weight", name, tensorPrefix)
 }

@@ -244,6 +244,7 @@ func TestLoadPEFTVariants(t *testing.T) {
 	variant("regex string", 0, editConfig(func(js map[string]any) {
 		js["target_modules"] = `model\.layers\.\d+\.(self_attn\.(q|v)_proj|mlp\.down_proj)`
 	}))
+	variant("orthogonal init", 0, editConfig(func(js map[string]any) { js["init_lora_weights"] = "orthogonal" }))
 	variant("modules_to_save empty", 0, editConfig(func(js map[string]any) { js["modules_to_save"] = []any{} }))
 	variant("unknown harmless keys", 0, editConfig(func(js map[string]any) { js["peft_version"] = "0.17.0"; delete(js, "galleon_seed") }))
 	variant("BF16 tensors", 1e-2, rewrite(func(t safetensors.Tensor) safetensors.Tensor {
@@ -472,7 +473,8 @@ func TestLoadRefusesPEFTFeatures(t *testing.T) {
 	check("lora_B bias tensor", "lora_bias", addTensor(q0+".lora_B.bias", []int64{24}))
 	check("target_parameters", "target_parameters", config("target_parameters", []any{"experts.weight"}))
 	check("layer_replication", "layer_replication", config("layer_replication", []any{[]any{0, 1}}))
-	check("unknown tensor", "unexpected tensor", addTensor("base_model.model.model.norm.weight", []int64{24}))
+	check("full weight", "full weight", addTensor("base_model.model.model.embed_tokens.weight", []int64{61, 24}))
+	check("unknown tensor", "unexpected tensor", addTensor(q0+".lora_C.weight", []int64{24}))
 	check("no prefix", "unexpected tensor", renameTensor(q0+".lora_A.weight", "model.layers.0.self_attn.q_proj.lora_A.weight"))
 	check("module the model lacks", `which this model does not have`, renameTensor(q0+".lora_A.weight", "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight"))
 	check("module not selected", `do not select`, renameTensor(q0+".lora_A.weight", "base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight"))
@@ -489,6 +491,7 @@ func TestLoadRefusesPEFTFeatures(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	check("pissa", "changes the base weights", config("init_lora_weights", "pissa"))
 	check("targets select nothing", "match none", config("target_modules", []any{"c_attn"}))
 	check("rank_pattern not an int", "rank_pattern", config("rank_pattern", map[string]any{"q_proj": "x"}))
 	check("layers_pattern bad", "layers_pattern", func(d string) {

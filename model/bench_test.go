@@ -117,3 +117,34 @@ func ExampleModel_Generate() {
 	fmt.Println(len(out))
 	// Output: 8
 }
+
+// BenchmarkSample draws one token from a 32,000-token vocabulary (Llama
+// 2's) with the command line's default filters and with top-p alone, the
+// per-token cost sampling adds to generation. On the development machine
+// (2 cores, shared) the medians of three runs were 0.44 ms (top-k 40,
+// top-p 0.95) and 4.2 ms (top-p 0.95 alone, a nucleus of thousands of
+// tokens on these logits); sorting the whole vocabulary, as the sampler
+// did before, took 23 ms for either in the same run.
+func BenchmarkSample(b *testing.B) {
+	const V = 32000
+	r := rand.New(rand.NewPCG(1, 2))
+	logits := make([]float32, V)
+	for i := range logits {
+		logits[i] = float32(r.NormFloat64()) * 3
+	}
+	for _, c := range []struct {
+		name string
+		opts SampleOptions
+	}{
+		{"topk40-topp0.95", SampleOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, Seed: 1}},
+		{"topp0.95", SampleOptions{Temperature: 0.8, TopP: 0.95, Seed: 1}},
+		{"all", SampleOptions{Temperature: 0.8, Seed: 1}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s := newSampler(V, c.opts)
+			for b.Loop() {
+				s.pick(logits)
+			}
+		})
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"slices"
+	"sort"
 	"testing"
 )
 
@@ -125,5 +127,62 @@ func TestGenerateStopStreamAndContinue(t *testing.T) {
 	}
 	if _, err := inf.Generate(ctx, prompt, 1, SampleOptions{}); !errors.Is(err, ErrContextFull) {
 		t.Fatalf("prompt past the capacity: %v", err)
+	}
+}
+
+// candidates (heaps, no full sort) keeps the tokens a plain reference
+// keeps: sort the whole distribution most likely first (ties by id), cut
+// to top-k, then to the smallest prefix whose renormalized mass reaches
+// top-p. Random logits with many ties (few distinct values) and odd sizes.
+func TestCandidatesMatchSortReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for trial := 0; trial < 200; trial++ {
+		V := 1 + rng.IntN(300)
+		logits := make([]float32, V)
+		levels := 1 + rng.IntN(20)
+		for i := range logits {
+			logits[i] = float32(rng.IntN(levels)) * 0.37
+		}
+		opts := SampleOptions{Temperature: 0.3 + rng.Float64()*2, TopK: rng.IntN(V + 3), TopP: []float64{0, 1, 0.1, 0.5, 0.9, 0.99}[rng.IntN(6)]}
+		if opts.TopK == 1 {
+			continue // greedy
+		}
+		s := newSampler(V, opts)
+		keep, greedy := s.candidates(logits)
+		// The reference.
+		probs := make([]float64, V)
+		order := make([]int, V)
+		mx := slices.Max(logits)
+		for i, l := range logits {
+			probs[i] = math.Exp((float64(l) - float64(mx)) / opts.Temperature)
+			order[i] = i
+		}
+		sort.SliceStable(order, func(a, b int) bool { return probs[order[a]] > probs[order[b]] })
+		k := V
+		if opts.TopK > 0 && opts.TopK < V {
+			k = opts.TopK
+		}
+		if opts.TopP > 0 && opts.TopP < 1 {
+			var kept, acc float64
+			for _, id := range order[:k] {
+				kept += probs[id]
+			}
+			for i := 0; i < k; i++ {
+				acc += probs[order[i]] / kept
+				if acc >= opts.TopP {
+					k = i + 1
+					break
+				}
+			}
+		}
+		want := slices.Clone(order[:k])
+		got := slices.Clone(s.order[:keep])
+		if k == V {
+			slices.Sort(want) // uncut: any order draws the same distribution
+			slices.Sort(got)
+		}
+		if greedy != -1 || !slices.Equal(got, want) {
+			t.Fatalf("V %d, %+v: kept %v, want %v", V, opts, got, want)
+		}
 	}
 }

@@ -34,8 +34,11 @@ var mergeCopied = []string{
 
 func mergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags := flag.NewFlagSet("merge", flag.ContinueOnError)
+	// -model and -adapter as every command names them (baseFlags), without
+	// -int8: a merge writes float weights.
 	var base baseFlags
-	base.register(flags)
+	flags.StringVar(&base.Model, "model", "", "Hugging Face model `dir` to merge into (required)")
+	flags.StringVar(&base.Adapter, "adapter", "", "PEFT LoRA adapter `dir` (adapter_config.json, adapter_model.safetensors) to merge (required)")
 	out := flags.String("out", "", "output `dir`: a Hugging Face model directory with the adapter merged (required; replaced if it exists)")
 	dtype := flags.String("dtype", "auto", "dtype of the saved weights: auto (the base's), float32, bfloat16 or float16")
 	jsonOut := flags.Bool("json", false, "print the results as one JSON object on the last line")
@@ -50,8 +53,6 @@ func mergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{"merge: -adapter is required"}
 	case *out == "":
 		return usageError{"merge: -out is required"}
-	case base.Int8:
-		return usageError{"merge: -int8 is not supported: merge writes the base's float weights"}
 	}
 	var opts []model.SaveOption
 	switch *dtype {

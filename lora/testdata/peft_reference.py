@@ -27,11 +27,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REF = os.path.join(HERE, "..", "..", "model", "testdata", "hf_reference.py")
 
 # hf_reference.py runs its command line when executed; take its functions
-# (load, read_safetensors, gpt2, llama) without the trailing main() call.
-_src = open(REF).read()
-assert _src.rstrip().endswith("main()"), "hf_reference.py no longer ends with main()"
+# (load, read_safetensors, gpt2, llama) without a trailing unguarded main()
+# call (a guarded one does not run under this __name__).
+_lines = open(REF).read().rstrip().split("\n")
+if _lines[-1] == "main()":
+    _lines = _lines[:-1]
 ref = {"__name__": "hf_reference"}
-exec(compile(_src.rstrip()[: -len("main()")], REF, "exec"), ref)
+exec(compile("\n".join(_lines) + "\n", REF, "exec"), ref)
+for _f in ("load", "read_safetensors", "gpt2", "llama"):
+    assert _f in ref, "hf_reference.py has no " + _f
 
 torch.set_default_dtype(torch.float64)
 PREFIX = "base_model.model."
