@@ -399,7 +399,7 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 	// adapter add onto that output in place.
 	var inPlace bool
 	switch l.base.(type) {
-	case *model.DenseLinear, *quant.Linear:
+	case *model.DenseLinear, *quant.Linear, *model.BF16Linear:
 		inPlace = true
 	}
 	return newUpAdd(y, h, gc.Node(a.B(l.name)), a.scales[l.name], inPlace)

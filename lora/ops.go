@@ -210,8 +210,8 @@ func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 // With inPlace it adds onto the base output's own memory and returns a view
 // of it, so an adapted layer holds one rows×out activation rather than two;
 // that is only correct when nothing else reads the base output, which
-// holds for the bases whose ops are known (model.DenseLinear and
-// quant.Linear: their backward reads x and dy, never y), so Layer asks for
+// holds for the bases whose ops are known (model.DenseLinear, quant.Linear
+// and model.BF16Linear: their backward reads x and dy, never y), so Layer asks for
 // it only with those.
 type upAddOp struct {
 	nn.OpBase

@@ -93,7 +93,7 @@ func (c Config) hfShape(name string, shape []int) []int64 {
 // straight into the model's float32 buffer, so loading never holds a
 // second copy of them. Options (LoadOption) choose another weights file or
 // hand the linear layers to a loader of their own, such as quant's int8
-// load, which then never allocates their float32 weights.
+// load or KeepBF16, which then never allocate their float32 weights.
 func LoadPretrained(dir string, opts ...LoadOption) (*Model, error) {
 	var o loadOptions
 	for _, opt := range opts {
@@ -132,6 +132,16 @@ func LoadPretrained(dir string, opts ...LoadOption) (*Model, error) {
 			}
 			where[canon], from[canon] = e, f
 		}
+	}
+	if o.keepBF16 {
+		if o.load != nil {
+			return nil, fmt.Errorf("model: LoadPretrained: KeepBF16 and WithLinearLoader cannot be combined")
+		}
+		o.takes = func(module string) bool {
+			e := where[module+".weight"]
+			return e != nil && e.dtype == safetensors.BF16
+		}
+		o.load = loadBF16Linear
 	}
 	// Shapes are checked before the model is allocated: the files, not
 	// config.json alone, must account for every byte of it.
@@ -382,7 +392,8 @@ func (m *Model) SavePretrained(dir string, opts ...SaveOption) (err error) {
 		return err
 	}
 	c := m.Config
-	if have, want := len(m.Weights.Params), len(c.paramSpecs()); have != want {
+	kept := m.bf16Tensors()
+	if have, want := len(m.Weights.Params)+len(kept), len(c.paramSpecs()); have != want {
 		return fmt.Errorf("model: SavePretrained %s: %d of the configuration's %d parameters are held (ReleaseReplaced freed the others)", dir, have, want)
 	}
 	var extra map[string]json.RawMessage
@@ -396,12 +407,21 @@ func (m *Model) SavePretrained(dir string, opts ...SaveOption) (err error) {
 	// Shards in parameter order, each up to maxShard bytes.
 	var shards [][]stOut
 	var size, total int64
-	for _, p := range m.Weights.Params {
-		t := stOut{name: p.Name, shape: c.hfShape(p.Name, p.Shape), src: p.Data}
-		if c.hfTranspose(p.Name) {
-			t.cols = int(t.shape[1])
+	for _, spec := range c.paramSpecs() {
+		t := stOut{name: spec.Name, shape: c.hfShape(spec.Name, spec.Shape)}
+		if p := m.Weights.Get(spec.Name); p != nil {
+			t.src = p.Data
+			if c.hfTranspose(p.Name) {
+				t.cols = int(t.shape[1])
+			}
+		} else {
+			k, ok := kept[spec.Name] // a bf16 layer's tensor, in the file's layout
+			if !ok {
+				return fmt.Errorf("model: SavePretrained %s: parameter %q is held neither in float32 nor by a bf16 layer", dir, spec.Name)
+			}
+			t, t.shape = k, c.hfShape(spec.Name, spec.Shape)
 		}
-		n := int64(len(p.Data)) * dt.Size()
+		n := int64(t.len()) * dt.Size()
 		if len(shards) == 0 || size > 0 && size+n > o.maxShard {
 			shards = append(shards, nil)
 			size = 0

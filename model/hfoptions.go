@@ -15,6 +15,7 @@ import (
 type LoadOption func(*loadOptions) error
 
 type loadOptions struct {
+	keepBF16    bool                            // KeepBF16
 	weightsFile string                          // read this file of the directory instead of model.safetensors or the index
 	takes       func(module string) bool        // linear modules the loader builds
 	load        func(*HFLinear) (Linear, error) // builds a taken module's layer

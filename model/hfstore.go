@@ -202,6 +202,15 @@ type stOut struct {
 	shape []int64
 	src   []float32
 	cols  int
+	bf16  []uint16 // the values instead of src: bfloat16, in the file's layout
+}
+
+// len returns the number of elements.
+func (t stOut) len() int {
+	if t.bf16 != nil {
+		return len(t.bf16)
+	}
+	return len(t.src)
 }
 
 // writeST writes tensors of dtype d as a safetensors file to w, converting
@@ -219,7 +228,7 @@ func writeST(w io.Writer, ts []stOut, d safetensors.DType) error {
 	header := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
 	var off int64
 	for _, t := range sorted {
-		n := int64(len(t.src)) * d.Size()
+		n := int64(t.len()) * d.Size()
 		header[t.name] = hEntry{DType: d.String(), Shape: t.shape, Offsets: []int64{off, off + n}}
 		off += n
 	}
@@ -240,9 +249,29 @@ func writeST(w io.Writer, ts []stOut, d safetensors.DType) error {
 	buf := make([]byte, chunk*es)
 	tmp := make([]float32, chunk)
 	for _, t := range sorted {
-		total := len(t.src)
+		total := t.len()
 		for done := 0; done < total; {
 			n := min(chunk, total-done)
+			if t.bf16 != nil {
+				// bfloat16 values are written untouched as BF16, and
+				// widened exactly for other dtypes.
+				h := t.bf16[done : done+n]
+				if d == safetensors.BF16 {
+					for i, v := range h {
+						binary.LittleEndian.PutUint16(buf[2*i:], v)
+					}
+				} else {
+					for i, v := range h {
+						tmp[i] = safetensors.BF16ToFloat32(v)
+					}
+					narrow(buf[:n*es], tmp[:n], d)
+				}
+				if _, err := bw.Write(buf[:n*es]); err != nil {
+					return err
+				}
+				done += n
+				continue
+			}
 			src := t.src[done : done+n]
 			if t.cols > 0 {
 				rows := total / t.cols
@@ -265,3 +294,21 @@ func writeST(w io.Writer, ts []stOut, d safetensors.DType) error {
 
 // errNoFloat is returned for a dtype name SavePretrained cannot write.
 var errNoFloat = errors.New("dtype must be float32, float16 or bfloat16")
+
+// readBF16 reads the BF16 tensor e into dst (len = e's elements) as stored.
+func (st *stFile) readBF16(e *stEntry, dst []uint16, buf *[]byte) error {
+	if e.dtype != safetensors.BF16 {
+		return fmt.Errorf("%w: %s: tensor %q is %v, not BF16", ErrCheckpoint, st.path, e.name, e.dtype)
+	}
+	b, err := st.readRaw(e, buf)
+	if err != nil {
+		return err
+	}
+	if len(b) != 2*len(dst) {
+		return fmt.Errorf("%w: %s: tensor %q holds %d bytes, want %d values", ErrCheckpoint, st.path, e.name, len(b), len(dst))
+	}
+	for i := range dst {
+		dst[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	return nil
+}

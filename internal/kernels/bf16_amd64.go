@@ -48,6 +48,29 @@ func fromBF16Asm(dst []float32, src []uint16) int {
 	return n
 }
 
+// interleaveAsm sets dst[i] = pair(s0[i], s1[i]) for the longest prefix
+// the vector routine handles, and returns its length.
+func interleaveAsm(dst []uint32, s0, s1 []uint16) int {
+	n := len(dst) &^ 15
+	if !bf16CvtAVX512 || n == 0 {
+		return 0
+	}
+	_, _ = s0[n-1], s1[n-1]
+	interleaveBF16AVX512(&dst[0], &s0[0], &s1[0], n)
+	return n
+}
+
+// dotBF16Asm returns the sum of a[i]·b[i] over the longest prefix the
+// VDPBF16PS routine handles, and that prefix's length.
+func dotBF16Asm(a, b []uint16) (float32, int) {
+	n := len(a) &^ 31
+	if !gemmBF16Asm || n == 0 {
+		return 0, 0
+	}
+	_ = b[n-1]
+	return dotBF16AVX512(&a[0], &b[0], n), n
+}
+
 // bf16Kernel computes the (aPanels·6)×(bPanels·16) tile C = alpha·A·B +
 // beta·C over kp k pairs of packed bf16 operands (see bf16gemm.go) with the
 // VDPBF16PS kernel of that size, or with the portable form when it is not

@@ -75,6 +75,123 @@ done:
 	VZEROUPPER
 	RET
 
+// func interleaveBF16AVX512(dst *uint32, s0 *uint16, s1 *uint16, n int)
+// Requires: AVX, AVX512F
+TEXT ·interleaveBF16AVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), AX
+	MOVQ s0+8(FP), CX
+	MOVQ s1+16(FP), DX
+	MOVQ n+24(FP), BX
+
+loop:
+	CMPQ      BX, $0x10
+	JL        done
+	VPMOVZXWD (CX), Z0
+	VPMOVZXWD (DX), Z1
+	VPSLLD    $0x10, Z1, Z1
+	VPORD     Z1, Z0, Z0
+	VMOVDQU32 Z0, (AX)
+	ADDQ      $0x20, CX
+	ADDQ      $0x20, DX
+	ADDQ      $0x40, AX
+	SUBQ      $0x10, BX
+	JMP       loop
+
+done:
+	VZEROUPPER
+	RET
+
+// func dotBF16AVX512(a *uint16, b *uint16, n int) float32
+// Requires: AVX, AVX512DQ, AVX512F, SSE
+TEXT ·dotBF16AVX512(SB), NOSPLIT, $0-28
+	MOVQ   a+0(FP), SI
+	MOVQ   b+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+
+loop4:
+	CMPQ      CX, $0x00000080
+	JL        loop1
+	VMOVDQU32 (SI), Z4
+	VMOVDQU32 (DI), Z8
+	BYTE      $0x62
+	BYTE      $0xd2
+	BYTE      $0x5e
+	BYTE      $0x48
+	BYTE      $0x52
+	BYTE      $0xc0
+
+	// ^ VDPBF16PS Z0, Z4, Z8 (Intel order)
+	VMOVDQU32 64(SI), Z5
+	VMOVDQU32 64(DI), Z9
+	BYTE      $0x62
+	BYTE      $0xd2
+	BYTE      $0x56
+	BYTE      $0x48
+	BYTE      $0x52
+	BYTE      $0xc9
+
+	// ^ VDPBF16PS Z1, Z5, Z9 (Intel order)
+	VMOVDQU32 128(SI), Z6
+	VMOVDQU32 128(DI), Z10
+	BYTE      $0x62
+	BYTE      $0xd2
+	BYTE      $0x4e
+	BYTE      $0x48
+	BYTE      $0x52
+	BYTE      $0xd2
+
+	// ^ VDPBF16PS Z2, Z6, Z10 (Intel order)
+	VMOVDQU32 192(SI), Z7
+	VMOVDQU32 192(DI), Z11
+	BYTE      $0x62
+	BYTE      $0xd2
+	BYTE      $0x46
+	BYTE      $0x48
+	BYTE      $0x52
+	BYTE      $0xdb
+
+	// ^ VDPBF16PS Z3, Z7, Z11 (Intel order)
+	ADDQ $0x00000100, SI
+	ADDQ $0x00000100, DI
+	SUBQ $0x00000080, CX
+	JMP  loop4
+
+loop1:
+	CMPQ      CX, $0x20
+	JL        sum
+	VMOVDQU32 (SI), Z4
+	VMOVDQU32 (DI), Z8
+	BYTE      $0x62
+	BYTE      $0xd2
+	BYTE      $0x5e
+	BYTE      $0x48
+	BYTE      $0x52
+	BYTE      $0xc0
+
+	// ^ VDPBF16PS Z0, Z4, Z8 (Intel order)
+	ADDQ $0x40, SI
+	ADDQ $0x40, DI
+	SUBQ $0x20, CX
+	JMP  loop1
+
+sum:
+	VADDPS        Z1, Z0, Z0
+	VADDPS        Z3, Z2, Z2
+	VADDPS        Z2, Z0, Z0
+	VEXTRACTF32X8 $0x01, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	MOVSS         X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
 // func bf16Kernel12x32AVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32)
 // Requires: AVX, AVX512F, MMX+
 TEXT ·bf16Kernel12x32AVX512(SB), NOSPLIT, $0-64

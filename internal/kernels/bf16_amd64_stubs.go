@@ -14,6 +14,16 @@ func f32ToBF16AVX512(dst *uint16, src *float32, n int)
 //go:noescape
 func bf16ToF32AVX512(dst *float32, src *uint16, n int)
 
+// interleaveBF16AVX512 sets dst[i] = s0[i] | s1[i]<<16 for i < n&^15.
+//
+//go:noescape
+func interleaveBF16AVX512(dst *uint32, s0 *uint16, s1 *uint16, n int)
+
+// dotBF16AVX512 returns the float32 sum of a[i]·b[i] for i < n&^31.
+//
+//go:noescape
+func dotBF16AVX512(a *uint16, b *uint16, n int) float32
+
 // bf16Kernel12x32AVX512 computes the 12×32 tile C = alpha·A·B + beta·C over kp k pairs.
 // A is 2 packed 6-row micro-panel(s) of bf16 pairs, the second aStride
 // words after the first; B is 2 packed 16-column micro-panel(s), the

@@ -271,9 +271,9 @@ func checkGemmBF16Run(t *testing.T, rng *rand.Rand, m, n, k int, transA, transB,
 // every transpose, bf16 and float32 operands, under every level and
 // implementation.
 func TestGemmBF16(t *testing.T) {
-	shapes := [][3]int{{1, 1, 1}, {7, 5, 3}, {13, 35, 1}, {6, 16, 2}, {12, 32, 9}, {25, 33, 70}, {50, 70, 513}, {1, 40, 21}, {30, 1, 17}}
+	shapes := [][3]int{{1, 1, 1}, {3, 37, 300}, {7, 5, 3}, {13, 35, 1}, {6, 16, 2}, {12, 32, 9}, {25, 33, 70}, {50, 70, 513}, {1, 40, 21}, {30, 1, 17}}
 	if testing.Short() {
-		shapes = shapes[:7]
+		shapes = shapes[:8]
 	}
 	forEachLevelImpl(t, "gemmbf16", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(5, 6))

@@ -78,7 +78,86 @@ func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, bet
 		scaleMatrix(m, n, beta, c, ldc)
 		return
 	}
+	if m <= bf16GemvRows && transB {
+		gemvBF16(transA, m, n, k, alpha, a, b, beta, c, ldc)
+		return
+	}
 	gemmBF16(gemmBF16Asm, bf16DefaultBlocking, transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
+}
+
+// bf16GemvRows is the most rows of op(A) that GemmBF16 multiplies by dot
+// products instead of packing: a decoding step's one row per sequence
+// reads each row of a transposed B (a torch.nn.Linear weight, [out, in])
+// once, where the packed path would copy all of B and run its 12-row
+// kernel on one row. (One decoding step at SmolLM2-135M's shapes:
+// BenchmarkBaseGenerate in lora.)
+const bf16GemvRows = 4
+
+// bf16DotWork is the least n·k worth splitting a gemv over threads.
+const bf16DotWork = 1 << 18
+
+// gemvBF16 computes C = alpha·op(A)·Bᵀ + beta·C for a few rows of op(A):
+// each element of C is the dot product of a row of op(A), rounded to
+// bfloat16 once, with a stored row of B.
+func gemvBF16(transA bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int) {
+	bufp := GetFloats(m * ceilDiv(k, 2))
+	words := *bufp
+	xs := unsafe.Slice((*uint16)(unsafe.Pointer(&words[:1][0])), 2*len(words))
+	for r := range m {
+		x := xs[r*k : (r+1)*k]
+		if !transA {
+			copy(x, a.rowBF16(r, 0, k, x))
+			continue
+		}
+		for p := range k { // op(A)[r][p] = a[p·lda + r]
+			if a.BF16 != nil {
+				x[p] = a.BF16[p*a.Ld+r]
+			} else {
+				x[p] = Float32ToBF16(a.F32[p*a.Ld+r])
+			}
+		}
+	}
+	threads := max(1, min(Threads(), n*k/bf16DotWork, n/16))
+	per := ceilDiv(n, threads)
+	For(threads, ceilDiv(n, per), ItemFunc(func(_, i int) {
+		var buf [bf16Seg]uint16
+		var wbuf []uint16
+		if b.BF16 == nil && k > len(buf) {
+			wbuf = make([]uint16, k)
+		} else {
+			wbuf = buf[:]
+		}
+		for o := i * per; o < min(n, (i+1)*per); o++ {
+			w := b.rowBF16(o, 0, k, wbuf)
+			for r := range m {
+				v := alpha * dotBF16(xs[r*k:(r+1)*k], w)
+				if beta != 0 {
+					v += beta * c[r*ldc+o]
+				}
+				c[r*ldc+o] = v
+			}
+		}
+	}))
+	PutFloats(bufp)
+}
+
+// dotBF16 returns the float32 sum of x[i]·y[i] over bfloat16 vectors of
+// equal length.
+func dotBF16(x, y []uint16) float32 {
+	s, n := dotBF16Asm(x, y)
+	if n == len(x) {
+		return s
+	}
+	// The rest (all of it without the VDPBF16PS routine) in float32
+	// blocks, through the float32 dot product.
+	var fx, fy [bf16Seg]float32
+	for i := n; i < len(x); i += bf16Seg {
+		e := min(len(x), i+bf16Seg)
+		FromBF16(fx[:e-i], x[i:e])
+		FromBF16(fy[:e-i], y[i:e])
+		s += dot(fx[:e-i], fy[:e-i])
+	}
+	return s
 }
 
 // checkGemmBF16 panics as checkSgemm does.
@@ -122,7 +201,16 @@ type bf16Blocking struct{ kp, mc, nt, packMax int }
 // bf16DefaultBlocking: a kernel call covers 256 k pairs (512 k), so a B
 // micro-panel block (16 columns × 256 words, 16 KiB) stays in L1 as in the
 // float32 kernel at KC 256, while C is loaded and stored half as often as
-// at 128 pairs. Tiles are those of the float32 AVX-512 path.
+// at 128 pairs. Tiles are those of the float32 AVX-512 path. From
+// BenchmarkGemmBF16Blocking -cpu 1 (GFLOP per CPU second, medians of 3, one
+// parameter changed at a time from kp256,mc96,nt512; the shared machine's
+// load average was above 9, so only differences beyond ~5% mean anything):
+//
+//	               kp64  kp128 kp192 kp256 kp384 kp512 | mc48  mc72  mc144 mc192 | nt256 nt1024
+//	1024³          146.4 151.0 149.1 166.9 153.0 155.5 | 162.8 164.2 169.6 170.1 | 160.4 172.1
+//	2048×768×3072  150.1 159.6 168.7 182.7 179.5 178.3 | 169.0 166.8 171.8 175.3 | 168.2 163.8
+//
+// kp256 was best on both shapes; no mc or nt beat the default on both.
 // Chunks of the packed operands stay within 8 MiB each, as Sgemm's.
 var bf16DefaultBlocking = bf16Blocking{kp: 256, mc: sgemmMC512, nt: sgemmNT512, packMax: sgemmPackMax}
 
@@ -317,13 +405,7 @@ func packAPairs(dst []uint32, a BF16Mat, transA bool, i0, rows, p0, kk int) {
 				for s := 0; s < kk; s += bf16Seg {
 					n := min(bf16Seg, kk-s)
 					src := a.rowBF16(i+rr, p0+s, n, buf[:])
-					dd := d[(s/2)*sgemmMR+rr:]
-					for pp := range n / 2 {
-						dd[pp*sgemmMR] = pair(src[2*pp], src[2*pp+1])
-					}
-					if n%2 == 1 {
-						dd[(n/2)*sgemmMR] = uint32(src[n-1])
-					}
+					dealPairs(d[(s/2)*sgemmMR+rr:], sgemmMR, src)
 				}
 			}
 			continue
@@ -376,7 +458,8 @@ func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
 						}
 						continue
 					}
-					for x := range dd {
+					x := interleaveAsm(dd, s0[c0:c0+w], s1[c0:c0+w])
+					for ; x < w; x++ {
 						dd[x] = pair(s0[c0+x], s1[c0+x])
 					}
 				}
@@ -396,15 +479,33 @@ func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
 			for s := 0; s < kk; s += bf16Seg {
 				n := min(bf16Seg, kk-s)
 				src := b.rowBF16(j0+q*sgemmNR+cc, p0+s, n, buf[:])
-				dd := d[(s/2)*sgemmNR+cc:]
-				for pp := range n / 2 {
-					dd[pp*sgemmNR] = pair(src[2*pp], src[2*pp+1])
-				}
-				if n%2 == 1 {
-					dd[(n/2)*sgemmNR] = uint32(src[n-1])
-				}
+				dealPairs(d[(s/2)*sgemmNR+cc:], sgemmNR, src)
 			}
 		}
+	}
+}
+
+// dealPairs writes the k pairs of src (an odd last element pairs with
+// zero) to dst[0], dst[stride], dst[2·stride]…, reading the pairs as
+// words when src is 4-byte aligned.
+func dealPairs(dst []uint32, stride int, src []uint16) {
+	n := len(src) / 2
+	switch {
+	case n == 0:
+	case uintptr(unsafe.Pointer(&src[0]))%4 == 0:
+		w := unsafe.Slice((*uint32)(unsafe.Pointer(&src[0])), n)
+		_ = dst[(n-1)*stride]
+		for pp, v := range w {
+			dst[pp*stride] = v
+		}
+	default: // a misaligned word pointer is invalid Go (checkptr rejects it)
+		_ = dst[(n-1)*stride]
+		for pp := range n {
+			dst[pp*stride] = pair(src[2*pp], src[2*pp+1])
+		}
+	}
+	if len(src)%2 == 1 {
+		dst[n*stride] = uint32(src[len(src)-1])
 	}
 }
 

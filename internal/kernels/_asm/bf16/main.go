@@ -60,6 +60,8 @@ func main() {
 	consts()
 	toBF16()
 	fromBF16()
+	interleave()
+	dotBF16()
 	for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
 		kernel(s[0], s[1])
 	}
@@ -141,6 +143,85 @@ func fromBF16() {
 	SUBQ(Imm(16), n)
 	JMP(LabelRef("loop"))
 	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// interleave emits interleaveBF16AVX512: dst[i] = s0[i] | s1[i]<<16 for the
+// first n&^15 elements, the k pairs of two rows of B for its packed panels.
+func interleave() {
+	TEXT("interleaveBF16AVX512", NOSPLIT, "func(dst *uint32, s0, s1 *uint16, n int)")
+	Pragma("noescape")
+	Doc("interleaveBF16AVX512 sets dst[i] = s0[i] | s1[i]<<16 for i < n&^15.")
+	dst, s0, s1, n := Load(Param("dst"), GP64()), Load(Param("s0"), GP64()), Load(Param("s1"), GP64()), Load(Param("n"), GP64())
+	x, y := ZMM(), ZMM()
+	Label("loop")
+	CMPQ(n, Imm(16))
+	JL(LabelRef("done"))
+	VPMOVZXWD(Mem{Base: s0}, x)
+	VPMOVZXWD(Mem{Base: s1}, y)
+	VPSLLD(Imm(16), y, y)
+	VPORD(y, x, x)
+	VMOVDQU32(x, Mem{Base: dst})
+	ADDQ(Imm(32), s0)
+	ADDQ(Imm(32), s1)
+	ADDQ(Imm(64), dst)
+	SUBQ(Imm(16), n)
+	JMP(LabelRef("loop"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// dotBF16 emits dotBF16AVX512: the float32 sum of a[i]·b[i] over the
+// first n&^31 bfloat16 elements, 32 per VDPBF16PS, in four accumulators.
+func dotBF16() {
+	TEXT("dotBF16AVX512", NOSPLIT, "func(a, b *uint16, n int) float32")
+	Pragma("noescape")
+	Doc("dotBF16AVX512 returns the float32 sum of a[i]·b[i] for i < n&^31.")
+	a, b, n := RSI, RDI, RCX
+	MOVQ(paramAddr("a"), a)
+	MOVQ(paramAddr("b"), b)
+	Load(Param("n"), n)
+	acc := []VecPhysical{Z0, Z1, Z2, Z3}
+	for _, z := range acc {
+		VPXORD(z, z, z)
+	}
+	xs := []VecPhysical{Z4, Z5, Z6, Z7}
+	ys := []VecPhysical{Z8, Z9, Z10, Z11}
+	Label("loop4")
+	CMPQ(n, U32(128))
+	JL(LabelRef("loop1"))
+	for u := 0; u < 4; u++ {
+		VMOVDQU32(Mem{Base: a, Disp: 64 * u}, xs[u])
+		VMOVDQU32(Mem{Base: b, Disp: 64 * u}, ys[u])
+		vdpbf16ps(acc[u], xs[u], ys[u])
+	}
+	ADDQ(U32(256), a)
+	ADDQ(U32(256), b)
+	SUBQ(U32(128), n)
+	JMP(LabelRef("loop4"))
+	Label("loop1")
+	CMPQ(n, Imm(32))
+	JL(LabelRef("sum"))
+	VMOVDQU32(Mem{Base: a}, xs[0])
+	VMOVDQU32(Mem{Base: b}, ys[0])
+	vdpbf16ps(acc[0], xs[0], ys[0])
+	ADDQ(Imm(64), a)
+	ADDQ(Imm(64), b)
+	SUBQ(Imm(32), n)
+	JMP(LabelRef("loop1"))
+	Label("sum")
+	VADDPS(Z1, Z0, Z0)
+	VADDPS(Z3, Z2, Z2)
+	VADDPS(Z2, Z0, Z0)
+	VEXTRACTF32X8(Imm(1), Z0, Y1)
+	VADDPS(Y1, Y0, Y0)
+	VEXTRACTF128(Imm(1), Y0, X1)
+	VADDPS(X1, X0, X0)
+	VHADDPS(X0, X0, X0)
+	VHADDPS(X0, X0, X0)
+	Store(X0, ReturnIndex(0))
 	VZEROUPPER()
 	RET()
 }
