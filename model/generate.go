@@ -18,6 +18,10 @@ type SampleOptions struct {
 	TopP        float64 // then keep the smallest set whose renormalized probability reaches P; 0 or 1 keeps all
 	Seed        uint64  // seeds the sampling; the same seed gives the same tokens
 
+	// Vocab, when positive, samples only ids below it: a tokenizer with
+	// fewer tokens than the model's embedding rows (Qwen pads its
+	// vocabulary) cannot decode the others.
+	Vocab int
 	// Stop lists tokens that end generation (a model's EOS ids): the
 	// first one sampled is returned as the last token.
 	Stop []int32
@@ -33,8 +37,8 @@ type SampleOptions struct {
 var ErrContextFull = errors.New("context full")
 
 func (o SampleOptions) validate() error {
-	if !(o.Temperature >= 0) || math.IsInf(o.Temperature, 0) || o.TopK < 0 || !(o.TopP >= 0 && o.TopP <= 1) {
-		return fmt.Errorf("model: sample options (temperature %v, top-k %d, top-p %v): temperature must be ≥ 0, top-k ≥ 0, top-p in [0, 1]", o.Temperature, o.TopK, o.TopP)
+	if !(o.Temperature >= 0) || math.IsInf(o.Temperature, 0) || o.TopK < 0 || !(o.TopP >= 0 && o.TopP <= 1) || o.Vocab < 0 {
+		return fmt.Errorf("model: sample options (temperature %v, top-k %d, top-p %v, vocab %d): temperature must be ≥ 0, top-k ≥ 0, top-p in [0, 1], vocab ≥ 0", o.Temperature, o.TopK, o.TopP, o.Vocab)
 	}
 	return nil
 }
@@ -125,7 +129,11 @@ func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens in
 		if err := ctx.Err(); err != nil {
 			return out, fmt.Errorf("model: generate: %w", err)
 		}
-		tok := s.pick(logits[len(logits)-V:])
+		last := logits[len(logits)-V:]
+		if opts.Vocab > 0 && opts.Vocab < V {
+			last = last[:opts.Vocab]
+		}
+		tok := s.pick(last)
 		out = append(out, tok)
 		if opts.OnToken != nil {
 			if err := opts.OnToken(tok); err != nil {
@@ -283,7 +291,7 @@ func (s *tokenSampler) candidates(logits []float32) (keep, greedy int) {
 		}
 		return keep, -1
 	default:
-		for i := range s.order {
+		for i := range logits {
 			s.probs[i] = prob(i)
 			s.order[i] = i
 		}

@@ -186,3 +186,22 @@ func TestCandidatesMatchSortReference(t *testing.T) {
 		}
 	}
 }
+
+// SampleOptions.Vocab keeps sampling below a tokenizer's size.
+func TestGenerateVocabLimit(t *testing.T) {
+	m := testModel(t, nil)
+	for _, opts := range []SampleOptions{{Vocab: 40}, {Vocab: 40, Temperature: 5, Seed: 2}, {Vocab: 40, Temperature: 5, TopK: 10}, {Vocab: 40, Temperature: 5, TopP: 0.99}} {
+		out, err := m.Generate(context.Background(), Encode("func "), 30, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range out {
+			if id >= 40 {
+				t.Fatalf("%+v: sampled %d", opts, id)
+			}
+		}
+	}
+	if _, err := m.Generate(context.Background(), Encode("a"), 1, SampleOptions{Vocab: -1}); err == nil {
+		t.Fatal("negative vocab accepted")
+	}
+}

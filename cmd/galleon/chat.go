@@ -206,7 +206,7 @@ func (s *chatSession) turn(ctx context.Context, text string, stdout, stderr io.W
 	s.cached = append(s.cached[:n], ids[n:]...)
 	t.PromptTokens, t.Prefilled = len(ids), len(ids)-n
 
-	opts := s.sf.options(s.l.EOS)
+	opts := s.sf.options(s.l)
 	opts.Seed += uint64(len(s.res.Turns)) // a fresh draw each turn, reproducible
 	stream := s.l.Tok.NewStream()
 	var reply []byte

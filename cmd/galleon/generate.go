@@ -45,9 +45,10 @@ func (s *sampleFlags) check(cmd string) error {
 	return nil
 }
 
-// options returns the sampling options that stop at the ids in stop.
-func (s *sampleFlags) options(stop []int32) model.SampleOptions {
-	return model.SampleOptions{Temperature: s.temperature, TopK: s.topK, TopP: s.topP, Seed: s.seed, Stop: stop}
+// options returns the sampling options for l: they stop at its EOS ids and
+// sample only ids its tokenizer can decode.
+func (s *sampleFlags) options(l *loaded) model.SampleOptions {
+	return model.SampleOptions{Temperature: s.temperature, TopK: s.topK, TopP: s.topP, Seed: s.seed, Stop: l.EOS, Vocab: l.Tok.VocabSize()}
 }
 
 // generateResult is generate's -json object.
@@ -88,7 +89,7 @@ func generateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	ids := l.Tok.EncodePrompt(*prompt)
-	res, err := generateText(ctx, l, ids, sf.maxTokens, sf.options(l.EOS), stdout)
+	res, err := generateText(ctx, l, ids, sf.maxTokens, sf.options(l), stdout)
 	if err != nil {
 		return err
 	}

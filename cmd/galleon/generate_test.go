@@ -149,3 +149,35 @@ func TestGenerateFlagErrors(t *testing.T) {
 		t.Errorf("missing model: exit %d, %q", code, errs)
 	}
 }
+
+// A model with more embedding rows than its tokenizer has tokens (as Qwen
+// pads its vocabulary) samples only ids the tokenizer decodes.
+func TestGenerateTokenizerSmallerThanModel(t *testing.T) {
+	tiny, _ := tinyLlamaDir(t)
+	cfg := tinyLlamaConfig()
+	cfg.Vocab = 32768
+	m, err := model.New(cfg, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Make the padding ids the most likely tokens (the head is [in, out]).
+	head := m.Weights.Get("lm_head.weight")
+	for i := range head.Data {
+		if i%cfg.Vocab >= 32000 {
+			head.Data[i] = 1
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "padded")
+	if err := m.SavePretrained(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		copyFile(t, filepath.Join(tiny, f), filepath.Join(dir, f))
+	}
+	res, _ := runGenerate(t, "-model", dir, "-prompt", "Hi", "-max-tokens", "20", "-temperature", "2", "-top-k", "0")
+	for _, id := range res.IDs {
+		if id >= 32000 {
+			t.Fatalf("sampled id %d past the tokenizer's 32000", id)
+		}
+	}
+}

@@ -1,8 +1,12 @@
 // Command galleon runs Hugging Face language models in pure Go: it
-// generates, chats and evaluates, with LoRA adapters and int8 weights.
+// fine-tunes, generates, chats and evaluates, with LoRA adapters and int8
+// weights.
 //
 // Usage:
 //
+//	galleon finetune -model DIR -data FILE [-out DIR] [-steps N | -epochs E] [-batch B] [-seq T] [-accum K]
+//	    [-lr X] [-warmup N] [-lora-r 8] [-lora-alpha 32] [-lora-dropout 0.1] [-target q_proj,v_proj | all-linear]
+//	    [-full] [-int8] [-workers N] [-val FILE | -val-fraction F] [-resume DIR] [-seed S] [-json]
 //	galleon generate -model DIR [-adapter DIR] [-int8] -prompt TEXT [-max-tokens N] [-temperature T] [-top-k K] [-top-p P] [-seed S] [-json]
 //	galleon chat -model DIR [-adapter DIR] [-int8] [-system TEXT] [-ctx N] [-max-tokens N] [sampling flags] [-json]
 //	galleon eval -model DIR [-adapter DIR] [-int8] -data FILE [-seq T] [-batch B] [-json]
@@ -12,6 +16,15 @@
 // and tokenizer_config.json) or a galleon checkpoint file (byte-level
 // tokens); -adapter applies a PEFT LoRA adapter directory; -int8 runs the
 // linear layers on int8 weights.
+//
+// finetune trains a LoRA adapter (or, with -full, every weight) on a .txt
+// file (packed into windows) or JSON lines of {"text"}, {"prompt",
+// "completion"} (loss on the completion only) or {"messages"} (rendered
+// with the model's chat template, loss on the assistant turns only). It
+// shows loss, validation loss, tokens/s, ETA and memory as it trains, and
+// writes to -out the PEFT adapter directory (or the model), loss.png and
+// train.log. Ctrl-C or SIGTERM saves a checkpoint there that -resume
+// continues exactly.
 //
 // generate continues a prompt (tokenized with the tokenizer's special
 // tokens, such as Llama's BOS) and prints the text as each token is
@@ -45,10 +58,11 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -79,6 +93,7 @@ type command struct {
 // Each subcommand lives in the file of its name.
 var commands = []command{
 	{"eval", "loss, perplexity and bits per byte of a model on a data file", evalCmd},
+	{"finetune", "fine-tune a Hugging Face model with LoRA (or fully) on a data file", finetuneCmd},
 	{"generate", "continue a prompt, streaming the text as it is sampled", generateCmd},
 	{"chat", "talk with a model over stdin and stdout, keeping the KV cache across turns", chatCmd},
 	{"merge", "merge a LoRA adapter into its base: a Hugging Face model directory", mergeCmd},

@@ -66,7 +66,7 @@ func runMPI(ctx context.Context, o options) (err error) {
 	}
 	r, err := measure(ctx, o, tr, data, fmt.Sprintf("rank %d of %d, stage %d", comm.Rank(), comm.Size(), o.stage), progress)
 	mem := tr.Memory() // between steps
-	rss, peak, _ := residentSet()
+	rss, peak, _ := report.ResidentSet()
 	if cerr := tr.Close(); err == nil {
 		err = cerr
 	}

@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"bufio"
@@ -7,9 +7,9 @@ import (
 	"strings"
 )
 
-// residentSet returns the process's resident set size and its high-water
+// ResidentSet returns the process's resident set size and its high-water
 // mark in bytes, from /proc/self/status (Linux); ok is false elsewhere.
-func residentSet() (rss, peak int64, ok bool) {
+func ResidentSet() (rss, peak int64, ok bool) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0, 0, false

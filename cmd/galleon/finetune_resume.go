@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"slices"
+
+	"github.com/galleon-ml/galleon/internal/safetensors"
+	"github.com/galleon-ml/galleon/model"
+)
+
+// checkpointFile is the resumable checkpoint in -out: one safetensors file,
+// written atomically, holding the trainable weights (the adapter, or every
+// weight with -full) and AdamW's moments as tensors, and in its metadata the
+// run's options and the state that continues it exactly: optimizer step,
+// schedule, data loader position, loss history. Dropout masks are a
+// function of the seed and the step number, so no RNG state is needed
+// beyond the step.
+const checkpointFile = "checkpoint.safetensors"
+
+const (
+	ckptFormat  = "galleon-finetune-checkpoint"
+	ckptVersion = "1"
+)
+
+// Names of the checkpoint's tensors and metadata keys.
+const (
+	ckptParams  = "trainable"
+	ckptM       = "adam_m"
+	ckptV       = "adam_v"
+	metaFormat  = "format"
+	metaVersion = "version"
+	metaOptions = "options"
+	metaState   = "state"
+)
+
+// ckptParam is one trainable tensor's name and shape: the checkpoint's
+// layout, compared with the resumed run's before anything is copied.
+type ckptParam struct {
+	Name  string `json:"name"`
+	Shape []int  `json:"shape"`
+}
+
+// ckptState is the checkpoint's "state" metadata.
+type ckptState struct {
+	Step     int               `json:"step"`
+	Total    int               `json:"total_steps"`
+	Schedule model.Schedule    `json:"schedule"`
+	AdamW    model.AdamWConfig `json:"adamw"`
+	Loader   []byte            `json:"loader"`
+	History  history           `json:"history"`
+	Layout   []ckptParam       `json:"layout"`
+	Windows  int               `json:"train_windows"`
+	Tokens   int               `json:"trained_tokens"`
+}
+
+// saveCheckpoint writes the state after step optimizer steps.
+func (r *ftRun) saveCheckpoint(step int) error {
+	t := r.single
+	opts, err := json.Marshal(r.o)
+	if err != nil {
+		return fmt.Errorf("finetune: checkpoint: %w", err)
+	}
+	ps := r.m.Trainable()
+	st := ckptState{Step: step, Total: r.total, Schedule: r.sched, AdamW: r.adamw, Loader: r.loader.State(),
+		History: r.hist, Windows: len(r.d.Train), Tokens: r.d.Tokens}
+	for _, p := range ps.Params {
+		st.Layout = append(st.Layout, ckptParam{Name: p.Name, Shape: p.Shape})
+	}
+	state, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("finetune: checkpoint: %w", err)
+	}
+	n := []int64{int64(ps.Len())}
+	src := func(name string, xs []float32) safetensors.Source {
+		return safetensors.Source{Name: name, DType: safetensors.F32, Shape: n, Data: func() ([]byte, error) {
+			b := make([]byte, 4*len(xs))
+			for i, x := range xs {
+				binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+			}
+			return b, nil
+		}}
+	}
+	meta := map[string]string{metaFormat: ckptFormat, metaVersion: ckptVersion, metaOptions: string(opts), metaState: string(state)}
+	path := filepath.Join(r.o.Out, checkpointFile)
+	if err := safetensors.WriteFileStream(path, []safetensors.Source{src(ckptParams, ps.Data), src(ckptM, t.Opt.M), src(ckptV, t.Opt.V)}, meta); err != nil {
+		return fmt.Errorf("finetune: checkpoint: %w", err)
+	}
+	return nil
+}
+
+// openCheckpoint opens dir's checkpoint and checks its format.
+func openCheckpoint(dir string) (*safetensors.Reader, error) {
+	path := filepath.Join(dir, checkpointFile)
+	rd, err := safetensors.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("finetune: -resume %s: %w", dir, err)
+	}
+	if rd.Metadata[metaFormat] != ckptFormat || rd.Metadata[metaVersion] != ckptVersion {
+		rd.Close()
+		return nil, fmt.Errorf("finetune: -resume %s: %s is not a version-%s finetune checkpoint", dir, path, ckptVersion)
+	}
+	return rd, nil
+}
+
+// readCheckpointOptions returns the options of the run a checkpoint
+// interrupted.
+func readCheckpointOptions(dir string) (ftOptions, error) {
+	rd, err := openCheckpoint(dir)
+	if err != nil {
+		return ftOptions{}, err
+	}
+	defer rd.Close()
+	var o ftOptions
+	if err := json.Unmarshal([]byte(rd.Metadata[metaOptions]), &o); err != nil {
+		return ftOptions{}, fmt.Errorf("finetune: -resume %s: options: %w", dir, err)
+	}
+	return o, nil
+}
+
+// restored is a checkpoint's optimizer state, kept until the trainer
+// exists.
+type restored struct {
+	step int
+	m, v []float32
+}
+
+// restore loads dir's checkpoint into the run set up from the same
+// options: trainable weights, loader position, schedule and history now,
+// the optimizer state once the trainer is built (applyRestoredOptimizer).
+func (r *ftRun) restore(dir string) error {
+	if r.o.Workers > 1 {
+		return usageError{"finetune: -resume needs -workers 1: checkpoints hold one worker's optimizer state"}
+	}
+	rd, err := openCheckpoint(dir)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("finetune: -resume %s: %s", dir, fmt.Sprintf(format, args...))
+	}
+	var st ckptState
+	if err := json.Unmarshal([]byte(rd.Metadata[metaState]), &st); err != nil {
+		return fail("state: %v", err)
+	}
+	ps := r.m.Trainable()
+	var layout []ckptParam
+	for _, p := range ps.Params {
+		layout = append(layout, ckptParam{Name: p.Name, Shape: p.Shape})
+	}
+	same := len(layout) == len(st.Layout)
+	for i := 0; same && i < len(layout); i++ {
+		same = layout[i].Name == st.Layout[i].Name && slices.Equal(layout[i].Shape, st.Layout[i].Shape)
+	}
+	switch {
+	case !same:
+		return fail("the checkpoint's %d trainable tensors differ from this model's %d", len(st.Layout), len(layout))
+	case st.Windows != len(r.d.Train) || st.Tokens != r.d.Tokens:
+		return fail("the checkpoint was trained on %d windows with %d trained targets, the data now gives %d and %d: has %s changed?",
+			st.Windows, st.Tokens, len(r.d.Train), r.d.Tokens, r.o.Data)
+	case st.Total != r.total || st.Schedule != r.sched || st.AdamW != r.adamw:
+		return fail("the checkpoint's schedule (%d steps, %+v, %+v) differs from the run's (%d, %+v, %+v)", st.Total, st.Schedule, st.AdamW, r.total, r.sched, r.adamw)
+	case st.Step < 0 || st.Step > st.Total || len(st.History.Train) != st.Step || len(st.History.Val) != len(st.History.ValSteps):
+		return fail("inconsistent state: step %d of %d with %d losses", st.Step, st.Total, len(st.History.Train))
+	}
+	read := func(name string) ([]float32, error) {
+		info, ok := rd.Info(name)
+		if !ok || info.DType != safetensors.F32 || len(info.Shape) != 1 || info.Shape[0] != int64(ps.Len()) {
+			return nil, fail("tensor %s missing or not F32 [%d]", name, ps.Len())
+		}
+		xs, err := rd.Float32s(name)
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		return xs, nil
+	}
+	params, err := read(ckptParams)
+	if err != nil {
+		return err
+	}
+	var rs restored
+	if rs.m, err = read(ckptM); err != nil {
+		return err
+	}
+	if rs.v, err = read(ckptV); err != nil {
+		return err
+	}
+	for i := range params {
+		if math.IsNaN(float64(params[i])) || math.IsInf(float64(params[i]), 0) || !(rs.v[i] >= 0) || math.IsInf(float64(rs.v[i]), 0) {
+			return fail("non-finite weight or moment at element %d", i)
+		}
+	}
+	if err := r.loader.SetState(st.Loader); err != nil {
+		return fail("%v", err)
+	}
+	copy(ps.Data, params)
+	rs.step = st.Step
+	r.pending = &rs
+	r.hist, r.start = st.History, st.Step
+	return nil
+}
+
+// applyRestoredOptimizer moves a restored optimizer state into the trainer.
+func (r *ftRun) applyRestoredOptimizer() error {
+	if r.pending == nil {
+		return nil
+	}
+	opt := r.single.Opt
+	if len(opt.M) != len(r.pending.m) {
+		return errors.New("finetune: resume: optimizer state does not fit the trainer")
+	}
+	copy(opt.M, r.pending.m)
+	copy(opt.V, r.pending.v)
+	opt.T = r.pending.step
+	r.pending = nil
+	return nil
+}

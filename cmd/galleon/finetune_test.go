@@ -1,0 +1,329 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/galleon-ml/galleon/lora"
+	"github.com/galleon-ml/galleon/model"
+	"github.com/galleon-ml/galleon/tokenizer"
+)
+
+// qa are prompt/completion pairs for the tests' data files.
+var qa = [][2]string{
+	{"What is Go?", " A programming language."},
+	{"Who made gorgonia?", " Chewxy and friends."},
+	{"What does LoRA train?", " Two small matrices per layer."},
+	{"Is the base frozen?", " Yes, only the adapter learns."},
+}
+
+func promptCompletion(t *testing.T, n int) string {
+	var b strings.Builder
+	for i := range n {
+		p := qa[i%len(qa)]
+		fmt.Fprintf(&b, "{\"prompt\":%q,\"completion\":%q}\n", p[0], p[1])
+	}
+	return write(t, "train.jsonl", b.String())
+}
+
+func TestFinetuneLoRAEndToEnd(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	out := filepath.Join(t.TempDir(), "out")
+	train := promptCompletion(t, 12)
+	code, stdout, stderr := galleon(t, "finetune", "-model", dir, "-data", train, "-lora-r", "8", "-lora-alpha", "16",
+		"-target", "all-linear", "-steps", "4", "-batch", "2", "-seq", "32", "-val-fraction", "0.25", "-out", out, "-json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var res map[string]any
+	lastJSON(t, stdout, &res)
+	for _, k := range []string{"adapter_dir", "steps", "tokens_per_second", "peak_rss_bytes", "adapter_bytes", "base_bytes", "val_loss", "train_loss"} {
+		if _, ok := res[k]; !ok {
+			t.Errorf("JSON lacks %q: %v", k, res)
+		}
+	}
+	if res["steps"].(float64) != 4 || res["val_loss"] == nil || res["tokens_per_second"].(float64) <= 0 || res["adapter_bytes"].(float64) <= 0 {
+		t.Errorf("result %v", res)
+	}
+	if b, _ := weightFilesBytes(dir); res["base_bytes"].(float64) != float64(b) {
+		t.Errorf("base_bytes %v, files hold %d", res["base_bytes"], b)
+	}
+	// The adapter loads back onto the base with lora, all seven
+	// projections of both layers adapted, and changes the logits.
+	m, err := model.LoadPretrained(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []int32{1, 1724, 338, 2921}
+	before, err := m.Logits(ids, 1, len(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm, err := lora.Wrap(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := lm.LoadAdapter(res["adapter_dir"].(string), "ft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Modules) != 14 || a.Config.R != 8 || a.Config.Alpha != 16 {
+		t.Errorf("adapter: %d modules, r %d, alpha %g", len(a.Modules), a.Config.R, a.Config.Alpha)
+	}
+	after, err := m.Logits(ids, 1, len(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := false
+	for i := range before {
+		changed = changed || before[i] != after[i]
+	}
+	if !changed {
+		t.Error("the trained adapter leaves the logits unchanged")
+	}
+	f, err := os.Open(filepath.Join(out, "loss.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := png.Decode(f); err != nil {
+		t.Errorf("loss.png: %v", err)
+	}
+	if log, err := os.ReadFile(filepath.Join(out, "train.log")); err != nil || strings.Count(string(log), "\nstep ") != 4 {
+		t.Errorf("train.log: %v\n%s", err, log)
+	}
+	if _, err := os.Stat(filepath.Join(out, checkpointFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("finished run left a checkpoint: %v", err)
+	}
+}
+
+// TestFinetuneFormats trains a step on each data format and checks the
+// number of targets that carry loss against a count made here from the
+// tokenizer: packing for text, prompts and user turns masked.
+func TestFinetuneFormats(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := func(s string) int { return len(tok.Encode(s)) }
+	text := "Go is a language. Gorgonia is a library.\nLoRA adapts a model."
+	conv := `{"messages":[{"role":"user","content":"what is go"},{"role":"assistant","content":"A LANGUAGE"},{"role":"user","content":"and gorgonia"},{"role":"assistant","content":"A LIBRARY"}]}`
+	cases := []struct {
+		name, file, content string
+		packed              bool
+		trained             int
+	}{
+		// BOS, the text's tokens and EOS: every token after BOS is a target.
+		{"txt", "a.txt", text, true, n(text) + 1},
+		{"text", "t.jsonl", fmt.Sprintf("{\"text\":%q}\n{\"text\":%q}\n", "first line", "second one"), true, n("first line") + 1 + n("second one") + 1},
+		// Only the completion and EOS carry loss.
+		{"prompt-completion", "pc.jsonl", fmt.Sprintf("{\"prompt\":%q,\"completion\":%q}\n", qa[0][0], qa[0][1]), false, n(qa[0][1]) + 1},
+		// Only the assistant turns (with their </s>; the last one's is the
+		// EOS data adds) carry loss.
+		{"messages", "m.jsonl", conv + "\n", false, n(" A LANGUAGE</s>") + n(" A LIBRARY") + 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			code, stdout, stderr := galleon(t, "finetune", "-model", dir, "-data", write(t, c.file, c.content), "-steps", "1", "-batch", "1",
+				"-seq", "128", "-val-fraction", "0", "-out", out, "-json")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			var res ftResult
+			lastJSON(t, stdout, &res)
+			if res.Packed != c.packed || res.TrainedTokens != c.trained {
+				t.Errorf("packed %v with %d trained targets, want %v and %d", res.Packed, res.TrainedTokens, c.packed, c.trained)
+			}
+			if res.ValLoss != nil || !(res.TrainLoss > 0) {
+				t.Errorf("result %+v", res)
+			}
+		})
+	}
+}
+
+func TestFinetuneMalformedLine(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	bad := write(t, "bad.jsonl", `{"prompt":"a","completion":"b"}`+"\n\n"+`{"prompt":"a"}`+"\n")
+	code, _, stderr := galleon(t, "finetune", "-model", dir, "-data", bad, "-steps", "1", "-out", t.TempDir())
+	if code != 1 || !strings.Contains(stderr, "line 3") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("exit %d: %q", code, stderr)
+	}
+	val := write(t, "val.jsonl", "{nope\n")
+	code, _, stderr = galleon(t, "finetune", "-model", dir, "-data", promptCompletion(t, 2), "-val", val, "-steps", "1", "-out", t.TempDir())
+	if code != 1 || !strings.Contains(stderr, "line 1") {
+		t.Errorf("malformed -val: exit %d: %q", code, stderr)
+	}
+}
+
+func TestFinetuneFlagErrors(t *testing.T) {
+	d := write(t, "d.jsonl", `{"text":"hello"}`)
+	m := t.TempDir()
+	cases := [][]string{
+		{"finetune"},
+		{"finetune", "-model", m},
+		{"finetune", "-data", d},
+		{"finetune", "-model", m, "-data", d, "-steps", "-1"},
+		{"finetune", "-model", m, "-data", d, "-steps", "3", "-epochs", "2"},
+		{"finetune", "-model", m, "-data", d, "-epochs", "0"},
+		{"finetune", "-model", m, "-data", d, "-batch", "0"},
+		{"finetune", "-model", m, "-data", d, "-seq", "1"},
+		{"finetune", "-model", m, "-data", d, "-accum", "0"},
+		{"finetune", "-model", m, "-data", d, "-lr", "-1"},
+		{"finetune", "-model", m, "-data", d, "-lr", "NaN"},
+		{"finetune", "-model", m, "-data", d, "-warmup", "-2"},
+		{"finetune", "-model", m, "-data", d, "-lora-r", "0"},
+		{"finetune", "-model", m, "-data", d, "-lora-alpha", "-3"},
+		{"finetune", "-model", m, "-data", d, "-lora-dropout", "1"},
+		{"finetune", "-model", m, "-data", d, "-target", ","},
+		{"finetune", "-model", m, "-data", d, "-full", "-int8"},
+		{"finetune", "-model", m, "-data", d, "-full", "-lora-r", "4"},
+		{"finetune", "-model", m, "-data", d, "-workers", "0"},
+		{"finetune", "-model", m, "-data", d, "-workers", "8", "-batch", "2"},
+		{"finetune", "-model", m, "-data", d, "-val", d, "-val-fraction", "0.1"},
+		{"finetune", "-model", m, "-data", d, "-val-fraction", "1"},
+		{"finetune", "-model", m, "-data", write(t, "d.csv", "a")},
+		{"finetune", "-model", m, "-data", d, "-nope"},
+		{"finetune", "-model", m, "-data", d, "extra"},
+	}
+	for _, args := range cases {
+		code, out, errs := galleon(t, args...)
+		if code != 2 || out != "" {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out, errs)
+		}
+		if strings.Count(strings.TrimSpace(errs), "\n") != 0 || !strings.HasPrefix(errs, "galleon finetune: ") {
+			t.Errorf("%q: error is not one line: %q", args, errs)
+		}
+	}
+	if code, _, errs := galleon(t, "finetune", "-h"); code != 0 || !strings.Contains(errs, "-lora-r") {
+		t.Errorf("finetune -h: exit %d, %q", code, errs)
+	}
+	dir, _ := tinyLlamaDir(t)
+	// Flags that need the model: a target it lacks, a window past its context.
+	for _, args := range [][]string{
+		{"finetune", "-model", dir, "-data", d, "-target", "c_attn", "-steps", "1", "-out", t.TempDir()},
+		{"finetune", "-model", dir, "-data", d, "-seq", "257", "-steps", "1", "-out", t.TempDir()},
+	} {
+		if code, _, errs := galleon(t, args...); code != 2 || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+			t.Errorf("%q: exit %d, %q", args, code, errs)
+		}
+	}
+}
+
+// TestFinetuneResume interrupts a run after two of five steps and resumes
+// it: the adapter must equal the uninterrupted run's bit for bit (dropout,
+// data order, schedule and AdamW state all continue).
+func TestFinetuneResume(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	train := promptCompletion(t, 10)
+	args := func(out string) []string {
+		return []string{"-model", dir, "-data", train, "-steps", "5", "-batch", "2", "-seq", "24", "-lora-dropout", "0.2",
+			"-target", "all-linear", "-val-fraction", "0.2", "-eval-every", "2", "-out", out, "-json"}
+	}
+	straight := filepath.Join(t.TempDir(), "straight")
+	var sout, serr bytes.Buffer
+	if err := finetune(context.Background(), args(straight), &sout, &serr, nil); err != nil {
+		t.Fatal(err)
+	}
+	resumed := filepath.Join(t.TempDir(), "resumed")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := finetune(ctx, args(resumed), &out, &errb, func(step int) {
+		if step == 2 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(out.String(), "-resume "+resumed) {
+		t.Fatalf("interrupted run: %v\n%s", err, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(resumed, checkpointFile)); err != nil {
+		t.Fatal(err)
+	}
+	// A flag that contradicts the checkpoint is refused.
+	if code, _, errs := galleon(t, "finetune", "-resume", resumed, "-steps", "6"); code != 2 || !strings.Contains(errs, "-steps") {
+		t.Errorf("contradicting -steps: exit %d, %q", code, errs)
+	}
+	out.Reset()
+	if err := finetune(context.Background(), []string{"-resume", resumed, "-json"}, &out, &errb, nil); err != nil {
+		t.Fatal(err)
+	}
+	var a, b ftResult
+	lastJSON(t, sout.String(), &a)
+	lastJSON(t, out.String(), &b)
+	if b.ResumedFrom != 2 || b.Steps != 5 || *a.ValLoss != *b.ValLoss || a.TrainLoss != b.TrainLoss {
+		t.Errorf("straight %+v, resumed %+v", a, b)
+	}
+	wa, err := os.ReadFile(filepath.Join(straight, "adapter", lora.WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, err := os.ReadFile(filepath.Join(resumed, "adapter", lora.WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(wa, wb) {
+		t.Error("resumed adapter differs from the uninterrupted run's")
+	}
+	if code, _, errs := galleon(t, "finetune", "-resume", t.TempDir()); code != 1 || !strings.Contains(errs, checkpointFile) {
+		t.Errorf("resume without a checkpoint: exit %d, %q", code, errs)
+	}
+}
+
+func TestFinetuneFullAndWorkers(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	train := promptCompletion(t, 8)
+	out := filepath.Join(t.TempDir(), "full")
+	code, stdout, stderr := galleon(t, "finetune", "-model", dir, "-data", train, "-full", "-steps", "2", "-batch", "2", "-seq", "24", "-out", out, "-json")
+	if code != 0 {
+		t.Fatalf("-full: exit %d: %s", code, stderr)
+	}
+	var res ftResult
+	lastJSON(t, stdout, &res)
+	if res.ModelDir == "" || res.AdapterDir != "" || res.ModelBytes <= 0 {
+		t.Fatalf("-full result %+v", res)
+	}
+	base, err := model.LoadPretrained(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tuned, err := model.LoadPretrained(res.ModelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tuned.NumParams() != base.NumParams() || res.TrainableParams != base.NumParams() {
+		t.Errorf("tuned model has %d weights, %d trained; base %d", tuned.NumParams(), res.TrainableParams, base.NumParams())
+	}
+	out = filepath.Join(t.TempDir(), "workers")
+	code, stdout, stderr = galleon(t, "finetune", "-model", dir, "-data", train, "-workers", "2", "-steps", "2", "-batch", "2", "-seq", "24", "-out", out, "-json")
+	if code != 0 {
+		t.Fatalf("-workers 2: exit %d: %s", code, stderr)
+	}
+	lastJSON(t, stdout, &res)
+	if res.Workers != 2 || res.AdapterDir == "" {
+		t.Errorf("-workers 2 result %+v", res)
+	}
+}
+
+// TestFinetuneInt8 trains a LoRA adapter on an int8 base.
+func TestFinetuneInt8(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	out := filepath.Join(t.TempDir(), "int8")
+	code, stdout, stderr := galleon(t, "finetune", "-model", dir, "-data", promptCompletion(t, 4), "-int8", "-steps", "2", "-batch", "2", "-seq", "24", "-out", out, "-json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var res ftResult
+	lastJSON(t, stdout, &res)
+	if res.AdapterDir == "" || !(res.TrainLoss > 0) {
+		t.Errorf("result %+v", res)
+	}
+}
