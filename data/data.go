@@ -15,9 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/galleon-ml/galleon/internal/safetensors"
 )
 
 // IgnoreIndex is the target of a position that carries no loss; it equals
@@ -125,7 +126,8 @@ func newBuilder(opts Options) *builder {
 
 // ReadFile reads a .txt or .jsonl file into examples.
 func ReadFile(path string, opts Options) ([]Example, error) {
-	f, err := os.Open(path)
+	// Stat first and open non-blocking: a FIFO must not hang the read.
+	f, _, err := safetensors.OpenRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}

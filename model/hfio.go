@@ -232,9 +232,13 @@ func stDType(name string) (safetensors.DType, error) {
 	return 0, fmt.Errorf("model: dtype %q: %w", name, errNoFloat)
 }
 
-// readSmallFile reads a JSON file of at most limit bytes.
+// readSmallFile reads a JSON file of at most limit bytes; anything but a
+// regular file (a FIFO would block the open) is refused.
 func readSmallFile(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, _, err := safetensors.OpenRegular(path)
+	if errors.Is(err, safetensors.ErrNotRegular) {
+		return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}

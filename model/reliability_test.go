@@ -40,13 +40,21 @@ func TestLoadFIFOReturns(t *testing.T) {
 	if err := syscall.Mkfifo(p, 0o600); err != nil {
 		t.Skipf("mkfifo: %v", err)
 	}
-	done := make(chan error, 1)
-	go func() { _, err := Load(p); done <- err }()
-	select {
-	case err := <-done:
-		require.ErrorIs(t, err, safetensors.ErrNotRegular)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Load of a FIFO did not return")
+	// A Hugging Face directory whose config.json is a FIFO.
+	hf := t.TempDir()
+	require.NoError(t, syscall.Mkfifo(filepath.Join(hf, "config.json"), 0o600))
+	for name, load := range map[string]func() error{
+		"Load":           func() error { _, err := Load(p); return err },
+		"LoadPretrained": func() error { _, err := LoadPretrained(hf); return err },
+	} {
+		done := make(chan error, 1)
+		go func() { done <- load() }()
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, safetensors.ErrNotRegular, name)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s of a FIFO did not return", name)
+		}
 	}
 }
 

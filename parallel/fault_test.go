@@ -2,6 +2,7 @@ package parallel
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -117,6 +118,9 @@ func TestCancelMidStepReturnsAtOnce(t *testing.T) {
 	defer tr.Close()
 	before := Hash(m.Trainable().Data)
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	defer unblock() // before Close, which waits for the abandoned step
 	hook, started := blockHook(1, release)
 	tr.testHook = hook
 	ctx, cancel := context.WithCancel(context.Background())
@@ -125,8 +129,12 @@ func TestCancelMidStepReturnsAtOnce(t *testing.T) {
 		cancel()
 	}()
 	_, err = tr.Step(ctx, newTestData(t, 3))
-	close(release) // the abandoned computation may finish now
 	require.ErrorIs(t, err, context.Canceled)
+	// A step whose context ends while the abandoned one still runs
+	// returns too.
+	_, err = tr.Step(ctx, newTestData(t, 3))
+	require.ErrorIs(t, err, context.Canceled)
+	unblock() // the abandoned computation may finish now
 	// (The hook stays: the abandoned step may still read it; it blocks no
 	// more.)
 	_, err = tr.Step(context.Background(), newTestData(t, 3))

@@ -450,7 +450,7 @@ func (t *Trainer) Model() *model.Model { return t.model }
 // the next step releases the other ranks' parts again. At other stages, and
 // under New, it does nothing.
 func (t *Trainer) GatherParams() error {
-	t.join()
+	_ = t.join(context.Background())
 	if t.release == nil || len(t.workers) != 1 {
 		return nil
 	}
@@ -483,7 +483,7 @@ func (t *Trainer) Shard(r int) (lo, hi int) {
 // gathers the full parameters so that the model is whole again; every rank
 // must then call Close.
 func (t *Trainer) Close() error {
-	t.join()
+	_ = t.join(context.Background())
 	var errs []error
 	if t.release != nil && len(t.workers) == 1 {
 		if err := t.gatherParams(t.workers[0]); err != nil {
@@ -543,14 +543,16 @@ type stepResult struct {
 // other ranks' steps fail with errors wrapping ErrAborted, and an MPI job
 // ends. A forward or backward pass that was running finishes in the
 // background without changing any weight; the trainer's next call waits for
-// it. Under New the trainer stays usable; under NewRank the aborted group
-// cannot be used again.
+// it (Step as long as its own context allows). Under New the trainer stays
+// usable; under NewRank the aborted group cannot be used again.
 func (t *Trainer) Step(ctx context.Context, data model.Batcher) (model.StepStats, error) {
 	step := t.steps + 1
 	if len(t.workers) == 0 {
 		return model.StepStats{Step: step}, errors.New("parallel: trainer is closed")
 	}
-	t.join()
+	if err := t.join(ctx); err != nil {
+		return model.StepStats{Step: step}, fmt.Errorf("parallel: %sstep %d: %w", t.rankPrefix(), step, err)
+	}
 	per := t.cfg.Batch * t.cfg.SeqLen
 	lr := t.cfg.Schedule.LR(step - 1)
 	stats := model.StepStats{Step: step, LR: lr, Tokens: t.cfg.Accum * per}
@@ -644,16 +646,22 @@ func (t *Trainer) rankPrefix() string {
 }
 
 // join waits for a step that a cancelled context left running, and under
-// New replaces the group it aborted.
-func (t *Trainer) join() {
+// New replaces the group it aborted. It returns ctx's error if ctx ends
+// first (the step is then still pending).
+func (t *Trainer) join(ctx context.Context) error {
 	if t.pending == nil {
-		return
+		return nil
 	}
-	<-t.pending
+	select {
+	case <-t.pending:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 	t.pending = nil
 	if t.shared {
 		t.newGroup()
 	}
+	return nil
 }
 
 // newGroup gives New's workers a fresh group after a failed step: a panic

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/dlclark/regexp2"
+	"github.com/galleon-ml/galleon/internal/safetensors"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -106,13 +108,24 @@ type configJSON struct {
 	DoLowercaseAndRemoveAccent *bool           `json:"do_lowercase_and_remove_accent"`
 }
 
+// readRegular reads path if it is a regular file: stat first and open
+// non-blocking, so that a FIFO returns an error instead of blocking.
+func readRegular(path string) ([]byte, error) {
+	f, _, err := safetensors.OpenRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
 // Load reads dir/tokenizer.json and, when present, dir/tokenizer_config.json.
 func Load(dir string) (*Tokenizer, error) {
-	tj, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	tj, err := readRegular(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	cj, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json"))
+	cj, err := readRegular(filepath.Join(dir, "tokenizer_config.json"))
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("tokenizer: %w", err)
