@@ -90,7 +90,7 @@ type blockGraph struct {
 // build adds block i to a new graph.
 func (ck *checkpointer) build(i int) (*blockGraph, error) {
 	g := G.NewGraph()
-	gc := &GraphContext{g: g, model: ck.r.model, rows: ck.rows, nodes: map[*Param]*G.Node{}, drop: ck.r.Dropout}
+	gc := &GraphContext{g: g, model: ck.r.model, rows: ck.rows, nodes: map[*Param]*G.Node{}, drop: ck.r.Dropout, precision: ck.r.precision}
 	x := G.NewMatrix(g, tensor.Float32, G.WithShape(ck.rows, ck.width), G.WithName("checkpoint.x"))
 	out, err := ck.env.block(gc, i, x)
 	if err != nil {
