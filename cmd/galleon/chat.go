@@ -23,7 +23,7 @@ type chatTurn struct {
 	IDs          []int32 `json:"ids"`           // the generated tokens, the end-of-sequence token included
 	PromptTokens int     `json:"prompt_tokens"` // tokens of the whole rendered conversation before the reply
 	Prefilled    int     `json:"prefilled"`     // of those, the ones run this turn; the rest came from the KV cache
-	StopReason   string  `json:"stop_reason"`   // "eos", "max_tokens" or "context_full"
+	StopReason   string  `json:"stop_reason"`   // "eos", "max_tokens", "context_full" or "interrupted"
 	Dropped      int     `json:"dropped_messages,omitempty"`
 }
 
@@ -88,7 +88,10 @@ func chat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the reader when the conversation ends first
 	lines := readLines(ctx, stdin)
-	for {
+	// Ctrl-C (ctx) ends the conversation as EOF does: at the prompt, or
+	// during a reply, which keeps what was printed.
+loop:
+	for ctx.Err() == nil {
 		if interactive {
 			fmt.Fprint(stderr, "> ")
 		}
@@ -96,23 +99,24 @@ func chat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		var ok bool
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			break loop
 		case line, ok = <-lines:
 		}
 		line = strings.TrimSpace(line)
-		if !ok || line == "/exit" || line == "/quit" {
-			break
-		}
-		if line == "" {
-			continue
-		}
-		if line == "/reset" {
+		switch {
+		case !ok || line == "/exit" || line == "/quit":
+			break loop
+		case line == "":
+		case line == "/reset":
 			s.reset()
-			continue
+		default:
+			if err := s.turn(ctx, line, stdout, stderr); err != nil {
+				return err
+			}
 		}
-		if err := s.turn(ctx, line, stdout, stderr); err != nil {
-			return err
-		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "[interrupted]")
 	}
 	if *jsonOut {
 		s.res.ContextTokens, s.res.Capacity = len(s.cached), s.inf.Cap
@@ -229,13 +233,16 @@ func (s *chatSession) turn(ctx context.Context, text string, stdout, stderr io.W
 	out, err := s.inf.Generate(ctx, ids[n:], s.sf.maxTokens, opts)
 	end := time.Now()
 	full := errors.Is(err, model.ErrContextFull)
-	if err != nil && !full {
+	interrupted := ctx.Err() != nil && errors.Is(err, ctx.Err())
+	if err != nil && !full && !interrupted {
 		return err
 	}
 	rest := stream.Flush()
 	reply = append(reply, rest...)
 	fmt.Fprintln(stdout, rest)
 	switch {
+	case interrupted:
+		t.StopReason = "interrupted"
 	case full:
 		t.StopReason = "context_full"
 		fmt.Fprintf(stderr, "[context full: the reply stopped at %d tokens; older turns are dropped next turn]\n", len(out))

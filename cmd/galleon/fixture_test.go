@@ -7,12 +7,45 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/galleon-ml/galleon/model"
 )
+
+// TestMain runs the test binary as the galleon command itself when
+// GALLEON_TEST_MAIN=1, so tests can execute it (execGalleon) with real
+// pipes as stdin and stdout, signals and exit statuses.
+func TestMain(m *testing.M) {
+	if os.Getenv("GALLEON_TEST_MAIN") == "1" {
+		main()
+	}
+	os.Exit(m.Run())
+}
+
+// execGalleon runs galleon args in a child process with stdin as its
+// standard input (a pipe) and returns its exit status, stdout and stderr.
+func execGalleon(t testing.TB, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "GALLEON_TEST_MAIN=1")
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode(), out.String(), errb.String()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return 0, out.String(), errb.String()
+}
 
 // tokenizerData returns the directory of one fetched tokenizer ("llama2",
 // "gpt2", …). Outside CI a missing file skips the test (run
