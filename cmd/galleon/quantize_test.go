@@ -60,6 +60,26 @@ func TestQuantize(t *testing.T) {
 		t.Fatal("the int8 directory's logits differ from quantizing the original on load")
 	}
 
+	// generate, eval and finetune take the int8 directory with -int8.
+	if code, _, stderr := galleon(t, "generate", "-model", out, "-int8", "-prompt", "Hello", "-max-tokens", "4", "-temperature", "0"); code != 0 {
+		t.Fatalf("generate -int8: exit %d: %s", code, stderr)
+	}
+	text := write(t, "a.txt", strings.Repeat("The int8 model reads this text. ", 40))
+	if res := runEval(t, "-model", out, "-int8", "-data", text, "-seq", "32"); !(res.Loss > 0) {
+		t.Fatalf("eval -int8: %+v", res)
+	}
+	ft := filepath.Join(t.TempDir(), "ft")
+	code, stdout, stderr = galleon(t, "finetune", "-model", out, "-int8", "-data", text, "-steps", "1", "-batch", "1", "-seq", "32",
+		"-val-fraction", "0", "-out", ft, "-json")
+	if code != 0 {
+		t.Fatalf("finetune -int8: exit %d: %s", code, stderr)
+	}
+	var ftRes ftResult
+	lastJSON(t, stdout, &ftRes)
+	if ftRes.AdapterBytes == 0 || !(ftRes.TrainLoss > 0) {
+		t.Fatalf("finetune -int8: %+v", ftRes)
+	}
+
 	// Quantizing again over the earlier output replaces it.
 	if code, _, stderr := galleon(t, "quantize", "-model", dir, "-out", out); code != 0 {
 		t.Fatalf("second run: exit %d: %s", code, stderr)
