@@ -20,6 +20,18 @@
 //
 // Each rank then prints its memory after training (model state, allocated,
 // transient) next to its process's resident set and peak from /proc.
+//
+// -comm-precision bf16 sends the gradients between ranks as bfloat16 (half
+// the bytes, still summed in float32: parallel.CommPrecision); every run
+// reports the bytes its ranks sent per step, counted by the transport, and
+// the mean step time, so that the two precisions compare side by side:
+//
+//	mpirun … -np 2 ./ddp -mpi -stage 0 -preset small -comm-precision bf16
+//
+// -model-dir DIR trains a Hugging Face model directory instead of a fresh
+// preset model (model.LoadPretrained: GPT-2 or the Llama family), on the
+// corpus encoded by the directory's tokenizer.json; the preset still gives
+// the batch and the sequence length (capped at the model's).
 package main
 
 import (
@@ -58,6 +70,8 @@ type options struct {
 	baseline bool
 	mpi      bool
 	jsonOut  bool
+	comm     parallel.CommPrecision
+	modelDir string
 }
 
 // run is one measured configuration.
@@ -71,8 +85,15 @@ type run struct {
 	Efficiency    float64 `json:"scaling_efficiency,omitempty"` // tokens/s ÷ (workers × tokens/s of 1 worker)
 	Speedup       float64 `json:"speedup,omitempty"`            // tokens/s ÷ tokens/s of 1 worker
 	FinalLoss     float64 `json:"final_loss_nats"`
-	WeightsHash   string  `json:"weights_hash"`
-	MemoryPerRank any     `json:"memory_per_rank,omitempty"`
+	// CommPrecision is the gradients' format between ranks; BytesPerStep
+	// is what this process's ranks sent per timed step, counted by the
+	// transport (parallel.WireCounter), and SecondsPerStep the mean step
+	// time.
+	CommPrecision  string  `json:"comm_precision"`
+	BytesPerStep   float64 `json:"bytes_sent_per_step"`
+	SecondsPerStep float64 `json:"seconds_per_step"`
+	WeightsHash    string  `json:"weights_hash"`
+	MemoryPerRank  any     `json:"memory_per_rank,omitempty"`
 }
 
 // result is printed as one JSON line under -json.
@@ -100,7 +121,7 @@ type zeroEntry struct {
 
 func main() {
 	var o options
-	var workers string
+	var workers, comm string
 	flag.StringVar(&o.preset, "preset", "tiny", "model preset: tiny, small or medium")
 	flag.StringVar(&workers, "workers", "1,2", "comma-separated worker counts to measure (in process)")
 	flag.IntVar(&o.steps, "steps", 5, "timed optimizer steps per configuration")
@@ -116,6 +137,8 @@ func main() {
 	flag.BoolVar(&o.baseline, "baseline", true, "also measure one worker with multi-threaded kernels")
 	flag.BoolVar(&o.mpi, "mpi", false, "run as one rank of an MPI job (build with -tags mpi, launch with mpirun)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on the last line")
+	flag.StringVar(&o.modelDir, "model-dir", "", "train this Hugging Face model directory (model.LoadPretrained; its tokenizer.json encodes the corpus) instead of a fresh preset model, whose batch and sequence length (capped at the model's) the runs keep")
+	flag.StringVar(&comm, "comm-precision", "fp32", "format of the gradients between ranks: fp32, or bf16 (half the bytes, reduced in float32)")
 	flag.Parse()
 	log.SetFlags(0) // one plain line per error, as the other examples print
 	usage := func(format string, args ...any) {
@@ -128,6 +151,10 @@ func main() {
 			usage("-workers entry %q: want a positive number of workers", f)
 		}
 		o.workers = append(o.workers, n)
+	}
+	var err error
+	if o.comm, err = parallel.ParseCommPrecision(comm); err != nil {
+		usage("-comm-precision %q: want fp32 or bf16", comm)
 	}
 	switch {
 	case flag.NArg() > 0:
@@ -153,7 +180,7 @@ func main() {
 	})
 }
 
-func setup(ctx context.Context, o options) (model.Preset, []byte, error) {
+func setup(ctx context.Context, o options) (model.Preset, *source, error) {
 	p, err := model.LookupPreset(o.preset)
 	if err != nil {
 		return p, nil, err
@@ -165,36 +192,39 @@ func setup(ctx context.Context, o options) (model.Preset, []byte, error) {
 	if err != nil {
 		return p, nil, err
 	}
-	return p, c.Train, nil
+	return newSource(ctx, o, p, c.Train)
 }
 
 func trainConfig(o options, p model.Preset, workers int) parallel.Config {
 	return parallel.Config{
-		Workers: workers, Batch: workers * p.Batch, Accum: o.accum,
-		Schedule:    model.Schedule{Peak: o.lr, Warmup: 0},
-		AdamW:       model.DefaultAdamW(),
-		ClipNorm:    1,
-		BucketBytes: int(o.bucketMB * (1 << 20)),
+		Workers: workers, Batch: workers * p.Batch, SeqLen: p.Config.SeqLen, Accum: o.accum,
+		Schedule:      model.Schedule{Peak: o.lr, Warmup: 0},
+		AdamW:         model.DefaultAdamW(),
+		ClipNorm:      1,
+		BucketBytes:   int(o.bucketMB * (1 << 20)),
+		CommPrecision: o.comm,
 	}
 }
 
 // measure trains a fresh model (same seed, same data) with tr for warmup +
 // steps steps and times the last steps.
-func measure(ctx context.Context, o options, tr *parallel.Trainer, data []byte, label string, w io.Writer) (run, error) {
+func measure(ctx context.Context, o options, tr *parallel.Trainer, data *source, label string, w io.Writer) (run, error) {
 	cfg := tr.Config()
-	s, err := model.NewSampler(data, cfg.SeqLen, o.seed)
+	s, err := data.batcher(cfg.SeqLen, o.seed)
 	if err != nil {
 		return run{}, err
 	}
-	r := run{Workers: tr.Ranks(), Steps: o.steps}
+	r := run{Workers: tr.Ranks(), Steps: o.steps, CommPrecision: cfg.CommPrecision.String()}
 	bar := report.NewProgress(w, label)
 	total := o.warmup + o.steps
 	var start time.Time
+	var sent0 int64
 	done := 0
 	err = tr.Train(ctx, s, total, func(st model.StepStats) {
 		done++
 		if done == o.warmup {
 			start = time.Now()
+			sent0 = tr.BytesSent()
 		}
 		if done > o.warmup {
 			r.Tokens += st.Tokens
@@ -215,6 +245,8 @@ func measure(ctx context.Context, o options, tr *parallel.Trainer, data []byte, 
 	}
 	r.Seconds = time.Since(start).Seconds()
 	r.TokensPerSec = float64(r.Tokens) / r.Seconds
+	r.SecondsPerStep = r.Seconds / float64(o.steps)
+	r.BytesPerStep = float64(tr.BytesSent()-sent0) / float64(o.steps)
 	r.WeightsHash = fmt.Sprintf("%016x", parallel.Hash(tr.Model().Trainable().Data))
 	bar.Finish(fmt.Sprintf("%.0f tokens/s", r.TokensPerSec))
 	return r, nil
@@ -233,7 +265,7 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 	one := func(workers, threads int) (run, error) {
 		label := fmt.Sprintf("%d worker(s), kernel threads %s", workers, threadsName(threads))
 		defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(threads))
-		m, err := model.New(p.Config, o.seed)
+		m, err := data.newModel(p, o.seed)
 		if err != nil {
 			return run{}, err
 		}
@@ -291,9 +323,9 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 
 	fmt.Fprintf(stdout, "%s preset: %d parameters, %d sequences of %d tokens per worker per micro-batch, accumulation %d\n",
 		p.Name, psi, p.Batch, p.Config.SeqLen, o.accum)
-	fmt.Fprintf(stdout, "%-8s %-14s %12s %9s %11s\n", "workers", "kernel threads", "tokens/s", "speedup", "efficiency")
+	fmt.Fprintf(stdout, "%-8s %-14s %12s %9s %11s %10s %16s (gradients in %v)\n", "workers", "kernel threads", "tokens/s", "speedup", "efficiency", "s/step", "bytes sent/step", o.comm)
 	for _, r := range res.Runs {
-		fmt.Fprintf(stdout, "%-8d %-14s %12.0f %8.2f× %10.0f%%\n", r.Workers, r.KernelThreads, r.TokensPerSec, r.Speedup, 100*r.Efficiency)
+		fmt.Fprintf(stdout, "%-8d %-14s %12.0f %8.2f× %10.0f%% %10.3f %16.0f\n", r.Workers, r.KernelThreads, r.TokensPerSec, r.Speedup, 100*r.Efficiency, r.SecondsPerStep, r.BytesPerStep)
 	}
 	if b := res.Baseline; b != nil {
 		fmt.Fprintf(stdout, "single process, 1 worker, multi-threaded kernels: %.0f tokens/s", b.TokensPerSec)
@@ -329,7 +361,7 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 // measureStages trains one step of each ZeRO stage on an in-process group
 // of o.zeroN ranks, each rank with its own model copy as under MPI, and
 // returns rank 0's memory report after the step.
-func measureStages(ctx context.Context, o options, p model.Preset, data []byte) ([]parallel.MemoryReport, error) {
+func measureStages(ctx context.Context, o options, p model.Preset, data *source) ([]parallel.MemoryReport, error) {
 	defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(1))
 	n := o.zeroN
 	var out []parallel.MemoryReport
@@ -360,12 +392,12 @@ func measureStages(ctx context.Context, o options, p model.Preset, data []byte) 
 	return out, nil
 }
 
-func measureRank(ctx context.Context, o options, p model.Preset, data []byte, g *parallel.Group, r, stage int) (parallel.MemoryReport, error) {
+func measureRank(ctx context.Context, o options, p model.Preset, data *source, g *parallel.Group, r, stage int) (parallel.MemoryReport, error) {
 	comm, err := g.Comm(r)
 	if err != nil {
 		return parallel.MemoryReport{}, err
 	}
-	m, err := model.New(p.Config, o.seed)
+	m, err := data.newModel(p, o.seed)
 	if err != nil {
 		return parallel.MemoryReport{}, err
 	}
@@ -375,7 +407,7 @@ func measureRank(ctx context.Context, o options, p model.Preset, data []byte, g 
 	if err != nil {
 		return parallel.MemoryReport{}, err
 	}
-	s, err := model.NewSampler(data, tr.Config().SeqLen, o.seed)
+	s, err := data.batcher(tr.Config().SeqLen, o.seed)
 	if err == nil {
 		_, err = tr.Step(ctx, s)
 	}
