@@ -19,7 +19,7 @@ func (s stage0Steps) compute(ctx context.Context, w *worker, step int, pre error
 func (s stage0Steps) reduce(w *worker) error {
 	grad := w.replica.Grad
 	for _, b := range s.t.buckets {
-		if err := w.comm.AllReduce(grad[b.lo:b.hi]); err != nil {
+		if err := s.t.allReduceGrad(w, grad[b.lo:b.hi]); err != nil {
 			return err
 		}
 	}

@@ -229,7 +229,7 @@ func (t *Trainer) rowsWeight(w *worker) float32 {
 func (t *Trainer) reduceScatter(w *worker) error {
 	grad := w.replica.Grad
 	for _, b := range t.buckets {
-		if err := w.comm.ReduceScatter(grad[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
+		if err := t.reduceScatterGrad(w, grad[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
 			return err
 		}
 	}

@@ -273,14 +273,19 @@ func TestInProcessRunsAreDeterministic(t *testing.T) {
 }
 
 // trainRanks runs n ranks with NewRank on an in-process group, each with its
-// own model (rank r's model is initialised from seed 7+r: the broadcast must
-// replace it with rank 0's), and returns every rank's final weights.
-func trainRanks(t *testing.T, cfg Config, n, steps int) [][]float32 {
+// own model (the test model changed by mut; rank r's model is initialised
+// from seed 7+r: the broadcast must replace it with rank 0's), and returns
+// every rank's final weights.
+func trainRanks(t *testing.T, cfg Config, n, steps int, mut ...func(*model.Config)) [][]float32 {
 	t.Helper()
+	mc := testModelConfig()
+	for _, f := range mut {
+		f(&mc)
+	}
 	out := make([][]float32, n)
 	errs := collective(t, n, func(comm Communicator) error {
 		r := comm.Rank()
-		m, err := model.New(testModelConfig(), uint64(7+r))
+		m, err := model.New(mc, uint64(7+r))
 		if err != nil {
 			return err
 		}
@@ -681,5 +686,21 @@ func TestInvalidConfigOnOneRankFailsEveryRank(t *testing.T) {
 	errs := newRanksWithOne(t, 0, func(cfg *Config) { cfg.Stage = 7 })
 	if errs[0] == nil || !strings.Contains(errs[0].Error(), "stage 7") || !errors.Is(errs[1], ErrConfigMismatch) {
 		t.Fatalf("errors %v, %v", errs[0], errs[1])
+	}
+	// The same invalid configuration on every rank: the hashes agree, and
+	// every rank still refuses it.
+	errs = collective(t, 2, func(comm Communicator) error {
+		cfg := testConfig(2, 4, 1)
+		cfg.Stage = 7
+		tr, err := NewRank(newTestModel(t), comm, cfg)
+		if err == nil {
+			tr.Close()
+		}
+		return err
+	})
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "stage 7") {
+			t.Errorf("stage 7 on every rank: rank %d: %v", r, err)
+		}
 	}
 }
