@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // The MPI tests run under mpirun (.ci/run has the full command line), e.g.
@@ -60,31 +62,23 @@ func TestMPICollectivesMatchInProcess(t *testing.T) {
 	sumInto(want, all, 0, 37)
 
 	got := bufOf(r)
-	if err := mpiComm.ReduceScatter(got, counts); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.ReduceScatter(got, counts))
 	for i := offs[r]; i < offs[r+1]; i++ {
 		if got[i] != want[i] {
 			t.Fatalf("rank %d: reduce-scatter [%d] = %v, want %v", r, i, got[i], want[i])
 		}
 	}
 	got = bufOf(r)
-	if err := mpiComm.AllReduce(got); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.AllReduce(got))
 	if Hash(got) != Hash(want) {
 		t.Fatalf("rank %d: all-reduce differs from the rank-order sum", r)
 	}
 	got = bufOf(r)
-	if err := mpiComm.Broadcast(got, n-1); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.Broadcast(got, n-1))
 	if Hash(got) != Hash(bufOf(n-1)) {
 		t.Fatalf("rank %d: broadcast differs", r)
 	}
-	if err := mpiComm.Barrier(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.Barrier())
 }
 
 func TestMPIStagesMatchInProcess(t *testing.T) {
@@ -104,9 +98,7 @@ func TestMPIStagesMatchInProcess(t *testing.T) {
 			}
 		}
 		tr, err := NewRank(m, mpiComm, c)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		data := newTestData(t, 3)
 		for range steps {
 			if _, err := tr.Step(context.Background(), data); err != nil {
@@ -115,16 +107,12 @@ func TestMPIStagesMatchInProcess(t *testing.T) {
 		}
 		rep := tr.Memory() // between steps
 		allocated[stage] = rep.Allocated.Total()
-		if err := tr.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, tr.Close())
 		got := Hash(m.Trainable().Data)
 		// All ranks bit-identical: gather every rank's hash.
 		hashes := make([]float32, 2*n)
 		putUint64(hashes[2*r:], got)
-		if err := mpiComm.AllGather(hashes, fill(n, 2)); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, mpiComm.AllGather(hashes, fill(n, 2)))
 		for q := range n {
 			if getUint64(hashes[2*q:]) != want {
 				t.Errorf("stage %d: rank %d's weights differ from the in-process workers'", stage, q)
