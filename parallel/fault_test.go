@@ -44,9 +44,7 @@ func TestBatcherPanicOnOneRankStopsEveryRank(t *testing.T) {
 	// graph).
 	for _, stage := range []int{0, 1, 3} {
 		errs := collective(t, 2, func(comm Communicator) error {
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(newTestModel(t), comm, cfg)
+			tr, err := newStageRank(t, comm, stage)
 			if err != nil {
 				return err
 			}
@@ -151,9 +149,7 @@ func TestCancelWhileWaitingForAPeer(t *testing.T) {
 		release := make(chan struct{})
 		hook, started := blockHook(1, release)
 		errs := collective(t, 2, func(comm Communicator) error {
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(newTestModel(t), comm, cfg)
+			tr, err := newStageRank(t, comm, stage)
 			if err != nil {
 				return err
 			}

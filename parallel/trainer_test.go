@@ -308,6 +308,14 @@ func trainRanks(t *testing.T, cfg Config, n, steps int) [][]float32 {
 	return out
 }
 
+// newStageRank starts one rank of a two-rank group at ZeRO stage stage,
+// with a global batch of 4 samples.
+func newStageRank(t *testing.T, comm Communicator, stage int) (*Trainer, error) {
+	cfg := testConfig(2, 4, 1)
+	cfg.Stage = stage
+	return NewRank(newTestModel(t), comm, cfg)
+}
+
 func isDense(l model.Linear) bool {
 	_, ok := l.(*model.DenseLinear)
 	return ok
@@ -435,9 +443,7 @@ func TestRankPanicAbortsGroup(t *testing.T) {
 func rankPanic(t *testing.T, stage int) {
 	base := runtime.NumGoroutine()
 	errs := collective(t, 2, func(comm Communicator) error {
-		cfg := testConfig(2, 4, 1)
-		cfg.Stage = stage
-		tr, err := NewRank(newTestModel(t), comm, cfg)
+		tr, err := newStageRank(t, comm, stage)
 		if err != nil {
 			return err
 		}
@@ -508,9 +514,7 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 		reps := make([]MemoryReport, 2)
 		errs := collective(t, 2, func(comm Communicator) error {
 			r := comm.Rank()
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(newTestModel(t), comm, cfg)
+			tr, err := newStageRank(t, comm, stage)
 			if err != nil {
 				return err
 			}
@@ -617,9 +621,7 @@ func rankCancellation(t *testing.T, stage int) {
 	done := make([]int, 2)
 	errs := collective(t, 2, func(comm Communicator) error {
 		r := comm.Rank()
-		cfg := testConfig(2, 4, 1)
-		cfg.Stage = stage
-		tr, err := NewRank(newTestModel(t), comm, cfg)
+		tr, err := newStageRank(t, comm, stage)
 		if err != nil {
 			return err
 		}

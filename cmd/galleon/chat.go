@@ -84,7 +84,9 @@ func chat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	interactive := isTerminal(stdin)
+	// On a terminal chat prints a "> " prompt on stderr; pipes and files
+	// get none.
+	interactive := report.IsTerminal(stdin)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the reader when the conversation ends first
 	lines := readLines(ctx, stdin)
@@ -282,15 +284,4 @@ func readLines(ctx context.Context, r io.Reader) <-chan string {
 		}
 	}()
 	return ch
-}
-
-// isTerminal reports whether r is a character device (a terminal), where
-// chat prints a "> " prompt on stderr; pipes and files get none.
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
