@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"sync"
+	"weak"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
 	"github.com/galleon-ml/galleon/model"
@@ -69,9 +70,12 @@ type Layer struct {
 	premerge model.Linear
 
 	// baseNodes records, for tests, the nodes of a DenseLinear base's
-	// parameters in the last graph built.
+	// parameters in the last graph built. The pointers are weak: a strong
+	// one would keep that graph, and every activation buffer its ops own,
+	// alive, which defeats gradient checkpointing's graphs built per block
+	// and dropped after each pass (model.ReplicaOptions).
 	mu        sync.Mutex
-	baseNodes []*G.Node
+	baseNodes []weak.Pointer[G.Node]
 }
 
 // Wrap returns m with no adapter yet; add some with AddAdapter.
@@ -376,9 +380,9 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 		return nil, err
 	}
 	if d, ok := l.base.(*model.DenseLinear); ok {
-		nodes := []*G.Node{gc.Node(d.Weight)}
+		nodes := []weak.Pointer[G.Node]{weak.Make(gc.Node(d.Weight))}
 		if d.Bias != nil {
-			nodes = append(nodes, gc.Node(d.Bias))
+			nodes = append(nodes, weak.Make(gc.Node(d.Bias)))
 		}
 		l.mu.Lock()
 		l.baseNodes = nodes

@@ -703,7 +703,11 @@ func TestTrainingFreezesBase(t *testing.T) {
 		if len(l.baseNodes) == 0 {
 			t.Fatalf("%s: no base nodes recorded", mod)
 		}
-		for _, n := range l.baseNodes {
+		for _, w := range l.baseNodes {
+			n := w.Value()
+			if n == nil {
+				t.Fatalf("%s: the recorded base node was collected while its trainer is open", mod)
+			}
 			if n.Deriv() != nil {
 				t.Errorf("%s: frozen base parameter %s has a derivative node", mod, n.Name())
 			}

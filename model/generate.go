@@ -107,13 +107,31 @@ func (inf *Inference) Truncate(n int) error {
 	return nil
 }
 
+// forwardLast appends ids to a one-sequence session and returns the logits
+// of the last one only: a long prompt then costs one row of logits, not
+// len(ids)·Vocab floats (a 4,096-token prompt of a 49,152-token vocabulary
+// would need 805 MB for them).
+func (inf *Inference) forwardLast(ids []int32) ([]float32, error) {
+	n := len(ids)
+	h, err := inf.hidden(ids, n)
+	if err != nil {
+		return nil, err
+	}
+	C, V := inf.m.Config.DModel, inf.m.Config.Vocab
+	logits := grow(&inf.logits, V)
+	if err := inf.head(logits, h[(n-1)*C:n*C], 1); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}
+
 // generate runs prompt through the cache and samples up to maxTokens
 // tokens. With slide set, prompt is the whole context (as Model.Generate
 // sees it) and a full cache restarts from its last three quarters;
 // otherwise a full cache ends generation with ErrContextFull.
 func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens int, opts SampleOptions, slide bool) ([]int32, error) {
 	V := inf.m.Config.Vocab
-	logits, err := inf.Forward(prompt, len(prompt))
+	logits, err := inf.forwardLast(prompt)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +147,7 @@ func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens in
 		if err := ctx.Err(); err != nil {
 			return out, fmt.Errorf("model: generate: %w", err)
 		}
-		last := logits[len(logits)-V:]
+		last := logits
 		if opts.Vocab > 0 && opts.Vocab < V {
 			last = last[:opts.Vocab]
 		}
@@ -146,12 +164,12 @@ func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens in
 		switch {
 		case inf.Len < inf.Cap:
 			window = append(window, tok)
-			logits, err = inf.Forward(window[len(window)-1:], 1)
+			logits, err = inf.forwardLast(window[len(window)-1:])
 		case slide:
 			window = append(window, tok)
 			keep := window[len(window)-inf.Cap*3/4:]
 			inf.Reset()
-			logits, err = inf.Forward(keep, len(keep))
+			logits, err = inf.forwardLast(keep)
 		default:
 			return out, fmt.Errorf("model: generate: %w after %d new tokens (capacity %d)", ErrContextFull, len(out), inf.Cap)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sort"
 	"testing"
@@ -203,5 +204,46 @@ func TestGenerateVocabLimit(t *testing.T) {
 	}
 	if _, err := m.Generate(context.Background(), Encode("a"), 1, SampleOptions{Vocab: -1}); err == nil {
 		t.Fatal("negative vocab accepted")
+	}
+}
+
+// Generation computes the logits of a prompt's last token only: a
+// 200-token prompt at a 16,384-token vocabulary would need 13 MB for all
+// of them.
+func TestGeneratePromptLogitsLastRowOnly(t *testing.T) {
+	cfg := Config{Family: FamilyLlama, ModelType: "llama", Vocab: 16384, DModel: 32, Layers: 1, Heads: 2, KVHeads: 1,
+		SeqLen: 256, Intermediate: 48, LayerNormEps: 1e-5, RopeTheta: 1e4, Attention: AttentionFlash}
+	m, err := New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := make([]int32, 200)
+	for i := range prompt {
+		prompt[i] = int32(i * 37 % cfg.Vocab)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	out, err := m.Generate(context.Background(), prompt, 2, SampleOptions{})
+	runtime.ReadMemStats(&after)
+	if err != nil || len(out) != 2 {
+		t.Fatal(err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 && !raceEnabled {
+		t.Fatalf("generation allocated %d bytes", got)
+	}
+	// The same tokens as the argmax of full logits.
+	logits, err := m.Logits(prompt, 1, len(prompt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := logits[len(logits)-cfg.Vocab:]
+	best := 0
+	for i, v := range last {
+		if v > last[best] {
+			best = i
+		}
+	}
+	if out[0] != int32(best) {
+		t.Fatalf("first token %d, argmax %d", out[0], best)
 	}
 }

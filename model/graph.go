@@ -19,7 +19,9 @@ type GraphContext struct {
 	rows  int
 	nodes map[*Param]*G.Node
 	wrt   []*Param // trainable parameters bound so far, in binding order
-	drop  *nn.DropoutSource
+	// precision is the number format of the linear layers' products.
+	precision Precision
+	drop      *nn.DropoutSource
 }
 
 // Graph returns the gorgonia graph under construction.
@@ -67,6 +69,8 @@ type Replica struct {
 	hidden  *G.Node // the head's input, [B·T, DModel]
 	logits  *G.Node // nil when the head and loss are fused
 	gradOf  []gradSlot
+	// precision is the number format of the linear layers' products.
+	precision Precision
 	// Dropout seeds the graph's dropout masks (Config.Dropout > 0); the
 	// trainer sets its Step before every micro-batch.
 	Dropout  *nn.DropoutSource
@@ -94,6 +98,9 @@ type ReplicaOptions struct {
 	// about one more forward pass of time. Loss and gradients are those
 	// of the graph without it, bit for bit.
 	GradCheckpointing bool
+	// Precision is the number format of the linear layers' products
+	// (see Precision); the zero value is float32.
+	Precision Precision
 }
 
 // NewReplica builds the training graph for batches of B sequences of T
@@ -116,7 +123,11 @@ func (m *Model) NewReplicaWith(B, T int, opts ReplicaOptions) (*Replica, error) 
 	r.Dropout = &nn.DropoutSource{Seed: m.dropoutSeed}
 	r.inputs = nn.NewIDs(B, T)
 	r.targets = nn.NewIDs(B, T)
-	gc := &GraphContext{g: r.g, model: m, rows: B * T, nodes: map[*Param]*G.Node{}, drop: r.Dropout}
+	if opts.Precision > PrecisionBF16 {
+		return nil, fmt.Errorf("model: replica: unknown precision %v", opts.Precision)
+	}
+	r.precision = opts.Precision
+	gc := &GraphContext{g: r.g, model: m, rows: B * T, nodes: map[*Param]*G.Node{}, drop: r.Dropout, precision: opts.Precision}
 	var ck *checkpointer
 	if opts.GradCheckpointing {
 		if ck, err = newCheckpointer(r, gc); err != nil {

@@ -38,7 +38,7 @@ func (l *DenseLinear) BuildGraph(gc *GraphContext, x *G.Node) (*G.Node, error) {
 	if l.Bias != nil {
 		b = gc.Node(l.Bias)
 	}
-	return nn.Linear(x, gc.Node(l.Weight), b, nn.LinearOpts{})
+	return nn.Linear(x, gc.Node(l.Weight), b, nn.LinearOpts{BF16: gc.precision == PrecisionBF16})
 }
 
 // Forward computes the layer on the kernels.

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"hash"
+	"runtime"
 
 	"github.com/chewxy/hm"
 	"github.com/galleon-ml/galleon/internal/kernels"
@@ -89,7 +90,7 @@ type blockGraph struct {
 // build adds block i to a new graph.
 func (ck *checkpointer) build(i int) (*blockGraph, error) {
 	g := G.NewGraph()
-	gc := &GraphContext{g: g, model: ck.r.model, rows: ck.rows, nodes: map[*Param]*G.Node{}, drop: ck.r.Dropout}
+	gc := &GraphContext{g: g, model: ck.r.model, rows: ck.rows, nodes: map[*Param]*G.Node{}, drop: ck.r.Dropout, precision: ck.r.precision}
 	x := G.NewMatrix(g, tensor.Float32, G.WithShape(ck.rows, ck.width), G.WithName("checkpoint.x"))
 	out, err := ck.env.block(gc, i, x)
 	if err != nil {
@@ -199,6 +200,17 @@ func (ck *checkpointer) lossFinite() bool {
 	return ok && l == l && l <= 3.4e38 && l >= -3.4e38
 }
 
+// collect frees the graph of the block pass that just ended. Its buffers
+// are garbage once the pass returns, but the collector's pacing sizes the
+// heap from the live heap at its last cycle: left to it, the garbage of
+// many passes piles up, and at SmolLM2-135M's shapes the checkpointed
+// step peaked at 15 GB against 6 GB without checkpointing
+// (TestGradCheckpointingMemory). One collection per block pass keeps the
+// peak at one block's internals; it marks little, since the big buffers
+// (weights, optimizer state, activations) hold no pointers, and cost no
+// measurable time in a CPU profile of a 12-block step.
+func collect() { runtime.GC() }
+
 // blockNode adds block i of the replica's graph as one checkpointed op of x.
 func (ck *checkpointer) blockNode(gc *GraphContext, i int, x *G.Node) (*G.Node, error) {
 	if s := x.Shape(); len(s) != 2 || s[0] != ck.rows || s[1] != ck.width {
@@ -245,7 +257,9 @@ func (op *blockOp) Do(in ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return op.out.Do(ck.rows, ck.width, func(y []float32) error { return ck.forward(op.i, y, x) })
+	v, err := op.out.Do(ck.rows, ck.width, func(y []float32) error { return ck.forward(op.i, y, x) })
+	collect()
+	return v, err
 }
 
 func (op *blockOp) DiffWRT(int) []bool { return []bool{true, true} }
@@ -310,12 +324,16 @@ func (op *blockGradOp) Do(in ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	if op.target.Deriv() == nil {
-		if err := ck.backward(i, nil, x, dy); err != nil {
+		err := ck.backward(i, nil, x, dy)
+		collect()
+		if err != nil {
 			return nil, err
 		}
 		return op.placeholder.Get(1, 1), nil
 	}
-	return ck.dx[i%2].Do(ck.rows, ck.width, func(dx []float32) error { return ck.backward(i, dx, x, dy) })
+	v, err := ck.dx[i%2].Do(ck.rows, ck.width, func(dx []float32) error { return ck.backward(i, dx, x, dy) })
+	collect()
+	return v, err
 }
 
 // anchorGradOp is the anchor's gradient through block i: zero.

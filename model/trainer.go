@@ -27,6 +27,11 @@ type TrainConfig struct {
 	// ReplicaOptions): less memory, about one more forward pass of time,
 	// the same weights.
 	GradCheckpointing bool
+
+	// Precision is the number format of the linear layers' products:
+	// PrecisionFP32 (the default) or PrecisionBF16, mixed precision with
+	// float32 master weights (see Precision).
+	Precision Precision
 }
 
 // StepStats reports one optimizer step.
@@ -69,7 +74,7 @@ func NewTrainer(m *Model, cfg TrainConfig) (*Trainer, error) {
 	if !(cfg.ClipNorm >= 0) || math.IsInf(cfg.ClipNorm, 0) {
 		return nil, fmt.Errorf("model: train config: clip norm %v (want finite, >= 0; 0 disables)", cfg.ClipNorm)
 	}
-	r, err := m.NewReplicaWith(cfg.Batch, cfg.SeqLen, ReplicaOptions{GradCheckpointing: cfg.GradCheckpointing})
+	r, err := m.NewReplicaWith(cfg.Batch, cfg.SeqLen, ReplicaOptions{GradCheckpointing: cfg.GradCheckpointing, Precision: cfg.Precision})
 	if err != nil {
 		return nil, err
 	}

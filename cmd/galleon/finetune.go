@@ -31,6 +31,7 @@ type ftOptions struct {
 	Targets     []string `json:"target"`
 	Full        bool     `json:"full"`
 	Int8        bool     `json:"int8"`
+	GradCkpt    bool     `json:"grad_checkpointing"`
 	Val         string   `json:"val"`
 	ValFraction float64  `json:"val_fraction"` // -1: 10% when there are at least 10 windows
 	EvalEvery   int      `json:"eval_every"`   // 0: about ten times per run
@@ -71,6 +72,7 @@ func finetuneFlags(fs *flag.FlagSet) (o *ftOptions, targets *string) {
 	targets = fs.String("target", "q_proj,v_proj", "comma-separated `modules` LoRA adapts (name suffixes such as q_proj), or all-linear")
 	fs.BoolVar(&o.Full, "full", false, "full fine-tuning: train every weight and write an HF model directory instead of an adapter")
 	fs.BoolVar(&o.Int8, "int8", false, "LoRA on an int8 base (the float32 weights of the linear layers are not kept)")
+	fs.BoolVar(&o.GradCkpt, "grad-checkpointing", false, "recompute each block's activations in the backward pass: activation memory of one block, about one more forward pass of time")
 	fs.IntVar(&o.Workers, "workers", 1, "data-parallel goroutine workers (the batch is split across them)")
 	fs.StringVar(&o.Val, "val", "", "validation `file`, in the formats of -data")
 	fs.Float64Var(&o.ValFraction, "val-fraction", -1, "fraction of the training windows held out for validation when -val is not given; -1 means 0.1 when there are at least 10 windows, else none")
@@ -147,6 +149,7 @@ func mergeResumeOptions(o *ftOptions, stored ftOptions, set map[string]bool) err
 		{"lora-dropout", cur.LoRADropout != stored.LoRADropout},
 		{"target", strings.Join(cur.Targets, ",") != strings.Join(stored.Targets, ",")},
 		{"full", cur.Full != stored.Full}, {"int8", cur.Int8 != stored.Int8},
+		{"grad-checkpointing", cur.GradCkpt != stored.GradCkpt},
 		{"val", cur.Val != stored.Val}, {"val-fraction", cur.ValFraction != stored.ValFraction},
 		{"eval-every", cur.EvalEvery != stored.EvalEvery}, {"seed", cur.Seed != stored.Seed},
 	}

@@ -327,3 +327,23 @@ func TestFinetuneInt8(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 }
+
+// TestFinetuneGradCheckpointing checks that recomputing the activations
+// trains the same run: the same losses up to float32 rounding.
+func TestFinetuneGradCheckpointing(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	train := promptCompletion(t, 8)
+	var res [2]ftResult
+	for i, extra := range [][]string{nil, {"-grad-checkpointing"}} {
+		args := append([]string{"finetune", "-model", dir, "-data", train, "-target", "all-linear", "-steps", "3", "-batch", "2", "-seq", "24",
+			"-val-fraction", "0.25", "-out", filepath.Join(t.TempDir(), "out"), "-json"}, extra...)
+		code, stdout, stderr := galleon(t, args...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d: %s", extra, code, stderr)
+		}
+		lastJSON(t, stdout, &res[i])
+	}
+	if d := res[0].TrainLoss - res[1].TrainLoss; d > 1e-5 || d < -1e-5 || *res[0].ValLoss-*res[1].ValLoss > 1e-5 || *res[1].ValLoss-*res[0].ValLoss > 1e-5 {
+		t.Errorf("with checkpointing: train %v val %v; without: train %v val %v", res[1].TrainLoss, *res[1].ValLoss, res[0].TrainLoss, *res[0].ValLoss)
+	}
+}

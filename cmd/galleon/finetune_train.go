@@ -156,14 +156,14 @@ func (r *ftRun) setup(ctx context.Context, stderr io.Writer) error {
 func (r *ftRun) newTrainer() error {
 	o := r.o
 	if o.Workers == 1 && !o.MPI {
-		t, err := model.NewTrainer(r.m, model.TrainConfig{Batch: o.Batch, SeqLen: r.T, Accum: o.Accum, Schedule: r.sched, AdamW: r.adamw, ClipNorm: 1})
+		t, err := model.NewTrainer(r.m, model.TrainConfig{Batch: o.Batch, SeqLen: r.T, Accum: o.Accum, Schedule: r.sched, AdamW: r.adamw, ClipNorm: 1, GradCheckpointing: o.GradCkpt})
 		if err != nil {
 			return err
 		}
 		r.tr, r.single = t, t
 		return r.applyRestoredOptimizer()
 	}
-	cfg := parallel.Config{Workers: o.Workers, Batch: o.Batch, SeqLen: r.T, Accum: o.Accum, Schedule: r.sched, AdamW: r.adamw, ClipNorm: 1}
+	cfg := parallel.Config{Workers: o.Workers, Batch: o.Batch, SeqLen: r.T, Accum: o.Accum, Schedule: r.sched, AdamW: r.adamw, ClipNorm: 1, GradCheckpointing: o.GradCkpt}
 	if o.MPI {
 		t, err := newMPITrainer(r.m, cfg)
 		if err != nil {

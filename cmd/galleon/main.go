@@ -6,7 +6,7 @@
 //
 //	galleon finetune -model DIR -data FILE [-out DIR] [-steps N | -epochs E] [-batch B] [-seq T] [-accum K]
 //	    [-lr X] [-warmup N] [-lora-r 8] [-lora-alpha 32] [-lora-dropout 0.1] [-target q_proj,v_proj | all-linear]
-//	    [-full] [-int8] [-workers N] [-val FILE | -val-fraction F] [-resume DIR] [-seed S] [-json]
+//	    [-full] [-int8] [-workers N] [-grad-checkpointing] [-val FILE | -val-fraction F] [-resume DIR] [-seed S] [-json]
 //	galleon generate -model DIR [-adapter DIR] [-int8] -prompt TEXT [-max-tokens N] [-temperature T] [-top-k K] [-top-p P] [-seed S] [-json]
 //	galleon chat -model DIR [-adapter DIR] [-int8] [-system TEXT] [-ctx N] [-max-tokens N] [sampling flags] [-json]
 //	galleon eval -model DIR [-adapter DIR] [-int8] -data FILE [-seq T] [-batch B] [-json]

@@ -23,6 +23,12 @@
 // steps, as in a fresh run. The batch size is not saved: resume with the
 // same -batch (its default is the model's preset batch).
 //
+// -precision bf16 trains in mixed precision (model.PrecisionBF16): the
+// linear layers' products take bfloat16 operands with float32 accumulation,
+// while the master weights, optimizer, norms, attention, head and loss stay
+// float32. The checkpoint holds float32 state only, so a run may resume in
+// either precision.
+//
 // Stopping early: Ctrl-C, a non-finite loss or gradient, or any other error
 // mid-run leaves the weights of the last completed step untouched (a failed
 // step changes nothing). The checkpoint of that step, with the data
@@ -67,6 +73,7 @@ type options struct {
 	jsonOut     bool
 	corpusRoot  string
 	evalWindows int
+	precision   string
 
 	set    map[string]bool       // the flags given on the command line
 	onStep func(model.StepStats) // called after each step (tests interrupt runs with it)
@@ -114,6 +121,7 @@ func main() {
 	flag.IntVar(&o.sampleLen, "sample", 300, "bytes of Go to generate at the end (0: none)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on the last line")
 	flag.StringVar(&o.corpusRoot, "corpus", "", "source root to train on (default: $(go env GOROOT)/src)")
+	flag.StringVar(&o.precision, "precision", "fp32", "matrix products of the linear layers: fp32, or bf16 (bfloat16 operands, float32 accumulation and master weights)")
 	flag.Parse()
 	o.set = map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
@@ -156,6 +164,9 @@ func (o options) validate() error {
 		return fmt.Errorf("-attention %q: want %s or %s", o.attention, model.AttentionFlash, model.AttentionNaive)
 	case o.out == "":
 		return errors.New("-out: want an output directory")
+	}
+	if _, err := model.ParsePrecision(o.precision); err != nil {
+		return fmt.Errorf("-precision %q: want fp32 or bf16", o.precision)
 	}
 	if _, err := model.LookupPreset(o.preset); err != nil {
 		return fmt.Errorf("-preset: %w", err)
@@ -322,7 +333,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 	if err != nil {
 		return nil, err
 	}
-	tr, err := model.NewTrainer(m, model.TrainConfig{Batch: o.batch, Schedule: p.schedule, AdamW: model.DefaultAdamW(), ClipNorm: 1})
+	prec, err := model.ParsePrecision(o.precision)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := model.NewTrainer(m, model.TrainConfig{Batch: o.batch, Schedule: p.schedule, AdamW: model.DefaultAdamW(), ClipNorm: 1, Precision: prec})
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ import (
 // defaults returns the flag defaults, as main sets them.
 func defaults() options {
 	return options{preset: "tiny", minutes: 3, lr: 3e-3, warmup: 100, decay: "cosine", out: "out/pretrain",
-		seed: 1, evalEvery: 250, evalWindows: 64, attention: "flash", sampleLen: 300, set: map[string]bool{}}
+		seed: 1, evalEvery: 250, evalWindows: 64, attention: "flash", sampleLen: 300, precision: "fp32", set: map[string]bool{}}
 }
 
 func TestValidateFlags(t *testing.T) {
@@ -31,6 +31,7 @@ func TestValidateFlags(t *testing.T) {
 		mut  func(*options)
 		want string
 	}{
+		{func(o *options) { o.precision = "fp16" }, "-precision"},
 		{func(o *options) { o.evalEvery = -1 }, "-eval-every"},
 		{func(o *options) { o.batch = -2 }, "-batch"},
 		{func(o *options) { o.steps = -5 }, "-steps"},

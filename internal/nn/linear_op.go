@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"github.com/galleon-ml/galleon/internal/kernels"
 	"hash"
 
 	"github.com/chewxy/hm"
@@ -15,12 +16,20 @@ type LinearOpts struct {
 	// the tied output head, whose weight is wte [V, C]. The default is
 	// Hugging Face GPT-2's Conv1D layout [in, out].
 	TransW bool
+	// BF16 runs the op's three products on bfloat16 operands with float32
+	// accumulation (kernels.GemmBF16, mixed-precision training): the
+	// weight is rounded to bf16 once for the forward product and once for
+	// the input gradient's, and x and dy are rounded as the products pack
+	// them. y, the gradients and the weight itself stay float32.
+	BF16 bool
 }
 
 type linearOp struct {
 	OpBase
 	rows, in, out int
 	transW, bias  bool
+	bf16          bool
+	wbf, wbfX     []uint16 // with bf16: the weight rounded for the forward and input-gradient products
 	buf           OutBuf
 }
 
@@ -45,7 +54,7 @@ func Linear(x, w, b *G.Node, opt LinearOpts) (*G.Node, error) {
 	if xs[1] != in {
 		return nil, shapeErr(fn, "x %v does not fit weight %v (TransW=%t)", xs, ws, opt.TransW)
 	}
-	op := &linearOp{OpBase: NewOpBase(), rows: xs[0], in: in, out: out, transW: opt.TransW, bias: b != nil}
+	op := &linearOp{OpBase: NewOpBase(), rows: xs[0], in: in, out: out, transW: opt.TransW, bias: b != nil, bf16: opt.BF16}
 	if b == nil {
 		return apply(fn, op, x, w)
 	}
@@ -96,6 +105,14 @@ func (op *linearOp) compute(dst []float32, in []G.Value) error {
 			return err
 		}
 	}
+	if op.bf16 {
+		if len(op.wbf) != len(w) {
+			op.wbf = make([]uint16, len(w))
+		}
+		kernels.ToBF16(op.wbf, w)
+		linearForwardBF16(dst, x, op.wbf, b, op.rows, op.in, op.out, op.transW)
+		return nil
+	}
 	linearForward(dst, x, w, b, op.rows, op.in, op.out, op.transW)
 	return nil
 }
@@ -135,6 +152,17 @@ func (op *linearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 		if err != nil {
 			return err
 		}
+		if op.bf16 {
+			// The weight is rounded again rather than taken from the
+			// forward pass: under gradient checkpointing the forward
+			// that ran may be another op's.
+			if len(op.wbfX) != len(wv) {
+				op.wbfX = make([]uint16, len(wv))
+			}
+			kernels.ToBF16(op.wbfX, wv)
+			linearBackwardXBF16(dst, dy, op.wbfX, rows, in, out, transW)
+			return nil
+		}
 		linearBackwardX(dst, dy, wv, rows, in, out, transW, 0)
 		return nil
 	}, w, grad)
@@ -154,6 +182,10 @@ func (op *linearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 		if err != nil {
 			return err
 		}
+		if op.bf16 {
+			linearBackwardWBF16(dst, dy, xv, rows, in, out, transW)
+			return nil
+		}
 		linearBackwardW(dst, dy, xv, rows, in, out, transW, 0)
 		return nil
 	}, x, grad)
@@ -171,13 +203,13 @@ func (op *linearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 }
 
 func (op *linearOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "nn.Linear#%d(rows=%d, in=%d, out=%d, transW=%t, bias=%t)", op.serial, op.rows, op.in, op.out, op.transW, op.bias)
+	fmt.Fprintf(h, "nn.Linear#%d(rows=%d, in=%d, out=%d, transW=%t, bias=%t, bf16=%t)", op.serial, op.rows, op.in, op.out, op.transW, op.bias, op.bf16)
 }
 
 func (op *linearOp) Hashcode() uint32 { return OpHash(op) }
 
 func (op *linearOp) String() string {
-	return fmt.Sprintf("nn.Linear(%d→%d, transW=%t, bias=%t)", op.in, op.out, op.transW, op.bias)
+	return fmt.Sprintf("nn.Linear(%d→%d, transW=%t, bias=%t, bf16=%t)", op.in, op.out, op.transW, op.bias, op.bf16)
 }
 
 type biasAddOp struct {
