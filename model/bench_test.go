@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
+
+	"github.com/galleon-ml/galleon/internal/cputime"
 )
 
 // randomBatches feeds random token windows over a vocabulary of v tokens
@@ -66,6 +69,7 @@ func BenchmarkTrainStep(b *testing.B) {
 					}
 				}
 				b.ResetTimer()
+				c0 := cputime.Process()
 				for i := 0; i < b.N; i++ {
 					if _, err := tr.Step(ctx, data); err != nil {
 						b.Fatal(err)
@@ -74,6 +78,7 @@ func BenchmarkTrainStep(b *testing.B) {
 				tokens := float64(b.N * 8 * cfg.SeqLen)
 				b.ReportMetric(tokens/b.Elapsed().Seconds(), "tokens/s")
 				b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/step")
+				reportCPU(b, c0)
 			})
 		}
 	}
@@ -101,6 +106,7 @@ func benchTrainStepHF(b *testing.B, cfg Config) {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
+	c0 := cputime.Process()
 	for i := 0; i < b.N; i++ {
 		if _, err := tr.Step(ctx, data); err != nil {
 			b.Fatal(err)
@@ -108,6 +114,15 @@ func benchTrainStepHF(b *testing.B, cfg Config) {
 	}
 	b.ReportMetric(float64(b.N*B*T)/b.Elapsed().Seconds(), "tokens/s")
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/step")
+	reportCPU(b, c0)
+}
+
+// reportCPU reports the process's CPU seconds per step since c0: on a
+// machine shared with other work it varies far less than the wall time.
+func reportCPU(b *testing.B, c0 time.Duration) {
+	if c := cputime.Process() - c0; c > 0 {
+		b.ReportMetric(c.Seconds()/float64(b.N), "cpu-s/step")
+	}
 }
 
 func ExampleModel_Generate() {

@@ -79,9 +79,10 @@ func (m *Model) Generate(ctx context.Context, prompt []int32, maxTokens int, opt
 // cached stay the context, so a conversation's earlier turns are not
 // computed again. Every returned token but the last has been appended to
 // the cache (the last is sampled, not yet run); a follow-up call that
-// continues the sequence passes it first. When the cache fills before
-// generation ends, Generate returns the tokens so far with an error
-// wrapping ErrContextFull; Truncate makes room.
+// continues the sequence passes it first. That holds for the tokens
+// returned with an error too: when the cache fills before generation ends
+// (an error wrapping ErrContextFull; Truncate makes room), when ctx ends,
+// or when OnToken fails.
 func (inf *Inference) Generate(ctx context.Context, prompt []int32, maxTokens int, opts SampleOptions) ([]int32, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -131,6 +132,9 @@ func (inf *Inference) forwardLast(ids []int32) ([]float32, error) {
 // otherwise a full cache ends generation with ErrContextFull.
 func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens int, opts SampleOptions, slide bool) ([]int32, error) {
 	V := inf.m.Config.Vocab
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("model: generate: %w", err)
+	}
 	logits, err := inf.forwardLast(prompt)
 	if err != nil {
 		return nil, err
@@ -144,9 +148,6 @@ func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens in
 	// slice grows with what is generated, so math.MaxInt allocates nothing.
 	out := make([]int32, 0, min(maxTokens, inf.Cap))
 	for len(out) < maxTokens {
-		if err := ctx.Err(); err != nil {
-			return out, fmt.Errorf("model: generate: %w", err)
-		}
 		last := logits
 		if opts.Vocab > 0 && opts.Vocab < V {
 			last = last[:opts.Vocab]
@@ -160,6 +161,11 @@ func (inf *Inference) generate(ctx context.Context, prompt []int32, maxTokens in
 		}
 		if len(out) == maxTokens || slices.Contains(opts.Stop, tok) {
 			break
+		}
+		// Checked before the token runs, so that, whatever ends
+		// generation, the last returned token is not in the cache.
+		if err := ctx.Err(); err != nil {
+			return out, fmt.Errorf("model: generate: %w", err)
 		}
 		switch {
 		case inf.Len < inf.Cap:

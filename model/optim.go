@@ -222,8 +222,8 @@ var ErrNoTargets = errors.New("no targets to score")
 
 // GradNorm returns the Euclidean norm of grads, accumulated in float64, and
 // an error wrapping ErrNonFinite if it is NaN or infinite. The squares are
-// summed in blocks of NormBlock elements, on the kernels' threads, and the
-// block sums added in block order, so the result does not depend on the
+// summed in blocks of NormBlock elements (kernels.SumSquares64), on the
+// kernels' threads, and the block sums added in block order, so the result does not depend on the
 // number of threads (and matches a data-parallel trainer that sums the
 // same blocks on different ranks).
 func GradNorm(grads []float32) (float64, error) {
@@ -271,11 +271,7 @@ var normJobs kernels.FreeList[normJob]
 func (j *normJob) Item(_, i int) {
 	per := normItem / NormBlock
 	for b := i * per; b < min((i+1)*per, len(j.sums)); b++ {
-		var s float64
-		for _, g := range j.grads[b*NormBlock : min((b+1)*NormBlock, len(j.grads))] {
-			s += float64(g) * float64(g)
-		}
-		j.sums[b] = s
+		j.sums[b] = kernels.SumSquares64(j.grads[b*NormBlock : min((b+1)*NormBlock, len(j.grads))])
 	}
 }
 

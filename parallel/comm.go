@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // Communicator is one rank's handle on a group of ranks that exchange
@@ -122,6 +123,9 @@ func (g *Group) barrier() error {
 type inProc struct {
 	g    *Group
 	rank int
+
+	sent    atomic.Int64 // BytesSent
+	scratch []float32    // the bfloat16 words this rank posts (bf16comm.go)
 }
 
 func (c *inProc) Rank() int       { return c.rank }
@@ -215,6 +219,7 @@ func (c *inProc) ReduceScatter(buf []float32, counts []int) error {
 	// Only this rank reads its part of the other buffers, so it may write
 	// its own part in place.
 	sumInto(buf, c.g.bufs, offs[c.rank], offs[c.rank+1])
+	c.sent.Add(reduceScatterBytes(counts, c.rank, 4))
 	return c.g.barrier()
 }
 
@@ -231,6 +236,7 @@ func (c *inProc) AllGather(buf []float32, counts []int) error {
 			copy(buf[offs[q]:offs[q+1]], c.g.bufs[q][offs[q]:offs[q+1]])
 		}
 	}
+	c.sent.Add(allGatherBytes(counts, c.rank, 4))
 	return c.g.barrier()
 }
 
@@ -251,6 +257,8 @@ func (c *inProc) Broadcast(buf []float32, root int) error {
 	}
 	if c.rank != root {
 		copy(buf, c.g.bufs[root])
+	} else {
+		c.sent.Add(int64(len(buf)) * int64(c.g.n-1) * 4)
 	}
 	return c.g.barrier()
 }

@@ -30,3 +30,33 @@ func TestLlamaWorkersMatchOneWorker(t *testing.T) {
 		t.Errorf("losses %v do not fall", ref.losses)
 	}
 }
+
+// ZeRO stages 0–3 (NewRank on an in-process group) train a Llama-family
+// model to the same bits as the in-process workers, as they do GPT-2.
+func TestLlamaZeROStagesMatchSharedWorkers(t *testing.T) {
+	const steps, n = 2, 2
+	cfg := testConfig(n, 10, 2)
+	want := Hash(trainShared(t, cfg, steps, llamaConfig).weights)
+	for stage := range 4 {
+		c := cfg
+		c.Stage = stage
+		for r, w := range trainRanks(t, c, n, steps, llamaConfig) {
+			if Hash(w) != want {
+				t.Errorf("llama, stage %d: rank %d's weights differ from the in-process workers'", stage, r)
+			}
+		}
+	}
+}
+
+// Exact mode keeps a Llama-family run bit-identical for any worker count.
+func TestLlamaExactIsBitIdenticalForAnyWorkerCount(t *testing.T) {
+	cfg := testConfig(1, 6, 2)
+	cfg.Exact = true
+	ref := Hash(trainShared(t, cfg, 2, llamaConfig).weights)
+	for _, n := range []int{2, 3} {
+		cfg.Workers = n
+		if Hash(trainShared(t, cfg, 2, llamaConfig).weights) != ref {
+			t.Errorf("llama, exact, workers=%d: weights differ from 1 worker", n)
+		}
+	}
+}

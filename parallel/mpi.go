@@ -28,6 +28,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -43,6 +44,8 @@ type MPIComm struct {
 	comm       C.MPI_Comm
 	rank, size int
 	scratch    []float32
+	scratch16  []uint16     // bfloat16 send and receive buffers (mpi_bf16.go)
+	sent       atomic.Int64 // BytesSent
 }
 
 var (
@@ -192,6 +195,7 @@ func (c *MPIComm) ReduceScatter(buf []float32, counts []int) error {
 		parts[q] = recv[q*mine : (q+1)*mine]
 	}
 	sumInto(buf[offs[c.rank]:offs[c.rank+1]], parts, 0, mine)
+	c.sent.Add(reduceScatterBytes(counts, c.rank, 4))
 	return nil
 }
 
@@ -211,7 +215,11 @@ func (c *MPIComm) AllGather(buf []float32, counts []int) error {
 	}
 	rc := C.galleon_allgatherv(floatPtr(buf), &cc[0], &displ[0], c.comm)
 	runtime.KeepAlive(buf)
-	return mpiError("Allgatherv", rc)
+	if err := mpiError("Allgatherv", rc); err != nil {
+		return err
+	}
+	c.sent.Add(allGatherBytes(counts, c.rank, 4))
+	return nil
 }
 
 // AllReduce: see Communicator; a deterministic reduce-scatter followed by
@@ -234,7 +242,13 @@ func (c *MPIComm) Broadcast(buf []float32, root int) error {
 	}
 	rc := C.MPI_Bcast(unsafe.Pointer(floatPtr(buf)), C.int(len(buf)), C.galleon_float(), C.int(root), c.comm)
 	runtime.KeepAlive(buf)
-	return mpiError("Bcast", rc)
+	if err := mpiError("Bcast", rc); err != nil {
+		return err
+	}
+	if c.rank == root {
+		c.sent.Add(int64(len(buf)) * int64(c.size-1) * 4)
+	}
+	return nil
 }
 
 var _ Communicator = (*MPIComm)(nil)

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/galleon-ml/galleon/model"
 	"github.com/stretchr/testify/require"
 )
 
@@ -83,15 +84,28 @@ func TestMPICollectivesMatchInProcess(t *testing.T) {
 
 func TestMPIStagesMatchInProcess(t *testing.T) {
 	n, r := mpiComm.Size(), mpiComm.Rank()
+	allocated := checkMPIStages(t, testConfig(n, 10, 2))
+	if n == 2 && runtime.GOOS == "linux" {
+		if ratio := float64(allocated[3]) / float64(allocated[0]); ratio > 0.55 {
+			t.Errorf("rank %d: stage 3 keeps %.2f× stage 0's memory allocated, want ≤ 0.55", r, ratio)
+		}
+	}
+}
+
+// checkMPIStages trains the test model (changed by mut) for 3 steps at
+// every ZeRO stage over MPI and checks that every rank ends with the
+// weights of the in-process workers, bit for bit; it returns each stage's
+// allocated memory between steps.
+func checkMPIStages(t *testing.T, cfg Config, mut ...func(*model.Config)) [4]int64 {
+	n, r := mpiComm.Size(), mpiComm.Rank()
 	const steps = 3
-	cfg := testConfig(n, 10, 2)
-	want := Hash(trainShared(t, cfg, steps).weights)
+	want := Hash(trainShared(t, cfg, steps, mut...).weights)
 	var allocated [4]int64
 	for stage := range 4 {
 		c := cfg
 		c.Stage = stage
 		// Each rank starts from different weights: rank 0's are broadcast.
-		m := newTestModel(t)
+		m := newTestModel(t, mut...)
 		if r > 0 {
 			for i := range m.Trainable().Data {
 				m.Trainable().Data[i] = float32(r)
@@ -120,10 +134,68 @@ func TestMPIStagesMatchInProcess(t *testing.T) {
 		}
 		t.Logf("stage %d, %d ranks: rank %d memory model %d B, allocated %d B (+%d B transient)", stage, n, r, rep.Model.Total(), rep.Allocated.Total(), rep.Transient)
 	}
-	if n == 2 && runtime.GOOS == "linux" {
-		if ratio := float64(allocated[3]) / float64(allocated[0]); ratio > 0.55 {
-			t.Errorf("rank %d: stage 3 keeps %.2f× stage 0's memory allocated, want ≤ 0.55", r, ratio)
+	return allocated
+}
+
+// Bfloat16 gradient communication over MPI: every stage matches the
+// in-process workers with bf16 communication bit for bit.
+func TestMPIBF16StagesMatchInProcess(t *testing.T) {
+	cfg := testConfig(mpiComm.Size(), 10, 2)
+	cfg.CommPrecision = CommBF16
+	checkMPIStages(t, cfg)
+}
+
+// The Llama family (GQA, RMSNorm, RoPE, SwiGLU) over MPI at every stage.
+func TestMPILlamaStagesMatchInProcess(t *testing.T) {
+	checkMPIStages(t, testConfig(mpiComm.Size(), 10, 2), llamaConfig)
+}
+
+// MPI's bf16 collectives reduce as the in-process group does, bit for bit,
+// and send half the bytes of the float32 ones.
+func TestMPIBF16CollectivesMatchInProcess(t *testing.T) {
+	n, r := mpiComm.Size(), mpiComm.Rank()
+	const size = 1500
+	counts := evenCounts(size, n)
+	// The in-process result of the same inputs.
+	want := make([][]float32, n)
+	errs := collective(t, n, func(c Communicator) error {
+		b := bf16Inputs(c.Rank(), size)
+		if err := c.(BF16Communicator).ReduceScatterBF16(b, counts); err != nil {
+			return err
 		}
+		if err := c.(BF16Communicator).AllGatherBF16(b, counts); err != nil {
+			return err
+		}
+		want[c.Rank()] = b
+		return nil
+	})
+	for q, err := range errs {
+		if err != nil {
+			t.Fatalf("in process: rank %d: %v", q, err)
+		}
+	}
+	before := mpiComm.BytesSent()
+	b := bf16Inputs(r, size)
+	if err := mpiComm.ReduceScatter(b, counts); err != nil {
+		t.Fatal(err)
+	}
+	if err := mpiComm.AllGather(b, counts); err != nil {
+		t.Fatal(err)
+	}
+	fp32 := mpiComm.BytesSent() - before
+	b = bf16Inputs(r, size)
+	if err := mpiComm.ReduceScatterBF16(b, counts); err != nil {
+		t.Fatal(err)
+	}
+	if err := mpiComm.AllGatherBF16(b, counts); err != nil {
+		t.Fatal(err)
+	}
+	bf16 := mpiComm.BytesSent() - before - fp32
+	if Hash(b) != Hash(want[0]) {
+		t.Errorf("rank %d: bf16 all-reduce over MPI differs from the in-process one", r)
+	}
+	if n > 1 && (fp32 == 0 || 2*bf16 != fp32) {
+		t.Errorf("rank %d: %d bytes sent in float32, %d in bfloat16, want half", r, fp32, bf16)
 	}
 }
 

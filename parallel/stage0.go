@@ -8,7 +8,7 @@ type stage0Steps struct{ rowSteps }
 func (s stage0Steps) reduce(w *worker) error {
 	grad := w.replica.Grad
 	for _, b := range s.t.buckets {
-		if err := w.comm.AllReduce(grad[b.lo:b.hi]); err != nil {
+		if err := s.t.allReduceGrad(w, grad[b.lo:b.hi]); err != nil {
 			return err
 		}
 	}

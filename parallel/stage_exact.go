@@ -32,7 +32,7 @@ func (s exactSteps) compute(ctx context.Context, w *worker, step int, pre error)
 			if err != nil {
 				return 0, err
 			}
-			copy(w.samples[k*w.rows.len()+j], w.replica.Grad)
+			t.keepSample(w.samples[k*w.rows.len()+j], w.replica.Grad)
 			loss += float64(l) * float64(weight)
 		}
 	}
@@ -51,7 +51,7 @@ func (s exactSteps) reduce(w *worker) error {
 		}
 	}
 	own := t.shards[w.rank]
-	sumInto(w.replica.Grad, order, own.lo, own.hi)
+	t.sumSamples(w.replica.Grad, order, own.lo, own.hi)
 	return nil
 }
 

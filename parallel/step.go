@@ -154,7 +154,8 @@ func (t *Trainer) agree(w *worker, loss float64, err error) (float64, error) {
 }
 
 // gradNorm returns the global gradient norm: a float64 sum of squares per
-// block of normBlock elements, the blocks' sums added in block order, so the
+// block of normBlock elements (kernels.SumSquares64, as model.GradNorm sums
+// its blocks), the blocks' sums added in block order, so the
 // norm of a given gradient does not depend on the number of ranks. Each rank
 // sums the blocks of its shard (reduced by then) and all-gathers the sums.
 func (t *Trainer) gradNorm(w *worker) (float64, error) {
@@ -162,11 +163,7 @@ func (t *Trainer) gradNorm(w *worker) (float64, error) {
 	nb := (len(grad) + normBlock - 1) / normBlock
 	sums := make([]float64, nb)
 	for b := own.lo / normBlock; b*normBlock < own.hi; b++ {
-		var s float64
-		for _, g := range grad[b*normBlock : min((b+1)*normBlock, len(grad))] {
-			s += float64(g) * float64(g)
-		}
-		sums[b] = s
+		sums[b] = kernels.SumSquares64(grad[b*normBlock : min((b+1)*normBlock, len(grad))])
 	}
 	counts := make([]int, t.ranks)
 	for q, sh := range t.shards {
@@ -233,7 +230,7 @@ func (t *Trainer) rowsWeight(w *worker) float32 {
 func (t *Trainer) reduceScatter(w *worker) error {
 	grad := w.replica.Grad
 	for _, b := range t.buckets {
-		if err := w.comm.ReduceScatter(grad[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
+		if err := t.reduceScatterGrad(w, grad[b.lo:b.hi], intersectCounts(b, t.shards)); err != nil {
 			return err
 		}
 	}

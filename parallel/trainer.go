@@ -42,6 +42,16 @@ type Config struct {
 	// which agree with other worker counts to float32 rounding.
 	Exact bool
 
+	// CommPrecision is the format in which gradients travel between
+	// ranks: CommFP32 (the default) or CommBF16, which halves the bytes of
+	// the gradient reductions and still sums in float32 (see
+	// CommPrecision). Under NewRank the communicator must be a
+	// BF16Communicator. With Exact, CommBF16 keeps each sample's gradient
+	// in bfloat16 (half of Exact's per-sample memory) and sums the
+	// samples in float32 in global sample order, so the result is still
+	// the same bits for any number of workers, one included.
+	CommPrecision CommPrecision
+
 	// GradCheckpointing recomputes each block's activations in the
 	// backward pass (model.ReplicaOptions): less memory per worker, about
 	// one more forward pass of time, the same result bit for bit.
@@ -76,7 +86,7 @@ func (cfg *Config) normalize(m *model.Model, ranks int) error {
 	case !(cfg.ClipNorm >= 0):
 		return fmt.Errorf("parallel: config: clip norm %v", cfg.ClipNorm)
 	}
-	return nil
+	return checkCommPrecision(cfg, nil)
 }
 
 // span is a half-open range [lo, hi).
@@ -198,9 +208,14 @@ func NewRank(m *model.Model, comm Communicator, cfg Config) (*Trainer, error) {
 	} else {
 		invalid = cfg.normalize(m, n)
 	}
+	if invalid == nil {
+		invalid = checkCommPrecision(&cfg, comm)
+	}
 	// An invalid configuration still takes part in the exchange (with a
 	// hash no valid one has), so that no rank waits for it.
-	if err := checkSameConfig(comm, m, cfg, invalid != nil); err != nil {
+	if err := checkSameConfig(comm, m, cfg, invalid != nil); err != nil || invalid != nil {
+		// Ranks that share an invalid configuration agree with each
+		// other; it is still invalid.
 		if invalid != nil {
 			return nil, invalid
 		}
@@ -352,7 +367,7 @@ func (t *Trainer) newWorker(r int, rows span, comm Communicator, wholeOpt bool) 
 	if t.cfg.Exact {
 		w.samples = make([][]float32, rows.len()*t.cfg.Accum)
 		for i := range w.samples {
-			w.samples[i] = make([]float32, len(rep.Grad))
+			w.samples[i] = make([]float32, t.sampleWords(len(rep.Grad)))
 		}
 	}
 	w.optSpan = t.shards[r]

@@ -259,14 +259,19 @@ func TestInProcessRunsAreDeterministic(t *testing.T) {
 }
 
 // trainRanks runs n ranks with NewRank on an in-process group, each with its
-// own model (rank r's model is initialised from seed 7+r: the broadcast must
-// replace it with rank 0's), and returns every rank's final weights.
-func trainRanks(t *testing.T, cfg Config, n, steps int) [][]float32 {
+// own model (the test model changed by mut; rank r's model is initialised
+// from seed 7+r: the broadcast must replace it with rank 0's), and returns
+// every rank's final weights.
+func trainRanks(t *testing.T, cfg Config, n, steps int, mut ...func(*model.Config)) [][]float32 {
 	t.Helper()
+	mc := testModelConfig()
+	for _, f := range mut {
+		f(&mc)
+	}
 	out := make([][]float32, n)
 	errs := collective(t, n, func(comm Communicator) error {
 		r := comm.Rank()
-		m, err := model.New(testModelConfig(), uint64(7+r))
+		m, err := model.New(mc, uint64(7+r))
 		if err != nil {
 			return err
 		}
@@ -645,4 +650,16 @@ func TestInvalidConfigOnOneRankFailsEveryRank(t *testing.T) {
 	errs := newRanksWithOne(t, 0, func(cfg *Config) { cfg.Stage = 7 })
 	require.ErrorContains(t, errs[0], "stage 7")
 	require.ErrorIs(t, errs[1], ErrConfigMismatch)
+	// The same invalid configuration on every rank: the hashes agree, and
+	// every rank still refuses it.
+	errs = collective(t, 2, func(comm Communicator) error {
+		tr, err := newStageRank(t, comm, 7)
+		if err == nil {
+			tr.Close()
+		}
+		return err
+	})
+	for r, err := range errs {
+		assert.ErrorContains(t, err, "stage 7", "stage 7 on every rank: rank %d", r)
+	}
 }

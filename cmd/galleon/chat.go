@@ -23,7 +23,7 @@ type chatTurn struct {
 	IDs          []int32 `json:"ids"`           // the generated tokens, the end-of-sequence token included
 	PromptTokens int     `json:"prompt_tokens"` // tokens of the whole rendered conversation before the reply
 	Prefilled    int     `json:"prefilled"`     // of those, the ones run this turn; the rest came from the KV cache
-	StopReason   string  `json:"stop_reason"`   // "eos", "max_tokens" or "context_full"
+	StopReason   string  `json:"stop_reason"`   // "eos", "max_tokens", "context_full" or "interrupted"
 	Dropped      int     `json:"dropped_messages,omitempty"`
 }
 
@@ -84,13 +84,14 @@ func chat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	// On a terminal chat prints a "> " prompt on stderr; pipes and files
-	// get none.
-	interactive := report.IsTerminal(stdin)
+	interactive := report.IsTerminal(stdin) // a "> " prompt on stderr; none for pipes
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the reader when the conversation ends first
 	lines := readLines(ctx, stdin)
-	for {
+	// Ctrl-C (ctx) ends the conversation as EOF does: at the prompt, or
+	// during a reply, which keeps what was printed.
+loop:
+	for ctx.Err() == nil {
 		if interactive {
 			fmt.Fprint(stderr, "> ")
 		}
@@ -98,23 +99,24 @@ func chat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		var ok bool
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			break loop
 		case line, ok = <-lines:
 		}
 		line = strings.TrimSpace(line)
-		if !ok || line == "/exit" || line == "/quit" {
-			break
-		}
-		if line == "" {
-			continue
-		}
-		if line == "/reset" {
+		switch {
+		case !ok || line == "/exit" || line == "/quit":
+			break loop
+		case line == "":
+		case line == "/reset":
 			s.reset()
-			continue
+		default:
+			if err := s.turn(ctx, line, stdout, stderr); err != nil {
+				return err
+			}
 		}
-		if err := s.turn(ctx, line, stdout, stderr); err != nil {
-			return err
-		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "[interrupted]")
 	}
 	if *jsonOut {
 		s.res.ContextTokens, s.res.Capacity = len(s.cached), s.inf.Cap
@@ -173,20 +175,21 @@ func (s *chatSession) reset() { s.history = s.history[:0] }
 // turn answers one user message, streaming the reply to stdout.
 func (s *chatSession) turn(ctx context.Context, text string, stdout, stderr io.Writer) error {
 	s.history = append(s.history, tokenizer.Message{Role: "user", Content: text})
-	t := chatTurn{StopReason: "max_tokens"}
+	var t chatTurn
 	var ids []int32
 	for {
 		var err error
 		if ids, err = s.render(append(slices.Clone(s.system), s.history...)); err != nil {
 			return fmt.Errorf("chat: %w", err)
 		}
-		// Keep room for the reply; drop the oldest message while more
-		// than this turn's remain.
-		if len(ids)+s.sf.maxTokens <= s.inf.Cap || len(s.history) == 1 {
+		// Keep room for the reply: drop the oldest exchange (a user
+		// message and its reply, so that roles still alternate, as
+		// templates such as Llama 2's require) while others remain.
+		if len(ids)+s.sf.maxTokens <= s.inf.Cap || len(s.history) < 3 {
 			break
 		}
-		s.history = s.history[1:]
-		t.Dropped++
+		s.history = s.history[2:]
+		t.Dropped += 2
 	}
 	if t.Dropped > 0 {
 		fmt.Fprintf(stderr, "[context: dropped the %d oldest messages to fit %d tokens]\n", t.Dropped, s.inf.Cap)
@@ -210,49 +213,35 @@ func (s *chatSession) turn(ctx context.Context, text string, stdout, stderr io.W
 
 	opts := s.sf.options(s.l)
 	opts.Seed += uint64(len(s.res.Turns)) // a fresh draw each turn, reproducible
-	stream := s.l.Tok.NewStream()
-	var reply []byte
-	var first time.Time
-	opts.OnToken = func(id int32) error {
-		if first.IsZero() {
-			first = time.Now()
-		}
-		if slices.Contains(opts.Stop, id) {
-			return nil
-		}
-		piece, err := stream.Add(id)
-		if err != nil {
-			return err
-		}
-		reply = append(reply, piece...)
-		_, err = io.WriteString(stdout, piece)
-		return err
-	}
+	o := newTextOut(s.l, stdout, opts.Stop)
+	opts.OnToken = o.onToken
 	out, err := s.inf.Generate(ctx, ids[n:], s.sf.maxTokens, opts)
 	end := time.Now()
 	full := errors.Is(err, model.ErrContextFull)
-	if err != nil && !full {
+	interrupted := ctx.Err() != nil && errors.Is(err, ctx.Err())
+	if err != nil && !full && !interrupted {
 		return err
 	}
-	rest := stream.Flush()
-	reply = append(reply, rest...)
-	fmt.Fprintln(stdout, rest)
+	if t.Text, err = o.finish(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	t.IDs, t.StopReason = out, stopReason(out, opts.Stop)
 	switch {
+	case interrupted:
+		t.StopReason = "interrupted"
 	case full:
 		t.StopReason = "context_full"
 		fmt.Fprintf(stderr, "[context full: the reply stopped at %d tokens; older turns are dropped next turn]\n", len(out))
-	case len(out) > 0 && slices.Contains(opts.Stop, out[len(out)-1]):
-		t.StopReason = "eos"
 	}
 	// Every reply token but the last went through the cache.
 	if len(out) > 0 {
 		s.cached = append(s.cached, out[:len(out)-1]...)
 	}
-	if !first.IsZero() && len(out) > 1 {
-		s.decodeDur += end.Sub(first)
+	if !o.first.IsZero() && len(out) > 1 {
+		s.decodeDur += end.Sub(o.first)
 		s.decodeN += len(out) - 1
 	}
-	t.Text, t.IDs = string(reply), out
 	s.history = append(s.history, tokenizer.Message{Role: "assistant", Content: t.Text})
 	s.res.Turns = append(s.res.Turns, t)
 	s.res.PrefilledTokens += t.Prefilled

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -111,5 +114,91 @@ func TestChatExitContextAndErrors(t *testing.T) {
 	gdir, _ := tinyGPT2Dir(t)
 	if code, _, errs := galleon(t, "chat", "-model", gdir); code != 1 || !strings.Contains(errs, "no chat template") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
 		t.Fatalf("no template: exit %d, %q", code, errs)
+	}
+}
+
+// The command itself, with its standard input a pipe: two turns, then EOF
+// ends the conversation with status 0; a bad flag is one line, status 2.
+func TestChatProcessPipe(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	code, out, errs := execGalleon(t, "Hello\nAgain\n", "chat", "-model", dir, "-max-tokens", "4", "-json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var res chatResult
+	lastJSON(t, out, &res)
+	if len(res.Turns) != 2 || errs != "" {
+		t.Fatalf("%d turns, stderr %q", len(res.Turns), errs)
+	}
+	code, out, errs = execGalleon(t, "", "chat", "-model", dir, "-top-p", "2")
+	if code != 2 || out != "" || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+		t.Fatalf("bad flag: exit %d, %q, %q", code, out, errs)
+	}
+}
+
+// Ctrl-C ends the conversation as EOF does, with status 0 and the results.
+func TestChatInterrupt(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	cmd := exec.Command(os.Args[0], "chat", "-model", dir, "-max-tokens", "3", "-json")
+	cmd.Env = append(os.Environ(), "GALLEON_TEST_MAIN=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	io.WriteString(stdin, "Hello\n")
+	r := bufio.NewReader(stdout)
+	if _, err := r.ReadString('\n'); err != nil { // the reply has begun: the handler is installed
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(r)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v: %s", err, errb.String())
+	}
+	var res chatResult
+	lastJSON(t, string(rest), &res)
+	if len(res.Turns) != 1 || !strings.Contains(errb.String(), "[interrupted]") {
+		t.Fatalf("%+v, stderr %q", res, errb.String())
+	}
+}
+
+// Turns dropped to fit the cache go by exchanges, so the conversation
+// still starts with a user message and roles alternate.
+func TestChatDropsWholeExchanges(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	l, err := loadBase(context.Background(), baseFlags{Model: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newChatSession(l, dir, "", 80, sampleFlags{maxTokens: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := 0
+	for i := 0; i < 8; i++ {
+		if err := s.turn(context.Background(), "tell me about the weather please", io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		dropped += s.res.Turns[len(s.res.Turns)-1].Dropped
+		for j, m := range s.history {
+			if want := []string{"user", "assistant"}[j%2]; m.Role != want {
+				t.Fatalf("turn %d: message %d is %s, want %s", i, j, m.Role, want)
+			}
+		}
+	}
+	if dropped == 0 || dropped%2 != 0 {
+		t.Fatalf("dropped %d messages", dropped)
 	}
 }

@@ -13,6 +13,6 @@ import (
 func addMPIFlag(*flag.FlagSet, *bool) {}
 
 // newMPITrainer is unreachable without -tags mpi: -mpi is not a flag then.
-func newMPITrainer(*model.Model, parallel.Config) (stepper, error) {
-	return nil, usageError{"finetune: -mpi needs a galleon built with -tags mpi"}
+func newMPITrainer(*model.Model, parallel.Config) (stepper, int, int, error) {
+	return nil, 0, 0, usageError{"finetune: -mpi needs a galleon built with -tags mpi"}
 }

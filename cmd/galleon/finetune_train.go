@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -37,7 +38,8 @@ type ftResult struct {
 	TrainWindows    int      `json:"train_windows"`
 	ValWindows      int      `json:"val_windows"`
 	Packed          bool     `json:"packed"`
-	Workers         int      `json:"workers"`
+	Workers         int      `json:"workers"`         // goroutine workers (1 under -mpi)
+	Ranks           int      `json:"ranks,omitempty"` // MPI ranks under -mpi
 	ResumedFrom     int      `json:"resumed_from_step,omitempty"`
 }
 
@@ -83,6 +85,8 @@ type ftRun struct {
 	pending *restored // a checkpoint's optimizer state, until the trainer exists
 	baseLen int64
 	hf      bool // the model is a Hugging Face directory, not a galleon checkpoint file
+	rank    int  // this process's MPI rank (0 without -mpi); only rank 0 writes
+	ranks   int  // MPI ranks under -mpi, else 0
 }
 
 func runFinetune(ctx context.Context, o *ftOptions, stdout, stderr io.Writer, afterStep func(int)) (err error) {
@@ -165,11 +169,11 @@ func (r *ftRun) newTrainer() error {
 	}
 	cfg := parallel.Config{Workers: o.Workers, Batch: o.Batch, SeqLen: r.T, Accum: o.Accum, Schedule: r.sched, AdamW: r.adamw, ClipNorm: 1, GradCheckpointing: o.GradCkpt}
 	if o.MPI {
-		t, err := newMPITrainer(r.m, cfg)
+		t, rank, ranks, err := newMPITrainer(r.m, cfg)
 		if err != nil {
 			return err
 		}
-		r.tr = t
+		r.tr, r.rank, r.ranks = t, rank, ranks
 		return nil
 	}
 	t, err := parallel.New(r.m, cfg)
@@ -183,14 +187,21 @@ func (r *ftRun) newTrainer() error {
 // train runs the remaining steps; on cancellation it saves a checkpoint.
 func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep func(int)) error {
 	o := r.o
-	if err := os.MkdirAll(o.Out, 0o755); err != nil {
-		return fmt.Errorf("finetune: %w", err)
+	var logf io.Writer = io.Discard
+	if r.rank == 0 {
+		if err := os.MkdirAll(o.Out, 0o755); err != nil {
+			return fmt.Errorf("finetune: %w", err)
+		}
+		f, err := os.OpenFile(filepath.Join(o.Out, "train.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("finetune: %w", err)
+		}
+		defer f.Close()
+		logf = f
+	} else {
+		// Every rank trains the same run; rank 0 reports and writes it.
+		stdout, stderr = io.Discard, nil
 	}
-	logf, err := os.OpenFile(filepath.Join(o.Out, "train.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("finetune: %w", err)
-	}
-	defer logf.Close()
 	trainable := r.m.Trainable().Len()
 	method := "full fine-tuning"
 	if r.lm != nil {
@@ -206,7 +217,7 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		evalEvery = max(1, r.total/10)
 	}
 	var bar *report.Progress
-	if !o.JSON {
+	if !o.JSON && stderr != nil {
 		bar = report.NewProgress(stderr, "finetune")
 	} else {
 		bar = report.NewProgress(nil, "finetune")
@@ -224,16 +235,27 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		ema.Add(l)
 	}
 	batcher := loaderBatcher{r.loader}
+	if o.CPUProf != "" {
+		stop, err := startCPUProfile(o.CPUProf)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	for step := r.start + 1; step <= r.total; step++ {
-		if ctx.Err() != nil {
+		// Under MPI the step itself stops every rank alike on a
+		// cancelled context; stopping here could leave the others
+		// waiting in it.
+		if ctx.Err() != nil && !o.MPI {
 			bar.Finish("interrupted")
 			return r.interrupt(ctx, stdout, step-1)
 		}
 		t0 := time.Now()
 		st, err := r.tr.Step(ctx, batcher)
 		if err != nil {
-			if ctx.Err() != nil && r.single != nil && r.single.StepsDone() == step-1 {
-				// Cancelled before the step changed anything.
+			if ctx.Err() != nil && (r.single == nil || r.single.StepsDone() == step-1) {
+				// Cancelled before the step changed anything (a failed
+				// parallel step leaves the weights as they were).
 				bar.Finish("interrupted")
 				return r.interrupt(ctx, stdout, step-1)
 			}
@@ -247,7 +269,9 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		r.hist.Train = append(r.hist.Train, st.Loss)
 		ema.Add(st.Loss)
 		if len(r.d.Val) > 0 && (step%evalEvery == 0 || step == r.total) {
-			v, err := r.validate(ctx)
+			// Not cancelled midway: an interrupt then checkpoints after
+			// this step with its validation loss, as the run would have.
+			v, err := r.validate(context.WithoutCancel(ctx))
 			if err != nil {
 				return err
 			}
@@ -316,9 +340,12 @@ func (r *ftRun) validate(ctx context.Context) (float64, error) {
 func (r *ftRun) finish() (ftResult, error) {
 	o := r.o
 	res := ftResult{Steps: r.total, BaseBytes: r.baseLen, TrainableParams: r.m.Trainable().Len(),
-		TrainWindows: len(r.d.Train), ValWindows: len(r.d.Val), Packed: r.d.Packed, Workers: o.Workers,
+		TrainWindows: len(r.d.Train), ValWindows: len(r.d.Val), Packed: r.d.Packed, Workers: o.Workers, Ranks: r.ranks,
 		Epochs: float64(r.total*o.Batch*o.Accum) / float64(len(r.d.Train))}
 	res.TrainedTokens = r.d.Tokens
+	if r.rank != 0 {
+		return res, nil
+	}
 	if err := r.saveOutputs(); err != nil {
 		return res, err
 	}
@@ -401,6 +428,9 @@ func (r *ftRun) plot() report.Plot {
 // interrupt saves a resumable checkpoint (and the outputs so far) after
 // step steps and reports how to continue.
 func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int) error {
+	if r.rank != 0 {
+		return fmt.Errorf("finetune: rank %d interrupted after step %d: %w", r.rank, step, context.Cause(ctx))
+	}
 	if r.single == nil {
 		if err := r.saveOutputs(); err != nil {
 			return err
@@ -415,6 +445,22 @@ func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int) error
 	}
 	fmt.Fprintf(stdout, "interrupted after step %d of %d: checkpoint saved in %s; continue with: galleon finetune -resume %s\n", step, r.total, r.o.Out, r.o.Out)
 	return fmt.Errorf("finetune: interrupted after step %d of %d (checkpoint in %s): %w", step, r.total, r.o.Out, context.Cause(ctx))
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("finetune: -cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("finetune: -cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // weightFilesBytes is the size of a model directory's weight files

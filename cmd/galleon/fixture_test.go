@@ -7,12 +7,46 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/galleon-ml/galleon/lora"
 	"github.com/galleon-ml/galleon/model"
 )
+
+// TestMain runs the test binary as the galleon command itself when
+// GALLEON_TEST_MAIN=1, so tests can execute it (execGalleon) with real
+// pipes as stdin and stdout, signals and exit statuses.
+func TestMain(m *testing.M) {
+	if os.Getenv("GALLEON_TEST_MAIN") == "1" {
+		main()
+	}
+	os.Exit(m.Run())
+}
+
+// execGalleon runs galleon args in a child process with stdin as its
+// standard input (a pipe) and returns its exit status, stdout and stderr.
+func execGalleon(t testing.TB, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "GALLEON_TEST_MAIN=1")
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode(), out.String(), errb.String()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return 0, out.String(), errb.String()
+}
 
 // tokenizerData returns the directory of one fetched tokenizer ("llama2",
 // "gpt2", …). Outside CI a missing file skips the test (run
@@ -92,6 +126,28 @@ func tinyGPT2Dir(t testing.TB) (string, *model.Model) {
 	copyFile(t, filepath.Join(tk, "tokenizer_config.json"), filepath.Join(dir, "tokenizer_config.json"))
 	setJSON(t, filepath.Join(dir, "config.json"), "eos_token_id", 50256)
 	return dir, m
+}
+
+// writeAdapter applies a LoRA adapter (r 4, alpha 8, on q_proj and
+// v_proj) to m, fills its A and B with fixed nonzero values, so it changes
+// the model, and saves it in PEFT's format; it returns the directory. m
+// keeps the adapter installed.
+func writeAdapter(t testing.TB, m *model.Model) string {
+	t.Helper()
+	lm, err := lora.Apply(m, lora.Config{R: 4, Alpha: 8, TargetModules: []string{"q_proj", "v_proj"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range lm.Active().Params.Params {
+		for i := range p.Data {
+			p.Data[i] = float32(i%7-3) * 0.02
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "adapter")
+	if err := lm.Active().Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func copyFile(t testing.TB, src, dst string) {

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/galleon-ml/galleon/data"
-	"github.com/galleon-ml/galleon/lora"
 	"github.com/galleon-ml/galleon/model"
 )
 
@@ -69,19 +68,7 @@ func TestLoadBaseHF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lm, err := lora.Apply(base, lora.Config{R: 4, Alpha: 8, TargetModules: []string{"q_proj", "v_proj"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range lm.Active().Params.Params {
-		for i := range p.Data {
-			p.Data[i] = float32(i%7-3) * 0.01
-		}
-	}
-	adir := filepath.Join(t.TempDir(), "adapter")
-	if err := lm.Active().Save(adir); err != nil {
-		t.Fatal(err)
-	}
+	adir := writeAdapter(t, base)
 	want, err = base.Logits(ids, 1, len(ids))
 	if err != nil {
 		t.Fatal(err)

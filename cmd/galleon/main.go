@@ -35,7 +35,7 @@
 // rendering the conversation with the tokenizer's chat template and keeping
 // the KV cache across turns, so a turn runs only its new tokens. When the
 // conversation no longer fits -ctx tokens, the oldest messages after the
-// system prompt are dropped. It ends at EOF or a line "/exit"; "/reset"
+// system prompt are dropped. It ends at EOF, Ctrl-C or a line "/exit"; "/reset"
 // starts the conversation again.
 //
 // eval prints the loss over the tokens that carry loss in a .txt or .jsonl

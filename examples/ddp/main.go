@@ -20,6 +20,13 @@
 //
 // Each rank then prints its memory after training (model state, allocated,
 // transient) next to its process's resident set and peak from /proc.
+//
+// -comm-precision bf16 sends the gradients between ranks as bfloat16 (half
+// the bytes, still summed in float32: parallel.CommPrecision); every run
+// reports the bytes its ranks sent per step, counted by the transport, and
+// the mean step time, so that the two precisions compare side by side:
+//
+//	mpirun … -np 2 ./ddp -mpi -stage 0 -preset small -comm-precision bf16
 package main
 
 import (
@@ -58,6 +65,7 @@ type options struct {
 	baseline bool
 	mpi      bool
 	jsonOut  bool
+	comm     parallel.CommPrecision
 }
 
 // run is one measured configuration.
@@ -71,8 +79,15 @@ type run struct {
 	Efficiency    float64 `json:"scaling_efficiency,omitempty"` // tokens/s ÷ (workers × tokens/s of 1 worker)
 	Speedup       float64 `json:"speedup,omitempty"`            // tokens/s ÷ tokens/s of 1 worker
 	FinalLoss     float64 `json:"final_loss_nats"`
-	WeightsHash   string  `json:"weights_hash"`
-	MemoryPerRank any     `json:"memory_per_rank,omitempty"`
+	// CommPrecision is the gradients' format between ranks; BytesPerStep
+	// is what this process's ranks sent per timed step, counted by the
+	// transport (parallel.WireCounter), and SecondsPerStep the mean step
+	// time.
+	CommPrecision  string  `json:"comm_precision"`
+	BytesPerStep   float64 `json:"bytes_sent_per_step"`
+	SecondsPerStep float64 `json:"seconds_per_step"`
+	WeightsHash    string  `json:"weights_hash"`
+	MemoryPerRank  any     `json:"memory_per_rank,omitempty"`
 }
 
 // result is printed as one JSON line under -json.
@@ -100,7 +115,7 @@ type zeroEntry struct {
 
 func main() {
 	var o options
-	var workers string
+	var workers, comm string
 	flag.StringVar(&o.preset, "preset", "tiny", "model preset: tiny, small or medium")
 	flag.StringVar(&workers, "workers", "1,2", "comma-separated worker counts to measure (in process)")
 	flag.IntVar(&o.steps, "steps", 5, "timed optimizer steps per configuration")
@@ -116,6 +131,7 @@ func main() {
 	flag.BoolVar(&o.baseline, "baseline", true, "also measure one worker with multi-threaded kernels")
 	flag.BoolVar(&o.mpi, "mpi", false, "run as one rank of an MPI job (build with -tags mpi, launch with mpirun)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on the last line")
+	flag.StringVar(&comm, "comm-precision", "fp32", "format of the gradients between ranks: fp32, or bf16 (half the bytes, reduced in float32)")
 	flag.Parse()
 	log.SetFlags(0) // one plain line per error, as the other examples print
 	usage := func(format string, args ...any) {
@@ -128,6 +144,10 @@ func main() {
 			usage("-workers entry %q: want a positive number of workers", f)
 		}
 		o.workers = append(o.workers, n)
+	}
+	var err error
+	if o.comm, err = parallel.ParseCommPrecision(comm); err != nil {
+		usage("-comm-precision %q: want fp32 or bf16", comm)
 	}
 	switch {
 	case flag.NArg() > 0:
@@ -171,10 +191,11 @@ func setup(ctx context.Context, o options) (model.Preset, []byte, error) {
 func trainConfig(o options, p model.Preset, workers int) parallel.Config {
 	return parallel.Config{
 		Workers: workers, Batch: workers * p.Batch, Accum: o.accum,
-		Schedule:    model.Schedule{Peak: o.lr, Warmup: 0},
-		AdamW:       model.DefaultAdamW(),
-		ClipNorm:    1,
-		BucketBytes: int(o.bucketMB * (1 << 20)),
+		Schedule:      model.Schedule{Peak: o.lr, Warmup: 0},
+		AdamW:         model.DefaultAdamW(),
+		ClipNorm:      1,
+		BucketBytes:   int(o.bucketMB * (1 << 20)),
+		CommPrecision: o.comm,
 	}
 }
 
@@ -186,15 +207,17 @@ func measure(ctx context.Context, o options, tr *parallel.Trainer, data []byte, 
 	if err != nil {
 		return run{}, err
 	}
-	r := run{Workers: tr.Ranks(), Steps: o.steps}
+	r := run{Workers: tr.Ranks(), Steps: o.steps, CommPrecision: cfg.CommPrecision.String()}
 	bar := report.NewProgress(w, label)
 	total := o.warmup + o.steps
 	var start time.Time
+	var sent0 int64
 	done := 0
 	err = tr.Train(ctx, s, total, func(st model.StepStats) {
 		done++
 		if done == o.warmup {
 			start = time.Now()
+			sent0 = tr.BytesSent()
 		}
 		if done > o.warmup {
 			r.Tokens += st.Tokens
@@ -215,6 +238,8 @@ func measure(ctx context.Context, o options, tr *parallel.Trainer, data []byte, 
 	}
 	r.Seconds = time.Since(start).Seconds()
 	r.TokensPerSec = float64(r.Tokens) / r.Seconds
+	r.SecondsPerStep = r.Seconds / float64(o.steps)
+	r.BytesPerStep = float64(tr.BytesSent()-sent0) / float64(o.steps)
 	r.WeightsHash = fmt.Sprintf("%016x", parallel.Hash(tr.Model().Trainable().Data))
 	bar.Finish(fmt.Sprintf("%.0f tokens/s", r.TokensPerSec))
 	return r, nil
@@ -291,9 +316,9 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 
 	fmt.Fprintf(stdout, "%s preset: %d parameters, %d sequences of %d tokens per worker per micro-batch, accumulation %d\n",
 		p.Name, psi, p.Batch, p.Config.SeqLen, o.accum)
-	fmt.Fprintf(stdout, "%-8s %-14s %12s %9s %11s\n", "workers", "kernel threads", "tokens/s", "speedup", "efficiency")
+	fmt.Fprintf(stdout, "%-8s %-14s %12s %9s %11s %10s %16s (gradients in %v)\n", "workers", "kernel threads", "tokens/s", "speedup", "efficiency", "s/step", "bytes sent/step", o.comm)
 	for _, r := range res.Runs {
-		fmt.Fprintf(stdout, "%-8d %-14s %12.0f %8.2f× %10.0f%%\n", r.Workers, r.KernelThreads, r.TokensPerSec, r.Speedup, 100*r.Efficiency)
+		fmt.Fprintf(stdout, "%-8d %-14s %12.0f %8.2f× %10.0f%% %10.3f %16.0f\n", r.Workers, r.KernelThreads, r.TokensPerSec, r.Speedup, 100*r.Efficiency, r.SecondsPerStep, r.BytesPerStep)
 	}
 	if b := res.Baseline; b != nil {
 		fmt.Fprintf(stdout, "single process, 1 worker, multi-threaded kernels: %.0f tokens/s", b.TokensPerSec)

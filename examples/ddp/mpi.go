@@ -84,7 +84,8 @@ func runMPI(ctx context.Context, o options) (err error) {
 		return err
 	}
 	if comm.Rank() == 0 {
-		fmt.Fprintf(out, "%d ranks: %.0f tokens/s (%.0f per rank)\n", comm.Size(), r.TokensPerSec, r.TokensPerSec/float64(comm.Size()))
+		fmt.Fprintf(out, "%d ranks: %.0f tokens/s (%.0f per rank), %.3f s/step, gradients in %s, rank 0 sent %.0f bytes/step\n",
+			comm.Size(), r.TokensPerSec, r.TokensPerSec/float64(comm.Size()), r.SecondsPerStep, r.CommPrecision, r.BytesPerStep)
 		if o.jsonOut {
 			return report.PrintJSON(out, mpiResult{Preset: p.Name, Params: m.NumParams(), Ranks: comm.Size(), Stage: o.stage,
 				BatchPerRank: p.Batch, Run: r, Memory: mem, Stage0: s0, RSS: rss, PeakRSS: peak})

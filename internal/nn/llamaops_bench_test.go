@@ -1,6 +1,11 @@
 package nn
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+
+	"github.com/galleon-ml/galleon/internal/cputime"
+)
 
 // Benchmarks of the Llama family's kernels at SmolLM2-135M's shapes: B·T =
 // 4·256 = 1024 rows, hidden 576, MLP width 1536, head_dim 64 with 9 query
@@ -158,4 +163,31 @@ func BenchmarkLinearCrossEntropyLlama3Vocab(b *testing.B) {
 		}
 	}
 	b.ReportMetric(3*2.0*rows*smolC*V*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+// BenchmarkLinearCrossEntropyChunk times the fused training form at GPT-2
+// 124M's tied head (1024 rows, D 768, V 50,257) with chunks of 256, 512
+// and 1024 rows, the choice behind linearCEBudget. cpu-s/op is the
+// process's CPU time per call, steadier than the wall time on a shared
+// machine.
+func BenchmarkLinearCrossEntropyChunk(b *testing.B) {
+	const rows, D, V = 1024, 768, 50257
+	r := newRand(6)
+	x, w := randn32(r, rows*D, 1), randn32(r, V*D, 0.05)
+	targets := randIDs(r, rows, V)
+	dx, dw := make([]float32, len(x)), make([]float32, len(w))
+	for _, chunk := range []int{256, 512, 1024} {
+		b.Run(fmt.Sprintf("rows=%d", chunk), func(b *testing.B) {
+			s := NewLinearCEScratch(chunk, V)
+			c0 := cputime.Process()
+			for range b.N {
+				if _, _, err := LinearCrossEntropyBackward(s, dx, dw, x, w, targets, D, V, true, 1); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if c := cputime.Process() - c0; c > 0 {
+				b.ReportMetric(c.Seconds()/float64(b.N), "cpu-s/op")
+			}
+		})
+	}
 }

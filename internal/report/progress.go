@@ -66,9 +66,8 @@ func newPlainProgress(w io.Writer, desc string, now func() time.Time) *Progress 
 	return &Progress{w: w, desc: desc, start: t, printed: t, now: now}
 }
 
-// IsTerminal reports whether f, a reader or writer, is a file that is a
-// character device (a terminal); pipes, regular files and anything that is
-// not an *os.File are not.
+// IsTerminal reports whether f, a reader or writer, is an *os.File on a
+// character device (a terminal) rather than a pipe, a file or a buffer.
 func IsTerminal(f any) bool {
 	file, ok := f.(*os.File)
 	if !ok {
