@@ -176,20 +176,12 @@ func TestMPIBF16CollectivesMatchInProcess(t *testing.T) {
 	}
 	before := mpiComm.BytesSent()
 	b := bf16Inputs(r, size)
-	if err := mpiComm.ReduceScatter(b, counts); err != nil {
-		t.Fatal(err)
-	}
-	if err := mpiComm.AllGather(b, counts); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.ReduceScatter(b, counts))
+	require.NoError(t, mpiComm.AllGather(b, counts))
 	fp32 := mpiComm.BytesSent() - before
 	b = bf16Inputs(r, size)
-	if err := mpiComm.ReduceScatterBF16(b, counts); err != nil {
-		t.Fatal(err)
-	}
-	if err := mpiComm.AllGatherBF16(b, counts); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.ReduceScatterBF16(b, counts))
+	require.NoError(t, mpiComm.AllGatherBF16(b, counts))
 	bf16 := mpiComm.BytesSent() - before - fp32
 	if Hash(b) != Hash(want[0]) {
 		t.Errorf("rank %d: bf16 all-reduce over MPI differs from the in-process one", r)
