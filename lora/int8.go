@@ -20,6 +20,12 @@ func mergeInt8(l *quant.Linear, delta []float32) (*quant.Linear, float64, error)
 	}
 	for i, d := range delta {
 		w[i] += d
+		// A NaN or Inf update (non-finite A or B, or a product that
+		// overflows) would requantize into garbage: refuse it rather than
+		// report a merge.
+		if math.IsNaN(float64(w[i])) || math.IsInf(float64(w[i]), 0) {
+			return nil, 0, fmt.Errorf("lora: merge into int8 layer %d→%d: merged weight %d is %v (update %v): the adapter's update is not finite", l.In, l.Out, i, w[i], d)
+		}
 	}
 	nl, err := quant.NewLinear(w, l.Bias, l.In, l.Out, quant.LinearOptions{Act: l.Act, ActScale: l.ActScale, Threshold: l.Threshold})
 	if err != nil {

@@ -252,3 +252,42 @@ func isInt8(l model.Linear) bool {
 	_, ok := l.(*quant.Linear)
 	return ok
 }
+
+// TestInt8MergeNonFinite: merging an adapter whose update is not finite
+// (NaN or Inf in B, or A·B overflowing float32) into an int8 base is an
+// error naming the module, never a report of MaxAbsErr 0, and leaves the
+// int8 layer in place.
+func TestInt8MergeNonFinite(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(a, b []float32)
+	}{
+		{"NaN", func(_, b []float32) { b[0] = float32(math.NaN()) }},
+		{"Inf", func(_, b []float32) { b[0] = float32(math.Inf(-1)) }},
+		{"overflow", func(a, b []float32) {
+			for i := range a {
+				a[i] = 1e30
+			}
+			for i := range b {
+				b[i] = 1e30
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, q := int8Base(t)
+			lm, err := Apply(m, loraConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			mod := lm.Active().Modules[0]
+			tc.set(lm.Active().A(mod).Data, lm.Active().B(mod).Data)
+			rep, err := lm.Merge()
+			if err == nil || !strings.Contains(err.Error(), mod) {
+				t.Fatalf("merge of a non-finite adapter: report %+v, error %v; want an error naming %s", rep, err, mod)
+			}
+			if lm.layers[mod].base != q[mod] {
+				t.Errorf("%s: the failed merge replaced the int8 layer", mod)
+			}
+		})
+	}
+}

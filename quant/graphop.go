@@ -231,7 +231,7 @@ func Int8Linear(x *G.Node, l *Linear) (*G.Node, error) {
 	if l == nil {
 		return nil, fmt.Errorf("quant: Int8Linear: nil layer: %w", ErrInput)
 	}
-	if err := l.init(); err != nil {
+	if err := l.check(); err != nil {
 		return nil, err
 	}
 	if x == nil || x.Dtype() != tensor.Float32 || len(x.Shape()) != 2 || x.Shape()[1] != l.In {

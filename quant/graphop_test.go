@@ -314,3 +314,38 @@ func TestInt8LinearConcurrentForward(t *testing.T) {
 		}
 	}
 }
+
+// A training graph over a W8A8 layer never packs its weight for the int8
+// GEMM (a second copy of 1–2 bytes per weight the graph does not read);
+// the first Forward still does.
+func TestInt8LinearGraphDoesNotPack(t *testing.T) {
+	const rows, in, out = 8, 64, 48
+	rng := rand.New(rand.NewPCG(29, 1))
+	l, err := NewLinear(randn(rng, in*out, 0.1), nil, in, out, DefaultLinearOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := G.NewGraph()
+	xn := G.NodeFromAny(g, tensor.New(tensor.WithShape(rows, in), tensor.WithBacking(randn(rng, rows*in, 1))), G.WithName("x"))
+	y, err := Int8Linear(xn, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := G.Grad(G.Must(G.Sum(y)), xn); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	if l.packed != nil {
+		t.Fatal("building and running a training graph packed the weight")
+	}
+	if err := l.Forward(make([]float32, rows*out), xn.Value().Data().([]float32), rows); err != nil {
+		t.Fatal(err)
+	}
+	if l.packed == nil || l.PackedBytes() == 0 {
+		t.Fatal("Forward did not pack the weight")
+	}
+}

@@ -84,7 +84,7 @@ func chat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	interactive := isTerminal(stdin)
+	interactive := report.IsTerminal(stdin) // a "> " prompt on stderr; none for pipes
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the reader when the conversation ends first
 	lines := readLines(ctx, stdin)
@@ -175,20 +175,21 @@ func (s *chatSession) reset() { s.history = s.history[:0] }
 // turn answers one user message, streaming the reply to stdout.
 func (s *chatSession) turn(ctx context.Context, text string, stdout, stderr io.Writer) error {
 	s.history = append(s.history, tokenizer.Message{Role: "user", Content: text})
-	t := chatTurn{StopReason: "max_tokens"}
+	var t chatTurn
 	var ids []int32
 	for {
 		var err error
 		if ids, err = s.render(append(slices.Clone(s.system), s.history...)); err != nil {
 			return fmt.Errorf("chat: %w", err)
 		}
-		// Keep room for the reply; drop the oldest message while more
-		// than this turn's remain.
-		if len(ids)+s.sf.maxTokens <= s.inf.Cap || len(s.history) == 1 {
+		// Keep room for the reply: drop the oldest exchange (a user
+		// message and its reply, so that roles still alternate, as
+		// templates such as Llama 2's require) while others remain.
+		if len(ids)+s.sf.maxTokens <= s.inf.Cap || len(s.history) < 3 {
 			break
 		}
-		s.history = s.history[1:]
-		t.Dropped++
+		s.history = s.history[2:]
+		t.Dropped += 2
 	}
 	if t.Dropped > 0 {
 		fmt.Fprintf(stderr, "[context: dropped the %d oldest messages to fit %d tokens]\n", t.Dropped, s.inf.Cap)
@@ -212,24 +213,8 @@ func (s *chatSession) turn(ctx context.Context, text string, stdout, stderr io.W
 
 	opts := s.sf.options(s.l)
 	opts.Seed += uint64(len(s.res.Turns)) // a fresh draw each turn, reproducible
-	stream := s.l.Tok.NewStream()
-	var reply []byte
-	var first time.Time
-	opts.OnToken = func(id int32) error {
-		if first.IsZero() {
-			first = time.Now()
-		}
-		if slices.Contains(opts.Stop, id) {
-			return nil
-		}
-		piece, err := stream.Add(id)
-		if err != nil {
-			return err
-		}
-		reply = append(reply, piece...)
-		_, err = io.WriteString(stdout, piece)
-		return err
-	}
+	o := newTextOut(s.l, stdout, opts.Stop)
+	opts.OnToken = o.onToken
 	out, err := s.inf.Generate(ctx, ids[n:], s.sf.maxTokens, opts)
 	end := time.Now()
 	full := errors.Is(err, model.ErrContextFull)
@@ -237,27 +222,26 @@ func (s *chatSession) turn(ctx context.Context, text string, stdout, stderr io.W
 	if err != nil && !full && !interrupted {
 		return err
 	}
-	rest := stream.Flush()
-	reply = append(reply, rest...)
-	fmt.Fprintln(stdout, rest)
+	if t.Text, err = o.finish(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	t.IDs, t.StopReason = out, stopReason(out, opts.Stop)
 	switch {
 	case interrupted:
 		t.StopReason = "interrupted"
 	case full:
 		t.StopReason = "context_full"
 		fmt.Fprintf(stderr, "[context full: the reply stopped at %d tokens; older turns are dropped next turn]\n", len(out))
-	case len(out) > 0 && slices.Contains(opts.Stop, out[len(out)-1]):
-		t.StopReason = "eos"
 	}
 	// Every reply token but the last went through the cache.
 	if len(out) > 0 {
 		s.cached = append(s.cached, out[:len(out)-1]...)
 	}
-	if !first.IsZero() && len(out) > 1 {
-		s.decodeDur += end.Sub(first)
+	if !o.first.IsZero() && len(out) > 1 {
+		s.decodeDur += end.Sub(o.first)
 		s.decodeN += len(out) - 1
 	}
-	t.Text, t.IDs = string(reply), out
 	s.history = append(s.history, tokenizer.Message{Role: "assistant", Content: t.Text})
 	s.res.Turns = append(s.res.Turns, t)
 	s.res.PrefilledTokens += t.Prefilled
@@ -289,15 +273,4 @@ func readLines(ctx context.Context, r io.Reader) <-chan string {
 		}
 	}()
 	return ch
-}
-
-// isTerminal reports whether r is a character device (a terminal), where
-// chat prints a "> " prompt on stderr; pipes and files get none.
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -173,3 +173,32 @@ func TestChatInterrupt(t *testing.T) {
 		t.Fatalf("%+v, stderr %q", res, errb.String())
 	}
 }
+
+// Turns dropped to fit the cache go by exchanges, so the conversation
+// still starts with a user message and roles alternate.
+func TestChatDropsWholeExchanges(t *testing.T) {
+	dir, _ := tinyLlamaDir(t)
+	l, err := loadBase(context.Background(), baseFlags{Model: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newChatSession(l, dir, "", 80, sampleFlags{maxTokens: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := 0
+	for i := 0; i < 8; i++ {
+		if err := s.turn(context.Background(), "tell me about the weather please", io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		dropped += s.res.Turns[len(s.res.Turns)-1].Dropped
+		for j, m := range s.history {
+			if want := []string{"user", "assistant"}[j%2]; m.Role != want {
+				t.Fatalf("turn %d: message %d is %s, want %s", i, j, m.Role, want)
+			}
+		}
+	}
+	if dropped == 0 || dropped%2 != 0 {
+		t.Fatalf("dropped %d messages", dropped)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/galleon-ml/galleon/lora"
 	"github.com/galleon-ml/galleon/model"
 	"github.com/galleon-ml/galleon/tokenizer"
 )
@@ -85,19 +84,7 @@ func TestEvalHF(t *testing.T) {
 
 	// An adapter changes the loss; int8 stays close to it.
 	base := runEval(t, "-model", dir, "-data", d)
-	lm, err := lora.Apply(m, lora.Config{R: 2, Alpha: 4, TargetModules: []string{"q_proj", "v_proj"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range lm.Active().Params.Params {
-		for i := range p.Data {
-			p.Data[i] = float32(i%5-2) * 0.05
-		}
-	}
-	adir := filepath.Join(t.TempDir(), "adapter")
-	if err := lm.Active().Save(adir); err != nil {
-		t.Fatal(err)
-	}
+	adir := writeAdapter(t, m)
 	adapted := runEval(t, "-model", dir, "-adapter", adir, "-data", d)
 	if adapted.Loss == base.Loss || adapted.Tokens != base.Tokens {
 		t.Fatalf("adapter: %+v, base %+v", adapted, base)

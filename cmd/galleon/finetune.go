@@ -43,6 +43,7 @@ type ftOptions struct {
 	Workers int    `json:"-"`
 	MPI     bool   `json:"-"`
 	JSON    bool   `json:"-"`
+	CPUProf string `json:"-"`
 }
 
 // Default learning rates: PEFT's usual LoRA rate, and a rate that full
@@ -79,6 +80,7 @@ func finetuneFlags(fs *flag.FlagSet) (o *ftOptions, targets *string) {
 	fs.IntVar(&o.EvalEvery, "eval-every", 0, "steps between validation losses; 0 means about ten per run")
 	fs.StringVar(&o.Resume, "resume", "", "continue the interrupted run whose -out `dir` holds checkpoint.safetensors")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the adapter's initialization, dropout, data order and validation split")
+	fs.StringVar(&o.CPUProf, "cpuprofile", "", "write a CPU profile of the training steps to `file` (go tool pprof)")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as one JSON object on the last line")
 	addMPIFlag(fs, &o.MPI)
 	return o, targets
@@ -159,7 +161,7 @@ func mergeResumeOptions(o *ftOptions, stored ftOptions, set map[string]bool) err
 		}
 	}
 	run := stored
-	run.Out, run.Resume, run.Workers, run.MPI, run.JSON = cur.Out, cur.Resume, cur.Workers, cur.MPI, cur.JSON
+	run.Out, run.Resume, run.Workers, run.MPI, run.JSON, run.CPUProf = cur.Out, cur.Resume, cur.Workers, cur.MPI, cur.JSON, cur.CPUProf
 	if !set["out"] {
 		run.Out = cur.Resume
 	}

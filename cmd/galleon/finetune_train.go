@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -234,6 +235,13 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		ema.Add(l)
 	}
 	batcher := loaderBatcher{r.loader}
+	if o.CPUProf != "" {
+		stop, err := startCPUProfile(o.CPUProf)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	for step := r.start + 1; step <= r.total; step++ {
 		// Under MPI the step itself stops every rank alike on a
 		// cancelled context; stopping here could leave the others
@@ -261,7 +269,9 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		r.hist.Train = append(r.hist.Train, st.Loss)
 		ema.Add(st.Loss)
 		if len(r.d.Val) > 0 && (step%evalEvery == 0 || step == r.total) {
-			v, err := r.validate(ctx)
+			// Not cancelled midway: an interrupt then checkpoints after
+			// this step with its validation loss, as the run would have.
+			v, err := r.validate(context.WithoutCancel(ctx))
 			if err != nil {
 				return err
 			}
@@ -435,6 +445,22 @@ func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int) error
 	}
 	fmt.Fprintf(stdout, "interrupted after step %d of %d: checkpoint saved in %s; continue with: galleon finetune -resume %s\n", step, r.total, r.o.Out, r.o.Out)
 	return fmt.Errorf("finetune: interrupted after step %d of %d (checkpoint in %s): %w", step, r.total, r.o.Out, context.Cause(ctx))
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("finetune: -cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("finetune: -cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // weightFilesBytes is the size of a model directory's weight files

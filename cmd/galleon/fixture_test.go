@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/galleon-ml/galleon/lora"
 	"github.com/galleon-ml/galleon/model"
 )
 
@@ -125,6 +126,28 @@ func tinyGPT2Dir(t testing.TB) (string, *model.Model) {
 	copyFile(t, filepath.Join(tk, "tokenizer_config.json"), filepath.Join(dir, "tokenizer_config.json"))
 	setJSON(t, filepath.Join(dir, "config.json"), "eos_token_id", 50256)
 	return dir, m
+}
+
+// writeAdapter applies a LoRA adapter (r 4, alpha 8, on q_proj and
+// v_proj) to m, fills its A and B with fixed nonzero values, so it changes
+// the model, and saves it in PEFT's format; it returns the directory. m
+// keeps the adapter installed.
+func writeAdapter(t testing.TB, m *model.Model) string {
+	t.Helper()
+	lm, err := lora.Apply(m, lora.Config{R: 4, Alpha: 8, TargetModules: []string{"q_proj", "v_proj"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range lm.Active().Params.Params {
+		for i := range p.Data {
+			p.Data[i] = float32(i%7-3) * 0.02
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "adapter")
+	if err := lm.Active().Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func copyFile(t testing.TB, src, dst string) {

@@ -101,48 +101,77 @@ func generateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // generateText continues prompt with l's model and streams the text to w
-// through the tokenizer's streaming decoder as each token is sampled; an
-// end-of-sequence token (one of opts.Stop) ends it and is not printed.
+// as each token is sampled (textOut); an end-of-sequence token (one of
+// opts.Stop) ends it and is not printed.
 func generateText(ctx context.Context, l *loaded, prompt []int32, maxTokens int, opts model.SampleOptions, w io.Writer) (generateResult, error) {
-	res := generateResult{PromptTokens: len(prompt), StopReason: "max_tokens"}
-	stream := l.Tok.NewStream()
-	var text []byte
+	res := generateResult{PromptTokens: len(prompt)}
+	o := newTextOut(l, w, opts.Stop)
+	opts.OnToken = o.onToken
 	start := time.Now()
-	var first time.Time
-	opts.OnToken = func(id int32) error {
-		if first.IsZero() {
-			first = time.Now()
-		}
-		if slices.Contains(opts.Stop, id) {
-			return nil
-		}
-		piece, err := stream.Add(id)
-		if err != nil {
-			return err
-		}
-		text = append(text, piece...)
-		_, err = io.WriteString(w, piece)
-		return err
-	}
 	out, err := l.Model.Generate(ctx, prompt, maxTokens, opts)
 	end := time.Now()
 	if err != nil {
 		return res, err
 	}
-	rest := stream.Flush()
-	text = append(text, rest...)
-	if _, err := io.WriteString(w, rest); err != nil {
+	if res.Text, err = o.finish(); err != nil {
 		return res, err
 	}
-	res.Text, res.IDs, res.GeneratedTokens = string(text), out, len(out)
-	if len(out) > 0 && slices.Contains(opts.Stop, out[len(out)-1]) {
-		res.StopReason = "eos"
-	}
-	res.PrefillSeconds = first.Sub(start).Seconds()
-	res.DecodeSeconds = end.Sub(first).Seconds()
+	res.IDs, res.GeneratedTokens, res.StopReason = out, len(out), stopReason(out, opts.Stop)
+	res.PrefillSeconds = o.first.Sub(start).Seconds()
+	res.DecodeSeconds = end.Sub(o.first).Seconds()
 	res.PrefillPerSecond = rate(len(prompt), res.PrefillSeconds)
 	res.DecodePerSecond = rate(len(out)-1, res.DecodeSeconds)
 	return res, nil
+}
+
+// textOut prints a generation's text to w as its tokens are sampled,
+// through the tokenizer's streaming decoder, which holds back the bytes of
+// an incomplete UTF-8 character; end-of-sequence ids are not printed.
+type textOut struct {
+	w      io.Writer
+	stream tokenStream
+	stop   []int32
+	text   []byte
+	first  time.Time // when the first token was sampled: the end of the prefill
+}
+
+func newTextOut(l *loaded, w io.Writer, stop []int32) *textOut {
+	return &textOut{w: w, stream: l.Tok.NewStream(), stop: stop}
+}
+
+// onToken is a model.SampleOptions.OnToken.
+func (o *textOut) onToken(id int32) error {
+	if o.first.IsZero() {
+		o.first = time.Now()
+	}
+	if slices.Contains(o.stop, id) {
+		return nil
+	}
+	piece, err := o.stream.Add(id)
+	if err != nil {
+		return err
+	}
+	o.text = append(o.text, piece...)
+	_, err = io.WriteString(o.w, piece)
+	return err
+}
+
+// finish prints the text the decoder still holds and returns the whole
+// text printed.
+func (o *textOut) finish() (string, error) {
+	rest := o.stream.Flush()
+	o.text = append(o.text, rest...)
+	_, err := io.WriteString(o.w, rest)
+	return string(o.text), err
+}
+
+// stopReason says why generation of out ended: "eos" when its last token is
+// one of stop, else "max_tokens".
+func stopReason(out, stop []int32) string {
+	if len(out) > 0 && slices.Contains(stop, out[len(out)-1]) {
+		return "eos"
+	}
+	return "max_tokens"
 }
 
 // rate returns n/seconds, or 0 when either is not positive.

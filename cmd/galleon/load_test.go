@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/galleon-ml/galleon/data"
-	"github.com/galleon-ml/galleon/lora"
 	"github.com/galleon-ml/galleon/model"
 )
 
@@ -69,19 +68,7 @@ func TestLoadBaseHF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lm, err := lora.Apply(base, lora.Config{R: 4, Alpha: 8, TargetModules: []string{"q_proj", "v_proj"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range lm.Active().Params.Params {
-		for i := range p.Data {
-			p.Data[i] = float32(i%7-3) * 0.01
-		}
-	}
-	adir := filepath.Join(t.TempDir(), "adapter")
-	if err := lm.Active().Save(adir); err != nil {
-		t.Fatal(err)
-	}
+	adir := writeAdapter(t, base)
 	want, err = base.Logits(ids, 1, len(ids))
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +97,15 @@ func TestLoadBaseHF(t *testing.T) {
 			t.Errorf("%+v: no error", f)
 		}
 	}
+	// An int8 directory (galleon quantize) read without -int8 says so.
+	int8File := filepath.Join(dir, "model.int8.safetensors")
+	if err := os.WriteFile(int8File, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadBase(ctx, baseFlags{Model: dir}); err == nil || !strings.Contains(err.Error(), "add -int8") {
+		t.Errorf("int8 directory without -int8: %v", err)
+	}
+	os.Remove(int8File)
 	os.Remove(filepath.Join(dir, "tokenizer.json"))
 	if _, err := loadBase(ctx, baseFlags{Model: dir}); err == nil || !strings.Contains(err.Error(), "tokenizer.json") {
 		t.Errorf("no tokenizer: %v", err)

@@ -27,6 +27,11 @@
 // the mean step time, so that the two precisions compare side by side:
 //
 //	mpirun … -np 2 ./ddp -mpi -stage 0 -preset small -comm-precision bf16
+//
+// -model-dir DIR trains a Hugging Face model directory instead of a fresh
+// preset model (model.LoadPretrained: GPT-2 or the Llama family), on the
+// corpus encoded by the directory's tokenizer.json; the preset still gives
+// the batch and the sequence length (capped at the model's).
 package main
 
 import (
@@ -66,6 +71,7 @@ type options struct {
 	mpi      bool
 	jsonOut  bool
 	comm     parallel.CommPrecision
+	modelDir string
 }
 
 // run is one measured configuration.
@@ -131,6 +137,7 @@ func main() {
 	flag.BoolVar(&o.baseline, "baseline", true, "also measure one worker with multi-threaded kernels")
 	flag.BoolVar(&o.mpi, "mpi", false, "run as one rank of an MPI job (build with -tags mpi, launch with mpirun)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on the last line")
+	flag.StringVar(&o.modelDir, "model-dir", "", "train this Hugging Face model directory (model.LoadPretrained; its tokenizer.json encodes the corpus) instead of a fresh preset model, whose batch and sequence length (capped at the model's) the runs keep")
 	flag.StringVar(&comm, "comm-precision", "fp32", "format of the gradients between ranks: fp32, or bf16 (half the bytes, reduced in float32)")
 	flag.Parse()
 	log.SetFlags(0) // one plain line per error, as the other examples print
@@ -173,7 +180,7 @@ func main() {
 	})
 }
 
-func setup(ctx context.Context, o options) (model.Preset, []byte, error) {
+func setup(ctx context.Context, o options) (model.Preset, *source, error) {
 	p, err := model.LookupPreset(o.preset)
 	if err != nil {
 		return p, nil, err
@@ -185,12 +192,12 @@ func setup(ctx context.Context, o options) (model.Preset, []byte, error) {
 	if err != nil {
 		return p, nil, err
 	}
-	return p, c.Train, nil
+	return newSource(ctx, o, p, c.Train)
 }
 
 func trainConfig(o options, p model.Preset, workers int) parallel.Config {
 	return parallel.Config{
-		Workers: workers, Batch: workers * p.Batch, Accum: o.accum,
+		Workers: workers, Batch: workers * p.Batch, SeqLen: p.Config.SeqLen, Accum: o.accum,
 		Schedule:      model.Schedule{Peak: o.lr, Warmup: 0},
 		AdamW:         model.DefaultAdamW(),
 		ClipNorm:      1,
@@ -201,9 +208,9 @@ func trainConfig(o options, p model.Preset, workers int) parallel.Config {
 
 // measure trains a fresh model (same seed, same data) with tr for warmup +
 // steps steps and times the last steps.
-func measure(ctx context.Context, o options, tr *parallel.Trainer, data []byte, label string, w io.Writer) (run, error) {
+func measure(ctx context.Context, o options, tr *parallel.Trainer, data *source, label string, w io.Writer) (run, error) {
 	cfg := tr.Config()
-	s, err := model.NewSampler(data, cfg.SeqLen, o.seed)
+	s, err := data.batcher(cfg.SeqLen, o.seed)
 	if err != nil {
 		return run{}, err
 	}
@@ -258,7 +265,7 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 	one := func(workers, threads int) (run, error) {
 		label := fmt.Sprintf("%d worker(s), kernel threads %s", workers, threadsName(threads))
 		defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(threads))
-		m, err := model.New(p.Config, o.seed)
+		m, err := data.newModel(p, o.seed)
 		if err != nil {
 			return run{}, err
 		}
@@ -354,7 +361,7 @@ func runInProcess(ctx context.Context, o options, stdout io.Writer) error {
 // measureStages trains one step of each ZeRO stage on an in-process group
 // of o.zeroN ranks, each rank with its own model copy as under MPI, and
 // returns rank 0's memory report after the step.
-func measureStages(ctx context.Context, o options, p model.Preset, data []byte) ([]parallel.MemoryReport, error) {
+func measureStages(ctx context.Context, o options, p model.Preset, data *source) ([]parallel.MemoryReport, error) {
 	defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(1))
 	n := o.zeroN
 	var out []parallel.MemoryReport
@@ -385,12 +392,12 @@ func measureStages(ctx context.Context, o options, p model.Preset, data []byte) 
 	return out, nil
 }
 
-func measureRank(ctx context.Context, o options, p model.Preset, data []byte, g *parallel.Group, r, stage int) (parallel.MemoryReport, error) {
+func measureRank(ctx context.Context, o options, p model.Preset, data *source, g *parallel.Group, r, stage int) (parallel.MemoryReport, error) {
 	comm, err := g.Comm(r)
 	if err != nil {
 		return parallel.MemoryReport{}, err
 	}
-	m, err := model.New(p.Config, o.seed)
+	m, err := data.newModel(p, o.seed)
 	if err != nil {
 		return parallel.MemoryReport{}, err
 	}
@@ -400,7 +407,7 @@ func measureRank(ctx context.Context, o options, p model.Preset, data []byte, g 
 	if err != nil {
 		return parallel.MemoryReport{}, err
 	}
-	s, err := model.NewSampler(data, tr.Config().SeqLen, o.seed)
+	s, err := data.batcher(tr.Config().SeqLen, o.seed)
 	if err == nil {
 		_, err = tr.Step(ctx, s)
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/galleon-ml/galleon/internal/report"
-	"github.com/galleon-ml/galleon/model"
 	"github.com/galleon-ml/galleon/parallel"
 )
 
@@ -49,7 +48,7 @@ func runMPI(ctx context.Context, o options) (err error) {
 	}
 	threads := "1"
 	defer parallel.LimitKernelThreads(parallel.LimitKernelThreads(1))
-	m, err := model.New(p.Config, o.seed+uint64(comm.Rank())) // rank 0's weights are broadcast
+	m, err := data.newModel(p, o.seed+uint64(comm.Rank())) // rank 0's weights are broadcast
 	if err != nil {
 		return err
 	}

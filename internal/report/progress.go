@@ -41,7 +41,7 @@ const plainInterval = 5 * time.Second
 // gives a silent bar, for -json runs and tests. When w is not a terminal
 // the bar prints plain lines (see Progress).
 func NewProgress(w io.Writer, desc string) *Progress {
-	if w != nil && !isTerminal(w) {
+	if w != nil && !IsTerminal(w) {
 		return newPlainProgress(w, desc, time.Now)
 	}
 	opts := []progressbar.Option{
@@ -66,13 +66,14 @@ func newPlainProgress(w io.Writer, desc string, now func() time.Time) *Progress 
 	return &Progress{w: w, desc: desc, start: t, printed: t, now: now}
 }
 
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+// IsTerminal reports whether f, a reader or writer, is an *os.File on a
+// character device (a terminal) rather than a pipe, a file or a buffer.
+func IsTerminal(f any) bool {
+	file, ok := f.(*os.File)
 	if !ok {
 		return false
 	}
-	st, err := f.Stat()
+	st, err := file.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
