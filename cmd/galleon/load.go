@@ -108,6 +108,9 @@ func loadBase(ctx context.Context, f baseFlags) (*loaded, error) {
 	if f.Int8 {
 		l.Model, err = loadInt8(ctx, f.Model, l.HF)
 	} else if l.HF {
+		if _, serr := os.Stat(filepath.Join(f.Model, quant.Int8WeightsFile)); serr == nil {
+			return nil, fmt.Errorf("%s holds int8 weights (%s): add -int8", f.Model, quant.Int8WeightsFile)
+		}
 		l.Model, err = model.LoadPretrained(f.Model)
 	} else {
 		l.Model, err = model.Load(f.Model)

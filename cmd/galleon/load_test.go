@@ -97,6 +97,15 @@ func TestLoadBaseHF(t *testing.T) {
 			t.Errorf("%+v: no error", f)
 		}
 	}
+	// An int8 directory (galleon quantize) read without -int8 says so.
+	int8File := filepath.Join(dir, "model.int8.safetensors")
+	if err := os.WriteFile(int8File, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadBase(ctx, baseFlags{Model: dir}); err == nil || !strings.Contains(err.Error(), "add -int8") {
+		t.Errorf("int8 directory without -int8: %v", err)
+	}
+	os.Remove(int8File)
 	os.Remove(filepath.Join(dir, "tokenizer.json"))
 	if _, err := loadBase(ctx, baseFlags{Model: dir}); err == nil || !strings.Contains(err.Error(), "tokenizer.json") {
 		t.Errorf("no tokenizer: %v", err)
