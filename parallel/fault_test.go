@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/galleon-ml/galleon/model"
 	"github.com/stretchr/testify/assert"
@@ -44,9 +45,7 @@ func TestBatcherPanicOnOneRankStopsEveryRank(t *testing.T) {
 	// graph).
 	for _, stage := range []int{0, 1, 3} {
 		errs := collective(t, 2, func(comm Communicator) error {
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(newTestModel(t), comm, cfg)
+			tr, err := newStageRank(t, comm, stage)
 			if err != nil {
 				return err
 			}
@@ -144,16 +143,23 @@ func TestCancelMidStepReturnsAtOnce(t *testing.T) {
 }
 
 func TestCancelWhileWaitingForAPeer(t *testing.T) {
-	// Rank 0's context is cancelled while it waits for rank 1, which is
-	// still computing: rank 0 returns its context's error, and rank 1's
-	// step fails with ErrAborted instead of waiting for rank 0.
+	// Rank 0's context is cancelled once it has computed and waits for
+	// rank 1, which is still computing: rank 0 returns its context's
+	// error, and rank 1's step fails with ErrAborted instead of waiting
+	// for rank 0. (A context cancelled before Step is the clean stop of
+	// TestRankCancellationStopsEveryRank.)
 	for _, stage := range []int{0, 3} {
 		release := make(chan struct{})
-		hook, started := blockHook(1, release)
+		computed := []chan struct{}{make(chan struct{}), make(chan struct{})}
+		hook := func(r, _ int) error { // one step: each rank runs it once
+			close(computed[r])
+			if r == 1 {
+				<-release
+			}
+			return nil
+		}
 		errs := collective(t, 2, func(comm Communicator) error {
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(newTestModel(t), comm, cfg)
+			tr, err := newStageRank(t, comm, stage)
 			if err != nil {
 				return err
 			}
@@ -164,7 +170,8 @@ func TestCancelWhileWaitingForAPeer(t *testing.T) {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithCancel(ctx)
 				go func() {
-					<-started
+					<-computed[0]
+					<-computed[1]
 					cancel()
 				}()
 				_, err := tr.Step(ctx, newTestData(t, 3))
@@ -179,4 +186,34 @@ func TestCancelWhileWaitingForAPeer(t *testing.T) {
 		assert.ErrorIs(t, errs[1], ErrAborted, "stage %d", stage)
 		assert.ErrorIs(t, errs[1], context.Canceled, "stage %d: the abort names its cause", stage)
 	}
+}
+
+func TestCancelledBeforeStepDoesNotWaitForAHungPeer(t *testing.T) {
+	// Rank 0 starts a step with a cancelled context while rank 1 hangs in
+	// its computation: rank 0 offers the clean stop at the first exchange,
+	// and after the grace period aborts the group and returns.
+	release := make(chan struct{})
+	hook, started := blockHook(1, release)
+	errs := collective(t, 2, func(comm Communicator) error {
+		tr, err := newStageRank(t, comm, 0)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		tr.testHook = hook
+		if comm.Rank() == 1 {
+			_, err := tr.Step(context.Background(), newTestData(t, 3))
+			return err
+		}
+		tr.cancelGrace = 20 * time.Millisecond
+		<-started
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err = tr.Step(ctx, newTestData(t, 3))
+		close(release)
+		return err
+	})
+	require.ErrorIs(t, errs[0], context.Canceled)
+	require.ErrorContains(t, errs[0], "did not reach the step")
+	require.ErrorIs(t, errs[1], ErrAborted)
 }
