@@ -35,16 +35,22 @@ func (b randomBatches) NextBatch(inputs, targets []int32) error {
 // number compared with the same step in PyTorch (random windows as
 // randomBatches, the preset's shape; for small: d_model 256, 4 layers, 8
 // heads, 256 tokens, batch 8); gpt2-124m and smollm2-135m are described at
-// benchTrainStepHF.
+// benchTrainStepHF. The -bf16 variants (tiny-bf16, small-bf16) are the
+// same steps in mixed precision (TrainConfig.Precision = PrecisionBF16):
+//
+//	go test ./model -run '^$' -bench 'TrainStep/small(-bf16)?$' -count 6
 func BenchmarkTrainStep(b *testing.B) {
-	b.Run("gpt2-124m", func(b *testing.B) { benchTrainStepHF(b, GPT2_124M()) })
-	b.Run("smollm2-135m", func(b *testing.B) { benchTrainStepHF(b, SmolLM2_135M()) })
+	b.Run("gpt2-124m", func(b *testing.B) { benchTrainStepHF(b, GPT2_124M(), PrecisionFP32) })
+	b.Run("gpt2-124m-bf16", func(b *testing.B) { benchTrainStepHF(b, GPT2_124M(), PrecisionBF16) })
+	b.Run("smollm2-135m", func(b *testing.B) { benchTrainStepHF(b, SmolLM2_135M(), PrecisionFP32) })
+	b.Run("smollm2-135m-bf16", func(b *testing.B) { benchTrainStepHF(b, SmolLM2_135M(), PrecisionBF16) })
 	for _, name := range []string{"tiny", "small"} {
-		for _, impl := range []AttentionImpl{AttentionFlash, AttentionNaive} {
-			sub := name
-			if impl == AttentionNaive {
-				sub += "/naive"
-			}
+		for _, v := range []struct {
+			impl AttentionImpl
+			prec Precision
+			sub  string
+		}{{AttentionFlash, PrecisionFP32, ""}, {AttentionFlash, PrecisionBF16, "-bf16"}, {AttentionNaive, PrecisionFP32, "/naive"}} {
+			impl, sub := v.impl, name+v.sub
 			b.Run(sub, func(b *testing.B) {
 				p, err := LookupPreset(name)
 				if err != nil {
@@ -56,7 +62,7 @@ func BenchmarkTrainStep(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				tr, err := NewTrainer(m, TrainConfig{Batch: 8, Schedule: Schedule{Peak: 1e-3}, AdamW: DefaultAdamW()})
+				tr, err := NewTrainer(m, TrainConfig{Batch: 8, Schedule: Schedule{Peak: 1e-3}, AdamW: DefaultAdamW(), Precision: v.prec})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -88,14 +94,15 @@ func BenchmarkTrainStep(b *testing.B) {
 // fine-tuning step (forward, backward, AdamW over every weight) of GPT-2
 // 124M and SmolLM2-135M shapes at B=4, T=256 on random ids with random
 // weights, the numbers compared with torch_gpt.py 768 12 12 256 4 3 50257
-// and torch_llama.py full 4 256 3 (run through benchTrainStepHF).
-func benchTrainStepHF(b *testing.B, cfg Config) {
+// and torch_llama.py full 4 256 3 (run through benchTrainStepHF); the
+// -bf16 variants train in mixed precision (PrecisionBF16).
+func benchTrainStepHF(b *testing.B, cfg Config, prec Precision) {
 	const B, T = 4, 256
 	m, err := New(cfg, 1)
 	if err != nil {
 		b.Fatal(err)
 	}
-	tr, err := NewTrainer(m, TrainConfig{Batch: B, SeqLen: T, Schedule: Schedule{Peak: 1e-4}, AdamW: DefaultAdamW()})
+	tr, err := NewTrainer(m, TrainConfig{Batch: B, SeqLen: T, Schedule: Schedule{Peak: 1e-4}, AdamW: DefaultAdamW(), Precision: prec})
 	if err != nil {
 		b.Fatal(err)
 	}

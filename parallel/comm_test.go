@@ -2,9 +2,11 @@ package parallel
 
 import (
 	"errors"
-	"strings"
 	"sync"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // collective runs f on every rank of a new group of n and returns the
@@ -12,9 +14,7 @@ import (
 func collective(t *testing.T, n int, f func(c Communicator) error) []error {
 	t.Helper()
 	g, err := NewGroup(n)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for r := range n {
@@ -82,9 +82,7 @@ func TestGroupCollectives(t *testing.T) {
 		return c.Barrier()
 	})
 	for r, err := range errs {
-		if err != nil {
-			t.Errorf("rank %d: %v", r, err)
-		}
+		assert.NoError(t, err, "rank %d", r)
 	}
 }
 
@@ -97,23 +95,16 @@ func TestGroupDetectsMismatchedCalls(t *testing.T) {
 		return c.ReduceScatter(b, []int{4, 4})
 	})
 	for r, err := range errs {
-		if err == nil || !strings.Contains(err.Error(), "called") {
-			t.Errorf("rank %d: error %v, want a mismatch", r, err)
-		}
+		assert.ErrorContains(t, err, "called", "rank %d: want a mismatch", r)
 	}
 	errs = collective(t, 2, func(c Communicator) error {
 		return c.AllReduce(make([]float32, 4+c.Rank()))
 	})
 	for r, err := range errs {
-		if err == nil {
-			t.Errorf("rank %d: buffers of different lengths accepted", r)
-		}
+		assert.Error(t, err, "rank %d: buffers of different lengths", r)
 	}
-	if _, err := NewGroup(0); err == nil {
-		t.Error("empty group accepted")
-	}
+	_, err := NewGroup(0)
+	assert.Error(t, err, "empty group")
 	errs = collective(t, 2, func(c Communicator) error { return c.ReduceScatter(make([]float32, 4), []int{1, 1}) })
-	if errs[0] == nil {
-		t.Error("counts not summing to the buffer accepted")
-	}
+	assert.Error(t, errs[0], "counts not summing to the buffer")
 }

@@ -44,9 +44,7 @@ func TestBatcherPanicOnOneRankStopsEveryRank(t *testing.T) {
 	// graph).
 	for _, stage := range []int{0, 1, 3} {
 		errs := collective(t, 2, func(comm Communicator) error {
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(newTestModel(t), comm, cfg)
+			tr, err := newStageRank(t, comm, stage)
 			if err != nil {
 				return err
 			}
@@ -144,16 +142,23 @@ func TestCancelMidStepReturnsAtOnce(t *testing.T) {
 }
 
 func TestCancelWhileWaitingForAPeer(t *testing.T) {
-	// Rank 0's context is cancelled while it waits for rank 1, which is
-	// still computing: rank 0 returns its context's error, and rank 1's
-	// step fails with ErrAborted instead of waiting for rank 0.
+	// Rank 0's context is cancelled once it has computed and waits for
+	// rank 1, which is still computing: rank 0 returns its context's
+	// error, and rank 1's step fails with ErrAborted instead of waiting
+	// for rank 0. (A context cancelled before Step is the clean stop of
+	// TestRankCancellationStopsEveryRank.)
 	for _, stage := range []int{0, 3} {
 		release := make(chan struct{})
-		hook, started := blockHook(1, release)
+		computed := []chan struct{}{make(chan struct{}), make(chan struct{})}
+		hook := func(r, _ int) error { // one step: each rank runs it once
+			close(computed[r])
+			if r == 1 {
+				<-release
+			}
+			return nil
+		}
 		errs := collective(t, 2, func(comm Communicator) error {
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(newTestModel(t), comm, cfg)
+			tr, err := newStageRank(t, comm, stage)
 			if err != nil {
 				return err
 			}
@@ -164,7 +169,8 @@ func TestCancelWhileWaitingForAPeer(t *testing.T) {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithCancel(ctx)
 				go func() {
-					<-started
+					<-computed[0]
+					<-computed[1]
 					cancel()
 				}()
 				_, err := tr.Step(ctx, newTestData(t, 3))

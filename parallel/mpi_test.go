@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/galleon-ml/galleon/model"
+	"github.com/stretchr/testify/require"
 )
 
 // The MPI tests run under mpirun (.ci/run has the full command line), e.g.
@@ -62,31 +63,23 @@ func TestMPICollectivesMatchInProcess(t *testing.T) {
 	sumInto(want, all, 0, 37)
 
 	got := bufOf(r)
-	if err := mpiComm.ReduceScatter(got, counts); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.ReduceScatter(got, counts))
 	for i := offs[r]; i < offs[r+1]; i++ {
 		if got[i] != want[i] {
 			t.Fatalf("rank %d: reduce-scatter [%d] = %v, want %v", r, i, got[i], want[i])
 		}
 	}
 	got = bufOf(r)
-	if err := mpiComm.AllReduce(got); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.AllReduce(got))
 	if Hash(got) != Hash(want) {
 		t.Fatalf("rank %d: all-reduce differs from the rank-order sum", r)
 	}
 	got = bufOf(r)
-	if err := mpiComm.Broadcast(got, n-1); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.Broadcast(got, n-1))
 	if Hash(got) != Hash(bufOf(n-1)) {
 		t.Fatalf("rank %d: broadcast differs", r)
 	}
-	if err := mpiComm.Barrier(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.Barrier())
 }
 
 func TestMPIStagesMatchInProcess(t *testing.T) {
@@ -119,9 +112,7 @@ func checkMPIStages(t *testing.T, cfg Config, mut ...func(*model.Config)) [4]int
 			}
 		}
 		tr, err := NewRank(m, mpiComm, c)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		data := newTestData(t, 3)
 		for range steps {
 			if _, err := tr.Step(context.Background(), data); err != nil {
@@ -130,16 +121,12 @@ func checkMPIStages(t *testing.T, cfg Config, mut ...func(*model.Config)) [4]int
 		}
 		rep := tr.Memory() // between steps
 		allocated[stage] = rep.Allocated.Total()
-		if err := tr.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, tr.Close())
 		got := Hash(m.Trainable().Data)
 		// All ranks bit-identical: gather every rank's hash.
 		hashes := make([]float32, 2*n)
 		putUint64(hashes[2*r:], got)
-		if err := mpiComm.AllGather(hashes, fill(n, 2)); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, mpiComm.AllGather(hashes, fill(n, 2)))
 		for q := range n {
 			if getUint64(hashes[2*q:]) != want {
 				t.Errorf("stage %d: rank %d's weights differ from the in-process workers'", stage, q)
@@ -189,20 +176,12 @@ func TestMPIBF16CollectivesMatchInProcess(t *testing.T) {
 	}
 	before := mpiComm.BytesSent()
 	b := bf16Inputs(r, size)
-	if err := mpiComm.ReduceScatter(b, counts); err != nil {
-		t.Fatal(err)
-	}
-	if err := mpiComm.AllGather(b, counts); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.ReduceScatter(b, counts))
+	require.NoError(t, mpiComm.AllGather(b, counts))
 	fp32 := mpiComm.BytesSent() - before
 	b = bf16Inputs(r, size)
-	if err := mpiComm.ReduceScatterBF16(b, counts); err != nil {
-		t.Fatal(err)
-	}
-	if err := mpiComm.AllGatherBF16(b, counts); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, mpiComm.ReduceScatterBF16(b, counts))
+	require.NoError(t, mpiComm.AllGatherBF16(b, counts))
 	bf16 := mpiComm.BytesSent() - before - fp32
 	if Hash(b) != Hash(want[0]) {
 		t.Errorf("rank %d: bf16 all-reduce over MPI differs from the in-process one", r)

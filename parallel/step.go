@@ -52,19 +52,20 @@ type stageSteps interface {
 
 // stageOf returns the stage-specific steps of t's deployment.
 func stageOf(t *Trainer) stageSteps {
+	rows := rowSteps{t}
 	switch {
 	case t.shared && t.cfg.Exact:
 		return exactSteps{t}
 	case t.shared:
-		return sharedSteps{t}
+		return sharedSteps{rows}
 	}
 	switch t.stage {
 	case 0:
-		return stage0Steps{t}
+		return stage0Steps{rows}
 	case 1:
-		return stage1Steps{t}
+		return stage1Steps{rows}
 	case 2:
-		return stage2Steps{stage1Steps{t}}
+		return stage2Steps{stage1Steps{rows}}
 	}
 	return stage3Steps{t}
 }
@@ -250,3 +251,18 @@ func (t *Trainer) allGatherParams(w *worker, spans []span) error {
 
 // noRelease is the hold of the stages that keep their whole gradient.
 func noRelease() {}
+
+// rowSteps is the hold and compute of the stages whose ranks hold the
+// whole parameters and gradient buffer through the step and compute their
+// rows of every micro-batch (computeRows): New's workers and ZeRO stages
+// 0–2 (stage 2 holds its gradient pages itself).
+type rowSteps struct{ t *Trainer }
+
+func (s rowSteps) hold() func() { return noRelease }
+
+func (s rowSteps) compute(ctx context.Context, w *worker, step int, pre error) (float64, error) {
+	if pre != nil {
+		return 0, pre
+	}
+	return s.t.computeRows(ctx, w, step)
+}

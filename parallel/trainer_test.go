@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/galleon-ml/galleon/model"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // syntheticText is a small Go-like corpus, so tests need no GOROOT scan.
@@ -41,18 +42,14 @@ func newTestModel(t testing.TB, mut ...func(*model.Config)) *model.Model {
 		f(&mc)
 	}
 	m, err := model.New(mc, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return m
 }
 
 func newTestData(t testing.TB, seed uint64) model.Batcher {
 	t.Helper()
 	s, err := model.NewSampler(syntheticText(30000), testModelConfig().SeqLen, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return s
 }
 
@@ -67,17 +64,13 @@ func trainShared(t testing.TB, cfg Config, steps int, mut ...func(*model.Config)
 	t.Helper()
 	m := newTestModel(t, mut...)
 	tr, err := New(m, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer tr.Close()
 	data := newTestData(t, 3)
 	var r run
 	for range steps {
 		st, err := tr.Step(context.Background(), data)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		r.losses = append(r.losses, st.Loss)
 	}
 	r.grads = make([]float32, m.Trainable().Len())
@@ -112,9 +105,7 @@ func TestOneWorkerMatchesModelTrainer(t *testing.T) {
 
 		m := newTestModel(t, mut)
 		mt2, err := model.NewTrainer(m, model.TrainConfig{Batch: 4, Accum: 2, Schedule: cfg.Schedule, AdamW: cfg.AdamW, ClipNorm: cfg.ClipNorm})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		data := newTestData(t, 3)
 		for range 3 {
 			if _, err := mt2.Step(context.Background(), data); err != nil {
@@ -262,14 +253,9 @@ func TestAccumulationMatchesWholeBatch(t *testing.T) {
 func TestInProcessRunsAreDeterministic(t *testing.T) {
 	a := trainShared(t, testConfig(3, 10, 2), 3)
 	b := trainShared(t, testConfig(3, 10, 2), 3)
-	if Hash(a.weights) != Hash(b.weights) || Hash(a.grads) != Hash(b.grads) {
-		t.Fatal("two identical 3-worker runs differ")
-	}
-	for i := range a.losses {
-		if a.losses[i] != b.losses[i] {
-			t.Fatalf("step %d: losses %v and %v", i+1, a.losses[i], b.losses[i])
-		}
-	}
+	require.Equal(t, Hash(a.weights), Hash(b.weights), "weights of two identical 3-worker runs")
+	require.Equal(t, Hash(a.grads), Hash(b.grads), "gradients of two identical 3-worker runs")
+	require.Equal(t, a.losses, b.losses)
 }
 
 // trainRanks runs n ranks with NewRank on an in-process group, each with its
@@ -322,11 +308,17 @@ func trainRanks(t *testing.T, cfg Config, n, steps int, mut ...func(*model.Confi
 		return nil
 	})
 	for r, err := range errs {
-		if err != nil {
-			t.Fatalf("rank %d: %v", r, err)
-		}
+		require.NoError(t, err, "rank %d", r)
 	}
 	return out
+}
+
+// newStageRank starts one rank of a two-rank group at ZeRO stage stage,
+// with a global batch of 4 samples.
+func newStageRank(t *testing.T, comm Communicator, stage int) (*Trainer, error) {
+	cfg := testConfig(2, 4, 1)
+	cfg.Stage = stage
+	return NewRank(newTestModel(t), comm, cfg)
 }
 
 func isDense(l model.Linear) bool {
@@ -374,9 +366,7 @@ func newRanksWithOne(t *testing.T, rank int, change func(*Config)) []error {
 func TestConfigMismatchIsDetected(t *testing.T) {
 	errs := newRanksWithOne(t, 1, func(cfg *Config) { cfg.ClipNorm = 0.5 })
 	for r, err := range errs {
-		if !errors.Is(err, ErrConfigMismatch) {
-			t.Errorf("rank %d: error %v, want ErrConfigMismatch", r, err)
-		}
+		assert.ErrorIs(t, err, ErrConfigMismatch, "rank %d", r)
 	}
 }
 
@@ -397,9 +387,7 @@ func waitGoroutines(t *testing.T, base int) {
 func TestWorkerFailureStopsEveryWorker(t *testing.T) {
 	m := newTestModel(t)
 	tr, err := New(m, testConfig(3, 6, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer tr.Close()
 	data := newTestData(t, 3)
 	if _, err := tr.Step(context.Background(), data); err != nil { // start the helper pools
@@ -428,22 +416,17 @@ func TestWorkerFailureStopsEveryWorker(t *testing.T) {
 	} {
 		tr.testHook = tc.hook
 		_, err := tr.Step(context.Background(), data)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Fatalf("%s: error %v, want one naming %s", tc.name, err, tc.want)
-		}
-		if tc.name == "error" && !errors.Is(err, boom) {
-			t.Fatalf("error %v does not wrap the worker's error", err)
+		require.ErrorContains(t, err, tc.want, tc.name)
+		if tc.name == "error" {
+			require.ErrorIs(t, err, boom, "the worker's error")
 		}
 		waitGoroutines(t, base)
-		if Hash(m.Trainable().Data) != Hash(before) {
-			t.Fatalf("%s: a failed step changed the weights", tc.name)
-		}
+		require.Equal(t, Hash(before), Hash(m.Trainable().Data), "%s: a failed step changed the weights", tc.name)
 	}
 	// The trainer recovers: the next step runs.
 	tr.testHook = nil
-	if _, err := tr.Step(context.Background(), data); err != nil {
-		t.Fatalf("step after failures: %v", err)
-	}
+	_, err = tr.Step(context.Background(), data)
+	require.NoError(t, err, "step after failures")
 	waitGoroutines(t, base)
 }
 
@@ -465,9 +448,7 @@ func TestRankPanicAbortsGroup(t *testing.T) {
 func rankPanic(t *testing.T, stage int) {
 	base := runtime.NumGoroutine()
 	errs := collective(t, 2, func(comm Communicator) error {
-		cfg := testConfig(2, 4, 1)
-		cfg.Stage = stage
-		tr, err := NewRank(newTestModel(t), comm, cfg)
+		tr, err := newStageRank(t, comm, stage)
 		if err != nil {
 			return err
 		}
@@ -480,21 +461,15 @@ func rankPanic(t *testing.T, stage int) {
 		}
 		return tr.Train(context.Background(), newTestData(t, 3), 3, nil)
 	})
-	if errs[0] == nil || !strings.Contains(errs[0].Error(), "rank 0") || !strings.Contains(errs[0].Error(), "panic") {
-		t.Errorf("stage %d: rank 0: error %v", stage, errs[0])
-	}
-	if !errors.Is(errs[1], ErrAborted) {
-		t.Errorf("stage %d: rank 1: error %v, want ErrAborted", stage, errs[1])
-	}
+	assert.ErrorContains(t, errs[0], "rank 0: step 2: panic", "stage %d", stage)
+	assert.ErrorIs(t, errs[1], ErrAborted, "stage %d: rank 1", stage)
 	waitGoroutines(t, base)
 }
 
 func TestContextCancellationStopsBetweenSteps(t *testing.T) {
 	m := newTestModel(t)
 	tr, err := New(m, testConfig(2, 4, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer tr.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	steps := 0
@@ -504,9 +479,8 @@ func TestContextCancellationStopsBetweenSteps(t *testing.T) {
 			cancel()
 		}
 	})
-	if !errors.Is(err, context.Canceled) || tr.StepsDone() != 2 {
-		t.Fatalf("error %v after %d steps, want context.Canceled after 2", err, tr.StepsDone())
-	}
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, 2, tr.StepsDone())
 }
 
 func TestBadConfigs(t *testing.T) {
@@ -518,14 +492,14 @@ func TestBadConfigs(t *testing.T) {
 		{Workers: -1, Batch: 4, Schedule: model.Schedule{Peak: 1e-3}, AdamW: model.DefaultAdamW()},
 		{Workers: 1, Batch: 4, SeqLen: 1000, Schedule: model.Schedule{Peak: 1e-3}, AdamW: model.DefaultAdamW()},
 	} {
-		if tr, err := New(m, cfg); err == nil {
-			tr.Close()
-			t.Errorf("config %+v accepted", cfg)
+		tr, err := New(m, cfg)
+		if assert.Error(t, err, "config %+v", cfg) {
+			continue
 		}
+		tr.Close()
 	}
-	if _, err := New(nil, testConfig(1, 4, 1)); err == nil {
-		t.Error("nil model accepted")
-	}
+	_, err := New(nil, testConfig(1, 4, 1))
+	assert.Error(t, err, "nil model")
 }
 
 func TestMemoryFollowsZeRO(t *testing.T) {
@@ -533,13 +507,11 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 	want := map[int]int64{0: 16 * psi, 1: 8*psi + 8*psi/2, 2: 4*psi + 12*psi/2, 3: 16 * psi / 2}
 	for stage, total := range want {
 		m, err := ZeROMemory(stage, 2, psi)
-		if err != nil || m.Total() != total {
-			t.Errorf("stage %d: %+v (%v), want total %d", stage, m, err, total)
-		}
+		assert.NoError(t, err)
+		assert.Equal(t, total, m.Total(), "stage %d: %+v", stage, m)
 	}
-	if _, err := ZeROMemory(4, 2, psi); err == nil {
-		t.Error("stage 4 accepted")
-	}
+	_, err := ZeROMemory(4, 2, psi)
+	assert.Error(t, err, "stage 4")
 	// The trainers' own reports, 2 ranks, between steps.
 	psiModel := int64(newTestModel(t).NumParams())
 	var totals, allocated, transient [4]int64
@@ -547,9 +519,7 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 		reps := make([]MemoryReport, 2)
 		errs := collective(t, 2, func(comm Communicator) error {
 			r := comm.Rank()
-			cfg := testConfig(2, 4, 1)
-			cfg.Stage = stage
-			tr, err := NewRank(newTestModel(t), comm, cfg)
+			tr, err := newStageRank(t, comm, stage)
 			if err != nil {
 				return err
 			}
@@ -630,20 +600,16 @@ func TestMemoryFollowsZeRO(t *testing.T) {
 func TestNonFiniteLossStopsStepUnchanged(t *testing.T) {
 	m := newTestModel(t)
 	tr, err := New(m, testConfig(2, 4, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer tr.Close()
 	// A NaN in the tied embedding poisons every logit: both workers fail.
 	m.Trainable().Data[5] = float32(math.NaN())
 	before := Hash(m.Trainable().Data)
 	_, err = tr.Step(context.Background(), newTestData(t, 3))
-	if !errors.Is(err, model.ErrNonFinite) || !strings.Contains(err.Error(), "rank 0") {
-		t.Fatalf("error %v, want one wrapping model.ErrNonFinite naming rank 0", err)
-	}
-	if Hash(m.Trainable().Data) != before || tr.StepsDone() != 0 {
-		t.Fatal("a failed step changed the weights or counted")
-	}
+	require.ErrorIs(t, err, model.ErrNonFinite)
+	require.ErrorContains(t, err, "rank 0")
+	require.Equal(t, before, Hash(m.Trainable().Data), "a failed step changed the weights")
+	require.Zero(t, tr.StepsDone(), "a failed step counted")
 }
 
 func TestRankCancellationStopsEveryRank(t *testing.T) {
@@ -660,9 +626,7 @@ func rankCancellation(t *testing.T, stage int) {
 	done := make([]int, 2)
 	errs := collective(t, 2, func(comm Communicator) error {
 		r := comm.Rank()
-		cfg := testConfig(2, 4, 1)
-		cfg.Stage = stage
-		tr, err := NewRank(newTestModel(t), comm, cfg)
+		tr, err := newStageRank(t, comm, stage)
 		if err != nil {
 			return err
 		}
@@ -677,30 +641,25 @@ func rankCancellation(t *testing.T, stage int) {
 		done[r] = tr.StepsDone()
 		return err
 	})
-	if !errors.Is(errs[1], context.Canceled) || !errors.Is(errs[0], ErrPeer) || done[0] != 2 || done[1] != 2 {
-		t.Fatalf("stage %d: errors %v, %v after %v steps; want rank 1 cancelled and rank 0 stopped by it, both after 2", stage, errs[0], errs[1], done)
-	}
+	require.ErrorIs(t, errs[1], context.Canceled, "stage %d: rank 1", stage)
+	require.ErrorIs(t, errs[0], ErrPeer, "stage %d: rank 0 is stopped by rank 1", stage)
+	require.Equal(t, []int{2, 2}, done, "stage %d: steps done", stage)
 }
 
 func TestInvalidConfigOnOneRankFailsEveryRank(t *testing.T) {
 	errs := newRanksWithOne(t, 0, func(cfg *Config) { cfg.Stage = 7 })
-	if errs[0] == nil || !strings.Contains(errs[0].Error(), "stage 7") || !errors.Is(errs[1], ErrConfigMismatch) {
-		t.Fatalf("errors %v, %v", errs[0], errs[1])
-	}
+	require.ErrorContains(t, errs[0], "stage 7")
+	require.ErrorIs(t, errs[1], ErrConfigMismatch)
 	// The same invalid configuration on every rank: the hashes agree, and
 	// every rank still refuses it.
 	errs = collective(t, 2, func(comm Communicator) error {
-		cfg := testConfig(2, 4, 1)
-		cfg.Stage = 7
-		tr, err := NewRank(newTestModel(t), comm, cfg)
+		tr, err := newStageRank(t, comm, 7)
 		if err == nil {
 			tr.Close()
 		}
 		return err
 	})
 	for r, err := range errs {
-		if err == nil || !strings.Contains(err.Error(), "stage 7") {
-			t.Errorf("stage 7 on every rank: rank %d: %v", r, err)
-		}
+		assert.ErrorContains(t, err, "stage 7", "stage 7 on every rank: rank %d", r)
 	}
 }

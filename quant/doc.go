@@ -35,6 +35,21 @@
 // still carries float32 copies of the replaced weights until
 // model.Model.ReleaseReplaced frees them (Save works either way).
 //
+// # Hugging Face directories
+//
+// LoadPretrained reads a Hugging Face model directory as an int8 model
+// without ever holding its float32 linear weights: model.LoadPretrained
+// streams the safetensors shards one tensor at a time and hands each linear
+// weight (F32, F16 or BF16) to a loader that quantizes it per output
+// channel as it is read, so memory follows the int8 weights, the float32
+// embeddings and norms and one tensor's file bytes (1.40 GiB peak for
+// TinyLlama-1.1B's shapes from a 2.2 GB BF16 checkpoint,
+// TestInt8LoRAPeakRSS). An untied output head is int8 too with Config.Head;
+// a tied one stays the float32 token embedding. SavePretrained writes an
+// int8 model directory (Int8WeightsFile beside the source's config.json and
+// tokenizer files), which LoadPretrained reads back bit for bit and treats
+// as hostile input like every checkpoint (FuzzLoadPretrained).
+//
 // In a training graph a *Linear is one frozen op (Int8Linear) that
 // dequantizes its weight a panel at a time inside the product and gives
 // only the input gradient, so adapters (package lora) train on an int8 base

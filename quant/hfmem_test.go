@@ -43,7 +43,8 @@ type memResult struct {
 // TinyLlama-1.1B's shapes: a random BF16 checkpoint (2.2 GB) is streamed
 // into an int8 model (quant.LoadPretrained, int8 head), a rank-8 adapter on
 // q_proj and v_proj trains with B=1, T=512, and the child process's peak
-// RSS (VmHWM) over the load and the steps must stay within 2.5 GiB; the
+// RSS (VmHWM) over the load and the steps, with gradient checkpointing,
+// must stay within 2.5 GiB (measured 1.92 GiB, 1.40 GiB after the load); the
 // float32 adapter must be at most 1/450 of the checkpoint. It writes 2.2 GB,
 // needs ~5 GB of memory while writing the checkpoint and minutes of CPU, so
 // it runs only with GALLEON_HF_MEM=1:
@@ -52,7 +53,9 @@ type memResult struct {
 //
 // GALLEON_HF_MEM_DIR=DIR keeps (or reuses) the checkpoint in DIR;
 // GALLEON_HF_MEM_STEPS sets the number of steps (default 3);
-// GALLEON_HF_MEM_CKPT=1 trains with gradient checkpointing.
+// GALLEON_HF_MEM_CKPT=0 trains without gradient checkpointing, whose
+// activations of 22 blocks at T=512 do not fit the bar (6.4 GiB before
+// Int8Linear stopped packing weights it never reads).
 func TestInt8LoRAPeakRSS(t *testing.T) {
 	if dir := os.Getenv("GALLEON_HF_MEM_CHILD"); dir != "" {
 		int8LoRAChild(t, dir)
@@ -138,7 +141,7 @@ func int8LoRAChild(t *testing.T, dir string) {
 	}
 	const B, T = 1, 512
 	tr, err := model.NewTrainer(q.Model, model.TrainConfig{Batch: B, SeqLen: T, Schedule: model.Schedule{Peak: 1e-4, Total: steps},
-		AdamW: model.DefaultAdamW(), GradCheckpointing: os.Getenv("GALLEON_HF_MEM_CKPT") == "1"})
+		AdamW: model.DefaultAdamW(), GradCheckpointing: os.Getenv("GALLEON_HF_MEM_CKPT") != "0"})
 	if err != nil {
 		t.Fatal(err)
 	}

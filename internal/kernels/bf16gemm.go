@@ -383,47 +383,55 @@ func (j *bf16Job) computeTile(ti, tj int, tmp *[sgemmTmpLen]float32) {
 func pair(lo, hi uint16) uint32 { return uint32(lo) | uint32(hi)<<16 }
 
 // bf16Seg is the length of the row segments the packers convert at a time
-// (even, so that no k pair straddles two segments).
-const bf16Seg = 256
+// (even, so that no k pair straddles two segments, and a multiple of 6, so
+// that no A micro-panel does).
+const bf16Seg = 264
 
 // packAPairs packs op(A)[i0:i0+rows, p0:p0+kk] into micro-panels of 6 rows
 // of k pairs: word (r, pp) of panel q is at q·6·kp + pp·6 + r, kp =
 // ceil(kk/2). Rows past the edge and the odd k's partner are zero.
 func packAPairs(dst []uint32, a BF16Mat, transA bool, i0, rows, p0, kk int) {
 	kp := ceilDiv(kk, 2)
+	if rows%sgemmMR != 0 {
+		clear(dst[(rows/sgemmMR)*sgemmMR*kp : ceilDiv(rows, sgemmMR)*sgemmMR*kp])
+	}
 	var buf, buf2 [bf16Seg]uint16
-	for q := 0; q*sgemmMR < rows; q++ {
-		d := dst[q*sgemmMR*kp : (q+1)*sgemmMR*kp]
-		r := min(sgemmMR, rows-q*sgemmMR)
-		i := i0 + q*sgemmMR
-		if r < sgemmMR {
-			clear(d)
-		}
-		if !transA {
-			// Row rr of the panel is contiguous: its pairs are words.
-			for rr := range r {
-				for s := 0; s < kk; s += bf16Seg {
-					n := min(bf16Seg, kk-s)
-					src := a.rowBF16(i+rr, p0+s, n, buf[:])
-					dealPairs(d[(s/2)*sgemmMR+rr:], sgemmMR, src)
-				}
+	if !transA {
+		// Row r of op(A) is contiguous: its pairs are words.
+		for r := range rows {
+			d := dst[(r/sgemmMR)*sgemmMR*kp+r%sgemmMR:]
+			for s := 0; s < kk; s += bf16Seg {
+				n := min(bf16Seg, kk-s)
+				src := a.rowBF16(i0+r, p0+s, n, buf[:])
+				dealPairs(d[(s/2)*sgemmMR:], sgemmMR, src)
 			}
-			continue
 		}
-		// op(A)[i][p] = a[p·lda + i]: k steps p and p+1 are two stored
-		// rows, each giving the panel's r values.
+		return
+	}
+	// op(A)[i][p] = a[p·lda + i]: k steps p and p+1 are two stored rows,
+	// each converted once for all the panels and dealt six values to each.
+	for s := 0; s < rows; s += bf16Seg { // bf16Seg is a multiple of 6
+		n := min(bf16Seg, rows-s)
 		for pp := range kp {
-			s0 := a.rowBF16(p0+2*pp, i, r, buf[:])
-			dd := d[pp*sgemmMR:][:r]
-			if 2*pp+1 == kk {
-				for rr, v := range s0 {
-					dd[rr] = uint32(v)
-				}
-				continue
+			s0 := a.rowBF16(p0+2*pp, i0+s, n, buf[:])
+			var s1 []uint16
+			if 2*pp+1 < kk {
+				s1 = a.rowBF16(p0+2*pp+1, i0+s, n, buf2[:])
 			}
-			s1 := a.rowBF16(p0+2*pp+1, i, r, buf2[:])
-			for rr := range dd {
-				dd[rr] = pair(s0[rr], s1[rr])
+			for q := 0; q*sgemmMR < n; q++ {
+				r := min(sgemmMR, n-q*sgemmMR)
+				dd := dst[((s/sgemmMR)+q)*sgemmMR*kp+pp*sgemmMR:][:r]
+				x0 := s0[q*sgemmMR:][:r]
+				if s1 == nil {
+					for rr, v := range x0 {
+						dd[rr] = uint32(v)
+					}
+					continue
+				}
+				x1 := s1[q*sgemmMR:][:r]
+				for rr := range dd {
+					dd[rr] = pair(x0[rr], x1[rr])
+				}
 			}
 		}
 	}

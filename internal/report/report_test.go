@@ -123,7 +123,7 @@ func TestProgressWithoutTerminalPrintsPlainLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if p := NewProgress(f, "train"); p.bar != nil {
+	if p := NewProgress(f, "train"); p.bar != nil || IsTerminal(f) || IsTerminal(&bytes.Buffer{}) {
 		t.Error("a bar on a file redraws with carriage returns")
 	}
 	// Updates every 500 ms for 21 s: a line every 5 s, and one at the end.
