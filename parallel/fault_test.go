@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/galleon-ml/galleon/model"
 	"github.com/stretchr/testify/assert"
@@ -185,4 +186,34 @@ func TestCancelWhileWaitingForAPeer(t *testing.T) {
 		assert.ErrorIs(t, errs[1], ErrAborted, "stage %d", stage)
 		assert.ErrorIs(t, errs[1], context.Canceled, "stage %d: the abort names its cause", stage)
 	}
+}
+
+func TestCancelledBeforeStepDoesNotWaitForAHungPeer(t *testing.T) {
+	// Rank 0 starts a step with a cancelled context while rank 1 hangs in
+	// its computation: rank 0 offers the clean stop at the first exchange,
+	// and after the grace period aborts the group and returns.
+	release := make(chan struct{})
+	hook, started := blockHook(1, release)
+	errs := collective(t, 2, func(comm Communicator) error {
+		tr, err := newStageRank(t, comm, 0)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		tr.testHook = hook
+		if comm.Rank() == 1 {
+			_, err := tr.Step(context.Background(), newTestData(t, 3))
+			return err
+		}
+		tr.cancelGrace = 20 * time.Millisecond
+		<-started
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err = tr.Step(ctx, newTestData(t, 3))
+		close(release)
+		return err
+	})
+	require.ErrorIs(t, errs[0], context.Canceled)
+	require.ErrorContains(t, errs[0], "did not reach the step")
+	require.ErrorIs(t, errs[1], ErrAborted)
 }

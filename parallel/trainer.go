@@ -10,6 +10,7 @@ import (
 	"math"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/galleon-ml/galleon/model"
 )
@@ -129,6 +130,10 @@ type Trainer struct {
 
 	impl    stageSteps      // the stage-specific part of a step (step.go)
 	pending chan stepResult // a step that a cancelled context left running
+	// cancelGrace is how long a rank whose context was cancelled before a
+	// step waits for the others at the step's first exchange before it
+	// aborts the group (defaultCancelGrace; tests shorten it).
+	cancelGrace time.Duration
 
 	// testHook, when set, runs in every worker after its forward and
 	// backward passes; tests use it to inject errors and panics.
@@ -322,7 +327,7 @@ func (t *Trainer) shardLayersScratch() error {
 
 func newTrainer(m *model.Model, cfg Config, n int) *Trainer {
 	psi := m.Trainable().Len()
-	t := &Trainer{cfg: cfg, model: m, ranks: n}
+	t := &Trainer{cfg: cfg, model: m, ranks: n, cancelGrace: defaultCancelGrace}
 	t.shards = shardSpans(psi, n)
 	per := max(1, cfg.BucketBytes/4)
 	for lo := 0; lo < psi; lo += per {
@@ -332,6 +337,11 @@ func newTrainer(m *model.Model, cfg Config, n int) *Trainer {
 	t.inputs, t.targets = make([]int32, size), make([]int32, size)
 	return t
 }
+
+// defaultCancelGrace is Trainer.cancelGrace: long enough for the other
+// ranks to finish the micro-batch they compute, short enough that a rank
+// cancelled while a peer hangs still returns.
+const defaultCancelGrace = 10 * time.Second
 
 // normBlock is the unit of the gradient-norm computation and of the shard
 // boundaries: 1024 elements, one 4 KiB page.
@@ -551,7 +561,8 @@ type stepResult struct {
 //
 // A context cancelled before the step stops it on every rank alike: under
 // NewRank this rank still takes part in the step's first exchange, and the
-// others return errors wrapping ErrPeer. A context cancelled during the step
+// others return errors wrapping ErrPeer; if they do not reach it within 10
+// s, this rank aborts the group as below. A context cancelled during the step
 // is checked between micro-batches and makes Step return at once with the
 // context's error: the step is abandoned before its update, and the group
 // is aborted (Communicator.Abort), so that no rank waits for this one: the
@@ -597,30 +608,45 @@ func (t *Trainer) Step(ctx context.Context, data model.Batcher) (model.StepStats
 		}
 		return t.runWorker(ctx, t.workers[0], c, step, lr, pre)
 	}
-	var res stepResult
+	// The step runs in its own goroutine so that a cancelled context is
+	// honoured while the step computes or waits for a peer: the step is
+	// abandoned before its update and the group aborted. A step cancelled
+	// before it began is the clean stop instead: this rank tells the
+	// others at the step's first exchange, and aborts only if they do not
+	// reach it within cancelGrace. (A data error waits for them.)
+	done := make(chan stepResult, 1)
+	comms := t.comms()
+	go func() { done <- run() }()
+	stop, cause := ctx.Done(), func() error { return context.Cause(ctx) }
+	var grace <-chan time.Time
 	if pre != nil {
-		res = run() // only the exchanges that stop every rank
-	} else {
-		// The step runs in its own goroutine so that a cancelled context
-		// is honoured while the step computes or waits for a peer.
-		done := make(chan stepResult, 1)
-		comms := t.comms()
-		go func() { done <- run() }()
-		select {
-		case res = <-done:
-		case <-ctx.Done():
-			if !c.cancel() {
-				res = <-done // committed: the update is under way
-				break
+		stop = nil
+		if ctx.Err() != nil {
+			grace = time.After(t.cancelGrace)
+			cause = func() error {
+				return fmt.Errorf("%w (the other ranks did not reach the step within %v)", pre, t.cancelGrace)
 			}
-			err := fmt.Errorf("parallel: %sstep %d: %w", t.rankPrefix(), step, context.Cause(ctx))
-			for _, comm := range comms {
-				comm.Abort(err)
-			}
-			t.pending = done
-			return stats, err
 		}
 	}
+	select {
+	case res := <-done:
+		return t.finish(step, stats, res)
+	case <-stop:
+	case <-grace:
+	}
+	if !c.cancel() {
+		return t.finish(step, stats, <-done) // committed: the update is under way
+	}
+	err := fmt.Errorf("parallel: %sstep %d: %w", t.rankPrefix(), step, cause())
+	for _, comm := range comms {
+		comm.Abort(err)
+	}
+	t.pending = done
+	return stats, err
+}
+
+// finish ends a step that ran to its end with res.
+func (t *Trainer) finish(step int, stats model.StepStats, res stepResult) (model.StepStats, error) {
 	if res.err != nil {
 		if t.shared {
 			t.newGroup() // a failure may have left the group mid-collective

@@ -214,6 +214,8 @@ func (o *ftOptions) validate(set map[string]bool) error {
 		return bad("-full trains every weight: the -lora-* and -target flags do not apply")
 	case o.MPI && o.Workers > 1:
 		return bad("-mpi runs one worker per rank: drop -workers")
+	case o.Resume != "" && (o.Workers > 1 || o.MPI):
+		return bad("-resume needs one worker (no -workers, no -mpi): checkpoints hold one worker's optimizer state")
 	}
 	for _, p := range []struct{ flag, path string }{{"data", o.Data}, {"val", o.Val}} {
 		if p.path == "" {

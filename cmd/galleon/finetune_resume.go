@@ -133,9 +133,6 @@ type restored struct {
 // options: trainable weights, loader position, schedule and history now,
 // the optimizer state once the trainer is built (applyRestoredOptimizer).
 func (r *ftRun) restore(dir string) error {
-	if r.o.Workers > 1 {
-		return usageError{"finetune: -resume needs -workers 1: checkpoints hold one worker's optimizer state"}
-	}
 	rd, err := openCheckpoint(dir)
 	if err != nil {
 		return err

@@ -248,6 +248,9 @@ func TestFinetuneResume(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(resumed, checkpointFile)); err != nil {
 		t.Fatal(err)
 	}
+	if code, _, errs := galleon(t, "finetune", "-resume", resumed, "-workers", "2"); code != 2 || !strings.Contains(errs, "-resume needs one worker") {
+		t.Errorf("-resume with -workers 2: exit %d, %q", code, errs)
+	}
 	// A flag that contradicts the checkpoint is refused.
 	if code, _, errs := galleon(t, "finetune", "-resume", resumed, "-steps", "6"); code != 2 || !strings.Contains(errs, "-steps") {
 		t.Errorf("contradicting -steps: exit %d, %q", code, errs)
