@@ -96,7 +96,10 @@ type ReplicaOptions struct {
 	// in the backward pass (recompute.go): the activations held are one
 	// block's input per block plus one block's internals at a time, for
 	// about one more forward pass of time. Loss and gradients are those
-	// of the graph without it, bit for bit.
+	// of the graph without it, bit for bit. The blocks' parameter
+	// gradients are added into Grad while the pass runs, so an error other
+	// than a non-finite loss may leave part of a micro-batch's gradients
+	// there.
 	GradCheckpointing bool
 	// Precision is the number format of the linear layers' products
 	// (see Precision); the zero value is float32.

@@ -15,7 +15,9 @@ type Linear interface {
 	// Dims returns the input and output widths.
 	Dims() (in, out int)
 	// BuildGraph adds y = f(x) to the graph of gc: x is [rows, in], y is
-	// [rows, out].
+	// [rows, out]. The layer must not keep the graph's nodes after the
+	// call: with gradient checkpointing (ReplicaOptions) blocks are built
+	// in graphs that are dropped after each pass, with their buffers.
 	BuildGraph(gc *GraphContext, x *G.Node) (*G.Node, error)
 	// Forward computes y = f(x) for rows rows without a graph; y has
 	// rows·out elements and x rows·in.

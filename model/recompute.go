@@ -34,6 +34,10 @@ import (
 // same values, so the loss and the gradients equal those of the graph
 // without checkpointing bit for bit (TestGradCheckpointingEqual).
 //
+// A layer must therefore not keep nodes of a graph it was built into:
+// through them it would keep that graph's buffers (lora records its base
+// nodes through weak pointers for this reason).
+//
 // The blocks' parameters are not nodes of the replica's graph. A one-element
 // anchor node is an input of every block op, so that G.Grad differentiates
 // the block ops even when nothing before them trains (LoRA: the embeddings

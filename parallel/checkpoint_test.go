@@ -9,9 +9,10 @@ import (
 func withDropout(c *model.Config) { c.Dropout = 0.1 }
 
 // Gradient checkpointing changes nothing in data-parallel training: two
-// in-process workers (and, at every ZeRO stage, two ranks, whose stage-3
-// layers gather their weights again when their block is recomputed) end
-// with the weights of the run without it, bit for bit.
+// in-process workers (also in exact mode, one sample per run) and two
+// ranks at ZeRO stages 0 and 3 (whose layers gather their weights again
+// when their block is recomputed) end with the weights of the run without
+// it, bit for bit.
 func TestGradCheckpointingWorkers(t *testing.T) {
 	const steps = 3
 	cfg := testConfig(2, 6, 2)
@@ -27,6 +28,11 @@ func TestGradCheckpointingWorkers(t *testing.T) {
 		if got.losses[i] != want.losses[i] {
 			t.Fatalf("step %d: loss %v with checkpointing, %v without", i+1, got.losses[i], want.losses[i])
 		}
+	}
+	ex, exCk := cfg, ck
+	ex.Exact, exCk.Exact = true, true
+	if Hash(trainShared(t, exCk, steps, withDropout).weights) != Hash(trainShared(t, ex, steps, withDropout).weights) {
+		t.Fatal("2 workers, exact mode: weights differ with checkpointing")
 	}
 	stages := []int{0, 3}
 	if testing.Short() {
