@@ -4,12 +4,14 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
 // gradCheckpointCases are the configurations both graphs are compared on:
 // GPT-2 and the Llama family (GQA, biases, a sliding window, naive
-// attention), with residual dropout so that the recomputed masks matter.
+// attention), with residual dropout so that the recomputed masks matter;
+// TestGradCheckpointingEqual adds the Llama case in bfloat16 precision.
 func gradCheckpointCases(t *testing.T) map[string]*Model {
 	t.Helper()
 	llama := func(mut func(*Config)) *Model {
@@ -41,15 +43,21 @@ func gradCheckpointCases(t *testing.T) map[string]*Model {
 // one bit for bit, over several micro-batches accumulated with weights
 // (dropout masks drawn at each micro-batch's step and row offset).
 func TestGradCheckpointingEqual(t *testing.T) {
-	for name, m := range gradCheckpointCases(t) {
+	cases := gradCheckpointCases(t)
+	cases["llama-bf16"] = cases["llama"]
+	for name, m := range cases {
 		t.Run(name, func(t *testing.T) {
 			const B, T = 3, 11
-			plain, err := m.NewReplica(B, T)
+			var prec Precision
+			if strings.HasSuffix(name, "-bf16") {
+				prec = PrecisionBF16
+			}
+			plain, err := m.NewReplicaWith(B, T, ReplicaOptions{Precision: prec})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer plain.Close()
-			ck, err := m.NewReplicaWith(B, T, ReplicaOptions{GradCheckpointing: true})
+			ck, err := m.NewReplicaWith(B, T, ReplicaOptions{GradCheckpointing: true, Precision: prec})
 			if err != nil {
 				t.Fatal(err)
 			}
