@@ -332,6 +332,12 @@ func TestBF16CommConfigErrors(t *testing.T) {
 			t.Errorf("bf16 over a communicator without bf16 collectives: rank %d: %v", r, err)
 		}
 	}
+	// Ranks that disagree on the precision would reduce different formats.
+	for r, err := range newRanksWithOne(t, 1, func(cfg *Config) { cfg.CommPrecision = CommBF16 }) {
+		if !errors.Is(err, ErrConfigMismatch) {
+			t.Errorf("bf16 on rank 1 only: rank %d: error %v, want ErrConfigMismatch", r, err)
+		}
+	}
 	for s, want := range map[string]CommPrecision{"fp32": CommFP32, "float32": CommFP32, "bf16": CommBF16, "bfloat16": CommBF16} {
 		if p, err := ParseCommPrecision(s); p != want || err != nil {
 			t.Errorf("ParseCommPrecision(%q) = %v, %v", s, p, err)

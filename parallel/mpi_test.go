@@ -206,3 +206,28 @@ func TestMPIConfigMismatch(t *testing.T) {
 		t.Fatal("mismatched configurations accepted")
 	}
 }
+
+// BenchmarkMPIAllReduce times stage 0's gradient all-reduce of a
+// small-preset-sized gradient (3,290,624 elements) over MPI in each
+// communication precision. Every rank must run the same iterations: pass a
+// fixed count, e.g.
+//
+//	mpirun … -np 2 ./parallel-mpi.test -test.run '^$' -test.bench MPIAllReduce -test.benchtime 20x
+func BenchmarkMPIAllReduce(b *testing.B) {
+	const psi = 3290624
+	for _, p := range []CommPrecision{CommFP32, CommBF16} {
+		b.Run(p.String(), func(b *testing.B) {
+			tr := &Trainer{cfg: Config{CommPrecision: p}}
+			w := &worker{comm: mpiComm}
+			buf := bf16Inputs(mpiComm.Rank(), psi)
+			before := mpiComm.BytesSent()
+			b.ResetTimer()
+			for range b.N {
+				if err := tr.allReduceGrad(w, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(mpiComm.BytesSent()-before)/float64(b.N), "sent-B/op")
+		})
+	}
+}
