@@ -107,7 +107,7 @@ func BenchmarkLoRABase(b *testing.B) {
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "model-MB")
+			modelMB := float64(ms.HeapAlloc) / (1 << 20) // reported at the end: ResetTimer drops metrics
 			tr, err := model.NewTrainer(base, model.TrainConfig{Batch: 1, SeqLen: 256, Schedule: model.Schedule{Peak: 1e-4, Total: 1 << 20}, AdamW: model.DefaultAdamW()})
 			if err != nil {
 				b.Fatal(err)
@@ -130,6 +130,7 @@ func BenchmarkLoRABase(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/step")
 			b.ReportMetric(float64(stop())/(1<<20), "peak-MB")
+			b.ReportMetric(modelMB, "model-MB")
 			runtime.KeepAlive(base)
 		})
 	}
