@@ -92,13 +92,27 @@ func (e Example) Trained() int {
 	return n
 }
 
-// builder accumulates an example from pieces of text.
+// builder accumulates an example from pieces of text. The pieces are
+// tokenized together when the example is finished, never one by one:
+// tokenizers that mark the start of their input (SentencePiece's "▁" in
+// Llama 2's legacy Metaspace) or merge across a boundary would otherwise
+// give a concatenation ids that tokenizing the whole text does not give.
 type builder struct {
-	opts Options
-	ex   Example
+	opts    Options
+	ex      Example
+	pending strings.Builder
+	bounds  []textBound // where each trained or untrained run of text ends
+}
+
+// textBound is the end (byte offset into builder.pending) of a run of text and
+// whether the run carries loss.
+type textBound struct {
+	end   int
+	train bool
 }
 
 func (b *builder) special(id int32, train bool) {
+	b.flush()
 	if id >= 0 {
 		b.ex.IDs = append(b.ex.IDs, id)
 		b.ex.Train = append(b.ex.Train, train)
@@ -106,13 +120,57 @@ func (b *builder) special(id int32, train bool) {
 }
 
 func (b *builder) text(s string, train bool) {
-	for _, id := range b.opts.Encoder.Encode(s) {
-		b.ex.IDs = append(b.ex.IDs, id)
-		b.ex.Train = append(b.ex.Train, train)
+	if s == "" {
+		return
 	}
+	b.pending.WriteString(s)
+	if n := len(b.bounds); n > 0 && b.bounds[n-1].train == train {
+		b.bounds[n-1].end = b.pending.Len()
+		return
+	}
+	b.bounds = append(b.bounds, textBound{end: b.pending.Len(), train: train})
+}
+
+// flush tokenizes the pending text in one call and marks each token with
+// the run it starts in. A run's tokens are found by tokenizing the text up
+// to its end: the tokens that prefix shares with the whole text's belong to
+// the runs so far, and a token that spans a boundary belongs to the later
+// run, so loss never covers a token that holds untrained text only.
+func (b *builder) flush() {
+	if len(b.bounds) == 0 {
+		return
+	}
+	all := b.pending.String()
+	ids := b.opts.Encoder.Encode(all)
+	b.ex.IDs = append(b.ex.IDs, ids...)
+	prev := 0
+	for i, bd := range b.bounds {
+		end := len(ids)
+		if i < len(b.bounds)-1 {
+			end = commonPrefix(b.opts.Encoder.Encode(all[:bd.end]), ids)
+			// A token cut by the boundary is not in the common prefix.
+			end = max(end, prev)
+		}
+		for range end - prev {
+			b.ex.Train = append(b.ex.Train, bd.train)
+		}
+		prev = end
+	}
+	b.pending.Reset()
+	b.bounds = b.bounds[:0]
+}
+
+// commonPrefix returns how many leading ids a and b share.
+func commonPrefix(a, b []int32) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
 }
 
 func (b *builder) finish() Example {
+	b.flush()
 	last := len(b.ex.Train) > 0 && b.ex.Train[len(b.ex.Train)-1]
 	b.special(b.opts.EOS, last)
 	return b.ex

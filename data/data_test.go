@@ -347,3 +347,44 @@ func TestTemplateRenderer(t *testing.T) {
 		t.Fatalf("non-prefix template: %v", err)
 	}
 }
+
+// markEnc mimics tokenizers that mark the start of every text they encode
+// (SentencePiece's "▁" in Llama 2's legacy Metaspace): "_" then the bytes,
+// and "xy" merges into one token 1000.
+type markEnc struct{}
+
+func (markEnc) Encode(s string) []int32 {
+	ids := []int32{'_'}
+	for i := 0; i < len(s); i++ {
+		if strings.HasPrefix(s[i:], "xy") {
+			ids = append(ids, 1000)
+			i++
+			continue
+		}
+		ids = append(ids, int32(s[i]))
+	}
+	return ids
+}
+
+// An example's texts are tokenized as one text: a prompt and its completion
+// give the ids of their concatenation, with no second start mark, and a
+// token that spans the boundary carries loss with the completion.
+func TestExampleTokenizedWhole(t *testing.T) {
+	o := Options{Encoder: markEnc{}, BOS: -1, EOS: eos}
+	ex, err := ReadJSONL(strings.NewReader(`{"prompt":"ab","completion":"cd"}`+"\n"+`{"prompt":"ax","completion":"yb"}`), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int32{'_', 'a', 'b', 'c', 'd', eos}; !slices.Equal(ex[0].IDs, want) {
+		t.Fatalf("ids %v, want %v", ex[0].IDs, want)
+	}
+	if want := []bool{false, false, false, true, true, true}; !slices.Equal(ex[0].Train, want) {
+		t.Fatalf("mask %v, want %v", ex[0].Train, want)
+	}
+	if want := []int32{'_', 'a', 1000, 'b', eos}; !slices.Equal(ex[1].IDs, want) {
+		t.Fatalf("ids %v, want %v", ex[1].IDs, want)
+	}
+	if want := []bool{false, false, true, true, true}; !slices.Equal(ex[1].Train, want) {
+		t.Fatalf("mask %v, want %v", ex[1].Train, want)
+	}
+}

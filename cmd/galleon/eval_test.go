@@ -52,9 +52,12 @@ func TestEvalHF(t *testing.T) {
 	res := runEval(t, "-model", dir, "-data", d, "-batch", "2")
 	ids1 := append(append([]int32{1}, tk.Encode(text)...), 2)
 	s1, n1 := exampleLoss(t, m, ids1, 1)
-	p := tk.Encode("Q: what?")
-	ids2 := append(append(append([]int32{1}, p...), tk.Encode(" A: nothing.")...), 2)
-	s2, n2 := exampleLoss(t, m, ids2, 1+len(p))
+	// The example is tokenized as one text; the completion's tokens are
+	// those after the prompt's.
+	full := tk.Encode("Q: what? A: nothing.")
+	p := len(full) - trainedTokens(tk, []string{"Q: what?", " A: nothing."}, []bool{false, true})
+	ids2 := append(append([]int32{1}, full...), 2)
+	s2, n2 := exampleLoss(t, m, ids2, 1+p)
 	want := (s1 + s2) / float64(n1+n2)
 	if res.Tokens != n1+n2 || res.Windows != 2 || math.Abs(res.Loss-want) > 1e-5*max(1, want) {
 		t.Fatalf("result %+v, want loss %v over %d tokens", res, want, n1+n2)
@@ -73,10 +76,10 @@ func TestEvalHF(t *testing.T) {
 		t.Fatalf("txt: %+v, want %d bytes, %d tokens", res, len(text), n1)
 	}
 	// Chat messages: scored are the assistant's turn and its EOS, not the
-	// user's turn or the template's "[INST] … [/INST]". (The data package
-	// encodes the turn " Yo there" on its own, and the Llama 2
-	// tokenizer's normalizer puts "▁" before every text it encodes, so
-	// the turn's tokens decode with one more space: 10 bytes.)
+	// user's turn or the template's "[INST] … [/INST]". (The scored tokens
+	// decode on their own, and whether the Llama 2 decoder keeps the
+	// reply's leading space there is the decoder's business: one byte of
+	// slack.)
 	res = runEval(t, "-model", dir, "-data", write(t, "c.jsonl", `{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"Yo there"}]}`))
 	if res.Bytes < len(" Yo there") || res.Bytes > len(" Yo there")+1 {
 		t.Fatalf("chat: %+v, want the bytes of the reply", res)

@@ -104,6 +104,32 @@ func TestFinetuneLoRAEndToEnd(t *testing.T) {
 	}
 }
 
+// trainedTokens counts the tokens of the concatenated parts that carry loss
+// when the whole text is tokenized at once: a token belongs to the part in
+// which it starts, found by tokenizing the text up to each part's end.
+func trainedTokens(tok *tokenizer.Tokenizer, parts []string, train []bool) int {
+	full := strings.Join(parts, "")
+	ids := tok.Encode(full)
+	n, prev, end := 0, 0, 0
+	for i, p := range parts {
+		end += len(p)
+		k := len(ids)
+		if i < len(parts)-1 {
+			pre := tok.Encode(full[:end])
+			k = 0
+			for k < len(pre) && k < len(ids) && pre[k] == ids[k] {
+				k++
+			}
+			k = max(k, prev)
+		}
+		if train[i] {
+			n += k - prev
+		}
+		prev = k
+	}
+	return n
+}
+
 // TestFinetuneFormats trains a step on each data format and checks the
 // number of targets that carry loss against a count made here from the
 // tokenizer: packing for text, prompts and user turns masked.
@@ -124,11 +150,16 @@ func TestFinetuneFormats(t *testing.T) {
 		// BOS, the text's tokens and EOS: every token after BOS is a target.
 		{"txt", "a.txt", text, true, n(text) + 1},
 		{"text", "t.jsonl", fmt.Sprintf("{\"text\":%q}\n{\"text\":%q}\n", "first line", "second one"), true, n("first line") + 1 + n("second one") + 1},
-		// Only the completion and EOS carry loss.
-		{"prompt-completion", "pc.jsonl", fmt.Sprintf("{\"prompt\":%q,\"completion\":%q}\n", qa[0][0], qa[0][1]), false, n(qa[0][1]) + 1},
+		// Only the completion and EOS carry loss. The example is tokenized
+		// as one text, so the completion's tokens are those after the
+		// prompt's.
+		{"prompt-completion", "pc.jsonl", fmt.Sprintf("{\"prompt\":%q,\"completion\":%q}\n", qa[0][0], qa[0][1]), false,
+			trainedTokens(tok, []string{qa[0][0], qa[0][1]}, []bool{false, true}) + 1},
 		// Only the assistant turns (with their </s>; the last one's is the
 		// EOS data adds) carry loss.
-		{"messages", "m.jsonl", conv + "\n", false, n(" A LANGUAGE</s>") + n(" A LIBRARY") + 1},
+		{"messages", "m.jsonl", conv + "\n", false, trainedTokens(tok,
+			[]string{"<s>[INST] what is go [/INST]", " A LANGUAGE</s>", "<s>[INST] and gorgonia [/INST]", " A LIBRARY"},
+			[]bool{false, true, false, true}) + 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -316,7 +347,8 @@ func TestFinetuneFullAndWorkers(t *testing.T) {
 	}
 }
 
-// TestFinetuneInt8 trains a LoRA adapter on an int8 base.
+// TestFinetuneInt8 trains a LoRA adapter on an int8 base, recomputing
+// activations unless -grad-checkpointing=false says otherwise.
 func TestFinetuneInt8(t *testing.T) {
 	dir, _ := tinyLlamaDir(t)
 	out := filepath.Join(t.TempDir(), "int8")
@@ -326,8 +358,18 @@ func TestFinetuneInt8(t *testing.T) {
 	}
 	var res ftResult
 	lastJSON(t, stdout, &res)
-	if res.AdapterDir == "" || !(res.TrainLoss > 0) {
+	if res.AdapterDir == "" || !(res.TrainLoss > 0) || !res.GradCkpt {
 		t.Errorf("result %+v", res)
+	}
+	code, stdout, stderr = galleon(t, "finetune", "-model", dir, "-data", promptCompletion(t, 4), "-int8", "-grad-checkpointing=false",
+		"-steps", "1", "-batch", "2", "-seq", "24", "-out", out+"-plain", "-json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	res = ftResult{}
+	lastJSON(t, stdout, &res)
+	if res.GradCkpt {
+		t.Errorf("-grad-checkpointing=false: result %+v", res)
 	}
 }
 

@@ -38,6 +38,7 @@ type ftResult struct {
 	TrainWindows    int      `json:"train_windows"`
 	ValWindows      int      `json:"val_windows"`
 	Packed          bool     `json:"packed"`
+	GradCkpt        bool     `json:"grad_checkpointing"`
 	Workers         int      `json:"workers"`         // goroutine workers (1 under -mpi)
 	Ranks           int      `json:"ranks,omitempty"` // MPI ranks under -mpi
 	ResumedFrom     int      `json:"resumed_from_step,omitempty"`
@@ -340,7 +341,7 @@ func (r *ftRun) validate(ctx context.Context) (float64, error) {
 func (r *ftRun) finish() (ftResult, error) {
 	o := r.o
 	res := ftResult{Steps: r.total, BaseBytes: r.baseLen, TrainableParams: r.m.Trainable().Len(),
-		TrainWindows: len(r.d.Train), ValWindows: len(r.d.Val), Packed: r.d.Packed, Workers: o.Workers, Ranks: r.ranks,
+		TrainWindows: len(r.d.Train), ValWindows: len(r.d.Val), Packed: r.d.Packed, GradCkpt: o.GradCkpt, Workers: o.Workers, Ranks: r.ranks,
 		Epochs: float64(r.total*o.Batch*o.Accum) / float64(len(r.d.Train))}
 	res.TrainedTokens = r.d.Tokens
 	if r.rank != 0 {
