@@ -120,6 +120,41 @@ func TestMerge(t *testing.T) {
 	}
 }
 
+// A 16-bit base merges into float32 weights unless -dtype says otherwise:
+// W + scale·B·A is not a 16-bit number.
+func TestMergeBF16BaseDefaultsToFloat32(t *testing.T) {
+	dir, m := tinyLlamaDir(t)
+	bf := filepath.Join(t.TempDir(), "bf16")
+	if err := m.SavePretrained(bf, model.WithDType("bfloat16")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bf, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ad, _ := mergeTestAdapter(t, bf, lora.Config{R: 2, Alpha: 4, TargetModules: []string{"q_proj"}}, []int32{1, 2})
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{nil, "float32"}, {[]string{"-dtype", "auto"}, "bfloat16"}} {
+		out := filepath.Join(t.TempDir(), "merged")
+		code, stdout, stderr := galleon(t, append([]string{"merge", "-model", bf, "-adapter", ad, "-out", out, "-json"}, c.args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", c.args, code, stderr)
+		}
+		var res mergeResult
+		lastJSON(t, stdout, &res)
+		if res.DType != c.want {
+			t.Errorf("%v: dtype %s, want %s", c.args, res.DType, c.want)
+		}
+	}
+}
+
 func TestMergeFlagErrors(t *testing.T) {
 	dir, _ := tinyLlamaDir(t)
 	ad, _ := mergeTestAdapter(t, dir, lora.Config{R: 2, Alpha: 4, TargetModules: []string{"q_proj"}}, []int32{1, 2})
