@@ -58,6 +58,8 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+
+	"github.com/galleon-ml/galleon/internal/report"
 	"syscall"
 )
 
@@ -136,6 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "galleon %s\n", ue.msg)
 		return 2
 	}
+	report.ClearLine(stderr)
 	fmt.Fprintf(stderr, "galleon: %v\n", err)
 	return 1
 }

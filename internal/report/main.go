@@ -15,6 +15,7 @@ import (
 // 1. Results go to stdout, progress and messages to stderr.
 func Main[R any](name string, jsonOut bool, body func(ctx context.Context, stdout, stderr io.Writer) (R, error)) {
 	if err := run(name, jsonOut, os.Stdout, os.Stderr, body); err != nil {
+		ClearLine(os.Stderr)
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}

@@ -77,6 +77,16 @@ func IsTerminal(f any) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// ClearLine erases the current line of w when w is a terminal, so that a
+// message printed next starts at the left margin rather than after an
+// unfinished progress bar (a run that fails mid-bar never calls Finish).
+// Elsewhere it writes nothing: plain progress lines end in a newline.
+func ClearLine(w io.Writer) {
+	if IsTerminal(w) {
+		fmt.Fprint(w, "\r\x1b[K")
+	}
+}
+
 // Update moves the bar to fraction (0…1) of the run and sets its status.
 func (p *Progress) Update(fraction float64, status string) {
 	fraction = min(max(fraction, 0), 1)

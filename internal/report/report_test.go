@@ -151,3 +151,23 @@ func TestEMA(t *testing.T) {
 		t.Errorf("EMA sequence wrong: %v", e.Value())
 	}
 }
+
+// ClearLine writes nothing where output is not a terminal: a log file gets
+// no escape sequences.
+func TestClearLineOffTerminal(t *testing.T) {
+	var b bytes.Buffer
+	ClearLine(&b)
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ClearLine(f)
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != 0 || b.Len() != 0 {
+		t.Fatalf("wrote %d bytes to a buffer and %d to a file", b.Len(), st.Size())
+	}
+}
