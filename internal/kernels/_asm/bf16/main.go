@@ -36,6 +36,8 @@ import (
 	"github.com/mmcloughlin/avo/ir"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
+
+	"github.com/galleon-ml/galleon/internal/kernels/_asm/internal/zmmgemm"
 )
 
 const (
@@ -180,8 +182,8 @@ func dotBF16() {
 	Pragma("noescape")
 	Doc("dotBF16AVX512 returns the float32 sum of a[i]·b[i] for i < n&^31.")
 	a, b, n := RSI, RDI, RCX
-	MOVQ(paramAddr("a"), a)
-	MOVQ(paramAddr("b"), b)
+	MOVQ(zmmgemm.ParamAddr("a"), a)
+	MOVQ(zmmgemm.ParamAddr("b"), b)
 	Load(Param("n"), n)
 	acc := []VecPhysical{Z0, Z1, Z2, Z3}
 	for _, z := range acc {
@@ -240,129 +242,20 @@ func kernel(ap, bp int) {
 		"second bStride words after the first. With beta == 0 C is only written,",
 		"never read. ldc is the row stride of C in elements. kp must be positive.",
 	)
-	acc := func(r, h int) VecPhysical { return zmm(r*bp + h) }
-
-	kp, a, as, b, bs := RBX, RSI, R12, RDI, R13
-	Load(Param("kp"), kp)
-	MOVQ(paramAddr("a"), a)
-	Load(Param("aStride"), as)
-	SHLQ(Imm(2), as)
-	MOVQ(paramAddr("b"), b)
-	Load(Param("bStride"), bs)
-	SHLQ(Imm(2), bs)
-
-	// As in the sgemm kernels: C is often in no cache, so its lines are
-	// prefetched before the k loop hides the misses.
-	cp, ldc := R8, R9
-	MOVQ(paramAddr("c"), cp)
-	Load(Param("ldc"), ldc)
-	SHLQ(Imm(2), ldc)
-	for r := 0; r < mr; r++ {
+	zmmgemm.Emit(zmmgemm.Tile{AP: ap, BP: bp, PanelRows: panelRows, PanelCols: panelCols, Unroll: unroll,
+		PrefetchB: prefetchB, K: "kp", StepName: "k pairs"}, func(i int, o zmmgemm.Operands) {
+		bv, bc := []VecPhysical{Z24, Z25}, []VecPhysical{Z26, Z27, Z28, Z29}
 		for h := 0; h < bp; h++ {
-			PREFETCHT0(Mem{Base: cp, Disp: 64 * h})
-		}
-		if r < mr-1 {
-			ADDQ(ldc, cp)
-		}
-	}
-
-	for r := 0; r < mr; r++ {
-		for h := 0; h < bp; h++ {
-			VPXORD(acc(r, h), acc(r, h), acc(r, h))
-		}
-	}
-	bv := []VecPhysical{Z24, Z25}
-	bc := []VecPhysical{Z26, Z27, Z28, Z29}
-
-	aMem := func(i, r int) Mem {
-		m := Mem{Base: a, Disp: (i*panelRows + r%panelRows) * 4}
-		if r >= panelRows {
-			m.Index, m.Scale = as, 1
-		}
-		return m
-	}
-	bMem := func(i, h int) Mem {
-		m := Mem{Base: b, Disp: i * panelCols * 4}
-		if h > 0 {
-			m.Index, m.Scale = bs, 1
-		}
-		return m
-	}
-	step := func(i int) {
-		for h := 0; h < bp; h++ {
-			VMOVDQU32(bMem(i, h), bv[h])
+			VMOVDQU32(o.BMem(i, h), bv[h])
 		}
 		for r := 0; r < mr; r++ {
 			t := bc[r%len(bc)]
-			VPBROADCASTD(aMem(i, r), t)
+			VPBROADCASTD(o.AMem(i, r), t)
 			for h := 0; h < bp; h++ {
-				vdpbf16ps(acc(r, h), bv[h], t)
+				vdpbf16ps(o.Acc(r, h), bv[h], t)
 			}
 		}
-	}
-
-	Comment(fmt.Sprintf("Main loop: %d k pairs per trip.", unroll))
-	Label("loop")
-	CMPQ(kp, Imm(unroll))
-	JL(LabelRef("tail"))
-	for i := 0; i < unroll; i++ {
-		for h := 0; h < bp; h++ {
-			pm := bMem(i, h)
-			pm.Disp += prefetchB
-			PREFETCHT0(pm)
-		}
-		step(i)
-	}
-	ADDQ(U32(unroll*panelRows*4), a)
-	ADDQ(U32(unroll*panelCols*4), b)
-	SUBQ(Imm(unroll), kp)
-	JMP(LabelRef("loop"))
-
-	Label("tail")
-	TESTQ(kp, kp)
-	JZ(LabelRef("store"))
-	step(0)
-	ADDQ(Imm(panelRows*4), a)
-	ADDQ(Imm(panelCols*4), b)
-	DECQ(kp)
-	JMP(LabelRef("tail"))
-
-	Label("store")
-	MOVQ(paramAddr("c"), cp)
-	alpha, beta := Z24, Z25
-	VBROADCASTSS(paramAddr("alpha"), alpha)
-	// beta == 0 (either sign) selects the store-only path: C may hold NaNs.
-	betaBits := EAX
-	MOVL(paramAddr("beta"), betaBits)
-	SHLL(Imm(1), betaBits)
-	JZ(LabelRef("overwrite"))
-	VBROADCASTSS(paramAddr("beta"), beta)
-	for r := 0; r < mr; r++ {
-		for h := 0; h < bp; h++ {
-			m := Mem{Base: cp, Disp: 64 * h}
-			VMULPS(alpha, acc(r, h), acc(r, h))
-			VFMADD231PS(m, beta, acc(r, h))
-			VMOVUPS(acc(r, h), m)
-		}
-		if r < mr-1 {
-			ADDQ(ldc, cp)
-		}
-	}
-	VZEROUPPER()
-	RET()
-
-	Label("overwrite")
-	for r := 0; r < mr; r++ {
-		for h := 0; h < bp; h++ {
-			VMULPS(alpha, acc(r, h), acc(r, h))
-			VMOVUPS(acc(r, h), Mem{Base: cp, Disp: 64 * h})
-		}
-		if r < mr-1 {
-			ADDQ(ldc, cp)
-		}
-	}
-	VZEROUPPER()
-	RET()
+	})
 }
 
 // vdpbf16ps emits VDPBF16PS dst, src1, src2 (Intel operand order: dst +=
@@ -387,21 +280,4 @@ func encodeVDPBF16PS(dst, src1, src2 int) []byte {
 	p2 := byte(0x40) | inv(src1, 4)<<3                                              // L'L = 512, V', no mask
 	modrm := byte(0xc0) | byte(dst&7)<<3 | byte(src2&7)
 	return []byte{0x62, p0, p1, p2, 0x52, modrm}
-}
-
-func zmm(i int) VecPhysical {
-	return []VecPhysical{
-		Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11,
-		Z12, Z13, Z14, Z15, Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23,
-	}[i]
-}
-
-// paramAddr returns the stack address of a scalar argument, so that it can be
-// a memory operand (VBROADCASTSS takes no general register).
-func paramAddr(name string) Mem {
-	b, err := Param(name).Resolve()
-	if err != nil {
-		panic(err)
-	}
-	return b.Addr
 }
