@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/galleon-ml/galleon/internal/kernels"
 	"github.com/galleon-ml/galleon/internal/safetensors"
 )
 
@@ -238,11 +239,11 @@ func TestBF16Rounding(t *testing.T) {
 		0xff800000: 0xff80, // -inf
 	}
 	for in, want := range cases {
-		if got := f32ToBF16(math.Float32frombits(in)); got != want {
+		if got := kernels.Float32ToBF16(math.Float32frombits(in)); got != want {
 			t.Errorf("%#08x → %#04x, want %#04x", in, got, want)
 		}
 	}
-	if got := f32ToBF16(float32(math.NaN())); got&0x7f80 != 0x7f80 || got&0x7f == 0 {
+	if got := kernels.Float32ToBF16(float32(math.NaN())); got&0x7f80 != 0x7f80 || got&0x7f == 0 {
 		t.Errorf("NaN → %#04x", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 
+	"github.com/galleon-ml/galleon/internal/kernels"
 	"github.com/galleon-ml/galleon/internal/safetensors"
 )
 
@@ -137,16 +138,6 @@ func widenOne(b []byte, d safetensors.DType) float32 {
 	return safetensors.F16ToFloat32(binary.LittleEndian.Uint16(b))
 }
 
-// f32ToBF16 rounds to the nearest bfloat16, ties to even; NaN stays a
-// quiet NaN.
-func f32ToBF16(f float32) uint16 {
-	u := math.Float32bits(f)
-	if u&0x7fffffff > 0x7f800000 {
-		return uint16(u>>16) | 0x40
-	}
-	return uint16((u + 0x7fff + (u>>16)&1) >> 16)
-}
-
 // f32ToF16 rounds to the nearest IEEE half, ties to even, overflowing to
 // infinity; NaN stays a quiet NaN.
 func f32ToF16(f float32) uint16 {
@@ -186,7 +177,7 @@ func narrow(b []byte, src []float32, d safetensors.DType) {
 		}
 	case safetensors.BF16:
 		for i, v := range src {
-			binary.LittleEndian.PutUint16(b[2*i:], f32ToBF16(v))
+			binary.LittleEndian.PutUint16(b[2*i:], kernels.Float32ToBF16(v))
 		}
 	case safetensors.F16:
 		for i, v := range src {

@@ -149,17 +149,6 @@ func sumBF16Into(dst []float32, srcs [][]uint16, lo, hi int) {
 	}
 }
 
-// roundBF16 rounds xs to bfloat16 precision in place.
-func roundBF16(xs []float32) {
-	var buf [1024]uint16
-	for len(xs) > 0 {
-		n := min(len(xs), len(buf))
-		kernels.ToBF16(buf[:n], xs[:n])
-		kernels.FromBF16(xs[:n], buf[:n])
-		xs = xs[n:]
-	}
-}
-
 // ReduceScatterBF16: see BF16Communicator. Every rank posts its whole
 // buffer rounded to bfloat16; the owner of each part widens and sums it.
 func (c *inProc) ReduceScatterBF16(buf []float32, counts []int) error {

@@ -46,10 +46,10 @@ func FromBF16(dst []float32, src []uint16) {
 	}
 }
 
-// roundBF16Slice rounds each element of src to bfloat16 precision into dst
+// RoundBF16Slice rounds each element of src to bfloat16 precision into dst
 // (dst may be src), through a stack buffer so that the vector routines do
-// the work.
-func roundBF16Slice(dst, src []float32) {
+// the work. It panics if dst is shorter than src.
+func RoundBF16Slice(dst, src []float32) {
 	var buf [256]uint16
 	for len(src) > 0 {
 		n := min(len(src), len(buf))

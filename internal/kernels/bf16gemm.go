@@ -57,7 +57,7 @@ func (x BF16Mat) rowF32(i, j0 int, dst []float32) {
 		FromBF16(dst, x.BF16[i*x.Ld+j0:][:len(dst)])
 		return
 	}
-	roundBF16Slice(dst, x.F32[i*x.Ld+j0:][:len(dst)])
+	RoundBF16Slice(dst, x.F32[i*x.Ld+j0:][:len(dst)])
 }
 
 // GemmBF16 computes C = alpha·op(A)·op(B) + beta·C with op(A) m×k and op(B)
