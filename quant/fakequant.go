@@ -227,7 +227,6 @@ type fqGradOp struct {
 	fwd      *fakeQuantOp
 	target   *G.Node
 	wrtScale bool
-	out      []float32
 }
 
 func (g *fqGradOp) Arity() int { return 3 }

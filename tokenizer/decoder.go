@@ -166,15 +166,6 @@ var bytesToUnicode, unicodeToByte = func() ([256]rune, map[rune]byte) {
 	return t, inv
 }()
 
-// byteLevelString maps raw bytes to GPT-2's byte-level characters.
-func byteLevelString(s string) string {
-	var sb strings.Builder
-	for i := 0; i < len(s); i++ {
-		sb.WriteRune(bytesToUnicode[s[i]])
-	}
-	return sb.String()
-}
-
 // rawBytes maps a byte-level token back to its bytes; ok is false when a
 // character is outside the table.
 func rawBytes(tok string) (string, bool) {

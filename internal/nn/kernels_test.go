@@ -174,7 +174,7 @@ func TestGELUKernel(t *testing.T) {
 }
 
 func TestGELUExtremes(t *testing.T) {
-	x := []float32{float32(math.Inf(1)), float32(math.Inf(-1)), 1e30, -1e30, 0, -0.0}
+	x := []float32{float32(math.Inf(1)), float32(math.Inf(-1)), 1e30, -1e30, 0, float32(math.Copysign(0, -1))}
 	y := make([]float32, len(x))
 	if err := GELUForward(y, x); err != nil {
 		t.Fatal(err)

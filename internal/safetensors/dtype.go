@@ -78,14 +78,3 @@ func ParseDType(s string) (DType, error) {
 	}
 	return 0, fmt.Errorf("safetensors: unknown dtype %q: %w", s, ErrInvalid)
 }
-
-// fromLib maps the library's element type to ours; the library may know
-// types that we do not (ok is false then), so this never indexes blindly.
-func fromLib(l st.DType) (DType, bool) {
-	for d := BOOL; d.Valid(); d++ {
-		if dtypeInfo[d].lib == l {
-			return d, true
-		}
-	}
-	return 0, false
-}

@@ -73,10 +73,6 @@ const maxArrayLen = 64
 // metadataKey is the reserved header key of the string→string metadata.
 const metadataKey = "__metadata__"
 
-// maxHeaderDepth is the deepest nesting the format uses: the header object,
-// a tensor entry, and its shape or data_offsets array.
-const maxHeaderDepth = 3
-
 // ReadOptions tune Read. The zero value gives the defaults.
 type ReadOptions struct {
 	// MaxHeaderSize bounds the JSON header in bytes; 0 means
