@@ -221,37 +221,16 @@ func (a *Adapter) Save(dir string) error {
 	if err := safetensors.WriteFile(filepath.Join(dir, WeightsFile), tensors, map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("lora: save: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(dir, ConfigFile), append(js, '\n')); err != nil {
+	if err := safetensors.WriteAtomic(filepath.Join(dir, ConfigFile), func(w io.Writer) error {
+		_, err := w.Write(append(js, '\n'))
+		return err
+	}); err != nil {
 		return fmt.Errorf("lora: save: %w", err)
 	}
 	return nil
 }
 
 func tensorName(module, which string) string { return tensorPrefix + module + "." + which + ".weight" }
-
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if err = f.Chmod(0o644); err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
 
 // ReadConfig reads dir's adapter_config.json into a Config. It accepts what
 // PEFT writes for a LoRA adapter of a causal LM: target_modules as a list

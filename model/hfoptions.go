@@ -286,3 +286,14 @@ func WriteDirAtomic(dir string, files map[string]func(io.Writer) error) error {
 	}
 	return nil
 }
+
+// HFSideFiles are the files of a Hugging Face model directory besides the
+// weights and config.json that a directory derived from it (merged,
+// quantized) needs to be used as it was: the tokenizer in its Hugging Face
+// forms, the chat template and the generation defaults. Writers copy the
+// ones present.
+var HFSideFiles = []string{
+	"generation_config.json",
+	"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+	"tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+}

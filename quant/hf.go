@@ -44,11 +44,7 @@ const (
 // SideFiles are the files SavePretrained copies from the source directory
 // when present: the configuration (required), generation settings and the
 // tokenizer in its Hugging Face forms.
-var SideFiles = []string{
-	"config.json", "generation_config.json",
-	"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-	"tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-}
+var SideFiles = append([]string{"config.json"}, model.HFSideFiles...)
 
 // rowsPerRead is how many output channels LoadPretrained widens to float32
 // at a time while quantizing a float weight.

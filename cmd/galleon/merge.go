@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/galleon-ml/galleon/internal/report"
 	"github.com/galleon-ml/galleon/model"
 )
 
@@ -21,15 +22,6 @@ type mergeResult struct {
 	MaxAbsDelta   float64 `json:"max_abs_delta"`  // largest |scale·B·A| element added to a weight
 	DType         string  `json:"dtype"`          // the saved weights' dtype
 	CopiedFiles   int     `json:"copied_files"`   // tokenizer and generation files copied from -model
-}
-
-// mergeCopied are the files of a Hugging Face model directory besides the
-// weights and config.json that a merged directory needs to be used as the
-// base was: its tokenizer, chat template and generation defaults.
-var mergeCopied = []string{
-	"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-	"tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-	"generation_config.json",
 }
 
 func mergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -102,7 +94,7 @@ func mergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	for _, f := range mergeCopied {
+	for _, f := range model.HFSideFiles {
 		if _, err := os.Stat(filepath.Join(*out, f)); err == nil {
 			res.CopiedFiles++
 		}
@@ -120,11 +112,7 @@ func mergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "note: the merged weights are rounded to %s; the default -dtype float32 keeps the merge exact\n", res.DType)
 	}
 	if *jsonOut {
-		js, err := json.Marshal(res)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s\n", js)
+		return report.PrintJSON(stdout, res)
 	}
 	return nil
 }
@@ -144,7 +132,7 @@ func saveMerged(m *model.Model, from, out string, opts []model.SaveOption) error
 	if err := m.SavePretrained(staged, opts...); err != nil {
 		return err
 	}
-	for _, f := range mergeCopied {
+	for _, f := range model.HFSideFiles {
 		if err := copyRegular(filepath.Join(from, f), filepath.Join(staged, f)); err != nil {
 			return fmt.Errorf("merge: %w", err)
 		}
@@ -165,7 +153,7 @@ func saveMerged(m *model.Model, from, out string, opts []model.SaveOption) error
 }
 
 // copyRegular copies src to dst if src is a regular file; a missing src is
-// not an error (a base directory has only some of mergeCopied).
+// not an error (a base directory has only some of model.HFSideFiles).
 func copyRegular(src, dst string) error {
 	st, err := os.Stat(src)
 	if os.IsNotExist(err) {

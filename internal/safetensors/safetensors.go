@@ -552,7 +552,7 @@ func WriteFile(path string, tensors []Tensor, metadata map[string]string) error 
 	if _, err := prepare(tensors, metadata); err != nil {
 		return err
 	}
-	return writeAtomic(path, func(w io.Writer) error { return Write(w, tensors, metadata) })
+	return WriteAtomic(path, func(w io.Writer) error { return Write(w, tensors, metadata) })
 }
 
 // WriteFileStream writes sources (see WriteStream) to path atomically:
@@ -565,7 +565,7 @@ func WriteFile(path string, tensors []Tensor, metadata map[string]string) error 
 // anything is written. A new file gets mode 0644, a replaced one keeps its
 // mode.
 func WriteFileStream(path string, sources []Source, metadata map[string]string) error {
-	return writeAtomic(path, func(w io.Writer) error { return WriteStream(w, sources, metadata) })
+	return WriteAtomic(path, func(w io.Writer) error { return WriteStream(w, sources, metadata) })
 }
 
 // TempName is the temporary file that WriteFile and WriteFileStream write
@@ -576,8 +576,11 @@ func TempName(path string) string {
 	return filepath.Join(dir, "."+base+".tmp")
 }
 
-// writeAtomic runs write into TempName(path) and renames it over path.
-func writeAtomic(path string, write func(io.Writer) error) (err error) {
+// WriteAtomic runs write into TempName(path) and renames it over path, with
+// WriteFileStream's guarantees (synced file and directory, one fixed
+// temporary name per path, directories refused, mode kept). It serves any
+// file a model or adapter directory holds, not only safetensors files.
+func WriteAtomic(path string, write func(io.Writer) error) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
