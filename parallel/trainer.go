@@ -446,12 +446,15 @@ func checkSameConfig(comm Communicator, m *model.Model, cfg Config, invalid bool
 }
 
 // ErrConfigMismatch is wrapped by the error NewRank returns when the ranks'
-// configurations differ.
-var ErrConfigMismatch = errors.New("parallel: ranks disagree on the configuration")
+// configurations differ. Its text has no package prefix: it is only ever
+// seen wrapped by an error that starts with "parallel: rank N: ".
+var ErrConfigMismatch = errors.New("ranks disagree on the configuration")
 
 // ErrPeer is wrapped by the error a rank returns when another rank's failure
-// stopped the step.
-var ErrPeer = errors.New("parallel: another rank failed")
+// stopped the step. Like ErrConfigMismatch it is only ever seen wrapped
+// ("parallel: rank 0: step 2: another rank failed: rank 1"), so its text
+// has no package prefix of its own.
+var ErrPeer = errors.New("another rank failed")
 
 func fill(n, v int) []int {
 	s := make([]int, n)
