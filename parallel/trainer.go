@@ -127,6 +127,7 @@ type Trainer struct {
 
 	steps           int
 	inputs, targets []int32 // the step's global batch: Accum × Batch × SeqLen
+	stepTargets     int     // targets of the step that carry loss (model.CountTargets of targets)
 
 	impl    stageSteps      // the stage-specific part of a step (step.go)
 	pending chan stepResult // a step that a cancelled context left running
@@ -598,6 +599,13 @@ func (t *Trainer) Step(ctx context.Context, data model.Batcher) (model.StepStats
 			pre = fmt.Errorf("data: %w", err)
 		} else if k+1 < t.cfg.Accum {
 			pre = ctx.Err()
+		}
+	}
+	if pre == nil {
+		// Every rank holds the whole global batch: each counts the
+		// step's targets alike, with no exchange.
+		if t.stepTargets = model.CountTargets(t.targets); t.stepTargets == 0 {
+			pre = fmt.Errorf("all %d targets are the ignore index -1: %w", len(t.targets), model.ErrNoTargets)
 		}
 	}
 	if t.shared && pre != nil {
