@@ -39,6 +39,9 @@ type ftResult struct {
 	ValWindows      int      `json:"val_windows"`
 	Packed          bool     `json:"packed"`
 	GradCkpt        bool     `json:"grad_checkpointing"`
+	Precision       string   `json:"precision"`       // fp32 or bf16: the linear layers' product operands
+	BaseDType       string   `json:"base_dtype"`      // float32 or bf16: how the base's weights are held
+	BF16Params      int      `json:"bf16_params"`     // base weights held in bfloat16
 	Workers         int      `json:"workers"`         // goroutine workers (1 under -mpi)
 	Ranks           int      `json:"ranks,omitempty"` // MPI ranks under -mpi
 	ResumedFrom     int      `json:"resumed_from_step,omitempty"`
@@ -107,12 +110,22 @@ func runFinetune(ctx context.Context, o *ftOptions, stdout, stderr io.Writer, af
 // trainer, restoring a checkpoint under -resume.
 func (r *ftRun) setup(ctx context.Context, stderr io.Writer) error {
 	o := r.o
-	l, err := loadBase(ctx, baseFlags{Model: o.Model, Int8: o.Int8})
+	// A float32 checkpoint loads as before whatever -base-dtype says
+	// (auto keeps only what is stored as BF16); -full and -int8 never
+	// keep bfloat16 weights.
+	dt := dtypeFloat32
+	if !o.Full && !o.Int8 && o.Precision != "fp32" {
+		dt = o.BaseDType
+	}
+	l, err := loadBase(ctx, baseFlags{Model: o.Model, Int8: o.Int8, DType: dt, Cmd: "finetune"})
 	if err != nil {
 		return err
 	}
 	m := l.Model
 	r.m, r.hf = m, l.HF
+	if err := o.resolvePrecision(l.DType); err != nil {
+		return err
+	}
 	if r.baseLen, err = weightFilesBytes(o.Model); err != nil {
 		return err
 	}
@@ -161,7 +174,12 @@ func (r *ftRun) setup(ctx context.Context, stderr io.Writer) error {
 func (r *ftRun) newTrainer() error {
 	o := r.o
 	if o.Workers == 1 && !o.MPI {
-		t, err := model.NewTrainer(r.m, model.TrainConfig{Batch: o.Batch, SeqLen: r.T, Accum: o.Accum, Schedule: r.sched, AdamW: r.adamw, ClipNorm: 1, GradCheckpointing: o.GradCkpt})
+		prec, err := model.ParsePrecision(o.Precision)
+		if err != nil {
+			return err
+		}
+		t, err := model.NewTrainer(r.m, model.TrainConfig{Batch: o.Batch, SeqLen: r.T, Accum: o.Accum, Schedule: r.sched, AdamW: r.adamw, ClipNorm: 1,
+			GradCheckpointing: o.GradCkpt, Precision: prec})
 		if err != nil {
 			return err
 		}
@@ -207,7 +225,11 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 	method := "full fine-tuning"
 	if r.lm != nil {
 		method = fmt.Sprintf("LoRA r=%d alpha=%g on %d layers", o.LoRAR, o.LoRAAlpha, len(r.lm.Active().Modules))
+		if !o.Int8 {
+			method += fmt.Sprintf(" over a %s base", o.BaseDType)
+		}
 	}
+	method += fmt.Sprintf(", %s products", o.Precision)
 	fmt.Fprintf(stdout, "%s: %s, %d trainable of %d weights; %d training windows of %d tokens (%s, %d trained targets), %d validation; %d steps of %d×%d sequences\n",
 		o.Model, method, trainable, r.m.NumParams(), len(r.d.Train), r.T, map[bool]string{true: "packed", false: "padded"}[r.d.Packed],
 		r.d.Tokens, len(r.d.Val), r.total, o.Batch, o.Accum)
@@ -342,6 +364,7 @@ func (r *ftRun) finish() (ftResult, error) {
 	o := r.o
 	res := ftResult{Steps: r.total, BaseBytes: r.baseLen, TrainableParams: r.m.Trainable().Len(),
 		TrainWindows: len(r.d.Train), ValWindows: len(r.d.Val), Packed: r.d.Packed, GradCkpt: o.GradCkpt, Workers: o.Workers, Ranks: r.ranks,
+		Precision: o.Precision, BaseDType: o.BaseDType, BF16Params: r.m.BF16Params(),
 		Epochs: float64(r.total*o.Batch*o.Accum) / float64(len(r.d.Train))}
 	res.TrainedTokens = r.d.Tokens
 	if r.rank != 0 {
