@@ -124,12 +124,18 @@ func finetune(ctx context.Context, args []string, stdout, stderr io.Writer, afte
 		o.GradCkpt = true
 	}
 	if o.Resume != "" {
-		stored, err := readCheckpointOptions(o.Resume)
+		stored, workers, err := readCheckpointOptions(o.Resume)
 		if err != nil {
 			return err
 		}
 		if err := mergeResumeOptions(o, stored, set); err != nil {
 			return err
+		}
+		// The interrupted run's workers, for its exact bits; another
+		// count (or -mpi) continues the same training to float32
+		// rounding.
+		if !set["workers"] && !o.MPI && workers > 0 {
+			o.Workers = workers
 		}
 	}
 	if err := o.validate(set); err != nil {
@@ -252,8 +258,6 @@ func (o *ftOptions) validate(set map[string]bool) error {
 		return bad("-full trains every weight: the -lora-* and -target flags do not apply")
 	case o.MPI && o.Workers > 1:
 		return bad("-mpi runs one worker per rank: drop -workers")
-	case o.Resume != "" && (o.Workers > 1 || o.MPI):
-		return bad("-resume needs one worker (no -workers, no -mpi): checkpoints hold one worker's optimizer state")
 	}
 	if err := o.validatePrecision(); err != nil {
 		return err

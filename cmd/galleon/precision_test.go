@@ -122,7 +122,7 @@ func TestFinetuneResumeBF16(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted run: %v\n%s", err, out.String())
 	}
-	stored, err := readCheckpointOptions(resumed)
+	stored, _, err := readCheckpointOptions(resumed)
 	if err != nil {
 		t.Fatal(err)
 	}
