@@ -120,3 +120,30 @@ func (b *swigluBackwardBody) Chunk(lo, hi int) {
 		kernels.SwiGLUGrad(dg, du, dy[c:e], gate[c:e], uc, sc, acc)
 	}
 }
+
+// swigluPacked runs SwiGLU over rows of packed [gate | up] halves: gu is
+// [n, 2F], y and s [n, F]. Forward (dgu nil) writes y and the sigmoid s;
+// backward writes both halves of dgu from dy [n, F] and the saved s.
+func swigluPacked(y, s, gu, dgu, dy []float32, F int) {
+	swigluPackedLoops.Run(0, swigluPackedBody{y, s, gu, dgu, dy, F}, len(s)/max(F, 1), rowGrain(2*F))
+}
+
+// swigluPackedBody is the loop body of swigluPacked, over rows.
+type swigluPackedBody struct {
+	y, s, gu, dgu, dy []float32
+	F                 int
+}
+
+var swigluPackedLoops kernels.Chunks[swigluPackedBody, *swigluPackedBody]
+
+func (b *swigluPackedBody) Chunk(lo, hi int) {
+	F := b.F
+	for r := lo; r < hi; r++ {
+		gate, up, s := b.gu[2*r*F:2*r*F+F], b.gu[2*r*F+F:2*r*F+2*F], b.s[r*F:r*F+F]
+		if b.dgu == nil {
+			kernels.SwiGLUForward(b.y[r*F:r*F+F], s, gate, up)
+			continue
+		}
+		kernels.SwiGLUGrad(b.dgu[2*r*F:2*r*F+F], b.dgu[2*r*F+F:2*r*F+2*F], b.dy[r*F:r*F+F], gate, up, s, false)
+	}
+}
