@@ -49,3 +49,14 @@ func (m *Model) bf16Tensors() map[string]stOut {
 	}
 	return out
 }
+
+// BF16Params returns the number of weights the model holds in bfloat16
+// (KeepBF16) rather than in Weights: the weights of its BF16Linear layers,
+// also under adapters.
+func (m *Model) BF16Params() int {
+	n := 0
+	for _, t := range m.bf16Tensors() {
+		n += len(t.bf16)
+	}
+	return n
+}

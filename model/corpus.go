@@ -56,19 +56,21 @@ type Corpus struct {
 }
 
 // GoSourceRoot returns $(go env GOROOT)/src, the directory the PyTorch
-// anchor reads, falling back to runtime.GOROOT() when no go command runs.
-// `go env` comes first, not the GOROOT recorded in the binary, so that both
-// sides read the same tree when several toolchains are installed.
+// anchor reads, falling back to $GOROOT/src when no go command runs.
+// `go env` comes first so that both sides read the same tree when several
+// toolchains are installed; the GOROOT recorded in the binary
+// (runtime.GOROOT, deprecated) is not used: it means nothing once the
+// binary is copied to another machine.
 func GoSourceRoot(ctx context.Context) (string, error) {
 	goroot := ""
 	if out, err := exec.CommandContext(ctx, "go", "env", "GOROOT").Output(); err == nil {
 		goroot = strings.TrimSpace(string(out))
 	}
 	if goroot == "" {
-		goroot = runtime.GOROOT() //nolint:staticcheck // fallback only: no go command on PATH
+		goroot = os.Getenv("GOROOT")
 	}
 	if goroot == "" {
-		return "", errors.New("model: cannot find GOROOT: no go command and no GOROOT recorded in the binary")
+		return "", errors.New("model: cannot find GOROOT: no go command on PATH and $GOROOT is not set")
 	}
 	return filepath.Join(goroot, "src"), nil
 }

@@ -298,3 +298,28 @@ func TestCorpusErrors(t *testing.T) {
 		t.Fatalf("empty tree: %v, %d bytes", err, len(c.Train)+len(c.Val))
 	}
 }
+
+// GoSourceRoot asks the go command first, then falls back to $GOROOT
+// (never the GOROOT recorded in the test binary), and without either is an
+// error.
+func TestGoSourceRootFallback(t *testing.T) {
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Skipf("no go command: %v", err)
+	}
+	want := filepath.Join(strings.TrimSpace(string(out)), "src")
+	got, err := GoSourceRoot(context.Background())
+	if err != nil || got != want {
+		t.Fatalf("with go on PATH: %q, %v; want %q", got, err, want)
+	}
+	t.Setenv("PATH", t.TempDir()) // no go command
+	fake := t.TempDir()
+	t.Setenv("GOROOT", fake)
+	if got, err := GoSourceRoot(context.Background()); err != nil || got != filepath.Join(fake, "src") {
+		t.Fatalf("without go, GOROOT=%s: %q, %v", fake, got, err)
+	}
+	t.Setenv("GOROOT", "")
+	if got, err := GoSourceRoot(context.Background()); err == nil {
+		t.Fatalf("without go or GOROOT: %q, want an error", got)
+	}
+}

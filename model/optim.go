@@ -215,9 +215,9 @@ func (s Schedule) LR(step int) float64 {
 // ErrNonFinite is wrapped by errors about NaN or infinite losses and gradients.
 var ErrNonFinite = errors.New("non-finite value")
 
-// ErrNoTargets is returned by Loss and Evaluate when every target is the
-// ignore index −1, so that an empty evaluation is never reported as a loss
-// of zero.
+// ErrNoTargets is returned by Loss and Evaluate, and wrapped by a training
+// step's error, when every target is the ignore index −1, so that an empty
+// evaluation is never reported as a loss of zero, nor an empty step taken.
 var ErrNoTargets = errors.New("no targets to score")
 
 // GradNorm returns the Euclidean norm of grads, accumulated in float64, and

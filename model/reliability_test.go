@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,31 +30,6 @@ func TestLoadRefusesSparsePaddedCheckpoint(t *testing.T) {
 	require.ErrorIs(t, err, ErrCheckpoint)
 	require.ErrorIs(t, err, safetensors.ErrCorrupt)
 	require.Less(t, b.TotalAlloc-a.TotalAlloc, uint64(64<<20))
-}
-
-// A FIFO in place of a checkpoint returns an error instead of waiting for
-// a writer.
-func TestLoadFIFOReturns(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(p, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	// A Hugging Face directory whose config.json is a FIFO.
-	hf := t.TempDir()
-	require.NoError(t, syscall.Mkfifo(filepath.Join(hf, "config.json"), 0o600))
-	for name, load := range map[string]func() error{
-		"Load":           func() error { _, err := Load(p); return err },
-		"LoadPretrained": func() error { _, err := LoadPretrained(hf); return err },
-	} {
-		done := make(chan error, 1)
-		go func() { done <- load() }()
-		select {
-		case err := <-done:
-			require.ErrorIs(t, err, safetensors.ErrNotRegular, name)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s of a FIFO did not return", name)
-		}
-	}
 }
 
 // Saving to a directory is an error before anything is written, and a

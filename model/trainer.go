@@ -34,10 +34,32 @@ type TrainConfig struct {
 	Precision Precision
 }
 
+// CountTargets returns the number of targets that carry loss: those that
+// are not the ignore index (−1).
+func CountTargets(targets []int32) int {
+	n := 0
+	for _, t := range targets {
+		if t != -1 {
+			n++
+		}
+	}
+	return n
+}
+
+// TargetWeight is the weight of a part of a step (a micro-batch, a
+// worker's rows of one) holding n of the step's total counted targets:
+// ForwardBackward with it adds the part's share of the gradient of the
+// step's mean loss. It is n/total in float32, computed as a float32
+// division, so that a part of unpadded data (n = rows·T) gets the bits of
+// rows/(Batch·Accum).
+func TargetWeight(n, total int) float32 {
+	return float32(n) / float32(total)
+}
+
 // StepStats reports one optimizer step.
 type StepStats struct {
 	Step     int     // 1-based number of the step just taken
-	Loss     float64 // mean training loss over the step's micro-batches, nats
+	Loss     float64 // mean training loss over the step's targets (all micro-batches), nats
 	GradNorm float64 // global gradient norm before clipping
 	LR       float64 // learning rate used
 	Tokens   int     // tokens processed by the step
@@ -83,7 +105,7 @@ func NewTrainer(m *Model, cfg TrainConfig) (*Trainer, error) {
 		r.Close()
 		return nil, err
 	}
-	n := cfg.Batch * cfg.SeqLen
+	n := cfg.Accum * cfg.Batch * cfg.SeqLen
 	return &Trainer{Model: m, Replica: r, Opt: opt, cfg: cfg, inputs: make([]int32, n), targets: make([]int32, n)}, nil
 }
 
@@ -93,10 +115,16 @@ func (t *Trainer) Config() TrainConfig { return t.cfg }
 // StepsDone returns the number of optimizer steps taken.
 func (t *Trainer) StepsDone() int { return t.Opt.T }
 
-// Step takes one optimizer step: Accum micro-batches forward and backward
-// with their gradients averaged, global-norm clipping, then AdamW at the
-// scheduled learning rate. A non-finite loss or gradient stops the step
-// before any weight changes, with an error naming the step.
+// Step takes one optimizer step: Accum micro-batches forward and backward,
+// global-norm clipping, then AdamW at the scheduled learning rate. The
+// step's loss, and the gradient, are the mean over every target of the step
+// that is not the ignore index (−1), whichever micro-batch holds it: each
+// micro-batch's mean is weighted by its share of the step's targets (as
+// transformers' Trainer normalizes by num_items_in_batch), so padding does
+// not change what the step trains, and parallel.Trainer with any number of
+// workers computes the same mean. A non-finite loss or gradient, or a step
+// whose targets are all ignored, stops the step before any weight changes,
+// with an error naming the step.
 func (t *Trainer) Step(ctx context.Context, data Batcher) (StepStats, error) {
 	step := t.Opt.T + 1
 	fail := func(err error) (StepStats, error) {
@@ -112,20 +140,29 @@ func (t *Trainer) Step(ctx context.Context, data Batcher) (StepStats, error) {
 		return fail(errors.New("trainer is closed"))
 	}
 
-	r := t.Replica
-	r.ZeroGrad()
-	weight := 1 / float32(t.cfg.Accum)
-	var loss float64
-	for k := 0; k < t.cfg.Accum; k++ {
-		if err := data.NextBatch(t.inputs, t.targets); err != nil {
+	// Every micro-batch first: the weights need the step's target count.
+	per := t.cfg.Batch * t.cfg.SeqLen
+	for k := range t.cfg.Accum {
+		if err := data.NextBatch(t.inputs[k*per:(k+1)*per], t.targets[k*per:(k+1)*per]); err != nil {
 			return fail(err)
 		}
+	}
+	total := CountTargets(t.targets)
+	if total == 0 {
+		return fail(fmt.Errorf("all %d targets are the ignore index -1: %w", len(t.targets), ErrNoTargets))
+	}
+	r := t.Replica
+	r.ZeroGrad()
+	var loss float64
+	for k := range t.cfg.Accum {
+		in, tg := t.inputs[k*per:(k+1)*per], t.targets[k*per:(k+1)*per]
+		n := CountTargets(tg)
 		r.Dropout.Step = uint64(step)*uint64(t.cfg.Accum) + uint64(k)
-		l, err := r.ForwardBackward(t.inputs, t.targets, weight)
+		l, err := r.ForwardBackward(in, tg, TargetWeight(n, total))
 		if err != nil {
 			return fail(err)
 		}
-		loss += float64(l) / float64(t.cfg.Accum)
+		loss += float64(l) * float64(n) / float64(total)
 	}
 
 	norm, err := GradNorm(r.Grad)
@@ -137,7 +174,7 @@ func (t *Trainer) Step(ctx context.Context, data Batcher) (StepStats, error) {
 	if err := t.Opt.StepScaled(r.Grad, ClipScale(norm, t.cfg.ClipNorm), lr); err != nil {
 		return fail(err)
 	}
-	return StepStats{Step: step, Loss: loss, GradNorm: norm, LR: lr, Tokens: t.cfg.Accum * len(t.inputs)}, nil
+	return StepStats{Step: step, Loss: loss, GradNorm: norm, LR: lr, Tokens: len(t.inputs)}, nil
 }
 
 // Train takes steps optimizer steps, calling progress (when not nil) after

@@ -2,6 +2,7 @@ package parallel
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,6 +61,8 @@ func TestBatcherPanicOnOneRankStopsEveryRank(t *testing.T) {
 		assert.Contains(t, errs[1].Error(), "rank 1: step 2: data: panic in NextBatch", "stage %d", stage)
 		assert.ErrorIs(t, errs[0], ErrPeer, "stage %d", stage)
 		assert.Contains(t, errs[0].Error(), "rank 0: step 2", "stage %d", stage)
+		// The package prefix once, not once per wrapping.
+		assert.Equal(t, 1, strings.Count(errs[0].Error(), "parallel:"), "stage %d: %v", stage, errs[0])
 	}
 }
 

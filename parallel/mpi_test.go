@@ -97,9 +97,15 @@ func TestMPIStagesMatchInProcess(t *testing.T) {
 // weights of the in-process workers, bit for bit; it returns each stage's
 // allocated memory between steps.
 func checkMPIStages(t *testing.T, cfg Config, mut ...func(*model.Config)) [4]int64 {
+	want := Hash(trainShared(t, cfg, 3, mut...).weights)
+	return checkMPIStagesOn(t, cfg, func() model.Batcher { return newTestData(t, 3) }, want, mut...)
+}
+
+// checkMPIStagesOn is checkMPIStages on the data newData returns, against
+// the in-process workers' weights' hash want.
+func checkMPIStagesOn(t *testing.T, cfg Config, newData func() model.Batcher, want uint64, mut ...func(*model.Config)) [4]int64 {
 	n, r := mpiComm.Size(), mpiComm.Rank()
 	const steps = 3
-	want := Hash(trainShared(t, cfg, steps, mut...).weights)
 	var allocated [4]int64
 	for stage := range 4 {
 		c := cfg
@@ -113,7 +119,7 @@ func checkMPIStages(t *testing.T, cfg Config, mut ...func(*model.Config)) [4]int
 		}
 		tr, err := NewRank(m, mpiComm, c)
 		require.NoError(t, err)
-		data := newTestData(t, 3)
+		data := newData()
 		for range steps {
 			if _, err := tr.Step(context.Background(), data); err != nil {
 				t.Fatal(err)
@@ -143,6 +149,14 @@ func TestMPIBF16StagesMatchInProcess(t *testing.T) {
 	cfg := testConfig(mpiComm.Size(), 10, 2)
 	cfg.CommPrecision = CommBF16
 	checkMPIStages(t, cfg)
+}
+
+// Padded data over MPI: the ranks weight their rows by their share of the
+// step's targets as the in-process workers do, at every stage.
+func TestMPIPaddedStagesMatchInProcess(t *testing.T) {
+	cfg := testConfig(mpiComm.Size(), 10, 2)
+	want := Hash(trainPadded(t, cfg, 3).weights)
+	checkMPIStagesOn(t, cfg, func() model.Batcher { return newPaddedData(t) }, want)
 }
 
 // The Llama family (GQA, RMSNorm, RoPE, SwiGLU) over MPI at every stage.

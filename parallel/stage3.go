@@ -31,7 +31,6 @@ func (s stage3Steps) compute(ctx context.Context, w *worker, step int, pre error
 	if err := t.gatherRest(w); err != nil {
 		return 0, err
 	}
-	t.gradWeight = t.rowsWeight(w)
 	loss, err := t.computeRows(ctx, w, step)
 	if err != nil && t.layers != nil && !errors.Is(err, model.ErrNonFinite) && !errors.Is(err, ctx.Err()) {
 		// The graph stopped between two of its collectives: the other

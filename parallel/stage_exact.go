@@ -1,9 +1,14 @@
 package parallel
 
-import "context"
+import (
+	"context"
+
+	"github.com/galleon-ml/galleon/model"
+)
 
 // exactSteps is the step of New with Config.Exact: every sample runs forward
-// and backward alone and its weighted gradient is kept; the reduction adds,
+// and backward alone and its gradient, weighted by the sample's share of the
+// step's targets, is kept; the reduction adds,
 // for each worker's shard, the gradients of all samples in global sample
 // order (micro-batch, then rank, then row), so the sum does not depend on
 // how the samples were split across workers.
@@ -18,7 +23,6 @@ func (s exactSteps) compute(ctx context.Context, w *worker, step int, pre error)
 	t := s.t
 	T := t.cfg.SeqLen
 	per := t.cfg.Batch * T
-	weight := 1 / float32(t.cfg.Batch*t.cfg.Accum)
 	var loss float64
 	for k := range t.cfg.Accum {
 		if err := ctx.Err(); err != nil {
@@ -28,12 +32,13 @@ func (s exactSteps) compute(ctx context.Context, w *worker, step int, pre error)
 			at := k*per + (w.rows.lo+j)*T
 			w.replica.ZeroGrad()
 			w.setDropout(step, t.cfg.Accum, k, (w.rows.lo+j)*T)
-			l, err := w.replica.ForwardBackward(t.inputs[at:at+T], t.targets[at:at+T], weight)
+			n := model.CountTargets(t.targets[at : at+T])
+			l, err := w.replica.ForwardBackward(t.inputs[at:at+T], t.targets[at:at+T], model.TargetWeight(n, t.stepTargets))
 			if err != nil {
 				return 0, err
 			}
 			t.keepSample(w.samples[k*w.rows.len()+j], w.replica.Grad)
-			loss += float64(l) * float64(weight)
+			loss += float64(l) * float64(n) / float64(t.stepTargets)
 		}
 	}
 	return loss, nil

@@ -17,7 +17,7 @@ import (
 //
 //   - compute: forward and backward over the rank's rows of every
 //     micro-batch, the gradients weighted so that the reduced gradient is the
-//     mean over the step's samples;
+//     mean over the step's targets (those that are not the ignore index);
 //   - agree: every rank learns every rank's status and loss, so that all
 //     stop together when one failed (agree, below);
 //   - reduce: the gradients are summed across ranks in a fixed order;
@@ -196,12 +196,13 @@ func (t *Trainer) update(w *worker, norm, lr float64) error {
 }
 
 // computeRows runs forward and backward on w's rows of every micro-batch,
-// checking ctx before each. The weight makes the reduced gradient the mean
-// over the step's samples.
+// checking ctx before each. Each part is weighted by its share of the
+// step's targets (model.TargetWeight), so the reduced gradient is the mean
+// over every target of the step, as model.Trainer's, however the padding
+// falls on the ranks.
 func (t *Trainer) computeRows(ctx context.Context, w *worker, step int) (float64, error) {
 	T := t.cfg.SeqLen
 	per := t.cfg.Batch * T
-	weight := t.rowsWeight(w)
 	var loss float64
 	for k := range t.cfg.Accum {
 		if err := ctx.Err(); err != nil {
@@ -209,20 +210,19 @@ func (t *Trainer) computeRows(ctx context.Context, w *worker, step int) (float64
 		}
 		in := t.inputs[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
 		tg := t.targets[k*per+w.rows.lo*T : k*per+w.rows.hi*T]
+		n := model.CountTargets(tg)
+		weight := model.TargetWeight(n, t.stepTargets)
+		if t.layers != nil {
+			t.gradWeight = weight // stage 3's layers weight their dW alike
+		}
 		w.setDropout(step, t.cfg.Accum, k, w.rows.lo*T)
 		l, err := w.replica.ForwardBackward(in, tg, weight)
 		if err != nil {
 			return 0, err
 		}
-		loss += float64(l) * float64(weight)
+		loss += float64(l) * float64(n) / float64(t.stepTargets)
 	}
 	return loss, nil
-}
-
-// rowsWeight is the weight of w's rows of one micro-batch in the step's
-// mean gradient.
-func (t *Trainer) rowsWeight(w *worker) float32 {
-	return float32(w.rows.len()) / float32(t.cfg.Batch*t.cfg.Accum)
 }
 
 // reduceScatter sums the gradients bucket by bucket, in a fixed order,

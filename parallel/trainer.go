@@ -127,6 +127,7 @@ type Trainer struct {
 
 	steps           int
 	inputs, targets []int32 // the step's global batch: Accum × Batch × SeqLen
+	stepTargets     int     // targets of the step that carry loss (model.CountTargets of targets)
 
 	impl    stageSteps      // the stage-specific part of a step (step.go)
 	pending chan stepResult // a step that a cancelled context left running
@@ -446,12 +447,15 @@ func checkSameConfig(comm Communicator, m *model.Model, cfg Config, invalid bool
 }
 
 // ErrConfigMismatch is wrapped by the error NewRank returns when the ranks'
-// configurations differ.
-var ErrConfigMismatch = errors.New("parallel: ranks disagree on the configuration")
+// configurations differ. Its text has no package prefix: it is only ever
+// seen wrapped by an error that starts with "parallel: rank N: ".
+var ErrConfigMismatch = errors.New("ranks disagree on the configuration")
 
 // ErrPeer is wrapped by the error a rank returns when another rank's failure
-// stopped the step.
-var ErrPeer = errors.New("parallel: another rank failed")
+// stopped the step. Like ErrConfigMismatch it is only ever seen wrapped
+// ("parallel: rank 0: step 2: another rank failed: rank 1"), so its text
+// has no package prefix of its own.
+var ErrPeer = errors.New("another rank failed")
 
 func fill(n, v int) []int {
 	s := make([]int, n)
@@ -595,6 +599,13 @@ func (t *Trainer) Step(ctx context.Context, data model.Batcher) (model.StepStats
 			pre = fmt.Errorf("data: %w", err)
 		} else if k+1 < t.cfg.Accum {
 			pre = ctx.Err()
+		}
+	}
+	if pre == nil {
+		// Every rank holds the whole global batch: each counts the
+		// step's targets alike, with no exchange.
+		if t.stepTargets = model.CountTargets(t.targets); t.stepTargets == 0 {
+			pre = fmt.Errorf("all %d targets are the ignore index -1: %w", len(t.targets), model.ErrNoTargets)
 		}
 	}
 	if t.shared && pre != nil {

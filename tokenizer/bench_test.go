@@ -3,8 +3,8 @@ package tokenizer
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -24,7 +24,13 @@ var (
 func benchCorpus(tb testing.TB) string {
 	benchOnce.Do(func() {
 		var sb strings.Builder
-		root := filepath.Join(runtime.GOROOT(), "src")
+		// The toolchain's own sources: `go test` puts its GOROOT/bin
+		// first on PATH, so this is the go that runs the benchmark.
+		goroot, err := exec.Command("go", "env", "GOROOT").Output()
+		if err != nil {
+			tb.Fatalf("go env GOROOT: %v", err)
+		}
+		root := filepath.Join(strings.TrimSpace(string(goroot)), "src")
 		for _, pkg := range []string{"net/http", "fmt", "strings", "strconv", "go/parser", "go/types", "runtime"} {
 			files, _ := filepath.Glob(filepath.Join(root, pkg, "*.go"))
 			slices.Sort(files)

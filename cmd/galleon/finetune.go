@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/galleon-ml/galleon/lora"
+	"github.com/galleon-ml/galleon/model"
 )
 
 // ftOptions are finetune's settings. A resumable checkpoint stores them
@@ -32,10 +33,18 @@ type ftOptions struct {
 	Full        bool     `json:"full"`
 	Int8        bool     `json:"int8"`
 	GradCkpt    bool     `json:"grad_checkpointing"`
-	Val         string   `json:"val"`
-	ValFraction float64  `json:"val_fraction"` // -1: 10% when there are at least 10 windows
-	EvalEvery   int      `json:"eval_every"`   // 0: about ten times per run
-	Seed        uint64   `json:"seed"`
+	// Precision is -precision, fp32 or bf16; "" until the base is loaded
+	// (then bf16 for a base kept in bfloat16, else fp32). A checkpoint
+	// stores the resolved value; one from before the flag has "", fp32.
+	Precision string `json:"precision"`
+	// BaseDType is -base-dtype, auto, float32 or bf16; the checkpoint
+	// stores the resolved float32 or bf16 ("": float32, as before the
+	// flag).
+	BaseDType   string  `json:"base_dtype"`
+	Val         string  `json:"val"`
+	ValFraction float64 `json:"val_fraction"` // -1: 10% when there are at least 10 windows
+	EvalEvery   int     `json:"eval_every"`   // 0: about ten times per run
+	Seed        uint64  `json:"seed"`
 
 	// Not part of the run's identity: where it writes and how it runs.
 	Out     string `json:"-"`
@@ -73,6 +82,10 @@ func finetuneFlags(fs *flag.FlagSet) (o *ftOptions, targets *string) {
 	targets = fs.String("target", "q_proj,v_proj", "comma-separated `modules` LoRA adapts (name suffixes such as q_proj), or all-linear")
 	fs.BoolVar(&o.Full, "full", false, "full fine-tuning: train every weight and write an HF model directory instead of an adapter")
 	fs.BoolVar(&o.Int8, "int8", false, "LoRA on an int8 base (the float32 weights of the linear layers are not kept)")
+	fs.StringVar(&o.Precision, "precision", "", "`format` of the operands of the linear layers' products, fp32 or bf16 (bfloat16 operands, float32 accumulation, float32 master weights and optimizer); "+
+		"with LoRA it is the frozen base's products (a float32 base's weights rounded per product, a bf16 base's as held; the adapters' rank-r products stay float32); default bf16 when the base is held in bf16, else fp32")
+	fs.StringVar(&o.BaseDType, "base-dtype", dtypeAuto, "`dtype` of LoRA's frozen base, auto, float32 or bf16: bf16 keeps a checkpoint's BF16 linear weights (and a tied embedding) in bfloat16, half their memory, "+
+		"multiplied on bfloat16 operands; float32 widens them exactly; auto is bf16 for a BF16 checkpoint unless -precision fp32, float32 otherwise (and always with -full or -int8)")
 	fs.BoolVar(&o.GradCkpt, "grad-checkpointing", false, "recompute each block's activations in the backward pass: activation memory of one block, about one more forward pass of time (on by default with -int8)")
 	fs.IntVar(&o.Workers, "workers", 1, "data-parallel goroutine workers (the batch is split across them)")
 	fs.StringVar(&o.Val, "val", "", "validation `file`, in the formats of -data")
@@ -111,12 +124,18 @@ func finetune(ctx context.Context, args []string, stdout, stderr io.Writer, afte
 		o.GradCkpt = true
 	}
 	if o.Resume != "" {
-		stored, err := readCheckpointOptions(o.Resume)
+		stored, workers, err := readCheckpointOptions(o.Resume)
 		if err != nil {
 			return err
 		}
 		if err := mergeResumeOptions(o, stored, set); err != nil {
 			return err
+		}
+		// The interrupted run's workers, for its exact bits; another
+		// count (or -mpi) continues the same training to float32
+		// rounding.
+		if !set["workers"] && !o.MPI && workers > 0 {
+			o.Workers = workers
 		}
 	}
 	if err := o.validate(set); err != nil {
@@ -141,6 +160,20 @@ func splitTargets(s string) []string {
 // resumed run is the interrupted run, continued.
 func mergeResumeOptions(o *ftOptions, stored ftOptions, set map[string]bool) error {
 	cur := *o
+	// Checkpoints from before -precision and -base-dtype trained float32
+	// products on a float32 base.
+	if stored.Precision == "" {
+		stored.Precision = "fp32"
+	}
+	if stored.BaseDType == "" {
+		stored.BaseDType = dtypeFloat32
+	}
+	if d, ok := parseBaseDType(cur.BaseDType); ok {
+		cur.BaseDType = d
+	}
+	if p, err := model.ParsePrecision(cur.Precision); err == nil {
+		cur.Precision = p.String()
+	}
 	keep := func(name string, differs bool) error {
 		if set[name] && differs {
 			return usageError{fmt.Sprintf("finetune: -%s differs from the run in the -resume checkpoint; a resumed run keeps its settings", name)}
@@ -160,6 +193,9 @@ func mergeResumeOptions(o *ftOptions, stored ftOptions, set map[string]bool) err
 		{"target", strings.Join(cur.Targets, ",") != strings.Join(stored.Targets, ",")},
 		{"full", cur.Full != stored.Full}, {"int8", cur.Int8 != stored.Int8},
 		{"grad-checkpointing", cur.GradCkpt != stored.GradCkpt},
+		{"precision", cur.Precision != stored.Precision},
+		// auto resolves as the interrupted run did: from the same model.
+		{"base-dtype", cur.BaseDType != stored.BaseDType && cur.BaseDType != dtypeAuto},
 		{"val", cur.Val != stored.Val}, {"val-fraction", cur.ValFraction != stored.ValFraction},
 		{"eval-every", cur.EvalEvery != stored.EvalEvery}, {"seed", cur.Seed != stored.Seed},
 	}
@@ -222,8 +258,9 @@ func (o *ftOptions) validate(set map[string]bool) error {
 		return bad("-full trains every weight: the -lora-* and -target flags do not apply")
 	case o.MPI && o.Workers > 1:
 		return bad("-mpi runs one worker per rank: drop -workers")
-	case o.Resume != "" && (o.Workers > 1 || o.MPI):
-		return bad("-resume needs one worker (no -workers, no -mpi): checkpoints hold one worker's optimizer state")
+	}
+	if err := o.validatePrecision(); err != nil {
+		return err
 	}
 	for _, p := range []struct{ flag, path string }{{"data", o.Data}, {"val", o.Val}} {
 		if p.path == "" {
@@ -241,6 +278,62 @@ func (o *ftOptions) validate(set map[string]bool) error {
 		if err := cfg.Validate(); err != nil {
 			return bad("%v", err)
 		}
+	}
+	return nil
+}
+
+// validatePrecision checks and normalizes -precision and -base-dtype.
+// What only the loaded model tells (whether the checkpoint stores BF16
+// weights) is checked in resolvePrecision.
+func (o *ftOptions) validatePrecision() error {
+	bad := func(format string, args ...any) error {
+		return usageError{"finetune: " + fmt.Sprintf(format, args...)}
+	}
+	if o.Precision != "" {
+		p, err := model.ParsePrecision(o.Precision)
+		if err != nil {
+			return bad("-precision %q: want fp32 or bf16", o.Precision)
+		}
+		o.Precision = p.String()
+	}
+	d, ok := parseBaseDType(o.BaseDType)
+	if !ok {
+		return bad("-base-dtype %q: want auto, float32 or bf16", o.BaseDType)
+	}
+	o.BaseDType = d
+	parallel := o.Workers > 1 || o.MPI
+	switch {
+	case d == dtypeBF16 && o.Full:
+		return bad("-base-dtype bf16 holds a frozen base, and -full trains every weight (in float32 master weights): use -full -precision bf16 for mixed precision")
+	case d == dtypeBF16 && o.Int8:
+		return bad("-base-dtype bf16 and -int8 exclude each other: -int8 holds the base's linear weights in int8")
+	case o.Int8 && o.Precision == "bf16":
+		return bad("-precision bf16 does not apply to -int8, whose base multiplies in int8 (the adapters stay float32)")
+	case d == dtypeBF16 && o.Precision == "fp32":
+		return bad("-base-dtype bf16 multiplies on bfloat16 operands, -precision fp32 asks for float32 ones: drop one")
+	case o.Precision == "bf16" && parallel && (o.Full || d == dtypeFloat32):
+		return bad("-precision bf16 on float32 weights needs one worker (no -workers, no -mpi): the data-parallel trainer multiplies in float32")
+	}
+	return nil
+}
+
+// resolvePrecision settles -base-dtype and -precision once the base is
+// loaded: held is how it holds its weights (loaded.DType).
+func (o *ftOptions) resolvePrecision(held string) error {
+	if o.BaseDType == dtypeBF16 && held != dtypeBF16 {
+		// loadBase refuses a directory without BF16 weights; a galleon
+		// checkpoint file has float32 ones only.
+		return usageError{fmt.Sprintf("finetune: -base-dtype bf16: %s holds no BF16 weights to keep (use -base-dtype float32 or auto)", o.Model)}
+	}
+	o.BaseDType = held
+	if o.Precision == "" {
+		o.Precision = "fp32"
+		if held == dtypeBF16 {
+			o.Precision = "bf16"
+		}
+	}
+	if o.Precision == "bf16" && held == dtypeFloat32 && (o.Workers > 1 || o.MPI) {
+		return usageError{"finetune: -precision bf16 on float32 weights needs one worker (no -workers, no -mpi): the data-parallel trainer multiplies in float32"}
 	}
 	return nil
 }

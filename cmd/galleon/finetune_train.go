@@ -39,6 +39,9 @@ type ftResult struct {
 	ValWindows      int      `json:"val_windows"`
 	Packed          bool     `json:"packed"`
 	GradCkpt        bool     `json:"grad_checkpointing"`
+	Precision       string   `json:"precision"`       // fp32 or bf16: the linear layers' product operands
+	BaseDType       string   `json:"base_dtype"`      // float32 or bf16: how the base's weights are held
+	BF16Params      int      `json:"bf16_params"`     // base weights held in bfloat16
 	Workers         int      `json:"workers"`         // goroutine workers (1 under -mpi)
 	Ranks           int      `json:"ranks,omitempty"` // MPI ranks under -mpi
 	ResumedFrom     int      `json:"resumed_from_step,omitempty"`
@@ -80,7 +83,7 @@ type ftRun struct {
 	adamw   model.AdamWConfig
 	loader  *data.Loader
 	tr      stepper
-	single  *model.Trainer // tr when it has one worker: its state is checkpointed
+	single  *model.Trainer // tr when it has one worker (else tr is a parallel.Trainer)
 	hist    history
 	start   int       // steps done before this process (resume)
 	pending *restored // a checkpoint's optimizer state, until the trainer exists
@@ -107,12 +110,22 @@ func runFinetune(ctx context.Context, o *ftOptions, stdout, stderr io.Writer, af
 // trainer, restoring a checkpoint under -resume.
 func (r *ftRun) setup(ctx context.Context, stderr io.Writer) error {
 	o := r.o
-	l, err := loadBase(ctx, baseFlags{Model: o.Model, Int8: o.Int8})
+	// A float32 checkpoint loads as before whatever -base-dtype says
+	// (auto keeps only what is stored as BF16); -full and -int8 never
+	// keep bfloat16 weights.
+	dt := dtypeFloat32
+	if !o.Full && !o.Int8 && o.Precision != "fp32" {
+		dt = o.BaseDType
+	}
+	l, err := loadBase(ctx, baseFlags{Model: o.Model, Int8: o.Int8, DType: dt, Cmd: "finetune"})
 	if err != nil {
 		return err
 	}
 	m := l.Model
 	r.m, r.hf = m, l.HF
+	if err := o.resolvePrecision(l.DType); err != nil {
+		return err
+	}
 	if r.baseLen, err = weightFilesBytes(o.Model); err != nil {
 		return err
 	}
@@ -161,7 +174,12 @@ func (r *ftRun) setup(ctx context.Context, stderr io.Writer) error {
 func (r *ftRun) newTrainer() error {
 	o := r.o
 	if o.Workers == 1 && !o.MPI {
-		t, err := model.NewTrainer(r.m, model.TrainConfig{Batch: o.Batch, SeqLen: r.T, Accum: o.Accum, Schedule: r.sched, AdamW: r.adamw, ClipNorm: 1, GradCheckpointing: o.GradCkpt})
+		prec, err := model.ParsePrecision(o.Precision)
+		if err != nil {
+			return err
+		}
+		t, err := model.NewTrainer(r.m, model.TrainConfig{Batch: o.Batch, SeqLen: r.T, Accum: o.Accum, Schedule: r.sched, AdamW: r.adamw, ClipNorm: 1,
+			GradCheckpointing: o.GradCkpt, Precision: prec})
 		if err != nil {
 			return err
 		}
@@ -175,14 +193,14 @@ func (r *ftRun) newTrainer() error {
 			return err
 		}
 		r.tr, r.rank, r.ranks = t, rank, ranks
-		return nil
+		return r.applyRestoredOptimizer()
 	}
 	t, err := parallel.New(r.m, cfg)
 	if err != nil {
 		return err
 	}
 	r.tr = t
-	return nil
+	return r.applyRestoredOptimizer()
 }
 
 // train runs the remaining steps; on cancellation it saves a checkpoint.
@@ -207,7 +225,11 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 	method := "full fine-tuning"
 	if r.lm != nil {
 		method = fmt.Sprintf("LoRA r=%d alpha=%g on %d layers", o.LoRAR, o.LoRAAlpha, len(r.lm.Active().Modules))
+		if !o.Int8 {
+			method += fmt.Sprintf(" over a %s base", o.BaseDType)
+		}
 	}
+	method += fmt.Sprintf(", %s products", o.Precision)
 	fmt.Fprintf(stdout, "%s: %s, %d trainable of %d weights; %d training windows of %d tokens (%s, %d trained targets), %d validation; %d steps of %d×%d sequences\n",
 		o.Model, method, trainable, r.m.NumParams(), len(r.d.Train), r.T, map[bool]string{true: "packed", false: "padded"}[r.d.Packed],
 		r.d.Tokens, len(r.d.Val), r.total, o.Batch, o.Accum)
@@ -249,16 +271,32 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		// waiting in it.
 		if ctx.Err() != nil && !o.MPI {
 			bar.Finish("interrupted")
-			return r.interrupt(ctx, stdout, step-1)
+			return r.interrupt(ctx, stdout, step-1, nil)
 		}
 		t0 := time.Now()
-		st, err := r.tr.Step(ctx, batcher)
+		// Under MPI a signal stops the run between steps: a step
+		// cancelled midway would abort the job (MPI_Abort) before rank 0
+		// saved anything. Cancelled before it, the step stops every rank
+		// alike at its first exchange, and changes no weight.
+		sctx := ctx
+		if o.MPI && ctx.Err() == nil {
+			sctx = context.WithoutCancel(ctx)
+		}
+		// A step stopped midway may have drawn its batches: the
+		// checkpoint takes the data's position from before it.
+		pos := r.loader.State()
+		st, err := r.tr.Step(sctx, batcher)
 		if err != nil {
-			if ctx.Err() != nil && (r.single == nil || r.single.StepsDone() == step-1) {
-				// Cancelled before the step changed anything (a failed
+			// Another rank's interrupt stops this one with ErrPeer.
+			stopped := ctx.Err() != nil || (o.MPI && errors.Is(err, parallel.ErrPeer))
+			if stopped && (r.single == nil || r.single.StepsDone() == step-1) {
+				// Stopped before the step changed anything (a failed
 				// parallel step leaves the weights as they were).
 				bar.Finish("interrupted")
-				return r.interrupt(ctx, stdout, step-1)
+				if err := r.loader.SetState(pos); err != nil {
+					return err
+				}
+				return r.interrupt(ctx, stdout, step-1, err)
 			}
 			return err
 		}
@@ -342,6 +380,7 @@ func (r *ftRun) finish() (ftResult, error) {
 	o := r.o
 	res := ftResult{Steps: r.total, BaseBytes: r.baseLen, TrainableParams: r.m.Trainable().Len(),
 		TrainWindows: len(r.d.Train), ValWindows: len(r.d.Val), Packed: r.d.Packed, GradCkpt: o.GradCkpt, Workers: o.Workers, Ranks: r.ranks,
+		Precision: o.Precision, BaseDType: o.BaseDType, BF16Params: r.m.BF16Params(),
 		Epochs: float64(r.total*o.Batch*o.Accum) / float64(len(r.d.Train))}
 	res.TrainedTokens = r.d.Tokens
 	if r.rank != 0 {
@@ -427,16 +466,14 @@ func (r *ftRun) plot() report.Plot {
 }
 
 // interrupt saves a resumable checkpoint (and the outputs so far) after
-// step steps and reports how to continue.
-func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int) error {
-	if r.rank != 0 {
-		return fmt.Errorf("finetune: rank %d interrupted after step %d: %w", r.rank, step, context.Cause(ctx))
+// step steps and reports how to continue. cause is why the run stopped:
+// the step's error (nil when it stopped between steps), else ctx's.
+func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int, cause error) error {
+	if cause == nil || ctx.Err() != nil {
+		cause = context.Cause(ctx)
 	}
-	if r.single == nil {
-		if err := r.saveOutputs(); err != nil {
-			return err
-		}
-		return fmt.Errorf("finetune: interrupted after step %d of %d; wrote the outputs so far to %s (a resumable checkpoint needs -workers 1): %w", step, r.total, r.o.Out, context.Cause(ctx))
+	if r.rank != 0 {
+		return fmt.Errorf("finetune: rank %d interrupted after step %d: %w", r.rank, step, cause)
 	}
 	if err := r.saveCheckpoint(step); err != nil {
 		return err
@@ -445,7 +482,7 @@ func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int) error
 		return err
 	}
 	fmt.Fprintf(stdout, "interrupted after step %d of %d: checkpoint saved in %s; continue with: galleon finetune -resume %s\n", step, r.total, r.o.Out, r.o.Out)
-	return fmt.Errorf("finetune: interrupted after step %d of %d (checkpoint in %s): %w", step, r.total, r.o.Out, context.Cause(ctx))
+	return fmt.Errorf("finetune: interrupted after step %d of %d (checkpoint in %s): %w", step, r.total, r.o.Out, cause)
 }
 
 // startCPUProfile profiles the process into path until stop is called.

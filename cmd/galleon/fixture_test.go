@@ -89,14 +89,27 @@ func tinyLlamaConfig() model.Config {
 // config.json, and returns the directory and the model.
 func tinyLlamaDir(t testing.TB) (string, *model.Model) {
 	t.Helper()
+	return tinyLlamaDirDType(t, "float32")
+}
+
+// tinyLlamaDirDType is tinyLlamaDir with the weights stored in dtype
+// ("float32" or "bfloat16", as real Llama checkpoints ship); the returned
+// model holds them widened to float32.
+func tinyLlamaDirDType(t testing.TB, dtype string) (string, *model.Model) {
+	t.Helper()
 	tk := tokenizerData(t, "llama2")
 	m, err := model.New(tinyLlamaConfig(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "llama")
-	if err := m.SavePretrained(dir); err != nil {
+	if err := m.SavePretrained(dir, model.WithDType(dtype)); err != nil {
 		t.Fatal(err)
+	}
+	if dtype != "float32" {
+		if m, err = model.LoadPretrained(dir); err != nil {
+			t.Fatal(err)
+		}
 	}
 	copyFile(t, filepath.Join(tk, "tokenizer.json"), filepath.Join(dir, "tokenizer.json"))
 	copyFile(t, filepath.Join(tk, "tokenizer_config.json"), filepath.Join(dir, "tokenizer_config.json"))

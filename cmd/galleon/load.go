@@ -1,7 +1,7 @@
 package main
 
 // load.go is the one place every subcommand reads a model: the flags that
-// name it (-model, -adapter, -int8), the model itself (a Hugging Face
+// name it (-model, -adapter, -int8, -base-dtype), the model itself (a Hugging Face
 // directory or a galleon checkpoint file), its tokenizer behind one
 // interface, the LoRA adapter applied on top, the ids that end a
 // generation, and the data options that turn fine-tuning files into tokens
@@ -28,8 +28,8 @@ import (
 	"github.com/galleon-ml/galleon/tokenizer"
 )
 
-// baseFlags names the model a command runs: the flags -model, -adapter and
-// -int8 that every model-reading subcommand shares.
+// baseFlags names the model a command runs: the flags -model, -adapter,
+// -int8 and -base-dtype that every model-reading subcommand shares.
 type baseFlags struct {
 	// Model is a Hugging Face model directory (config.json, safetensors
 	// weights, tokenizer.json) or a galleon checkpoint file (byte-level
@@ -40,21 +40,69 @@ type baseFlags struct {
 	Adapter string
 	// Int8 runs the model's linear layers on int8 weights.
 	Int8 bool
+	// DType is how a Hugging Face directory's BF16 weights are held (see
+	// parseBaseDType): dtypeBF16 keeps them in bfloat16 (an error when
+	// the directory stores none), dtypeAuto keeps those stored as BF16,
+	// and dtypeFloat32 or "" widens everything to float32.
+	DType string
+	// Cmd is the subcommand's name, which starts usage errors (check
+	// sets it).
+	Cmd string
 }
 
-// register adds -model, -adapter and -int8 to fs, filling b.
+// The -base-dtype values, as parseBaseDType returns them.
+const (
+	dtypeAuto    = "auto"
+	dtypeFloat32 = "float32"
+	dtypeBF16    = "bf16"
+)
+
+// parseBaseDType returns the -base-dtype value s names: auto, float32 (or
+// fp32) or bf16 (or bfloat16).
+func parseBaseDType(s string) (string, bool) {
+	switch s {
+	case "auto":
+		return dtypeAuto, true
+	case "float32", "fp32":
+		return dtypeFloat32, true
+	case "bf16", "bfloat16":
+		return dtypeBF16, true
+	}
+	return "", false
+}
+
+// baseDTypeUsage is -base-dtype's help for the commands that only run a
+// model (finetune has its own).
+const baseDTypeUsage = "how the weights of the linear layers, and the token embedding with a tied head, are held: " +
+	"bf16 keeps a checkpoint's BF16 weights in bfloat16 (half the memory; the products take bfloat16 operands and accumulate in float32), " +
+	"float32 widens them exactly, auto keeps them as the checkpoint stores them"
+
+// register adds -model, -adapter, -int8 and -base-dtype to fs, filling b.
 func (b *baseFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.Model, "model", "", "Hugging Face model `dir` (config.json, *.safetensors, tokenizer.json) or galleon checkpoint file (required)")
 	fs.StringVar(&b.Adapter, "adapter", "", "PEFT LoRA adapter `dir` (adapter_config.json, adapter_model.safetensors) to apply")
 	fs.BoolVar(&b.Int8, "int8", false, "run the linear layers on int8 weights (per-channel weights, per-token activations)")
+	fs.StringVar(&b.DType, "base-dtype", dtypeAuto, "`dtype` auto, float32 or bf16: "+baseDTypeUsage)
 }
 
-// check returns the usage error of a command line that names no model.
-// cmd is the subcommand's name, which starts the message.
+// check returns the usage error of a command line that names no model or
+// an unknown or contradictory -base-dtype. cmd is the subcommand's name,
+// which starts the message.
 func (b *baseFlags) check(cmd string) error {
 	if b.Model == "" {
 		return usageError{cmd + ": -model is required"}
 	}
+	if b.DType == "" { // commands without the flag (merge) widen
+		b.DType = dtypeFloat32
+	}
+	d, ok := parseBaseDType(b.DType)
+	if !ok {
+		return usageError{fmt.Sprintf("%s: -base-dtype %q: want auto, float32 or bf16", cmd, b.DType)}
+	}
+	if d == dtypeBF16 && b.Int8 {
+		return usageError{cmd + ": -base-dtype bf16 and -int8 exclude each other: -int8 holds the linear weights in int8"}
+	}
+	b.DType, b.Cmd = d, cmd
 	return nil
 }
 
@@ -77,19 +125,25 @@ type loaded struct {
 	EOS []int32
 	// HF reports whether Model came from a Hugging Face directory.
 	HF bool
+	// DType is how the base's weights are held: dtypeBF16 when
+	// LoadPretrained kept some in bfloat16 (model.KeepBF16), dtypeFloat32
+	// otherwise (also for -int8, whose other tensors are float32).
+	DType string
 }
 
 // loadBase reads the model that f names. A directory is a Hugging Face
 // model (model.LoadPretrained) with its tokenizer (tokenizer.Load); a file
 // is a galleon checkpoint (model.Load) with byte-level tokens. With f.Int8
-// the linear layers become int8 (loadInt8); with f.Adapter the PEFT
-// adapter is loaded on top, over the int8 layers if any.
+// the linear layers become int8 (loadInt8); with f.DType auto or bf16 the
+// BF16 weights of a directory stay bfloat16 (model.KeepBF16); with
+// f.Adapter the PEFT adapter is loaded on top, over the int8 or bfloat16
+// layers if any.
 func loadBase(ctx context.Context, f baseFlags) (*loaded, error) {
 	st, err := os.Stat(f.Model)
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
-	l := &loaded{HF: st.IsDir()}
+	l := &loaded{HF: st.IsDir(), DType: dtypeFloat32}
 	if l.HF {
 		tk, err := tokenizer.Load(f.Model)
 		if err != nil {
@@ -111,12 +165,21 @@ func loadBase(ctx context.Context, f baseFlags) (*loaded, error) {
 		if _, serr := os.Stat(filepath.Join(f.Model, quant.Int8WeightsFile)); serr == nil {
 			return nil, fmt.Errorf("%s holds int8 weights (%s): add -int8", f.Model, quant.Int8WeightsFile)
 		}
-		l.Model, err = model.LoadPretrained(f.Model)
+		var opts []model.LoadOption
+		if f.DType == dtypeAuto || f.DType == dtypeBF16 {
+			opts = append(opts, model.KeepBF16())
+		}
+		l.Model, err = model.LoadPretrained(f.Model, opts...)
 	} else {
 		l.Model, err = model.Load(f.Model)
 	}
 	if err != nil {
 		return nil, err
+	}
+	if l.Model.BF16Params() > 0 {
+		l.DType = dtypeBF16
+	} else if f.DType == dtypeBF16 {
+		return nil, usageError{fmt.Sprintf("%s: -base-dtype bf16: %s stores no BF16 weights to keep (use -base-dtype float32 or auto)", f.Cmd, f.Model)}
 	}
 	// Every id the tokenizer can produce must have an embedding row; the
 	// model may have more rows than the tokenizer has tokens (Qwen pads

@@ -48,15 +48,29 @@ func fromBF16Asm(dst []float32, src []uint16) int {
 	return n
 }
 
-// interleaveAsm sets dst[i] = pair(s0[i], s1[i]) for the longest prefix
-// the vector routine handles, and returns its length.
-func interleaveAsm(dst []uint32, s0, s1 []uint16) int {
-	n := len(dst) &^ 15
+// interleaveAsm sets dst[g·stride+i] = pair(s0[16g+i], s1[16g+i]) for the
+// longest prefix of s0 (whole groups of 16) the vector routine handles, and
+// returns its length. len(s1) ≥ len(s0).
+func interleaveAsm(dst []uint32, stride int, s0, s1 []uint16) int {
+	n := len(s0) &^ 15
 	if !bf16CvtAVX512 || n == 0 {
 		return 0
 	}
-	_, _ = s0[n-1], s1[n-1]
-	interleaveBF16AVX512(&dst[0], &s0[0], &s1[0], n)
+	_, _ = s1[n-1], dst[(n/16-1)*stride+15]
+	interleaveBF16AVX512(&dst[0], stride, &s0[0], &s1[0], n)
+	return n
+}
+
+// cvtPairsAsm is interleaveAsm for float32 rows, rounded to bfloat16 as
+// ToBF16 rounds them: dst[g·stride+i] = pair(Float32ToBF16(s0[16g+i]),
+// Float32ToBF16(s1[16g+i])).
+func cvtPairsAsm(dst []uint32, stride int, s0, s1 []float32) int {
+	n := len(s0) &^ 15
+	if !bf16CvtAVX512 || n == 0 {
+		return 0
+	}
+	_, _ = s1[n-1], dst[(n/16-1)*stride+15]
+	cvtPairsAVX512(&dst[0], stride, &s0[0], &s1[0], n)
 	return n
 }
 

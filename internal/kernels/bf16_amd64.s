@@ -53,6 +53,55 @@ done:
 	VZEROUPPER
 	RET
 
+// func cvtPairsAVX512(dst *uint32, stride int, s0 *float32, s1 *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·cvtPairsAVX512(SB), NOSPLIT, $0-40
+	MOVQ         dst+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         s0+16(FP), DX
+	MOVQ         s1+24(FP), BX
+	MOVQ         n+32(FP), SI
+	SHLQ         $0x02, CX
+	VPBROADCASTD bf16One<>+0(SB), Z0
+	VPBROADCASTD bf16Round<>+0(SB), Z1
+	VPBROADCASTD bf16Abs<>+0(SB), Z2
+	VPBROADCASTD bf16Inf<>+0(SB), Z3
+	VPBROADCASTD bf16Quiet<>+0(SB), Z4
+
+loop:
+	CMPQ      SI, $0x10
+	JL        done
+	VMOVDQU32 (DX), Z5
+	VPSRLD    $0x10, Z5, Z6
+	VPANDD    Z0, Z6, Z6
+	VPADDD    Z1, Z6, Z6
+	VPADDD    Z5, Z6, Z6
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K1
+	VPORD     Z4, Z5, K1, Z6
+	VMOVDQU32 (BX), Z5
+	VPSRLD    $0x10, Z5, Z7
+	VPANDD    Z0, Z7, Z7
+	VPADDD    Z1, Z7, Z7
+	VPADDD    Z5, Z7, Z7
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K1
+	VPORD     Z4, Z5, K1, Z7
+	VPSRLD    $0x10, Z6, Z6
+	VPSRLD    $0x10, Z7, Z7
+	VPSLLD    $0x10, Z7, Z7
+	VPORD     Z7, Z6, Z6
+	VMOVDQU32 Z6, (AX)
+	ADDQ      $0x40, DX
+	ADDQ      $0x40, BX
+	ADDQ      CX, AX
+	SUBQ      $0x10, SI
+	JMP       loop
+
+done:
+	VZEROUPPER
+	RET
+
 // func bf16ToF32AVX512(dst *float32, src *uint16, n int)
 // Requires: AVX, AVX512F
 TEXT ·bf16ToF32AVX512(SB), NOSPLIT, $0-24
@@ -75,26 +124,28 @@ done:
 	VZEROUPPER
 	RET
 
-// func interleaveBF16AVX512(dst *uint32, s0 *uint16, s1 *uint16, n int)
+// func interleaveBF16AVX512(dst *uint32, stride int, s0 *uint16, s1 *uint16, n int)
 // Requires: AVX, AVX512F
-TEXT ·interleaveBF16AVX512(SB), NOSPLIT, $0-32
+TEXT ·interleaveBF16AVX512(SB), NOSPLIT, $0-40
 	MOVQ dst+0(FP), AX
-	MOVQ s0+8(FP), CX
-	MOVQ s1+16(FP), DX
-	MOVQ n+24(FP), BX
+	MOVQ stride+8(FP), CX
+	MOVQ s0+16(FP), DX
+	MOVQ s1+24(FP), BX
+	MOVQ n+32(FP), SI
+	SHLQ $0x02, CX
 
 loop:
-	CMPQ      BX, $0x10
+	CMPQ      SI, $0x10
 	JL        done
-	VPMOVZXWD (CX), Z0
-	VPMOVZXWD (DX), Z1
+	VPMOVZXWD (DX), Z0
+	VPMOVZXWD (BX), Z1
 	VPSLLD    $0x10, Z1, Z1
 	VPORD     Z1, Z0, Z0
 	VMOVDQU32 Z0, (AX)
-	ADDQ      $0x20, CX
 	ADDQ      $0x20, DX
-	ADDQ      $0x40, AX
-	SUBQ      $0x10, BX
+	ADDQ      $0x20, BX
+	ADDQ      CX, AX
+	SUBQ      $0x10, SI
 	JMP       loop
 
 done:

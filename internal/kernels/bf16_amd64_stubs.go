@@ -9,15 +9,21 @@ package kernels
 //go:noescape
 func f32ToBF16AVX512(dst *uint16, src *float32, n int)
 
+// cvtPairsAVX512 sets dst[g·stride+i] = bf16(s0[16g+i]) | bf16(s1[16g+i])<<16
+// for i < 16 and 16g < n&^15, rounding to nearest even as f32ToBF16AVX512.
+//
+//go:noescape
+func cvtPairsAVX512(dst *uint32, stride int, s0 *float32, s1 *float32, n int)
+
 // bf16ToF32AVX512 widens src[:n&^15] to float32 into dst.
 //
 //go:noescape
 func bf16ToF32AVX512(dst *float32, src *uint16, n int)
 
-// interleaveBF16AVX512 sets dst[i] = s0[i] | s1[i]<<16 for i < n&^15.
+// interleaveBF16AVX512 sets dst[g·stride+i] = s0[16g+i] | s1[16g+i]<<16 for i < 16 and 16g < n&^15.
 //
 //go:noescape
-func interleaveBF16AVX512(dst *uint32, s0 *uint16, s1 *uint16, n int)
+func interleaveBF16AVX512(dst *uint32, stride int, s0 *uint16, s1 *uint16, n int)
 
 // dotBF16AVX512 returns the float32 sum of a[i]·b[i] for i < n&^31.
 //

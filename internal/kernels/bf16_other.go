@@ -12,7 +12,9 @@ func fromBF16Asm(dst []float32, src []uint16) int { return 0 }
 
 func dotBF16Asm(a, b []uint16) (float32, int) { return 0, 0 }
 
-func interleaveAsm(dst []uint32, s0, s1 []uint16) int { return 0 }
+func interleaveAsm(dst []uint32, stride int, s0, s1 []uint16) int { return 0 }
+
+func cvtPairsAsm(dst []uint32, stride int, s0, s1 []float32) int { return 0 }
 
 func bf16Kernel(aPanels, bPanels, kp int, a []uint32, aStride int, b []uint32, bStride int, c []float32, ldc int, alpha, beta float32) {
 	bf16KernelGo(aPanels, bPanels, kp, a, aStride, b, bStride, c, ldc, alpha, beta)

@@ -236,6 +236,14 @@ func checkGemmBF16Run(t *testing.T, rng *rand.Rand, m, n, k int, transA, transB,
 	t.Helper()
 	a, ra := bf16Operand(rng, transA, aBF, m, k, 3)
 	b, rb := bf16Operand(rng, transB, bBF, k, n, 1)
+	checkGemmBF16Mats(t, rng, m, n, k, transA, transB, a, ra, b, rb, alpha, beta, gemm)
+}
+
+// checkGemmBF16Mats is checkGemmBF16Run on given operands and their
+// bf16-rounded values.
+func checkGemmBF16Mats(t *testing.T, rng *rand.Rand, m, n, k int, transA, transB bool, a BF16Mat, ra []float64, b BF16Mat, rb []float64, alpha, beta float32, gemm func(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int)) {
+	t.Helper()
+	aBF, bBF := a.BF16 != nil, b.BF16 != nil
 	ldc := n + 2
 	c := make([]float32, max(0, (m-1)*ldc+n))
 	for i := range c {
@@ -340,4 +348,99 @@ func TestGemmBF16Edges(t *testing.T) {
 			f()
 		}()
 	}
+}
+
+// TestGemmBF16Packing runs both paths on operands whose k pairs the
+// packers move as words (bf16 with an even row stride) and on ones they
+// must convert or realign first (float32; odd strides; a bf16 matrix
+// starting on an odd element), at sizes where the vector packers cover
+// full panels and leave ragged tails, with kernel calls in several pieces.
+func TestGemmBF16Packing(t *testing.T) {
+	shapes := [][3]int{{40, 70, 64}, {19, 33, 50}, {13, 48, 17}}
+	blks := []bf16Blocking{bf16DefaultBlocking, {kp: 5, mc: 12, nt: 64, packMax: 900}}
+	for _, paired := range []bool{true, false} {
+		t.Run(fmt.Sprintf("paired=%v", paired), func(t *testing.T) {
+			forEachLevelImpl(t, "bf16cvt", func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(9, 10))
+				for bi, blk := range blks {
+					gemm := func(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int) {
+						gemmBF16(paired, blk, transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
+					}
+					for _, s := range shapes {
+						m, n, k := s[0], s[1], s[2]
+						for v := range 16 {
+							transA, transB := v&1 != 0, v&2 != 0
+							aBF, bBF := v&4 == 0, v&8 == 0
+							pad := 2 * (v % 2) // even strides…
+							if v%5 == 4 {
+								pad++ // …and odd ones
+							}
+							a, ra := bf16Operand(rng, transA, aBF, m, k, pad)
+							b, rb := bf16Operand(rng, transB, bBF, k, n, pad)
+							if bi == 0 && v%3 == 0 && aBF {
+								// An odd start: no word view of A.
+								a.BF16 = append([]uint16{0}, a.BF16...)[1:]
+							}
+							checkGemmBF16Mats(t, rng, m, n, k, transA, transB, a, ra, b, rb, 1, []float32{0, 1}[v%2], gemm)
+						}
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestPairRows checks the pairing of two rows (the vector routines and
+// the scalar tail) against Float32ToBF16 and pair on the rounding's edge
+// cases, for float32 and bf16 rows, with the panel stride and without.
+func TestPairRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const cols = 90
+	f := make([]float32, 3*cols)
+	for i := range f {
+		if i < len(bf16Edges) {
+			f[i] = math.Float32frombits(bf16Edges[i])
+			f[len(f)-1-i] = math.Float32frombits(bf16Edges[i])
+		} else if f[i] == 0 {
+			f[i] = math.Float32frombits(rng.Uint32())
+		}
+	}
+	h := make([]uint16, len(f))
+	for i, v := range f {
+		h[i] = Float32ToBF16(v)
+	}
+	forEachImpl(t, "bf16cvt", func(t *testing.T) {
+		for _, x := range []BF16Mat{{F32: f, Ld: cols}, {BF16: h, Ld: cols}} {
+			for _, stride := range []int{16, 40} {
+				for _, next := range []bool{true, false} {
+					for _, n := range []int{0, 5, 16, 33, 80} {
+						dst := make([]uint32, (cols/16+1)*stride)
+						for i := range dst {
+							dst[i] = 0xdeadbeef
+						}
+						x.pairRows(dst, stride, 1, next, 7, n)
+						for c := range n {
+							var hi uint16
+							if next {
+								hi = Float32ToBF16(f[2*cols+7+c])
+							}
+							want := pair(Float32ToBF16(f[cols+7+c]), hi)
+							if got := dst[(c/16)*stride+c%16]; got != want {
+								t.Fatalf("bf16=%v stride=%d next=%v n=%d: word %d = %#08x, want %#08x", x.BF16 != nil, stride, next, n, c, got, want)
+							}
+						}
+						written := 0
+						for _, w := range dst {
+							if w != 0xdeadbeef {
+								written++
+							}
+						}
+						if written != n {
+							t.Fatalf("bf16=%v stride=%d n=%d: %d words written", x.BF16 != nil, stride, n, written)
+						}
+					}
+				}
+			}
+		}
+	})
 }

@@ -387,51 +387,117 @@ func pair(lo, hi uint16) uint32 { return uint32(lo) | uint32(hi)<<16 }
 // that no A micro-panel does).
 const bf16Seg = 264
 
+// bf16PairSeg is how many k pairs of six rows of A are converted at a time
+// (into a 3 KiB buffer) before the float32 packer moves them as words.
+const bf16PairSeg = 128
+
+// f32s views 32-bit words (k pairs) as float32s, so that the float32
+// packing routines (sgemm_pack.go), which only move bits, pack them.
+func f32s(w []uint32) []float32 {
+	if len(w) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&w[0])), len(w))
+}
+
+// pairs returns x's storage as 32-bit words, each the k pair of two
+// adjacent stored elements, viewed as float32s (see f32s); ok only when x
+// is stored as bfloat16 with an even Ld from a 4-byte aligned start, so
+// that every row starts on a word.
+func (x BF16Mat) pairs() (w []float32, ok bool) {
+	if x.BF16 == nil || x.Ld%2 != 0 || len(x.BF16) < 2 || uintptr(unsafe.Pointer(&x.BF16[0]))%4 != 0 {
+		return nil, false
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&x.BF16[0])), len(x.BF16)/2), true
+}
+
+// at returns stored element (i, j) as bfloat16.
+func (x BF16Mat) at(i, j int) uint16 {
+	if x.BF16 != nil {
+		return x.BF16[i*x.Ld+j]
+	}
+	return Float32ToBF16(x.F32[i*x.Ld+j])
+}
+
+// pairRows writes the k pairs of stored rows p and p+1 (p alone, the high
+// halves zero, when !next) at columns j…j+n to dst, in groups of 16 at the
+// given stride: column j+c goes to dst[(c/16)·stride + c%16]. Float32 rows
+// are rounded and paired in one pass.
+func (x BF16Mat) pairRows(dst []uint32, stride, p int, next bool, j, n int) {
+	done := 0
+	if next {
+		if x.BF16 != nil {
+			done = interleaveAsm(dst, stride, x.BF16[p*x.Ld+j:][:n], x.BF16[(p+1)*x.Ld+j:][:n])
+		} else {
+			done = cvtPairsAsm(dst, stride, x.F32[p*x.Ld+j:][:n], x.F32[(p+1)*x.Ld+j:][:n])
+		}
+	}
+	for c := done; c < n; c++ {
+		var hi uint16
+		if next {
+			hi = x.at(p+1, j+c)
+		}
+		dst[(c/16)*stride+c%16] = pair(x.at(p, j+c), hi)
+	}
+}
+
 // packAPairs packs op(A)[i0:i0+rows, p0:p0+kk] into micro-panels of 6 rows
 // of k pairs: word (r, pp) of panel q is at q·6·kp + pp·6 + r, kp =
-// ceil(kk/2). Rows past the edge and the odd k's partner are zero.
+// ceil(kk/2). Rows past the edge and the odd k's partner are zero. The
+// word moves are the float32 packer's (vector code where there is some).
 func packAPairs(dst []uint32, a BF16Mat, transA bool, i0, rows, p0, kk int) {
 	kp := ceilDiv(kk, 2)
-	if rows%sgemmMR != 0 {
-		clear(dst[(rows/sgemmMR)*sgemmMR*kp : ceilDiv(rows, sgemmMR)*sgemmMR*kp])
-	}
-	var buf, buf2 [bf16Seg]uint16
-	if !transA {
-		// Row r of op(A) is contiguous: its pairs are words.
-		for r := range rows {
-			d := dst[(r/sgemmMR)*sgemmMR*kp+r%sgemmMR:]
-			for s := 0; s < kk; s += bf16Seg {
-				n := min(bf16Seg, kk-s)
-				src := a.rowBF16(i0+r, p0+s, n, buf[:])
-				dealPairs(d[(s/2)*sgemmMR:], sgemmMR, src)
-			}
-		}
+	if transA {
+		packAPairsT(dst, a, i0, rows, p0, kk)
 		return
 	}
-	// op(A)[i][p] = a[p·lda + i]: k steps p and p+1 are two stored rows,
-	// each converted once for all the panels and dealt six values to each.
+	if w, ok := a.pairs(); ok && p0%2 == 0 && kk%2 == 0 {
+		// Row r of op(A) is stored as words already.
+		packA(f32s(dst), false, w, a.Ld/2, i0, rows, p0/2, kp)
+		return
+	}
+	// Otherwise six rows at a time are converted (rounded, or copied to
+	// a word boundary), bf16PairSeg pairs at a time, and packed from
+	// there.
+	var tmp [sgemmMR * bf16PairSeg]uint32
+	h := unsafe.Slice((*uint16)(unsafe.Pointer(&tmp[0])), 2*len(tmp))
+	for q := 0; q*sgemmMR < rows; q++ {
+		r := min(sgemmMR, rows-q*sgemmMR)
+		for s := 0; s < kp; s += bf16PairSeg {
+			sw := min(bf16PairSeg, kp-s)
+			ke := min(2*sw, kk-2*s) // 2·sw, or one less at an odd end
+			for rr := range r {
+				row := h[rr*2*sw : (rr+1)*2*sw]
+				if src := a.rowBF16(i0+q*sgemmMR+rr, p0+2*s, ke, row); a.BF16 != nil {
+					copy(row, src)
+				}
+				if ke < len(row) {
+					row[ke] = 0
+				}
+			}
+			packA(f32s(dst[q*sgemmMR*kp+s*sgemmMR:]), false, f32s(tmp[:]), sw, 0, r, 0, sw)
+		}
+	}
+}
+
+// packAPairsT is packAPairs for a transposed A: op(A)[i][p] = a[p·lda +
+// i], so the k pair pp of rows i… joins two stored rows; their words are
+// made for up to bf16Seg rows at a time and dealt six to each panel.
+func packAPairsT(dst []uint32, a BF16Mat, i0, rows, p0, kk int) {
+	kp := ceilDiv(kk, 2)
+	var w [bf16Seg]uint32
 	for s := 0; s < rows; s += bf16Seg { // bf16Seg is a multiple of 6
 		n := min(bf16Seg, rows-s)
 		for pp := range kp {
-			s0 := a.rowBF16(p0+2*pp, i0+s, n, buf[:])
-			var s1 []uint16
-			if 2*pp+1 < kk {
-				s1 = a.rowBF16(p0+2*pp+1, i0+s, n, buf2[:])
-			}
+			a.pairRows(w[:], sgemmNR, p0+2*pp, 2*pp+1 < kk, i0+s, n)
 			for q := 0; q*sgemmMR < n; q++ {
-				r := min(sgemmMR, n-q*sgemmMR)
-				dd := dst[((s/sgemmMR)+q)*sgemmMR*kp+pp*sgemmMR:][:r]
-				x0 := s0[q*sgemmMR:][:r]
-				if s1 == nil {
-					for rr, v := range x0 {
-						dd[rr] = uint32(v)
-					}
+				dd := (*[sgemmMR]uint32)(dst[((s/sgemmMR)+q)*sgemmMR*kp+pp*sgemmMR:])
+				if r := n - q*sgemmMR; r < sgemmMR {
+					*dd = [sgemmMR]uint32{}
+					copy(dd[:r], w[q*sgemmMR:n])
 					continue
 				}
-				x1 := s1[q*sgemmMR:][:r]
-				for rr := range dd {
-					dd[rr] = pair(x0[rr], x1[rr])
-				}
+				*dd = *(*[sgemmMR]uint32)(w[q*sgemmMR:])
 			}
 		}
 	}
@@ -442,41 +508,25 @@ func packAPairs(dst []uint32, a BF16Mat, transA bool, i0, rows, p0, kk int) {
 // Columns past the edge and the odd k's partner are zero.
 func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
 	kp := ceilDiv(kk, 2)
-	var buf, buf2 [bf16Seg]uint16
 	if !transB {
-		// Rows p and p+1 of op(B) are contiguous: deal their pairs to the
-		// panels 16 columns at a time.
+		// Rows p and p+1 of op(B) are contiguous: pair them, dealing 16
+		// columns to each panel.
 		if cols%sgemmNR != 0 {
-			clear(dst[:roundUp(cols, sgemmNR)*kp])
+			q := cols / sgemmNR
+			clear(dst[q*sgemmNR*kp : (q+1)*sgemmNR*kp])
 		}
 		for pp := range kp {
-			for s := 0; s < cols; s += bf16Seg {
-				n := min(bf16Seg, cols-s)
-				s0 := b.rowBF16(p0+2*pp, j0+s, n, buf[:])
-				var s1 []uint16
-				if 2*pp+1 < kk {
-					s1 = b.rowBF16(p0+2*pp+1, j0+s, n, buf2[:])
-				}
-				for c0 := 0; c0 < n; c0 += sgemmNR {
-					w := min(sgemmNR, n-c0)
-					dd := dst[((s+c0)/sgemmNR)*sgemmNR*kp+pp*sgemmNR:][:w]
-					if s1 == nil {
-						for x := range dd {
-							dd[x] = uint32(s0[c0+x])
-						}
-						continue
-					}
-					x := interleaveAsm(dd, s0[c0:c0+w], s1[c0:c0+w])
-					for ; x < w; x++ {
-						dd[x] = pair(s0[c0+x], s1[c0+x])
-					}
-				}
-			}
+			b.pairRows(dst[pp*sgemmNR:], sgemmNR*kp, p0+2*pp, 2*pp+1 < kk, j0, cols)
 		}
 		return
 	}
 	// op(B)[p][j] = b[j·ldb + p]: column j of op(B) is a stored row, whose
 	// pairs are words.
+	if w, ok := b.pairs(); ok && p0%2 == 0 && kk%2 == 0 {
+		packB(f32s(dst), true, w, b.Ld/2, p0/2, kp, j0, cols)
+		return
+	}
+	var buf [bf16Seg]uint16
 	for q := 0; q*sgemmNR < cols; q++ {
 		d := dst[q*sgemmNR*kp : (q+1)*sgemmNR*kp]
 		c := min(sgemmNR, cols-q*sgemmNR)

@@ -7,7 +7,10 @@ import (
 )
 
 // BenchmarkGemmBF16 times GemmBF16 on BenchmarkSgemm's shapes with both
-// operands in bfloat16, counting 2·m·n·k FLOPs like BenchmarkSgemm; run
+// operands in bfloat16 (converted before the timing: bf16 weights and
+// bf16 activations, as in inference on a bf16 base; the training step's
+// cases, float32 operands rounded while packed, are BenchmarkGemmBF16F32A
+// and BenchmarkGemmBF16F32), counting 2·m·n·k FLOPs like BenchmarkSgemm; run
 // the two together to compare, e.g.
 //
 //	go test ./internal/kernels -run XXX -bench 'GemmBF16/n=1024|Sgemm/n=1024' -count 6 | benchstat -col .name -
@@ -45,6 +48,16 @@ func BenchmarkGemmBF16F32A(b *testing.B) {
 				BF16Mat{BF16: bh, Ld: ld(s.transB, s.k, s.n)}, 0, c, s.n)
 		}
 	}())
+}
+
+// BenchmarkGemmBF16F32 times GemmBF16 with both operands float32, rounded
+// while packed: the weight gradient's case in mixed-precision training
+// (activations times output gradients).
+func BenchmarkGemmBF16F32(b *testing.B) {
+	benchSgemm(b, func(s sgemmBenchShape, a, bb, c []float32) {
+		GemmBF16(s.transA, s.transB, s.m, s.n, s.k, 1, BF16Mat{F32: a, Ld: ld(s.transA, s.m, s.k)},
+			BF16Mat{F32: bb, Ld: ld(s.transB, s.k, s.n)}, 0, c, s.n)
+	})
 }
 
 // BenchmarkGemmBF16Blocking is the sweep behind bf16DefaultBlocking: the

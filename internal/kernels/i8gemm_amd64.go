@@ -139,7 +139,21 @@ func (j *i8Job) taskAsm(i0, i1, j0, j1 int) bool {
 		i8gemmKernel4x16I32AVX2(kp/4, &a[0], &b[0], c, ldc, add)
 	}
 	for jp := j0; jp < j1; jp += i8NR {
-		for ip := i0; ip < i1; ip += i8MR {
+		ip := i0
+		if vnni && jp+i8NR <= n {
+			// Pairs of full row panels: the 8×16 kernel loads B once for
+			// both.
+			b := j.b.data[(jp/i8NR)*kp*i8NR : (jp/i8NR+1)*kp*i8NR]
+			for ; ip+2*i8MR <= i1; ip += 2 * i8MR {
+				a := j.a.data[(ip/i8MR)*kp*i8MR : (ip/i8MR+2)*kp*i8MR]
+				if j.f32 {
+					i8gemmKernelVNNIZ8F32(kp/4, &a[0], &b[0], &j.b.corr[jp], &j.cf[ip*j.ldc+jp], j.ldc, &j.a.Scale[ip], &j.cs[jp], &j.bias[jp], j.add)
+				} else {
+					i8gemmKernelVNNIZ8I32(kp/4, &a[0], &b[0], &j.b.corr[jp], &j.ci[ip*j.ldc+jp], j.ldc, j.add)
+				}
+			}
+		}
+		for ; ip < i1; ip += i8MR {
 			full := ip+i8MR <= m && jp+i8NR <= n
 			if rows := m - ip; j.f32 && w16 && rows < i8MR {
 				if jp+i8NR <= n {

@@ -59,7 +59,7 @@ func i8gemmKernelW16F32R2AVX2(kp int, a *int16, b *int16, c *float32, ldc int, r
 func i8gemmKernelW16F32R3AVX2(kp int, a *int16, b *int16, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
 
 // i8gemmKernelVNNIZI32 computes the 4×16 int32 tile c[r][j] (+)= Σ (a+128)·b − corr[j]
-// from an offset-packed 4-row A micro-panel (u8 = a + 128) and an int8
+// from 1 offset-packed 4-row A micro-panel(s) (u8 = a + 128, 16·kg bytes each) and an int8
 // 16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.
 // corr[j] = 128·Σ b[j]. With add the sums are added to c. kg must be positive.
 //
@@ -67,7 +67,7 @@ func i8gemmKernelW16F32R3AVX2(kp int, a *int16, b *int16, c *float32, ldc int, r
 func i8gemmKernelVNNIZI32(kg int, a *int8, b *int8, corr *int32, c *int32, ldc int, add bool)
 
 // i8gemmKernelVNNIZF32 computes the 4×16 tile c[r][j] (+)= rs[r]·cs[j]·(Σ (a+128)·b − corr[j]) + bias[j]
-// from an offset-packed 4-row A micro-panel (u8 = a + 128) and an int8
+// from 1 offset-packed 4-row A micro-panel(s) (u8 = a + 128, 16·kg bytes each) and an int8
 // 16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.
 // corr[j] = 128·Σ b[j]. With add the result is added to c. kg must be positive.
 //
@@ -75,7 +75,7 @@ func i8gemmKernelVNNIZI32(kg int, a *int8, b *int8, corr *int32, c *int32, ldc i
 func i8gemmKernelVNNIZF32(kg int, a *int8, b *int8, corr *int32, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
 
 // i8gemmKernelVNNIYI32 computes the 4×16 int32 tile c[r][j] (+)= Σ (a+128)·b − corr[j]
-// from an offset-packed 4-row A micro-panel (u8 = a + 128) and an int8
+// from 1 offset-packed 4-row A micro-panel(s) (u8 = a + 128, 16·kg bytes each) and an int8
 // 16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.
 // corr[j] = 128·Σ b[j]. With add the sums are added to c. kg must be positive.
 //
@@ -83,12 +83,28 @@ func i8gemmKernelVNNIZF32(kg int, a *int8, b *int8, corr *int32, c *float32, ldc
 func i8gemmKernelVNNIYI32(kg int, a *int8, b *int8, corr *int32, c *int32, ldc int, add bool)
 
 // i8gemmKernelVNNIYF32 computes the 4×16 tile c[r][j] (+)= rs[r]·cs[j]·(Σ (a+128)·b − corr[j]) + bias[j]
-// from an offset-packed 4-row A micro-panel (u8 = a + 128) and an int8
+// from 1 offset-packed 4-row A micro-panel(s) (u8 = a + 128, 16·kg bytes each) and an int8
 // 16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.
 // corr[j] = 128·Σ b[j]. With add the result is added to c. kg must be positive.
 //
 //go:noescape
 func i8gemmKernelVNNIYF32(kg int, a *int8, b *int8, corr *int32, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
+
+// i8gemmKernelVNNIZ8I32 computes the 8×16 int32 tile c[r][j] (+)= Σ (a+128)·b − corr[j]
+// from 2 offset-packed 4-row A micro-panel(s) (u8 = a + 128, 16·kg bytes each) and an int8
+// 16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.
+// corr[j] = 128·Σ b[j]. With add the sums are added to c. kg must be positive.
+//
+//go:noescape
+func i8gemmKernelVNNIZ8I32(kg int, a *int8, b *int8, corr *int32, c *int32, ldc int, add bool)
+
+// i8gemmKernelVNNIZ8F32 computes the 8×16 tile c[r][j] (+)= rs[r]·cs[j]·(Σ (a+128)·b − corr[j]) + bias[j]
+// from 2 offset-packed 4-row A micro-panel(s) (u8 = a + 128, 16·kg bytes each) and an int8
+// 16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.
+// corr[j] = 128·Σ b[j]. With add the result is added to c. kg must be positive.
+//
+//go:noescape
+func i8gemmKernelVNNIZ8F32(kg int, a *int8, b *int8, corr *int32, c *float32, ldc int, rs *float32, cs *float32, bias *float32, add bool)
 
 // i8AbsMaxBitsAVX2 returns max over x of the bits of |x[i]| (0 for an empty x).
 //

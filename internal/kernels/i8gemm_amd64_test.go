@@ -11,18 +11,20 @@ func BenchmarkI8GemmKernelVNNI(b *testing.B) {
 		b.Skip("no AVX-512 VNNI")
 	}
 	kg := 256
-	a, bb := make([]int8, kg*16), make([]int8, kg*64)
+	a, bb := make([]int8, 2*kg*16), make([]int8, kg*64)
 	corr := make([]int32, i8NR)
-	var tile [i8MR * i8NR]int32
+	var tile [2 * i8MR * i8NR]int32
 	for _, v := range []struct {
 		name string
+		rows int
 		f    func(kg int, a, b *int8, corr *int32, c *int32, ldc int, add bool)
-	}{{"zmm", i8gemmKernelVNNIZI32}, {"ymm", i8gemmKernelVNNIYI32}} {
+	}{{"zmm", 4, i8gemmKernelVNNIZI32}, {"ymm", 4, i8gemmKernelVNNIYI32}, {"zmm8", 8, i8gemmKernelVNNIZ8I32}} {
 		b.Run(v.name, func(b *testing.B) {
+			cpu0 := processCPU()
 			for b.Loop() {
 				v.f(kg, &a[0], &bb[0], &corr[0], &tile[0], i8NR, false)
 			}
-			b.ReportMetric(2*i8MR*i8NR*4*float64(kg)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOP/s")
+			reportRate(b, 2*float64(v.rows)*i8NR*4*float64(kg), "GOP", cpu0)
 		})
 	}
 }

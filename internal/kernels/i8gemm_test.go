@@ -23,7 +23,7 @@ func randI8(rng *rand.Rand, n int) []int8 {
 func TestI8GemmExact(t *testing.T) {
 	forEachI8Impl(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))
-		shapes := [][3]int{{1, 1, 1}, {4, 16, 4}, {5, 17, 3}, {3, 15, 7}, {1, 40, 129}, {33, 70, 1000}, {130, 300, 65}, {260, 520, 37}}
+		shapes := [][3]int{{1, 1, 1}, {4, 16, 4}, {5, 17, 3}, {3, 15, 7}, {9, 33, 5}, {1, 40, 129}, {33, 70, 1000}, {130, 300, 65}, {260, 520, 37}}
 		for _, s := range shapes {
 			m, n, k := s[0], s[1], s[2]
 			lda, ldb, ldc := k+3, k+1, n+5

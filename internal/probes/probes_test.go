@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package probes reproduces, through the public API, the nine faults that
 // issue 17's adversarial pass found: hostile files, API misuse, data
 // parallelism under faults and crashes during saves. The probes are slow

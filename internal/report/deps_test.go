@@ -2,8 +2,6 @@ package report
 
 import (
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -15,7 +13,11 @@ func TestLibraryLeavesOutReportDeps(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
 	}
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// `go test` puts its toolchain's GOROOT/bin first on PATH.
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("no go command: %v", err)
+	}
 	args := []string{"list", "-deps"}
 	for _, p := range []string{"attention", "data", "lora", "model", "parallel", "quant", "tokenizer"} {
 		args = append(args, "github.com/galleon-ml/galleon/"+p)

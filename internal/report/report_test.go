@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/galleon-ml/galleon/internal/safetensors"
 )
 
 func TestPlotPNG(t *testing.T) {
@@ -68,6 +70,27 @@ func TestWriteAtomicKeepsOldFileOnFailure(t *testing.T) {
 	}
 	if err := WriteFileAtomic(filepath.Join(dir, "missing", "x"), nil); err == nil {
 		t.Error("write into a missing directory succeeded")
+	}
+}
+
+// A crash mid-write leaves the one fixed temporary file of the path
+// (safetensors.TempName); the next write replaces it instead of adding
+// another, so leftovers never accumulate.
+func TestWriteAtomicReplacesCrashLeftover(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "loss.png")
+	if err := os.WriteFile(safetensors.TempName(path), []byte("a crashed write"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(path, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != "loss.png" {
+		t.Fatalf("directory after the write: %v, want only loss.png", entries)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "new" {
+		t.Fatalf("file is %q", b)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -188,26 +187,6 @@ func TestHalfWidening(t *testing.T) {
 	require.Equal(t, []float32{1, float32(math.Ldexp(1, -24))}, v)
 	_, err = Tensor{Name: "i", DType: I32, Shape: []int64{1}, Data: make([]byte, 4)}.Float32s()
 	require.ErrorIs(t, err, ErrInvalid)
-}
-
-// A FIFO (or any non-regular file) is refused before it is opened, so the
-// loader returns instead of waiting for a writer.
-func TestOpenFIFOReturns(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(p, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { _, err := ReadFile(p); done <- err }()
-	select {
-	case err := <-done:
-		require.ErrorIs(t, err, ErrNotRegular)
-		require.ErrorIs(t, err, ErrInvalid)
-	case <-time.After(10 * time.Second):
-		t.Fatal("ReadFile of a FIFO did not return")
-	}
-	_, _, err := OpenRegular(filepath.Dir(p))
-	require.ErrorIs(t, err, ErrNotRegular)
 }
 
 // A crash leaves TempName(path) behind; the next save replaces it, so

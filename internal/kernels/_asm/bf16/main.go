@@ -9,7 +9,9 @@
 //     integer instructions, rounding to nearest even exactly as the Go
 //     reference (Float32ToBF16) does, subnormals included. VCVTNEPS2BF16
 //     would be one instruction, but it flushes subnormal inputs and outputs
-//     to zero, so it is not used.
+//     to zero, so it is not used. The same rounding packs two float32 rows
+//     of B (or of a transposed A) straight into k-pair words
+//     (cvtPairsAVX512); interleaveBF16AVX512 pairs two bf16 rows.
 //   - the bf16 GEMM micro-kernels. They read operands packed by
 //     bf16gemm.go: an A micro-panel of 6 rows and a B micro-panel of 16
 //     columns hold, for each pair of adjacent k, one 32-bit word per row
@@ -61,6 +63,7 @@ func main() {
 
 	consts()
 	toBF16()
+	cvtPairs()
 	fromBF16()
 	interleave()
 	dotBF16()
@@ -85,6 +88,36 @@ func consts() {
 	cQuiet = c("bf16Quiet", 0x00400000)
 }
 
+// roundConsts are the broadcast constants of roundBF16.
+type roundConsts struct{ one, rnd, abs, inf, quiet VecVirtual }
+
+func loadRoundConsts() roundConsts {
+	c := roundConsts{ZMM(), ZMM(), ZMM(), ZMM(), ZMM()}
+	VPBROADCASTD(cOne, c.one)
+	VPBROADCASTD(cRound, c.rnd)
+	VPBROADCASTD(cAbs, c.abs)
+	VPBROADCASTD(cInf, c.inf)
+	VPBROADCASTD(cQuiet, c.quiet)
+	return c
+}
+
+// roundBF16 loads 16 float32s from src and leaves in t their bfloat16s in
+// the upper halves of the lanes (the lower halves are garbage), rounded to
+// nearest even as Float32ToBF16 does; x and a are scratch.
+func roundBF16(c roundConsts, src Mem, x, t, a VecVirtual, nan Register) {
+	VMOVDQU32(src, x)
+	// t = x + 0x7fff + ((x >> 16) & 1): rounding to nearest even at bit 16.
+	VPSRLD(Imm(16), x, t)
+	VPANDD(c.one, t, t)
+	VPADDD(c.rnd, t, t)
+	VPADDD(x, t, t)
+	// NaN lanes (|x| > Inf bits) instead keep x with the quiet bit set,
+	// which rounding could have turned into Inf.
+	VPANDD(c.abs, x, a)
+	VPCMPUD(Imm(6), c.inf, a, nan) // a > inf, unsigned
+	VPORD(c.quiet, x, nan, t)      // merge-masked: only NaN lanes
+}
+
 // toBF16 emits f32ToBF16AVX512: dst[i] = bfloat16(src[i]) for the first
 // n&^15 elements, rounding to nearest even; NaNs keep their sign and
 // top payload bits and are made quiet.
@@ -93,32 +126,54 @@ func toBF16() {
 	Pragma("noescape")
 	Doc("f32ToBF16AVX512 rounds src[:n&^15] to bfloat16 (nearest even) into dst.")
 	dst, src, n := Load(Param("dst"), GP64()), Load(Param("src"), GP64()), Load(Param("n"), GP64())
-	one, rnd, abs, inf, quiet := ZMM(), ZMM(), ZMM(), ZMM(), ZMM()
-	VPBROADCASTD(cOne, one)
-	VPBROADCASTD(cRound, rnd)
-	VPBROADCASTD(cAbs, abs)
-	VPBROADCASTD(cInf, inf)
-	VPBROADCASTD(cQuiet, quiet)
+	c := loadRoundConsts()
 	x, t, a := ZMM(), ZMM(), ZMM()
 	nan := K()
 	Label("loop")
 	CMPQ(n, Imm(16))
 	JL(LabelRef("done"))
-	VMOVDQU32(Mem{Base: src}, x)
-	// t = x + 0x7fff + ((x >> 16) & 1): rounding to nearest even at bit 16.
-	VPSRLD(Imm(16), x, t)
-	VPANDD(one, t, t)
-	VPADDD(rnd, t, t)
-	VPADDD(x, t, t)
-	// NaN lanes (|x| > Inf bits) instead keep x with the quiet bit set,
-	// which rounding could have turned into Inf.
-	VPANDD(abs, x, a)
-	VPCMPUD(Imm(6), inf, a, nan) // a > inf, unsigned
-	VPORD(quiet, x, nan, t)      // merge-masked: only NaN lanes
+	roundBF16(c, Mem{Base: src}, x, t, a, nan)
 	VPSRLD(Imm(16), t, t)
 	VPMOVDW(t, Mem{Base: dst})
 	ADDQ(Imm(64), src)
 	ADDQ(Imm(32), dst)
+	SUBQ(Imm(16), n)
+	JMP(LabelRef("loop"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// cvtPairs emits cvtPairsAVX512, the packing of two float32 rows of a k
+// pair: 16 words at a time, dst[g·stride+i] = bf16(s0[16g+i]) |
+// bf16(s1[16g+i])<<16 (rounded as toBF16 rounds), for 16g+i < n&^15. With
+// stride 16 the words are contiguous; with a B micro-panel's stride each
+// group of 16 lands in its own panel.
+func cvtPairs() {
+	TEXT("cvtPairsAVX512", NOSPLIT, "func(dst *uint32, stride int, s0, s1 *float32, n int)")
+	Pragma("noescape")
+	Doc("cvtPairsAVX512 sets dst[g·stride+i] = bf16(s0[16g+i]) | bf16(s1[16g+i])<<16",
+		"for i < 16 and 16g < n&^15, rounding to nearest even as f32ToBF16AVX512.")
+	dst, stride := Load(Param("dst"), GP64()), Load(Param("stride"), GP64())
+	s0, s1, n := Load(Param("s0"), GP64()), Load(Param("s1"), GP64()), Load(Param("n"), GP64())
+	SHLQ(Imm(2), stride)
+	c := loadRoundConsts()
+	x, t0, t1, a := ZMM(), ZMM(), ZMM(), ZMM()
+	nan := K()
+	Label("loop")
+	CMPQ(n, Imm(16))
+	JL(LabelRef("done"))
+	roundBF16(c, Mem{Base: s0}, x, t0, a, nan)
+	roundBF16(c, Mem{Base: s1}, x, t1, a, nan)
+	// Low half from s0, high half from s1: t0>>16 | t1&0xffff0000.
+	VPSRLD(Imm(16), t0, t0)
+	VPSRLD(Imm(16), t1, t1)
+	VPSLLD(Imm(16), t1, t1)
+	VPORD(t1, t0, t0)
+	VMOVDQU32(t0, Mem{Base: dst})
+	ADDQ(Imm(64), s0)
+	ADDQ(Imm(64), s1)
+	ADDQ(stride, dst)
 	SUBQ(Imm(16), n)
 	JMP(LabelRef("loop"))
 	Label("done")
@@ -149,13 +204,16 @@ func fromBF16() {
 	RET()
 }
 
-// interleave emits interleaveBF16AVX512: dst[i] = s0[i] | s1[i]<<16 for the
-// first n&^15 elements, the k pairs of two rows of B for its packed panels.
+// interleave emits interleaveBF16AVX512: dst[g·stride+i] = s0[16g+i] |
+// s1[16g+i]<<16 for 16g+i < n&^15, the k pairs of two rows of B dealt to
+// its packed micro-panels (stride 16: contiguous).
 func interleave() {
-	TEXT("interleaveBF16AVX512", NOSPLIT, "func(dst *uint32, s0, s1 *uint16, n int)")
+	TEXT("interleaveBF16AVX512", NOSPLIT, "func(dst *uint32, stride int, s0, s1 *uint16, n int)")
 	Pragma("noescape")
-	Doc("interleaveBF16AVX512 sets dst[i] = s0[i] | s1[i]<<16 for i < n&^15.")
-	dst, s0, s1, n := Load(Param("dst"), GP64()), Load(Param("s0"), GP64()), Load(Param("s1"), GP64()), Load(Param("n"), GP64())
+	Doc("interleaveBF16AVX512 sets dst[g·stride+i] = s0[16g+i] | s1[16g+i]<<16 for i < 16 and 16g < n&^15.")
+	dst, stride := Load(Param("dst"), GP64()), Load(Param("stride"), GP64())
+	s0, s1, n := Load(Param("s0"), GP64()), Load(Param("s1"), GP64()), Load(Param("n"), GP64())
+	SHLQ(Imm(2), stride)
 	x, y := ZMM(), ZMM()
 	Label("loop")
 	CMPQ(n, Imm(16))
@@ -167,7 +225,7 @@ func interleave() {
 	VMOVDQU32(x, Mem{Base: dst})
 	ADDQ(Imm(32), s0)
 	ADDQ(Imm(32), s1)
-	ADDQ(Imm(64), dst)
+	ADDQ(stride, dst)
 	SUBQ(Imm(16), n)
 	JMP(LabelRef("loop"))
 	Label("done")

@@ -52,10 +52,12 @@ func main() {
 	for rows := 1; rows < mr; rows++ {
 		kernelW16(fmt.Sprintf("i8gemmKernelW16F32R%dAVX2", rows), true, rows)
 	}
-	kernelVNNI("i8gemmKernelVNNIZI32", false, 512)
-	kernelVNNI("i8gemmKernelVNNIZF32", true, 512)
-	kernelVNNI("i8gemmKernelVNNIYI32", false, 256)
-	kernelVNNI("i8gemmKernelVNNIYF32", true, 256)
+	kernelVNNI("i8gemmKernelVNNIZI32", false, 512, 1)
+	kernelVNNI("i8gemmKernelVNNIZF32", true, 512, 1)
+	kernelVNNI("i8gemmKernelVNNIYI32", false, 256, 1)
+	kernelVNNI("i8gemmKernelVNNIYF32", true, 256, 1)
+	kernelVNNI("i8gemmKernelVNNIZ8I32", false, 512, 2)
+	kernelVNNI("i8gemmKernelVNNIZ8F32", true, 512, 2)
 	absMaxBits()
 	quantW16()
 	quantVNNI()
@@ -425,9 +427,9 @@ func quantW16() {
 	RET()
 }
 
-// kernelVNNI emits the AVX-512 VNNI kernel of the 4×16 tile: VPDPBUSD
-// multiplies unsigned bytes by signed bytes and adds each group of four
-// products to an int32 lane. A is packed offset by 128 (u8 = a + 128; 16
+// kernelVNNI emits the AVX-512 VNNI kernel of the (4·panels)×16 tile:
+// VPDPBUSD multiplies unsigned bytes by signed bytes and adds each group of
+// four products to an int32 lane. A is packed offset by 128 (u8 = a + 128; 16
 // bytes per group of 4 k values, row r at bytes 4r…4r+3), B as signed bytes
 // (the int8 layout: 64 bytes per group, column j at bytes 4j…4j+3), so each
 // lane sums Σ (a+128)·b = Σ a·b + 128·Σ b; the epilogue subtracts the column
@@ -437,23 +439,27 @@ func quantW16() {
 // k ≤ MaxI8K guarantees, even where Σ (a+128)·b itself would not fit.
 //
 // With bits = 512 one ZMM holds a row of the tile (16 lanes); with 256 two
-// YMMs do. Even and odd groups go to separate accumulators (8 ZMMs, or 16
-// YMMs: AVX-512VL gives 32 vector registers) so consecutive VPDPBUSDs do
-// not wait on each other's latency.
-func kernelVNNI(name string, f32 bool, bits int) {
+// YMMs do. With panels = 2 the tile takes two consecutive 4-row A
+// micro-panels (the second 16·kg bytes after the first), so each load of B
+// serves 8 rows and a call does twice the work for the same overhead. Where
+// the tile has 4 ZMM rows, even and odd groups go to separate accumulators
+// (8 ZMMs, or 16 YMMs: AVX-512VL gives 32 vector registers) so consecutive
+// VPDPBUSDs do not wait on each other's latency; 8 rows are enough chains.
+func kernelVNNI(name string, f32 bool, bits, panels int) {
+	rows := mr * panels
 	if f32 {
 		TEXT(name, NOSPLIT, "func(kg int, a, b *int8, corr *int32, c *float32, ldc int, rs, cs, bias *float32, add bool)")
 		Doc(
-			name+" computes the 4×16 tile c[r][j] (+)= rs[r]·cs[j]·(Σ (a+128)·b − corr[j]) + bias[j]",
-			"from an offset-packed 4-row A micro-panel (u8 = a + 128) and an int8",
+			fmt.Sprintf("%s computes the %d×16 tile c[r][j] (+)= rs[r]·cs[j]·(Σ (a+128)·b − corr[j]) + bias[j]", name, rows),
+			fmt.Sprintf("from %d offset-packed 4-row A micro-panel(s) (u8 = a + 128, 16·kg bytes each) and an int8", panels),
 			"16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.",
 			"corr[j] = 128·Σ b[j]. With add the result is added to c. kg must be positive.",
 		)
 	} else {
 		TEXT(name, NOSPLIT, "func(kg int, a, b *int8, corr *int32, c *int32, ldc int, add bool)")
 		Doc(
-			name+" computes the 4×16 int32 tile c[r][j] (+)= Σ (a+128)·b − corr[j]",
-			"from an offset-packed 4-row A micro-panel (u8 = a + 128) and an int8",
+			fmt.Sprintf("%s computes the %d×16 int32 tile c[r][j] (+)= Σ (a+128)·b − corr[j]", name, rows),
+			fmt.Sprintf("from %d offset-packed 4-row A micro-panel(s) (u8 = a + 128, 16·kg bytes each) and an int8", panels),
 			"16-column B micro-panel of kg groups of 4 k values, with AVX-512 VNNI.",
 			"corr[j] = 128·Σ b[j]. With add the sums are added to c. kg must be positive.",
 		)
@@ -461,6 +467,10 @@ func kernelVNNI(name string, f32 bool, bits int) {
 	Pragma("noescape")
 	nv := 512 / bits // vectors per tile row
 	vb := bits / 8   // bytes per vector
+	sets := 1        // accumulator sets (even and odd groups)
+	if rows*nv < 8 {
+		sets = 2
+	}
 	vec := func(i int) VecPhysical {
 		if bits == 512 {
 			return []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15,
@@ -469,32 +479,53 @@ func kernelVNNI(name string, f32 bool, bits int) {
 		return []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11, Y12, Y13, Y14, Y15,
 			Y16, Y17, Y18, Y19, Y20, Y21, Y22, Y23, Y24, Y25, Y26, Y27, Y28, Y29, Y30, Y31}[i]
 	}
-	// acc(set, r, h): accumulator set 0 (even groups) or 1 (odd groups).
-	acc := func(set, r, h int) VecPhysical { return vec(set*mr*nv + r*nv + h) }
-	bv := func(h int) VecPhysical { return vec(2*mr*nv + h) }
-	abc := func(r int) VecPhysical { return vec(2*mr*nv + nv + r) }
+	// acc(set, r, h): accumulator of row r, vector h, set 0 (even groups)
+	// or 1 (odd groups).
+	acc := func(set, r, h int) VecPhysical { return vec(set*rows*nv + r*nv + h) }
+	bv := func(h int) VecPhysical { return vec(sets*rows*nv + h) }
+	abc := func(r int) VecPhysical { return vec(sets*rows*nv + nv + r) }
 
-	kg, ap, bp := RBX, RSI, RDI
+	kg, ap, bp, ap2 := RBX, RSI, RDI, R14
 	Load(Param("kg"), kg)
 	Load(Param("a"), ap)
 	Load(Param("b"), bp)
-	for set := 0; set < 2; set++ {
-		for r := 0; r < mr; r++ {
+	if panels == 2 {
+		MOVQ(kg, ap2)
+		SHLQ(Imm(4), ap2)
+		ADDQ(ap, ap2)
+	}
+	for set := 0; set < sets; set++ {
+		for r := 0; r < rows; r++ {
 			for h := 0; h < nv; h++ {
 				VPXORD(acc(set, r, h), acc(set, r, h), acc(set, r, h))
 			}
 		}
 	}
 	step := func(i int) {
-		set := i % 2
+		set := i % sets
 		for h := 0; h < nv; h++ {
 			VMOVDQU32(Mem{Base: bp, Disp: i*64 + h*vb}, bv(h))
 		}
-		for r := 0; r < mr; r++ {
-			VPBROADCASTD(Mem{Base: ap, Disp: i*16 + 4*r}, abc(r))
+		for r := 0; r < rows; r++ {
+			base := ap
+			if r >= mr {
+				base = ap2
+			}
+			VPBROADCASTD(Mem{Base: base, Disp: i*16 + 4*(r%mr)}, abc(r))
 			for h := 0; h < nv; h++ {
 				VPDPBUSD(bv(h), abc(r), acc(set, r, h)) // acc += u8(abc)·s8(bv)
 			}
+		}
+	}
+	advance := func(groups int) {
+		ADDQ(Imm(uint64(groups*16)), ap)
+		if panels == 2 {
+			ADDQ(Imm(uint64(groups*16)), ap2)
+		}
+		if groups*64 < 128 {
+			ADDQ(Imm(uint64(groups*64)), bp)
+		} else {
+			ADDQ(U32(groups*64), bp)
 		}
 	}
 	Label("loop")
@@ -507,16 +538,14 @@ func kernelVNNI(name string, f32 bool, bits int) {
 		}
 		step(i)
 	}
-	ADDQ(Imm(unroll*16), ap)
-	ADDQ(U32(unroll*64), bp)
+	advance(unroll)
 	SUBQ(Imm(unroll), kg)
 	JMP(LabelRef("loop"))
 	Label("tail")
 	TESTQ(kg, kg)
 	JZ(LabelRef("store"))
 	step(0)
-	ADDQ(Imm(16), ap)
-	ADDQ(Imm(64), bp)
+	advance(1)
 	DECQ(kg)
 	JMP(LabelRef("tail"))
 
@@ -526,9 +555,11 @@ func kernelVNNI(name string, f32 bool, bits int) {
 	for h := 0; h < nv; h++ {
 		VMOVDQU32(Mem{Base: corr, Disp: h * vb}, bv(h))
 	}
-	for r := 0; r < mr; r++ {
+	for r := 0; r < rows; r++ {
 		for h := 0; h < nv; h++ {
-			VPADDD(acc(1, r, h), acc(0, r, h), acc(0, r, h))
+			if sets == 2 {
+				VPADDD(acc(1, r, h), acc(0, r, h), acc(0, r, h))
+			}
 			VPSUBD(bv(h), acc(0, r, h), acc(0, r, h))
 		}
 	}
@@ -546,7 +577,7 @@ func kernelVNNI(name string, f32 bool, bits int) {
 			} else {
 				Label("overwrite")
 			}
-			for r := 0; r < mr; r++ {
+			for r := 0; r < rows; r++ {
 				for h := 0; h < nv; h++ {
 					if add {
 						VPADDD(Mem{Base: cp, Disp: vb * h}, acc(0, r, h), acc(0, r, h))
@@ -564,9 +595,14 @@ func kernelVNNI(name string, f32 bool, bits int) {
 	Load(Param("rs"), rs)
 	Load(Param("cs"), cs)
 	Load(Param("bias"), bias)
-	csv := func(h int) VecPhysical { return acc(1, 0, h) }
-	biv := func(h int) VecPhysical { return acc(1, 1, h) }
-	rsb, sc, t1 := abc(0), abc(1), abc(2)
+	// Free registers for the epilogue: those past the accumulators in use.
+	free := sets*rows*nv + nv + rows
+	if sets == 2 {
+		free = rows * nv // the odd set, already added
+	}
+	csv := func(h int) VecPhysical { return vec(free + h) }
+	biv := func(h int) VecPhysical { return vec(free + nv + h) }
+	rsb, sc, t1 := vec(free+2*nv), vec(free+2*nv+1), vec(free+2*nv+2)
 	for h := 0; h < nv; h++ {
 		VMOVUPS(Mem{Base: cs, Disp: vb * h}, csv(h))
 		VMOVUPS(Mem{Base: bias, Disp: vb * h}, biv(h))
@@ -578,7 +614,7 @@ func kernelVNNI(name string, f32 bool, bits int) {
 		} else {
 			Label("overwritef")
 		}
-		for r := 0; r < mr; r++ {
+		for r := 0; r < rows; r++ {
 			VBROADCASTSS(Mem{Base: rs, Disp: 4 * r}, rsb)
 			for h := 0; h < nv; h++ {
 				a := acc(0, r, h)
