@@ -224,6 +224,10 @@ func writeDQ(p *problem, g *bwdGeom, dq Tensor, b, kh int, parts [][]float32) {
 		for i := 0; i < p.Tq; i++ {
 			row := dq.Row(b, h, i)
 			off := (hg*g.tqp + i) * d
+			if len(parts) == 1 {
+				scaleTo(row, parts[0][off:off+d], p.scale)
+				continue
+			}
 			copy(row, parts[0][off:off+d])
 			for _, part := range parts[1:] {
 				kernels.Axpy(1, part[off:off+d], row)
@@ -269,13 +273,8 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 	clear(dv)
 	// Scaled Kᵀ and Vᵀ of the block, zero-padded to nb columns.
 	kt, vt := s.kt, s.vt
-	for c := 0; c < bc; c++ {
-		krow, vrow := a.k.Row(b, kh, j0+c), a.v.Row(b, kh, j0+c)
-		for x := 0; x < d; x++ {
-			kt[x*g.ldt+c] = p.scale * krow[x]
-			vt[x*g.ldt+c] = vrow[x]
-		}
-	}
+	transposeRows(kt, g.ldt, a.k.Data[a.k.Index(b, kh, j0, 0):], a.k.StrideT, bc, d, p.scale)
+	transposeRows(vt, g.ldt, a.v.Data[a.v.Index(b, kh, j0, 0):], a.v.StrideT, bc, d, 1)
 	for x := 0; x < d; x++ {
 		clear(kt[x*g.ldt+bc : x*g.ldt+nb])
 		clear(vt[x*g.ldt+bc : x*g.ldt+nb])
@@ -332,8 +331,7 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 	}
 	for c := 0; c < bc; c++ {
 		krow, vrow := a.dk.Row(b, kh, j0+c), a.dv.Row(b, kh, j0+c)
-		copy(krow, dk[c*d:(c+1)*d])
-		kernels.Scale(p.scale, krow)
+		scaleTo(krow, dk[c*d:(c+1)*d], p.scale)
 		copy(vrow, dv[c*d:(c+1)*d])
 	}
 }

@@ -336,7 +336,7 @@ func (e *blockEnv) block(gc *GraphContext, i int, x *G.Node) (*G.Node, error) {
 		case stepResidual:
 			var h *G.Node
 			if h, err = nn.Dropout(src, c.Dropout, e.drop, e.stream(i, residual)); err == nil {
-				out, err = G.Add(regs[rX], h)
+				out, err = nn.Residual(regs[rX], h)
 			}
 			residual++
 		}
