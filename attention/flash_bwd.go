@@ -250,9 +250,25 @@ func backwardItem(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, kb0,
 	for hg := 0; hg < p.G; hg++ {
 		h := kh*p.G + hg
 		lse := a.lse[(b*p.H+h)*p.Tq : (b*p.H+h+1)*p.Tq]
-		for i := 0; i < p.Tq; i++ {
+		kc := dotChunk(p.D)
+		i := 0
+		// Four rows at a time where all four are unmasked: one chain is
+		// bound by the FMA latency, four side by side are not.
+		for ; i+4 <= p.Tq; i += 4 {
+			if lse[i] == negInf || lse[i+1] == negInf || lse[i+2] == negInf || lse[i+3] == negInf {
+				for r := i; r < i+4; r++ {
+					if lse[r] != negInf {
+						di[hg*g.tqp+r] = rowDot(a.dO.Row(b, h, r), a.o.Row(b, h, r), kc)
+					}
+				}
+				continue
+			}
+			rowDot4(a.dO.Data[a.dO.Index(b, h, i, 0):], a.dO.StrideT, a.o.Data[a.o.Index(b, h, i, 0):], a.o.StrideT, p.D, kc,
+				(*[4]float32)(di[hg*g.tqp+i:]))
+		}
+		for ; i < p.Tq; i++ {
 			if lse[i] != negInf {
-				di[hg*g.tqp+i] = rowDot(a.dO.Row(b, h, i), a.o.Row(b, h, i), dotChunk(p.D))
+				di[hg*g.tqp+i] = rowDot(a.dO.Row(b, h, i), a.o.Row(b, h, i), kc)
 			}
 		}
 	}

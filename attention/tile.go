@@ -64,6 +64,22 @@ func rowDot(x, y []float32, kc int) float32 {
 	return c
 }
 
+// rowDot4 sets out[r] = rowDot(x[r·sx:][:n], y[r·sy:][:n], kc) for r < 4,
+// bit for bit; the assembly runs the four chains side by side.
+func rowDot4(x []float32, sx int, y []float32, sy, n, kc int, out *[4]float32) {
+	if n == 0 {
+		*out = [4]float32{}
+		return
+	}
+	_, _ = x[3*sx+n-1], y[3*sy+n-1]
+	if rowDot4Asm(x, sx, y, sy, n, kc, out) {
+		return
+	}
+	for r := range out {
+		out[r] = rowDot(x[r*sx:][:n], y[r*sy:][:n], kc)
+	}
+}
+
 // gemmChunked is gemm with the k dimension split into chunks of kc (mode
 // tileSet, tileAdd or tileDS). The AVX-512 kernel computes the whole 6×32
 // blocks, chunks included, with the same rounding; the rest goes through

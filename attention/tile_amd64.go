@@ -30,6 +30,16 @@ func rowDotAsm(x, y []float32, kc int) (float32, bool) {
 	return dotChain(&x[0], &y[0], len(x), kc), true
 }
 
+// rowDot4Asm is rowDot4 with the assembly chains, when they are enabled.
+// rowDot4 has checked the bounds.
+func rowDot4Asm(x []float32, sx int, y []float32, sy, n, kc int, out *[4]float32) bool {
+	if !tileAVX2 && !tileAVX512 {
+		return false
+	}
+	dotChain4(&x[0], sx, &y[0], sy, n, kc, out)
+	return true
+}
+
 // gemmAsm computes the whole 6-row blocks of gemm's C = op(A·B) (all their
 // columns: the 16-column blocks in assembly, the rest in Go) and returns how
 // many rows it computed: 0 when the assembly is off or C has less than one

@@ -492,3 +492,67 @@ dcloop:
 dcdone:
 	VMOVSS X0, ret+32(FP)
 	RET
+
+// func dotChain4(x *float32, sx int, y *float32, sy int, n int, kc int, out *[4]float32)
+// Requires: AVX, CMOV, FMA3
+TEXT ·dotChain4(SB), NOSPLIT, $0-56
+	MOVQ   x+0(FP), AX
+	MOVQ   sx+8(FP), R10
+	SHLQ   $0x02, R10
+	LEAQ   (AX)(R10*1), BX
+	LEAQ   (BX)(R10*1), CX
+	LEAQ   (CX)(R10*1), DX
+	MOVQ   y+16(FP), SI
+	MOVQ   sy+24(FP), R10
+	SHLQ   $0x02, R10
+	LEAQ   (SI)(R10*1), DI
+	LEAQ   (DI)(R10*1), R8
+	LEAQ   (R8)(R10*1), R9
+	MOVQ   n+32(FP), R11
+	MOVQ   kc+40(FP), R12
+	VXORPS X4, X4, X4
+	VXORPS X5, X5, X5
+	VXORPS X6, X6, X6
+	VXORPS X7, X7, X7
+
+dc4chunk:
+	MOVQ    R12, R10
+	CMPQ    R10, R11
+	CMOVQGT R11, R10
+	SUBQ    R10, R11
+	VXORPS  X0, X0, X0
+	VXORPS  X1, X1, X1
+	VXORPS  X2, X2, X2
+	VXORPS  X3, X3, X3
+
+dc4loop:
+	VMOVSS      (AX), X8
+	VFMADD231SS (SI), X8, X0
+	VMOVSS      (BX), X9
+	VFMADD231SS (DI), X9, X1
+	VMOVSS      (CX), X10
+	VFMADD231SS (R8), X10, X2
+	VMOVSS      (DX), X11
+	VFMADD231SS (R9), X11, X3
+	ADDQ        $0x04, AX
+	ADDQ        $0x04, SI
+	ADDQ        $0x04, BX
+	ADDQ        $0x04, DI
+	ADDQ        $0x04, CX
+	ADDQ        $0x04, R8
+	ADDQ        $0x04, DX
+	ADDQ        $0x04, R9
+	DECQ        R10
+	JNZ         dc4loop
+	VADDSS      X0, X4, X4
+	VADDSS      X1, X5, X5
+	VADDSS      X2, X6, X6
+	VADDSS      X3, X7, X7
+	TESTQ       R11, R11
+	JNZ         dc4chunk
+	MOVQ        out+48(FP), AX
+	VMOVSS      X4, (AX)
+	VMOVSS      X5, 4(AX)
+	VMOVSS      X6, 8(AX)
+	VMOVSS      X7, 12(AX)
+	RET

@@ -206,6 +206,28 @@ func TestRowDotMatchesGemm(t *testing.T) {
 	})
 }
 
+// TestRowDot4 checks that rowDot4 rounds each of its rows exactly as
+// rowDot does, at odd lengths and strides.
+func TestRowDot4(t *testing.T) {
+	forEachTileKernel(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(7, 8))
+		for _, d := range []int{0, 1, 7, 16, 32, 65, 200} {
+			for _, s := range []struct{ sx, sy int }{{d, d}, {d + 3, 2*d + 1}} {
+				kc := dotChunk(d)
+				x := randData(rng, 3*s.sx+d+1)
+				y := randData(rng, 3*s.sy+d+1)
+				var out [4]float32
+				rowDot4(x, s.sx, y, s.sy, d, kc, &out)
+				for r := range out {
+					if want := rowDot(x[r*s.sx:][:d], y[r*s.sy:][:d], kc); math.Float32bits(out[r]) != math.Float32bits(want) {
+						t.Fatalf("d=%d strides %d,%d row %d: %v, rowDot %v", d, s.sx, s.sy, r, out[r], want)
+					}
+				}
+			}
+		}
+	})
+}
+
 // BenchmarkTileProduct compares the tile kernel with kernels.Sgemm on the
 // products of one forward tile (96 query rows, 128 keys, D=64): S = Q·Kᵀ
 // (Sgemm reads K directly, the tile kernel a transposed copy) and O += P·V.

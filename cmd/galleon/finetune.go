@@ -53,6 +53,7 @@ type ftOptions struct {
 	MPI     bool   `json:"-"`
 	JSON    bool   `json:"-"`
 	CPUProf string `json:"-"`
+	MemProf string `json:"-"`
 }
 
 // Default learning rates: PEFT's usual LoRA rate, and a rate that full
@@ -94,6 +95,7 @@ func finetuneFlags(fs *flag.FlagSet) (o *ftOptions, targets *string) {
 	fs.StringVar(&o.Resume, "resume", "", "continue the interrupted run whose -out `dir` holds checkpoint.safetensors")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the adapter's initialization, dropout, data order and validation split")
 	fs.StringVar(&o.CPUProf, "cpuprofile", "", "write a CPU profile of the training steps to `file` (go tool pprof)")
+	fs.StringVar(&o.MemProf, "memprofile", "", "write a heap profile to `file` after the last step (go tool pprof): what the trained model, trainer and data hold")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as one JSON object on the last line")
 	addMPIFlag(fs, &o.MPI)
 	return o, targets
@@ -205,7 +207,7 @@ func mergeResumeOptions(o *ftOptions, stored ftOptions, set map[string]bool) err
 		}
 	}
 	run := stored
-	run.Out, run.Resume, run.Workers, run.MPI, run.JSON, run.CPUProf = cur.Out, cur.Resume, cur.Workers, cur.MPI, cur.JSON, cur.CPUProf
+	run.Out, run.Resume, run.Workers, run.MPI, run.JSON, run.CPUProf, run.MemProf = cur.Out, cur.Resume, cur.Workers, cur.MPI, cur.JSON, cur.CPUProf, cur.MemProf
 	if !set["out"] {
 		run.Out = cur.Resume
 	}

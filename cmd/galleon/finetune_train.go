@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -231,7 +232,7 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 	}
 	method += fmt.Sprintf(", %s products", o.Precision)
 	fmt.Fprintf(stdout, "%s: %s, %d trainable of %d weights; %d training windows of %d tokens (%s, %d trained targets), %d validation; %d steps of %d×%d sequences\n",
-		o.Model, method, trainable, r.m.NumParams(), len(r.d.Train), r.T, map[bool]string{true: "packed", false: "padded"}[r.d.Packed],
+		o.Model, method, trainable, r.m.NumParams()+r.m.BF16Params(), len(r.d.Train), r.T, map[bool]string{true: "packed", false: "padded"}[r.d.Packed],
 		r.d.Tokens, len(r.d.Val), r.total, o.Batch, o.Accum)
 	fmt.Fprintf(logf, "run: %s\n", strings.Join(os.Args, " "))
 
@@ -339,6 +340,11 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		}
 	}
 	bar.Finish(fmt.Sprintf("%d steps, loss %.4f", r.total, ema.Value()))
+	if o.MemProf != "" {
+		if err := writeHeapProfile(o.MemProf); err != nil {
+			return err
+		}
+	}
 	res, err := r.finish()
 	if err != nil {
 		return err
@@ -499,6 +505,23 @@ func startCPUProfile(path string) (stop func(), err error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+// writeHeapProfile writes the live heap, after a collection, to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("finetune: -memprofile: %w", err)
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("finetune: -memprofile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("finetune: -memprofile: %w", err)
+	}
+	return nil
 }
 
 // weightFilesBytes is the size of a model directory's weight files
