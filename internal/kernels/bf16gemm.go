@@ -211,6 +211,17 @@ type bf16Blocking struct{ kp, mc, nt, packMax int }
 //	2048×768×3072  150.1 159.6 168.7 182.7 179.5 178.3 | 169.0 166.8 171.8 175.3 | 168.2 163.8
 //
 // kp256 was best on both shapes; no mc or nt beat the default on both.
+// A re-run after the vector packing, 1024³ only, -count 8 at a load
+// average of 20–28 (benchstat ± is the 95% interval):
+//
+//	kp256,nt512 154.3 ± 14% | kp512,nt512 163.8 ± 6% (p=0.20) | kp256,nt256 168.8 ± 11% (p=0.11)
+//	kp256 174.0 ± 11% | kp128 167.3 ± 9% (p=0.59) | kp512 177.3 ± 7% (p=0.39) (-count 6)
+//
+// No difference is significant, so the default stays. The kernel on a
+// tile's worth of panels (BenchmarkBF16KernelTile) runs at 200–210
+// GFLOP/cpu-s under the same load, so what the product loses beyond that
+// is packing and the passes of C and packed A through the caches, which
+// this blocking does not change measurably.
 // Chunks of the packed operands stay within 8 MiB each, as Sgemm's.
 var bf16DefaultBlocking = bf16Blocking{kp: 256, mc: sgemmMC512, nt: sgemmNT512, packMax: sgemmPackMax}
 
