@@ -217,13 +217,20 @@ type bf16Blocking struct{ kp, mc, nt, packMax int }
 //	kp256,nt512 154.3 ± 14% | kp512,nt512 163.8 ± 6% (p=0.20) | kp256,nt256 168.8 ± 11% (p=0.11)
 //	kp256 174.0 ± 11% | kp128 167.3 ± 9% (p=0.59) | kp512 177.3 ± 7% (p=0.39) (-count 6)
 //
-// No difference is significant, so the default stays. The kernel on a
+// No difference is significant on one core. On both cores (the
+// benchmark's -cpu 2), nt256 against nt512 in two runs of -count 10:
+//
+//	1024³          +1.7% (p=0.52)   +10.3% (p=0.004)
+//	2048×768×3072  +8.8% (p=0.000)  +2.2% (p=0.53)
+//
+// never worse: a 96×512 tile's C (192 KiB), packed A (96 KiB) and the B
+// panels of one kp pass (512 KiB) crowd the 1 MiB L2 that at nt256 they
+// fill by half, so nt is 256; kp and mc stay. The kernel on a
 // tile's worth of panels (BenchmarkBF16KernelTile) runs at 200–210
 // GFLOP/cpu-s under the same load, so what the product loses beyond that
-// is packing and the passes of C and packed A through the caches, which
-// this blocking does not change measurably.
+// is packing and the passes of C and packed A through the caches.
 // Chunks of the packed operands stay within 8 MiB each, as Sgemm's.
-var bf16DefaultBlocking = bf16Blocking{kp: 256, mc: sgemmMC512, nt: sgemmNT512, packMax: sgemmPackMax}
+var bf16DefaultBlocking = bf16Blocking{kp: 256, mc: sgemmMC512, nt: 256, packMax: sgemmPackMax}
 
 // bf16Job is one GemmBF16 call and what its threads share.
 type bf16Job struct {

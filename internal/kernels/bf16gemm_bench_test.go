@@ -77,7 +77,7 @@ func BenchmarkGemmBF16Blocking(b *testing.B) {
 	for _, mc := range []int{48, 72, 144, 192} {
 		blks = append(blks, bf16Blocking{def.kp, mc, def.nt, def.packMax})
 	}
-	for _, nt := range []int{256, 1024} {
+	for _, nt := range []int{128, 512} {
 		blks = append(blks, bf16Blocking{def.kp, def.mc, nt, def.packMax})
 	}
 	for _, s := range [][3]int{{1024, 1024, 1024}, {2048, 768, 3072}} {
