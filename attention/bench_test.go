@@ -145,6 +145,7 @@ func BenchmarkPresets(b *testing.B) {
 		}{{"flash", Forward, Backward}, {"naive", NaiveForward, NaiveBackward}} {
 			b.Run(p.name+"/"+impl.name, func(b *testing.B) {
 				opts := c.opts()
+				cpu0 := cpuTime()
 				for i := 0; i < b.N; i++ {
 					o, lse, err := impl.fwd(in.q, in.k, in.v, opts)
 					if err != nil {
@@ -154,6 +155,7 @@ func BenchmarkPresets(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				b.ReportMetric((cpuTime()-cpu0).Seconds()*1e3/float64(b.N), "cpu-ms/op")
 			})
 		}
 	}

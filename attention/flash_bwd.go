@@ -224,6 +224,10 @@ func writeDQ(p *problem, g *bwdGeom, dq Tensor, b, kh int, parts [][]float32) {
 		for i := 0; i < p.Tq; i++ {
 			row := dq.Row(b, h, i)
 			off := (hg*g.tqp + i) * d
+			if len(parts) == 1 {
+				scaleTo(row, parts[0][off:off+d], p.scale)
+				continue
+			}
 			copy(row, parts[0][off:off+d])
 			for _, part := range parts[1:] {
 				kernels.Axpy(1, part[off:off+d], row)
@@ -246,9 +250,25 @@ func backwardItem(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, kb0,
 	for hg := 0; hg < p.G; hg++ {
 		h := kh*p.G + hg
 		lse := a.lse[(b*p.H+h)*p.Tq : (b*p.H+h+1)*p.Tq]
-		for i := 0; i < p.Tq; i++ {
+		kc := dotChunk(p.D)
+		i := 0
+		// Four rows at a time where all four are unmasked: one chain is
+		// bound by the FMA latency, four side by side are not.
+		for ; i+4 <= p.Tq; i += 4 {
+			if lse[i] == negInf || lse[i+1] == negInf || lse[i+2] == negInf || lse[i+3] == negInf {
+				for r := i; r < i+4; r++ {
+					if lse[r] != negInf {
+						di[hg*g.tqp+r] = rowDot(a.dO.Row(b, h, r), a.o.Row(b, h, r), kc)
+					}
+				}
+				continue
+			}
+			rowDot4(a.dO.Data[a.dO.Index(b, h, i, 0):], a.dO.StrideT, a.o.Data[a.o.Index(b, h, i, 0):], a.o.StrideT, p.D, kc,
+				(*[4]float32)(di[hg*g.tqp+i:]))
+		}
+		for ; i < p.Tq; i++ {
 			if lse[i] != negInf {
-				di[hg*g.tqp+i] = rowDot(a.dO.Row(b, h, i), a.o.Row(b, h, i), dotChunk(p.D))
+				di[hg*g.tqp+i] = rowDot(a.dO.Row(b, h, i), a.o.Row(b, h, i), kc)
 			}
 		}
 	}
@@ -269,13 +289,8 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 	clear(dv)
 	// Scaled Kᵀ and Vᵀ of the block, zero-padded to nb columns.
 	kt, vt := s.kt, s.vt
-	for c := 0; c < bc; c++ {
-		krow, vrow := a.k.Row(b, kh, j0+c), a.v.Row(b, kh, j0+c)
-		for x := 0; x < d; x++ {
-			kt[x*g.ldt+c] = p.scale * krow[x]
-			vt[x*g.ldt+c] = vrow[x]
-		}
-	}
+	transposeRows(kt, g.ldt, a.k.Data[a.k.Index(b, kh, j0, 0):], a.k.StrideT, bc, d, p.scale)
+	transposeRows(vt, g.ldt, a.v.Data[a.v.Index(b, kh, j0, 0):], a.v.StrideT, bc, d, 1)
 	for x := 0; x < d; x++ {
 		clear(kt[x*g.ldt+bc : x*g.ldt+nb])
 		clear(vt[x*g.ldt+bc : x*g.ldt+nb])
@@ -332,8 +347,7 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 	}
 	for c := 0; c < bc; c++ {
 		krow, vrow := a.dk.Row(b, kh, j0+c), a.dv.Row(b, kh, j0+c)
-		copy(krow, dk[c*d:(c+1)*d])
-		kernels.Scale(p.scale, krow)
+		scaleTo(krow, dk[c*d:(c+1)*d], p.scale)
 		copy(vrow, dv[c*d:(c+1)*d])
 	}
 }

@@ -105,13 +105,8 @@ func (s *fwdScratch) size(p *problem, mr, lds int) {
 func (s *fwdScratch) keysT(p *problem, k Tensor, b, kh int) []float32 {
 	if head := b*p.KVH + kh; s.ktHead != head {
 		s.ktHead = head
-		const blk = 16
-		for t0 := 0; t0 < p.Tk; t0 += blk {
-			for t := t0; t < min(t0+blk, p.Tk); t++ {
-				for d, x := range k.Row(b, kh, t) {
-					s.kt[d*s.ktLD+t] = p.scale * x
-				}
-			}
+		if p.Tk > 0 {
+			transposeRows(s.kt, s.ktLD, k.Data[k.Index(b, kh, 0, 0):], k.StrideT, p.Tk, p.D, p.scale)
 		}
 		for d := 0; d < p.D; d++ {
 			clear(s.kt[d*s.ktLD+p.Tk : (d+1)*s.ktLD])
@@ -240,8 +235,7 @@ func forwardBlock(p *problem, s *fwdScratch, lds int, q, k, v, o Tensor, lse []f
 			lseRow[r] = negInf
 			continue
 		}
-		copy(orow, acc[r*d:(r+1)*d])
-		kernels.Scale(float32(1/l[r]), orow)
+		scaleTo(orow, acc[r*d:(r+1)*d], float32(1/l[r]))
 		// One rounding: the backward pass divides by exp(lse), so its
 		// error is a relative error of every gradient of the row.
 		lseRow[r] = float32(float64(m[r]) + math.Log(l[r]))

@@ -22,8 +22,10 @@ package attention
 // exactly zero where O is a single value row.
 //
 // The 6×16 register-blocked AVX2/FMA kernel covers whole 6-row, 16-column
-// blocks; the rest runs in Go. Callers pad their tile buffers so that nearly
-// all the work falls into whole blocks.
+// blocks; the rest runs in Go. On AVX-512 CPUs a 6×32 kernel takes the whole
+// 32-column blocks first, and adds the chunks of a product in registers.
+// Callers pad their tile buffers so that nearly all the work falls into
+// whole blocks.
 
 const (
 	tileSet = iota
@@ -62,11 +64,65 @@ func rowDot(x, y []float32, kc int) float32 {
 	return c
 }
 
+// rowDot4 sets out[r] = rowDot(x[r·sx:][:n], y[r·sy:][:n], kc) for r < 4,
+// bit for bit; the assembly runs the four chains side by side.
+func rowDot4(x []float32, sx int, y []float32, sy, n, kc int, out *[4]float32) {
+	if n == 0 {
+		*out = [4]float32{}
+		return
+	}
+	_, _ = x[3*sx+n-1], y[3*sy+n-1]
+	if rowDot4Asm(x, sx, y, sy, n, kc, out) {
+		return
+	}
+	for r := range out {
+		out[r] = rowDot(x[r*sx:][:n], y[r*sy:][:n], kc)
+	}
+}
+
 // gemmChunked is gemm with the k dimension split into chunks of kc (mode
-// tileSet, tileAdd or tileDS).
+// tileSet, tileAdd or tileDS). The AVX-512 kernel computes the whole 6×32
+// blocks, chunks included, with the same rounding; the rest goes through
+// gemmChunks.
 func gemmChunked(kc, m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) {
+	if m <= 0 || n <= 0 {
+		return
+	}
+	if k > 0 {
+		_ = a[(m-1)*sai+(k-1)*sak]
+		_ = b[(k-1)*ldb+n-1]
+	}
+	_ = c[(m-1)*ldc+n-1]
+	if mode >= tileDS {
+		_ = p[(m-1)*ldc+n-1]
+		_ = dv[m-1]
+	}
+	m6, n32 := gemmWideAsm(kc, m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+	if m6 == 0 {
+		gemmChunks(kc, m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+		return
+	}
+	if n32 < n { // the last columns of the whole row blocks
+		pr := p
+		if mode >= tileDS {
+			pr = p[n32:]
+		}
+		gemmChunks(kc, m6, n-n32, k, a, sai, sak, b[n32:], ldb, c[n32:], ldc, mode, pr, dv)
+	}
+	if m6 < m { // the last rows
+		pr, dr := p, dv
+		if mode >= tileDS {
+			pr, dr = p[m6*ldc:], dv[m6:]
+		}
+		gemmChunks(kc, m-m6, n, k, a[m6*sai:], sai, sak, b, ldb, c[m6*ldc:], ldc, mode, pr, dr)
+	}
+}
+
+// gemmChunks is gemmChunked for the kernels that compute one chunk per
+// call: a product per chunk, each adding onto C.
+func gemmChunks(kc, m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) {
 	if k <= kc {
-		gemm(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+		gemmNarrow(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
 		return
 	}
 	for k0 := 0; k0 < k; k0 += kc {
@@ -80,7 +136,7 @@ func gemmChunked(kc, m, n, k int, a []float32, sai, sak int, b []float32, ldb in
 		case k0+kk == k && mode == tileDS:
 			md = tileDSAdd
 		}
-		gemm(m, n, kk, a[k0*sak:], sai, sak, b[k0*ldb:], ldb, c, ldc, md, p, dv)
+		gemmNarrow(m, n, kk, a[k0*sak:], sai, sak, b[k0*ldb:], ldb, c, ldc, md, p, dv)
 	}
 }
 
@@ -92,6 +148,16 @@ const (
 // gemm computes C = op(A·B) as described above. It panics if a slice is too
 // short for the dimensions (an internal error: callers size their buffers).
 func gemm(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) {
+	if mode == tileDSAdd { // only gemmChunks's calls use it
+		gemmNarrow(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+		return
+	}
+	gemmChunked(max(k, 1), m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+}
+
+// gemmNarrow is gemm with the 6×16 kernel and Go: one chunk per call, every
+// mode.
+func gemmNarrow(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) {
 	if m <= 0 || n <= 0 {
 		return
 	}
@@ -155,5 +221,47 @@ func gemmGeneric(m, j0, j1, k int, a []float32, sai, sak int, b []float32, ldb i
 				crow[j] = float32(x)
 			}
 		}
+	}
+}
+
+// transposeRows writes dst[x·ldd + c] = s·src[c·lds + x] for c < n, x < d:
+// the Kᵀ and Vᵀ operands of the tile products. Eight source rows are read
+// side by side, so every store run is eight contiguous floats and the eight
+// source rows stay in L1 across the d columns; writing one column at a time
+// instead (a store per cache line) cost about 5% of a small training step.
+// The product s·v rounds once, as the callers' one multiplication did.
+func transposeRows(dst []float32, ldd int, src []float32, lds, n, d int, s float32) {
+	if n <= 0 || d <= 0 {
+		return
+	}
+	_ = src[(n-1)*lds+d-1]
+	_ = dst[(d-1)*ldd+n-1]
+	const tb = 8
+	c := 0
+	for ; c+tb <= n; c += tb {
+		r0, r1 := src[(c+0)*lds:][:d], src[(c+1)*lds:][:d]
+		r2, r3 := src[(c+2)*lds:][:d], src[(c+3)*lds:][:d]
+		r4, r5 := src[(c+4)*lds:][:d], src[(c+5)*lds:][:d]
+		r6, r7 := src[(c+6)*lds:][:d], src[(c+7)*lds:][:d]
+		for x := 0; x < d; x++ {
+			o := (*[tb]float32)(dst[x*ldd+c:])
+			o[0], o[1], o[2], o[3] = s*r0[x], s*r1[x], s*r2[x], s*r3[x]
+			o[4], o[5], o[6], o[7] = s*r4[x], s*r5[x], s*r6[x], s*r7[x]
+		}
+	}
+	for ; c < n; c++ {
+		for x, v := range src[c*lds:][:d] {
+			dst[x*ldd+c] = s * v
+		}
+	}
+}
+
+// scaleTo writes dst[i] = s·src[i] (one rounding, as a copy followed by
+// kernels.Scale): the per-row outputs of the attention kernels, D floats at
+// a time, where a call into the vector routines costs more than the loop.
+func scaleTo(dst, src []float32, s float32) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		dst[i] = s * v
 	}
 }

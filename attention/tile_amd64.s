@@ -213,6 +213,253 @@ next:
 	VZEROUPPER
 	RET
 
+// func kern6x32(n int, k int, kc int, a *float32, sai int, sak int, b *float32, ldb int, c *float32, ldc int, mode int, p *float32, dv *float32)
+// Requires: AVX, AVX512DQ, AVX512F, CMOV
+TEXT ·kern6x32(SB), NOSPLIT, $0-104
+	MOVQ n+0(FP), R11
+	MOVQ a+24(FP), R12
+	MOVQ sai+32(FP), DX
+	SHLQ $0x02, DX
+	LEAQ (DX)(DX*2), SI
+	LEAQ (DX)(DX*4), DI
+	MOVQ sak+40(FP), R8
+	SHLQ $0x02, R8
+	MOVQ b+48(FP), R13
+	MOVQ ldb+56(FP), R9
+	SHLQ $0x02, R9
+	MOVQ c+64(FP), R10
+	MOVQ kc+16(FP), R15
+
+zcolblock:
+	MOVQ    R12, AX
+	MOVQ    R13, BX
+	MOVQ    k+8(FP), R14
+	MOVQ    R15, CX
+	CMPQ    CX, R14
+	CMOVQGT R14, CX
+	SUBQ    CX, R14
+	VXORPS  Z12, Z12, Z12
+	VXORPS  Z13, Z13, Z13
+	VXORPS  Z14, Z14, Z14
+	VXORPS  Z15, Z15, Z15
+	VXORPS  Z16, Z16, Z16
+	VXORPS  Z17, Z17, Z17
+	VXORPS  Z18, Z18, Z18
+	VXORPS  Z19, Z19, Z19
+	VXORPS  Z20, Z20, Z20
+	VXORPS  Z21, Z21, Z21
+	VXORPS  Z22, Z22, Z22
+	VXORPS  Z23, Z23, Z23
+
+zfirst:
+	VMOVUPS      (BX), Z24
+	VMOVUPS      64(BX), Z25
+	VBROADCASTSS (AX), Z26
+	VFMADD231PS  Z24, Z26, Z12
+	VFMADD231PS  Z25, Z26, Z13
+	VBROADCASTSS (AX)(DX*1), Z27
+	VFMADD231PS  Z24, Z27, Z14
+	VFMADD231PS  Z25, Z27, Z15
+	VBROADCASTSS (AX)(DX*2), Z26
+	VFMADD231PS  Z24, Z26, Z16
+	VFMADD231PS  Z25, Z26, Z17
+	VBROADCASTSS (AX)(SI*1), Z27
+	VFMADD231PS  Z24, Z27, Z18
+	VFMADD231PS  Z25, Z27, Z19
+	VBROADCASTSS (AX)(DX*4), Z26
+	VFMADD231PS  Z24, Z26, Z20
+	VFMADD231PS  Z25, Z26, Z21
+	VBROADCASTSS (AX)(DI*1), Z27
+	VFMADD231PS  Z24, Z27, Z22
+	VFMADD231PS  Z25, Z27, Z23
+	ADDQ         R8, AX
+	ADDQ         R9, BX
+	DECQ         CX
+	JNZ          zfirst
+	MOVQ         mode+80(FP), CX
+	CMPQ         CX, $0x01
+	JNE          zchunks
+
+	// tileAdd: total = first chunk + C.
+	MOVQ    ldc+72(FP), CX
+	SHLQ    $0x02, CX
+	MOVQ    R10, BX
+	VADDPS  (BX), Z12, Z12
+	VADDPS  64(BX), Z13, Z13
+	ADDQ    CX, BX
+	VADDPS  (BX), Z14, Z14
+	VADDPS  64(BX), Z15, Z15
+	ADDQ    CX, BX
+	VADDPS  (BX), Z16, Z16
+	VADDPS  64(BX), Z17, Z17
+	ADDQ    CX, BX
+	VADDPS  (BX), Z18, Z18
+	VADDPS  64(BX), Z19, Z19
+	ADDQ    CX, BX
+	VADDPS  (BX), Z20, Z20
+	VADDPS  64(BX), Z21, Z21
+	ADDQ    CX, BX
+	VADDPS  (BX), Z22, Z22
+	VADDPS  64(BX), Z23, Z23
+	MOVQ    kc+16(FP), BX
+	CMPQ    BX, k+8(FP)
+	CMOVQGT k+8(FP), BX
+	IMULQ   R9, BX
+	ADDQ    R13, BX
+
+zchunks:
+	TESTQ   R14, R14
+	JZ      zepilogue
+	MOVQ    R15, CX
+	CMPQ    CX, R14
+	CMOVQGT R14, CX
+	SUBQ    CX, R14
+	VXORPS  Z0, Z0, Z0
+	VXORPS  Z1, Z1, Z1
+	VXORPS  Z2, Z2, Z2
+	VXORPS  Z3, Z3, Z3
+	VXORPS  Z4, Z4, Z4
+	VXORPS  Z5, Z5, Z5
+	VXORPS  Z6, Z6, Z6
+	VXORPS  Z7, Z7, Z7
+	VXORPS  Z8, Z8, Z8
+	VXORPS  Z9, Z9, Z9
+	VXORPS  Z10, Z10, Z10
+	VXORPS  Z11, Z11, Z11
+
+zkloop:
+	VMOVUPS      (BX), Z24
+	VMOVUPS      64(BX), Z25
+	VBROADCASTSS (AX), Z26
+	VFMADD231PS  Z24, Z26, Z0
+	VFMADD231PS  Z25, Z26, Z1
+	VBROADCASTSS (AX)(DX*1), Z27
+	VFMADD231PS  Z24, Z27, Z2
+	VFMADD231PS  Z25, Z27, Z3
+	VBROADCASTSS (AX)(DX*2), Z26
+	VFMADD231PS  Z24, Z26, Z4
+	VFMADD231PS  Z25, Z26, Z5
+	VBROADCASTSS (AX)(SI*1), Z27
+	VFMADD231PS  Z24, Z27, Z6
+	VFMADD231PS  Z25, Z27, Z7
+	VBROADCASTSS (AX)(DX*4), Z26
+	VFMADD231PS  Z24, Z26, Z8
+	VFMADD231PS  Z25, Z26, Z9
+	VBROADCASTSS (AX)(DI*1), Z27
+	VFMADD231PS  Z24, Z27, Z10
+	VFMADD231PS  Z25, Z27, Z11
+	ADDQ         R8, AX
+	ADDQ         R9, BX
+	DECQ         CX
+	JNZ          zkloop
+	VADDPS       Z0, Z12, Z12
+	VADDPS       Z1, Z13, Z13
+	VADDPS       Z2, Z14, Z14
+	VADDPS       Z3, Z15, Z15
+	VADDPS       Z4, Z16, Z16
+	VADDPS       Z5, Z17, Z17
+	VADDPS       Z6, Z18, Z18
+	VADDPS       Z7, Z19, Z19
+	VADDPS       Z8, Z20, Z20
+	VADDPS       Z9, Z21, Z21
+	VADDPS       Z10, Z22, Z22
+	VADDPS       Z11, Z23, Z23
+	JMP          zchunks
+
+zepilogue:
+	// BX walks the rows of the C block, CX is ldc·4.
+	MOVQ    ldc+72(FP), CX
+	SHLQ    $0x02, CX
+	MOVQ    R10, BX
+	MOVQ    mode+80(FP), AX
+	CMPQ    AX, $0x02
+	JEQ     zdsmode
+	VMOVUPS Z12, (BX)
+	VMOVUPS Z13, 64(BX)
+	ADDQ    CX, BX
+	VMOVUPS Z14, (BX)
+	VMOVUPS Z15, 64(BX)
+	ADDQ    CX, BX
+	VMOVUPS Z16, (BX)
+	VMOVUPS Z17, 64(BX)
+	ADDQ    CX, BX
+	VMOVUPS Z18, (BX)
+	VMOVUPS Z19, 64(BX)
+	ADDQ    CX, BX
+	VMOVUPS Z20, (BX)
+	VMOVUPS Z21, 64(BX)
+	ADDQ    CX, BX
+	VMOVUPS Z22, (BX)
+	VMOVUPS Z23, 64(BX)
+	JMP     znext
+
+zdsmode:
+	// C = P ∘ (total − dv[row]); AX walks P like BX walks C.
+	MOVQ         dv+96(FP), AX
+	VBROADCASTSS (AX), Z24
+	VBROADCASTSS 4(AX), Z25
+	VBROADCASTSS 8(AX), Z26
+	VBROADCASTSS 12(AX), Z27
+	VSUBPS       Z24, Z12, Z12
+	VSUBPS       Z24, Z13, Z13
+	VSUBPS       Z25, Z14, Z14
+	VSUBPS       Z25, Z15, Z15
+	VSUBPS       Z26, Z16, Z16
+	VSUBPS       Z26, Z17, Z17
+	VSUBPS       Z27, Z18, Z18
+	VSUBPS       Z27, Z19, Z19
+	VBROADCASTSS 16(AX), Z24
+	VBROADCASTSS 20(AX), Z25
+	VSUBPS       Z24, Z20, Z20
+	VSUBPS       Z24, Z21, Z21
+	VSUBPS       Z25, Z22, Z22
+	VSUBPS       Z25, Z23, Z23
+	MOVQ         p+88(FP), AX
+	ADDQ         R10, AX
+	SUBQ         c+64(FP), AX
+	VMULPS       (AX), Z12, Z12
+	VMULPS       64(AX), Z13, Z13
+	VMOVUPS      Z12, (BX)
+	VMOVUPS      Z13, 64(BX)
+	ADDQ         CX, BX
+	ADDQ         CX, AX
+	VMULPS       (AX), Z14, Z14
+	VMULPS       64(AX), Z15, Z15
+	VMOVUPS      Z14, (BX)
+	VMOVUPS      Z15, 64(BX)
+	ADDQ         CX, BX
+	ADDQ         CX, AX
+	VMULPS       (AX), Z16, Z16
+	VMULPS       64(AX), Z17, Z17
+	VMOVUPS      Z16, (BX)
+	VMOVUPS      Z17, 64(BX)
+	ADDQ         CX, BX
+	ADDQ         CX, AX
+	VMULPS       (AX), Z18, Z18
+	VMULPS       64(AX), Z19, Z19
+	VMOVUPS      Z18, (BX)
+	VMOVUPS      Z19, 64(BX)
+	ADDQ         CX, BX
+	ADDQ         CX, AX
+	VMULPS       (AX), Z20, Z20
+	VMULPS       64(AX), Z21, Z21
+	VMOVUPS      Z20, (BX)
+	VMOVUPS      Z21, 64(BX)
+	ADDQ         CX, BX
+	ADDQ         CX, AX
+	VMULPS       (AX), Z22, Z22
+	VMULPS       64(AX), Z23, Z23
+	VMOVUPS      Z22, (BX)
+	VMOVUPS      Z23, 64(BX)
+
+znext:
+	ADDQ $0x80, R10
+	ADDQ $0x80, R13
+	SUBQ $0x20, R11
+	JNZ  zcolblock
+	VZEROUPPER
+	RET
+
 // func dotChain(x *float32, y *float32, n int, kc int) float32
 // Requires: AVX, CMOV, FMA3
 TEXT ·dotChain(SB), NOSPLIT, $0-36
@@ -244,4 +491,68 @@ dcloop:
 
 dcdone:
 	VMOVSS X0, ret+32(FP)
+	RET
+
+// func dotChain4(x *float32, sx int, y *float32, sy int, n int, kc int, out *[4]float32)
+// Requires: AVX, CMOV, FMA3
+TEXT ·dotChain4(SB), NOSPLIT, $0-56
+	MOVQ   x+0(FP), AX
+	MOVQ   sx+8(FP), R10
+	SHLQ   $0x02, R10
+	LEAQ   (AX)(R10*1), BX
+	LEAQ   (BX)(R10*1), CX
+	LEAQ   (CX)(R10*1), DX
+	MOVQ   y+16(FP), SI
+	MOVQ   sy+24(FP), R10
+	SHLQ   $0x02, R10
+	LEAQ   (SI)(R10*1), DI
+	LEAQ   (DI)(R10*1), R8
+	LEAQ   (R8)(R10*1), R9
+	MOVQ   n+32(FP), R11
+	MOVQ   kc+40(FP), R12
+	VXORPS X4, X4, X4
+	VXORPS X5, X5, X5
+	VXORPS X6, X6, X6
+	VXORPS X7, X7, X7
+
+dc4chunk:
+	MOVQ    R12, R10
+	CMPQ    R10, R11
+	CMOVQGT R11, R10
+	SUBQ    R10, R11
+	VXORPS  X0, X0, X0
+	VXORPS  X1, X1, X1
+	VXORPS  X2, X2, X2
+	VXORPS  X3, X3, X3
+
+dc4loop:
+	VMOVSS      (AX), X8
+	VFMADD231SS (SI), X8, X0
+	VMOVSS      (BX), X9
+	VFMADD231SS (DI), X9, X1
+	VMOVSS      (CX), X10
+	VFMADD231SS (R8), X10, X2
+	VMOVSS      (DX), X11
+	VFMADD231SS (R9), X11, X3
+	ADDQ        $0x04, AX
+	ADDQ        $0x04, SI
+	ADDQ        $0x04, BX
+	ADDQ        $0x04, DI
+	ADDQ        $0x04, CX
+	ADDQ        $0x04, R8
+	ADDQ        $0x04, DX
+	ADDQ        $0x04, R9
+	DECQ        R10
+	JNZ         dc4loop
+	VADDSS      X0, X4, X4
+	VADDSS      X1, X5, X5
+	VADDSS      X2, X6, X6
+	VADDSS      X3, X7, X7
+	TESTQ       R11, R11
+	JNZ         dc4chunk
+	MOVQ        out+48(FP), AX
+	VMOVSS      X4, (AX)
+	VMOVSS      X5, 4(AX)
+	VMOVSS      X6, 8(AX)
+	VMOVSS      X7, 12(AX)
 	RET

@@ -11,9 +11,27 @@ package attention
 //go:noescape
 func kern6x16(n int, k int, a *float32, sai int, sak int, b *float32, ldb int, c *float32, ldc int, mode int, p *float32, dv *float32)
 
+// kern6x32 computes rows [0, 6) and columns [0, n) of C = op(A·B) (see
+// tile.go) with k split into chunks of kc, as gemmChunked does: each chunk
+// is a sequential FMA chain from zero, the chunks are added in order, and
+// mode (tileSet, tileAdd or tileDS) applies to the sum; tileAdd adds C
+// to the first chunk, as gemmChunked's first call does. n is a positive
+// multiple of 32, k and kc are positive, a, c (and p, dv in tileDS mode)
+// point at the block's first row.
+//
+//go:noescape
+func kern6x32(n int, k int, kc int, a *float32, sai int, sak int, b *float32, ldb int, c *float32, ldc int, mode int, p *float32, dv *float32)
+
 // dotChain returns Σ x[i]·y[i] for i < n, rounded exactly as kern6x16
 // rounds one element of a product over k = n split into chunks of kc:
 // a sequential FMA chain per chunk, chunks added in order.
 //
 //go:noescape
 func dotChain(x *float32, y *float32, n int, kc int) float32
+
+// dotChain4 sets out[r] to dotChain(x + r·sx, y + r·sy, n, kc) for r < 4
+// (strides in elements), bit for bit: the four chains run side by side,
+// so the FMA latency that bounds one chain is hidden. n must be positive.
+//
+//go:noescape
+func dotChain4(x *float32, sx int, y *float32, sy int, n int, kc int, out *[4]float32)

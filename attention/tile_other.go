@@ -6,6 +6,14 @@ package attention
 
 func rowDotAsm(x, y []float32, kc int) (float32, bool) { return 0, false }
 
+func rowDot4Asm(x []float32, sx int, y []float32, sy, n, kc int, out *[4]float32) bool {
+	return false
+}
+
 func gemmAsm(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) int {
 	return 0
+}
+
+func gemmWideAsm(kc, m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) (m6, n32 int) {
+	return 0, 0
 }

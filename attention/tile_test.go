@@ -35,7 +35,58 @@ func TestGemm(t *testing.T) {
 	})
 }
 
+// TestGemmChunked checks products over k in chunks (the scores and dP of
+// the kernels) against a float64 reference at odd shapes, and that every
+// tile kernel rounds them exactly as the AVX2 one does: the results of a
+// training step must not depend on the CPU's vector width.
+func TestGemmChunked(t *testing.T) {
+	type result struct {
+		shape string
+		c     []float32
+	}
+	var ref []result // the avx2 kernel's outputs, in order
+	forEachTileKernel(t, func(t *testing.T) {
+		name := t.Name()[len("TestGemmChunked/"):]
+		rng := rand.New(rand.NewPCG(3, 4))
+		i := 0
+		for _, m := range []int{6, 7, 13, 96} {
+			for _, n := range []int{16, 32, 47, 64, 80, 128} {
+				for _, k := range []int{1, 8, 9, 32, 70} {
+					for _, trans := range []bool{false, true} {
+						for mode := tileSet; mode <= tileDS; mode++ {
+							kc := dotChunk(k)
+							if k == 70 {
+								kc = 70 // one chunk, as gemm
+							}
+							c := checkGemmKC(t, rng, kc, m, n, k, trans, mode)
+							shape := fmt.Sprintf("m=%d n=%d k=%d kc=%d trans=%v mode=%d", m, n, k, kc, trans, mode)
+							switch {
+							case name == "avx2":
+								ref = append(ref, result{shape, c})
+							case name != "generic" && ref != nil:
+								for x := range c {
+									if math.Float32bits(c[x]) != math.Float32bits(ref[i].c[x]) {
+										t.Fatalf("%s: c[%d] = %v, avx2 %v", shape, x, c[x], ref[i].c[x])
+									}
+								}
+							}
+							i++
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
 func checkGemm(t *testing.T, rng *rand.Rand, m, n, k int, trans bool, mode int) {
+	t.Helper()
+	checkGemmKC(t, rng, 0, m, n, k, trans, mode)
+}
+
+// checkGemmKC checks gemmChunked (gemm when kc is 0) against a float64
+// reference and returns C.
+func checkGemmKC(t *testing.T, rng *rand.Rand, kc, m, n, k int, trans bool, mode int) []float32 {
 	t.Helper()
 	lda, ldb, ldc := k+3, n+5, n+2
 	sai, sak := lda, 1
@@ -75,12 +126,17 @@ func checkGemm(t *testing.T, rng *rand.Rand, m, n, k int, trans bool, mode int) 
 			}
 		}
 	}
-	gemm(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+	if kc == 0 {
+		gemm(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+	} else {
+		gemmChunked(kc, m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
+	}
 	for i := range c {
 		if d := math.Abs(float64(c[i]) - want[i]); d > 1e-4*(1+math.Abs(want[i])) {
-			t.Fatalf("m=%d n=%d k=%d trans=%v mode=%d: c[%d] = %v, want %v", m, n, k, trans, mode, i, c[i], want[i])
+			t.Fatalf("m=%d n=%d k=%d kc=%d trans=%v mode=%d: c[%d] = %v, want %v", m, n, k, kc, trans, mode, i, c[i], want[i])
 		}
 	}
+	return c
 }
 
 func BenchmarkGemm(b *testing.B) {
@@ -144,6 +200,28 @@ func TestRowDotMatchesGemm(t *testing.T) {
 			for i := 0; i < m; i++ {
 				if c[i*n+i] != 0 {
 					t.Fatalf("d=%d row %d: dS on matching rows = %v, want 0", d, i, c[i*n+i])
+				}
+			}
+		}
+	})
+}
+
+// TestRowDot4 checks that rowDot4 rounds each of its rows exactly as
+// rowDot does, at odd lengths and strides.
+func TestRowDot4(t *testing.T) {
+	forEachTileKernel(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(7, 8))
+		for _, d := range []int{0, 1, 7, 16, 32, 65, 200} {
+			for _, s := range []struct{ sx, sy int }{{d, d}, {d + 3, 2*d + 1}} {
+				kc := dotChunk(d)
+				x := randData(rng, 3*s.sx+d+1)
+				y := randData(rng, 3*s.sy+d+1)
+				var out [4]float32
+				rowDot4(x, s.sx, y, s.sy, d, kc, &out)
+				for r := range out {
+					if want := rowDot(x[r*s.sx:][:d], y[r*s.sy:][:d], kc); math.Float32bits(out[r]) != math.Float32bits(want) {
+						t.Fatalf("d=%d strides %d,%d row %d: %v, rowDot %v", d, s.sx, s.sy, r, out[r], want)
+					}
 				}
 			}
 		}

@@ -472,7 +472,9 @@ func TestAdaptedLinearGradients(t *testing.T) {
 // with the same seed, and gradients (for x and A) that apply the forward
 // run's mask.
 func TestDropout(t *testing.T) {
-	const rows, in, r, p = 100, 40, 3, 0.25
+	// rows·in spans two of the op's row blocks, and rows do not start on
+	// 64-element mask words.
+	const rows, in, r, p = 3301, 41, 3, 0.25
 	rng := rand.New(rand.NewPCG(5, 5))
 	x, A, R := make([]float32, rows*in), make([]float32, r*in), make([]float32, rows*r)
 	for _, v := range [][]float32{x, A, R} {
@@ -485,7 +487,14 @@ func TestDropout(t *testing.T) {
 		g := G.NewGraph()
 		xn := G.NodeFromAny(g, tensor.New(tensor.WithShape(rows, in), tensor.WithBacking(x)), G.WithName("x"))
 		an := G.NodeFromAny(g, tensor.New(tensor.WithShape(r, in), tensor.WithBacking(A)), G.WithName("A"))
-		rn := G.NodeFromAny(g, tensor.New(tensor.WithShape(rows, r), tensor.WithBacking(R)), G.WithName("R"))
+		// The op's output is hᵀ: weigh it with Rᵀ.
+		rt := make([]float32, r*rows)
+		for i := range rows {
+			for j := range r {
+				rt[j*rows+i] = R[i*r+j]
+			}
+		}
+		rn := G.NodeFromAny(g, tensor.New(tensor.WithShape(r, rows), tensor.WithBacking(rt)), G.WithName("Rᵀ"))
 		h, err := newDown(xn, an, p, nil, 42)
 		if err != nil {
 			t.Fatal(err)
@@ -503,9 +512,9 @@ func TestDropout(t *testing.T) {
 			if err := vm.RunAll(); err != nil {
 				t.Fatal(err)
 			}
-			m := make([]float32, len(op.mask))
-			for i, b := range op.mask {
-				m[i] = float32(b) / (1 - p)
+			m := make([]float32, rows*in)
+			for i := range m {
+				m[i] = float32(op.mask[i/64]>>(i%64)&1) / (1 - p)
 			}
 			outs = append(outs, runOut{m, slices.Clone(h.Value().Data().([]float32)),
 				slices.Clone(grads[0].Value().Data().([]float32)), slices.Clone(grads[1].Value().Data().([]float32))})
@@ -538,8 +547,8 @@ func TestDropout(t *testing.T) {
 				for c := 0; c < in; c++ {
 					hv += float64(x[i*in+c]*o.mask[i*in+c]) * float64(A[j*in+c])
 				}
-				if math.Abs(hv-float64(o.h[i*r+j])) > 1e-4 {
-					t.Fatalf("run %d: h[%d,%d] = %v, reference %v", k, i, j, o.h[i*r+j], hv)
+				if math.Abs(hv-float64(o.h[j*rows+i])) > 1e-4 {
+					t.Fatalf("run %d: h[%d,%d] = %v, reference %v", k, i, j, o.h[j*rows+i], hv)
 				}
 			}
 			for c := 0; c < in; c++ {

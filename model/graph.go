@@ -22,6 +22,9 @@ type GraphContext struct {
 	// precision is the number format of the linear layers' products.
 	precision Precision
 	drop      *nn.DropoutSource
+	// tokens is set when the token embedding is held in bfloat16: the
+	// graph's embedding output is then a leaf the replica fills.
+	tokens *tokenLeaf
 }
 
 // Graph returns the gorgonia graph under construction.
@@ -82,6 +85,9 @@ type Replica struct {
 	// logitsBuf holds the logits Logits computes when the graph fuses the
 	// head with the loss.
 	logitsBuf []float32
+	// tokens is the embedding leaf of a model whose token embedding is
+	// held in bfloat16, filled before every run; nil otherwise.
+	tokens *tokenLeaf
 }
 
 type gradSlot struct {
@@ -141,7 +147,7 @@ func (m *Model) NewReplicaWith(B, T int, opts ReplicaOptions) (*Replica, error) 
 	if err != nil {
 		return nil, err
 	}
-	r.loss, r.hidden, r.logits = loss, hidden, logits
+	r.loss, r.hidden, r.logits, r.tokens = loss, hidden, logits, gc.tokens
 	if len(gc.wrt) == 0 && !ck.trains() {
 		return nil, fmt.Errorf("model: the graph uses no trainable parameter")
 	}
@@ -187,7 +193,6 @@ func (m *Model) NewReplicaWith(B, T int, opts ReplicaOptions) (*Replica, error) 
 func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.DropoutSource, B, T int, ck *checkpointer) (hidden, logits, loss *G.Node, err error) {
 	c := m.Config
 	a := c.arch()
-	w := func(name string) *G.Node { return gc.Node(m.Weights.Get(name)) }
 	env, err := m.newBlockEnv(drop, B, T)
 	if err != nil {
 		return nil, nil, nil, err
@@ -221,12 +226,27 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 			return nil, nil, nil, err
 		}
 	}
+	// A head held in bfloat16 (KeepBF16) is frozen: the tied embedding,
+	// or an lm_head BF16Linear ([V, D] as Llama stores it: transW).
+	if c.TiedEmbeddings && m.tokensBF16 != nil {
+		loss, err = nn.LinearCrossEntropyBF16(hidden, m.tokensBF16, targets, nn.LinearCEOpts{TransW: true})
+		return hidden, nil, loss, err
+	}
+	if b, ok := head.(*BF16Linear); ok && b.Bias == nil {
+		loss, err = nn.LinearCrossEntropyBF16(hidden, b.Weight, targets, nn.LinearCEOpts{TransW: b.OutIn})
+		return hidden, nil, loss, err
+	}
 	if d, ok := head.(*DenseLinear); c.TiedEmbeddings || ok && d.Bias == nil {
-		wn, transW := w(c.TokenEmbeddingName()), true
+		p, transW := m.Weights.Get(c.TokenEmbeddingName()), true
 		if !c.TiedEmbeddings {
-			wn, transW = gc.Node(d.Weight), false
+			p, transW = d.Weight, false
 		}
-		loss, err = nn.LinearCrossEntropy(hidden, wn, targets, nn.LinearCEOpts{TransW: transW})
+		opts := nn.LinearCEOpts{TransW: transW}
+		if !gc.Trainable(p) {
+			// No dW product: smaller chunks of logits cost little.
+			opts.Chunk = nn.LinearCEFrozenChunk(c.Vocab)
+		}
+		loss, err = nn.LinearCrossEntropy(hidden, gc.Node(p), targets, opts)
 		return hidden, nil, loss, err
 	}
 	if logits, err = head.BuildGraph(gc, hidden); err != nil {
@@ -336,7 +356,7 @@ func (e *blockEnv) block(gc *GraphContext, i int, x *G.Node) (*G.Node, error) {
 		case stepResidual:
 			var h *G.Node
 			if h, err = nn.Dropout(src, c.Dropout, e.drop, e.stream(i, residual)); err == nil {
-				out, err = G.Add(regs[rX], h)
+				out, err = nn.Residual(regs[rX], h)
 			}
 			residual++
 		}
@@ -354,6 +374,9 @@ func (e *blockEnv) block(gc *GraphContext, i int, x *G.Node) (*G.Node, error) {
 
 // embedGraph adds the token (and GPT-2's position) embedding.
 func (m *Model) embedGraph(gc *GraphContext, a *arch, inputs *nn.IDs) (*G.Node, error) {
+	if m.tokensBF16 != nil { // only without learned positions (tokensBF16OK)
+		return gc.tokenLeaf(m.tokensBF16, m.Config.DModel), nil
+	}
 	if a.positions == "" {
 		return nn.TokenEmbedding(gc.Node(m.Weights.Get(a.tokens+".weight")), inputs)
 	}
@@ -371,6 +394,11 @@ func (r *Replica) ForwardBackward(inputs, targets []int32, weight float32) (floa
 	}
 	if err := r.targets.Set(targets); err != nil {
 		return 0, fmt.Errorf("model: targets: %w", err)
+	}
+	if r.tokens != nil {
+		if err := r.tokens.fill(inputs); err != nil {
+			return 0, fmt.Errorf("model: inputs: %w", err)
+		}
 	}
 	defer r.vm.Reset()
 	r.gradWeight = weight

@@ -143,6 +143,7 @@ func LoadPretrained(dir string, opts ...LoadOption) (*Model, error) {
 		}
 		o.load = loadBF16Linear
 	}
+	keepTokens := o.keepBF16 && cfg.keepsTokensBF16(where)
 	// Shapes are checked before the model is allocated: the files, not
 	// config.json alone, must account for every byte of it.
 	specs := cfg.paramSpecs()
@@ -175,19 +176,28 @@ func LoadPretrained(dir string, opts ...LoadOption) (*Model, error) {
 	}
 	var buf []byte
 	var m *Model
+	dtypes := map[safetensors.DType]bool{}
 	if o.load != nil {
 		layers, err := cfg.loadTaken(o, byName, where, from, &buf)
 		if err != nil {
 			return nil, err
 		}
-		m, err = newWithLayers(cfg, layers)
+		var tokens []uint16
+		if keepTokens {
+			name := cfg.TokenEmbeddingName()
+			tokens = make([]uint16, cfg.Vocab*cfg.DModel)
+			if err := from[name].readBF16(where[name], tokens, &buf); err != nil {
+				return nil, err
+			}
+			dtypes[safetensors.BF16] = true
+		}
+		m, err = newWithLayers(cfg, layers, tokens)
 		if err != nil {
 			return nil, err
 		}
 	} else if m, err = NewZeroed(cfg); err != nil {
 		return nil, err
 	}
-	dtypes := map[safetensors.DType]bool{}
 	for _, p := range m.Weights.Params {
 		e, f := where[p.Name], from[p.Name]
 		cols := 0

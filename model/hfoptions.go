@@ -216,8 +216,10 @@ func (c Config) loadTaken(o loadOptions, specs map[string]ParamSpec, where map[s
 // newWithLayers returns a zeroed model of cfg whose linear modules named in
 // layers are those layers, with no float32 parameters allocated for them
 // (the state Model.ReleaseReplaced leaves). Each layer must own its
-// weights and have its module's widths.
-func newWithLayers(cfg Config, layers map[string]Linear) (*Model, error) {
+// weights and have its module's widths. A non-nil tokens is the token
+// embedding in bfloat16 (KeepBF16), which then has no float32 parameter
+// either.
+func newWithLayers(cfg Config, layers map[string]Linear, tokens []uint16) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -240,6 +242,12 @@ func newWithLayers(cfg Config, layers map[string]Linear) (*Model, error) {
 		}
 		drop[name+".weight"], drop[name+".bias"] = true, true
 	}
+	if tokens != nil {
+		if !cfg.tokensBF16OK() || len(tokens) != cfg.Vocab*cfg.DModel {
+			return nil, fmt.Errorf("model: a bf16 token embedding of %d values for a %s model of %d×%d", len(tokens), cfg.HFModelType(), cfg.Vocab, cfg.DModel)
+		}
+		drop[cfg.TokenEmbeddingName()] = true
+	}
 	kept := make([]ParamSpec, 0, len(specs))
 	for _, s := range specs {
 		if !drop[s.Name] {
@@ -250,7 +258,7 @@ func newWithLayers(cfg Config, layers map[string]Linear) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: cfg, Weights: ps, trainable: ps, linears: map[string]Linear{}}
+	m := &Model{Config: cfg, Weights: ps, trainable: ps, linears: map[string]Linear{}, tokensBF16: tokens}
 	for _, name := range cfg.LinearNames() {
 		if l, ok := layers[name]; ok {
 			m.linears[name] = l

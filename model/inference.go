@@ -98,6 +98,13 @@ func (inf *Inference) Forward(ids []int32, n int) ([]float32, error) {
 // head computes the logits of rows final hidden rows h.
 func (inf *Inference) head(logits, h []float32, rows int) error {
 	m, c := inf.m, inf.m.Config
+	if c.TiedEmbeddings && m.tokensBF16 != nil {
+		if len(logits) != rows*c.Vocab || len(h) != rows*c.DModel {
+			return fmt.Errorf("model: head: %d logits and %d inputs for %d rows", len(logits), len(h), rows)
+		}
+		kernels.GemmBF16(false, true, rows, c.Vocab, c.DModel, 1, kernels.BF16Mat{F32: h, Ld: c.DModel}, kernels.BF16Mat{BF16: m.tokensBF16, Ld: c.DModel}, 0, logits, c.Vocab)
+		return nil
+	}
 	if c.TiedEmbeddings {
 		return nn.LinearForwardTransW(logits, h, m.Weights.Get(c.TokenEmbeddingName()).Data, nil, rows, c.DModel, c.Vocab)
 	}
@@ -222,6 +229,12 @@ func (inf *Inference) lossSum(h []float32, targets []int32, chunkRows int) (sum 
 func (inf *Inference) embed(x []float32, a *arch, ids []int32, n int) error {
 	c := inf.m.Config
 	C := c.DModel
+	if inf.m.tokensBF16 != nil { // only without learned positions (tokensBF16OK)
+		if err := nn.TokenEmbeddingForwardBF16(x, inf.m.tokensBF16, ids, C); err != nil {
+			return fmt.Errorf("model: inference: %w", err)
+		}
+		return nil
+	}
 	wte := inf.m.Weights.Get(a.tokens + ".weight").Data
 	if a.positions == "" {
 		if err := nn.TokenEmbeddingForward(x, wte, ids, C); err != nil {

@@ -33,6 +33,10 @@ type Model struct {
 
 	dropoutSeed uint64 // derived from the initialization seed
 
+	// tokensBF16 is the token embedding [Vocab, DModel] held in bfloat16
+	// (KeepBF16), frozen, when Weights lacks it; nil otherwise.
+	tokensBF16 []uint16
+
 	// hf is set by LoadPretrained: the Hugging Face dtype and config keys
 	// that SavePretrained writes back (nil: float32, no extra keys).
 	hf *hfInfo

@@ -53,6 +53,7 @@ type ftOptions struct {
 	MPI     bool   `json:"-"`
 	JSON    bool   `json:"-"`
 	CPUProf string `json:"-"`
+	MemProf string `json:"-"`
 }
 
 // Default learning rates: PEFT's usual LoRA rate, and a rate that full
@@ -94,6 +95,7 @@ func finetuneFlags(fs *flag.FlagSet) (o *ftOptions, targets *string) {
 	fs.StringVar(&o.Resume, "resume", "", "continue the interrupted run whose -out `dir` holds checkpoint.safetensors")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the adapter's initialization, dropout, data order and validation split")
 	fs.StringVar(&o.CPUProf, "cpuprofile", "", "write a CPU profile of the training steps to `file` (go tool pprof)")
+	fs.StringVar(&o.MemProf, "memprofile", "", "write a heap profile to `file` after the last step (go tool pprof): what the trained model, trainer and data hold")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as one JSON object on the last line")
 	addMPIFlag(fs, &o.MPI)
 	return o, targets
@@ -124,12 +126,18 @@ func finetune(ctx context.Context, args []string, stdout, stderr io.Writer, afte
 		o.GradCkpt = true
 	}
 	if o.Resume != "" {
-		stored, err := readCheckpointOptions(o.Resume)
+		stored, workers, err := readCheckpointOptions(o.Resume)
 		if err != nil {
 			return err
 		}
 		if err := mergeResumeOptions(o, stored, set); err != nil {
 			return err
+		}
+		// The interrupted run's workers, for its exact bits; another
+		// count (or -mpi) continues the same training to float32
+		// rounding.
+		if !set["workers"] && !o.MPI && workers > 0 {
+			o.Workers = workers
 		}
 	}
 	if err := o.validate(set); err != nil {
@@ -199,7 +207,7 @@ func mergeResumeOptions(o *ftOptions, stored ftOptions, set map[string]bool) err
 		}
 	}
 	run := stored
-	run.Out, run.Resume, run.Workers, run.MPI, run.JSON, run.CPUProf = cur.Out, cur.Resume, cur.Workers, cur.MPI, cur.JSON, cur.CPUProf
+	run.Out, run.Resume, run.Workers, run.MPI, run.JSON, run.CPUProf, run.MemProf = cur.Out, cur.Resume, cur.Workers, cur.MPI, cur.JSON, cur.CPUProf, cur.MemProf
 	if !set["out"] {
 		run.Out = cur.Resume
 	}
@@ -252,8 +260,6 @@ func (o *ftOptions) validate(set map[string]bool) error {
 		return bad("-full trains every weight: the -lora-* and -target flags do not apply")
 	case o.MPI && o.Workers > 1:
 		return bad("-mpi runs one worker per rank: drop -workers")
-	case o.Resume != "" && (o.Workers > 1 || o.MPI):
-		return bad("-resume needs one worker (no -workers, no -mpi): checkpoints hold one worker's optimizer state")
 	}
 	if err := o.validatePrecision(); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/galleon-ml/galleon/internal/safetensors"
 	"github.com/galleon-ml/galleon/model"
+	"github.com/galleon-ml/galleon/parallel"
 )
 
 // checkpointFile is the resumable checkpoint in -out: one safetensors file,
@@ -56,18 +57,49 @@ type ckptState struct {
 	Layout   []ckptParam       `json:"layout"`
 	Windows  int               `json:"train_windows"`
 	Tokens   int               `json:"trained_tokens"`
+	// Workers is -workers of the interrupted run (1 under -mpi), which a
+	// resumed run uses unless told otherwise; 0 in checkpoints from
+	// before it was recorded, whose runs had one worker.
+	Workers int `json:"workers,omitempty"`
+}
+
+// stateful is a data-parallel trainer's optimizer state, which checkpoints
+// hold: parallel.Trainer, also inside -mpi's trainer.
+type stateful interface {
+	OptimizerState() (parallel.OptimizerState, error)
+	SetOptimizerState(parallel.OptimizerState) error
+}
+
+// optimizerState returns the trainer's step count and AdamW moments, laid
+// out as the trainable vector whatever the trainer. Under -mpi every rank
+// holds them all (ZeRO stage 0), so rank 0 alone can save them.
+func (r *ftRun) optimizerState() (parallel.OptimizerState, error) {
+	if t := r.single; t != nil {
+		return parallel.OptimizerState{Step: t.Opt.T, M: t.Opt.M, V: t.Opt.V}, nil
+	}
+	st, ok := r.tr.(stateful)
+	if !ok {
+		return parallel.OptimizerState{}, fmt.Errorf("finetune: checkpoint: a %T has no optimizer state", r.tr)
+	}
+	return st.OptimizerState()
 }
 
 // saveCheckpoint writes the state after step optimizer steps.
 func (r *ftRun) saveCheckpoint(step int) error {
-	t := r.single
+	opt, err := r.optimizerState()
+	if err != nil {
+		return err
+	}
+	if opt.Step != step {
+		return fmt.Errorf("finetune: checkpoint: the optimizer took %d steps, the run %d", opt.Step, step)
+	}
 	opts, err := json.Marshal(r.o)
 	if err != nil {
 		return fmt.Errorf("finetune: checkpoint: %w", err)
 	}
 	ps := r.m.Trainable()
 	st := ckptState{Step: step, Total: r.total, Schedule: r.sched, AdamW: r.adamw, Loader: r.loader.State(),
-		History: r.hist, Windows: len(r.d.Train), Tokens: r.d.Tokens}
+		History: r.hist, Windows: len(r.d.Train), Tokens: r.d.Tokens, Workers: r.o.Workers}
 	for _, p := range ps.Params {
 		st.Layout = append(st.Layout, ckptParam{Name: p.Name, Shape: p.Shape})
 	}
@@ -87,7 +119,7 @@ func (r *ftRun) saveCheckpoint(step int) error {
 	}
 	meta := map[string]string{metaFormat: ckptFormat, metaVersion: ckptVersion, metaOptions: string(opts), metaState: string(state)}
 	path := filepath.Join(r.o.Out, checkpointFile)
-	if err := safetensors.WriteFileStream(path, []safetensors.Source{src(ckptParams, ps.Data), src(ckptM, t.Opt.M), src(ckptV, t.Opt.V)}, meta); err != nil {
+	if err := safetensors.WriteFileStream(path, []safetensors.Source{src(ckptParams, ps.Data), src(ckptM, opt.M), src(ckptV, opt.V)}, meta); err != nil {
 		return fmt.Errorf("finetune: checkpoint: %w", err)
 	}
 	return nil
@@ -108,18 +140,22 @@ func openCheckpoint(dir string) (*safetensors.Reader, error) {
 }
 
 // readCheckpointOptions returns the options of the run a checkpoint
-// interrupted.
-func readCheckpointOptions(dir string) (ftOptions, error) {
+// interrupted, and its -workers (0 when the checkpoint predates them).
+func readCheckpointOptions(dir string) (ftOptions, int, error) {
 	rd, err := openCheckpoint(dir)
 	if err != nil {
-		return ftOptions{}, err
+		return ftOptions{}, 0, err
 	}
 	defer rd.Close()
 	var o ftOptions
 	if err := json.Unmarshal([]byte(rd.Metadata[metaOptions]), &o); err != nil {
-		return ftOptions{}, fmt.Errorf("finetune: -resume %s: options: %w", dir, err)
+		return ftOptions{}, 0, fmt.Errorf("finetune: -resume %s: options: %w", dir, err)
 	}
-	return o, nil
+	var st ckptState
+	if err := json.Unmarshal([]byte(rd.Metadata[metaState]), &st); err != nil {
+		return ftOptions{}, 0, fmt.Errorf("finetune: -resume %s: state: %w", dir, err)
+	}
+	return o, st.Workers, nil
 }
 
 // restored is a checkpoint's optimizer state, kept until the trainer
@@ -205,6 +241,18 @@ func (r *ftRun) restore(dir string) error {
 // applyRestoredOptimizer moves a restored optimizer state into the trainer.
 func (r *ftRun) applyRestoredOptimizer() error {
 	if r.pending == nil {
+		return nil
+	}
+	if r.single == nil {
+		st, ok := r.tr.(stateful)
+		if !ok {
+			return fmt.Errorf("finetune: resume: a %T has no optimizer state", r.tr)
+		}
+		p := r.pending
+		r.pending = nil
+		if err := st.SetOptimizerState(parallel.OptimizerState{Step: p.step, M: p.m, V: p.v}); err != nil {
+			return fmt.Errorf("finetune: resume: %w", err)
+		}
 		return nil
 	}
 	opt := r.single.Opt

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -83,7 +84,7 @@ type ftRun struct {
 	adamw   model.AdamWConfig
 	loader  *data.Loader
 	tr      stepper
-	single  *model.Trainer // tr when it has one worker: its state is checkpointed
+	single  *model.Trainer // tr when it has one worker (else tr is a parallel.Trainer)
 	hist    history
 	start   int       // steps done before this process (resume)
 	pending *restored // a checkpoint's optimizer state, until the trainer exists
@@ -193,14 +194,14 @@ func (r *ftRun) newTrainer() error {
 			return err
 		}
 		r.tr, r.rank, r.ranks = t, rank, ranks
-		return nil
+		return r.applyRestoredOptimizer()
 	}
 	t, err := parallel.New(r.m, cfg)
 	if err != nil {
 		return err
 	}
 	r.tr = t
-	return nil
+	return r.applyRestoredOptimizer()
 }
 
 // train runs the remaining steps; on cancellation it saves a checkpoint.
@@ -231,7 +232,7 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 	}
 	method += fmt.Sprintf(", %s products", o.Precision)
 	fmt.Fprintf(stdout, "%s: %s, %d trainable of %d weights; %d training windows of %d tokens (%s, %d trained targets), %d validation; %d steps of %d×%d sequences\n",
-		o.Model, method, trainable, r.m.NumParams(), len(r.d.Train), r.T, map[bool]string{true: "packed", false: "padded"}[r.d.Packed],
+		o.Model, method, trainable, r.m.NumParams()+r.m.BF16Params(), len(r.d.Train), r.T, map[bool]string{true: "packed", false: "padded"}[r.d.Packed],
 		r.d.Tokens, len(r.d.Val), r.total, o.Batch, o.Accum)
 	fmt.Fprintf(logf, "run: %s\n", strings.Join(os.Args, " "))
 
@@ -271,16 +272,32 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		// waiting in it.
 		if ctx.Err() != nil && !o.MPI {
 			bar.Finish("interrupted")
-			return r.interrupt(ctx, stdout, step-1)
+			return r.interrupt(ctx, stdout, step-1, nil)
 		}
 		t0 := time.Now()
-		st, err := r.tr.Step(ctx, batcher)
+		// Under MPI a signal stops the run between steps: a step
+		// cancelled midway would abort the job (MPI_Abort) before rank 0
+		// saved anything. Cancelled before it, the step stops every rank
+		// alike at its first exchange, and changes no weight.
+		sctx := ctx
+		if o.MPI && ctx.Err() == nil {
+			sctx = context.WithoutCancel(ctx)
+		}
+		// A step stopped midway may have drawn its batches: the
+		// checkpoint takes the data's position from before it.
+		pos := r.loader.State()
+		st, err := r.tr.Step(sctx, batcher)
 		if err != nil {
-			if ctx.Err() != nil && (r.single == nil || r.single.StepsDone() == step-1) {
-				// Cancelled before the step changed anything (a failed
+			// Another rank's interrupt stops this one with ErrPeer.
+			stopped := ctx.Err() != nil || (o.MPI && errors.Is(err, parallel.ErrPeer))
+			if stopped && (r.single == nil || r.single.StepsDone() == step-1) {
+				// Stopped before the step changed anything (a failed
 				// parallel step leaves the weights as they were).
 				bar.Finish("interrupted")
-				return r.interrupt(ctx, stdout, step-1)
+				if err := r.loader.SetState(pos); err != nil {
+					return err
+				}
+				return r.interrupt(ctx, stdout, step-1, err)
 			}
 			return err
 		}
@@ -323,6 +340,11 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		}
 	}
 	bar.Finish(fmt.Sprintf("%d steps, loss %.4f", r.total, ema.Value()))
+	if o.MemProf != "" {
+		if err := writeHeapProfile(o.MemProf); err != nil {
+			return err
+		}
+	}
 	res, err := r.finish()
 	if err != nil {
 		return err
@@ -450,16 +472,14 @@ func (r *ftRun) plot() report.Plot {
 }
 
 // interrupt saves a resumable checkpoint (and the outputs so far) after
-// step steps and reports how to continue.
-func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int) error {
-	if r.rank != 0 {
-		return fmt.Errorf("finetune: rank %d interrupted after step %d: %w", r.rank, step, context.Cause(ctx))
+// step steps and reports how to continue. cause is why the run stopped:
+// the step's error (nil when it stopped between steps), else ctx's.
+func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int, cause error) error {
+	if cause == nil || ctx.Err() != nil {
+		cause = context.Cause(ctx)
 	}
-	if r.single == nil {
-		if err := r.saveOutputs(); err != nil {
-			return err
-		}
-		return fmt.Errorf("finetune: interrupted after step %d of %d; wrote the outputs so far to %s (a resumable checkpoint needs -workers 1): %w", step, r.total, r.o.Out, context.Cause(ctx))
+	if r.rank != 0 {
+		return fmt.Errorf("finetune: rank %d interrupted after step %d: %w", r.rank, step, cause)
 	}
 	if err := r.saveCheckpoint(step); err != nil {
 		return err
@@ -468,7 +488,7 @@ func (r *ftRun) interrupt(ctx context.Context, stdout io.Writer, step int) error
 		return err
 	}
 	fmt.Fprintf(stdout, "interrupted after step %d of %d: checkpoint saved in %s; continue with: galleon finetune -resume %s\n", step, r.total, r.o.Out, r.o.Out)
-	return fmt.Errorf("finetune: interrupted after step %d of %d (checkpoint in %s): %w", step, r.total, r.o.Out, context.Cause(ctx))
+	return fmt.Errorf("finetune: interrupted after step %d of %d (checkpoint in %s): %w", step, r.total, r.o.Out, cause)
 }
 
 // startCPUProfile profiles the process into path until stop is called.
@@ -485,6 +505,23 @@ func startCPUProfile(path string) (stop func(), err error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+// writeHeapProfile writes the live heap, after a collection, to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("finetune: -memprofile: %w", err)
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("finetune: -memprofile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("finetune: -memprofile: %w", err)
+	}
+	return nil
 }
 
 // weightFilesBytes is the size of a model directory's weight files

@@ -24,7 +24,8 @@
 // shows loss, validation loss, tokens/s, ETA and memory as it trains, and
 // writes to -out the PEFT adapter directory (or the model), loss.png and
 // train.log. Ctrl-C or SIGTERM saves a checkpoint there that -resume
-// continues exactly.
+// continues exactly, with -workers and under -mpi too (there rank 0 saves
+// it after the step that was running).
 //
 // generate continues a prompt (tokenized with the tokenizer's special
 // tokens, such as Llama's BOS) and prints the text as each token is

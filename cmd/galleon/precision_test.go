@@ -22,10 +22,10 @@ func TestFinetunePrecisionFlags(t *testing.T) {
 	bf16Dir, _ := tinyLlamaDirDType(t, "bfloat16")
 	f32Dir, _ := tinyLlamaDir(t)
 	train := promptCompletion(t, 6)
-	// The BF16 fixture's linear weights: 2 layers of q, k, v, o, gate, up
-	// and down at width 64, 2 KV heads of 16 and MLP 96, and the untied
-	// head (64 × 32,000).
-	const linears = 2*(64*64+2*64*32+64*64+3*64*96) + 64*32000
+	// What the BF16 fixture holds in bfloat16: 2 layers of q, k, v, o,
+	// gate, up and down at width 64, 2 KV heads of 16 and MLP 96, the
+	// untied head (64 × 32,000) and the token embedding.
+	const linears = 2*(64*64+2*64*32+64*64+3*64*96) + 2*64*32000
 	cases := []struct {
 		dir            string
 		flags          []string
@@ -122,7 +122,7 @@ func TestFinetuneResumeBF16(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted run: %v\n%s", err, out.String())
 	}
-	stored, err := readCheckpointOptions(resumed)
+	stored, _, err := readCheckpointOptions(resumed)
 	if err != nil {
 		t.Fatal(err)
 	}

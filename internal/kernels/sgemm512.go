@@ -21,8 +21,25 @@ package kernels
 // sizes), and kc512 was at or above kc256 every time (+4% and +7% geomean;
 // in four alternating runs 95.6 vs 93.8 and 96.1 vs 94.6). MC and NT
 // stay at the AVX2 path's values, which no sweep beat consistently.
+//
+// KC is the deepest pass: a chunk of depth kk is cut into the fewest passes
+// of at most KC, of equal depth (sgemmPassDepth), so k = 768 is one pass
+// instead of 512 + 256, and k = 1024 still two of 512. The sweep behind 768
+// (sgemmPackedBlocking on both cores, GFLOP per CPU second, medians, the
+// machine loaded by other work; kc512 ran 512 + 256 for k = 768):
+//
+//	                     kc256 kc384 kc512 kc768 kc1024
+//	1024³ (3 runs)        86.6     -  91.9  88.8*  92.4
+//	2048×768×768 (4)         -  93.4  94.4  96.9      -
+//	2048×768×3072 (3, 4)  87.3  93.5  92.1  96.4   94.2
+//
+// (* 768 + 256: the sweep predates the equal split, which makes it 2×512)
+// and BenchmarkSgemm, before/after binaries interleaved (medians of 4, 4
+// and 8 runs): 2048×768×3072 92.2→97.7, 91.8→90.3, 90.5→90.9;
+// 2048×768×768 94.8→97.7, 90.4→93.7, 93.0→94.8. A pass of 1024 for
+// k = 1024 measured the same as two of 512, so KC stops at 768.
 const (
-	sgemmKC512 = 512
+	sgemmKC512 = 768
 	sgemmMC512 = 96
 	sgemmNT512 = 512
 
@@ -33,6 +50,18 @@ const (
 	sgemmTmpLen = sgemmMR512 * sgemmNR512
 )
 
+// sgemmPassDepth returns the depth of each pass over a tile of C for a
+// chunk of depth kk and passes of at most kcMax: the fewest passes, of
+// equal depth rounded up to 8 (whole cache lines of a packed A panel), so
+// that no pass is a short remainder that loads and stores C for little
+// work.
+func sgemmPassDepth(kk, kcMax int) int {
+	if kk <= kcMax {
+		return kk
+	}
+	return min(kcMax, roundUp(ceilDiv(kk, ceilDiv(kk, kcMax)), 8))
+}
+
 // computeTile512 is computeTile for the AVX-512 micro-kernels.
 func (j *sgemmJob) computeTile512(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]float32) {
 	r0, c0 := ti*j.mc, tj*j.nt
@@ -40,8 +69,9 @@ func (j *sgemmJob) computeTile512(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]f
 	kk, ldc, alpha := st.kk, j.ldc, j.alpha
 	aStride, bStride := sgemmMR*kk, sgemmNR*kk // from one panel to the next
 	j.ensure(st, false, ti)
-	for pc := 0; pc < kk; pc += j.blk.kc {
-		kc := min(j.blk.kc, kk-pc)
+	step := sgemmPassDepth(kk, j.blk.kc)
+	for pc := 0; pc < kk; pc += step {
+		kc := min(step, kk-pc)
 		beta := st.beta
 		if pc > 0 {
 			beta = 1

@@ -117,5 +117,25 @@ func TestSgemmBlockings(t *testing.T) {
 				tc.run(t, rng)
 			}
 		}
+		// Deeper than one pass of the default blocking: two passes of
+		// 504 and 496.
+		sgemmCase{m: 37, n: 50, k: 1000, alpha: 0.9, beta: 1.1}.run(t, rng)
 	})
+}
+
+// TestSgemmPassDepth checks the cut of a chunk into passes: the fewest of
+// at most kcMax, of equal depth rounded up to 8, covering kk.
+func TestSgemmPassDepth(t *testing.T) {
+	for _, c := range []struct{ kk, kcMax, want int }{
+		{768, 768, 768}, {1024, 768, 512}, {1000, 768, 504}, {769, 768, 392},
+		{100, 768, 100}, {3, 768, 3}, {419, 64, 64}, {419, 128, 112}, {1536, 768, 768},
+	} {
+		got := sgemmPassDepth(c.kk, c.kcMax)
+		if got != c.want {
+			t.Errorf("sgemmPassDepth(%d, %d) = %d, want %d", c.kk, c.kcMax, got, c.want)
+		}
+		if passes := ceilDiv(c.kk, got); passes != ceilDiv(c.kk, c.kcMax) || got > c.kcMax {
+			t.Errorf("sgemmPassDepth(%d, %d) = %d: %d passes", c.kk, c.kcMax, got, passes)
+		}
+	}
 }

@@ -51,10 +51,11 @@ func benchSgemm(b *testing.B, f func(s sgemmBenchShape, a, bb, c []float32)) {
 			a, bb, c := rnd(s.m*s.k), rnd(s.k*s.n), rnd(s.m*s.n)
 			f(s, a, bb, c) // warm up: pools, helpers, caches
 			b.ResetTimer()
+			cpu0 := processCPU()
 			for b.Loop() {
 				f(s, a, bb, c)
 			}
-			b.ReportMetric(2*float64(s.m)*float64(s.n)*float64(s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			reportRate(b, 2*float64(s.m)*float64(s.n)*float64(s.k), "GFLOP", cpu0)
 		})
 	}
 }
@@ -112,10 +113,11 @@ func BenchmarkSgemmKernel512(b *testing.B) {
 	a := make([]float32, 2*sgemmKC512*sgemmMR)
 	bb := make([]float32, 2*sgemmKC512*sgemmNR)
 	c := make([]float32, sgemmMR512*sgemmNR512)
+	cpu0 := processCPU()
 	for b.Loop() {
 		sgemmKernel512(2, 2, sgemmKC512, a, sgemmKC512*sgemmMR, bb, sgemmKC512*sgemmNR, c, sgemmNR512, 1, 1)
 	}
-	b.ReportMetric(2*sgemmMR512*sgemmNR512*sgemmKC512*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	reportRate(b, 2*sgemmMR512*sgemmNR512*sgemmKC512, "GFLOP", cpu0)
 }
 
 // BenchmarkSgemmBlocking is the sweep behind the blocking constants: the
@@ -129,7 +131,7 @@ func BenchmarkSgemmKernel512(b *testing.B) {
 func BenchmarkSgemmBlocking(b *testing.B) {
 	def := sgemmDefaultBlocking()
 	blks := []sgemmBlocking{def}
-	for _, kc := range []int{128, 192, 320, 384, 512} {
+	for _, kc := range []int{128, 256, 384, 512, 1024} {
 		blks = append(blks, sgemmBlocking{kc, def.mc, def.nt})
 	}
 	for _, mc := range []int{48, 72, 144, 192} {

@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"hash"
+	"math"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -44,19 +45,51 @@ func DropoutMask(mask []float32, p float32, seed, step, stream, offset uint64) e
 	return nil
 }
 
-// DropoutKeep is DropoutMask with one byte per element, 1 for kept and 0 for
-// dropped, for ops that keep their masks compactly; element i is decided as
-// in DropoutMask.
-func DropoutKeep(keep []byte, p float32, seed, step, stream, offset uint64) error {
+// DropoutBits draws a mask of n elements as bits, bit i of the slice
+// (bits[i/64] >> (i%64) & 1) set when element i is kept, for ops that keep
+// their masks compactly (one bit per element instead of a float32). Each
+// 64-bit hash of the counter decides four elements from 16 uniform bits
+// each, so the dropped fraction is round(p·2¹⁶)/2¹⁶ (p within 8e-6): a
+// quarter of the hashing DropoutMask does. Like DropoutMask the mask is a
+// pure function of (seed, step, stream, offset+i), so a caller holding rows
+// [r0, r1) of a larger batch draws that part of the batch's mask. bits must
+// hold at least (n+63)/64 words; its bits past n are cleared.
+func DropoutBits(bits []uint64, n int, p float32, seed, step, stream, offset uint64) error {
 	d, err := newDropoutDraw(p, seed, step, stream)
 	if err != nil {
 		return err
 	}
-	for i := range keep {
-		keep[i] = 1
-		if d.dropped(uint64(i) + offset) {
-			keep[i] = 0
+	words := (n + 63) / 64
+	if n < 0 || len(bits) < words {
+		return fmt.Errorf("nn: dropout bits: %d words for %d elements: %w", len(bits), n, ErrShape)
+	}
+	thr := uint64(math.Round(float64(p) * (1 << 16)))
+	// kept is 1 when the 16 bits v are ≥ thr: the subtraction wraps (top
+	// bit set) exactly when they are below.
+	kept := func(v uint64) uint64 { return 1 ^ (v&0xffff-thr)>>63 }
+	for w := range words {
+		i0 := w * 64
+		g := offset + uint64(i0)
+		var word uint64
+		if g&3 == 0 && n-i0 >= 64 {
+			// A whole word from 16 aligned hashes.
+			for q := range uint64(16) {
+				h := mix64(d.base + g>>2 + q)
+				word |= (kept(h) | kept(h>>16)<<1 | kept(h>>32)<<2 | kept(h>>48)<<3) << (4 * q)
+			}
+			bits[w] = word
+			continue
 		}
+		h := mix64(d.base+g>>2) >> (16 * (g & 3))
+		for k := range min(64, n-i0) {
+			if g&3 == 0 && k > 0 {
+				h = mix64(d.base + g>>2)
+			}
+			word |= kept(h) << k
+			h >>= 16
+			g++
+		}
+		bits[w] = word
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package nn
 import (
 	"errors"
 	"math"
+	"slices"
+	"syscall"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -115,4 +117,97 @@ func TestDropoutOp(t *testing.T) {
 	if _, err := Dropout(x, 0.1, nil, 0); err == nil {
 		t.Error("nil source accepted")
 	}
+}
+
+// TestDropoutBits checks the bit mask: its rate, that it is a function of
+// its coordinates, that an offset (at any alignment) draws the matching part
+// of a larger mask, that bits past n stay clear, and its errors.
+func TestDropoutBits(t *testing.T) {
+	bit := func(b []uint64, i int) bool { return b[i>>6]>>(uint(i)&63)&1 == 1 }
+	const n = 200000
+	bits := make([]uint64, (n+63)/64)
+	for _, p := range []float32{0.1, 0.5} {
+		if err := DropoutBits(bits, n, p, 7, 3, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		dropped := 0
+		for i := range n {
+			if !bit(bits, i) {
+				dropped++
+			}
+		}
+		sd := math.Sqrt(n * float64(p) * float64(1-p))
+		if d := math.Abs(float64(dropped) - n*float64(p)); d > 5*sd {
+			t.Errorf("p=%v: %d dropped of %d", p, dropped, n)
+		}
+	}
+	// p = 0 keeps everything.
+	if err := DropoutBits(bits, 1000, 0, 1, 2, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1000 {
+		if !bit(bits, i) {
+			t.Fatalf("p = 0 dropped element %d", i)
+		}
+	}
+	const m = 1001
+	a, b := make([]uint64, (m+63)/64), make([]uint64, (m+63)/64)
+	DropoutBits(a, m, 0.3, 1, 2, 3, 0)
+	DropoutBits(b, m, 0.3, 1, 2, 3, 0)
+	if !slices.Equal(a, b) {
+		t.Fatal("mask is not a function of its coordinates")
+	}
+	if a[len(a)-1]>>(m%64) != 0 {
+		t.Error("bits past n are set")
+	}
+	for _, other := range [][3]uint64{{2, 2, 3}, {1, 3, 3}, {1, 2, 4}} {
+		DropoutBits(b, m, 0.3, other[0], other[1], other[2], 0)
+		same := 0
+		for i := range m {
+			if bit(a, i) == bit(b, i) {
+				same++
+			}
+		}
+		if same > 800 {
+			t.Errorf("coordinates %v give nearly the same mask (%d of %d equal)", other, same, m)
+		}
+	}
+	for _, off := range []int{1, 2, 3, 4, 63, 64, 65, 600, 999} {
+		tail := make([]uint64, (m-off+63)/64+1)
+		tail[len(tail)-1] = ^uint64(0) // cleared by the call
+		if err := DropoutBits(tail, m-off, 0.3, 1, 2, 3, uint64(off)); err != nil {
+			t.Fatal(err)
+		}
+		for i := range m - off {
+			if bit(tail, i) != bit(a, off+i) {
+				t.Fatalf("offset %d: element %d differs from the whole mask's", off, i)
+			}
+		}
+	}
+	if err := DropoutBits(a, m, 1, 0, 0, 0, 0); !errors.Is(err, ErrRange) {
+		t.Errorf("p = 1: %v", err)
+	}
+	if err := DropoutBits(a[:3], m, 0.1, 0, 0, 0, 0); !errors.Is(err, ErrShape) {
+		t.Errorf("short bits: %v", err)
+	}
+}
+
+func cpuNow() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(0, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// BenchmarkDropoutBits draws a 1,024×576 mask (one rank-8 LoRA adapter's
+// input at B=4, T=256, SmolLM2 width), reporting CPU time per element:
+//
+//	go test ./internal/nn -run '^$' -bench DropoutBits -cpu 1
+func BenchmarkDropoutBits(b *testing.B) {
+	const n = 1024 * 576
+	bits := make([]uint64, n/64)
+	c0 := cpuNow()
+	for b.Loop() {
+		DropoutBits(bits, n, 0.1, 1, 2, 3, 0)
+	}
+	b.ReportMetric(float64(cpuNow()-c0)/float64(b.N)/n, "cpu-ns/element")
 }

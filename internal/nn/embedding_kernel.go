@@ -188,3 +188,27 @@ func (b *embeddingBackwardBody) Chunk(lo, hi int) {
 		kernels.Axpy(1, dout[r*C+lo:r*C+hi], dst[d*C+lo:d*C+hi])
 	}
 }
+
+// TokenEmbeddingForwardBF16 is TokenEmbeddingForward over a table held in
+// bfloat16 (a frozen embedding, as Hugging Face BF16 checkpoints store
+// it): each row is widened exactly to float32 as it is gathered.
+func TokenEmbeddingForwardBF16(out []float32, wte []uint16, ids []int32, C int) error {
+	const fn = "TokenEmbeddingForwardBF16"
+	V, err := rowsOf(fn, "wte", len(wte), C)
+	if err != nil {
+		return err
+	}
+	if V == 0 {
+		return shapeErr(fn, "empty wte")
+	}
+	if err := checkLen(fn, "out", len(out), len(ids)*C); err != nil {
+		return err
+	}
+	if err := checkIDs(fn, ids, V); err != nil {
+		return err
+	}
+	for r, id := range ids {
+		kernels.FromBF16(out[r*C:(r+1)*C], wte[int(id)*C:(int(id)+1)*C])
+	}
+	return nil
+}

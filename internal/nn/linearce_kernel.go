@@ -34,6 +34,22 @@ func LinearCEChunk(V int) int {
 	return min(max(c/16*16, 16), 1024)
 }
 
+// linearCEFrozenBudget is the size of one chunk of logits for a frozen
+// head (LoRA, a bf16 base), which has no dW product: the chunk size then
+// only sets how many times the logits and dx products pack W, twice per
+// chunk, a pass over D·V weights against the products' 2·rows·D·V
+// multiply-adds per chunk, so a quarter of linearCEBudget costs little and
+// saves 150 MiB at SmolLM2's vocabulary and 1,024 rows.
+const linearCEFrozenBudget = 64 << 20
+
+// LinearCEFrozenChunk is LinearCEChunk for a head whose weight is frozen:
+// as many rows as fit in 64 MiB of logits, a multiple of 16 between 16 and
+// 1024.
+func LinearCEFrozenChunk(V int) int {
+	c := linearCEFrozenBudget / 4 / max(V, 1)
+	return min(max(c/16*16, 16), 1024)
+}
+
 // LinearCEScratch is the memory of the fused linear cross-entropy kernels:
 // one chunk of logits (Rows×V float32) and the chunk's row losses. Reuse one
 // across calls so they allocate nothing; it is not safe for concurrent use.
@@ -55,7 +71,7 @@ func NewLinearCEScratch(rows, V int) *LinearCEScratch {
 // Rows is the number of rows per chunk.
 func (s *LinearCEScratch) Rows() int { return s.rows }
 
-func checkLinearCE(fn string, s *LinearCEScratch, x, w []float32, targets []int32, D, V int) (int, error) {
+func checkLinearCE(fn string, s *LinearCEScratch, x []float32, wlen int, targets []int32, D, V int) (int, error) {
 	rows := len(targets)
 	if D <= 0 || V <= 0 {
 		return 0, shapeErr(fn, "D=%d, V=%d must be positive", D, V)
@@ -63,7 +79,7 @@ func checkLinearCE(fn string, s *LinearCEScratch, x, w []float32, targets []int3
 	if err := checkLen(fn, "x", len(x), rows*D); err != nil {
 		return 0, err
 	}
-	if err := checkLen(fn, "w", len(w), D*V); err != nil {
+	if err := checkLen(fn, "w", wlen, D*V); err != nil {
 		return 0, err
 	}
 	if s != nil && s.V != V {
@@ -80,14 +96,51 @@ func checkLinearCE(fn string, s *LinearCEScratch, x, w []float32, targets []int3
 // IgnoreIndex are left out of both; a target outside [0, V) is an error
 // wrapping ErrRange. scratch may be nil (allocated for the call).
 func LinearCrossEntropyForward(scratch *LinearCEScratch, x, w []float32, targets []int32, D, V int, transW bool) (sum float64, count int, err error) {
-	count, err = checkLinearCE("LinearCrossEntropyForward", scratch, x, w, targets, D, V)
+	count, err = checkLinearCE("LinearCrossEntropyForward", scratch, x, len(w), targets, D, V)
 	if err != nil {
 		return 0, 0, err
 	}
 	if scratch == nil {
 		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
 	}
-	return linearCE(scratch, nil, nil, x, w, targets, D, V, transW, count, 0, false), count, nil
+	return linearCE(scratch, nil, nil, x, ceWeight{f32: w}, targets, D, V, transW, count, 0, false), count, nil
+}
+
+// LinearCrossEntropyForwardBF16 is LinearCrossEntropyForward with the
+// weight held in bfloat16 (a frozen head, as a BF16 checkpoint stores it):
+// the logits come from kernels.GemmBF16, which rounds x to bfloat16 as it
+// packs it and accumulates in float32; softmax and the loss are float32.
+func LinearCrossEntropyForwardBF16(scratch *LinearCEScratch, x []float32, w []uint16, targets []int32, D, V int, transW bool) (sum float64, count int, err error) {
+	count, err = checkLinearCE("LinearCrossEntropyForwardBF16", scratch, x, len(w), targets, D, V)
+	if err != nil {
+		return 0, 0, err
+	}
+	if scratch == nil {
+		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
+	}
+	return linearCE(scratch, nil, nil, x, ceWeight{b16: w}, targets, D, V, transW, count, 0, false), count, nil
+}
+
+// LinearCrossEntropyBackwardBF16 is LinearCrossEntropyBackward with the
+// weight held in bfloat16 and frozen: it computes the loss and adds the
+// gradient dx (nil to skip it) only; both products run on
+// kernels.GemmBF16 (x, and the softmax gradient, rounded to bfloat16 as
+// they are packed; float32 accumulation).
+func LinearCrossEntropyBackwardBF16(scratch *LinearCEScratch, dx, x []float32, w []uint16, targets []int32, D, V int, transW bool, dloss float32) (sum float64, count int, err error) {
+	const fn = "LinearCrossEntropyBackwardBF16"
+	count, err = checkLinearCE(fn, scratch, x, len(w), targets, D, V)
+	if err != nil {
+		return 0, 0, err
+	}
+	if dx != nil {
+		if err := checkLen(fn, "dx", len(dx), len(x)); err != nil {
+			return 0, 0, err
+		}
+	}
+	if scratch == nil {
+		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
+	}
+	return linearCE(scratch, dx, nil, x, ceWeight{b16: w}, targets, D, V, transW, count, dloss, true), count, nil
 }
 
 // LinearCrossEntropyBackward computes what LinearCrossEntropyForward does
@@ -97,7 +150,7 @@ func LinearCrossEntropyForward(scratch *LinearCEScratch, x, w []float32, targets
 // zero on ignored rows. Either of dx and dw may be nil to skip its product.
 func LinearCrossEntropyBackward(scratch *LinearCEScratch, dx, dw, x, w []float32, targets []int32, D, V int, transW bool, dloss float32) (sum float64, count int, err error) {
 	const fn = "LinearCrossEntropyBackward"
-	count, err = checkLinearCE(fn, scratch, x, w, targets, D, V)
+	count, err = checkLinearCE(fn, scratch, x, len(w), targets, D, V)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -114,31 +167,66 @@ func LinearCrossEntropyBackward(scratch *LinearCEScratch, dx, dw, x, w []float32
 	if scratch == nil {
 		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
 	}
-	return linearCE(scratch, dx, dw, x, w, targets, D, V, transW, count, dloss, true), count, nil
+	return linearCE(scratch, dx, dw, x, ceWeight{f32: w}, targets, D, V, transW, count, dloss, true), count, nil
+}
+
+// ceWeight is the head's weight, [D, V] or with transW [V, D]: float32 in
+// f32, or bfloat16 in b16 (frozen: no dW).
+type ceWeight struct {
+	f32 []float32
+	b16 []uint16
+}
+
+// logits computes L = xc·W for c rows.
+func (w ceWeight) logits(L, xc []float32, c, D, V int, transW bool) {
+	ld := V
+	if transW {
+		ld = D
+	}
+	if w.b16 != nil {
+		kernels.GemmBF16(false, transW, c, V, D, 1, kernels.BF16Mat{F32: xc, Ld: D}, kernels.BF16Mat{BF16: w.b16, Ld: ld}, 0, L, V)
+		return
+	}
+	kernels.Sgemm(false, transW, c, V, D, 1, xc, D, w.f32, ld, 0, L, V)
+}
+
+// backX adds G·Wᵀ (G = L, c rows) into dxc.
+func (w ceWeight) backX(dxc, L []float32, c, D, V int, transW bool) {
+	ld := V
+	if transW {
+		ld = D
+	}
+	if w.b16 != nil {
+		kernels.GemmBF16(false, !transW, c, D, V, 1, kernels.BF16Mat{F32: L, Ld: V}, kernels.BF16Mat{BF16: w.b16, Ld: ld}, 1, dxc, D)
+		return
+	}
+	kernels.Sgemm(false, !transW, c, D, V, 1, L, V, w.f32, ld, 1, dxc, D)
+}
+
+// equalChunk returns the rows per chunk when rows are split into chunks of
+// equal size, at most chunk each: 1024 rows in chunks of 336 would leave a
+// last chunk of 16, whose products run far below speed, so they run as 4
+// chunks of 256 (and the ops size their scratch for 256).
+func equalChunk(rows, chunk int) int {
+	n := (rows + chunk - 1) / max(chunk, 1)
+	return (rows + max(n, 1) - 1) / max(n, 1)
 }
 
 // linearCE runs the chunks; with grad it adds the gradients into dx and dw
-// (either may be nil).
-func linearCE(s *LinearCEScratch, dx, dw, x, w []float32, targets []int32, D, V int, transW bool, count int, dloss float32, grad bool) float64 {
+// (either may be nil; dw only with a float32 weight).
+func linearCE(s *LinearCEScratch, dx, dw, x []float32, w ceWeight, targets []int32, D, V int, transW bool, count int, dloss float32, grad bool) float64 {
 	var scale float32
 	if grad && count > 0 {
 		scale = dloss / float32(count)
 	}
 	rows := len(targets)
-	// Chunks of equal size (at most s.rows): 1024 rows in chunks of 336
-	// would leave a last chunk of 16, whose products run far below speed.
-	n := (rows + s.rows - 1) / max(s.rows, 1)
-	size := (rows + max(n, 1) - 1) / max(n, 1)
+	size := equalChunk(rows, s.rows)
 	var total float64
 	for r0 := 0; r0 < rows; r0 += size {
 		c := min(size, rows-r0)
 		L := s.logits[:c*V]
 		xc := x[r0*D : (r0+c)*D]
-		if transW {
-			kernels.Sgemm(false, true, c, V, D, 1, xc, D, w, D, 0, L, V)
-		} else {
-			kernels.Sgemm(false, false, c, V, D, 1, xc, D, w, V, 0, L, V)
-		}
+		w.logits(L, xc, c, D, V, transW)
 		linearCELoops.Run(0, linearCEBody{L, targets[r0 : r0+c], s.rowLoss, V, grad, scale}, c, rowGrain(V))
 		for _, l := range s.rowLoss[:c] {
 			total += l
@@ -148,12 +236,7 @@ func linearCE(s *LinearCEScratch, dx, dw, x, w []float32, targets []int32, D, V 
 		}
 		// L now holds G for the chunk.
 		if dx != nil {
-			dxc := dx[r0*D : (r0+c)*D]
-			if transW {
-				kernels.Sgemm(false, false, c, D, V, 1, L, V, w, D, 1, dxc, D)
-			} else {
-				kernels.Sgemm(false, true, c, D, V, 1, L, V, w, V, 1, dxc, D)
-			}
+			w.backX(dx[r0*D:(r0+c)*D], L, c, D, V, transW)
 		}
 		if dw != nil {
 			weightGradProducts.Add(1)

@@ -27,6 +27,9 @@ type linearCEOp struct {
 	opts       LinearCEOpts
 	scratch    *LinearCEScratch
 	loss       G.F32 // the op's output value, reused by every run
+	// w16 is a frozen bfloat16 weight (LinearCrossEntropyBF16); the op's
+	// only input is then x.
+	w16 []uint16
 
 	// Set by SymDiff: the inputs whose gradients the backward ops return.
 	// Do computes them during the forward pass, while it holds each chunk
@@ -80,14 +83,59 @@ func LinearCrossEntropy(x, w *G.Node, targets *IDs, opts LinearCEOpts) (*G.Node,
 	if opts.Chunk == 0 {
 		opts.Chunk = LinearCEChunk(V)
 	}
-	opts.Chunk = min(opts.Chunk, xs[0])
+	opts.Chunk = equalChunk(xs[0], opts.Chunk)
 	op := &linearCEOp{OpBase: NewOpBase(), targets: targets, rows: xs[0], D: D, V: V, opts: opts}
 	return apply(fn, op, x, w)
 }
 
-func (op *linearCEOp) Arity() int { return 2 }
+// LinearCrossEntropyBF16 is LinearCrossEntropy with a frozen head whose
+// weight w, D·V values in the layout opts.TransW names, is held in
+// bfloat16 (a Hugging Face BF16 checkpoint's embedding or lm_head kept as
+// stored): the op's one input is x, and its products, the logits and dx,
+// run on kernels.GemmBF16 (LinearCrossEntropyBackwardBF16). W gets no
+// gradient. Use LinearCEFrozenChunk's rows unless opts.Chunk says
+// otherwise.
+func LinearCrossEntropyBF16(x *G.Node, w []uint16, targets *IDs, opts LinearCEOpts) (*G.Node, error) {
+	const fn = "LinearCrossEntropyBF16"
+	if err := targets.check(fn); err != nil {
+		return nil, err
+	}
+	xs, err := nodeShape(fn, "x", x, 2)
+	if err != nil {
+		return nil, err
+	}
+	if xs[0] != len(targets.Data) {
+		return nil, shapeErr(fn, "x %v for %d×%d targets", xs, targets.B, targets.T)
+	}
+	D := xs[1]
+	if D == 0 || len(w) == 0 || len(w)%D != 0 {
+		return nil, shapeErr(fn, "w of %d values for x %v", len(w), xs)
+	}
+	V := len(w) / D
+	if opts.Chunk < 0 {
+		return nil, shapeErr(fn, "chunk %d must be non-negative", opts.Chunk)
+	}
+	if opts.Chunk == 0 {
+		opts.Chunk = LinearCEFrozenChunk(V)
+	}
+	opts.Chunk = equalChunk(xs[0], opts.Chunk)
+	op := &linearCEOp{OpBase: NewOpBase(), targets: targets, rows: xs[0], D: D, V: V, opts: opts, w16: w}
+	return apply(fn, op, x)
+}
 
-func (op *linearCEOp) Type() hm.Type { return hm.NewFnType(matrixType, matrixType, tensor.Float32) }
+func (op *linearCEOp) Arity() int {
+	if op.w16 != nil {
+		return 1
+	}
+	return 2
+}
+
+func (op *linearCEOp) Type() hm.Type {
+	if op.w16 != nil {
+		return hm.NewFnType(matrixType, tensor.Float32)
+	}
+	return hm.NewFnType(matrixType, matrixType, tensor.Float32)
+}
 
 func (op *linearCEOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.ScalarShape(), nil
@@ -97,7 +145,7 @@ func (op *linearCEOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 // The returned value is the op's own scalar, overwritten by the next run.
 func (op *linearCEOp) Do(in ...G.Value) (G.Value, error) {
 	const fn = "LinearCrossEntropy"
-	if err := checkArity(fn, len(in), 2); err != nil {
+	if err := checkArity(fn, len(in), op.Arity()); err != nil {
 		return nil, err
 	}
 	if err := op.targets.check(fn); err != nil {
@@ -110,9 +158,11 @@ func (op *linearCEOp) Do(in ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := Float32s("nn", fn, "w", in[1], op.D*op.V, ErrShape)
-	if err != nil {
-		return nil, err
+	var w []float32
+	if op.w16 == nil {
+		if w, err = Float32s("nn", fn, "w", in[1], op.D*op.V, ErrShape); err != nil {
+			return nil, err
+		}
 	}
 	if op.scratch == nil {
 		op.scratch = NewLinearCEScratch(op.opts.Chunk, op.V)
@@ -133,9 +183,14 @@ func (op *linearCEOp) Do(in ...G.Value) (G.Value, error) {
 	}
 	var sum float64
 	var count int
-	if dx != nil || dw != nil {
+	switch {
+	case op.w16 != nil && dx != nil:
+		sum, count, err = LinearCrossEntropyBackwardBF16(op.scratch, dx, x, op.w16, op.targets.Data, op.D, op.V, op.opts.TransW, 1)
+	case op.w16 != nil:
+		sum, count, err = LinearCrossEntropyForwardBF16(op.scratch, x, op.w16, op.targets.Data, op.D, op.V, op.opts.TransW)
+	case dx != nil || dw != nil:
 		sum, count, err = LinearCrossEntropyBackward(op.scratch, dx, dw, x, w, op.targets.Data, op.D, op.V, op.opts.TransW, 1)
-	} else {
+	default:
 		sum, count, err = LinearCrossEntropyForward(op.scratch, x, w, op.targets.Data, op.D, op.V, op.opts.TransW)
 	}
 	if err != nil {
@@ -148,15 +203,24 @@ func (op *linearCEOp) Do(in ...G.Value) (G.Value, error) {
 	return &op.loss, nil
 }
 
-func (op *linearCEOp) DiffWRT(n int) []bool { return []bool{true, true} }
+func (op *linearCEOp) DiffWRT(n int) []bool {
+	d := make([]bool, n)
+	for i := range d {
+		d[i] = true
+	}
+	return d
+}
 
 // SymDiff builds the dx and dW ops, which scale what Do computed by the
 // upstream gradient.
 func (op *linearCEOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	if len(inputs) != 2 {
-		return nil, checkArity("LinearCrossEntropy.SymDiff", len(inputs), 2)
+	if len(inputs) != op.Arity() {
+		return nil, checkArity("LinearCrossEntropy.SymDiff", len(inputs), op.Arity())
 	}
-	op.x, op.w = inputs[0], inputs[1]
+	op.x = inputs[0]
+	if op.w16 == nil {
+		op.w = inputs[1]
+	}
 	var out G.Nodes
 	for i, in := range inputs {
 		s := in.Shape()
@@ -172,8 +236,8 @@ func (op *linearCEOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, er
 }
 
 func (op *linearCEOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "nn.LinearCrossEntropy#%d(rows=%d, D=%d, V=%d, transW=%t, chunk=%d, targets=%p)",
-		op.serial, op.rows, op.D, op.V, op.opts.TransW, op.opts.Chunk, op.targets)
+	fmt.Fprintf(h, "nn.LinearCrossEntropy#%d(rows=%d, D=%d, V=%d, transW=%t, chunk=%d, targets=%p, bf16=%t)",
+		op.serial, op.rows, op.D, op.V, op.opts.TransW, op.opts.Chunk, op.targets, op.w16 != nil)
 }
 
 func (op *linearCEOp) Hashcode() uint32 { return OpHash(op) }

@@ -1,5 +1,5 @@
-// Command tile generates the AVX2/FMA tile kernel of the FlashAttention
-// kernels in package attention (attention/tile_amd64.s, and its Go
+// Command tile generates the AVX2/FMA and AVX-512 tile kernels of the
+// FlashAttention kernels in package attention (attention/tile_amd64.s, and its Go
 // declarations in attention/tile_amd64_stubs.go):
 //
 //	cd internal/kernels/_asm && go run ./tile -out ../../../attention/tile_amd64.s -stubs ../../../attention/tile_amd64_stubs.go -pkg attention
@@ -12,6 +12,13 @@
 // k is two B loads, six broadcasts of A and twelve FMAs, so every element of
 // C is one sequential FMA chain over k (dotChain reproduces that rounding for
 // a single element).
+//
+// The AVX-512 kernel kern6x32 keeps six rows × 32 columns in twelve ZMM
+// accumulators and also takes the chunk length kc of the products over the
+// head dimension (see dotChunk in attention/tile.go): it adds the chunks'
+// chains in twelve more ZMM registers instead of storing and reloading the
+// C block after every chunk, in the same order, so its results are
+// bit-identical to kern6x16's chunk by chunk.
 package main
 
 import (
@@ -30,7 +37,9 @@ const (
 func main() {
 	ConstraintExpr("amd64,!purego")
 	kern6x16()
+	kern6x32()
 	dotChain()
+	dotChain4()
 	Generate()
 }
 
@@ -226,5 +235,243 @@ func dotChain() {
 		panic(err)
 	}
 	VMOVSS(X0, ret.Addr)
+	RET()
+}
+
+// zacc returns kern6x32's chunk accumulator of row r, half h (columns
+// 16h…16h+15); ztot the running total of the chunks.
+func zacc(r, h int) VecPhysical {
+	return []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11}[2*r+h]
+}
+func ztot(r, h int) VecPhysical {
+	return []VecPhysical{Z12, Z13, Z14, Z15, Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23}[2*r+h]
+}
+
+func kern6x32() {
+	TEXT("kern6x32", NOSPLIT, "func(n, k, kc int, a *float32, sai, sak int, b *float32, ldb int, c *float32, ldc int, mode int, p, dv *float32)")
+	Pragma("noescape")
+	Doc(
+		"kern6x32 computes rows [0, 6) and columns [0, n) of C = op(A·B) (see",
+		"tile.go) with k split into chunks of kc, as gemmChunked does: each chunk",
+		"is a sequential FMA chain from zero, the chunks are added in order, and",
+		"mode (tileSet, tileAdd or tileDS) applies to the sum; tileAdd adds C",
+		"to the first chunk, as gemmChunked's first call does. n is a positive",
+		"multiple of 32, k and kc are positive, a, c (and p, dv in tileDS mode)",
+		"point at the block's first row.",
+	)
+	// Registers: AX a (running), BX b (running), CX steps left in the
+	// chunk, DX sai·4, SI 3·sai·4, DI 5·sai·4, R8 sak·4, R9 ldb·4, R10 C
+	// block, R11 columns left, R12 a base, R13 b column base, R14 k left,
+	// R15 kc.
+	MOVQ(paramAddr("n"), R11)
+	MOVQ(paramAddr("a"), R12)
+	MOVQ(paramAddr("sai"), RDX)
+	SHLQ(Imm(2), RDX)
+	LEAQ(Mem{Base: RDX, Index: RDX, Scale: 2}, RSI)
+	LEAQ(Mem{Base: RDX, Index: RDX, Scale: 4}, RDI)
+	MOVQ(paramAddr("sak"), R8)
+	SHLQ(Imm(2), R8)
+	MOVQ(paramAddr("b"), R13)
+	MOVQ(paramAddr("ldb"), R9)
+	SHLQ(Imm(2), R9)
+	MOVQ(paramAddr("c"), R10)
+	MOVQ(paramAddr("kc"), R15)
+
+	rowA := []Mem{
+		{Base: RAX},
+		{Base: RAX, Index: RDX, Scale: 1},
+		{Base: RAX, Index: RDX, Scale: 2},
+		{Base: RAX, Index: RSI, Scale: 1},
+		{Base: RAX, Index: RDX, Scale: 4},
+		{Base: RAX, Index: RDI, Scale: 1},
+	}
+	// chunkLen sets CX to the next chunk's length and counts it off R14.
+	chunkLen := func() {
+		MOVQ(R15, RCX)
+		CMPQ(RCX, R14)
+		CMOVQGT(R14, RCX)
+		SUBQ(RCX, R14)
+	}
+	// kloop emits a chunk's FMA chains into the registers of acc.
+	kloop := func(label string, acc func(r, h int) VecPhysical) {
+		for r := 0; r < 6; r++ {
+			for h := 0; h < 2; h++ {
+				VXORPS(acc(r, h), acc(r, h), acc(r, h))
+			}
+		}
+		Label(label)
+		VMOVUPS(Mem{Base: RBX}, Z24)
+		VMOVUPS(Mem{Base: RBX, Disp: 64}, Z25)
+		for r := 0; r < 6; r++ {
+			bc := []VecPhysical{Z26, Z27}[r%2]
+			VBROADCASTSS(rowA[r], bc)
+			VFMADD231PS(Z24, bc, acc(r, 0))
+			VFMADD231PS(Z25, bc, acc(r, 1))
+		}
+		ADDQ(R8, RAX)
+		ADDQ(R9, RBX)
+		DECQ(RCX)
+		JNZ(LabelRef(label))
+	}
+
+	Label("zcolblock")
+	MOVQ(R12, RAX)
+	MOVQ(R13, RBX)
+	MOVQ(paramAddr("k"), R14)
+	// The first chunk goes straight into the totals.
+	chunkLen()
+	kloop("zfirst", ztot)
+	MOVQ(paramAddr("mode"), RCX)
+	CMPQ(RCX, Imm(tileAdd))
+	JNE(LabelRef("zchunks"))
+	Comment("tileAdd: total = first chunk + C.")
+	MOVQ(paramAddr("ldc"), RCX)
+	SHLQ(Imm(2), RCX)
+	MOVQ(R10, RBX)
+	for r := 0; r < 6; r++ {
+		VADDPS(Mem{Base: RBX}, ztot(r, 0), ztot(r, 0))
+		VADDPS(Mem{Base: RBX, Disp: 64}, ztot(r, 1), ztot(r, 1))
+		if r < 5 {
+			ADDQ(RCX, RBX)
+		}
+	}
+	// BX walked C: set it back to B's position after the first chunk.
+	MOVQ(paramAddr("kc"), RBX)
+	CMPQ(RBX, paramAddr("k"))
+	CMOVQGT(paramAddr("k"), RBX)
+	IMULQ(R9, RBX)
+	ADDQ(R13, RBX)
+
+	Label("zchunks")
+	TESTQ(R14, R14)
+	JZ(LabelRef("zepilogue"))
+	chunkLen()
+	kloop("zkloop", zacc)
+	for r := 0; r < 6; r++ {
+		for h := 0; h < 2; h++ {
+			VADDPS(zacc(r, h), ztot(r, h), ztot(r, h))
+		}
+	}
+	JMP(LabelRef("zchunks"))
+
+	Label("zepilogue")
+	Comment("BX walks the rows of the C block, CX is ldc·4.")
+	MOVQ(paramAddr("ldc"), RCX)
+	SHLQ(Imm(2), RCX)
+	MOVQ(R10, RBX)
+	MOVQ(paramAddr("mode"), RAX)
+	CMPQ(RAX, Imm(tileDS))
+	JEQ(LabelRef("zdsmode"))
+	for r := 0; r < 6; r++ {
+		VMOVUPS(ztot(r, 0), Mem{Base: RBX})
+		VMOVUPS(ztot(r, 1), Mem{Base: RBX, Disp: 64})
+		if r < 5 {
+			ADDQ(RCX, RBX)
+		}
+	}
+	JMP(LabelRef("znext"))
+
+	Label("zdsmode")
+	Comment("C = P ∘ (total − dv[row]); AX walks P like BX walks C.")
+	MOVQ(paramAddr("dv"), RAX)
+	dvReg := []VecPhysical{Z24, Z25, Z26, Z27, Z24, Z25}
+	for r := 0; r < 4; r++ {
+		VBROADCASTSS(Mem{Base: RAX, Disp: 4 * r}, dvReg[r])
+	}
+	for r := 0; r < 4; r++ {
+		VSUBPS(dvReg[r], ztot(r, 0), ztot(r, 0))
+		VSUBPS(dvReg[r], ztot(r, 1), ztot(r, 1))
+	}
+	for r := 4; r < 6; r++ {
+		VBROADCASTSS(Mem{Base: RAX, Disp: 4 * r}, dvReg[r])
+	}
+	for r := 4; r < 6; r++ {
+		VSUBPS(dvReg[r], ztot(r, 0), ztot(r, 0))
+		VSUBPS(dvReg[r], ztot(r, 1), ztot(r, 1))
+	}
+	MOVQ(paramAddr("p"), RAX)
+	ADDQ(R10, RAX)
+	SUBQ(paramAddr("c"), RAX)
+	for r := 0; r < 6; r++ {
+		VMULPS(Mem{Base: RAX}, ztot(r, 0), ztot(r, 0))
+		VMULPS(Mem{Base: RAX, Disp: 64}, ztot(r, 1), ztot(r, 1))
+		VMOVUPS(ztot(r, 0), Mem{Base: RBX})
+		VMOVUPS(ztot(r, 1), Mem{Base: RBX, Disp: 64})
+		if r < 5 {
+			ADDQ(RCX, RBX)
+			ADDQ(RCX, RAX)
+		}
+	}
+
+	Label("znext")
+	ADDQ(Imm(128), R10)
+	ADDQ(Imm(128), R13)
+	SUBQ(Imm(32), R11)
+	JNZ(LabelRef("zcolblock"))
+	VZEROUPPER()
+	RET()
+}
+
+func dotChain4() {
+	TEXT("dotChain4", NOSPLIT, "func(x *float32, sx int, y *float32, sy int, n, kc int, out *[4]float32)")
+	Pragma("noescape")
+	Doc(
+		"dotChain4 sets out[r] to dotChain(x + r·sx, y + r·sy, n, kc) for r < 4",
+		"(strides in elements), bit for bit: the four chains run side by side,",
+		"so the FMA latency that bounds one chain is hidden. n must be positive.",
+	)
+	xs := []Register{RAX, RBX, RCX, RDX}
+	ys := []Register{RSI, RDI, R8, R9}
+	MOVQ(paramAddr("x"), RAX)
+	MOVQ(paramAddr("sx"), R10)
+	SHLQ(Imm(2), R10)
+	for r := 1; r < 4; r++ {
+		LEAQ(Mem{Base: xs[r-1], Index: R10, Scale: 1}, xs[r])
+	}
+	MOVQ(paramAddr("y"), RSI)
+	MOVQ(paramAddr("sy"), R10)
+	SHLQ(Imm(2), R10)
+	for r := 1; r < 4; r++ {
+		LEAQ(Mem{Base: ys[r-1], Index: R10, Scale: 1}, ys[r])
+	}
+	MOVQ(paramAddr("n"), R11)
+	MOVQ(paramAddr("kc"), R12)
+	chunk := []VecPhysical{X0, X1, X2, X3}
+	total := []VecPhysical{X4, X5, X6, X7}
+	tmp := []VecPhysical{X8, X9, X10, X11}
+	for _, t := range total {
+		VXORPS(t, t, t)
+	}
+
+	Label("dc4chunk")
+	MOVQ(R12, R10)
+	CMPQ(R10, R11)
+	CMOVQGT(R11, R10)
+	SUBQ(R10, R11)
+	for _, c := range chunk {
+		VXORPS(c, c, c)
+	}
+
+	Label("dc4loop")
+	for r := 0; r < 4; r++ {
+		VMOVSS(Mem{Base: xs[r]}, tmp[r])
+		VFMADD231SS(Mem{Base: ys[r]}, tmp[r], chunk[r])
+	}
+	for r := 0; r < 4; r++ {
+		ADDQ(Imm(4), xs[r])
+		ADDQ(Imm(4), ys[r])
+	}
+	DECQ(R10)
+	JNZ(LabelRef("dc4loop"))
+	for r := 0; r < 4; r++ {
+		VADDSS(chunk[r], total[r], total[r])
+	}
+	TESTQ(R11, R11)
+	JNZ(LabelRef("dc4chunk"))
+
+	MOVQ(paramAddr("out"), RAX)
+	for r := 0; r < 4; r++ {
+		VMOVSS(total[r], Mem{Base: RAX, Disp: 4 * r})
+	}
 	RET()
 }
