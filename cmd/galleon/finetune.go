@@ -85,7 +85,7 @@ func finetuneFlags(fs *flag.FlagSet) (o *ftOptions, targets *string) {
 	fs.BoolVar(&o.Int8, "int8", false, "LoRA on an int8 base (the float32 weights of the linear layers are not kept)")
 	fs.StringVar(&o.Precision, "precision", "", "`format` of the operands of the linear layers' products, fp32 or bf16 (bfloat16 operands, float32 accumulation, float32 master weights and optimizer); "+
 		"with LoRA it is the frozen base's products (a float32 base's weights rounded per product, a bf16 base's as held; the adapters' rank-r products stay float32); default bf16 when the base is held in bf16, else fp32")
-	fs.StringVar(&o.BaseDType, "base-dtype", dtypeAuto, "`dtype` of LoRA's frozen base, auto, float32 or bf16: bf16 keeps a checkpoint's BF16 linear weights (and a tied embedding) in bfloat16, half their memory, "+
+	fs.StringVar(&o.BaseDType, "base-dtype", dtypeAuto, "`dtype` of LoRA's frozen base, auto, float32 or bf16: bf16 keeps a checkpoint's BF16 linear weights (and a Llama-family token embedding) in bfloat16, half their memory, "+
 		"multiplied on bfloat16 operands; float32 widens them exactly; auto is bf16 for a BF16 checkpoint unless -precision fp32, float32 otherwise (and always with -full or -int8)")
 	fs.BoolVar(&o.GradCkpt, "grad-checkpointing", false, "recompute each block's activations in the backward pass: activation memory of one block, about one more forward pass of time (on by default with -int8)")
 	fs.IntVar(&o.Workers, "workers", 1, "data-parallel goroutine workers (the batch is split across them)")

@@ -73,7 +73,7 @@ func parseBaseDType(s string) (string, bool) {
 
 // baseDTypeUsage is -base-dtype's help for the commands that only run a
 // model (finetune has its own).
-const baseDTypeUsage = "how the weights of the linear layers, and the token embedding with a tied head, are held: " +
+const baseDTypeUsage = "how the weights of the linear layers and a Llama-family token embedding are held: " +
 	"bf16 keeps a checkpoint's BF16 weights in bfloat16 (half the memory; the products take bfloat16 operands and accumulate in float32), " +
 	"float32 widens them exactly, auto keeps them as the checkpoint stores them"
 
