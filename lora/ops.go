@@ -110,20 +110,7 @@ func (op *downOp) fillMask() error {
 // applyMask writes src∘m into dst for the elements [lo, lo+len(dst)) of
 // the mask; dst and src may be the same slice.
 func (op *downOp) applyMask(dst, src []float32, lo int) {
-	tbl := [2]float32{0, op.keep()}
-	src = src[:len(dst)]
-	for i := 0; i < len(dst); {
-		// The rest of the mask word that holds element lo+i.
-		e := lo + i
-		w := op.mask[e>>6] >> (uint(e) & 63)
-		n := min(64-e&63, len(dst)-i)
-		d, s := dst[i:i+n], src[i:i+n]
-		for j := range d {
-			d[j] = s[j] * tbl[w&1]
-			w >>= 1
-		}
-		i += n
-	}
+	kernels.MaskScale(dst, src[:len(dst)], op.mask, lo, op.keep())
 }
 
 // blocks runs f over row blocks of x∘m (or over x itself without dropout).

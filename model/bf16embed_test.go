@@ -95,3 +95,51 @@ func TestKeepBF16Embedding(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestInferenceLossSum: a reused session's LossSum over several batches
+// gives Model.Loss of each (sum/count), and allocates nothing after the
+// first batch.
+func TestInferenceLossSum(t *testing.T) {
+	k := hfKinds()[1]
+	dir := t.TempDir()
+	writeKind(t, k, dir)
+	m, err := LoadPretrained(dir, KeepBF16())
+	if err != nil {
+		t.Fatal(err)
+	}
+	B, T, V := 2, 8, m.Config.Vocab
+	inf, err := m.NewInference(B, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, targets := make([]int32, B*T), make([]int32, B*T)
+	for seed := range 3 {
+		for i := range ids {
+			ids[i], targets[i] = int32((i*7+seed)%V), int32((i*3+seed+1)%V)
+		}
+		targets[seed] = -1
+		inf.Reset()
+		sum, count, err := inf.LossSum(ids, targets, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := m.Loss(ids, targets, B, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if count != B*T-1 || math.Abs(sum/float64(count)-want) > 1e-6*math.Abs(want) {
+			t.Errorf("batch %d: %v over %d targets, Model.Loss %v", seed, sum/float64(count), count, want)
+		}
+	}
+	if allocs := testing.AllocsPerRun(3, func() {
+		inf.Reset()
+		if _, _, err := inf.LossSum(ids, targets, T); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs > 10 {
+		t.Errorf("%v allocations per reused batch", allocs)
+	}
+	if _, _, err := inf.LossSum(ids, targets[:3], T); err == nil {
+		t.Error("3 targets for 2×8 tokens accepted")
+	}
+}

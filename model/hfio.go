@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -351,6 +352,38 @@ type SaveOption func(*saveOptions) error
 type saveOptions struct {
 	dtype    string
 	maxShard int64
+	sideFrom string // WithSideFiles
+}
+
+// WithSideFiles also writes into the directory the HFSideFiles present in
+// the Hugging Face directory from (the tokenizer, chat template and
+// generation defaults of the model a merged one derives from), copied
+// unchanged inside the same atomic write as the weights: the new directory
+// appears with them or not at all. A side file that is present but not a
+// regular file is an error.
+func WithSideFiles(from string) SaveOption {
+	return func(o *saveOptions) error {
+		if from == "" {
+			return errors.New("model: WithSideFiles: empty directory")
+		}
+		o.sideFrom = from
+		return nil
+	}
+}
+
+// CopyFile returns a writer function for WriteDirAtomic that copies the
+// regular file src (refusing a FIFO, device or directory before opening it,
+// so that it never blocks).
+func CopyFile(src string) func(io.Writer) error {
+	return func(w io.Writer) error {
+		f, _, err := safetensors.OpenRegular(src)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(w, f)
+		return err
+	}
 }
 
 // WithDType saves the weights as "float32", "float16" or "bfloat16"
@@ -463,6 +496,15 @@ func (m *Model) SavePretrained(dir string, opts ...SaveOption) (err error) {
 			return fmt.Errorf("model: %w", err)
 		}
 		files[hfIndexFile] = func(w io.Writer) error { _, err := w.Write(append(idx, '\n')); return err }
+	}
+	if o.sideFrom != "" {
+		for _, name := range HFSideFiles {
+			src := filepath.Join(o.sideFrom, name)
+			if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			files[name] = CopyFile(src)
+		}
 	}
 	if err := writeDirAtomic(dir, files); err != nil {
 		return fmt.Errorf("model: SavePretrained %s: %w", dir, err)

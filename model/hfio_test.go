@@ -15,6 +15,7 @@ import (
 
 	"github.com/galleon-ml/galleon/internal/kernels"
 	"github.com/galleon-ml/galleon/internal/safetensors"
+	"github.com/stretchr/testify/require"
 )
 
 // hfKind is one of the golden checkpoints: a random model of cfg saved in
@@ -367,6 +368,42 @@ func TestSavePretrainedReplaces(t *testing.T) {
 	if n%8 != 0 || !strings.Contains(string(raw[8:8+n]), `"__metadata__":{"format":"pt"}`) {
 		t.Fatalf("header %s", raw[8:8+n])
 	}
+}
+
+// WithSideFiles copies the side files present in the source directory
+// inside the same atomic write; a side file that is not a regular file (a
+// directory here) fails the save and leaves the old directory as it was,
+// with nothing beside it.
+func TestSavePretrainedWithSideFiles(t *testing.T) {
+	m, err := New(hfKinds()[0].cfg, 1)
+	require.NoError(t, err)
+	from := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(from, "tokenizer.json"), []byte(`{"model":{}}`), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(from, "generation_config.json"), []byte(`{"eos_token_id":2}`), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(from, "unrelated.txt"), []byte("not a side file"), 0o644))
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "m")
+	require.NoError(t, m.SavePretrained(dir, WithSideFiles(from)))
+	got, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	require.NoError(t, err)
+	require.Equal(t, `{"model":{}}`, string(got))
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	require.ElementsMatch(t, []string{hfConfigFile, hfWeightsFile, "tokenizer.json", "generation_config.json"}, names)
+
+	require.NoError(t, os.Mkdir(filepath.Join(from, "tokenizer.model"), 0o755))
+	err = m.SavePretrained(dir, WithDType("bfloat16"), WithSideFiles(from))
+	require.ErrorIs(t, err, safetensors.ErrNotRegular)
+	cfg, err := os.ReadFile(filepath.Join(dir, hfConfigFile))
+	require.NoError(t, err)
+	require.Contains(t, string(cfg), `"torch_dtype": "float32"`, "the failed save changed the old directory")
+	ents, _ = os.ReadDir(parent)
+	require.Len(t, ents, 1, "the failed save left files beside the directory")
+	require.Error(t, m.SavePretrained(dir, WithSideFiles("")))
 }
 
 // FuzzLoadPretrained feeds mutated config.json, index and weight files to

@@ -225,6 +225,28 @@ func (inf *Inference) lossSum(h []float32, targets []int32, chunkRows int) (sum 
 	return sum, count, nil
 }
 
+// LossSum appends n tokens to each of the session's B sequences (inputs
+// holds B·n ids, as for Forward) and returns the summed cross-entropy in
+// nats of predicting targets (B·n ids; −1, nn.IgnoreIndex, left out) and
+// the number of targets counted, with the head and loss fused by chunks
+// of rows as in Model.Loss. An evaluation over many batches keeps one
+// session and calls Reset before each batch, so that it allocates its
+// cache and buffers once rather than per batch, as Model.Loss does.
+func (inf *Inference) LossSum(inputs, targets []int32, n int) (sum float64, count int, err error) {
+	return inf.lossSumChunks(inputs, targets, n, lossChunk/max(1, inf.m.Config.Vocab))
+}
+
+func (inf *Inference) lossSumChunks(inputs, targets []int32, n, chunkRows int) (float64, int, error) {
+	if len(targets) != inf.B*n {
+		return 0, 0, fmt.Errorf("model: loss: %d targets for %d sequences of %d tokens", len(targets), inf.B, n)
+	}
+	h, err := inf.hidden(inputs, n)
+	if err != nil {
+		return 0, 0, err
+	}
+	return inf.lossSum(h, targets, chunkRows)
+}
+
 // embed writes the n new tokens' embeddings of each sequence into x.
 func (inf *Inference) embed(x []float32, a *arch, ids []int32, n int) error {
 	c := inf.m.Config
@@ -352,11 +374,7 @@ func (m *Model) loss(inputs, targets []int32, B, T, chunkRows int) (float64, err
 	if err != nil {
 		return 0, err
 	}
-	h, err := inf.hidden(inputs, T)
-	if err != nil {
-		return 0, err
-	}
-	sum, count, err := inf.lossSum(h, targets, chunkRows)
+	sum, count, err := inf.lossSumChunks(inputs, targets, T, chunkRows)
 	if err != nil {
 		return 0, err
 	}

@@ -6,67 +6,46 @@ import (
 	"unsafe"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
+	"github.com/galleon-ml/galleon/model"
 )
 
 // CommPrecision is the number format in which gradients travel between
-// ranks (Config.CommPrecision).
+// ranks (Config.CommPrecision): model.Precision, whose fp32 and bf16 are
+// the formats here too.
 //
-// With CommBF16 every rank rounds its gradient to bfloat16 (round to
-// nearest, ties to even: kernels.ToBF16) for the transport, halving the
-// bytes of the gradient collectives, and the reduction stays float32: the
-// rank that owns a part widens the received bf16 contributions exactly and
-// adds them in rank order in float32, then rounds the sum once to bfloat16
-// so that it too can travel in half the bytes where a stage all-gathers it
-// (stage 0's all-reduce). The reduced gradient is therefore
-//
-//	bf16( bf16(g₀) + bf16(g₁) + … )   (the sum in float32, in rank order)
-//
-// the same at every ZeRO stage and in process or over MPI, so runs stay
-// bit-for-bit repeatable and every rank holds the same weights. A rank's
-// own contribution is rounded too, so the result does not depend on which
-// rank owns which part. Only gradients change format: parameters (stage 1–3
-// all-gathers), the initial broadcast and the small control messages stay
-// float32, and so do the gradient norm, clipping and AdamW.
-type CommPrecision uint8
+// Deprecated: use model.Precision (model.PrecisionFP32, PrecisionBF16 and
+// ParsePrecision); this alias keeps code written against it compiling.
+type CommPrecision = model.Precision
 
 // The communication precisions.
+//
+// Deprecated: use model.PrecisionFP32 and model.PrecisionBF16.
 const (
-	CommFP32 CommPrecision = iota // gradients travel as float32 (the default)
-	CommBF16                      // gradients travel as bfloat16, reduced in float32
+	CommFP32 = model.PrecisionFP32
+	CommBF16 = model.PrecisionBF16
 )
-
-// String returns "fp32" or "bf16", the spelling ParseCommPrecision accepts.
-func (p CommPrecision) String() string {
-	switch p {
-	case CommFP32:
-		return "fp32"
-	case CommBF16:
-		return "bf16"
-	}
-	return fmt.Sprintf("CommPrecision(%d)", uint8(p))
-}
 
 // ParseCommPrecision returns the precision named s: fp32 (or float32) or
 // bf16 (or bfloat16).
-func ParseCommPrecision(s string) (CommPrecision, error) {
-	switch s {
-	case "fp32", "float32":
-		return CommFP32, nil
-	case "bf16", "bfloat16":
-		return CommBF16, nil
+//
+// Deprecated: use model.ParsePrecision.
+func ParseCommPrecision(s string) (model.Precision, error) {
+	p, err := model.ParsePrecision(s)
+	if err != nil {
+		return 0, fmt.Errorf("parallel: communication precision: %w", err)
 	}
-	return 0, fmt.Errorf("parallel: unknown communication precision %q (want fp32 or bf16)", s)
+	return p, nil
 }
 
 // BF16Communicator is a Communicator whose reductions can move their data
-// as bfloat16 (Config.CommPrecision CommBF16 needs one). The package's
+// as bfloat16 (Config.CommPrecision model.PrecisionBF16 needs one). The package's
 // in-process groups and MPIComm are BF16Communicators.
 type BF16Communicator interface {
 	Communicator
 	// ReduceScatterBF16 is ReduceScatter with every rank's buf rounded to
 	// bfloat16 for the transport: each rank widens the contributions to
 	// its part exactly, adds them in rank order in float32 and rounds the
-	// sum to bfloat16 precision (see CommPrecision). Half the bytes of
+	// sum to bfloat16 precision (see Config.CommPrecision). Half the bytes of
 	// ReduceScatter travel.
 	ReduceScatterBF16(buf []float32, counts []int) error
 	// AllGatherBF16 is AllGather with the parts moved as bfloat16: each
@@ -129,7 +108,7 @@ func bf16View(words []float32, n int) []uint16 {
 
 // sumBF16Into writes, for every j in [lo, hi), dst[j−lo] = the bfloat16
 // rounding of srcs[0][j] + srcs[1][j] + … widened to float32 and added in
-// order in float32 (the reduction of CommBF16).
+// order in float32 (the reduction of model.PrecisionBF16).
 func sumBF16Into(dst []float32, srcs [][]uint16, lo, hi int) {
 	const block = 1024
 	var acc, tmp [block]float32
@@ -199,9 +178,9 @@ var _ BF16Communicator = (*inProc)(nil)
 // whose workers' group supports every precision).
 func checkCommPrecision(cfg *Config, comm Communicator) error {
 	switch cfg.CommPrecision {
-	case CommFP32:
+	case model.PrecisionFP32:
 		return nil
-	case CommBF16:
+	case model.PrecisionBF16:
 		if comm == nil {
 			return nil
 		}
@@ -220,7 +199,7 @@ var errNoBF16 = errors.New("parallel: communicator has no bfloat16 collectives")
 // reduceScatterGrad reduce-scatters one bucket of gradients in the run's
 // communication precision.
 func (t *Trainer) reduceScatterGrad(w *worker, buf []float32, counts []int) error {
-	if t.cfg.CommPrecision == CommBF16 {
+	if t.cfg.CommPrecision == model.PrecisionBF16 {
 		c, ok := w.comm.(BF16Communicator)
 		if !ok {
 			return errNoBF16
@@ -232,10 +211,10 @@ func (t *Trainer) reduceScatterGrad(w *worker, buf []float32, counts []int) erro
 
 // allReduceGrad all-reduces one bucket of gradients (stage 0) in the run's
 // communication precision: a reduce-scatter over even parts followed by an
-// all-gather, both in bfloat16 under CommBF16, whose reduced parts are
+// all-gather, both in bfloat16 under model.PrecisionBF16, whose reduced parts are
 // bfloat16 values, so the all-gather moves them exactly.
 func (t *Trainer) allReduceGrad(w *worker, buf []float32) error {
-	if t.cfg.CommPrecision == CommBF16 {
+	if t.cfg.CommPrecision == model.PrecisionBF16 {
 		c, ok := w.comm.(BF16Communicator)
 		if !ok {
 			return errNoBF16
@@ -266,10 +245,10 @@ func (t *Trainer) BytesSent() int64 {
 }
 
 // sampleWords is the length of the float32 buffer in which Exact keeps one
-// sample's gradient of n elements: n, or n/2 rounded up under CommBF16,
+// sample's gradient of n elements: n, or n/2 rounded up under model.PrecisionBF16,
 // whose samples are kept as bfloat16, two to a word.
 func (t *Trainer) sampleWords(n int) int {
-	if t.cfg.CommPrecision == CommBF16 {
+	if t.cfg.CommPrecision == model.PrecisionBF16 {
 		return (n + 1) / 2
 	}
 	return n
@@ -277,7 +256,7 @@ func (t *Trainer) sampleWords(n int) int {
 
 // keepSample stores one sample's gradient into dst (sampleWords long).
 func (t *Trainer) keepSample(dst, grad []float32) {
-	if t.cfg.CommPrecision == CommBF16 {
+	if t.cfg.CommPrecision == model.PrecisionBF16 {
 		kernels.ToBF16(bf16View(dst, len(grad)), grad)
 		return
 	}
@@ -286,10 +265,10 @@ func (t *Trainer) keepSample(dst, grad []float32) {
 
 // sumSamples writes into dst[lo:hi] the sum of the kept sample gradients in
 // order: float32 sums of the samples, or of their bfloat16 values rounded
-// to bfloat16 once at the end under CommBF16 (as ReduceScatterBF16 does
+// to bfloat16 once at the end under model.PrecisionBF16 (as ReduceScatterBF16 does
 // with the ranks' gradients).
 func (t *Trainer) sumSamples(dst []float32, samples [][]float32, lo, hi int) {
-	if t.cfg.CommPrecision != CommBF16 {
+	if t.cfg.CommPrecision != model.PrecisionBF16 {
 		sumInto(dst, samples, lo, hi)
 		return
 	}

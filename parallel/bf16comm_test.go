@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
+	"github.com/galleon-ml/galleon/model"
 )
 
 // bf16Inputs returns rank q's buffer of n values spread over several
@@ -183,7 +184,7 @@ func TestBF16CollectivesHalveBytes(t *testing.T) {
 // bf16Config is testConfig with bfloat16 gradient communication.
 func bf16Config(n int) Config {
 	cfg := testConfig(n, 10, 2)
-	cfg.CommPrecision = CommBF16
+	cfg.CommPrecision = model.PrecisionBF16
 	return cfg
 }
 
@@ -212,7 +213,7 @@ func TestBF16CommStagesMatchSharedWorkers(t *testing.T) {
 func TestBF16CommExactIsBitIdenticalForAnyWorkerCount(t *testing.T) {
 	cfg := testConfig(1, 10, 2)
 	cfg.Exact = true
-	cfg.CommPrecision = CommBF16
+	cfg.CommPrecision = model.PrecisionBF16
 	ref := trainShared(t, cfg, 3)
 	for _, n := range []int{2, 3} {
 		cfg.Workers = n
@@ -242,7 +243,7 @@ func TestBF16CommTracksFP32(t *testing.T) {
 	cfg := testConfig(2, 8, 1)
 	cfg.Schedule.Total = steps
 	fp := trainShared(t, cfg, steps)
-	cfg.CommPrecision = CommBF16
+	cfg.CommPrecision = model.PrecisionBF16
 	bf := trainShared(t, cfg, steps)
 	for i := range fp.losses {
 		if d := math.Abs(bf.losses[i] - fp.losses[i]); d > 0.01*fp.losses[i] {
@@ -262,7 +263,7 @@ func TestBF16CommHalvesTrainerBytes(t *testing.T) {
 	for stage := range 4 {
 		var sent [2][]int64
 		grad16 := make([]int64, 2) // the bf16 gradient bytes of a step
-		for i, p := range []CommPrecision{CommFP32, CommBF16} {
+		for i, p := range []model.Precision{model.PrecisionFP32, model.PrecisionBF16} {
 			cfg := testConfig(2, 4, 1)
 			cfg.Stage, cfg.CommPrecision = stage, p
 			sent[i] = make([]int64, 2)
@@ -316,7 +317,7 @@ func TestBF16CommConfigErrors(t *testing.T) {
 	}
 	errs := collective(t, 2, func(comm Communicator) error {
 		cfg := testConfig(2, 4, 1)
-		cfg.CommPrecision = CommBF16
+		cfg.CommPrecision = model.PrecisionBF16
 		tr, err := NewRank(newTestModel(t), plainComm{comm}, cfg)
 		if err == nil {
 			tr.Close()
@@ -333,15 +334,24 @@ func TestBF16CommConfigErrors(t *testing.T) {
 		}
 	}
 	// Ranks that disagree on the precision would reduce different formats.
-	for r, err := range newRanksWithOne(t, 1, func(cfg *Config) { cfg.CommPrecision = CommBF16 }) {
+	for r, err := range newRanksWithOne(t, 1, func(cfg *Config) { cfg.CommPrecision = model.PrecisionBF16 }) {
 		if !errors.Is(err, ErrConfigMismatch) {
 			t.Errorf("bf16 on rank 1 only: rank %d: error %v, want ErrConfigMismatch", r, err)
 		}
 	}
+	// The deprecated names are model.Precision's: old code keeps working.
 	for s, want := range map[string]CommPrecision{"fp32": CommFP32, "float32": CommFP32, "bf16": CommBF16, "bfloat16": CommBF16} {
 		if p, err := ParseCommPrecision(s); p != want || err != nil {
 			t.Errorf("ParseCommPrecision(%q) = %v, %v", s, p, err)
 		}
+	}
+	if CommBF16 != model.PrecisionBF16 || CommFP32 != model.PrecisionFP32 || CommBF16.String() != "bf16" {
+		t.Error("CommFP32 and CommBF16 are not model.PrecisionFP32 and PrecisionBF16")
+	}
+	var old Config
+	old.CommPrecision = CommBF16 // a field of type model.Precision takes the alias
+	if old.CommPrecision != model.PrecisionBF16 {
+		t.Error("the alias does not set the field")
 	}
 	if _, err := ParseCommPrecision("fp16"); err == nil {
 		t.Error("fp16 accepted")

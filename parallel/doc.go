@@ -48,10 +48,10 @@
 // in global sample order, so 1, 2 or 3 workers produce the same bits, at the
 // price of one gradient buffer per sample and one graph run per sample.
 //
-// Config.CommPrecision CommBF16 sends the gradients as bfloat16, half the
+// Config.CommPrecision model.PrecisionBF16 sends the gradients as bfloat16, half the
 // bytes on the wire, and keeps the reduction float32: each rank widens the
 // bf16 contributions it receives and adds them in rank order, then rounds
 // the sum once to bf16, so every stage, deployment and rank still agrees
-// bit for bit (see CommPrecision). Communicators count the bytes they send
+// bit for bit (see Config.CommPrecision). Communicators count the bytes they send
 // (WireCounter, Trainer.BytesSent).
 package parallel

@@ -5,19 +5,21 @@ package parallel
 /*
 #cgo pkg-config: mpi-c
 #include <mpi.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 static MPI_Comm galleon_world(void) { return MPI_COMM_WORLD; }
 static MPI_Comm galleon_comm_null(void) { return MPI_COMM_NULL; }
 static MPI_Datatype galleon_float(void) { return MPI_FLOAT; }
+static MPI_Datatype galleon_uint16(void) { return MPI_UINT16_T; }
 static MPI_Errhandler galleon_errors_return(void) { return MPI_ERRORS_RETURN; }
 static int galleon_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 static int galleon_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }
 static int galleon_success(void) { return MPI_SUCCESS; }
 static int galleon_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 
-static int galleon_allgatherv(float *buf, const int *counts, const int *displs, MPI_Comm comm) {
-	return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT, comm);
+static int galleon_allgatherv(void *buf, const int *counts, const int *displs, MPI_Datatype type, MPI_Comm comm) {
+	return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, type, comm);
 }
 */
 import "C"
@@ -141,13 +143,6 @@ func (c *MPIComm) Abort(err error) {
 // Barrier returns when every process has entered it.
 func (c *MPIComm) Barrier() error { return mpiError("Barrier", C.MPI_Barrier(c.comm)) }
 
-func floatPtr(b []float32) *C.float {
-	if len(b) == 0 {
-		return nil
-	}
-	return (*C.float)(unsafe.Pointer(&b[0]))
-}
-
 func cInts(xs []int) ([]C.int, error) {
 	out := make([]C.int, len(xs))
 	for i, x := range xs {
@@ -157,6 +152,69 @@ func cInts(xs []int) ([]C.int, error) {
 		out[i] = C.int(x)
 	}
 	return out, nil
+}
+
+// mpiWord is an element type the collectives move: float32 words, or the
+// bfloat16 words (uint16) of the BF16Communicator methods (mpi_bf16.go).
+type mpiWord interface{ float32 | uint16 }
+
+// mpiType is T's MPI datatype.
+func mpiType[T mpiWord]() C.MPI_Datatype {
+	var zero T
+	if _, ok := any(zero).(uint16); ok {
+		return C.galleon_uint16()
+	}
+	return C.galleon_float()
+}
+
+func wordsPtr[T mpiWord](b []T) unsafe.Pointer {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&b[0])
+}
+
+// exchangeParts is a reduce-scatter's exchange (MPI_Alltoallv): rank q's
+// part of send (counts[q] elements at offs[q]) goes to rank q, and recv
+// receives every rank's contribution to this rank's part, mine elements
+// each, in rank order. The caller sums them.
+func exchangeParts[T mpiWord](c *MPIComm, what string, send, recv []T, counts, offs []int) error {
+	mine := counts[c.rank]
+	sendCounts, err := cInts(counts)
+	if err != nil {
+		return err
+	}
+	sendDispl, err := cInts(offs[:c.size])
+	if err != nil {
+		return err
+	}
+	recvCounts := make([]C.int, c.size)
+	recvDispl := make([]C.int, c.size)
+	for q := range c.size {
+		recvCounts[q], recvDispl[q] = C.int(mine), C.int(q*mine)
+	}
+	t := mpiType[T]()
+	rc := C.MPI_Alltoallv(wordsPtr(send), &sendCounts[0], &sendDispl[0], t,
+		wordsPtr(recv), &recvCounts[0], &recvDispl[0], t, c.comm)
+	runtime.KeepAlive(send)
+	runtime.KeepAlive(recv)
+	return mpiError("Alltoallv ("+what+")", rc)
+}
+
+// allGatherWords all-gathers buf in place (MPI_Allgatherv): rank q
+// contributes counts[q] elements at offs[q].
+func allGatherWords[T mpiWord](c *MPIComm, what string, buf []T, counts, offs []int) error {
+	cc, err := cInts(counts)
+	if err != nil {
+		return err
+	}
+	displ, err := cInts(offs[:c.size])
+	if err != nil {
+		return err
+	}
+	rc := C.galleon_allgatherv(wordsPtr(buf), &cc[0], &displ[0], mpiType[T](), c.comm)
+	runtime.KeepAlive(buf)
+	return mpiError(what, rc)
 }
 
 // ReduceScatter: see Communicator. Every rank sends each part to its owner
@@ -171,23 +229,7 @@ func (c *MPIComm) ReduceScatter(buf []float32, counts []int) error {
 		c.scratch = make([]float32, mine*c.size)
 	}
 	recv := c.scratch[:mine*c.size]
-	sendCounts, err := cInts(counts)
-	if err != nil {
-		return err
-	}
-	sendDispl, err := cInts(offs[:c.size])
-	if err != nil {
-		return err
-	}
-	recvCounts := make([]C.int, c.size)
-	recvDispl := make([]C.int, c.size)
-	for q := range c.size {
-		recvCounts[q], recvDispl[q] = C.int(mine), C.int(q*mine)
-	}
-	rc := C.MPI_Alltoallv(unsafe.Pointer(floatPtr(buf)), &sendCounts[0], &sendDispl[0], C.galleon_float(),
-		unsafe.Pointer(floatPtr(recv)), &recvCounts[0], &recvDispl[0], C.galleon_float(), c.comm)
-	runtime.KeepAlive(buf)
-	if err := mpiError("Alltoallv (reduce-scatter)", rc); err != nil {
+	if err := exchangeParts(c, "reduce-scatter", buf, recv, counts, offs); err != nil {
 		return err
 	}
 	parts := make([][]float32, c.size)
@@ -205,17 +247,7 @@ func (c *MPIComm) AllGather(buf []float32, counts []int) error {
 	if err != nil {
 		return err
 	}
-	cc, err := cInts(counts)
-	if err != nil {
-		return err
-	}
-	displ, err := cInts(offs[:c.size])
-	if err != nil {
-		return err
-	}
-	rc := C.galleon_allgatherv(floatPtr(buf), &cc[0], &displ[0], c.comm)
-	runtime.KeepAlive(buf)
-	if err := mpiError("Allgatherv", rc); err != nil {
+	if err := allGatherWords(c, "Allgatherv", buf, counts, offs); err != nil {
 		return err
 	}
 	c.sent.Add(allGatherBytes(counts, c.rank, 4))
@@ -240,7 +272,7 @@ func (c *MPIComm) Broadcast(buf []float32, root int) error {
 	if len(buf) > 1<<31-1 {
 		return errors.New("parallel: MPI broadcast of more than 2³¹−1 elements")
 	}
-	rc := C.MPI_Bcast(unsafe.Pointer(floatPtr(buf)), C.int(len(buf)), C.galleon_float(), C.int(root), c.comm)
+	rc := C.MPI_Bcast(wordsPtr(buf), C.int(len(buf)), C.galleon_float(), C.int(root), c.comm)
 	runtime.KeepAlive(buf)
 	if err := mpiError("Bcast", rc); err != nil {
 		return err

@@ -2,35 +2,7 @@
 
 package parallel
 
-/*
-#cgo pkg-config: mpi-c
-#include <mpi.h>
-#include <stdint.h>
-
-static int galleon_alltoallv_bf16(const uint16_t *send, const int *sendCounts, const int *sendDispl,
-		uint16_t *recv, const int *recvCounts, const int *recvDispl, MPI_Comm comm) {
-	return MPI_Alltoallv(send, sendCounts, sendDispl, MPI_UINT16_T, recv, recvCounts, recvDispl, MPI_UINT16_T, comm);
-}
-
-static int galleon_allgatherv_bf16(uint16_t *buf, const int *counts, const int *displs, MPI_Comm comm) {
-	return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_UINT16_T, comm);
-}
-*/
-import "C"
-
-import (
-	"runtime"
-	"unsafe"
-
-	"github.com/galleon-ml/galleon/internal/kernels"
-)
-
-func uint16Ptr(b []uint16) *C.uint16_t {
-	if len(b) == 0 {
-		return nil
-	}
-	return (*C.uint16_t)(unsafe.Pointer(&b[0]))
-}
+import "github.com/galleon-ml/galleon/internal/kernels"
 
 // bf16Scratch returns a bfloat16 buffer of n elements, reusing c's.
 func (c *MPIComm) bf16Scratch(n int) []uint16 {
@@ -53,23 +25,7 @@ func (c *MPIComm) ReduceScatterBF16(buf []float32, counts []int) error {
 	scratch := c.bf16Scratch(len(buf) + mine*c.size)
 	send, recv := scratch[:len(buf)], scratch[len(buf):]
 	kernels.ToBF16(send, buf)
-	sendCounts, err := cInts(counts)
-	if err != nil {
-		return err
-	}
-	sendDispl, err := cInts(offs[:c.size])
-	if err != nil {
-		return err
-	}
-	recvCounts := make([]C.int, c.size)
-	recvDispl := make([]C.int, c.size)
-	for q := range c.size {
-		recvCounts[q], recvDispl[q] = C.int(mine), C.int(q*mine)
-	}
-	rc := C.galleon_alltoallv_bf16(uint16Ptr(send), &sendCounts[0], &sendDispl[0],
-		uint16Ptr(recv), &recvCounts[0], &recvDispl[0], c.comm)
-	runtime.KeepAlive(scratch)
-	if err := mpiError("Alltoallv (bf16 reduce-scatter)", rc); err != nil {
+	if err := exchangeParts(c, "bf16 reduce-scatter", send, recv, counts, offs); err != nil {
 		return err
 	}
 	parts := make([][]uint16, c.size)
@@ -88,20 +44,10 @@ func (c *MPIComm) AllGatherBF16(buf []float32, counts []int) error {
 	if err != nil {
 		return err
 	}
-	cc, err := cInts(counts)
-	if err != nil {
-		return err
-	}
-	displ, err := cInts(offs[:c.size])
-	if err != nil {
-		return err
-	}
 	words := c.bf16Scratch(len(buf))
 	lo, hi := offs[c.rank], offs[c.rank+1]
 	kernels.ToBF16(words[lo:hi], buf[lo:hi])
-	rc := C.galleon_allgatherv_bf16(uint16Ptr(words), &cc[0], &displ[0], c.comm)
-	runtime.KeepAlive(words)
-	if err := mpiError("Allgatherv (bf16)", rc); err != nil {
+	if err := allGatherWords(c, "Allgatherv (bf16)", words, counts, offs); err != nil {
 		return err
 	}
 	kernels.FromBF16(buf, words)

@@ -147,7 +147,7 @@ func checkMPIStagesOn(t *testing.T, cfg Config, newData func() model.Batcher, wa
 // in-process workers with bf16 communication bit for bit.
 func TestMPIBF16StagesMatchInProcess(t *testing.T) {
 	cfg := testConfig(mpiComm.Size(), 10, 2)
-	cfg.CommPrecision = CommBF16
+	cfg.CommPrecision = model.PrecisionBF16
 	checkMPIStages(t, cfg)
 }
 

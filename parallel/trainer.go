@@ -44,14 +44,31 @@ type Config struct {
 	Exact bool
 
 	// CommPrecision is the format in which gradients travel between
-	// ranks: CommFP32 (the default) or CommBF16, which halves the bytes of
-	// the gradient reductions and still sums in float32 (see
-	// CommPrecision). Under NewRank the communicator must be a
-	// BF16Communicator. With Exact, CommBF16 keeps each sample's gradient
-	// in bfloat16 (half of Exact's per-sample memory) and sums the
-	// samples in float32 in global sample order, so the result is still
-	// the same bits for any number of workers, one included.
-	CommPrecision CommPrecision
+	// ranks: model.PrecisionFP32 (the default) or model.PrecisionBF16.
+	//
+	// With bf16 every rank rounds its gradient to bfloat16 (round to
+	// nearest, ties to even: kernels.ToBF16) for the transport, halving
+	// the bytes of the gradient collectives, and the reduction stays
+	// float32: the rank that owns a part widens the received bf16
+	// contributions exactly and adds them in rank order in float32, then
+	// rounds the sum once to bfloat16 so that it too can travel in half the
+	// bytes where a stage all-gathers it (stage 0's all-reduce). The
+	// reduced gradient is therefore
+	//
+	//	bf16( bf16(g₀) + bf16(g₁) + … )   (the sum in float32, in rank order)
+	//
+	// the same at every ZeRO stage and in process or over MPI, so runs stay
+	// bit-for-bit repeatable and every rank holds the same weights. A
+	// rank's own contribution is rounded too, so the result does not
+	// depend on which rank owns which part. Only gradients change format:
+	// parameters (stage 1–3 all-gathers), the initial broadcast and the
+	// small control messages stay float32, and so do the gradient norm,
+	// clipping and AdamW. Under NewRank the communicator must be a
+	// BF16Communicator. With Exact, bf16 keeps each sample's gradient in
+	// bfloat16 (half of Exact's per-sample memory) and sums the samples in
+	// float32 in global sample order, so the result is still the same bits
+	// for any number of workers, one included.
+	CommPrecision model.Precision
 
 	// GradCheckpointing recomputes each block's activations in the
 	// backward pass (model.ReplicaOptions): less memory per worker, about

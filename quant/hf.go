@@ -266,15 +266,7 @@ func (q *Model) SavePretrained(dir, from string) error {
 			}
 			continue
 		}
-		files[name] = func(w io.Writer) error {
-			f, _, err := safetensors.OpenRegular(src)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(w, f)
-			return err
-		}
+		files[name] = model.CopyFile(src)
 	}
 	if err := model.WriteDirAtomic(dir, files); err != nil {
 		return fmt.Errorf("quant: SavePretrained: %w", err)

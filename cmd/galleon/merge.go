@@ -77,7 +77,9 @@ func mergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := saveMerged(merged, base.Model, *out, opts); err != nil {
+	// One atomic write: the weights, config.json and the base's tokenizer
+	// and generation files appear together or not at all.
+	if err := merged.SavePretrained(*out, append(opts, model.WithSideFiles(base.Model))...); err != nil {
 		return err
 	}
 	res := mergeResult{OutDir: *out, MergedModules: rep.Modules, MaxAbsDelta: rep.MaxAbsDelta}
@@ -115,72 +117,6 @@ func mergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return report.PrintJSON(stdout, res)
 	}
 	return nil
-}
-
-// saveMerged writes m to out as a Hugging Face directory together with the
-// tokenizer and generation files of the base directory from. The directory
-// is built beside out and renamed into place (SavePretrained replaces out
-// the same way), so out is never left half written.
-func saveMerged(m *model.Model, from, out string, opts []model.SaveOption) error {
-	out = filepath.Clean(out)
-	tmp, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".merge*")
-	if err != nil {
-		return fmt.Errorf("merge: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	staged := filepath.Join(tmp, "model")
-	if err := m.SavePretrained(staged, opts...); err != nil {
-		return err
-	}
-	for _, f := range model.HFSideFiles {
-		if err := copyRegular(filepath.Join(from, f), filepath.Join(staged, f)); err != nil {
-			return fmt.Errorf("merge: %w", err)
-		}
-	}
-	// Swap: the old out (if any) goes into tmp and is removed with it.
-	if _, err := os.Lstat(out); err == nil {
-		if err := os.Rename(out, filepath.Join(tmp, "old")); err != nil {
-			return fmt.Errorf("merge: %w", err)
-		}
-	}
-	if err := os.Rename(staged, out); err != nil {
-		if _, serr := os.Lstat(filepath.Join(tmp, "old")); serr == nil {
-			_ = os.Rename(filepath.Join(tmp, "old"), out)
-		}
-		return fmt.Errorf("merge: %w", err)
-	}
-	return nil
-}
-
-// copyRegular copies src to dst if src is a regular file; a missing src is
-// not an error (a base directory has only some of model.HFSideFiles).
-func copyRegular(src, dst string) error {
-	st, err := os.Stat(src)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", src)
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	o, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err = io.Copy(o, in); err == nil {
-		err = o.Sync()
-	}
-	if cerr := o.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // sameDir reports whether paths a and b name the same existing directory.

@@ -22,7 +22,7 @@
 // transient) next to its process's resident set and peak from /proc.
 //
 // -comm-precision bf16 sends the gradients between ranks as bfloat16 (half
-// the bytes, still summed in float32: parallel.CommPrecision); every run
+// the bytes, still summed in float32: parallel.Config.CommPrecision); every run
 // reports the bytes its ranks sent per step, counted by the transport, and
 // the mean step time, so that the two precisions compare side by side:
 //
@@ -70,7 +70,7 @@ type options struct {
 	baseline bool
 	mpi      bool
 	jsonOut  bool
-	comm     parallel.CommPrecision
+	comm     model.Precision
 	modelDir string
 }
 
@@ -153,7 +153,7 @@ func main() {
 		o.workers = append(o.workers, n)
 	}
 	var err error
-	if o.comm, err = parallel.ParseCommPrecision(comm); err != nil {
+	if o.comm, err = model.ParsePrecision(comm); err != nil {
 		usage("-comm-precision %q: want fp32 or bf16", comm)
 	}
 	switch {

@@ -144,8 +144,12 @@ func (l *loop) closeHelpers() {
 }
 
 var (
-	loopOffer    atomic.Pointer[loop]
-	loopWork     = make(chan *loop)
+	loopOffer atomic.Pointer[loop]
+	// loopWake holds wake-up tokens for parked helpers. It is buffered so
+	// that a token sent while a helper is between giving up spinning and
+	// parking is not lost (TestForWakesHelperParkingDuringOffer); a stale
+	// token costs a woken helper one spinFor of polling.
+	loopWake     = make(chan struct{}, 256)
 	spinning     atomic.Int32 // helpers polling loopOffer
 	helperMu     sync.Mutex
 	helpersAlive atomic.Int32
@@ -156,10 +160,10 @@ func offerLoop(l *loop, n int) {
 	startHelpers(n)
 	loopOffer.Store(l)
 	// Wake parked helpers for the places the spinning ones will not take.
-	// A send succeeds only if a helper is parked on the channel.
+	// A full buffer already wakes every helper there is.
 	for range n - int(spinning.Load()) {
 		select {
-		case loopWork <- l:
+		case loopWake <- struct{}{}:
 		default:
 			return
 		}
@@ -184,15 +188,13 @@ func helper() {
 		spinning.Add(1)
 		deadline := time.Now().Add(spinFor)
 		for {
-			if l := loopOffer.Load(); l != nil {
-				if w, ok := l.join(); ok {
-					spinning.Add(-1)
-					l.run(w)
-					l.leave()
-					spinning.Add(1)
-					deadline = time.Now().Add(spinFor)
-					continue
-				}
+			if l, w, ok := offeredLoop(); ok {
+				spinning.Add(-1)
+				l.run(w)
+				l.leave()
+				spinning.Add(1)
+				deadline = time.Now().Add(spinFor)
+				continue
 			}
 			if time.Now().After(deadline) {
 				break
@@ -201,12 +203,27 @@ func helper() {
 			runtime.Gosched()
 		}
 		spinning.Add(-1)
-		l := <-loopWork
-		if w, ok := l.join(); ok {
+		// Look once more after leaving the spinning count. offerLoop
+		// stores its loop, then reads the count: if it read it after the
+		// decrement above, it sent this helper a token; if before, its
+		// store came first and this load sees the loop.
+		if l, w, ok := offeredLoop(); ok {
 			l.run(w)
 			l.leave()
+			continue
 		}
+		<-loopWake
 	}
+}
+
+// offeredLoop joins the offered loop, if there is one with a free place.
+func offeredLoop() (*loop, int, bool) {
+	l := loopOffer.Load()
+	if l == nil {
+		return nil, 0, false
+	}
+	w, ok := l.join()
+	return l, w, ok
 }
 
 var loops FreeList[loop]

@@ -1,9 +1,11 @@
 package kernels
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // countItems records how often each item ran and the largest worker index.
@@ -200,5 +202,48 @@ func TestChunks(t *testing.T) {
 	testChunks.Run(2, b, 256, 16)
 	if a := testing.AllocsPerRun(20, func() { testChunks.Run(2, b, 256, 16) }); a != 0 {
 		t.Errorf("%v allocations per Chunks.Run, want 0", a)
+	}
+}
+
+// rendezvous is a two-item loop whose first item waits for the second to
+// start: it finishes in time only if a helper joins the loop.
+type rendezvous struct {
+	started chan struct{}
+	missed  atomic.Bool
+}
+
+func (r *rendezvous) Item(_, i int) {
+	if i == 1 {
+		close(r.started)
+		return
+	}
+	select {
+	case <-r.started:
+	case <-time.After(2 * time.Second):
+		r.missed.Store(true)
+	}
+}
+
+// TestForWakesHelperParkingDuringOffer offers loops at gaps around spinFor,
+// when the helper is giving up polling and about to park. A wake-up lost in
+// that window left the whole loop to its caller; here the caller's item
+// would wait for a partner that never comes.
+func TestForWakesHelperParkingDuringOffer(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("needs two Ps for a helper")
+	}
+	rounds := 3000
+	if testing.Short() {
+		rounds = 600
+	}
+	for k := range rounds {
+		// Gaps from half to twice spinFor, in steps that do not repeat
+		// the same phase.
+		time.Sleep(spinFor/2 + time.Duration(k*37%150)*spinFor/100)
+		r := &rendezvous{started: make(chan struct{})}
+		For(2, 2, r)
+		if r.missed.Load() {
+			t.Fatalf("round %d: no helper joined a two-worker loop", k)
+		}
 	}
 }
