@@ -325,7 +325,11 @@ func (e *blockEnv) block(gc *GraphContext, i int, x *G.Node) (*G.Node, error) {
 	var regs [numRegs]*G.Node
 	regs[rX] = x
 	residual := 0
-	for j := range e.a.steps {
+	rotate := false // a rotary step is waiting for its attention step
+	// packed holds the [q | k | v] or [gate | up] rows of a fused group of
+	// linears (fusedLinears), in place of the group's separate registers.
+	var packed [numRegs]*G.Node
+	for j := 0; j < len(e.a.steps); j++ {
 		s := &e.a.steps[j]
 		src := regs[s.src[0]]
 		var out *G.Node
@@ -334,25 +338,49 @@ func (e *blockEnv) block(gc *GraphContext, i int, x *G.Node) (*G.Node, error) {
 		case stepNorm:
 			out, err = e.norm(gc, src, mods[j])
 		case stepLinear:
+			if ws := e.fusedLinears(gc, mods, j); ws != nil {
+				if packed[s.dst], err = nn.LinearCat(src, ws...); err != nil {
+					return nil, fmt.Errorf("model: %s step %d: %w", mods[0], j, err)
+				}
+				j += len(ws) - 1
+				continue
+			}
 			var l Linear
 			if l, err = e.m.Linear(mods[j]); err == nil {
 				out, err = l.BuildGraph(gc, src)
 			}
 		case stepAttention:
-			if s.src[0] != rQKV { // separate q, k and v: one packed matrix for the fused op
+			switch {
+			case packed[s.src[0]] != nil:
+				src = packed[s.src[0]]
+			case s.src[0] != rQKV: // separate q, k and v: one packed matrix for the fused op
 				src, err = packColumns(src, regs[s.src[1]], regs[s.src[2]])
 			}
 			if err == nil {
-				out, err = attention.Op(src, e.attn)
+				opts := e.attn
+				if rotate {
+					opts.Rope = &attention.Rope{Positions: e.positions, InvFreq: e.invFreq}
+					rotate = false
+				}
+				out, err = attention.Op(src, opts)
 			}
 		case stepGELU:
 			out, err = nn.GELU(src)
 		case stepRoPE:
-			if regs[s.src[0]], err = nn.RoPE(src, e.positions, e.invFreq, c.Heads, c.HeadDim()); err == nil {
-				regs[s.src[1]], err = nn.RoPE(regs[s.src[1]], e.positions, e.invFreq, c.KVHeads, c.HeadDim())
+			// The attention step after it rotates the packed q and k
+			// itself (attention.OpOptions.Rope): one rotation of the
+			// packed rows instead of a node and a gradient node for each
+			// of q and k.
+			if s.src[0] != rQ || s.src[1] != rK {
+				err = fmt.Errorf("rotary step on registers %d, %d, not the queries and keys", s.src[0], s.src[1])
 			}
+			rotate = true
 		case stepSwiGLU:
-			out, err = nn.SwiGLU(src, regs[s.src[1]])
+			if gu := packed[s.src[0]]; gu != nil {
+				out, err = nn.SwiGLUPacked(gu)
+			} else {
+				out, err = nn.SwiGLU(src, regs[s.src[1]])
+			}
 		case stepResidual:
 			var h *G.Node
 			if h, err = nn.Dropout(src, c.Dropout, e.drop, e.stream(i, residual)); err == nil {
@@ -370,6 +398,62 @@ func (e *blockEnv) block(gc *GraphContext, i int, x *G.Node) (*G.Node, error) {
 		}
 	}
 	return regs[rX], nil
+}
+
+// fusedLinears returns the weights of the group of linear steps that starts
+// at step j when the group is computed as one nn.LinearCat, or nil. A group
+// is the Llama family's q, k and v projections (read packed by the
+// attention step) or its gate and up projections (read packed by the
+// SwiGLU step): consecutive steps from one register into the registers that
+// the consumer reads, in its order, all of them float32 DenseLinears
+// without bias. Anything else (LoRA, quantized or bf16 layers, Qwen2's
+// biases) keeps its separate layers. The group costs neither the copy that
+// packs q, k and v nor the sums of its input's gradients.
+func (e *blockEnv) fusedLinears(gc *GraphContext, mods []string, j int) []*G.Node {
+	steps := e.a.steps
+	var want []reg
+	var consumer stepOp
+	switch steps[j].dst {
+	case rQ:
+		want, consumer = []reg{rQ, rK, rV}, stepAttention
+	case rGate:
+		want, consumer = []reg{rGate, rUp}, stepSwiGLU
+	default:
+		return nil
+	}
+	if gc.precision != PrecisionFP32 || j+len(want) > len(steps) {
+		return nil
+	}
+	// The first later step of the consumer's kind must read exactly the
+	// group's registers, in order; no other kind of step reads them but
+	// the rotary one, which the attention step applies (block).
+	found := false
+	for _, s := range steps[j+len(want):] {
+		if s.op == consumer {
+			found = s.src[0] == want[0] && s.src[1] == want[1] && (len(want) == 2 || s.src[2] == want[2])
+			break
+		}
+	}
+	if !found {
+		return nil
+	}
+	ws := make([]*G.Node, len(want))
+	for k, r := range want {
+		s := &steps[j+k]
+		if s.op != stepLinear || s.dst != r || s.src[0] != steps[j].src[0] {
+			return nil
+		}
+		l, err := e.m.Linear(mods[j+k])
+		if err != nil {
+			return nil
+		}
+		d, ok := l.(*DenseLinear)
+		if !ok || d.Bias != nil {
+			return nil
+		}
+		ws[k] = gc.Node(d.Weight)
+	}
+	return ws
 }
 
 // embedGraph adds the token (and GPT-2's position) embedding.

@@ -211,8 +211,26 @@ type bf16Blocking struct{ kp, mc, nt, packMax int }
 //	2048×768×3072  150.1 159.6 168.7 182.7 179.5 178.3 | 169.0 166.8 171.8 175.3 | 168.2 163.8
 //
 // kp256 was best on both shapes; no mc or nt beat the default on both.
+// A re-run after the vector packing, 1024³ only, -count 8 at a load
+// average of 20–28 (benchstat ± is the 95% interval):
+//
+//	kp256,nt512 154.3 ± 14% | kp512,nt512 163.8 ± 6% (p=0.20) | kp256,nt256 168.8 ± 11% (p=0.11)
+//	kp256 174.0 ± 11% | kp128 167.3 ± 9% (p=0.59) | kp512 177.3 ± 7% (p=0.39) (-count 6)
+//
+// No difference is significant on one core. On both cores (the
+// benchmark's -cpu 2), nt256 against nt512 in two runs of -count 10:
+//
+//	1024³          +1.7% (p=0.52)   +10.3% (p=0.004)
+//	2048×768×3072  +8.8% (p=0.000)  +2.2% (p=0.53)
+//
+// never worse: a 96×512 tile's C (192 KiB), packed A (96 KiB) and the B
+// panels of one kp pass (512 KiB) crowd the 1 MiB L2 that at nt256 they
+// fill by half, so nt is 256; kp and mc stay. The kernel on a
+// tile's worth of panels (BenchmarkBF16KernelTile) runs at 200–210
+// GFLOP/cpu-s under the same load, so what the product loses beyond that
+// is packing and the passes of C and packed A through the caches.
 // Chunks of the packed operands stay within 8 MiB each, as Sgemm's.
-var bf16DefaultBlocking = bf16Blocking{kp: 256, mc: sgemmMC512, nt: sgemmNT512, packMax: sgemmPackMax}
+var bf16DefaultBlocking = bf16Blocking{kp: 256, mc: sgemmMC512, nt: 256, packMax: sgemmPackMax}
 
 // bf16Job is one GemmBF16 call and what its threads share.
 type bf16Job struct {

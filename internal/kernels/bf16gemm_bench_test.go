@@ -77,7 +77,7 @@ func BenchmarkGemmBF16Blocking(b *testing.B) {
 	for _, mc := range []int{48, 72, 144, 192} {
 		blks = append(blks, bf16Blocking{def.kp, mc, def.nt, def.packMax})
 	}
-	for _, nt := range []int{256, 1024} {
+	for _, nt := range []int{128, 512} {
 		blks = append(blks, bf16Blocking{def.kp, def.mc, nt, def.packMax})
 	}
 	for _, s := range [][3]int{{1024, 1024, 1024}, {2048, 768, 3072}} {
@@ -123,6 +123,36 @@ func BenchmarkBF16Kernel(b *testing.B) {
 	cpu0 := processCPU()
 	for b.Loop() {
 		bf16Kernel(2, 2, kp, a, kp*sgemmMR, bb, kp*sgemmNR, c, sgemmNR512, 1, 1)
+	}
+	flop := 2 * sgemmMR512 * sgemmNR512 * 2 * kp * float64(b.N)
+	b.ReportMetric(flop/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(flop/cpu.Seconds()/1e9, "GFLOP/cpu-s")
+	}
+}
+
+// BenchmarkBF16KernelTile times the 12×32 paired micro-kernel as a compute
+// tile of the product calls it: 256 k pairs, cycling through 8 A and 16 B
+// micro-panel pairs into a 96×512 tile of C (row stride 512), so that A, B
+// and C come from L2 rather than from L1 as in BenchmarkBF16Kernel. The
+// gap between the two is what the cache footprint of a tile costs; the gap
+// to BenchmarkGemmBF16Blocking is packing and the passes over C.
+func BenchmarkBF16KernelTile(b *testing.B) {
+	if !gemmBF16Asm {
+		b.Skip("no AVX512_BF16 kernel")
+	}
+	const kp, na, nb, ldc = 256, 8, 16, 512
+	aw, bw := 2*kp*sgemmMR, 2*kp*sgemmNR
+	a := make([]uint32, na*aw)
+	bb := make([]uint32, nb*bw)
+	c := make([]float32, na*sgemmMR512*ldc)
+	cpu0 := processCPU()
+	i := 0
+	for b.Loop() {
+		ia, ib := i%na, (i/na)%nb
+		off := ia*sgemmMR512*ldc + ib*sgemmNR512
+		bf16Kernel(2, 2, kp, a[ia*aw:], kp*sgemmMR, bb[ib*bw:], kp*sgemmNR, c[off:], ldc, 1, 1)
+		i++
 	}
 	flop := 2 * sgemmMR512 * sgemmNR512 * 2 * kp * float64(b.N)
 	b.ReportMetric(flop/b.Elapsed().Seconds()/1e9, "GFLOP/s")

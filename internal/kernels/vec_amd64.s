@@ -1215,3 +1215,440 @@ adamw_tail:
 adamw_done:
 	VZEROUPPER
 	RET
+
+DATA vecSignBit<>+0(SB)/4, $0x80000000
+DATA vecSignBit<>+4(SB)/4, $0x80000000
+DATA vecSignBit<>+8(SB)/4, $0x80000000
+DATA vecSignBit<>+12(SB)/4, $0x80000000
+DATA vecSignBit<>+16(SB)/4, $0x80000000
+DATA vecSignBit<>+20(SB)/4, $0x80000000
+DATA vecSignBit<>+24(SB)/4, $0x80000000
+DATA vecSignBit<>+28(SB)/4, $0x80000000
+GLOBL vecSignBit<>(SB), RODATA|NOPTR, $32
+
+// func swigluFwdAVX2(y []float32, s []float32, g []float32, u []float32)
+// Requires: AVX, AVX2, FMA3
+TEXT ·swigluFwdAVX2(SB), NOSPLIT, $0-96
+	MOVQ    y_base+0(FP), AX
+	MOVQ    s_base+24(FP), CX
+	MOVQ    u_base+72(FP), DX
+	MOVQ    g_base+48(FP), BX
+	MOVQ    g_len+56(FP), SI
+	VMOVUPS vecExpLo<>+0(SB), Y0
+	VMOVUPS vecExpHi<>+0(SB), Y1
+
+swiglu_block:
+	CMPQ         SI, $0x00000010
+	JL           swiglu_single
+	VMOVUPS      (BX), Y8
+	VXORPS       vecSignBit<>+0(SB), Y8, Y2
+	VMOVUPS      32(BX), Y9
+	VXORPS       vecSignBit<>+0(SB), Y9, Y3
+	VMAXPS       Y2, Y0, Y2
+	VMAXPS       Y3, Y0, Y3
+	VMINPS       Y2, Y1, Y2
+	VMINPS       Y3, Y1, Y3
+	VMULPS       vecExpLog2e<>+0(SB), Y2, Y6
+	VMULPS       vecExpLog2e<>+0(SB), Y3, Y7
+	VROUNDPS     $0x08, Y6, Y6
+	VROUNDPS     $0x08, Y7, Y7
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y6, Y2
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y7, Y3
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y6, Y2
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y7, Y3
+	VCVTPS2DQ    Y6, Y6
+	VCVTPS2DQ    Y7, Y7
+	VMOVUPS      vecExpC6<>+0(SB), Y4
+	VMOVUPS      vecExpC6<>+0(SB), Y5
+	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC5<>+0(SB), Y3, Y5
+	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC4<>+0(SB), Y3, Y5
+	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC3<>+0(SB), Y3, Y5
+	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC2<>+0(SB), Y3, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y5
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y3, Y5
+	VPSRAD       $0x01, Y6, Y2
+	VPSRAD       $0x01, Y7, Y3
+	VPSUBD       Y2, Y6, Y6
+	VPSUBD       Y3, Y7, Y7
+	VPADDD       vecExpBias<>+0(SB), Y2, Y2
+	VPADDD       vecExpBias<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y2, Y2
+	VPSLLD       $0x17, Y3, Y3
+	VPSLLD       $0x17, Y6, Y6
+	VPSLLD       $0x17, Y7, Y7
+	VPADDD       Y6, Y4, Y4
+	VPADDD       Y7, Y5, Y5
+	VMULPS       Y2, Y4, Y2
+	VMULPS       Y3, Y5, Y3
+	VADDPS       vecOne<>+0(SB), Y2, Y2
+	VMOVUPS      vecOne<>+0(SB), Y4
+	VDIVPS       Y2, Y4, Y2
+	VMULPS       Y2, Y8, Y8
+	VMULPS       (DX), Y8, Y8
+	VMOVUPS      Y2, (CX)
+	VMOVUPS      Y8, (AX)
+	VADDPS       vecOne<>+0(SB), Y3, Y3
+	VMOVUPS      vecOne<>+0(SB), Y5
+	VDIVPS       Y3, Y5, Y3
+	VMULPS       Y3, Y9, Y9
+	VMULPS       32(DX), Y9, Y9
+	VMOVUPS      Y3, 32(CX)
+	VMOVUPS      Y9, 32(AX)
+	ADDQ         $0x00000040, BX
+	ADDQ         $0x00000040, DX
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000040, CX
+	SUBQ         $0x00000010, SI
+	JMP          swiglu_block
+
+swiglu_single:
+	CMPQ         SI, $0x08
+	JL           swiglu_tail
+	VMOVUPS      (BX), Y8
+	VXORPS       vecSignBit<>+0(SB), Y8, Y2
+	VMAXPS       Y2, Y0, Y2
+	VMINPS       Y2, Y1, Y2
+	VMULPS       vecExpLog2e<>+0(SB), Y2, Y6
+	VROUNDPS     $0x08, Y6, Y6
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y6, Y2
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y6, Y2
+	VCVTPS2DQ    Y6, Y6
+	VMOVUPS      vecExpC6<>+0(SB), Y4
+	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VPSRAD       $0x01, Y6, Y2
+	VPSUBD       Y2, Y6, Y6
+	VPADDD       vecExpBias<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
+	VPSLLD       $0x17, Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VMULPS       Y2, Y4, Y2
+	VADDPS       vecOne<>+0(SB), Y2, Y2
+	VMOVUPS      vecOne<>+0(SB), Y4
+	VDIVPS       Y2, Y4, Y2
+	VMULPS       Y2, Y8, Y8
+	VMULPS       (DX), Y8, Y8
+	VMOVUPS      Y2, (CX)
+	VMOVUPS      Y8, (AX)
+	ADDQ         $0x20, BX
+	ADDQ         $0x20, DX
+	ADDQ         $0x20, AX
+	ADDQ         $0x20, CX
+	SUBQ         $0x08, SI
+	JMP          swiglu_single
+
+swiglu_tail:
+	TESTQ        SI, SI
+	JZ           swiglu_done
+	LEAQ         vecTailMask<>+32(SB), DI
+	SHLQ         $0x02, SI
+	SUBQ         SI, DI
+	VMOVDQU      (DI), Y3
+	VMASKMOVPS   (BX), Y3, Y8
+	VMASKMOVPS   (DX), Y3, Y5
+	VXORPS       vecSignBit<>+0(SB), Y8, Y2
+	VMAXPS       Y2, Y0, Y2
+	VMINPS       Y2, Y1, Y2
+	VMULPS       vecExpLog2e<>+0(SB), Y2, Y6
+	VROUNDPS     $0x08, Y6, Y6
+	VFNMADD231PS vecExpLn2Hi<>+0(SB), Y6, Y2
+	VFNMADD231PS vecExpLn2Lo<>+0(SB), Y6, Y2
+	VCVTPS2DQ    Y6, Y6
+	VMOVUPS      vecExpC6<>+0(SB), Y4
+	VFMADD213PS  vecExpC5<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC4<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC3<>+0(SB), Y2, Y4
+	VFMADD213PS  vecExpC2<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VFMADD213PS  vecOne<>+0(SB), Y2, Y4
+	VPSRAD       $0x01, Y6, Y2
+	VPSUBD       Y2, Y6, Y6
+	VPADDD       vecExpBias<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
+	VPSLLD       $0x17, Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VMULPS       Y2, Y4, Y2
+	VADDPS       vecOne<>+0(SB), Y2, Y2
+	VMOVUPS      vecOne<>+0(SB), Y4
+	VDIVPS       Y2, Y4, Y2
+	VMULPS       Y2, Y8, Y8
+	VMULPS       Y5, Y8, Y8
+	VMASKMOVPS   Y2, Y3, (CX)
+	VMASKMOVPS   Y8, Y3, (AX)
+
+swiglu_done:
+	VZEROUPPER
+	RET
+
+// func swigluGateGradAVX2(dg []float32, dy []float32, g []float32, u []float32, s []float32, acc bool)
+// Requires: AVX, FMA3
+TEXT ·swigluGateGradAVX2(SB), NOSPLIT, $0-121
+	MOVQ    dg_base+0(FP), AX
+	MOVQ    dg_len+8(FP), CX
+	MOVQ    dy_base+24(FP), DX
+	MOVQ    g_base+48(FP), BX
+	MOVQ    u_base+72(FP), SI
+	MOVQ    s_base+96(FP), DI
+	MOVB    acc+120(FP), R8
+	VMOVUPS vecOne<>+0(SB), Y0
+	TESTB   R8, R8
+	JZ      swdg_set_block
+
+swdg_add_block:
+	CMPQ        CX, $0x00000008
+	JL          swdg_add_single
+	VMOVUPS     (DX), Y3
+	VMOVUPS     (SI), Y4
+	VMOVUPS     (DI), Y1
+	VMOVUPS     (BX), Y2
+	VMULPS      Y4, Y3, Y3
+	VMULPS      Y1, Y3, Y3
+	VSUBPS      Y1, Y0, Y1
+	VFMADD213PS Y0, Y1, Y2
+	VMULPS      Y2, Y3, Y3
+	VADDPS      (AX), Y3, Y3
+	VMOVUPS     Y3, (AX)
+	ADDQ        $0x00000020, AX
+	ADDQ        $0x00000020, DX
+	ADDQ        $0x00000020, BX
+	ADDQ        $0x00000020, SI
+	ADDQ        $0x00000020, DI
+	SUBQ        $0x00000008, CX
+	JMP         swdg_add_block
+
+swdg_add_single:
+	CMPQ        CX, $0x08
+	JL          swdg_add_tail
+	VMOVUPS     (DX), Y3
+	VMOVUPS     (SI), Y4
+	VMOVUPS     (DI), Y1
+	VMOVUPS     (BX), Y2
+	VMULPS      Y4, Y3, Y3
+	VMULPS      Y1, Y3, Y3
+	VSUBPS      Y1, Y0, Y1
+	VFMADD213PS Y0, Y1, Y2
+	VMULPS      Y2, Y3, Y3
+	VADDPS      (AX), Y3, Y3
+	VMOVUPS     Y3, (AX)
+	ADDQ        $0x20, AX
+	ADDQ        $0x20, DX
+	ADDQ        $0x20, BX
+	ADDQ        $0x20, SI
+	ADDQ        $0x20, DI
+	SUBQ        $0x08, CX
+	JMP         swdg_add_single
+
+swdg_add_tail:
+	TESTQ       CX, CX
+	JZ          swdg_add_done
+	LEAQ        vecTailMask<>+32(SB), R8
+	SHLQ        $0x02, CX
+	SUBQ        CX, R8
+	VMOVDQU     (R8), Y5
+	VMASKMOVPS  (DX), Y5, Y3
+	VMASKMOVPS  (DI), Y5, Y1
+	VMASKMOVPS  (BX), Y5, Y2
+	VMASKMOVPS  (SI), Y5, Y4
+	VMULPS      Y4, Y3, Y3
+	VMULPS      Y1, Y3, Y3
+	VSUBPS      Y1, Y0, Y1
+	VFMADD213PS Y0, Y1, Y2
+	VMULPS      Y2, Y3, Y3
+	VMASKMOVPS  (AX), Y5, Y0
+	VADDPS      Y0, Y3, Y3
+	VMASKMOVPS  Y3, Y5, (AX)
+
+swdg_add_done:
+	VZEROUPPER
+	RET
+
+swdg_set_block:
+	CMPQ        CX, $0x00000008
+	JL          swdg_set_single
+	VMOVUPS     (DX), Y3
+	VMOVUPS     (SI), Y4
+	VMOVUPS     (DI), Y1
+	VMOVUPS     (BX), Y2
+	VMULPS      Y4, Y3, Y3
+	VMULPS      Y1, Y3, Y3
+	VSUBPS      Y1, Y0, Y1
+	VFMADD213PS Y0, Y1, Y2
+	VMULPS      Y2, Y3, Y3
+	VMOVUPS     Y3, (AX)
+	ADDQ        $0x00000020, AX
+	ADDQ        $0x00000020, DX
+	ADDQ        $0x00000020, BX
+	ADDQ        $0x00000020, SI
+	ADDQ        $0x00000020, DI
+	SUBQ        $0x00000008, CX
+	JMP         swdg_set_block
+
+swdg_set_single:
+	CMPQ        CX, $0x08
+	JL          swdg_set_tail
+	VMOVUPS     (DX), Y3
+	VMOVUPS     (SI), Y4
+	VMOVUPS     (DI), Y1
+	VMOVUPS     (BX), Y2
+	VMULPS      Y4, Y3, Y3
+	VMULPS      Y1, Y3, Y3
+	VSUBPS      Y1, Y0, Y1
+	VFMADD213PS Y0, Y1, Y2
+	VMULPS      Y2, Y3, Y3
+	VMOVUPS     Y3, (AX)
+	ADDQ        $0x20, AX
+	ADDQ        $0x20, DX
+	ADDQ        $0x20, BX
+	ADDQ        $0x20, SI
+	ADDQ        $0x20, DI
+	SUBQ        $0x08, CX
+	JMP         swdg_set_single
+
+swdg_set_tail:
+	TESTQ       CX, CX
+	JZ          swdg_set_done
+	LEAQ        vecTailMask<>+32(SB), R8
+	SHLQ        $0x02, CX
+	SUBQ        CX, R8
+	VMOVDQU     (R8), Y5
+	VMASKMOVPS  (DX), Y5, Y3
+	VMASKMOVPS  (DI), Y5, Y1
+	VMASKMOVPS  (BX), Y5, Y2
+	VMASKMOVPS  (SI), Y5, Y4
+	VMULPS      Y4, Y3, Y3
+	VMULPS      Y1, Y3, Y3
+	VSUBPS      Y1, Y0, Y1
+	VFMADD213PS Y0, Y1, Y2
+	VMULPS      Y2, Y3, Y3
+	VMASKMOVPS  Y3, Y5, (AX)
+
+swdg_set_done:
+	VZEROUPPER
+	RET
+
+// func swigluUpGradAVX2(du []float32, dy []float32, g []float32, s []float32, acc bool)
+// Requires: AVX
+TEXT ·swigluUpGradAVX2(SB), NOSPLIT, $0-97
+	MOVQ  du_base+0(FP), AX
+	MOVQ  du_len+8(FP), CX
+	MOVQ  dy_base+24(FP), DX
+	MOVQ  g_base+48(FP), BX
+	MOVQ  s_base+72(FP), SI
+	MOVB  acc+96(FP), DI
+	TESTB DI, DI
+	JZ    swdu_set_block
+
+swdu_add_block:
+	CMPQ    CX, $0x00000010
+	JL      swdu_add_single
+	VMOVUPS (DX), Y0
+	VMULPS  (BX), Y0, Y0
+	VMULPS  (SI), Y0, Y0
+	VADDPS  (AX), Y0, Y0
+	VMOVUPS Y0, (AX)
+	VMOVUPS 32(DX), Y0
+	VMULPS  32(BX), Y0, Y0
+	VMULPS  32(SI), Y0, Y0
+	VADDPS  32(AX), Y0, Y0
+	VMOVUPS Y0, 32(AX)
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, DX
+	ADDQ    $0x00000040, BX
+	ADDQ    $0x00000040, SI
+	SUBQ    $0x00000010, CX
+	JMP     swdu_add_block
+
+swdu_add_single:
+	CMPQ    CX, $0x08
+	JL      swdu_add_tail
+	VMOVUPS (DX), Y0
+	VMULPS  (BX), Y0, Y0
+	VMULPS  (SI), Y0, Y0
+	VADDPS  (AX), Y0, Y0
+	VMOVUPS Y0, (AX)
+	ADDQ    $0x20, AX
+	ADDQ    $0x20, DX
+	ADDQ    $0x20, BX
+	ADDQ    $0x20, SI
+	SUBQ    $0x08, CX
+	JMP     swdu_add_single
+
+swdu_add_tail:
+	TESTQ      CX, CX
+	JZ         swdu_add_done
+	LEAQ       vecTailMask<>+32(SB), DI
+	SHLQ       $0x02, CX
+	SUBQ       CX, DI
+	VMOVDQU    (DI), Y1
+	VMASKMOVPS (DX), Y1, Y0
+	VMASKMOVPS (BX), Y1, Y2
+	VMULPS     Y2, Y0, Y0
+	VMASKMOVPS (SI), Y1, Y2
+	VMULPS     Y2, Y0, Y0
+	VMASKMOVPS (AX), Y1, Y2
+	VADDPS     Y2, Y0, Y0
+	VMASKMOVPS Y0, Y1, (AX)
+
+swdu_add_done:
+	VZEROUPPER
+	RET
+
+swdu_set_block:
+	CMPQ    CX, $0x00000010
+	JL      swdu_set_single
+	VMOVUPS (DX), Y0
+	VMULPS  (BX), Y0, Y0
+	VMULPS  (SI), Y0, Y0
+	VMOVUPS Y0, (AX)
+	VMOVUPS 32(DX), Y0
+	VMULPS  32(BX), Y0, Y0
+	VMULPS  32(SI), Y0, Y0
+	VMOVUPS Y0, 32(AX)
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, DX
+	ADDQ    $0x00000040, BX
+	ADDQ    $0x00000040, SI
+	SUBQ    $0x00000010, CX
+	JMP     swdu_set_block
+
+swdu_set_single:
+	CMPQ    CX, $0x08
+	JL      swdu_set_tail
+	VMOVUPS (DX), Y0
+	VMULPS  (BX), Y0, Y0
+	VMULPS  (SI), Y0, Y0
+	VMOVUPS Y0, (AX)
+	ADDQ    $0x20, AX
+	ADDQ    $0x20, DX
+	ADDQ    $0x20, BX
+	ADDQ    $0x20, SI
+	SUBQ    $0x08, CX
+	JMP     swdu_set_single
+
+swdu_set_tail:
+	TESTQ      CX, CX
+	JZ         swdu_set_done
+	LEAQ       vecTailMask<>+32(SB), DI
+	SHLQ       $0x02, CX
+	SUBQ       CX, DI
+	VMOVDQU    (DI), Y1
+	VMASKMOVPS (DX), Y1, Y0
+	VMASKMOVPS (BX), Y1, Y2
+	VMULPS     Y2, Y0, Y0
+	VMASKMOVPS (SI), Y1, Y2
+	VMULPS     Y2, Y0, Y0
+	VMASKMOVPS Y0, Y1, (AX)
+
+swdu_set_done:
+	VZEROUPPER
+	RET

@@ -64,3 +64,21 @@ func geluFwdAVX2(y []float32, s []float32, x []float32)
 //
 //go:noescape
 func adamwAVX2(p []float32, g []float32, m []float32, v []float32, k *float32)
+
+// swigluFwdAVX2 computes s[i] = 1/(1 + exp(−g[i])) and y[i] = g[i]·s[i]·u[i];
+// len(y), len(s), len(u) ≥ len(g). y may alias g or u; s aliases nothing.
+//
+//go:noescape
+func swigluFwdAVX2(y []float32, s []float32, g []float32, u []float32)
+
+// swigluGateGradAVX2 sets (acc false) or adds to (acc true) dg[i] the value
+// dy[i]·u[i]·s[i]·(1 + g[i]·(1 − s[i])); len(dy), len(g), len(u), len(s) ≥ len(dg).
+//
+//go:noescape
+func swigluGateGradAVX2(dg []float32, dy []float32, g []float32, u []float32, s []float32, acc bool)
+
+// swigluUpGradAVX2 sets (acc false) or adds to (acc true) du[i] the value
+// dy[i]·g[i]·s[i]; len(dy), len(g), len(s) ≥ len(du).
+//
+//go:noescape
+func swigluUpGradAVX2(du []float32, dy []float32, g []float32, s []float32, acc bool)

@@ -9,9 +9,10 @@
 //     and are what the inference path (generation with a KV cache, the int8
 //     model, LoRA merge) calls directly;
 //   - gorgonia custom ops (Embedding, LayerNorm, GELU, Linear, BiasAdd,
-//     CrossEntropy, RMSNorm, SwiGLU, RoPE, LinearCrossEntropy) for the
-//     training graph, each one node forward and one node per input gradient
-//     backward.
+//     CrossEntropy, RMSNorm, SwiGLU, RoPE, LinearCrossEntropy, and LinearCat
+//     and SwiGLUPacked for the Llama family's projections of one input side
+//     by side) for the training graph, each one node forward and one node
+//     per input gradient backward.
 //
 // Fused ops exist because gorgonia's composed element-wise ops are slow
 // (broadcasts copy, every step allocates) and some of them differentiate

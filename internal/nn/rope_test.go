@@ -245,3 +245,36 @@ func TestRoPEOp(t *testing.T) {
 		})
 	}
 }
+
+// TestRopeTable checks that rotating a batch whose positions repeat (the
+// path through rope's per-position table) gives bit for bit what rotating
+// each row alone (angles computed per row) gives, forward, inverse and
+// accumulated, with an odd number of frequencies and a packed row with a
+// tail.
+func TestRopeTable(t *testing.T) {
+	const B, T, heads, hd, width = 3, 5, 3, 6, 3*6 + 4
+	r := newRand(7)
+	pos := SequencePositions(B, T, 11).Data
+	pos[4] = 20 // the span (11…20, 10 < 15 rows) need not be contiguous
+	inv, err := RopeFreqs(hd, 1e4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := randn32(r, B*T*width, 1)
+	for _, sign := range []float32{1, -1} {
+		for _, acc := range []bool{false, true} {
+			got := randn32(r, len(x), 1)
+			want := append([]float32(nil), got...)
+			rope(got, x, width, heads, hd, pos, inv, sign, acc)
+			for row := range B * T {
+				o := row * width
+				rope(want[o:o+width], x[o:o+width], width, heads, hd, pos[row:row+1], inv, sign, acc)
+			}
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("sign %v acc %t: element %d = %g, row by row %g", sign, acc, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

@@ -32,34 +32,13 @@ var swigluForwardLoops kernels.Chunks[swigluForwardBody, *swigluForwardBody]
 func (b *swigluForwardBody) Chunk(lo, hi int) {
 	y, gate, up := b.y[lo:hi], b.gate[lo:hi], b.up[lo:hi]
 	if s := b.s; s != nil {
-		s = s[lo:hi]
-		sigmoid(s, gate)
-		for i, g := range gate {
-			y[i] = g * s[i] * up[i]
-		}
+		kernels.SwiGLUForward(y, s[lo:hi], gate, up)
 		return
 	}
 	var buf [geluChunk]float32
 	for lo := 0; lo < len(gate); lo += geluChunk {
 		hi := min(lo+geluChunk, len(gate))
-		sc := buf[:hi-lo]
-		sigmoid(sc, gate[lo:hi])
-		for i, g := range gate[lo:hi] {
-			y[lo+i] = g * sc[i] * up[lo+i]
-		}
-	}
-}
-
-// sigmoid writes s = σ(x) = 1/(1 + exp(−x)); s may alias x. exp(−x) = +Inf
-// gives 0 and 0 gives 1, so the result stays finite.
-func sigmoid(s, x []float32) {
-	s = s[:len(x)]
-	for i, v := range x {
-		s[i] = -v
-	}
-	kernels.Exp(s, s)
-	for i, e := range s {
-		s[i] = 1 / (1 + e)
+		kernels.SwiGLUForward(y[lo:hi], buf[:hi-lo], gate[lo:hi], up[lo:hi])
 	}
 }
 
@@ -117,49 +96,54 @@ func (b *swigluBackwardBody) Chunk(lo, hi int) {
 		up = up[lo:hi]
 	}
 	if s != nil {
-		swigluGrad(dgate, dup, dy, gate, up, s[lo:hi], acc)
+		kernels.SwiGLUGrad(dgate, dup, dy, gate, up, s[lo:hi], acc)
 		return
 	}
-	var buf [geluChunk]float32
+	// No saved sigmoid: recompute it block by block (the forward's y goes
+	// to a scratch block of its own).
+	var sb, yb [geluChunk]float32
 	for c := 0; c < len(gate); c += geluChunk {
 		e := min(c+geluChunk, len(gate))
-		sc := buf[:e-c]
-		sigmoid(sc, gate[c:e])
-		var dg, du, u []float32
+		sc := sb[:e-c]
+		u := up
+		if u == nil { // dup only: σ needs no up, any values do
+			u = gate
+		}
+		kernels.SwiGLUForward(yb[:e-c], sc, gate[c:e], u[c:e])
+		var dg, du, uc []float32
 		if dgate != nil {
-			dg, u = dgate[c:e], up[c:e]
+			dg, uc = dgate[c:e], up[c:e]
 		}
 		if dup != nil {
 			du = dup[c:e]
 		}
-		swigluGrad(dg, du, dy[c:e], gate[c:e], u, sc, acc)
+		kernels.SwiGLUGrad(dg, du, dy[c:e], gate[c:e], uc, sc, acc)
 	}
 }
 
-func swigluGrad(dgate, dup, dy, gate, up, s []float32, acc bool) {
-	dy, s = dy[:len(gate)], s[:len(gate)]
-	if dgate != nil {
-		dgate, up = dgate[:len(gate)], up[:len(gate)]
-		if acc {
-			for i, g := range gate {
-				dgate[i] += dy[i] * up[i] * s[i] * (1 + g*(1-s[i]))
-			}
-		} else {
-			for i, g := range gate {
-				dgate[i] = dy[i] * up[i] * s[i] * (1 + g*(1-s[i]))
-			}
+// swigluPacked runs SwiGLU over rows of packed [gate | up] halves: gu is
+// [n, 2F], y and s [n, F]. Forward (dgu nil) writes y and the sigmoid s;
+// backward writes both halves of dgu from dy [n, F] and the saved s.
+func swigluPacked(y, s, gu, dgu, dy []float32, F int) {
+	swigluPackedLoops.Run(0, swigluPackedBody{y, s, gu, dgu, dy, F}, len(s)/max(F, 1), rowGrain(2*F))
+}
+
+// swigluPackedBody is the loop body of swigluPacked, over rows.
+type swigluPackedBody struct {
+	y, s, gu, dgu, dy []float32
+	F                 int
+}
+
+var swigluPackedLoops kernels.Chunks[swigluPackedBody, *swigluPackedBody]
+
+func (b *swigluPackedBody) Chunk(lo, hi int) {
+	F := b.F
+	for r := lo; r < hi; r++ {
+		gate, up, s := b.gu[2*r*F:2*r*F+F], b.gu[2*r*F+F:2*r*F+2*F], b.s[r*F:r*F+F]
+		if b.dgu == nil {
+			kernels.SwiGLUForward(b.y[r*F:r*F+F], s, gate, up)
+			continue
 		}
-	}
-	if dup != nil {
-		dup = dup[:len(gate)]
-		if acc {
-			for i, g := range gate {
-				dup[i] += dy[i] * g * s[i]
-			}
-		} else {
-			for i, g := range gate {
-				dup[i] = dy[i] * g * s[i]
-			}
-		}
+		kernels.SwiGLUGrad(b.dgu[2*r*F:2*r*F+F], b.dgu[2*r*F+F:2*r*F+2*F], b.dy[r*F:r*F+F], gate, up, s, false)
 	}
 }

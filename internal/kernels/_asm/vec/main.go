@@ -46,6 +46,8 @@ func main() {
 	expSubSum()
 	gelu()
 	adamw()
+	swiglu()
+	swigluGrad()
 	Generate()
 }
 
@@ -635,4 +637,164 @@ func adamw() {
 	}, "adamw")
 	VZEROUPPER()
 	RET()
+}
+
+// swiglu is the Llama family's gated activation in one pass, as gelu:
+// s = σ(g) = 1/(1 + exp(−g)) (saved for the backward pass) and y = g·s·u,
+// rounded in the order of swigluFwdGeneric (vec_generic.go's exp aside).
+func swiglu() {
+	expConstData()
+	sign := bcast("vecSignBit", 0x80000000)
+	TEXT("swigluFwdAVX2", NOSPLIT, "func(y, s, g, u []float32)")
+	Pragma("noescape")
+	Doc("swigluFwdAVX2 computes s[i] = 1/(1 + exp(−g[i])) and y[i] = g[i]·s[i]·u[i];",
+		"len(y), len(s), len(u) ≥ len(g). y may alias g or u; s aliases nothing.")
+	y := Load(Param("y").Base(), GP64())
+	sp := Load(Param("s").Base(), GP64())
+	up := Load(Param("u").Base(), GP64())
+	g, n := loadSlice("g")
+	e := newExpState()
+	const unroll = 2
+	gs := ymms(unroll)
+	// sig turns e.x[u] = exp(−g) into s, and gs[u] into g·s (the caller
+	// multiplies by u).
+	sig := func(u int) {
+		VADDPS(vecOne, e.x[u], e.x[u])
+		VMOVUPS(vecOne, e.p[u])
+		VDIVPS(e.x[u], e.p[u], e.x[u]) // s = 1/(1 + e)
+		VMULPS(e.x[u], gs[u], gs[u])   // g·s
+	}
+	loop(unroll, n, []reg.Register{g, up, y, sp}, func(kk int) {
+		for u := 0; u < kk; u++ {
+			VMOVUPS(Mem{Base: g, Disp: 32 * u}, gs[u])
+			VXORPS(sign, gs[u], e.x[u]) // −g
+		}
+		e.exp(kk)
+		for u := 0; u < kk; u++ {
+			sig(u)
+			VMULPS(Mem{Base: up, Disp: 32 * u}, gs[u], gs[u])
+			VMOVUPS(e.x[u], Mem{Base: sp, Disp: 32 * u})
+			VMOVUPS(gs[u], Mem{Base: y, Disp: 32 * u})
+		}
+	}, func(mask reg.VecVirtual) {
+		uv := YMM()
+		VMASKMOVPS(Mem{Base: g}, mask, gs[0])
+		VMASKMOVPS(Mem{Base: up}, mask, uv)
+		VXORPS(sign, gs[0], e.x[0])
+		e.exp(1)
+		sig(0)
+		VMULPS(uv, gs[0], gs[0])
+		VMASKMOVPS(e.x[0], mask, Mem{Base: sp})
+		VMASKMOVPS(gs[0], mask, Mem{Base: y})
+	}, "swiglu")
+	VZEROUPPER()
+	RET()
+}
+
+// swigluGrad emits SwiGLU's two gradients from the saved sigmoid s, each
+// set (acc false) or added (acc true): dg = dy·u·s·(1 + g·(1−s)) and
+// du = dy·g·s, one routine each (the graph computes them as separate ops).
+func swigluGrad() {
+	TEXT("swigluGateGradAVX2", NOSPLIT, "func(dg, dy, g, u, s []float32, acc bool)")
+	Pragma("noescape")
+	Doc("swigluGateGradAVX2 sets (acc false) or adds to (acc true) dg[i] the value",
+		"dy[i]·u[i]·s[i]·(1 + g[i]·(1 − s[i])); len(dy), len(g), len(u), len(s) ≥ len(dg).")
+	{
+		dg, n := loadSlice("dg")
+		dy := Load(Param("dy").Base(), GP64())
+		g := Load(Param("g").Base(), GP64())
+		u := Load(Param("u").Base(), GP64())
+		s := Load(Param("s").Base(), GP64())
+		accf := Load(Param("acc"), GP8())
+		one, sv, t, d, m := YMM(), YMM(), YMM(), YMM(), YMM()
+		VMOVUPS(vecOne, one)
+		// body computes dg's vector into d from sv, t (g) and d (dy), with
+		// m holding u.
+		body := func() {
+			VMULPS(m, d, d)         // dy·u
+			VMULPS(sv, d, d)        // ·s
+			VSUBPS(sv, one, sv)     // 1 − s
+			VFMADD213PS(one, sv, t) // 1 + g·(1 − s)
+			VMULPS(t, d, d)         // ·(1 + g·(1 − s))
+		}
+		ptrs := []reg.Register{dg, dy, g, u, s}
+		for _, add := range []bool{true, false} {
+			name := "swdg_set"
+			if add {
+				name = "swdg_add"
+				TESTB(accf, accf)
+				JZ(LabelRef("swdg_set_block"))
+			}
+			loop(1, n, ptrs, func(int) {
+				VMOVUPS(Mem{Base: dy}, d)
+				VMOVUPS(Mem{Base: u}, m)
+				VMOVUPS(Mem{Base: s}, sv)
+				VMOVUPS(Mem{Base: g}, t)
+				body()
+				if add {
+					VADDPS(Mem{Base: dg}, d, d)
+				}
+				VMOVUPS(d, Mem{Base: dg})
+			}, func(mask reg.VecVirtual) {
+				VMASKMOVPS(Mem{Base: dy}, mask, d)
+				VMASKMOVPS(Mem{Base: s}, mask, sv)
+				VMASKMOVPS(Mem{Base: g}, mask, t)
+				VMASKMOVPS(Mem{Base: u}, mask, m)
+				body()
+				if add {
+					o := YMM()
+					VMASKMOVPS(Mem{Base: dg}, mask, o)
+					VADDPS(o, d, d)
+				}
+				VMASKMOVPS(d, mask, Mem{Base: dg})
+			}, name)
+			VZEROUPPER()
+			RET()
+		}
+	}
+
+	TEXT("swigluUpGradAVX2", NOSPLIT, "func(du, dy, g, s []float32, acc bool)")
+	Pragma("noescape")
+	Doc("swigluUpGradAVX2 sets (acc false) or adds to (acc true) du[i] the value",
+		"dy[i]·g[i]·s[i]; len(dy), len(g), len(s) ≥ len(du).")
+	du, n := loadSlice("du")
+	dy := Load(Param("dy").Base(), GP64())
+	g := Load(Param("g").Base(), GP64())
+	s := Load(Param("s").Base(), GP64())
+	accf := Load(Param("acc"), GP8())
+	d := YMM()
+	ptrs := []reg.Register{du, dy, g, s}
+	for _, add := range []bool{true, false} {
+		name := "swdu_set"
+		if add {
+			name = "swdu_add"
+			TESTB(accf, accf)
+			JZ(LabelRef("swdu_set_block"))
+		}
+		loop(2, n, ptrs, func(k int) {
+			for i := 0; i < k; i++ {
+				VMOVUPS(Mem{Base: dy, Disp: 32 * i}, d)
+				VMULPS(Mem{Base: g, Disp: 32 * i}, d, d)
+				VMULPS(Mem{Base: s, Disp: 32 * i}, d, d)
+				if add {
+					VADDPS(Mem{Base: du, Disp: 32 * i}, d, d)
+				}
+				VMOVUPS(d, Mem{Base: du, Disp: 32 * i})
+			}
+		}, func(mask reg.VecVirtual) {
+			t, o := YMM(), YMM()
+			VMASKMOVPS(Mem{Base: dy}, mask, d)
+			VMASKMOVPS(Mem{Base: g}, mask, t)
+			VMULPS(t, d, d)
+			VMASKMOVPS(Mem{Base: s}, mask, t)
+			VMULPS(t, d, d)
+			if add {
+				VMASKMOVPS(Mem{Base: du}, mask, o)
+				VADDPS(o, d, d)
+			}
+			VMASKMOVPS(d, mask, Mem{Base: du})
+		}, name)
+		VZEROUPPER()
+		RET()
+	}
 }
