@@ -88,15 +88,7 @@ func gemmChunked(kc, m, n, k int, a []float32, sai, sak int, b []float32, ldb in
 	if m <= 0 || n <= 0 {
 		return
 	}
-	if k > 0 {
-		_ = a[(m-1)*sai+(k-1)*sak]
-		_ = b[(k-1)*ldb+n-1]
-	}
-	_ = c[(m-1)*ldc+n-1]
-	if mode >= tileDS {
-		_ = p[(m-1)*ldc+n-1]
-		_ = dv[m-1]
-	}
+	checkTile(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
 	m6, n32 := gemmWideAsm(kc, m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
 	if m6 == 0 {
 		gemmChunks(kc, m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
@@ -115,6 +107,20 @@ func gemmChunked(kc, m, n, k int, a []float32, sai, sak int, b []float32, ldb in
 			pr, dr = p[m6*ldc:], dv[m6:]
 		}
 		gemmChunks(kc, m-m6, n, k, a[m6*sai:], sai, sak, b, ldb, c[m6*ldc:], ldc, mode, pr, dr)
+	}
+}
+
+// checkTile panics (an index out of range) if a slice is too short for an
+// m×n product over k, m and n positive, before any assembly reads it.
+func checkTile(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c []float32, ldc int, mode int, p, dv []float32) {
+	if k > 0 {
+		_ = a[(m-1)*sai+(k-1)*sak]
+		_ = b[(k-1)*ldb+n-1]
+	}
+	_ = c[(m-1)*ldc+n-1]
+	if mode >= tileDS {
+		_ = p[(m-1)*ldc+n-1]
+		_ = dv[m-1]
 	}
 }
 
@@ -161,15 +167,7 @@ func gemmNarrow(m, n, k int, a []float32, sai, sak int, b []float32, ldb int, c 
 	if m <= 0 || n <= 0 {
 		return
 	}
-	if k > 0 {
-		_ = a[(m-1)*sai+(k-1)*sak]
-		_ = b[(k-1)*ldb+n-1]
-	}
-	_ = c[(m-1)*ldc+n-1]
-	if mode >= tileDS {
-		_ = p[(m-1)*ldc+n-1]
-		_ = dv[m-1]
-	}
+	checkTile(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv)
 	if m6 := gemmAsm(m, n, k, a, sai, sak, b, ldb, c, ldc, mode, p, dv); m6 > 0 {
 		if m6 == m {
 			return

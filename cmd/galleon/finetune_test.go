@@ -277,44 +277,65 @@ func TestFinetuneResumeWorkers(t *testing.T) {
 func checkResume(t *testing.T, dir string, extra []string) {
 	t.Helper()
 	train := promptCompletion(t, 10)
-	args := func(out string) []string {
-		return append([]string{"-model", dir, "-data", train, "-steps", "5", "-batch", "2", "-seq", "24", "-lora-dropout", "0.2",
-			"-target", "all-linear", "-val-fraction", "0.2", "-eval-every", "2", "-out", out, "-json"}, extra...)
+	a, b := runResume(t, resumeCase{
+		args: func(out string) []string {
+			return append([]string{"-model", dir, "-data", train, "-steps", "5", "-batch", "2", "-seq", "24", "-lora-dropout", "0.2",
+				"-target", "all-linear", "-val-fraction", "0.2", "-eval-every", "2", "-out", out, "-json"}, extra...)
+		},
+		stop: 2,
+		between: func(resumed string) {
+			if code, _, errs := galleon(t, "finetune", "-resume", resumed, "-steps", "6"); code != 2 || !strings.Contains(errs, "-steps") {
+				t.Errorf("%q: contradicting -steps: exit %d, %q", extra, code, errs)
+			}
+		},
+	})
+	if b.ResumedFrom != 2 || b.Steps != 5 || *a.ValLoss != *b.ValLoss || a.TrainLoss != b.TrainLoss || a.Workers != b.Workers {
+		t.Errorf("%q: straight %+v, resumed %+v", extra, a, b)
 	}
+}
+
+// resumeCase is a finetune run interrupted after step stop and resumed.
+type resumeCase struct {
+	args    func(out string) []string // the run's flags, writing to out
+	stop    int
+	resume  []string             // flags after -resume DIR besides -json
+	between func(resumed string) // runs on the checkpoint before the resume
+}
+
+// runResume runs c straight through and interrupted and resumed, checks
+// that the interrupted run saved a checkpoint and that both wrote the
+// same adapter bytes, and returns both runs' results.
+func runResume(t *testing.T, c resumeCase) (straightRes, resumedRes ftResult) {
+	t.Helper()
 	straight := filepath.Join(t.TempDir(), "straight")
 	var sout, serr bytes.Buffer
-	if err := finetune(context.Background(), args(straight), &sout, &serr, nil); err != nil {
+	if err := finetune(context.Background(), c.args(straight), &sout, &serr, nil); err != nil {
 		t.Fatal(err)
 	}
 	resumed := filepath.Join(t.TempDir(), "resumed")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errb bytes.Buffer
-	err := finetune(ctx, args(resumed), &out, &errb, func(step int) {
-		if step == 2 {
+	err := finetune(ctx, c.args(resumed), &out, &errb, func(step int) {
+		if step == c.stop {
 			cancel()
 		}
 	})
 	if !errors.Is(err, context.Canceled) || !strings.Contains(out.String(), "-resume "+resumed) {
-		t.Fatalf("%q: interrupted run: %v\n%s", extra, err, out.String())
+		t.Fatalf("interrupted run: %v\n%s", err, out.String())
 	}
 	if _, err := os.Stat(filepath.Join(resumed, checkpointFile)); err != nil {
 		t.Fatal(err)
 	}
-	// A flag that contradicts the checkpoint is refused.
-	if code, _, errs := galleon(t, "finetune", "-resume", resumed, "-steps", "6"); code != 2 || !strings.Contains(errs, "-steps") {
-		t.Errorf("%q: contradicting -steps: exit %d, %q", extra, code, errs)
+	if c.between != nil {
+		c.between(resumed)
 	}
 	out.Reset()
-	if err := finetune(context.Background(), []string{"-resume", resumed, "-json"}, &out, &errb, nil); err != nil {
+	if err := finetune(context.Background(), append(append([]string{"-resume", resumed}, c.resume...), "-json"), &out, &errb, nil); err != nil {
 		t.Fatal(err)
 	}
-	var a, b ftResult
-	lastJSON(t, sout.String(), &a)
-	lastJSON(t, out.String(), &b)
-	if b.ResumedFrom != 2 || b.Steps != 5 || *a.ValLoss != *b.ValLoss || a.TrainLoss != b.TrainLoss || a.Workers != b.Workers {
-		t.Errorf("%q: straight %+v, resumed %+v", extra, a, b)
-	}
+	lastJSON(t, sout.String(), &straightRes)
+	lastJSON(t, out.String(), &resumedRes)
 	wa, err := os.ReadFile(filepath.Join(straight, "adapter", lora.WeightsFile))
 	if err != nil {
 		t.Fatal(err)
@@ -324,8 +345,9 @@ func checkResume(t *testing.T, dir string, extra []string) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(wa, wb) {
-		t.Errorf("%q: resumed adapter differs from the uninterrupted run's", extra)
+		t.Error("resumed adapter differs from the uninterrupted run's")
 	}
+	return straightRes, resumedRes
 }
 
 // On padded data (prompt/completion pairs of different lengths) two

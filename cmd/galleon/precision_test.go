@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/galleon-ml/galleon/lora"
 	"github.com/galleon-ml/galleon/model"
 	"github.com/galleon-ml/galleon/tokenizer"
 )
@@ -102,58 +97,29 @@ func TestFinetunePrecisionFlagErrors(t *testing.T) {
 func TestFinetuneResumeBF16(t *testing.T) {
 	dir, _ := tinyLlamaDirDType(t, "bfloat16")
 	train := promptCompletion(t, 8)
-	args := func(out string) []string {
-		return []string{"-model", dir, "-data", train, "-steps", "3", "-batch", "2", "-seq", "24", "-target", "all-linear", "-val-fraction", "0", "-out", out, "-json"}
-	}
-	straight := filepath.Join(t.TempDir(), "straight")
-	var sout, serr bytes.Buffer
-	if err := finetune(context.Background(), args(straight), &sout, &serr, nil); err != nil {
-		t.Fatal(err)
-	}
-	resumed := filepath.Join(t.TempDir(), "resumed")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errb bytes.Buffer
-	err := finetune(ctx, args(resumed), &out, &errb, func(step int) {
-		if step == 1 {
-			cancel()
-		}
+	a, b := runResume(t, resumeCase{
+		args: func(out string) []string {
+			return []string{"-model", dir, "-data", train, "-steps", "3", "-batch", "2", "-seq", "24", "-target", "all-linear", "-val-fraction", "0", "-out", out, "-json"}
+		},
+		stop:   1,
+		resume: []string{"-base-dtype", "auto"},
+		between: func(resumed string) {
+			stored, _, err := readCheckpointOptions(resumed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored.Precision != "bf16" || stored.BaseDType != dtypeBF16 {
+				t.Errorf("checkpoint options: precision %q, base %q", stored.Precision, stored.BaseDType)
+			}
+			for _, flags := range [][]string{{"-base-dtype", "float32"}, {"-precision", "fp32"}} {
+				if code, _, errs := galleon(t, append([]string{"finetune", "-resume", resumed}, flags...)...); code != 2 || !strings.Contains(errs, flags[0]) {
+					t.Errorf("resume with %q: exit %d, %q", flags, code, errs)
+				}
+			}
+		},
 	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted run: %v\n%s", err, out.String())
-	}
-	stored, _, err := readCheckpointOptions(resumed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if stored.Precision != "bf16" || stored.BaseDType != dtypeBF16 {
-		t.Errorf("checkpoint options: precision %q, base %q", stored.Precision, stored.BaseDType)
-	}
-	for _, flags := range [][]string{{"-base-dtype", "float32"}, {"-precision", "fp32"}} {
-		if code, _, errs := galleon(t, append([]string{"finetune", "-resume", resumed}, flags...)...); code != 2 || !strings.Contains(errs, flags[0]) {
-			t.Errorf("resume with %q: exit %d, %q", flags, code, errs)
-		}
-	}
-	out.Reset()
-	if err := finetune(context.Background(), []string{"-resume", resumed, "-base-dtype", "auto", "-json"}, &out, &errb, nil); err != nil {
-		t.Fatal(err)
-	}
-	var a, b ftResult
-	lastJSON(t, sout.String(), &a)
-	lastJSON(t, out.String(), &b)
 	if b.ResumedFrom != 1 || b.BaseDType != dtypeBF16 || b.Precision != "bf16" || a.TrainLoss != b.TrainLoss {
 		t.Errorf("straight %+v, resumed %+v", a, b)
-	}
-	wa, err := os.ReadFile(filepath.Join(straight, "adapter", lora.WeightsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wb, err := os.ReadFile(filepath.Join(resumed, "adapter", lora.WeightsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(wa, wb) {
-		t.Error("resumed adapter differs from the uninterrupted run's")
 	}
 }
 

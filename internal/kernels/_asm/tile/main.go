@@ -161,22 +161,7 @@ func kern6x16() {
 
 	Label("dsmode")
 	Comment("C = P ∘ (acc − dv[row]); AX walks P like BX walks C.")
-	MOVQ(paramAddr("dv"), RAX)
-	dvReg := []VecPhysical{Y12, Y13, Y14, Y15, Y12, Y13}
-	for r := 0; r < 4; r++ {
-		VBROADCASTSS(Mem{Base: RAX, Disp: 4 * r}, dvReg[r])
-	}
-	for r := 0; r < 4; r++ {
-		VSUBPS(dvReg[r], acc(r, 0), acc(r, 0))
-		VSUBPS(dvReg[r], acc(r, 1), acc(r, 1))
-	}
-	for r := 4; r < 6; r++ {
-		VBROADCASTSS(Mem{Base: RAX, Disp: 4 * r}, dvReg[r])
-	}
-	for r := 4; r < 6; r++ {
-		VSUBPS(dvReg[r], acc(r, 0), acc(r, 0))
-		VSUBPS(dvReg[r], acc(r, 1), acc(r, 1))
-	}
+	subDV(acc, []VecPhysical{Y12, Y13, Y14, Y15})
 	MOVQ(paramAddr("p"), RAX)
 	ADDQ(R10, RAX)
 	SUBQ(paramAddr("c"), RAX)
@@ -193,6 +178,23 @@ func kern6x16() {
 	JNZ(LabelRef("colblock"))
 	VZEROUPPER()
 	RET()
+}
+
+// subDV emits the first step of the tileDS epilogue, acc(r, ·) −= dv[r] for
+// the six rows, with dv loaded into AX and broadcast through the four
+// scratch registers tmp.
+func subDV(acc func(r, h int) VecPhysical, tmp []VecPhysical) {
+	MOVQ(paramAddr("dv"), RAX)
+	for r0 := 0; r0 < 6; r0 += 4 {
+		r1 := min(r0+4, 6)
+		for r := r0; r < r1; r++ {
+			VBROADCASTSS(Mem{Base: RAX, Disp: 4 * r}, tmp[r-r0])
+		}
+		for r := r0; r < r1; r++ {
+			VSUBPS(tmp[r-r0], acc(r, 0), acc(r, 0))
+			VSUBPS(tmp[r-r0], acc(r, 1), acc(r, 1))
+		}
+	}
 }
 
 func dotChain() {
@@ -373,22 +375,7 @@ func kern6x32() {
 
 	Label("zdsmode")
 	Comment("C = P ∘ (total − dv[row]); AX walks P like BX walks C.")
-	MOVQ(paramAddr("dv"), RAX)
-	dvReg := []VecPhysical{Z24, Z25, Z26, Z27, Z24, Z25}
-	for r := 0; r < 4; r++ {
-		VBROADCASTSS(Mem{Base: RAX, Disp: 4 * r}, dvReg[r])
-	}
-	for r := 0; r < 4; r++ {
-		VSUBPS(dvReg[r], ztot(r, 0), ztot(r, 0))
-		VSUBPS(dvReg[r], ztot(r, 1), ztot(r, 1))
-	}
-	for r := 4; r < 6; r++ {
-		VBROADCASTSS(Mem{Base: RAX, Disp: 4 * r}, dvReg[r])
-	}
-	for r := 4; r < 6; r++ {
-		VSUBPS(dvReg[r], ztot(r, 0), ztot(r, 0))
-		VSUBPS(dvReg[r], ztot(r, 1), ztot(r, 1))
-	}
+	subDV(ztot, []VecPhysical{Z24, Z25, Z26, Z27})
 	MOVQ(paramAddr("p"), RAX)
 	ADDQ(R10, RAX)
 	SUBQ(paramAddr("c"), RAX)
