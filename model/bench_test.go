@@ -36,7 +36,10 @@ func (b randomBatches) NextBatch(inputs, targets []int32) error {
 // randomBatches, the preset's shape; for small: d_model 256, 4 layers, 8
 // heads, 256 tokens, batch 8); gpt2-124m and smollm2-135m are described at
 // benchTrainStepHF. The -bf16 variants (tiny-bf16, small-bf16) are the
-// same steps in mixed precision (TrainConfig.Precision = PrecisionBF16):
+// same steps in mixed precision (TrainConfig.Precision = PrecisionBF16),
+// and tiny-naive and small-naive the steps with materialized attention
+// (AttentionNaive; a sibling, not a sub-benchmark, so that 'TrainStep/small$'
+// times and profiles the flash step alone):
 //
 //	go test ./model -run '^$' -bench 'TrainStep/small(-bf16)?$' -count 6
 func BenchmarkTrainStep(b *testing.B) {
@@ -49,7 +52,7 @@ func BenchmarkTrainStep(b *testing.B) {
 			impl AttentionImpl
 			prec Precision
 			sub  string
-		}{{AttentionFlash, PrecisionFP32, ""}, {AttentionFlash, PrecisionBF16, "-bf16"}, {AttentionNaive, PrecisionFP32, "/naive"}} {
+		}{{AttentionFlash, PrecisionFP32, ""}, {AttentionFlash, PrecisionBF16, "-bf16"}, {AttentionNaive, PrecisionFP32, "-naive"}} {
 			impl, sub := v.impl, name+v.sub
 			b.Run(sub, func(b *testing.B) {
 				p, err := LookupPreset(name)
