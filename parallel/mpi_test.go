@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/galleon-ml/galleon/model"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -243,5 +244,44 @@ func BenchmarkMPIAllReduce(b *testing.B) {
 			}
 			b.ReportMetric(float64(mpiComm.BytesSent()-before)/float64(b.N), "sent-B/op")
 		})
+	}
+}
+
+// OptimizerState over MPI: at every stage each rank gathers the whole
+// moments (stages 1–3 all-gather the ranks' shards), equal bit for bit to
+// the in-process workers', and SetOptimizerState takes them back.
+func TestMPIOptimizerState(t *testing.T) {
+	cfg := testConfig(mpiComm.Size(), 10, 2)
+	m := newTestModel(t)
+	shared, err := New(m, cfg)
+	require.NoError(t, err)
+	data := newTestData(t, 3)
+	for range 2 {
+		_, err := shared.Step(context.Background(), data)
+		require.NoError(t, err)
+	}
+	want, err := shared.OptimizerState()
+	require.NoError(t, err)
+	require.NoError(t, shared.Close())
+	for stage := range 4 {
+		c := cfg
+		c.Stage = stage
+		tr, err := NewRank(newTestModel(t), mpiComm, c)
+		require.NoError(t, err)
+		data := newTestData(t, 3)
+		for range 2 {
+			_, err := tr.Step(context.Background(), data)
+			require.NoError(t, err)
+		}
+		got, err := tr.OptimizerState()
+		require.NoError(t, err)
+		assert.Equal(t, want.Step, got.Step, "stage %d", stage)
+		assert.Equal(t, Hash(want.M), Hash(got.M), "stage %d: first moments", stage)
+		assert.Equal(t, Hash(want.V), Hash(got.V), "stage %d: second moments", stage)
+		require.NoError(t, tr.SetOptimizerState(got))
+		again, err := tr.OptimizerState()
+		require.NoError(t, err)
+		assert.Equal(t, Hash(got.V), Hash(again.V), "stage %d: set then get", stage)
+		require.NoError(t, tr.Close())
 	}
 }
