@@ -53,6 +53,11 @@ func TestFinetuneLoRAEndToEnd(t *testing.T) {
 	if res["steps"].(float64) != 4 || res["val_loss"] == nil || res["tokens_per_second"].(float64) <= 0 || res["adapter_bytes"].(float64) <= 0 {
 		t.Errorf("result %v", res)
 	}
+	// processed_tokens counts this run's positions, steps·batch·seq;
+	// data_targets the loss positions of one epoch.
+	if pt, dt := res["processed_tokens"].(float64), res["data_targets"].(float64); pt != 4*2*32 || dt <= 0 {
+		t.Errorf("processed_tokens %v, data_targets %v", pt, dt)
+	}
 	if b, _ := weightFilesBytes(dir); res["base_bytes"].(float64) != float64(b) {
 		t.Errorf("base_bytes %v, files hold %d", res["base_bytes"], b)
 	}
@@ -172,8 +177,8 @@ func TestFinetuneFormats(t *testing.T) {
 			}
 			var res ftResult
 			lastJSON(t, stdout, &res)
-			if res.Packed != c.packed || res.TrainedTokens != c.trained {
-				t.Errorf("packed %v with %d trained targets, want %v and %d", res.Packed, res.TrainedTokens, c.packed, c.trained)
+			if res.Packed != c.packed || res.DataTargets != c.trained {
+				t.Errorf("packed %v with %d trained targets, want %v and %d", res.Packed, res.DataTargets, c.packed, c.trained)
 			}
 			if res.ValLoss != nil || !(res.TrainLoss > 0) {
 				t.Errorf("result %+v", res)

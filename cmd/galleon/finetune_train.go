@@ -30,7 +30,8 @@ type ftResult struct {
 	TrainLoss       float64  `json:"train_loss"`
 	ValLoss         *float64 `json:"val_loss"` // null without validation data
 	TokensPerSecond float64  `json:"tokens_per_second"`
-	TrainedTokens   int      `json:"trained_tokens"`
+	ProcessedTokens int      `json:"processed_tokens"` // token positions this run's steps processed, as tokens_per_second counts them
+	DataTargets     int      `json:"data_targets"`     // positions with a loss in all training windows: one epoch
 	PeakRSSBytes    int64    `json:"peak_rss_bytes"`
 	AdapterBytes    int64    `json:"adapter_bytes,omitempty"`
 	ModelBytes      int64    `json:"model_bytes,omitempty"`
@@ -250,6 +251,7 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 		ema          = report.EMA{Decay: 0.9}
 		steadyTokens int
 		steadyTime   time.Duration
+		runTokens    int
 		lastVal      = math.NaN()
 	)
 	if n := len(r.hist.Val); n > 0 {
@@ -302,6 +304,7 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 			return err
 		}
 		dt := time.Since(t0)
+		runTokens += st.Tokens
 		if step > r.start+1 || r.total == r.start+1 {
 			steadyTokens += st.Tokens
 			steadyTime += dt
@@ -349,6 +352,7 @@ func (r *ftRun) train(ctx context.Context, stdout, stderr io.Writer, afterStep f
 	if err != nil {
 		return err
 	}
+	res.ProcessedTokens = runTokens
 	if steadyTime > 0 {
 		res.TokensPerSecond = float64(steadyTokens) / steadyTime.Seconds()
 	}
@@ -388,7 +392,7 @@ func (r *ftRun) finish() (ftResult, error) {
 		TrainWindows: len(r.d.Train), ValWindows: len(r.d.Val), Packed: r.d.Packed, GradCkpt: o.GradCkpt, Workers: o.Workers, Ranks: r.ranks,
 		Precision: o.Precision, BaseDType: o.BaseDType, BF16Params: r.m.BF16Params(),
 		Epochs: float64(r.total*o.Batch*o.Accum) / float64(len(r.d.Train))}
-	res.TrainedTokens = r.d.Tokens
+	res.DataTargets = r.d.Tokens
 	if r.rank != 0 {
 		return res, nil
 	}
