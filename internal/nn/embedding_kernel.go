@@ -67,18 +67,7 @@ func EmbeddingForward(out, wte, wpe []float32, ids []int32, T, C, pos0 int) erro
 // [V, C], out [len(ids), C]. It returns an error, leaving out untouched, if
 // the sizes disagree or an id is outside [0, V).
 func TokenEmbeddingForward(out, wte []float32, ids []int32, C int) error {
-	const fn = "TokenEmbeddingForward"
-	V, err := rowsOf(fn, "wte", len(wte), C)
-	if err != nil {
-		return err
-	}
-	if V == 0 {
-		return shapeErr(fn, "empty wte")
-	}
-	if err := checkLen(fn, "out", len(out), len(ids)*C); err != nil {
-		return err
-	}
-	if err := checkIDs(fn, ids, V); err != nil {
+	if err := checkTokenEmbedding("TokenEmbeddingForward", len(out), len(wte), ids, C); err != nil {
 		return err
 	}
 	embeddingForward(out, wte, nil, ids, 1, C, 0)
@@ -193,22 +182,28 @@ func (b *embeddingBackwardBody) Chunk(lo, hi int) {
 // bfloat16 (a frozen embedding, as Hugging Face BF16 checkpoints store
 // it): each row is widened exactly to float32 as it is gathered.
 func TokenEmbeddingForwardBF16(out []float32, wte []uint16, ids []int32, C int) error {
-	const fn = "TokenEmbeddingForwardBF16"
-	V, err := rowsOf(fn, "wte", len(wte), C)
-	if err != nil {
-		return err
-	}
-	if V == 0 {
-		return shapeErr(fn, "empty wte")
-	}
-	if err := checkLen(fn, "out", len(out), len(ids)*C); err != nil {
-		return err
-	}
-	if err := checkIDs(fn, ids, V); err != nil {
+	if err := checkTokenEmbedding("TokenEmbeddingForwardBF16", len(out), len(wte), ids, C); err != nil {
 		return err
 	}
 	for r, id := range ids {
 		kernels.FromBF16(out[r*C:(r+1)*C], wte[int(id)*C:(int(id)+1)*C])
 	}
 	return nil
+}
+
+// checkTokenEmbedding checks a token gather's sizes, whatever the table's
+// element type: a non-empty [V, C] table, an output of one row per id, and
+// every id in [0, V).
+func checkTokenEmbedding(fn string, outLen, wteLen int, ids []int32, C int) error {
+	V, err := rowsOf(fn, "wte", wteLen, C)
+	if err != nil {
+		return err
+	}
+	if V == 0 {
+		return shapeErr(fn, "empty wte")
+	}
+	if err := checkLen(fn, "out", outLen, len(ids)*C); err != nil {
+		return err
+	}
+	return checkIDs(fn, ids, V)
 }
