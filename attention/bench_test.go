@@ -2,20 +2,10 @@ package attention
 
 import (
 	"fmt"
-	"syscall"
 	"testing"
-	"time"
-)
 
-// cpuTime returns the process's user+system CPU time. On a shared machine
-// it is a steadier measure of work than wall time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+	"github.com/galleon-ml/galleon/internal/cputime"
+)
 
 // Benchmarks of the issue: B=1, H=4, D=64, causal. FLOPs count the causal
 // half, as the PyTorch anchor does: 4·B·H·T²·D/2 for the forward pass (two
@@ -51,11 +41,11 @@ func benchAttention(b *testing.B, fwd fwdFunc, bwd bwdFunc, t, d int, backward b
 	step() // fill the scratch pools: B/op then shows the steady state
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := cpuTime()
+	cpu0 := cputime.Process()
 	for i := 0; i < b.N; i++ {
 		step()
 	}
-	cpu := cpuTime() - cpu0
+	cpu := cputime.Process() - cpu0
 	flops := fwdFLOPs(t, d)
 	if backward {
 		flops *= 3.5
@@ -145,7 +135,7 @@ func BenchmarkPresets(b *testing.B) {
 		}{{"flash", Forward, Backward}, {"naive", NaiveForward, NaiveBackward}} {
 			b.Run(p.name+"/"+impl.name, func(b *testing.B) {
 				opts := c.opts()
-				cpu0 := cpuTime()
+				cpu0 := cputime.Process()
 				for i := 0; i < b.N; i++ {
 					o, lse, err := impl.fwd(in.q, in.k, in.v, opts)
 					if err != nil {
@@ -155,7 +145,7 @@ func BenchmarkPresets(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				b.ReportMetric((cpuTime()-cpu0).Seconds()*1e3/float64(b.N), "cpu-ms/op")
+				b.ReportMetric((cputime.Process()-cpu0).Seconds()*1e3/float64(b.N), "cpu-ms/op")
 			})
 		}
 	}

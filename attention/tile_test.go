@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/galleon-ml/galleon/internal/cputime"
 	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
@@ -241,10 +242,10 @@ func BenchmarkTileProduct(b *testing.B) {
 	var cpu0 time.Duration
 	report := func(b *testing.B) {
 		b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-		b.ReportMetric(flops*float64(b.N)/(cpuTime()-cpu0).Seconds()/1e9, "GFLOP/cpu-s")
+		b.ReportMetric(flops*float64(b.N)/(cputime.Process()-cpu0).Seconds()/1e9, "GFLOP/cpu-s")
 	}
 	b.Run("tile", func(b *testing.B) {
-		cpu0 = cpuTime()
+		cpu0 = cputime.Process()
 		for i := 0; i < b.N; i++ {
 			gemmChunked(dotChunk(d), m, n, d, q, d, 1, kt, n, s, n, tileSet, nil, nil)
 			gemm(m, d, n, p, n, 1, v, d, o, d, tileAdd, nil, nil)
@@ -252,7 +253,7 @@ func BenchmarkTileProduct(b *testing.B) {
 		report(b)
 	})
 	b.Run("tile-unchunked", func(b *testing.B) {
-		cpu0 = cpuTime()
+		cpu0 = cputime.Process()
 		for i := 0; i < b.N; i++ {
 			gemm(m, n, d, q, d, 1, kt, n, s, n, tileSet, nil, nil)
 			gemm(m, d, n, p, n, 1, v, d, o, d, tileAdd, nil, nil)
@@ -260,7 +261,7 @@ func BenchmarkTileProduct(b *testing.B) {
 		report(b)
 	})
 	b.Run("sgemm", func(b *testing.B) {
-		cpu0 = cpuTime()
+		cpu0 = cputime.Process()
 		for i := 0; i < b.N; i++ {
 			kernels.Sgemm(false, true, m, n, d, 1, q, d, k, d, 0, s, n)
 			kernels.Sgemm(false, false, m, d, n, 1, p, n, v, d, 1, o, d)

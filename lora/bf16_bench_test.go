@@ -11,10 +11,10 @@ import (
 	"runtime/metrics"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/galleon-ml/galleon/internal/cputime"
 	"github.com/galleon-ml/galleon/lora"
 	"github.com/galleon-ml/galleon/model"
 )
@@ -39,16 +39,6 @@ func smolBF16Dir(b *testing.B) string {
 		b.Fatal(err)
 	}
 	return dir
-}
-
-// cpuTime returns the CPU time the process has used: on the shared
-// machine, wall-clock rates mostly measure the other processes.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // peakHeap samples the bytes of live heap objects every millisecond until
@@ -121,14 +111,14 @@ func BenchmarkLoRABase(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
-			cpu0 := cpuTime()
+			cpu0 := cputime.Process()
 			for b.Loop() {
 				if _, err := tr.Step(context.Background(), data); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/step")
+			b.ReportMetric((cputime.Process()-cpu0).Seconds()/float64(b.N), "cpu-s/step")
 			b.ReportMetric(float64(stop())/(1<<20), "peak-MB")
 			b.ReportMetric(modelMB, "model-MB")
 			runtime.KeepAlive(base)
@@ -157,14 +147,14 @@ func BenchmarkBaseGenerate(b *testing.B) {
 			for i := range prompt {
 				prompt[i] = int32(100 + 7*i)
 			}
-			cpu0 := cpuTime()
+			cpu0 := cputime.Process()
 			for b.Loop() {
 				if _, err := base.Generate(context.Background(), prompt, 16, model.SampleOptions{}); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(16*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
-			b.ReportMetric(16*float64(b.N)/(cpuTime()-cpu0).Seconds(), "tokens/cpu-s")
+			b.ReportMetric(16*float64(b.N)/(cputime.Process()-cpu0).Seconds(), "tokens/cpu-s")
 		})
 	}
 }

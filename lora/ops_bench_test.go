@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"hash"
 	"math/rand/v2"
-	"syscall"
 	"testing"
 
 	"github.com/chewxy/hm"
+	"github.com/galleon-ml/galleon/internal/cputime"
 	"github.com/galleon-ml/galleon/internal/nn"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -71,11 +71,11 @@ func BenchmarkAdapterProducts(b *testing.B) {
 			}
 			run()
 			b.ResetTimer()
-			c0 := cpuNanos()
+			c0 := int64(cputime.Process())
 			for b.Loop() {
 				run()
 			}
-			b.ReportMetric(float64(cpuNanos()-c0)/1e6/float64(b.N), "cpu-ms/op")
+			b.ReportMetric(float64(int64(cputime.Process())-c0)/1e6/float64(b.N), "cpu-ms/op")
 		})
 	}
 }
@@ -97,13 +97,4 @@ func (sinkOp) String() string                                 { return "sink" }
 func (sinkOp) DiffWRT(int) []bool                             { return []bool{true, false} }
 func (sinkOp) SymDiff(in G.Nodes, _, _ *G.Node) (G.Nodes, error) {
 	return G.Nodes{in[1], nil}, nil
-}
-
-// cpuNanos is the CPU time the process has used.
-func cpuNanos() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }

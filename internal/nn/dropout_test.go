@@ -4,9 +4,9 @@ import (
 	"errors"
 	"math"
 	"slices"
-	"syscall"
 	"testing"
 
+	"github.com/galleon-ml/galleon/internal/cputime"
 	G "gorgonia.org/gorgonia"
 )
 
@@ -192,12 +192,6 @@ func TestDropoutBits(t *testing.T) {
 	}
 }
 
-func cpuNow() int64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(0, &ru)
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
-
 // BenchmarkDropoutBits draws a 1,024×576 mask (one rank-8 LoRA adapter's
 // input at B=4, T=256, SmolLM2 width), reporting CPU time per element:
 //
@@ -205,9 +199,9 @@ func cpuNow() int64 {
 func BenchmarkDropoutBits(b *testing.B) {
 	const n = 1024 * 576
 	bits := make([]uint64, n/64)
-	c0 := cpuNow()
+	c0 := int64(cputime.Process())
 	for b.Loop() {
 		DropoutBits(bits, n, 0.1, 1, 2, 3, 0)
 	}
-	b.ReportMetric(float64(cpuNow()-c0)/float64(b.N)/n, "cpu-ns/element")
+	b.ReportMetric(float64(int64(cputime.Process())-c0)/float64(b.N)/n, "cpu-ns/element")
 }

@@ -1,10 +1,7 @@
-//go:build unix
-
 package kernels
 
 import (
 	"math/rand/v2"
-	"syscall"
 	"testing"
 )
 
@@ -23,22 +20,12 @@ func BenchmarkMaskScale(b *testing.B) {
 	}
 	ForEach("mask", func(name string) bool {
 		b.Run(name, func(b *testing.B) {
-			c0 := cpuNanosK()
+			c0 := int64(processCPU())
 			for b.Loop() {
 				MaskScale(x, x, mask, 0, 1.25)
 			}
-			b.ReportMetric(float64(cpuNanosK()-c0)/float64(b.N)/n, "cpu-ns/element")
+			b.ReportMetric(float64(int64(processCPU())-c0)/float64(b.N)/n, "cpu-ns/element")
 		})
 		return true
 	})
-}
-
-// cpuNanosK is the CPU time the process has used: on the shared machine
-// wall-clock rates mostly measure the other processes.
-func cpuNanosK() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
