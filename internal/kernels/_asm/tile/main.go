@@ -56,17 +56,10 @@ func acc(r, h int) VecPhysical {
 	return []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11}[2*r+h]
 }
 
-func kern6x16() {
-	TEXT("kern6x16", NOSPLIT, "func(n, k int, a *float32, sai, sak int, b *float32, ldb int, c *float32, ldc int, mode int, p, dv *float32)")
-	Pragma("noescape")
-	Doc(
-		"kern6x16 computes rows [0, 6) and columns [0, n) of C = op(A·B) (see",
-		"tile.go): n is a positive multiple of 16, k is positive, a, c (and p, dv in",
-		"tileDS mode) point at the block's first row.",
-	)
-	// Registers: AX a (running), BX b (running), CX k count, DX sai·4,
-	// SI 3·sai·4, DI 5·sai·4, R8 sak·4, R9 ldb·4, R10 C block, R11 columns
-	// left, R12 a base, R13 b column base.
+// loadTileArgs loads the arguments kern6x16 and kern6x32 share: R11 n
+// (columns left), R12 a, DX sai·4, SI 3·sai·4, DI 5·sai·4, R8 sak·4, R13 b,
+// R9 ldb·4, R10 c.
+func loadTileArgs() {
 	MOVQ(paramAddr("n"), R11)
 	MOVQ(paramAddr("a"), R12)
 	MOVQ(paramAddr("sai"), RDX)
@@ -79,6 +72,33 @@ func kern6x16() {
 	MOVQ(paramAddr("ldb"), R9)
 	SHLQ(Imm(2), R9)
 	MOVQ(paramAddr("c"), R10)
+}
+
+// rowA addresses row r of the A panel at AX: a + r·sai·4 is DX·{0,1,2,4},
+// SI (3) or DI (5) past AX.
+func rowA(r int) Mem {
+	return []Mem{
+		{Base: RAX},
+		{Base: RAX, Index: RDX, Scale: 1},
+		{Base: RAX, Index: RDX, Scale: 2},
+		{Base: RAX, Index: RSI, Scale: 1},
+		{Base: RAX, Index: RDX, Scale: 4},
+		{Base: RAX, Index: RDI, Scale: 1},
+	}[r]
+}
+
+func kern6x16() {
+	TEXT("kern6x16", NOSPLIT, "func(n, k int, a *float32, sai, sak int, b *float32, ldb int, c *float32, ldc int, mode int, p, dv *float32)")
+	Pragma("noescape")
+	Doc(
+		"kern6x16 computes rows [0, 6) and columns [0, n) of C = op(A·B) (see",
+		"tile.go): n is a positive multiple of 16, k is positive, a, c (and p, dv in",
+		"tileDS mode) point at the block's first row.",
+	)
+	// Registers: AX a (running), BX b (running), CX k count, DX sai·4,
+	// SI 3·sai·4, DI 5·sai·4, R8 sak·4, R9 ldb·4, R10 C block, R11 columns
+	// left, R12 a base, R13 b column base.
+	loadTileArgs()
 
 	Label("colblock")
 	MOVQ(R12, RAX)
@@ -93,18 +113,9 @@ func kern6x16() {
 	Label("kloop")
 	VMOVUPS(Mem{Base: RBX}, Y12)
 	VMOVUPS(Mem{Base: RBX, Disp: 32}, Y13)
-	// Row r of A at a + r·sai·4: DX·{0,1,2,4}, SI (3), DI (5).
-	rowA := []Mem{
-		{Base: RAX},
-		{Base: RAX, Index: RDX, Scale: 1},
-		{Base: RAX, Index: RDX, Scale: 2},
-		{Base: RAX, Index: RSI, Scale: 1},
-		{Base: RAX, Index: RDX, Scale: 4},
-		{Base: RAX, Index: RDI, Scale: 1},
-	}
 	for r := 0; r < 6; r++ {
 		bc := []VecPhysical{Y14, Y15}[r%2]
-		VBROADCASTSS(rowA[r], bc)
+		VBROADCASTSS(rowA(r), bc)
 		VFMADD231PS(Y12, bc, acc(r, 0))
 		VFMADD231PS(Y13, bc, acc(r, 1))
 	}
@@ -265,28 +276,9 @@ func kern6x32() {
 	// chunk, DX sai·4, SI 3·sai·4, DI 5·sai·4, R8 sak·4, R9 ldb·4, R10 C
 	// block, R11 columns left, R12 a base, R13 b column base, R14 k left,
 	// R15 kc.
-	MOVQ(paramAddr("n"), R11)
-	MOVQ(paramAddr("a"), R12)
-	MOVQ(paramAddr("sai"), RDX)
-	SHLQ(Imm(2), RDX)
-	LEAQ(Mem{Base: RDX, Index: RDX, Scale: 2}, RSI)
-	LEAQ(Mem{Base: RDX, Index: RDX, Scale: 4}, RDI)
-	MOVQ(paramAddr("sak"), R8)
-	SHLQ(Imm(2), R8)
-	MOVQ(paramAddr("b"), R13)
-	MOVQ(paramAddr("ldb"), R9)
-	SHLQ(Imm(2), R9)
-	MOVQ(paramAddr("c"), R10)
+	loadTileArgs()
 	MOVQ(paramAddr("kc"), R15)
 
-	rowA := []Mem{
-		{Base: RAX},
-		{Base: RAX, Index: RDX, Scale: 1},
-		{Base: RAX, Index: RDX, Scale: 2},
-		{Base: RAX, Index: RSI, Scale: 1},
-		{Base: RAX, Index: RDX, Scale: 4},
-		{Base: RAX, Index: RDI, Scale: 1},
-	}
 	// chunkLen sets CX to the next chunk's length and counts it off R14.
 	chunkLen := func() {
 		MOVQ(R15, RCX)
@@ -306,7 +298,7 @@ func kern6x32() {
 		VMOVUPS(Mem{Base: RBX, Disp: 64}, Z25)
 		for r := 0; r < 6; r++ {
 			bc := []VecPhysical{Z26, Z27}[r%2]
-			VBROADCASTSS(rowA[r], bc)
+			VBROADCASTSS(rowA(r), bc)
 			VFMADD231PS(Z24, bc, acc(r, 0))
 			VFMADD231PS(Z25, bc, acc(r, 1))
 		}
