@@ -118,6 +118,21 @@ func roundBF16(c roundConsts, src Mem, x, t, a VecVirtual, nan Register) {
 	VPORD(c.quiet, x, nan, t)      // merge-masked: only NaN lanes
 }
 
+// per16 emits the loop of the conversion routines: body runs while n ≥ 16,
+// advancing its own pointers, then n drops by 16; the routine returns after
+// the last whole group (the callers finish the tail in Go).
+func per16(n Register, body func()) {
+	Label("loop")
+	CMPQ(n, Imm(16))
+	JL(LabelRef("done"))
+	body()
+	SUBQ(Imm(16), n)
+	JMP(LabelRef("loop"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
 // toBF16 emits f32ToBF16AVX512: dst[i] = bfloat16(src[i]) for the first
 // n&^15 elements, rounding to nearest even; NaNs keep their sign and
 // top payload bits and are made quiet.
@@ -129,19 +144,13 @@ func toBF16() {
 	c := loadRoundConsts()
 	x, t, a := ZMM(), ZMM(), ZMM()
 	nan := K()
-	Label("loop")
-	CMPQ(n, Imm(16))
-	JL(LabelRef("done"))
-	roundBF16(c, Mem{Base: src}, x, t, a, nan)
-	VPSRLD(Imm(16), t, t)
-	VPMOVDW(t, Mem{Base: dst})
-	ADDQ(Imm(64), src)
-	ADDQ(Imm(32), dst)
-	SUBQ(Imm(16), n)
-	JMP(LabelRef("loop"))
-	Label("done")
-	VZEROUPPER()
-	RET()
+	per16(n, func() {
+		roundBF16(c, Mem{Base: src}, x, t, a, nan)
+		VPSRLD(Imm(16), t, t)
+		VPMOVDW(t, Mem{Base: dst})
+		ADDQ(Imm(64), src)
+		ADDQ(Imm(32), dst)
+	})
 }
 
 // cvtPairs emits cvtPairsAVX512, the packing of two float32 rows of a k
@@ -160,25 +169,19 @@ func cvtPairs() {
 	c := loadRoundConsts()
 	x, t0, t1, a := ZMM(), ZMM(), ZMM(), ZMM()
 	nan := K()
-	Label("loop")
-	CMPQ(n, Imm(16))
-	JL(LabelRef("done"))
-	roundBF16(c, Mem{Base: s0}, x, t0, a, nan)
-	roundBF16(c, Mem{Base: s1}, x, t1, a, nan)
-	// Low half from s0, high half from s1: t0>>16 | t1&0xffff0000.
-	VPSRLD(Imm(16), t0, t0)
-	VPSRLD(Imm(16), t1, t1)
-	VPSLLD(Imm(16), t1, t1)
-	VPORD(t1, t0, t0)
-	VMOVDQU32(t0, Mem{Base: dst})
-	ADDQ(Imm(64), s0)
-	ADDQ(Imm(64), s1)
-	ADDQ(stride, dst)
-	SUBQ(Imm(16), n)
-	JMP(LabelRef("loop"))
-	Label("done")
-	VZEROUPPER()
-	RET()
+	per16(n, func() {
+		roundBF16(c, Mem{Base: s0}, x, t0, a, nan)
+		roundBF16(c, Mem{Base: s1}, x, t1, a, nan)
+		// Low half from s0, high half from s1: t0>>16 | t1&0xffff0000.
+		VPSRLD(Imm(16), t0, t0)
+		VPSRLD(Imm(16), t1, t1)
+		VPSLLD(Imm(16), t1, t1)
+		VPORD(t1, t0, t0)
+		VMOVDQU32(t0, Mem{Base: dst})
+		ADDQ(Imm(64), s0)
+		ADDQ(Imm(64), s1)
+		ADDQ(stride, dst)
+	})
 }
 
 // fromBF16 emits bf16ToF32AVX512: dst[i] = float32(src[i]) (exact) for the
@@ -189,19 +192,13 @@ func fromBF16() {
 	Doc("bf16ToF32AVX512 widens src[:n&^15] to float32 into dst.")
 	dst, src, n := Load(Param("dst"), GP64()), Load(Param("src"), GP64()), Load(Param("n"), GP64())
 	x := ZMM()
-	Label("loop")
-	CMPQ(n, Imm(16))
-	JL(LabelRef("done"))
-	VPMOVZXWD(Mem{Base: src}, x)
-	VPSLLD(Imm(16), x, x)
-	VMOVDQU32(x, Mem{Base: dst})
-	ADDQ(Imm(32), src)
-	ADDQ(Imm(64), dst)
-	SUBQ(Imm(16), n)
-	JMP(LabelRef("loop"))
-	Label("done")
-	VZEROUPPER()
-	RET()
+	per16(n, func() {
+		VPMOVZXWD(Mem{Base: src}, x)
+		VPSLLD(Imm(16), x, x)
+		VMOVDQU32(x, Mem{Base: dst})
+		ADDQ(Imm(32), src)
+		ADDQ(Imm(64), dst)
+	})
 }
 
 // interleave emits interleaveBF16AVX512: dst[g·stride+i] = s0[16g+i] |
@@ -215,22 +212,16 @@ func interleave() {
 	s0, s1, n := Load(Param("s0"), GP64()), Load(Param("s1"), GP64()), Load(Param("n"), GP64())
 	SHLQ(Imm(2), stride)
 	x, y := ZMM(), ZMM()
-	Label("loop")
-	CMPQ(n, Imm(16))
-	JL(LabelRef("done"))
-	VPMOVZXWD(Mem{Base: s0}, x)
-	VPMOVZXWD(Mem{Base: s1}, y)
-	VPSLLD(Imm(16), y, y)
-	VPORD(y, x, x)
-	VMOVDQU32(x, Mem{Base: dst})
-	ADDQ(Imm(32), s0)
-	ADDQ(Imm(32), s1)
-	ADDQ(stride, dst)
-	SUBQ(Imm(16), n)
-	JMP(LabelRef("loop"))
-	Label("done")
-	VZEROUPPER()
-	RET()
+	per16(n, func() {
+		VPMOVZXWD(Mem{Base: s0}, x)
+		VPMOVZXWD(Mem{Base: s1}, y)
+		VPSLLD(Imm(16), y, y)
+		VPORD(y, x, x)
+		VMOVDQU32(x, Mem{Base: dst})
+		ADDQ(Imm(32), s0)
+		ADDQ(Imm(32), s1)
+		ADDQ(stride, dst)
+	})
 }
 
 // dotBF16 emits dotBF16AVX512: the float32 sum of a[i]·b[i] over the
