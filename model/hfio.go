@@ -371,6 +371,18 @@ func WithSideFiles(from string) SaveOption {
 	}
 }
 
+// CopyFilesFrom adds to files, for WriteDirAtomic, a CopyFile of each of
+// names that exists in the directory from; absent ones are skipped.
+func CopyFilesFrom(files map[string]func(io.Writer) error, from string, names []string) {
+	for _, name := range names {
+		src := filepath.Join(from, name)
+		if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		files[name] = CopyFile(src)
+	}
+}
+
 // CopyFile returns a writer function for WriteDirAtomic that copies the
 // regular file src (refusing a FIFO, device or directory before opening it,
 // so that it never blocks).
@@ -498,13 +510,7 @@ func (m *Model) SavePretrained(dir string, opts ...SaveOption) (err error) {
 		files[hfIndexFile] = func(w io.Writer) error { _, err := w.Write(append(idx, '\n')); return err }
 	}
 	if o.sideFrom != "" {
-		for _, name := range HFSideFiles {
-			src := filepath.Join(o.sideFrom, name)
-			if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			files[name] = CopyFile(src)
-		}
+		CopyFilesFrom(files, o.sideFrom, HFSideFiles)
 	}
 	if err := writeDirAtomic(dir, files); err != nil {
 		return fmt.Errorf("model: SavePretrained %s: %w", dir, err)

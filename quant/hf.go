@@ -3,7 +3,6 @@ package quant
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -258,15 +257,9 @@ func (q *Model) SavePretrained(dir, from string) error {
 	files := map[string]func(io.Writer) error{
 		Int8WeightsFile: func(w io.Writer) error { return safetensors.WriteStream(w, sources, meta) },
 	}
-	for _, name := range SideFiles {
-		src := filepath.Join(from, name)
-		if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
-			if name == "config.json" {
-				return fmt.Errorf("quant: SavePretrained: %s has no config.json: %w", from, ErrInput)
-			}
-			continue
-		}
-		files[name] = model.CopyFile(src)
+	model.CopyFilesFrom(files, from, SideFiles)
+	if files["config.json"] == nil {
+		return fmt.Errorf("quant: SavePretrained: %s has no config.json: %w", from, ErrInput)
 	}
 	if err := model.WriteDirAtomic(dir, files); err != nil {
 		return fmt.Errorf("quant: SavePretrained: %w", err)
