@@ -442,7 +442,7 @@ func quantW16() {
 // YMMs do. With panels = 2 the tile takes two consecutive 4-row A
 // micro-panels (the second 16·kg bytes after the first), so each load of B
 // serves 8 rows and a call does twice the work for the same overhead. Where
-// the tile has 4 ZMM rows, even and odd groups go to separate accumulators
+// the tile has 4 rows, even and odd groups go to separate accumulators
 // (8 ZMMs, or 16 YMMs: AVX-512VL gives 32 vector registers) so consecutive
 // VPDPBUSDs do not wait on each other's latency; 8 rows are enough chains.
 func kernelVNNI(name string, f32 bool, bits, panels int) {
@@ -468,7 +468,7 @@ func kernelVNNI(name string, f32 bool, bits, panels int) {
 	nv := 512 / bits // vectors per tile row
 	vb := bits / 8   // bytes per vector
 	sets := 1        // accumulator sets (even and odd groups)
-	if rows*nv < 8 {
+	if panels == 1 {
 		sets = 2
 	}
 	vec := func(i int) VecPhysical {
