@@ -148,7 +148,8 @@ var (
 	// loopWake holds wake-up tokens for parked helpers. It is buffered so
 	// that a token sent while a helper is between giving up spinning and
 	// parking is not lost (TestForWakesHelperParkingDuringOffer); a stale
-	// token costs a woken helper one spinFor of polling.
+	// token costs a woken helper one spinFor of polling. 256 bounds the
+	// pending wake-ups, not the helpers.
 	loopWake     = make(chan struct{}, 256)
 	spinning     atomic.Int32 // helpers polling loopOffer
 	helperMu     sync.Mutex
@@ -160,7 +161,8 @@ func offerLoop(l *loop, n int) {
 	startHelpers(n)
 	loopOffer.Store(l)
 	// Wake parked helpers for the places the spinning ones will not take.
-	// A full buffer already wakes every helper there is.
+	// A full buffer means that many wake-ups are already pending; a token
+	// left over once a loop is done only makes a helper poll for spinFor.
 	for range n - int(spinning.Load()) {
 		select {
 		case loopWake <- struct{}{}:

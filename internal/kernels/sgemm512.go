@@ -40,8 +40,12 @@ package kernels
 // k = 1024 measured the same as two of 512, so KC stops at 768.
 const (
 	sgemmKC512 = 768
-	sgemmMC512 = 96
-	sgemmNT512 = 512
+	// sgemmChunkKC caps the depth unit that k chunks are multiples of
+	// (plan), so deeper passes do not make a deep product's chunks more
+	// numerous.
+	sgemmChunkKC = 512
+	sgemmMC512   = 96
+	sgemmNT512   = 512
 
 	sgemmMR512 = 2 * sgemmMR // rows of the main AVX-512 tile
 	sgemmNR512 = 2 * sgemmNR // columns of the main AVX-512 tile

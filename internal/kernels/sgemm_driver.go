@@ -262,12 +262,13 @@ func (j *sgemmJob) gemvTile(i int) {
 // plan chooses the chunks, the tile sizes and the ticket count, and sizes
 // the packing buffers.
 func (j *sgemmJob) plan(threads int) {
-	// k is chunked in multiples of the pass depth, but of at most 512:
+	// k is chunked in multiples of the pass depth, but of at most
+	// sgemmChunkKC:
 	// each chunk is a step, steps wait for each other, and deeper AVX-512
 	// passes (up to sgemmKC512) must not make the chunks of a deep product
 	// shallower and more numerous (4 chunks of 768 for 2048×3072×768 ran
 	// ~4% slower than 3 of 1024 in two passes each).
-	kc := min(j.blk.kc, 512)
+	kc := min(j.blk.kc, sgemmChunkKC)
 	j.kChunk = min(j.k, max(kc, sgemmPackMax/max(j.m, j.n)/kc*kc))
 	j.kChunks = ceilDiv(j.k, j.kChunk)
 	j.mChunk, j.mChunks = chunk(j.m, sgemmMR, sgemmPackMax/j.kChunk)
