@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 
 	"github.com/chewxy/hm"
-	"github.com/galleon-ml/galleon/internal/kernels"
 	"github.com/galleon-ml/galleon/internal/nn"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -50,38 +49,14 @@ func (l *BF16Linear) Dims() (in, out int) { return l.In, l.Out }
 // parameters, so Model.ReleaseReplaced frees them.
 func (l *BF16Linear) OwnsWeights() bool { return true }
 
-// weightMat returns the weight as an operand of y = x·op(W): op(W) is
-// [In, Out], so a stored [Out, In] weight is transposed.
-func (l *BF16Linear) weightMat() (kernels.BF16Mat, bool) {
-	if l.OutIn {
-		return kernels.BF16Mat{BF16: l.Weight, Ld: l.In}, true
-	}
-	return kernels.BF16Mat{BF16: l.Weight, Ld: l.Out}, false
-}
-
 // forward computes y = x·W + b; the arguments are not checked.
 func (l *BF16Linear) forward(y, x []float32, rows int) {
-	if rows == 0 {
-		return
-	}
-	beta := float32(0)
-	if l.Bias != nil {
-		for r := range rows {
-			copy(y[r*l.Out:(r+1)*l.Out], l.Bias)
-		}
-		beta = 1
-	}
-	w, trans := l.weightMat()
-	kernels.GemmBF16(false, trans, rows, l.Out, l.In, 1, kernels.BF16Mat{F32: x, Ld: l.In}, w, beta, y, l.Out)
+	nn.LinearForwardBF16(y, x, l.Weight, l.Bias, rows, l.In, l.Out, l.OutIn)
 }
 
 // backwardInput computes dx = dy·Wᵀ; the arguments are not checked.
 func (l *BF16Linear) backwardInput(dx, dy []float32, rows int) {
-	if rows == 0 {
-		return
-	}
-	w, trans := l.weightMat()
-	kernels.GemmBF16(false, !trans, rows, l.In, l.Out, 1, kernels.BF16Mat{F32: dy, Ld: l.Out}, w, 0, dx, l.In)
+	nn.LinearBackwardXBF16(dx, dy, l.Weight, rows, l.In, l.Out, l.OutIn)
 }
 
 // Forward computes y = x·W + b for rows rows on the bf16 GEMM.

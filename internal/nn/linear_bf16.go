@@ -8,8 +8,11 @@ import "github.com/galleon-ml/galleon/internal/kernels"
 // in the weight's layout; float32 operands are rounded by GemmBF16 as it
 // packs them.
 
-// linearForwardBF16 computes y = x·W + b (x·Wᵀ + b with transW).
-func linearForwardBF16(y, x []float32, w16 []uint16, b []float32, n, in, out int, transW bool) {
+// LinearForwardBF16 computes y = x·W + b (x·Wᵀ + b with transW) for n
+// rows, W [in, out] (or [out, in] with transW) in bfloat16 and b (or nil)
+// float32; the arguments are not checked. The Linear op's bf16 mode and
+// model's frozen BF16Linear both run it.
+func LinearForwardBF16(y, x []float32, w16 []uint16, b []float32, n, in, out int, transW bool) {
 	if n == 0 {
 		return
 	}
@@ -27,8 +30,9 @@ func linearForwardBF16(y, x []float32, w16 []uint16, b []float32, n, in, out int
 	kernels.GemmBF16(false, transW, n, out, in, 1, kernels.BF16Mat{F32: x, Ld: in}, kernels.BF16Mat{BF16: w16, Ld: ld}, beta, y, out)
 }
 
-// linearBackwardXBF16 computes dx = dy·Wᵀ (dy·W with transW).
-func linearBackwardXBF16(dx, dy []float32, w16 []uint16, n, in, out int, transW bool) {
+// LinearBackwardXBF16 computes dx = dy·Wᵀ (dy·W with transW), the input
+// gradient of LinearForwardBF16; the arguments are not checked.
+func LinearBackwardXBF16(dx, dy []float32, w16 []uint16, n, in, out int, transW bool) {
 	if n == 0 {
 		return
 	}

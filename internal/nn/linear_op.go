@@ -110,7 +110,7 @@ func (op *linearOp) compute(dst []float32, in []G.Value) error {
 			op.wbf = make([]uint16, len(w))
 		}
 		kernels.ToBF16(op.wbf, w)
-		linearForwardBF16(dst, x, op.wbf, b, op.rows, op.in, op.out, op.transW)
+		LinearForwardBF16(dst, x, op.wbf, b, op.rows, op.in, op.out, op.transW)
 		return nil
 	}
 	linearForward(dst, x, w, b, op.rows, op.in, op.out, op.transW)
@@ -160,7 +160,7 @@ func (op *linearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 				op.wbfX = make([]uint16, len(wv))
 			}
 			kernels.ToBF16(op.wbfX, wv)
-			linearBackwardXBF16(dst, dy, op.wbfX, rows, in, out, transW)
+			LinearBackwardXBF16(dst, dy, op.wbfX, rows, in, out, transW)
 			return nil
 		}
 		linearBackwardX(dst, dy, wv, rows, in, out, transW, 0)
