@@ -96,14 +96,7 @@ func checkLinearCE(fn string, s *LinearCEScratch, x []float32, wlen int, targets
 // IgnoreIndex are left out of both; a target outside [0, V) is an error
 // wrapping ErrRange. scratch may be nil (allocated for the call).
 func LinearCrossEntropyForward(scratch *LinearCEScratch, x, w []float32, targets []int32, D, V int, transW bool) (sum float64, count int, err error) {
-	count, err = checkLinearCE("LinearCrossEntropyForward", scratch, x, len(w), targets, D, V)
-	if err != nil {
-		return 0, 0, err
-	}
-	if scratch == nil {
-		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
-	}
-	return linearCE(scratch, nil, nil, x, ceWeight{f32: w}, targets, D, V, transW, count, 0, false), count, nil
+	return runLinearCE("LinearCrossEntropyForward", scratch, nil, nil, x, ceWeight{f32: w}, targets, D, V, transW, 0, false)
 }
 
 // LinearCrossEntropyForwardBF16 is LinearCrossEntropyForward with the
@@ -111,14 +104,7 @@ func LinearCrossEntropyForward(scratch *LinearCEScratch, x, w []float32, targets
 // the logits come from kernels.GemmBF16, which rounds x to bfloat16 as it
 // packs it and accumulates in float32; softmax and the loss are float32.
 func LinearCrossEntropyForwardBF16(scratch *LinearCEScratch, x []float32, w []uint16, targets []int32, D, V int, transW bool) (sum float64, count int, err error) {
-	count, err = checkLinearCE("LinearCrossEntropyForwardBF16", scratch, x, len(w), targets, D, V)
-	if err != nil {
-		return 0, 0, err
-	}
-	if scratch == nil {
-		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
-	}
-	return linearCE(scratch, nil, nil, x, ceWeight{b16: w}, targets, D, V, transW, count, 0, false), count, nil
+	return runLinearCE("LinearCrossEntropyForwardBF16", scratch, nil, nil, x, ceWeight{b16: w}, targets, D, V, transW, 0, false)
 }
 
 // LinearCrossEntropyBackwardBF16 is LinearCrossEntropyBackward with the
@@ -127,20 +113,7 @@ func LinearCrossEntropyForwardBF16(scratch *LinearCEScratch, x []float32, w []ui
 // kernels.GemmBF16 (x, and the softmax gradient, rounded to bfloat16 as
 // they are packed; float32 accumulation).
 func LinearCrossEntropyBackwardBF16(scratch *LinearCEScratch, dx, x []float32, w []uint16, targets []int32, D, V int, transW bool, dloss float32) (sum float64, count int, err error) {
-	const fn = "LinearCrossEntropyBackwardBF16"
-	count, err = checkLinearCE(fn, scratch, x, len(w), targets, D, V)
-	if err != nil {
-		return 0, 0, err
-	}
-	if dx != nil {
-		if err := checkLen(fn, "dx", len(dx), len(x)); err != nil {
-			return 0, 0, err
-		}
-	}
-	if scratch == nil {
-		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
-	}
-	return linearCE(scratch, dx, nil, x, ceWeight{b16: w}, targets, D, V, transW, count, dloss, true), count, nil
+	return runLinearCE("LinearCrossEntropyBackwardBF16", scratch, dx, nil, x, ceWeight{b16: w}, targets, D, V, transW, dloss, true)
 }
 
 // LinearCrossEntropyBackward computes what LinearCrossEntropyForward does
@@ -149,8 +122,18 @@ func LinearCrossEntropyBackwardBF16(scratch *LinearCEScratch, dx, x []float32, w
 // ([D, V]; Gᵀ·x, [V, D], with transW), G = (softmax − onehot)·dloss/count,
 // zero on ignored rows. Either of dx and dw may be nil to skip its product.
 func LinearCrossEntropyBackward(scratch *LinearCEScratch, dx, dw, x, w []float32, targets []int32, D, V int, transW bool, dloss float32) (sum float64, count int, err error) {
-	const fn = "LinearCrossEntropyBackward"
-	count, err = checkLinearCE(fn, scratch, x, len(w), targets, D, V)
+	return runLinearCE("LinearCrossEntropyBackward", scratch, dx, dw, x, ceWeight{f32: w}, targets, D, V, transW, dloss, true)
+}
+
+// runLinearCE checks the arguments of the exported entry points, allocates
+// scratch if it is nil (chunks as LinearCEFrozenChunk for a bf16, frozen
+// weight, else LinearCEChunk), and runs linearCE.
+func runLinearCE(fn string, scratch *LinearCEScratch, dx, dw, x []float32, w ceWeight, targets []int32, D, V int, transW bool, dloss float32, grad bool) (float64, int, error) {
+	wlen := len(w.f32)
+	if w.b16 != nil {
+		wlen = len(w.b16)
+	}
+	count, err := checkLinearCE(fn, scratch, x, wlen, targets, D, V)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -160,14 +143,18 @@ func LinearCrossEntropyBackward(scratch *LinearCEScratch, dx, dw, x, w []float32
 		}
 	}
 	if dw != nil {
-		if err := checkLen(fn, "dw", len(dw), len(w)); err != nil {
+		if err := checkLen(fn, "dw", len(dw), wlen); err != nil {
 			return 0, 0, err
 		}
 	}
 	if scratch == nil {
-		scratch = NewLinearCEScratch(min(LinearCEChunk(V), max(len(targets), 1)), V)
+		rows := LinearCEChunk(V)
+		if w.b16 != nil {
+			rows = LinearCEFrozenChunk(V)
+		}
+		scratch = NewLinearCEScratch(min(rows, max(len(targets), 1)), V)
 	}
-	return linearCE(scratch, dx, dw, x, ceWeight{f32: w}, targets, D, V, transW, count, dloss, true), count, nil
+	return linearCE(scratch, dx, dw, x, w, targets, D, V, transW, count, dloss, grad), count, nil
 }
 
 // ceWeight is the head's weight, [D, V] or with transW [V, D]: float32 in
