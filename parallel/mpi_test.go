@@ -230,7 +230,7 @@ func TestMPIConfigMismatch(t *testing.T) {
 //	mpirun … -np 2 ./parallel-mpi.test -test.run '^$' -test.bench MPIAllReduce -test.benchtime 20x
 func BenchmarkMPIAllReduce(b *testing.B) {
 	const psi = 3290624
-	for _, p := range []CommPrecision{CommFP32, CommBF16} {
+	for _, p := range []model.Precision{model.PrecisionFP32, model.PrecisionBF16} {
 		b.Run(p.String(), func(b *testing.B) {
 			tr := &Trainer{cfg: Config{CommPrecision: p}}
 			w := &worker{comm: mpiComm}
