@@ -285,8 +285,9 @@ func (o *ftOptions) validate(set map[string]bool) error {
 }
 
 // validatePrecision checks and normalizes -precision and -base-dtype.
-// What only the loaded model tells (whether the checkpoint stores BF16
-// weights) is checked in resolvePrecision.
+// What only the loaded model tells is checked after loading: loadBase
+// refuses -base-dtype bf16 on a base with no BF16 weights, and
+// resolvePrecision settles auto.
 func (o *ftOptions) validatePrecision() error {
 	bad := func(format string, args ...any) error {
 		return usageError{"finetune: " + fmt.Sprintf(format, args...)}
@@ -314,19 +315,21 @@ func (o *ftOptions) validatePrecision() error {
 	case d == dtypeBF16 && o.Precision == "fp32":
 		return bad("-base-dtype bf16 multiplies on bfloat16 operands, -precision fp32 asks for float32 ones: drop one")
 	case o.Precision == "bf16" && parallel && (o.Full || d == dtypeFloat32):
-		return bad("-precision bf16 on float32 weights needs one worker (no -workers, no -mpi): the data-parallel trainer multiplies in float32")
+		return bad(bf16NeedsOneWorker)
 	}
 	return nil
 }
 
+// bf16NeedsOneWorker is refused twice: from the flags when the weights are
+// known to be float32 (-full, -base-dtype float32), and once the base is
+// loaded when auto found no BF16 weights.
+const bf16NeedsOneWorker = "-precision bf16 on float32 weights needs one worker (no -workers, no -mpi): the data-parallel trainer multiplies in float32"
+
 // resolvePrecision settles -base-dtype and -precision once the base is
 // loaded: held is how it holds its weights (loaded.DType).
 func (o *ftOptions) resolvePrecision(held string) error {
-	if o.BaseDType == dtypeBF16 && held != dtypeBF16 {
-		// loadBase refuses a directory without BF16 weights; a galleon
-		// checkpoint file has float32 ones only.
-		return usageError{fmt.Sprintf("finetune: -base-dtype bf16: %s holds no BF16 weights to keep (use -base-dtype float32 or auto)", o.Model)}
-	}
+	// -base-dtype bf16 reached loadBase as asked (validatePrecision
+	// refused what would not), which refuses a base with no BF16 weights.
 	o.BaseDType = held
 	if o.Precision == "" {
 		o.Precision = "fp32"
@@ -335,7 +338,7 @@ func (o *ftOptions) resolvePrecision(held string) error {
 		}
 	}
 	if o.Precision == "bf16" && held == dtypeFloat32 && (o.Workers > 1 || o.MPI) {
-		return usageError{"finetune: -precision bf16 on float32 weights needs one worker (no -workers, no -mpi): the data-parallel trainer multiplies in float32"}
+		return usageError{"finetune: " + bf16NeedsOneWorker}
 	}
 	return nil
 }
