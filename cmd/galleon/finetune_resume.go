@@ -158,13 +158,6 @@ func readCheckpointOptions(dir string) (ftOptions, int, error) {
 	return o, st.Workers, nil
 }
 
-// restored is a checkpoint's optimizer state, kept until the trainer
-// exists.
-type restored struct {
-	step int
-	m, v []float32
-}
-
 // restore loads dir's checkpoint into the run set up from the same
 // options: trainable weights, loader position, schedule and history now,
 // the optimizer state once the trainer is built (applyRestoredOptimizer).
@@ -216,15 +209,15 @@ func (r *ftRun) restore(dir string) error {
 	if err != nil {
 		return err
 	}
-	var rs restored
-	if rs.m, err = read(ckptM); err != nil {
+	var rs parallel.OptimizerState
+	if rs.M, err = read(ckptM); err != nil {
 		return err
 	}
-	if rs.v, err = read(ckptV); err != nil {
+	if rs.V, err = read(ckptV); err != nil {
 		return err
 	}
 	for i := range params {
-		if math.IsNaN(float64(params[i])) || math.IsInf(float64(params[i]), 0) || !(rs.v[i] >= 0) || math.IsInf(float64(rs.v[i]), 0) {
+		if math.IsNaN(float64(params[i])) || math.IsInf(float64(params[i]), 0) || !(rs.V[i] >= 0) || math.IsInf(float64(rs.V[i]), 0) {
 			return fail("non-finite weight or moment at element %d", i)
 		}
 	}
@@ -232,7 +225,7 @@ func (r *ftRun) restore(dir string) error {
 		return fail("%v", err)
 	}
 	copy(ps.Data, params)
-	rs.step = st.Step
+	rs.Step = st.Step
 	r.pending = &rs
 	r.hist, r.start = st.History, st.Step
 	return nil
@@ -250,18 +243,18 @@ func (r *ftRun) applyRestoredOptimizer() error {
 		}
 		p := r.pending
 		r.pending = nil
-		if err := st.SetOptimizerState(parallel.OptimizerState{Step: p.step, M: p.m, V: p.v}); err != nil {
+		if err := st.SetOptimizerState(*p); err != nil {
 			return fmt.Errorf("finetune: resume: %w", err)
 		}
 		return nil
 	}
 	opt := r.single.Opt
-	if len(opt.M) != len(r.pending.m) {
+	if len(opt.M) != len(r.pending.M) {
 		return errors.New("finetune: resume: optimizer state does not fit the trainer")
 	}
-	copy(opt.M, r.pending.m)
-	copy(opt.V, r.pending.v)
-	opt.T = r.pending.step
+	copy(opt.M, r.pending.M)
+	copy(opt.V, r.pending.V)
+	opt.T = r.pending.Step
 	r.pending = nil
 	return nil
 }

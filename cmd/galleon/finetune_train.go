@@ -87,8 +87,8 @@ type ftRun struct {
 	tr      stepper
 	single  *model.Trainer // tr when it has one worker (else tr is a parallel.Trainer)
 	hist    history
-	start   int       // steps done before this process (resume)
-	pending *restored // a checkpoint's optimizer state, until the trainer exists
+	start   int                      // steps done before this process (resume)
+	pending *parallel.OptimizerState // a checkpoint's optimizer state, until the trainer exists
 	baseLen int64
 	hf      bool // the model is a Hugging Face directory, not a galleon checkpoint file
 	rank    int  // this process's MPI rank (0 without -mpi); only rank 0 writes
