@@ -92,10 +92,7 @@ func bf16Words(scratch *[]float32, n int) ([]float32, []uint16) {
 		*scratch = make([]float32, words)
 	}
 	w := (*scratch)[:words]
-	if n == 0 {
-		return w, nil
-	}
-	return w, unsafe.Slice((*uint16)(unsafe.Pointer(&w[0])), n)
+	return w, bf16View(w, n)
 }
 
 // bf16View is the bfloat16 view of n values held in words (bf16Words).

@@ -59,9 +59,9 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/galleon-ml/galleon/internal/report"
-	"syscall"
 )
 
 func main() {

@@ -2,10 +2,10 @@ package nn
 
 import (
 	"fmt"
-	"github.com/galleon-ml/galleon/internal/kernels"
 	"hash"
 
 	"github.com/chewxy/hm"
+	"github.com/galleon-ml/galleon/internal/kernels"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
