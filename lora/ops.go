@@ -219,12 +219,17 @@ func transposed(m []float32, r, c int) ([]float32, func()) {
 		*sp = make([]float32, r*c)
 	}
 	t := (*sp)[:r*c]
+	transposeInto(t, m, r, c)
+	return t, func() { blockPool.Put(sp) }
+}
+
+// transposeInto writes the transpose of the r×c matrix m into t (c×r).
+func transposeInto(t, m []float32, r, c int) {
 	for i := range r {
 		for j, v := range m[i*c : (i+1)*c] {
 			t[j*r+i] = v
 		}
 	}
-	return t, func() { blockPool.Put(sp) }
 }
 
 // ---------------------------------------------------------------------------
@@ -342,11 +347,7 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		}
 		dbt := (*sp)[:r*out]
 		kernels.Sgemm(false, false, r, out, rows, s, ht, rows, dy, out, 0, dbt, out)
-		for j := range r {
-			for o, v := range dbt[j*out : (j+1)*out] {
-				dst[o*r+j] = v
-			}
-		}
+		transposeInto(dst, dbt, r, out)
 		return nil
 	}, grad, inputs[1])
 	if err != nil {
