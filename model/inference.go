@@ -102,7 +102,7 @@ func (inf *Inference) head(logits, h []float32, rows int) error {
 		if len(logits) != rows*c.Vocab || len(h) != rows*c.DModel {
 			return fmt.Errorf("model: head: %d logits and %d inputs for %d rows", len(logits), len(h), rows)
 		}
-		kernels.GemmBF16(false, true, rows, c.Vocab, c.DModel, 1, kernels.BF16Mat{F32: h, Ld: c.DModel}, kernels.BF16Mat{BF16: m.tokensBF16, Ld: c.DModel}, 0, logits, c.Vocab)
+		nn.LinearForwardBF16(logits, h, m.tokensBF16, nil, rows, c.DModel, c.Vocab, true)
 		return nil
 	}
 	if c.TiedEmbeddings {
