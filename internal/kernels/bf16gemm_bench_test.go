@@ -100,11 +100,7 @@ func BenchmarkGemmBF16Blocking(b *testing.B) {
 				for b.Loop() {
 					gemmBF16(true, blk, false, false, m, n, k, 1, am, bm, 0, c, n)
 				}
-				flop := 2 * float64(m) * float64(n) * float64(k) * float64(b.N)
-				b.ReportMetric(flop/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-				if cpu := processCPU() - cpu0; cpu > 0 {
-					b.ReportMetric(flop/cpu.Seconds()/1e9, "GFLOP/cpu-s")
-				}
+				reportRate(b, 2*float64(m)*float64(n)*float64(k), "GFLOP", cpu0)
 			})
 		}
 	}
@@ -124,11 +120,7 @@ func BenchmarkBF16Kernel(b *testing.B) {
 	for b.Loop() {
 		bf16Kernel(2, 2, kp, a, kp*sgemmMR, bb, kp*sgemmNR, c, sgemmNR512, 1, 1)
 	}
-	flop := 2 * sgemmMR512 * sgemmNR512 * 2 * kp * float64(b.N)
-	b.ReportMetric(flop/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-	if cpu := processCPU() - cpu0; cpu > 0 {
-		b.ReportMetric(flop/cpu.Seconds()/1e9, "GFLOP/cpu-s")
-	}
+	reportRate(b, 2*sgemmMR512*sgemmNR512*2*kp, "GFLOP", cpu0)
 }
 
 // BenchmarkBF16KernelTile times the 12×32 paired micro-kernel as a compute
@@ -154,9 +146,5 @@ func BenchmarkBF16KernelTile(b *testing.B) {
 		bf16Kernel(2, 2, kp, a[ia*aw:], kp*sgemmMR, bb[ib*bw:], kp*sgemmNR, c[off:], ldc, 1, 1)
 		i++
 	}
-	flop := 2 * sgemmMR512 * sgemmNR512 * 2 * kp * float64(b.N)
-	b.ReportMetric(flop/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-	if cpu := processCPU() - cpu0; cpu > 0 {
-		b.ReportMetric(flop/cpu.Seconds()/1e9, "GFLOP/cpu-s")
-	}
+	reportRate(b, 2*sgemmMR512*sgemmNR512*2*kp, "GFLOP", cpu0)
 }
