@@ -94,11 +94,7 @@ func (op *packOp) Hashcode() uint32 { return nn.OpHash(op) }
 func (op *packOp) String() string { return fmt.Sprintf("packColumns%v", op.widths) }
 
 func (op *packOp) DiffWRT(n int) []bool {
-	d := make([]bool, n)
-	for i := range d {
-		d[i] = true
-	}
-	return d
+	return nn.AllDiff(n)
 }
 
 // SymDiff slices each input's columns out of the packed gradient.

@@ -194,11 +194,7 @@ func (op *fakeQuantOp) Do(in ...G.Value) (G.Value, error) {
 }
 
 func (op *fakeQuantOp) DiffWRT(n int) []bool {
-	d := make([]bool, n)
-	for i := range d {
-		d[i] = true
-	}
-	return d
+	return nn.AllDiff(n)
 }
 
 // SymDiff returns the straight-through gradient of x and, with LSQ, the

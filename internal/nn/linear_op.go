@@ -128,11 +128,7 @@ func (op *linearOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, err
 }
 
 func (op *linearOp) DiffWRT(n int) []bool {
-	d := make([]bool, n)
-	for i := range d {
-		d[i] = true
-	}
-	return d
+	return AllDiff(n)
 }
 
 // SymDiff builds dx = dy·Wᵀ, dW = xᵀ·dy and db = Σ_rows dy as separate ops;

@@ -115,11 +115,7 @@ func (op *linearCatOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, 
 }
 
 func (op *linearCatOp) DiffWRT(n int) []bool {
-	d := make([]bool, n)
-	for i := range d {
-		d[i] = true
-	}
-	return d
+	return AllDiff(n)
 }
 
 // SymDiff builds dx = Σ dyᵢ·Wᵢᵀ as one op and each dWᵢ = xᵀ·dyᵢ as an op

@@ -204,11 +204,7 @@ func (op *linearCEOp) Do(in ...G.Value) (G.Value, error) {
 }
 
 func (op *linearCEOp) DiffWRT(n int) []bool {
-	d := make([]bool, n)
-	for i := range d {
-		d[i] = true
-	}
-	return d
+	return AllDiff(n)
 }
 
 // SymDiff builds the dx and dW ops, which scale what Do computed by the

@@ -302,3 +302,12 @@ func (op *gradOp) Hashcode() uint32 { return OpHash(op) }
 
 // String names the op in graph dumps.
 func (op *gradOp) String() string { return fmt.Sprintf("%s.%s(fwd#%d)", op.pkg, op.name, op.fwd) }
+
+// AllDiff is the DiffWRT of an op differentiable in all n of its inputs.
+func AllDiff(n int) []bool {
+	d := make([]bool, n)
+	for i := range d {
+		d[i] = true
+	}
+	return d
+}
