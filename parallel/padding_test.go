@@ -125,32 +125,8 @@ func TestPaddedStagesMatchSharedWorkers(t *testing.T) {
 	for _, stage := range []int{0, 1, 2, 3} {
 		c := cfg
 		c.Stage = stage
-		weights := make([][]float32, 2)
-		errs := collective(t, 2, func(comm Communicator) error {
-			m, err := model.New(testModelConfig(), uint64(7+comm.Rank()))
-			if err != nil {
-				return err
-			}
-			tr, err := NewRank(m, comm, c)
-			if err != nil {
-				return err
-			}
-			data := newPaddedData(t)
-			for range 3 {
-				if _, err := tr.Step(context.Background(), data); err != nil {
-					tr.Close()
-					return err
-				}
-			}
-			if err := tr.Close(); err != nil {
-				return err
-			}
-			weights[comm.Rank()] = append([]float32(nil), m.Trainable().Data...)
-			return nil
-		})
-		for r, err := range errs {
-			require.NoError(t, err, "stage %d rank %d", stage, r)
-			assert.Equal(t, want, Hash(weights[r]), "stage %d rank %d", stage, r)
+		for r, w := range trainRanksOn(t, c, 2, 3, func() model.Batcher { return newPaddedData(t) }) {
+			assert.Equal(t, want, Hash(w), "stage %d rank %d", stage, r)
 		}
 	}
 }

@@ -264,6 +264,12 @@ func TestInProcessRunsAreDeterministic(t *testing.T) {
 // every rank's final weights.
 func trainRanks(t *testing.T, cfg Config, n, steps int, mut ...func(*model.Config)) [][]float32 {
 	t.Helper()
+	return trainRanksOn(t, cfg, n, steps, func() model.Batcher { return newTestData(t, 3) }, mut...)
+}
+
+// trainRanksOn is trainRanks with each rank's data from newData.
+func trainRanksOn(t *testing.T, cfg Config, n, steps int, newData func() model.Batcher, mut ...func(*model.Config)) [][]float32 {
+	t.Helper()
 	mc := testModelConfig()
 	for _, f := range mut {
 		f(&mc)
@@ -279,7 +285,7 @@ func trainRanks(t *testing.T, cfg Config, n, steps int, mut ...func(*model.Confi
 		if err != nil {
 			return err
 		}
-		data := newTestData(t, 3)
+		data := newData()
 		for i := range steps {
 			if _, err := tr.Step(context.Background(), data); err != nil {
 				tr.Close()
