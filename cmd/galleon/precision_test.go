@@ -17,10 +17,11 @@ func TestFinetunePrecisionFlags(t *testing.T) {
 	bf16Dir, _ := tinyLlamaDirDType(t, "bfloat16")
 	f32Dir, _ := tinyLlamaDir(t)
 	train := promptCompletion(t, 6)
-	// What the BF16 fixture holds in bfloat16: 2 layers of q, k, v, o,
-	// gate, up and down at width 64, 2 KV heads of 16 and MLP 96, the
-	// untied head (64 × 32,000) and the token embedding.
-	const linears = 2*(64*64+2*64*32+64*64+3*64*96) + 2*64*32000
+	// What the BF16 fixture holds in bfloat16: each layer's q, k, v, o,
+	// gate, up and down, the untied head and the token embedding.
+	c := tinyLlamaConfig()
+	kv := c.KVHeads * (c.DModel / c.Heads)
+	linears := c.Layers*(2*c.DModel*c.DModel+2*c.DModel*kv+3*c.DModel*c.Intermediate) + 2*c.DModel*c.Vocab
 	cases := []struct {
 		dir            string
 		flags          []string
