@@ -137,10 +137,11 @@ func (c *inProc) ReduceScatterBF16(buf []float32, counts []int) error {
 	if err := c.post("bf16 reduce-scatter", words, counts, -1); err != nil {
 		return err
 	}
-	srcs := make([][]uint16, c.g.n)
-	for q := range srcs {
-		srcs[q] = bf16View(c.g.bufs[q], len(buf))
+	srcs := c.srcs[:0]
+	for q := range c.g.n {
+		srcs = append(srcs, bf16View(c.g.bufs[q], len(buf)))
 	}
+	c.srcs = srcs
 	lo, hi := offs[c.rank], offs[c.rank+1]
 	sumBF16Into(buf[lo:hi], srcs, lo, hi)
 	c.sent.Add(reduceScatterBytes(counts, c.rank, 2))

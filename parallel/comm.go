@@ -126,6 +126,7 @@ type inProc struct {
 
 	sent    atomic.Int64 // BytesSent
 	scratch []float32    // the bfloat16 words this rank posts (bf16comm.go)
+	srcs    [][]uint16   // the ranks' posted words as bfloat16, per reduce-scatter
 }
 
 func (c *inProc) Rank() int       { return c.rank }
