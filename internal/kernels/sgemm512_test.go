@@ -139,3 +139,30 @@ func TestSgemmPassDepth(t *testing.T) {
 		}
 	}
 }
+
+// TestTilesMR checks that row tiles come in whole micro-kernel tiles of the
+// alignment asked for, so that the AVX-512 path (mr = 12) runs its 6-row
+// kernel only at the matrix's last edge, and that the split still gives the
+// threads a multiple of their count where one exists.
+func TestTilesMR(t *testing.T) {
+	for _, mr := range []int{sgemmMR, sgemmMR512} {
+		for _, m := range []int{7, 90, 256, 1024, 2048, 3000} {
+			for _, n := range []int{16, 256, 768, 3072} {
+				for _, threads := range []int{1, 2, 4} {
+					mc, nt := tilesMR(m, n, threads, sgemmMC512, sgemmNT512, mr)
+					if mc%mr != 0 || nt%packBCols != 0 || mc <= 0 || nt <= 0 {
+						t.Errorf("tilesMR(%d, %d, %d, mr %d) = %d×%d: not whole tiles", m, n, threads, mr, mc, nt)
+					}
+				}
+			}
+		}
+	}
+	// The weight gradient of a 256-wide input at the small preset: 6-row
+	// alignment gave 90-row tiles, each ending in a 6-row edge.
+	if mc, _ := tilesMR(256, 768, 2, sgemmMC512, sgemmNT512, sgemmMR512); mc != 96 {
+		t.Errorf("tilesMR(256, 768, 2, mr 12): mc = %d, want 96", mc)
+	}
+	if mc, _ := tilesMR(256, 768, 2, sgemmMC512, sgemmNT512, sgemmMR); mc != 90 {
+		t.Errorf("tilesMR(256, 768, 2, mr 6): mc = %d, want 90", mc)
+	}
+}
