@@ -78,6 +78,9 @@ type sgemmJob struct {
 	alpha, beta    float32
 	a, b, c        []float32
 	lda, ldb, ldc  int
+	// bias, when set (SgemmBias, AVX-512 path only), is added to every
+	// row of C by the micro-kernel of the first pass over each tile.
+	bias []float32
 
 	// Chunking: sizes and counts along m, n and k.
 	mChunk, nChunk, kChunk    int
@@ -165,7 +168,14 @@ func sgemmDefaultBlocking() sgemmBlocking {
 // sgemmPackedBlocking is sgemmPacked with the given blocking; the sweep
 // benchmark (BenchmarkSgemmBlocking) calls it directly.
 func sgemmPackedBlocking(blk sgemmBlocking, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	sgemmPackedBias(blk, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
+}
+
+// sgemmPackedBias is sgemmPackedBlocking with a bias row added to the
+// product (nil for none; the AVX-512 path only, see sgemmJob.bias).
+func sgemmPackedBias(blk sgemmBlocking, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, bias []float32) {
 	j := getSgemmJob()
+	j.bias = bias
 	j.blk = blk
 	j.transA, j.transB, j.m, j.n, j.k = transA, transB, m, n, k
 	j.alpha, j.beta, j.a, j.b, j.c = alpha, beta, a, b, c
@@ -188,7 +198,7 @@ func sgemmPackedBlocking(blk sgemmBlocking, transA, transB bool, m, n, k int, al
 // helpers, and returns the job and its buffers to their pools.
 func (j *sgemmJob) execute(threads int) {
 	For(threads, int(j.total), j)
-	j.a, j.b, j.c = nil, nil, nil // do not keep the caller's memory alive
+	j.a, j.b, j.c, j.bias = nil, nil, nil, nil // do not keep the caller's memory alive
 	PutFloats(j.bufA)
 	PutFloats(j.bufB)
 	j.bufA, j.bufB, j.packA, j.packB = nil, nil, nil, nil
