@@ -120,13 +120,14 @@ func BenchmarkDecode(b *testing.B) {
 
 // BenchmarkPresets times forward+backward on the attention shapes of the
 // model presets (model.LookupPreset): tiny B=8 H=4 T=64 D=32, small B=8 H=8 T=256
-// D=32, medium B=4 H=8 T=256 D=64, causal.
+// D=32, medium B=4 H=8 T=256 D=64, and of the LoRA step at SmolLM2-135M's
+// shapes: B=4 H=9 KVH=3 T=256 D=64; causal.
 func BenchmarkPresets(b *testing.B) {
 	for _, p := range []struct {
-		name       string
-		B, H, T, D int
-	}{{"tiny", 8, 4, 64, 32}, {"small", 8, 8, 256, 32}, {"medium", 4, 8, 256, 64}} {
-		c := tcase{B: p.B, H: p.H, KVH: p.H, Tq: p.T, Tk: p.T, D: p.D, Causal: true}
+		name            string
+		B, H, KVH, T, D int
+	}{{"tiny", 8, 4, 4, 64, 32}, {"small", 8, 8, 8, 256, 32}, {"medium", 4, 8, 8, 256, 64}, {"smollm2", 4, 9, 3, 256, 64}} {
+		c := tcase{B: p.B, H: p.H, KVH: p.KVH, Tq: p.T, Tk: p.T, D: p.D, Causal: true}
 		in := c.inputs(1)
 		for _, impl := range []struct {
 			name string

@@ -95,6 +95,9 @@ type bwdScratch struct {
 	di         []float32 // rowsum(dO∘O) per head of the group, padded rows
 	dq         []float32 // dq accumulator per head of the group (unsplit items)
 	cost       []int     // prefix sums of key-block costs (see splitRange)
+	// sp holds the key span of each query row of a tile, raw and cov the
+	// spans of its 6-row blocks (see blockSpans).
+	sp, raw, cov []span
 }
 
 // bwdGeom holds the sizes shared by the items of one backward call.
@@ -116,6 +119,9 @@ func (s *bwdScratch) size(p *problem, g *bwdGeom, ownDQ bool) {
 	s.qpad = grow(s.qpad, g.mr*d)
 	s.dpad = grow(s.dpad, g.mr*d)
 	s.di = grow(s.di, p.G*g.tqp)
+	s.sp = grow(s.sp, g.mr)
+	s.raw = grow(s.raw, g.mr/microM)
+	s.cov = grow(s.cov, g.mr/microM)
 	if ownDQ {
 		s.dq = grow(s.dq, p.G*g.tqp*d)
 	}
@@ -219,15 +225,16 @@ func splitRange(p *problem, g *bwdGeom, s *bwdScratch, b, split int) (kb0, kb1 i
 // writeDQ writes dq = scale·Σ parts for the query heads of (b, kv head kh).
 func writeDQ(p *problem, g *bwdGeom, dq Tensor, b, kh int, parts [][]float32) {
 	d := p.D
+	scale := [1]float32{p.scale}
 	for hg := 0; hg < p.G; hg++ {
 		h := kh*p.G + hg
+		if len(parts) == 1 {
+			scaleRowsTo(dq.Data[dq.Index(b, h, 0, 0):], dq.StrideT, parts[0][hg*g.tqp*d:], d, p.Tq, d, scale[:], 0)
+			continue
+		}
 		for i := 0; i < p.Tq; i++ {
 			row := dq.Row(b, h, i)
 			off := (hg*g.tqp + i) * d
-			if len(parts) == 1 {
-				scaleTo(row, parts[0][off:off+d], p.scale)
-				continue
-			}
 			copy(row, parts[0][off:off+d])
 			for _, part := range parts[1:] {
 				kernels.Axpy(1, part[off:off+d], row)
@@ -317,38 +324,71 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 				qA, ldq = padRows(s.qpad, a.q, b, h, i0, br, mr), d
 				dA, ldd = padRows(s.dpad, a.dO, b, h, i0, br, mr), d
 			}
-			// P = exp(S − lse), zero outside the mask and in padding rows.
-			gemmChunked(kc, mr, nb, d, qA, ldq, 1, kt, g.ldt, ps, g.lds, tileSet, nil, nil)
+			sp, raw, cov := s.sp[:br], s.raw[:mr/microM], s.cov[:mr/microM]
+			p.rowSpans(sp, b, i0, j0, bc)
+			blockSpans(cov, raw, sp, nb)
+			// P = exp(S − lse), zero outside the mask and in padding rows;
+			// S only on the columns each row block sees (see blockSpans).
+			gemmCover(cov, kc, d, qA, ldq, kt, g.ldt, ps, g.lds, tileSet, nil, nil)
 			for r := 0; r < mr; r++ {
-				row := ps[r*g.lds : r*g.lds+bc]
 				if r >= br {
 					clear(ps[r*g.lds : r*g.lds+nb])
 					continue
 				}
-				i := i0 + r
-				lo, hi := p.keyRange(b, i)
-				lo, hi = max(lo-j0, 0), min(hi-j0, bc)
-				if lo >= hi || lse[i] == negInf {
+				row := ps[r*g.lds : r*g.lds+bc]
+				lo, hi := sp[r].lo, sp[r].hi
+				if lo >= hi || lse[i0+r] == negInf {
 					clear(row)
 					continue
 				}
-				kernels.ExpSubSum(row[lo:hi], row[lo:hi], lse[i])
+				kernels.ExpSubSum(row[lo:hi], row[lo:hi], lse[i0+r])
 				clear(row[:lo])
 				clear(row[hi:])
 			}
-			// dS = P ∘ (dO·Vᵀ − D).
-			gemmChunked(kc, mr, nb, d, dA, ldd, 1, vt, g.ldt, ds, g.lds, tileDS, ps, di[i0:])
-			// dV += Pᵀ·dO and dK += dSᵀ·Q over the block's br rows.
-			gemm(mk, d, br, ps, 1, g.lds, dORows, a.dO.StrideT, dv, d, tileAdd, nil, nil)
-			gemm(mk, d, br, ds, 1, g.lds, qRows, a.q.StrideT, dk, d, tileAdd, nil, nil)
-			// dQ += dS·K (rows past br of dS are zero).
-			gemm(mr, d, bc, ds, g.lds, 1, kRows, a.k.StrideT, dqh[i0*d:], d, tileAdd, nil, nil)
+			// dS = P ∘ (dO·Vᵀ − D) on the same columns, zero elsewhere
+			// below bc (the dK products read whole 6-key blocks).
+			gemmCover(cov, kc, d, dA, ldd, vt, g.ldt, ds, g.lds, tileDS, ps, di[i0:])
+			for rb, c := range cov {
+				for r := rb * microM; r < min(rb*microM+microM, br); r++ {
+					row := ds[r*g.lds : r*g.lds+bc]
+					clear(row[:min(c.lo, bc)])
+					clear(row[min(c.hi, bc):])
+				}
+			}
+			// dV += Pᵀ·dO and dK += dSᵀ·Q, each 6-key block over the rows
+			// that see one of its keys [ra, rz): the other rows' P and dS
+			// are zeros there.
+			last := br // rows past the last that sees a key add nothing
+			for last > 0 && sp[last-1].lo >= sp[last-1].hi {
+				last--
+			}
+			ra, rz := 0, 0
+			for c := 0; c < mk; c += microM {
+				for ra < last && sp[ra].hi <= c {
+					ra++
+				}
+				rz = max(rz, ra)
+				for rz < last && sp[rz].lo < c+microM {
+					rz++
+				}
+				if ra < rz {
+					gemm(microM, d, rz-ra, ps[ra*g.lds+c:], 1, g.lds, dORows[ra*a.dO.StrideT:], a.dO.StrideT, dv[c*d:], d, tileAdd, nil, nil)
+					gemm(microM, d, rz-ra, ds[ra*g.lds+c:], 1, g.lds, qRows[ra*a.q.StrideT:], a.q.StrideT, dk[c*d:], d, tileAdd, nil, nil)
+				}
+			}
+			// dQ += dS·K, each row block over the keys its rows see.
+			for rb, u := range raw {
+				if u.lo < u.hi {
+					r0 := rb * microM
+					gemm(microM, d, u.hi-u.lo, ds[r0*g.lds+u.lo:], g.lds, 1, kRows[u.lo*a.k.StrideT:], a.k.StrideT, dqh[(i0+r0)*d:], d, tileAdd, nil, nil)
+				}
+			}
 		}
 	}
+	scale := [1]float32{p.scale}
+	scaleRowsTo(a.dk.Data[a.dk.Index(b, kh, j0, 0):], a.dk.StrideT, dk, d, bc, d, scale[:], 0)
 	for c := 0; c < bc; c++ {
-		krow, vrow := a.dk.Row(b, kh, j0+c), a.dv.Row(b, kh, j0+c)
-		scaleTo(krow, dk[c*d:(c+1)*d], p.scale)
-		copy(vrow, dv[c*d:(c+1)*d])
+		copy(a.dv.Row(b, kh, j0+c), dv[c*d:(c+1)*d])
 	}
 }
 

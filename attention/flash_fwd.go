@@ -77,12 +77,16 @@ type fwdScratch struct {
 	acc []float32 // unnormalized output, mr × D
 	m   []float32 // running maximum per row
 	l   []float64 // running sum per row, in float64: it sets the log-sum-exp
+	inv []float32 // 1/l per row, the output's scale
 	// kt holds scale·Kᵀ of one (batch, kv head), D rows of ktLD floats,
 	// zero-padded so that tile products may read whole 16-column blocks
 	// past the last key; ktHead says which (-1: none yet).
 	kt     []float32
 	ktLD   int
 	ktHead int
+	// sp holds the key span of each row of the tile, raw and cov the
+	// spans of its 6-row blocks (see blockSpans).
+	sp, raw, cov []span
 }
 
 func (s *fwdScratch) size(p *problem, mr, lds int) {
@@ -91,6 +95,10 @@ func (s *fwdScratch) size(p *problem, mr, lds int) {
 	s.s = grow(s.s, mr*lds)
 	s.acc = grow(s.acc, mr*d)
 	s.m = grow(s.m, mr)
+	s.inv = grow(s.inv, mr)
+	s.sp = grow(s.sp, mr)
+	s.raw = grow(s.raw, mr/microM)
+	s.cov = grow(s.cov, mr/microM)
 	if cap(s.l) < mr {
 		s.l = make([]float64, mr)
 	}
@@ -195,16 +203,19 @@ func forwardBlock(p *problem, s *fwdScratch, lds int, q, k, v, o Tensor, lse []f
 		m[r], l[r] = negInf, 0
 	}
 	kt := s.keysT(p, k, b, kh)
+	sp, raw, cov := s.sp[:br], s.raw[:mr/microM], s.cov[:mr/microM]
 	for j0 := klo; j0 < khi; j0 += p.bk {
 		bc := min(p.bk, khi-j0)
+		p.rowSpans(sp, b, i0, j0, bc)
+		blockSpans(cov, raw, sp, roundUp(bc, microN))
 		// S = Q·(scale·K)ᵀ for the tile, whole 16-column blocks: the same
 		// products, in the same order, as the backward pass computes, so
-		// that its probabilities exp(S − lse) match these exactly.
-		gemmChunked(dotChunk(d), mr, roundUp(bc, microN), d, qs, d, 1, kt[j0:], s.ktLD, sc, lds, tileSet, nil, nil)
+		// that its probabilities exp(S − lse) match these exactly. Blocks
+		// of rows compute only the columns their rows see.
+		gemmCover(cov, dotChunk(d), d, qs, d, kt[j0:], s.ktLD, sc, lds, tileSet, nil, nil)
 		for r := 0; r < br; r++ {
 			row := sc[r*lds : r*lds+bc]
-			lo, hi := p.keyRange(b, i0+r)
-			lo, hi = max(lo-j0, 0), min(hi-j0, bc)
+			lo, hi := sp[r].lo, sp[r].hi
 			if lo >= hi {
 				clear(row)
 				continue
@@ -225,19 +236,35 @@ func forwardBlock(p *problem, s *fwdScratch, lds int, q, k, v, o Tensor, lse []f
 			}
 			l[r] += float64(sum)
 		}
-		// Rows past br hold zeros (zero query rows), so they add nothing.
-		gemm(mr, d, bc, sc, lds, 1, v.Data[v.Index(b, kh, j0, 0):], v.StrideT, acc, d, tileAdd, nil, nil)
+		// acc += P·V over the keys each row block sees: the probabilities
+		// outside them are zeros (rows past br are zero query rows, whose
+		// scores are zeros, and add nothing to rows that are not output).
+		for rb, u := range raw {
+			if u.lo < u.hi {
+				r0 := rb * microM
+				gemm(microM, d, u.hi-u.lo, sc[r0*lds+u.lo:], lds, 1, v.Data[v.Index(b, kh, j0+u.lo, 0):], v.StrideT, acc[r0*d:], d, tileAdd, nil, nil)
+			}
+		}
 	}
+	inv := s.inv[:br]
+	masked := false
 	for r := 0; r < br; r++ {
-		orow := o.Row(b, h, i0+r)
 		if l[r] == 0 {
-			clear(orow)
-			lseRow[r] = negInf
+			inv[r], lseRow[r] = 0, negInf
+			masked = true
 			continue
 		}
-		scaleTo(orow, acc[r*d:(r+1)*d], float32(1/l[r]))
+		inv[r] = float32(1 / l[r])
 		// One rounding: the backward pass divides by exp(lse), so its
 		// error is a relative error of every gradient of the row.
 		lseRow[r] = float32(float64(m[r]) + math.Log(l[r]))
+	}
+	scaleRowsTo(o.Data[o.Index(b, h, i0, 0):], o.StrideT, acc, d, br, d, inv, 1)
+	if masked { // exact zeros, whatever the values of the masked keys
+		for r := 0; r < br; r++ {
+			if l[r] == 0 {
+				clear(o.Row(b, h, i0+r))
+			}
+		}
 	}
 }

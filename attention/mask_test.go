@@ -95,3 +95,58 @@ func TestTileRangesSkipMaskedKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestBlockSpans checks the spans of the 6-row blocks inside causal and
+// windowed tiles against their rows: raw is the union of the rows' keys,
+// cov covers it in whole 16-column blocks within the tile, and a causal
+// pass covers at most 16 masked columns per row beyond the visible ones
+// (plus one row block's diagonal).
+func TestBlockSpans(t *testing.T) {
+	for _, o := range []Options{{Causal: true}, {Causal: true, Window: 40, BlockQ: 30, BlockK: 50}, {Window: 9, BlockQ: 12, BlockK: 7}} {
+		p := &problem{B: 1, H: 1, KVH: 1, G: 1, Tq: 256, Tk: 256, D: 32}
+		if err := p.resolve(&o, false, 0); err != nil {
+			t.Fatal(err)
+		}
+		mr := roundUp(p.bq, microM)
+		sp, raw, cov := make([]span, p.bq), make([]span, mr/microM), make([]span, mr/microM)
+		visible, covered := 0, 0
+		for i0 := 0; i0 < p.Tq; i0 += p.bq {
+			br := min(p.bq, p.Tq-i0)
+			for j0 := 0; j0 < p.Tk; j0 += p.bk {
+				bc := min(p.bk, p.Tk-j0)
+				nb := roundUp(bc, microN)
+				nrb := roundUp(br, microM) / microM
+				p.rowSpans(sp[:br], 0, i0, j0, bc)
+				blockSpans(cov[:nrb], raw[:nrb], sp[:br], nb)
+				for rb := 0; rb < nrb; rb++ {
+					lo, hi := bc, 0
+					for r := rb * microM; r < min(rb*microM+microM, br); r++ {
+						l, h := p.keyRange(0, i0+r)
+						l, h = max(l-j0, 0), min(h-j0, bc)
+						if l < h {
+							lo, hi = min(lo, l), max(hi, h)
+							visible += h - l
+						}
+					}
+					u, c := raw[rb], cov[rb]
+					if lo >= hi {
+						if u.lo < u.hi || c.lo < c.hi {
+							t.Fatalf("%+v rows %d+%d keys %d: empty block has spans %v %v", o, i0, rb*microM, j0, u, c)
+						}
+						continue
+					}
+					if u != (span{lo, hi}) {
+						t.Fatalf("%+v rows %d+%d keys %d: raw %v, want [%d,%d)", o, i0, rb*microM, j0, u, lo, hi)
+					}
+					if c.lo > u.lo || c.hi < u.hi || c.lo%microN != 0 || (c.hi%microN != 0 && c.hi != nb) || c.hi > nb {
+						t.Fatalf("%+v rows %d+%d keys %d: cover %v of %v (nb %d)", o, i0, rb*microM, j0, c, u, nb)
+					}
+					covered += microM * (c.hi - c.lo)
+				}
+			}
+		}
+		if o.Window == 0 && covered > visible+p.Tq*(microN+microM) {
+			t.Fatalf("causal: %d products cover %d visible scores", covered, visible)
+		}
+	}
+}

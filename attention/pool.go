@@ -9,9 +9,9 @@ package attention
 
 // grow returns s resliced to n elements, reallocated if its capacity is too
 // small. The contents are arbitrary.
-func grow(s []float32, n int) []float32 {
+func grow[T any](s []T, n int) []T {
 	if cap(s) < n {
-		return make([]float32, n)
+		return make([]T, n)
 	}
 	return s[:n]
 }

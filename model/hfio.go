@@ -77,6 +77,21 @@ func (c Config) hfShape(name string, shape []int) []int64 {
 	return s
 }
 
+// ReadPretrainedConfig reads only a Hugging Face model directory's
+// config.json and returns the Config LoadPretrained would build the model
+// with, for callers that size a run (batch, sequence length, memory)
+// before paying for the weights. It applies the same checks as
+// LoadPretrained: an unsupported model_type or an inconsistent config is
+// an error wrapping ErrConfig.
+func ReadPretrainedConfig(dir string) (Config, error) {
+	cdata, err := readSmallFile(filepath.Join(dir, hfConfigFile), 1<<20)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg, _, err := parseHFConfig(cdata)
+	return cfg, err
+}
+
 // LoadPretrained reads a Hugging Face model directory: config.json
 // (model_type gpt2, llama, mistral or qwen2) and the weights in
 // model.safetensors or in the shards model.safetensors.index.json lists.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -443,4 +444,34 @@ func FuzzLoadPretrained(f *testing.F) {
 			t.Fatalf("accepted an invalid config: %v", err)
 		}
 	})
+}
+
+// ReadPretrainedConfig gives the Config LoadPretrained builds, for every
+// kind of directory, and the config errors LoadPretrained gives.
+func TestReadPretrainedConfig(t *testing.T) {
+	for _, k := range hfKinds() {
+		t.Run(k.name, func(t *testing.T) {
+			d := filepath.Join(t.TempDir(), "m")
+			writeKind(t, k, d)
+			cfg, err := ReadPretrainedConfig(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := LoadPretrained(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(cfg, m.Config) {
+				t.Fatalf("config %+v, LoadPretrained's %+v", cfg, m.Config)
+			}
+		})
+	}
+	d := t.TempDir()
+	if _, err := ReadPretrainedConfig(d); err == nil || !strings.Contains(err.Error(), hfConfigFile) {
+		t.Fatalf("no config.json: %v", err)
+	}
+	os.WriteFile(filepath.Join(d, hfConfigFile), []byte(`{"model_type": "phi3"}`), 0o644)
+	if _, err := ReadPretrainedConfig(d); !errors.Is(err, ErrConfig) {
+		t.Fatalf("unsupported type: %v, want ErrConfig", err)
+	}
 }

@@ -23,6 +23,11 @@ type evalResult struct {
 	Bytes       int     `json:"bytes"`         // UTF-8 bytes of the text the scored tokens decode to
 	Windows     int     `json:"windows"`
 	Seq         int     `json:"seq"` // window length in tokens
+	// BaseDType is how the linear weights were held: bf16 when a
+	// checkpoint's BF16 weights were kept, float32 otherwise; with -int8
+	// the linear weights are int8 and Int8 says so.
+	BaseDType string `json:"base_dtype"`
+	Int8      bool   `json:"int8"`
 }
 
 // defaultEvalSeq bounds the window of a .txt file when -seq is 0: models'
@@ -91,6 +96,7 @@ func evalCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	res.BaseDType, res.Int8 = l.DType, base.Int8
 	if res.Bytes, err = scoredBytes(l.Tok, ws); err != nil {
 		return err
 	}

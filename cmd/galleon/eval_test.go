@@ -110,3 +110,24 @@ func TestEvalGPT2Bytes(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 }
+
+// eval -json says how the base was held: a BF16 checkpoint stays bf16
+// under the default -base-dtype auto and is widened by -base-dtype
+// float32, and the two losses agree to bfloat16's rounding of the
+// activations the products see.
+func TestEvalBaseDType(t *testing.T) {
+	dir, _ := tinyLlamaDirDType(t, "bfloat16")
+	d := write(t, "d.txt", "Hello world, this is a test of the base dtype in eval's report.")
+	kept := runEval(t, "-model", dir, "-data", d, "-seq", "8")
+	wide := runEval(t, "-model", dir, "-data", d, "-seq", "8", "-base-dtype", "float32")
+	if kept.BaseDType != dtypeBF16 || wide.BaseDType != dtypeFloat32 || kept.Int8 || wide.Int8 {
+		t.Fatalf("auto %+v, float32 %+v", kept, wide)
+	}
+	if kept.Tokens != wide.Tokens || math.Abs(kept.Loss-wide.Loss) > 0.02*wide.Loss {
+		t.Fatalf("bf16 loss %v over %d tokens, float32 %v over %d", kept.Loss, kept.Tokens, wide.Loss, wide.Tokens)
+	}
+	f32Dir, _ := tinyLlamaDir(t)
+	if res := runEval(t, "-model", f32Dir, "-data", d, "-seq", "8"); res.BaseDType != dtypeFloat32 {
+		t.Fatalf("float32 checkpoint: %+v", res)
+	}
+}

@@ -33,12 +33,12 @@ func newSource(ctx context.Context, o options, p model.Preset, corpus []byte) (m
 		return p, &source{bytes: corpus}, nil
 	}
 	s := &source{dir: o.modelDir}
-	m, err := s.newModel(p, 0)
+	cfg, err := model.ReadPretrainedConfig(o.modelDir)
 	if err != nil {
 		return p, nil, err
 	}
-	seqLen := min(p.Config.SeqLen, m.Config.SeqLen)
-	p.Name, p.Config = filepath.Base(o.modelDir), m.Config
+	seqLen := min(p.Config.SeqLen, cfg.SeqLen)
+	p.Name, p.Config = filepath.Base(o.modelDir), cfg
 	p.Config.SeqLen = seqLen
 	if _, err := os.Stat(filepath.Join(o.modelDir, "tokenizer.json")); err != nil {
 		return p, nil, fmt.Errorf("-model-dir %s: the corpus is encoded with the directory's tokenizer.json: %w", o.modelDir, err)
@@ -65,8 +65,8 @@ func newSource(ctx context.Context, o options, p model.Preset, corpus []byte) (m
 		s.tokens = append(s.tokens, c...)
 	}
 	for _, id := range s.tokens {
-		if id < 0 || int(id) >= m.Config.Vocab {
-			return p, nil, fmt.Errorf("-model-dir %s: the tokenizer gives id %d, outside the model's vocabulary of %d", o.modelDir, id, m.Config.Vocab)
+		if id < 0 || int(id) >= cfg.Vocab {
+			return p, nil, fmt.Errorf("-model-dir %s: the tokenizer gives id %d, outside the model's vocabulary of %d", o.modelDir, id, cfg.Vocab)
 		}
 	}
 	if len(s.tokens) <= seqLen {

@@ -74,6 +74,7 @@ type options struct {
 	corpusRoot  string
 	evalWindows int
 	precision   string
+	prec        model.Precision // -precision, parsed by validate
 
 	set    map[string]bool       // the flags given on the command line
 	onStep func(model.StepStats) // called after each step (tests interrupt runs with it)
@@ -135,8 +136,9 @@ func main() {
 	})
 }
 
-// validate checks the flags before anything slow happens.
-func (o options) validate() error {
+// validate checks the flags before anything slow happens and records the
+// parsed -precision in o.prec.
+func (o *options) validate() error {
 	switch {
 	case o.steps < 0 || (o.set["steps"] && o.steps == 0):
 		return fmt.Errorf("-steps %d: want a positive step count", o.steps)
@@ -165,9 +167,11 @@ func (o options) validate() error {
 	case o.out == "":
 		return errors.New("-out: want an output directory")
 	}
-	if _, err := model.ParsePrecision(o.precision); err != nil {
+	prec, err := model.ParsePrecision(o.precision)
+	if err != nil {
 		return fmt.Errorf("-precision %q: want fp32 or bf16", o.precision)
 	}
+	o.prec = prec
 	if _, err := model.LookupPreset(o.preset); err != nil {
 		return fmt.Errorf("-preset: %w", err)
 	}
@@ -333,11 +337,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (*result, err
 	if err != nil {
 		return nil, err
 	}
-	prec, err := model.ParsePrecision(o.precision)
-	if err != nil {
-		return nil, err
-	}
-	tr, err := model.NewTrainer(m, model.TrainConfig{Batch: o.batch, Schedule: p.schedule, AdamW: model.DefaultAdamW(), ClipNorm: 1, Precision: prec})
+	tr, err := model.NewTrainer(m, model.TrainConfig{Batch: o.batch, Schedule: p.schedule, AdamW: model.DefaultAdamW(), ClipNorm: 1, Precision: o.prec})
 	if err != nil {
 		return nil, err
 	}

@@ -24,8 +24,12 @@ func defaults() options {
 }
 
 func TestValidateFlags(t *testing.T) {
-	if err := defaults().validate(); err != nil {
+	d := defaults()
+	if err := d.validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
+	}
+	if d.prec != model.PrecisionFP32 {
+		t.Errorf("validate parsed -precision %q as %v, want %v", d.precision, d.prec, model.PrecisionFP32)
 	}
 	for _, c := range []struct {
 		mut  func(*options)
