@@ -138,10 +138,10 @@ func (op *downOp) fillMask() error {
 // maskGrainWords is the number of mask words drawn per chunk of
 // fillMask's loop: 2¹⁸ elements, far above the cost of waking a helper.
 // DropoutBits is a pure function of the element index, so drawing the
-// words in chunks on several cores gives the same bits as one call; on one
-// core the mask of all seven rank-8 adapters of a SmolLM2-135M-shaped
-// training step (B=4, T=256) took about 1.7% of its CPU time, on the step's
-// critical path.
+// words in chunks on several cores gives the same bits as one call. On one
+// core, before kernels.DropoutWords vectorized the hashing, the masks of all
+// seven rank-8 adapters of a SmolLM2-135M-shaped training step (B=4, T=256)
+// took about 1.7% of its CPU time, all of it on the step's critical path.
 const maskGrainWords = 1 << 12
 
 var maskLoops kernels.Chunks[maskBody, *maskBody]
