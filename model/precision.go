@@ -8,11 +8,10 @@ import "fmt"
 // With PrecisionBF16 the products of the model's linear layers
 // (DenseLinear: attention projections and MLPs, forward, input gradient and
 // weight gradient) take bfloat16 operands and accumulate in float32
-// (kernels.GemmBF16, VDPBF16PS where the CPU has AVX512_BF16): each weight
-// is rounded to bf16 from the float32 master weight for the forward
-// product and again for the input gradient's (twice per micro-batch, a
-// pass over the weight against the product's rows passes), and
-// activations and output gradients are rounded as the products pack them. Everything else
+// (kernels.GemmBF16, VDPBF16PS where the CPU has AVX512_BF16): the
+// float32 master weights, the activations and the output gradients are
+// rounded to bf16 as the products pack them (each product packs its
+// operands once; no bf16 copy of a weight is kept). Everything else
 // stays float32: the master weights, gradients and AdamW's moments (so that
 // small updates are not lost to bf16's 8-bit mantissa), the sums inside
 // every product, softmax and attention, the norms, the embedding, the

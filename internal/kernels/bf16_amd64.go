@@ -74,6 +74,21 @@ func cvtPairsAsm(dst []uint32, stride int, s0, s1 []float32) int {
 	return n
 }
 
+// cvtPairs6Asm is cvtPairsAsm for the 6-row micro-panels of a transposed
+// A: dst[g·stride+i] = pair(Float32ToBF16(s0[6g+i]), Float32ToBF16(s1[6g+i]))
+// for i < 6 and 6g < len(s0), the words of a last group past len(s0) zero
+// (the panel's rows past the edge). It returns the length done: all of s0,
+// or 0 without the vector routine. len(s1) ≥ len(s0).
+func cvtPairs6Asm(dst []uint32, stride int, s0, s1 []float32) int {
+	n := len(s0)
+	if !bf16CvtAVX512 || n == 0 {
+		return 0
+	}
+	_, _ = s1[n-1], dst[(ceilDiv(n, sgemmMR)-1)*stride+sgemmMR-1]
+	cvtPairs6AVX512(&dst[0], stride, &s0[0], &s1[0], n)
+	return n
+}
+
 // dotBF16Asm returns the sum of a[i]·b[i] over the longest prefix the
 // VDPBF16PS routine handles, and that prefix's length.
 func dotBF16Asm(a, b []uint16) (float32, int) {

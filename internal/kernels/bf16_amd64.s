@@ -19,6 +19,24 @@ GLOBL bf16Inf<>(SB), RODATA|NOPTR, $4
 DATA bf16Quiet<>+0(SB)/4, $0x00400000
 GLOBL bf16Quiet<>(SB), RODATA|NOPTR, $4
 
+DATA bf16Iota<>+0(SB)/4, $0x00000000
+DATA bf16Iota<>+4(SB)/4, $0x00000001
+DATA bf16Iota<>+8(SB)/4, $0x00000002
+DATA bf16Iota<>+12(SB)/4, $0x00000003
+DATA bf16Iota<>+16(SB)/4, $0x00000004
+DATA bf16Iota<>+20(SB)/4, $0x00000005
+DATA bf16Iota<>+24(SB)/4, $0x00000006
+DATA bf16Iota<>+28(SB)/4, $0x00000007
+DATA bf16Iota<>+32(SB)/4, $0x00000008
+DATA bf16Iota<>+36(SB)/4, $0x00000009
+DATA bf16Iota<>+40(SB)/4, $0x0000000a
+DATA bf16Iota<>+44(SB)/4, $0x0000000b
+DATA bf16Iota<>+48(SB)/4, $0x0000000c
+DATA bf16Iota<>+52(SB)/4, $0x0000000d
+DATA bf16Iota<>+56(SB)/4, $0x0000000e
+DATA bf16Iota<>+60(SB)/4, $0x0000000f
+GLOBL bf16Iota<>(SB), RODATA|NOPTR, $64
+
 // func f32ToBF16AVX512(dst *uint16, src *float32, n int)
 // Requires: AVX, AVX512F
 TEXT ·f32ToBF16AVX512(SB), NOSPLIT, $0-24
@@ -99,6 +117,219 @@ loop:
 	JMP       loop
 
 done:
+	VZEROUPPER
+	RET
+
+// func cvtPairs6AVX512(dst *uint32, stride int, s0 *float32, s1 *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·cvtPairs6AVX512(SB), NOSPLIT, $0-40
+	MOVQ         dst+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         s0+16(FP), DX
+	MOVQ         s1+24(FP), BX
+	MOVQ         n+32(FP), SI
+	SHLQ         $0x02, CX
+	LEAQ         (CX)(CX*2), DI
+	MOVL         $0x0000003f, R8
+	KMOVW        R8, K1
+	VPBROADCASTD bf16One<>+0(SB), Z0
+	VPBROADCASTD bf16Round<>+0(SB), Z1
+	VPBROADCASTD bf16Abs<>+0(SB), Z2
+	VPBROADCASTD bf16Inf<>+0(SB), Z3
+	VPBROADCASTD bf16Quiet<>+0(SB), Z4
+
+loop:
+	CMPQ      SI, $0x30
+	JL        tail
+	VMOVDQU32 (DX), Z5
+	VPSRLD    $0x10, Z5, Z6
+	VPANDD    Z0, Z6, Z6
+	VPADDD    Z1, Z6, Z6
+	VPADDD    Z5, Z6, Z6
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K2
+	VPORD     Z4, Z5, K2, Z6
+	VMOVDQU32 (BX), Z5
+	VPSRLD    $0x10, Z5, Z7
+	VPANDD    Z0, Z7, Z7
+	VPADDD    Z1, Z7, Z7
+	VPADDD    Z5, Z7, Z7
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K2
+	VPORD     Z4, Z5, K2, Z7
+	VPSRLD    $0x10, Z6, Z6
+	VPSRLD    $0x10, Z7, Z7
+	VPSLLD    $0x10, Z7, Z7
+	VPORD     Z7, Z6, Z9
+	VMOVDQU32 64(DX), Z5
+	VPSRLD    $0x10, Z5, Z6
+	VPANDD    Z0, Z6, Z6
+	VPADDD    Z1, Z6, Z6
+	VPADDD    Z5, Z6, Z6
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K2
+	VPORD     Z4, Z5, K2, Z6
+	VMOVDQU32 64(BX), Z5
+	VPSRLD    $0x10, Z5, Z7
+	VPANDD    Z0, Z7, Z7
+	VPADDD    Z1, Z7, Z7
+	VPADDD    Z5, Z7, Z7
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K2
+	VPORD     Z4, Z5, K2, Z7
+	VPSRLD    $0x10, Z6, Z6
+	VPSRLD    $0x10, Z7, Z7
+	VPSLLD    $0x10, Z7, Z7
+	VPORD     Z7, Z6, Z10
+	VMOVDQU32 128(DX), Z5
+	VPSRLD    $0x10, Z5, Z6
+	VPANDD    Z0, Z6, Z6
+	VPADDD    Z1, Z6, Z6
+	VPADDD    Z5, Z6, Z6
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K2
+	VPORD     Z4, Z5, K2, Z6
+	VMOVDQU32 128(BX), Z5
+	VPSRLD    $0x10, Z5, Z7
+	VPANDD    Z0, Z7, Z7
+	VPADDD    Z1, Z7, Z7
+	VPADDD    Z5, Z7, Z7
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K2
+	VPORD     Z4, Z5, K2, Z7
+	VPSRLD    $0x10, Z6, Z6
+	VPSRLD    $0x10, Z7, Z7
+	VPSLLD    $0x10, Z7, Z7
+	VPORD     Z7, Z6, Z6
+	LEAQ      (AX)(CX*4), R8
+	VMOVDQU32 Z9, K1, (AX)
+	VALIGND   $0x06, Z9, Z9, Z5
+	VMOVDQU32 Z5, K1, (AX)(CX*1)
+	VALIGND   $0x0c, Z9, Z10, Z5
+	VMOVDQU32 Z5, K1, (AX)(CX*2)
+	VALIGND   $0x02, Z10, Z10, Z5
+	VMOVDQU32 Z5, K1, (AX)(DI*1)
+	VALIGND   $0x08, Z10, Z10, Z5
+	VMOVDQU32 Z5, K1, (R8)
+	VALIGND   $0x0e, Z10, Z6, Z5
+	VMOVDQU32 Z5, K1, (R8)(CX*1)
+	VALIGND   $0x04, Z6, Z6, Z5
+	VMOVDQU32 Z5, K1, (R8)(CX*2)
+	VALIGND   $0x0a, Z6, Z6, Z5
+	VMOVDQU32 Z5, K1, (R8)(DI*1)
+	LEAQ      (R8)(CX*4), AX
+	ADDQ      $0x000000c0, DX
+	ADDQ      $0x000000c0, BX
+	SUBQ      $0x30, SI
+	JMP       loop
+
+tail:
+	TESTQ        SI, SI
+	JZ           ret
+	VMOVDQU32    bf16Iota<>+0(SB), Z5
+	MOVQ         SI, R8
+	VPBROADCASTD R8, Z6
+	VPCMPD       $0x01, Z6, Z5, K3
+	MOVQ         SI, R8
+	SUBQ         $0x10, R8
+	VPBROADCASTD R8, Z6
+	VPCMPD       $0x01, Z6, Z5, K4
+	MOVQ         SI, R8
+	SUBQ         $0x20, R8
+	VPBROADCASTD R8, Z6
+	VPCMPD       $0x01, Z6, Z5, K5
+	VMOVDQU32.Z  (DX), K3, Z5
+	VPSRLD       $0x10, Z5, Z6
+	VPANDD       Z0, Z6, Z6
+	VPADDD       Z1, Z6, Z6
+	VPADDD       Z5, Z6, Z6
+	VPANDD       Z2, Z5, Z8
+	VPCMPUD      $0x06, Z3, Z8, K2
+	VPORD        Z4, Z5, K2, Z6
+	VMOVDQU32.Z  (BX), K3, Z5
+	VPSRLD       $0x10, Z5, Z7
+	VPANDD       Z0, Z7, Z7
+	VPADDD       Z1, Z7, Z7
+	VPADDD       Z5, Z7, Z7
+	VPANDD       Z2, Z5, Z8
+	VPCMPUD      $0x06, Z3, Z8, K2
+	VPORD        Z4, Z5, K2, Z7
+	VPSRLD       $0x10, Z6, Z6
+	VPSRLD       $0x10, Z7, Z7
+	VPSLLD       $0x10, Z7, Z7
+	VPORD        Z7, Z6, Z9
+	VMOVDQU32.Z  64(DX), K4, Z5
+	VPSRLD       $0x10, Z5, Z6
+	VPANDD       Z0, Z6, Z6
+	VPADDD       Z1, Z6, Z6
+	VPADDD       Z5, Z6, Z6
+	VPANDD       Z2, Z5, Z8
+	VPCMPUD      $0x06, Z3, Z8, K2
+	VPORD        Z4, Z5, K2, Z6
+	VMOVDQU32.Z  64(BX), K4, Z5
+	VPSRLD       $0x10, Z5, Z7
+	VPANDD       Z0, Z7, Z7
+	VPADDD       Z1, Z7, Z7
+	VPADDD       Z5, Z7, Z7
+	VPANDD       Z2, Z5, Z8
+	VPCMPUD      $0x06, Z3, Z8, K2
+	VPORD        Z4, Z5, K2, Z7
+	VPSRLD       $0x10, Z6, Z6
+	VPSRLD       $0x10, Z7, Z7
+	VPSLLD       $0x10, Z7, Z7
+	VPORD        Z7, Z6, Z10
+	VMOVDQU32.Z  128(DX), K5, Z5
+	VPSRLD       $0x10, Z5, Z6
+	VPANDD       Z0, Z6, Z6
+	VPADDD       Z1, Z6, Z6
+	VPADDD       Z5, Z6, Z6
+	VPANDD       Z2, Z5, Z8
+	VPCMPUD      $0x06, Z3, Z8, K2
+	VPORD        Z4, Z5, K2, Z6
+	VMOVDQU32.Z  128(BX), K5, Z5
+	VPSRLD       $0x10, Z5, Z7
+	VPANDD       Z0, Z7, Z7
+	VPADDD       Z1, Z7, Z7
+	VPADDD       Z5, Z7, Z7
+	VPANDD       Z2, Z5, Z8
+	VPCMPUD      $0x06, Z3, Z8, K2
+	VPORD        Z4, Z5, K2, Z7
+	VPSRLD       $0x10, Z6, Z6
+	VPSRLD       $0x10, Z7, Z7
+	VPSLLD       $0x10, Z7, Z7
+	VPORD        Z7, Z6, Z6
+	LEAQ         (AX)(CX*4), R8
+	VMOVDQU32    Z9, K1, (AX)
+	CMPQ         SI, $0x06
+	JLE          ret
+	VALIGND      $0x06, Z9, Z9, Z5
+	VMOVDQU32    Z5, K1, (AX)(CX*1)
+	CMPQ         SI, $0x0c
+	JLE          ret
+	VALIGND      $0x0c, Z9, Z10, Z5
+	VMOVDQU32    Z5, K1, (AX)(CX*2)
+	CMPQ         SI, $0x12
+	JLE          ret
+	VALIGND      $0x02, Z10, Z10, Z5
+	VMOVDQU32    Z5, K1, (AX)(DI*1)
+	CMPQ         SI, $0x18
+	JLE          ret
+	VALIGND      $0x08, Z10, Z10, Z5
+	VMOVDQU32    Z5, K1, (R8)
+	CMPQ         SI, $0x1e
+	JLE          ret
+	VALIGND      $0x0e, Z10, Z6, Z5
+	VMOVDQU32    Z5, K1, (R8)(CX*1)
+	CMPQ         SI, $0x24
+	JLE          ret
+	VALIGND      $0x04, Z6, Z6, Z5
+	VMOVDQU32    Z5, K1, (R8)(CX*2)
+	CMPQ         SI, $0x2a
+	JLE          ret
+	VALIGND      $0x0a, Z6, Z6, Z5
+	VMOVDQU32    Z5, K1, (R8)(DI*1)
+
+ret:
 	VZEROUPPER
 	RET
 

@@ -15,6 +15,13 @@ func f32ToBF16AVX512(dst *uint16, src *float32, n int)
 //go:noescape
 func cvtPairsAVX512(dst *uint32, stride int, s0 *float32, s1 *float32, n int)
 
+// cvtPairs6AVX512 sets dst[g·stride+i] = bf16(s0[6g+i]) | bf16(s1[6g+i])<<16
+// for i < 6 and 6g < n, rounding to nearest even as f32ToBF16AVX512; the
+// words of a last group past n are zero.
+//
+//go:noescape
+func cvtPairs6AVX512(dst *uint32, stride int, s0 *float32, s1 *float32, n int)
+
 // bf16ToF32AVX512 widens src[:n&^15] to float32 into dst.
 //
 //go:noescape

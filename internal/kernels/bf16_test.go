@@ -444,3 +444,82 @@ func TestPairRows(t *testing.T) {
 		}
 	})
 }
+
+// TestPackPairs checks the packers of both operands, plain and
+// transposed, float32 (rounded, the edge cases among the values) and bf16,
+// against the layout written out element by element: A panels of 6 rows,
+// B panels of 16 columns, k pairs as words, zeros past the edges. The
+// sizes cover the vector routines' whole runs (48 rows of a transposed A,
+// 16 columns, 128-pair segments) and ragged ends of each.
+func TestPackPairs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const size, ld = 260, 263 // stored rows, row stride
+	f := make([]float32, size*ld)
+	for i := range f {
+		if i%97 < len(bf16Edges) {
+			f[i] = math.Float32frombits(bf16Edges[i%97])
+		} else {
+			f[i] = rng.Float32()*2 - 1
+		}
+	}
+	h := make([]uint16, len(f))
+	for i, v := range f {
+		h[i] = Float32ToBF16(v)
+	}
+	// op returns word (r, pp) of op(X)[i0+r, p0+2pp…] for a matrix whose
+	// op has k along its columns (A) or rows (B, via trans).
+	word := func(trans bool, i, p, kk, p0 int) uint32 {
+		at := func(i, p int) uint16 {
+			if trans {
+				return h[p*ld+i]
+			}
+			return h[i*ld+p]
+		}
+		var hi uint16
+		if p+1 < p0+kk {
+			hi = at(i, p+1)
+		}
+		return pair(at(i, p), hi)
+	}
+	forEachLevelImpl(t, "bf16cvt", func(t *testing.T) {
+		for _, x := range []BF16Mat{{F32: f, Ld: ld}, {BF16: h, Ld: ld}} {
+			for _, trans := range []bool{false, true} {
+				for _, rows := range []int{1, 6, 16, 47, 48, 53, 101, 144, 203} {
+					for _, kk := range []int{1, 2, 7, 64, 257} {
+						kp := ceilDiv(kk, 2)
+						const i0, p0 = 3, 2
+						name := fmt.Sprintf("bf16=%v trans=%v rows=%d kk=%d", x.BF16 != nil, trans, rows, kk)
+						// Garbage first: the padding must be written too.
+						da := make([]uint32, roundUp(rows, sgemmMR)*kp)
+						db := make([]uint32, roundUp(rows, sgemmNR)*kp)
+						for _, d := range [][]uint32{da, db} {
+							for i := range d {
+								d[i] = 0xdeadbeef
+							}
+						}
+						packAPairs(da, x, trans, i0, rows, p0, kk)
+						// B's op(B) is k × cols: not transposed, k runs down
+						// the stored rows, so trans is inverted against A.
+						packBPairs(db, x, !trans, p0, kk, i0, rows)
+						for r := range roundUp(rows, sgemmNR) {
+							for pp := range kp {
+								var want uint32
+								if r < rows {
+									want = word(trans, i0+r, p0+2*pp, kk, p0)
+								}
+								if r < roundUp(rows, sgemmMR) {
+									if got := da[(r/sgemmMR)*sgemmMR*kp+pp*sgemmMR+r%sgemmMR]; got != want {
+										t.Fatalf("%s: A word (%d, %d) = %#08x, want %#08x", name, r, pp, got, want)
+									}
+								}
+								if got := db[(r/sgemmNR)*sgemmNR*kp+pp*sgemmNR+r%sgemmNR]; got != want {
+									t.Fatalf("%s: B word (%d, %d) = %#08x, want %#08x", name, pp, r, got, want)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}

@@ -478,36 +478,52 @@ func packAPairs(dst []uint32, a BF16Mat, transA bool, i0, rows, p0, kk int) {
 	// a word boundary), bf16PairSeg pairs at a time, and packed from
 	// there.
 	var tmp [sgemmMR * bf16PairSeg]uint32
-	h := unsafe.Slice((*uint16)(unsafe.Pointer(&tmp[0])), 2*len(tmp))
 	for q := 0; q*sgemmMR < rows; q++ {
 		r := min(sgemmMR, rows-q*sgemmMR)
 		for s := 0; s < kp; s += bf16PairSeg {
-			sw := min(bf16PairSeg, kp-s)
-			ke := min(2*sw, kk-2*s) // 2·sw, or one less at an odd end
-			for rr := range r {
-				row := h[rr*2*sw : (rr+1)*2*sw]
-				if src := a.rowBF16(i0+q*sgemmMR+rr, p0+2*s, ke, row); a.BF16 != nil {
-					copy(row, src)
-				}
-				if ke < len(row) {
-					row[ke] = 0
-				}
-			}
+			sw := a.rowPairs(tmp[:], i0+q*sgemmMR, r, p0, kk, s)
 			packA(f32s(dst[q*sgemmMR*kp+s*sgemmMR:]), false, f32s(tmp[:]), sw, 0, r, 0, sw)
 		}
 	}
 }
 
+// rowPairs writes k pairs s… (at most bf16PairSeg of them, sw, which it
+// returns) of stored rows i…i+r, elements p0…p0+kk, as words to dst: row
+// rr at dst[rr·sw:], rounded (or copied to a word boundary), an odd last
+// element paired with zero. len(dst) ≥ r·bf16PairSeg.
+func (x BF16Mat) rowPairs(dst []uint32, i, r, p0, kk, s int) (sw int) {
+	sw = min(bf16PairSeg, ceilDiv(kk, 2)-s)
+	ke := min(2*sw, kk-2*s) // 2·sw, or one less at an odd end
+	h := unsafe.Slice((*uint16)(unsafe.Pointer(&dst[0])), 2*len(dst))
+	for rr := range r {
+		row := h[rr*2*sw : (rr+1)*2*sw]
+		if src := x.rowBF16(i+rr, p0+2*s, ke, row); x.BF16 != nil {
+			copy(row, src)
+		}
+		if ke < len(row) {
+			row[ke] = 0
+		}
+	}
+	return sw
+}
+
 // packAPairsT is packAPairs for a transposed A: op(A)[i][p] = a[p·lda +
-// i], so the k pair pp of rows i… joins two stored rows; their words are
-// made for up to bf16Seg rows at a time and dealt six to each panel.
+// i], so the k pair pp of rows i… joins two stored rows. For float32 rows
+// the vector routine rounds them and deals the words six to each panel;
+// otherwise (bf16 rows, an odd last k, no vector routine) the words are
+// made for up to bf16Seg rows at a time and dealt from there.
 func packAPairsT(dst []uint32, a BF16Mat, i0, rows, p0, kk int) {
 	kp := ceilDiv(kk, 2)
 	var w [bf16Seg]uint32
-	for s := 0; s < rows; s += bf16Seg { // bf16Seg is a multiple of 6
-		n := min(bf16Seg, rows-s)
-		for pp := range kp {
-			a.pairRows(w[:], sgemmNR, p0+2*pp, 2*pp+1 < kk, i0+s, n)
+	for pp := range kp {
+		p, next := p0+2*pp, 2*pp+1 < kk
+		done := 0
+		if next && a.BF16 == nil {
+			done = cvtPairs6Asm(dst[pp*sgemmMR:], sgemmMR*kp, a.F32[p*a.Ld+i0:][:rows], a.F32[(p+1)*a.Ld+i0:][:rows])
+		}
+		for s := done; s < rows; s += bf16Seg { // bf16Seg is a multiple of 6
+			n := min(bf16Seg, rows-s)
+			a.pairRows(w[:], sgemmNR, p, next, i0+s, n)
 			for q := 0; q*sgemmMR < n; q++ {
 				dd := (*[sgemmMR]uint32)(dst[((s/sgemmMR)+q)*sgemmMR*kp+pp*sgemmMR:])
 				if r := n - q*sgemmMR; r < sgemmMR {
@@ -544,44 +560,17 @@ func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
 		packB(f32s(dst), true, w, b.Ld/2, p0/2, kp, j0, cols)
 		return
 	}
-	var buf [bf16Seg]uint16
+	// Otherwise (a float32 B: the master weight of a mixed-precision
+	// input gradient) sixteen stored rows at a time are converted,
+	// bf16PairSeg pairs at a time, and transposed as words by the float32
+	// packer.
+	var tmp [sgemmNR * bf16PairSeg]uint32
 	for q := 0; q*sgemmNR < cols; q++ {
-		d := dst[q*sgemmNR*kp : (q+1)*sgemmNR*kp]
 		c := min(sgemmNR, cols-q*sgemmNR)
-		if c < sgemmNR {
-			clear(d)
+		for s := 0; s < kp; s += bf16PairSeg {
+			sw := b.rowPairs(tmp[:], j0+q*sgemmNR, c, p0, kk, s)
+			packB(f32s(dst[q*sgemmNR*kp+s*sgemmNR:]), true, f32s(tmp[:]), sw, 0, sw, 0, c)
 		}
-		for cc := range c {
-			for s := 0; s < kk; s += bf16Seg {
-				n := min(bf16Seg, kk-s)
-				src := b.rowBF16(j0+q*sgemmNR+cc, p0+s, n, buf[:])
-				dealPairs(d[(s/2)*sgemmNR+cc:], sgemmNR, src)
-			}
-		}
-	}
-}
-
-// dealPairs writes the k pairs of src (an odd last element pairs with
-// zero) to dst[0], dst[stride], dst[2·stride]…, reading the pairs as
-// words when src is 4-byte aligned.
-func dealPairs(dst []uint32, stride int, src []uint16) {
-	n := len(src) / 2
-	switch {
-	case n == 0:
-	case uintptr(unsafe.Pointer(&src[0]))%4 == 0:
-		w := unsafe.Slice((*uint32)(unsafe.Pointer(&src[0])), n)
-		_ = dst[(n-1)*stride]
-		for pp, v := range w {
-			dst[pp*stride] = v
-		}
-	default: // a misaligned word pointer is invalid Go (checkptr rejects it)
-		_ = dst[(n-1)*stride]
-		for pp := range n {
-			dst[pp*stride] = pair(src[2*pp], src[2*pp+1])
-		}
-	}
-	if len(src)%2 == 1 {
-		dst[n*stride] = uint32(src[len(src)-1])
 	}
 }
 

@@ -18,9 +18,9 @@ type LinearOpts struct {
 	TransW bool
 	// BF16 runs the op's three products on bfloat16 operands with float32
 	// accumulation (kernels.GemmBF16, mixed-precision training): the
-	// weight is rounded to bf16 once for the forward product and once for
-	// the input gradient's, and x and dy are rounded as the products pack
-	// them. y, the gradients and the weight itself stay float32.
+	// float32 weight, x and dy are rounded to bf16 as the products pack
+	// them, so the op keeps no bf16 copy of the weight. y, the gradients
+	// and the weight itself stay float32.
 	BF16 bool
 }
 
@@ -29,7 +29,6 @@ type linearOp struct {
 	rows, in, out int
 	transW, bias  bool
 	bf16          bool
-	wbf, wbfX     []uint16 // with bf16: the weight rounded for the forward and input-gradient products
 	buf           OutBuf
 }
 
@@ -106,11 +105,7 @@ func (op *linearOp) compute(dst []float32, in []G.Value) error {
 		}
 	}
 	if op.bf16 {
-		if len(op.wbf) != len(w) {
-			op.wbf = make([]uint16, len(w))
-		}
-		kernels.ToBF16(op.wbf, w)
-		LinearForwardBF16(dst, x, op.wbf, b, op.rows, op.in, op.out, op.transW)
+		linearForwardBF16(dst, x, kernels.BF16Mat{F32: w}, b, op.rows, op.in, op.out, op.transW)
 		return nil
 	}
 	linearForward(dst, x, w, b, op.rows, op.in, op.out, op.transW)
@@ -149,14 +144,7 @@ func (op *linearOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 			return err
 		}
 		if op.bf16 {
-			// The weight is rounded again rather than taken from the
-			// forward pass: under gradient checkpointing the forward
-			// that ran may be another op's.
-			if len(op.wbfX) != len(wv) {
-				op.wbfX = make([]uint16, len(wv))
-			}
-			kernels.ToBF16(op.wbfX, wv)
-			LinearBackwardXBF16(dst, dy, op.wbfX, rows, in, out, transW)
+			linearBackwardXBF16(dst, dy, kernels.BF16Mat{F32: wv}, rows, in, out, transW)
 			return nil
 		}
 		linearBackwardX(dst, dy, wv, rows, in, out, transW, 0)

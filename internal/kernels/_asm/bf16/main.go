@@ -64,6 +64,7 @@ func main() {
 	consts()
 	toBF16()
 	cvtPairs()
+	cvtPairs6()
 	fromBF16()
 	interleave()
 	dotBF16()
@@ -73,7 +74,7 @@ func main() {
 	Generate()
 }
 
-var cOne, cRound, cAbs, cInf, cQuiet Mem
+var cOne, cRound, cAbs, cInf, cQuiet, cIota Mem
 
 func consts() {
 	c := func(name string, v uint32) Mem {
@@ -86,6 +87,10 @@ func consts() {
 	cAbs = c("bf16Abs", 0x7fffffff)
 	cInf = c("bf16Inf", 0x7f800000)
 	cQuiet = c("bf16Quiet", 0x00400000)
+	cIota = GLOBL("bf16Iota", RODATA|NOPTR)
+	for i := range 16 {
+		DATA(4*i, U32(uint32(i)))
+	}
 }
 
 // roundConsts are the broadcast constants of roundBF16.
@@ -106,6 +111,11 @@ func loadRoundConsts() roundConsts {
 // nearest even as Float32ToBF16 does; x and a are scratch.
 func roundBF16(c roundConsts, src Mem, x, t, a VecVirtual, nan Register) {
 	VMOVDQU32(src, x)
+	roundLoaded(c, x, t, a, nan)
+}
+
+// roundLoaded is roundBF16 on the float32s already in x.
+func roundLoaded(c roundConsts, x, t, a VecVirtual, nan Register) {
 	// t = x + 0x7fff + ((x >> 16) & 1): rounding to nearest even at bit 16.
 	VPSRLD(Imm(16), x, t)
 	VPANDD(c.one, t, t)
@@ -182,6 +192,107 @@ func cvtPairs() {
 		ADDQ(Imm(64), s1)
 		ADDQ(stride, dst)
 	})
+}
+
+// cvtPairs6 emits cvtPairs6AVX512, cvtPairs for a transposed A: two
+// float32 rows (k steps) of the stored matrix are rounded into the k-pair
+// words of 48 rows of op(A) at a time, and each six words go to their
+// 6-row micro-panel: word 6g+i of the run goes to dst[g·stride+i]. Three
+// vectors of words hold eight panels' worth; VALIGND brings each six to
+// the bottom of a vector, and a store masked to six lanes writes them. A
+// last run of fewer than 48 is loaded under masks that zero the lanes past
+// n, so its last panel is padded with zero words.
+func cvtPairs6() {
+	TEXT("cvtPairs6AVX512", NOSPLIT, "func(dst *uint32, stride int, s0, s1 *float32, n int)")
+	Pragma("noescape")
+	Doc("cvtPairs6AVX512 sets dst[g·stride+i] = bf16(s0[6g+i]) | bf16(s1[6g+i])<<16",
+		"for i < 6 and 6g < n, rounding to nearest even as f32ToBF16AVX512; the",
+		"words of a last group past n are zero.")
+	dst, stride := Load(Param("dst"), GP64()), Load(Param("stride"), GP64())
+	s0, s1, n := Load(Param("s0"), GP64()), Load(Param("s1"), GP64()), Load(Param("n"), GP64())
+	SHLQ(Imm(2), stride)
+	s3, d4 := GP64(), GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
+	six, m := GP32(), K()
+	MOVL(U32(0x3f), six)
+	KMOVW(six, m)
+	c := loadRoundConsts()
+	x, t0, t1, a, t := ZMM(), ZMM(), ZMM(), ZMM(), ZMM()
+	w := []VecVirtual{ZMM(), ZMM(), ZMM()}
+	nan := K()
+	// pairs makes w from s0 and s1, loading each 16 under mask[h] when
+	// there are masks.
+	pairs := func(masks []Register) {
+		for h, wh := range w {
+			for i, src := range []Register{s0, s1} {
+				ti := []VecVirtual{t0, t1}[i]
+				if masks == nil {
+					VMOVDQU32(Mem{Base: src, Disp: 64 * h}, x)
+				} else {
+					VMOVDQU32_Z(Mem{Base: src, Disp: 64 * h}, masks[h], x)
+				}
+				roundLoaded(c, x, ti, a, nan)
+			}
+			VPSRLD(Imm(16), t0, t0)
+			VPSRLD(Imm(16), t1, t1)
+			VPSLLD(Imm(16), t1, t1)
+			VPORD(t1, t0, wh)
+		}
+	}
+	// store writes groups from the first of w; with tail, only while 6g <
+	// n.
+	store := func(tail bool) {
+		LEAQ(Mem{Base: dst, Index: stride, Scale: 4}, d4)
+		dsts := []Mem{{Base: dst}, {Base: dst, Index: stride, Scale: 1}, {Base: dst, Index: stride, Scale: 2}, {Base: dst, Index: s3, Scale: 1},
+			{Base: d4}, {Base: d4, Index: stride, Scale: 1}, {Base: d4, Index: stride, Scale: 2}, {Base: d4, Index: s3, Scale: 1}}
+		for g, d := range dsts {
+			if tail && g > 0 {
+				CMPQ(n, Imm(uint64(6*g)))
+				JLE(LabelRef("ret"))
+			}
+			lo, sh := 6*g/16, 6*g%16 // the group starts at lane sh of w[lo]
+			src := w[lo]
+			if sh != 0 {
+				hi := w[lo]
+				if sh+6 > 16 {
+					hi = w[lo+1]
+				}
+				VALIGND(Imm(uint64(sh)), w[lo], hi, t) // t = (hi:w[lo]) >> 32·sh
+				src = t
+			}
+			VMOVDQU32(src, m, d)
+		}
+	}
+	Label("loop")
+	CMPQ(n, Imm(48))
+	JL(LabelRef("tail"))
+	pairs(nil)
+	store(false)
+	LEAQ(Mem{Base: d4, Index: stride, Scale: 4}, dst)
+	ADDQ(U32(192), s0)
+	ADDQ(U32(192), s1)
+	SUBQ(Imm(48), n)
+	JMP(LabelRef("loop"))
+
+	Label("tail") // 0 ≤ n < 48: lane i of vector h is loaded if 16h+i < n
+	TESTQ(n, n)
+	JZ(LabelRef("ret"))
+	iota, nv, left := ZMM(), ZMM(), GP64()
+	VMOVDQU32(cIota, iota)
+	masks := []Register{K(), K(), K()}
+	for h, mh := range masks {
+		MOVQ(n, left)
+		if h > 0 {
+			SUBQ(Imm(uint64(16*h)), left)
+		}
+		VPBROADCASTD(left.As32(), nv)
+		VPCMPD(Imm(1), nv, iota, mh) // iota < n - 16h
+	}
+	pairs(masks)
+	store(true)
+	Label("ret")
+	VZEROUPPER()
+	RET()
 }
 
 // fromBF16 emits bf16ToF32AVX512: dst[i] = float32(src[i]) (exact) for the
