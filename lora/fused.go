@@ -204,9 +204,7 @@ func (op *fusedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		if err != nil {
 			return err
 		}
-		bt, put := transposed(b, out, r)
-		defer put()
-		kernels.LowRankDot(r, rows, out, s, bt, out, dy, out, nil, 0, dst, rows)
+		upGradH(dst, dy, b, rows, out, r, s)
 		return nil
 	}, grad, inputs[2])
 	if err != nil {
@@ -259,14 +257,7 @@ func (op *fusedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		if len(op.ht) != r*rows {
 			return fmt.Errorf("lora: adapted layer: gradient of B before a forward run")
 		}
-		sp := blockPool.Get().(*[]float32)
-		defer blockPool.Put(sp)
-		if cap(*sp) < r*out {
-			*sp = make([]float32, r*out)
-		}
-		dbt := (*sp)[:r*out]
-		kernels.LowRankOuter(r, rows, out, s, op.ht, rows, dy, out, nil, 0, dbt, out)
-		transposeInto(dst, dbt, r, out)
+		upGradB(dst, dy, op.ht, rows, out, r, s)
 		return nil
 	}, grad, output)
 	if err != nil {
