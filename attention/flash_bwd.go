@@ -225,15 +225,16 @@ func splitRange(p *problem, g *bwdGeom, s *bwdScratch, b, split int) (kb0, kb1 i
 // writeDQ writes dq = scale·Σ parts for the query heads of (b, kv head kh).
 func writeDQ(p *problem, g *bwdGeom, dq Tensor, b, kh int, parts [][]float32) {
 	d := p.D
+	scale := [1]float32{p.scale}
 	for hg := 0; hg < p.G; hg++ {
 		h := kh*p.G + hg
+		if len(parts) == 1 {
+			scaleRowsTo(dq.Data[dq.Index(b, h, 0, 0):], dq.StrideT, parts[0][hg*g.tqp*d:], d, p.Tq, d, scale[:], 0)
+			continue
+		}
 		for i := 0; i < p.Tq; i++ {
 			row := dq.Row(b, h, i)
 			off := (hg*g.tqp + i) * d
-			if len(parts) == 1 {
-				scaleTo(row, parts[0][off:off+d], p.scale)
-				continue
-			}
 			copy(row, parts[0][off:off+d])
 			for _, part := range parts[1:] {
 				kernels.Axpy(1, part[off:off+d], row)
@@ -384,10 +385,10 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 			}
 		}
 	}
+	scale := [1]float32{p.scale}
+	scaleRowsTo(a.dk.Data[a.dk.Index(b, kh, j0, 0):], a.dk.StrideT, dk, d, bc, d, scale[:], 0)
 	for c := 0; c < bc; c++ {
-		krow, vrow := a.dk.Row(b, kh, j0+c), a.dv.Row(b, kh, j0+c)
-		scaleTo(krow, dk[c*d:(c+1)*d], p.scale)
-		copy(vrow, dv[c*d:(c+1)*d])
+		copy(a.dv.Row(b, kh, j0+c), dv[c*d:(c+1)*d])
 	}
 }
 

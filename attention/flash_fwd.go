@@ -77,6 +77,7 @@ type fwdScratch struct {
 	acc []float32 // unnormalized output, mr × D
 	m   []float32 // running maximum per row
 	l   []float64 // running sum per row, in float64: it sets the log-sum-exp
+	inv []float32 // 1/l per row, the output's scale
 	// kt holds scale·Kᵀ of one (batch, kv head), D rows of ktLD floats,
 	// zero-padded so that tile products may read whole 16-column blocks
 	// past the last key; ktHead says which (-1: none yet).
@@ -94,6 +95,7 @@ func (s *fwdScratch) size(p *problem, mr, lds int) {
 	s.s = grow(s.s, mr*lds)
 	s.acc = grow(s.acc, mr*d)
 	s.m = grow(s.m, mr)
+	s.inv = grow(s.inv, mr)
 	s.sp = grow(s.sp, mr)
 	s.raw = grow(s.raw, mr/microM)
 	s.cov = grow(s.cov, mr/microM)
@@ -244,16 +246,25 @@ func forwardBlock(p *problem, s *fwdScratch, lds int, q, k, v, o Tensor, lse []f
 			}
 		}
 	}
+	inv := s.inv[:br]
+	masked := false
 	for r := 0; r < br; r++ {
-		orow := o.Row(b, h, i0+r)
 		if l[r] == 0 {
-			clear(orow)
-			lseRow[r] = negInf
+			inv[r], lseRow[r] = 0, negInf
+			masked = true
 			continue
 		}
-		scaleTo(orow, acc[r*d:(r+1)*d], float32(1/l[r]))
+		inv[r] = float32(1 / l[r])
 		// One rounding: the backward pass divides by exp(lse), so its
 		// error is a relative error of every gradient of the row.
 		lseRow[r] = float32(float64(m[r]) + math.Log(l[r]))
+	}
+	scaleRowsTo(o.Data[o.Index(b, h, i0, 0):], o.StrideT, acc, d, br, d, inv, 1)
+	if masked { // exact zeros, whatever the values of the masked keys
+		for r := 0; r < br; r++ {
+			if l[r] == 0 {
+				clear(o.Row(b, h, i0+r))
+			}
+		}
 	}
 }

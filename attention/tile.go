@@ -223,10 +223,8 @@ func gemmGeneric(m, j0, j1, k int, a []float32, sai, sak int, b []float32, ldb i
 }
 
 // transposeRows writes dst[x·ldd + c] = s·src[c·lds + x] for c < n, x < d:
-// the Kᵀ and Vᵀ operands of the tile products. Eight source rows are read
-// side by side, so every store run is eight contiguous floats and the eight
-// source rows stay in L1 across the d columns; writing one column at a time
-// instead (a store per cache line) cost about 5% of a small training step.
+// the Kᵀ and Vᵀ operands of the tile products. The assembly transposes
+// 8×8 blocks in registers (transpose8); the rest runs in transposeRange.
 // The product s·v rounds once, as the callers' one multiplication did.
 func transposeRows(dst []float32, ldd int, src []float32, lds, n, d int, s float32) {
 	if n <= 0 || d <= 0 {
@@ -234,29 +232,63 @@ func transposeRows(dst []float32, ldd int, src []float32, lds, n, d int, s float
 	}
 	_ = src[(n-1)*lds+d-1]
 	_ = dst[(d-1)*ldd+n-1]
+	n8, d8 := transposeAsm(dst, ldd, src, lds, n, d, s)
+	transposeRange(dst, ldd, src, lds, 0, n8, d8, d, s)
+	transposeRange(dst, ldd, src, lds, n8, n, 0, d, s)
+}
+
+// transposeRange is transposeRows for the source rows [c0, c1) and
+// columns [x0, x1) in Go. Eight source rows are read side by side, so
+// every store run is eight contiguous floats and the eight source rows
+// stay in L1 across the columns; writing one column at a time instead (a
+// store per cache line) cost about 5% of a small training step.
+func transposeRange(dst []float32, ldd int, src []float32, lds, c0, c1, x0, x1 int, s float32) {
+	if c0 >= c1 || x0 >= x1 {
+		return
+	}
 	const tb = 8
-	c := 0
-	for ; c+tb <= n; c += tb {
-		r0, r1 := src[(c+0)*lds:][:d], src[(c+1)*lds:][:d]
-		r2, r3 := src[(c+2)*lds:][:d], src[(c+3)*lds:][:d]
-		r4, r5 := src[(c+4)*lds:][:d], src[(c+5)*lds:][:d]
-		r6, r7 := src[(c+6)*lds:][:d], src[(c+7)*lds:][:d]
-		for x := 0; x < d; x++ {
+	c := c0
+	for ; c+tb <= c1; c += tb {
+		r0, r1 := src[(c+0)*lds:][:x1], src[(c+1)*lds:][:x1]
+		r2, r3 := src[(c+2)*lds:][:x1], src[(c+3)*lds:][:x1]
+		r4, r5 := src[(c+4)*lds:][:x1], src[(c+5)*lds:][:x1]
+		r6, r7 := src[(c+6)*lds:][:x1], src[(c+7)*lds:][:x1]
+		for x := x0; x < x1; x++ {
 			o := (*[tb]float32)(dst[x*ldd+c:])
 			o[0], o[1], o[2], o[3] = s*r0[x], s*r1[x], s*r2[x], s*r3[x]
 			o[4], o[5], o[6], o[7] = s*r4[x], s*r5[x], s*r6[x], s*r7[x]
 		}
 	}
-	for ; c < n; c++ {
-		for x, v := range src[c*lds:][:d] {
-			dst[x*ldd+c] = s * v
+	for ; c < c1; c++ {
+		for x, v := range src[c*lds:][x0:x1] {
+			dst[(x0+x)*ldd+c] = s * v
 		}
 	}
 }
 
+// scaleRowsTo writes dst[r·ldd + j] = s[r·ss]·src[r·lds + j] for r < rows,
+// j < d (ss = 0: every row by s[0]), one rounding per element: the outputs
+// of the attention kernels. The assembly takes whole 8-column groups of
+// all the rows in one call; the Go loop of scaleTo cost about 2% of a small
+// training step.
+func scaleRowsTo(dst []float32, ldd int, src []float32, lds, rows, d int, s []float32, ss int) {
+	if rows <= 0 || d <= 0 {
+		return
+	}
+	_ = dst[(rows-1)*ldd+d-1]
+	_ = src[(rows-1)*lds+d-1]
+	_ = s[(rows-1)*ss]
+	d8 := scaleRowsAsm(dst, ldd, src, lds, rows, d, s, ss)
+	if d8 == d {
+		return
+	}
+	for r := 0; r < rows; r++ {
+		scaleTo(dst[r*ldd+d8:r*ldd+d], src[r*lds+d8:], s[r*ss])
+	}
+}
+
 // scaleTo writes dst[i] = s·src[i] (one rounding, as a copy followed by
-// kernels.Scale): the per-row outputs of the attention kernels, D floats at
-// a time, where a call into the vector routines costs more than the loop.
+// kernels.Scale).
 func scaleTo(dst, src []float32, s float32) {
 	src = src[:len(dst)]
 	for i, v := range src {

@@ -81,3 +81,25 @@ func gemmWideAsm(kc, m, n, k int, a []float32, sai, sak int, b []float32, ldb in
 	}
 	return m6, n32
 }
+
+// scaleRowsAsm computes scaleRowsTo's whole 8-column groups and returns
+// how many columns it covered: 0 when the assembly is off.
+// scaleRowsTo has checked the bounds.
+func scaleRowsAsm(dst []float32, ldd int, src []float32, lds, rows, d int, s []float32, ss int) int {
+	if !tileAVX2 && !tileAVX512 || d < 8 {
+		return 0
+	}
+	scaleRows(&dst[0], ldd, &src[0], lds, rows, d/8, &s[0], ss)
+	return d / 8 * 8
+}
+
+// transposeAsm computes transposeRows's whole 8×8 blocks and returns how
+// many rows and columns of src it covered: zeros when the assembly is off.
+// transposeRows has checked the bounds.
+func transposeAsm(dst []float32, ldd int, src []float32, lds, n, d int, s float32) (n8, d8 int) {
+	if !tileAVX2 && !tileAVX512 || n < 8 || d < 8 {
+		return 0, 0
+	}
+	transpose8(&dst[0], ldd, &src[0], lds, n/8, d/8, s)
+	return n / 8 * 8, d / 8 * 8
+}

@@ -556,3 +556,134 @@ dc4loop:
 	VMOVSS      X6, 8(AX)
 	VMOVSS      X7, 12(AX)
 	RET
+
+// func scaleRows(dst *float32, ldd int, src *float32, lds int, rows int, n8 int, s *float32, ss int)
+// Requires: AVX
+TEXT ·scaleRows(SB), NOSPLIT, $0-64
+	MOVQ dst+0(FP), AX
+	MOVQ ldd+8(FP), DX
+	SHLQ $0x02, DX
+	MOVQ src+16(FP), BX
+	MOVQ lds+24(FP), SI
+	SHLQ $0x02, SI
+	MOVQ rows+32(FP), CX
+	MOVQ s+48(FP), DI
+	MOVQ ss+56(FP), R8
+	SHLQ $0x02, R8
+
+srrow:
+	VBROADCASTSS (DI), Y0
+	MOVQ         AX, R10
+	MOVQ         BX, R11
+	MOVQ         n8+40(FP), R9
+	CMPQ         R9, $0x04
+	JLT          srone
+
+srfour:
+	VMULPS  (R11), Y0, Y1
+	VMULPS  32(R11), Y0, Y2
+	VMULPS  64(R11), Y0, Y3
+	VMULPS  96(R11), Y0, Y4
+	VMOVUPS Y1, (R10)
+	VMOVUPS Y2, 32(R10)
+	VMOVUPS Y3, 64(R10)
+	VMOVUPS Y4, 96(R10)
+	ADDQ    $0x80, R10
+	ADDQ    $0x80, R11
+	SUBQ    $0x04, R9
+	CMPQ    R9, $0x04
+	JGE     srfour
+	TESTQ   R9, R9
+	JZ      srnext
+
+srone:
+	VMULPS  (R11), Y0, Y1
+	VMOVUPS Y1, (R10)
+	ADDQ    $0x20, R10
+	ADDQ    $0x20, R11
+	DECQ    R9
+	JNZ     srone
+
+srnext:
+	ADDQ DX, AX
+	ADDQ SI, BX
+	ADDQ R8, DI
+	DECQ CX
+	JNZ  srrow
+	VZEROUPPER
+	RET
+
+// func transpose8(dst *float32, ldd int, src *float32, lds int, nb int, db int, s float32)
+// Requires: AVX
+TEXT ·transpose8(SB), NOSPLIT, $0-52
+	MOVQ         src+16(FP), AX
+	MOVQ         dst+0(FP), BX
+	MOVQ         lds+24(FP), DX
+	SHLQ         $0x02, DX
+	MOVQ         ldd+8(FP), SI
+	SHLQ         $0x02, SI
+	MOVQ         nb+32(FP), CX
+	VBROADCASTSS s+48(FP), Y15
+
+trrow:
+	MOVQ AX, R9
+	MOVQ BX, R10
+	MOVQ db+40(FP), R8
+
+trcol:
+	LEAQ       (DX)(DX*2), R13
+	LEAQ       (DX)(DX*4), R11
+	LEAQ       (R13)(DX*4), R12
+	VMULPS     (R9), Y15, Y0
+	VMULPS     (R9)(DX*1), Y15, Y1
+	VMULPS     (R9)(DX*2), Y15, Y2
+	VMULPS     (R9)(R13*1), Y15, Y3
+	VMULPS     (R9)(DX*4), Y15, Y4
+	VMULPS     (R9)(R11*1), Y15, Y5
+	VMULPS     (R9)(R13*2), Y15, Y6
+	VMULPS     (R9)(R12*1), Y15, Y7
+	VUNPCKLPS  Y1, Y0, Y8
+	VUNPCKHPS  Y1, Y0, Y9
+	VUNPCKLPS  Y3, Y2, Y10
+	VUNPCKHPS  Y3, Y2, Y11
+	VUNPCKLPS  Y5, Y4, Y12
+	VUNPCKHPS  Y5, Y4, Y13
+	VUNPCKLPS  Y7, Y6, Y14
+	VUNPCKHPS  Y7, Y6, Y7
+	VSHUFPS    $0x44, Y10, Y8, Y0
+	VSHUFPS    $0xee, Y10, Y8, Y1
+	VSHUFPS    $0x44, Y11, Y9, Y2
+	VSHUFPS    $0xee, Y11, Y9, Y3
+	VSHUFPS    $0x44, Y14, Y12, Y4
+	VSHUFPS    $0xee, Y14, Y12, Y5
+	VSHUFPS    $0x44, Y7, Y13, Y6
+	VSHUFPS    $0xee, Y7, Y13, Y7
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x31, Y4, Y0, Y4
+	VPERM2F128 $0x20, Y5, Y1, Y9
+	VPERM2F128 $0x31, Y5, Y1, Y5
+	VPERM2F128 $0x20, Y6, Y2, Y10
+	VPERM2F128 $0x31, Y6, Y2, Y6
+	VPERM2F128 $0x20, Y7, Y3, Y11
+	VPERM2F128 $0x31, Y7, Y3, Y7
+	LEAQ       (SI)(SI*2), R13
+	LEAQ       (SI)(SI*4), R11
+	LEAQ       (R13)(SI*4), R12
+	VMOVUPS    Y8, (R10)
+	VMOVUPS    Y9, (R10)(SI*1)
+	VMOVUPS    Y10, (R10)(SI*2)
+	VMOVUPS    Y11, (R10)(R13*1)
+	VMOVUPS    Y4, (R10)(SI*4)
+	VMOVUPS    Y5, (R10)(R11*1)
+	VMOVUPS    Y6, (R10)(R13*2)
+	VMOVUPS    Y7, (R10)(R12*1)
+	ADDQ       $0x20, R9
+	LEAQ       (R10)(SI*8), R10
+	DECQ       R8
+	JNZ        trcol
+	LEAQ       (AX)(DX*8), AX
+	ADDQ       $0x20, BX
+	DECQ       CX
+	JNZ        trrow
+	VZEROUPPER
+	RET

@@ -35,3 +35,18 @@ func dotChain(x *float32, y *float32, n int, kc int) float32
 //
 //go:noescape
 func dotChain4(x *float32, sx int, y *float32, sy int, n int, kc int, out *[4]float32)
+
+// scaleRows sets dst[r·ldd + j] = s[r·ss]·src[r·lds + j] for r < rows and
+// j < 8·n8 (strides in elements; ss = 0 scales every row by s[0]): one
+// rounding per element, as scaleTo. rows and n8 must be positive.
+//
+//go:noescape
+func scaleRows(dst *float32, ldd int, src *float32, lds int, rows int, n8 int, s *float32, ss int)
+
+// transpose8 sets dst[x·ldd + c] = s·src[c·lds + x] for c < 8·nb and
+// x < 8·db (strides in elements), one rounding per element as
+// transposeRows: 8×8 blocks, transposed in registers. nb and db must be
+// positive.
+//
+//go:noescape
+func transpose8(dst *float32, ldd int, src *float32, lds int, nb int, db int, s float32)

@@ -269,3 +269,50 @@ func BenchmarkTileProduct(b *testing.B) {
 		report(b)
 	})
 }
+
+// TestTransposeAndScaleRows checks transposeRows and scaleRowsTo, bit for
+// bit, against their one-multiplication definitions with every tile
+// kernel, at sizes around the 8×8 blocks of the assembly and with padded
+// strides (nothing outside the written elements may change).
+func TestTransposeAndScaleRows(t *testing.T) {
+	forEachTileKernel(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(9, 10))
+		for _, n := range []int{1, 7, 8, 9, 16, 23, 130} {
+			for _, d := range []int{1, 5, 8, 15, 16, 24, 32, 64, 80} {
+				const s = float32(0.37)
+				lds, ldd := d+3, n+5
+				src := randData(rng, n*lds)
+				dst := randData(rng, d*ldd)
+				want := append([]float32(nil), dst...)
+				for c := 0; c < n; c++ {
+					for x := 0; x < d; x++ {
+						want[x*ldd+c] = s * src[c*lds+x]
+					}
+				}
+				transposeRows(dst, ldd, src, lds, n, d, s)
+				for i := range dst {
+					if math.Float32bits(dst[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("transposeRows n=%d d=%d: dst[%d] = %v, want %v", n, d, i, dst[i], want[i])
+					}
+				}
+				for _, ss := range []int{0, 1} {
+					scales := randData(rng, n)
+					ldd := d + 2
+					dst := randData(rng, n*ldd)
+					want := append([]float32(nil), dst...)
+					for r := 0; r < n; r++ {
+						for j := 0; j < d; j++ {
+							want[r*ldd+j] = scales[r*ss] * src[r*lds+j]
+						}
+					}
+					scaleRowsTo(dst, ldd, src, lds, n, d, scales, ss)
+					for i := range dst {
+						if math.Float32bits(dst[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("scaleRowsTo rows=%d d=%d ss=%d: dst[%d] = %v, want %v", n, d, ss, i, dst[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	})
+}

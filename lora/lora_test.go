@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -354,7 +355,14 @@ func TestAdaptersAsObjects(t *testing.T) {
 // layer's graph (base frozen, x, A and B differentiated) against central
 // differences of a float64 implementation of the same function.
 func TestAdaptedLinearGradients(t *testing.T) {
-	const rows, in, out, r = 5, 7, 6, 3
+	// Odd widths take the Sgemm path; widths of 16·k, rank ≤ 8, the
+	// kernels' low-rank products where the CPU has them.
+	for _, sh := range [][4]int{{5, 7, 6, 3}, {5, 32, 16, 8}, {3, 16, 48, 2}} {
+		t.Run(fmt.Sprint(sh), func(t *testing.T) { testAdaptedLinearGradients(t, sh[0], sh[1], sh[2], sh[3]) })
+	}
+}
+
+func testAdaptedLinearGradients(t *testing.T, rows, in, out, r int) {
 	const scale = 1.5
 	rng := rand.New(rand.NewPCG(9, 9))
 	randv := func(n int, std float64) []float64 {
@@ -472,9 +480,20 @@ func TestAdaptedLinearGradients(t *testing.T) {
 // with the same seed, and gradients (for x and A) that apply the forward
 // run's mask.
 func TestDropout(t *testing.T) {
-	// rows·in spans two of the op's row blocks, and rows do not start on
-	// 64-element mask words.
-	const rows, in, r, p = 3301, 41, 3, 0.25
+	// With in = 41, rows·in spans two of the op's row blocks, and rows do
+	// not start on 64-element mask words: the Sgemm path. With in = 48 the
+	// kernels' low-rank products run where the CPU has them, and the mask
+	// is drawn in several chunks (maskGrainWords).
+	for _, in := range []int{41, 48} {
+		t.Run(fmt.Sprintf("in=%d", in), func(t *testing.T) { testDropout(t, in) })
+	}
+}
+
+func testDropout(t *testing.T, in int) {
+	const rows, r, p = 7001, 3, 0.25
+	if rows*in <= 64*maskGrainWords {
+		t.Fatalf("%d elements: the mask is drawn in one chunk", rows*in)
+	}
 	rng := rand.New(rand.NewPCG(5, 5))
 	x, A, R := make([]float32, rows*in), make([]float32, r*in), make([]float32, rows*r)
 	for _, v := range [][]float32{x, A, R} {
@@ -511,6 +530,14 @@ func TestDropout(t *testing.T) {
 		for k := 0; k < 3; k++ {
 			if err := vm.RunAll(); err != nil {
 				t.Fatal(err)
+			}
+			// The chunks drew the mask one call draws.
+			whole := make([]uint64, len(op.mask))
+			if err := nn.DropoutBits(whole, rows*in, p, op.own.Seed, op.own.Step, op.stream, 0); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(whole, op.mask) {
+				t.Fatalf("run %d: the mask drawn in chunks differs from one draw", k)
 			}
 			m := make([]float32, rows*in)
 			for i := range m {

@@ -21,9 +21,10 @@ import (
 // product of the pair then has the rank r as its row count (M) or inner
 // dimension (K), never as its column count, which the SGEMM kernels tile 16
 // or 32 wide and would pad 2–4×. With the dropout mask kept as bits this
-// takes the adapter path of a 1,024×576 rank-8 layer from about 6.0 to 4.4
+// took the adapter path of a 1,024×576 rank-8 layer from about 6.0 to 4.4
 // ms of CPU time with dropout and from 2.7 to 2.1 without
-// (BenchmarkAdapterProducts).
+// (BenchmarkAdapterProducts); at rank ≤ 8 the kernels' low-rank products
+// (lowRank) take it on to about 1.6 and 1.0 ms.
 //
 // Both ops of this file are fused custom ops in the style of internal/nn:
 // they own their output buffers, write a per-instance serial number into
@@ -92,6 +93,26 @@ func (op *downOp) String() string   { return fmt.Sprintf("lora.Down(r=%d, dropou
 // keep is the value of a kept mask element.
 func (op *downOp) keep() float32 { return float32(1 / (1 - op.p)) }
 
+// lowRank reports whether the adapter's products with rows of n elements
+// run on the kernels' low-rank products (rank at most 8, rows on their
+// 16-element steps, AVX-512), which read the activation where it lies and
+// apply the mask bits as they load or store, instead of Sgemm, which
+// copies the whole activation into its packed layout (and here a masked
+// copy of it first). At SmolLM2-135M's shapes (rows 1,024, in 576 or
+// 1,536, rank 8) the products of all seven adapters took about 9% of a
+// bf16-base LoRA step's CPU time through Sgemm; BenchmarkAdapterProducts
+// measures one layer both ways.
+func lowRank(r, n int) bool { return r <= kernels.LowRankMax && kernels.LowRankAccelerated(n, 0) }
+
+// maskBits returns the run's mask and the value of a kept element, or nil
+// and 1 without dropout.
+func (op *downOp) maskBits() ([]uint64, float32) {
+	if op.p == 0 {
+		return nil, 1
+	}
+	return op.mask, op.keep()
+}
+
 // fillMask draws the run's mask with nn.DropoutBits at the source's
 // coordinates.
 func (op *downOp) fillMask() error {
@@ -104,7 +125,39 @@ func (op *downOp) fillMask() error {
 		op.own.Step++
 		src = &op.own
 	}
-	return nn.DropoutBits(op.mask, n, float32(op.p), src.Seed, src.Step, op.stream, src.Row0*uint64(op.in))
+	// The probability is checked once here (an empty draw); the chunks
+	// then cannot fail, having whole words of the mask for their elements.
+	if err := nn.DropoutBits(nil, 0, float32(op.p), src.Seed, src.Step, op.stream, 0); err != nil {
+		return err
+	}
+	b := maskBody{mask: op.mask, n: n, p: float32(op.p), seed: src.Seed, step: src.Step, stream: op.stream, off: src.Row0 * uint64(op.in)}
+	maskLoops.Run(0, b, len(op.mask), maskGrainWords)
+	return nil
+}
+
+// maskGrainWords is the number of mask words drawn per chunk of
+// fillMask's loop: 2¹⁸ elements, far above the cost of waking a helper.
+// DropoutBits is a pure function of the element index, so drawing the
+// words in chunks on several cores gives the same bits as one call. On one
+// core, before kernels.DropoutWords vectorized the hashing, the masks of all
+// seven rank-8 adapters of a SmolLM2-135M-shaped training step (B=4, T=256)
+// took about 1.7% of its CPU time, all of it on the step's critical path.
+const maskGrainWords = 1 << 12
+
+var maskLoops kernels.Chunks[maskBody, *maskBody]
+
+// maskBody draws the mask words [lo, hi) of fillMask.
+type maskBody struct {
+	mask                    []uint64
+	n                       int
+	p                       float32
+	seed, step, stream, off uint64
+}
+
+func (b *maskBody) Chunk(lo, hi int) {
+	e0 := lo * 64
+	// Cannot fail: fillMask checked p, and the words hold their elements.
+	_ = nn.DropoutBits(b.mask[lo:hi], min(b.n-e0, (hi-lo)*64), b.p, b.seed, b.step, b.stream, b.off+uint64(e0))
 }
 
 // applyMask writes src∘m into dst for the elements [lo, lo+len(dst)) of
@@ -152,6 +205,11 @@ func (op *downOp) Do(in ...G.Value) (G.Value, error) {
 	}
 	t := op.out.Get(op.r, op.rows)
 	ht := t.Float32s()
+	if lowRank(op.r, op.in) {
+		mask, keep := op.maskBits()
+		kernels.LowRankDot(op.r, op.rows, op.in, keep, a, op.in, x, op.in, mask, 0, ht, op.rows)
+		return t, nil
+	}
 	op.blocks(x, func(xm []float32, r0, r1 int) {
 		// Columns [r0, r1) of hᵀ.
 		kernels.Sgemm(false, true, op.r, r1-r0, op.in, 1, a, op.in, xm, op.in, 0, ht[r0:], op.rows)
@@ -178,6 +236,11 @@ func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 		if err != nil {
 			return err
 		}
+		if lowRank(r, in) {
+			mask, keep := op.maskBits()
+			kernels.LowRankExpand(r, rows, in, keep, dht, rows, a, in, false, dst, in, mask, 0)
+			return nil
+		}
 		// K = r either way; the untransposed A operand is the faster one.
 		dh, put := transposed(dht, r, rows)
 		defer put()
@@ -198,6 +261,11 @@ func (op *downOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 		x, err := nn.Float32s("lora", "DownGradA", "x", vals[1], rows*in, nn.ErrShape)
 		if err != nil {
 			return err
+		}
+		if lowRank(r, in) {
+			mask, keep := op.maskBits()
+			kernels.LowRankOuter(r, rows, in, keep, dht, rows, x, in, mask, 0, dst, in)
+			return nil
 		}
 		clear(dst)
 		op.blocks(x, func(xm []float32, r0, r1 int) {
@@ -301,6 +369,12 @@ func (op *upAddOp) Do(in ...G.Value) (G.Value, error) {
 		copy(t.Float32s(), base)
 	}
 	// y += scale·h·Bᵀ; with B = 0 this adds exact zeros.
+	if lowRank(op.r, op.out) {
+		bt, put := transposed(b, op.out, op.r)
+		defer put()
+		kernels.LowRankExpand(op.r, op.rows, op.out, op.scale, ht, op.rows, bt, op.out, true, t.Float32s(), op.out, nil, 0)
+		return t, nil
+	}
 	h, put := transposed(ht, op.r, op.rows)
 	defer put()
 	kernels.Sgemm(false, true, op.rows, op.out, op.r, op.scale, h, op.r, b, op.r, 1, t.Float32s(), op.out)
@@ -325,6 +399,12 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		if err != nil {
 			return err
 		}
+		if lowRank(r, out) {
+			bt, put := transposed(b, out, r)
+			defer put()
+			kernels.LowRankDot(r, rows, out, s, bt, out, dy, out, nil, 0, dst, rows)
+			return nil
+		}
 		kernels.Sgemm(true, true, r, rows, out, s, b, r, dy, out, 0, dst, rows)
 		return nil
 	}, grad, inputs[2])
@@ -346,7 +426,11 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 			*sp = make([]float32, r*out)
 		}
 		dbt := (*sp)[:r*out]
-		kernels.Sgemm(false, false, r, out, rows, s, ht, rows, dy, out, 0, dbt, out)
+		if lowRank(r, out) {
+			kernels.LowRankOuter(r, rows, out, s, ht, rows, dy, out, nil, 0, dbt, out)
+		} else {
+			kernels.Sgemm(false, false, r, out, rows, s, ht, rows, dy, out, 0, dbt, out)
+		}
 		transposeInto(dst, dbt, r, out)
 		return nil
 	}, grad, inputs[1])

@@ -32,3 +32,42 @@ func maskScaleGeneric(dst, src []float32, mask []uint64, lo int, k float32) {
 		i += n
 	}
 }
+
+// SplitMix64 is the finalizer of the splitmix64 generator: a bijective
+// hash of z whose outputs for consecutive z are statistically independent,
+// the counter-based random source of the dropout masks.
+func SplitMix64(z uint64) uint64 {
+	z += 0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// DropoutWords draws dropout mask words from a counter: bit 4q+f of dst[w]
+// (element 64w+4q+f) is set, the element kept, when the 16-bit field f
+// (bits 16f to 16f+15) of SplitMix64(ctr+16w+q) is at least thr, for
+// q < 16 and f < 4. An element is then dropped with probability
+// thr/2¹⁶; thr ≥ 2¹⁶ drops all.
+func DropoutWords(dst []uint64, ctr uint64, thr uint32) {
+	if thr > 0xffff {
+		clear(dst)
+		return
+	}
+	dropoutWords(dst, ctr, thr)
+}
+
+// dropoutWordsGeneric is DropoutWords in Go, a hash at a time.
+func dropoutWordsGeneric(dst []uint64, ctr uint64, thr uint32) {
+	t := uint64(thr)
+	// kept is 1 when the 16 bits v are ≥ t: the subtraction wraps (top
+	// bit set) exactly when they are below.
+	kept := func(v uint64) uint64 { return 1 ^ (v&0xffff-t)>>63 }
+	for w := range dst {
+		var word uint64
+		for q := range uint64(16) {
+			h := SplitMix64(ctr + uint64(w)*16 + q)
+			word |= (kept(h) | kept(h>>16)<<1 | kept(h>>32)<<2 | kept(h>>48)<<3) << (4 * q)
+		}
+		dst[w] = word
+	}
+}

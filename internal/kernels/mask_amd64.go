@@ -10,9 +10,10 @@ import "unsafe"
 //
 //go:generate sh -c "cd _asm && go run ./mask -out ../mask_amd64.s -stubs ../mask_amd64_stubs.go -pkg kernels"
 
-// maskAVX512 enables the ZMM kernel of MaskScale (the "mask" family of
-// the registry, impl.go). It needs AVX-512's opmask registers, so there is
-// no AVX2 form: below AVX-512 the Go loop runs.
+// maskAVX512 enables the ZMM kernels of MaskScale and DropoutWords (the
+// "mask" family of the registry, impl.go). They need AVX-512's opmask
+// registers (and DropoutWords AVX-512 DQ's 64-bit multiply), so there is no
+// AVX2 form: below AVX-512 the Go loops run.
 var maskAVX512 bool
 
 func init() { Register("mask", "avx512", LevelAVX512, true, &maskAVX512) }
@@ -35,4 +36,12 @@ func maskScale(dst, src []float32, mask []uint64, lo int, k float32) {
 		maskScaleAVX512(n, &dst[h], &src[h], &words[(lo+h)/16], k)
 	}
 	maskScaleGeneric(dst[h+n:], src[h+n:], mask, lo+h+n, k)
+}
+
+func dropoutWords(dst []uint64, ctr uint64, thr uint32) {
+	if !maskAVX512 || len(dst) == 0 {
+		dropoutWordsGeneric(dst, ctr, thr)
+		return
+	}
+	dropoutWordsAVX512(&dst[0], len(dst), ctr, uint64(thr))
 }

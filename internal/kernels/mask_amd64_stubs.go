@@ -10,3 +10,9 @@ package kernels
 //
 //go:noescape
 func maskScaleAVX512(n int, dst *float32, src *float32, mask *uint16, k float32)
+
+// dropoutWordsAVX512 sets bit 4q+f of dst[w], for w < n (> 0), when the
+// 16-bit field f of splitmix64(ctr+16w+q) is at least thr (< 2¹⁶).
+//
+//go:noescape
+func dropoutWordsAVX512(dst *uint64, n int, ctr uint64, thr uint64)

@@ -67,3 +67,30 @@ func TestMaskScale(t *testing.T) {
 	}()
 	MaskScale(make([]float32, 10), make([]float32, 10), mask[:1], 60, k)
 }
+
+// TestDropoutWords checks every implementation of DropoutWords bit for bit
+// against its definition over thresholds from keep-all to drop-all, word
+// counts on and off the kernel's loop, and counters near wrapping.
+func TestDropoutWords(t *testing.T) {
+	forEachImpl(t, "mask", func(t *testing.T) {
+		for _, thr := range []uint32{0, 1, 6554, 32768, 65535, 65536} {
+			for _, n := range []int{0, 1, 2, 7, 33} {
+				for _, ctr := range []uint64{0, 12345, ^uint64(0) - 40} {
+					dst := make([]uint64, n+1)
+					dst[n] = 42 // guard
+					DropoutWords(dst[:n], ctr, thr)
+					if dst[n] != 42 {
+						t.Fatalf("thr=%d n=%d: wrote past dst", thr, n)
+					}
+					for e := range 64 * n {
+						h := SplitMix64(ctr + uint64(e/64)*16 + uint64(e%64/4))
+						want := (h>>(16*(e%4)))&0xffff >= uint64(thr)
+						if got := dst[e/64]>>(e%64)&1 == 1; got != want {
+							t.Fatalf("thr=%d n=%d ctr=%d: element %d kept=%t, want %t", thr, n, ctr, e, got, want)
+						}
+					}
+				}
+			}
+		}
+	})
+}

@@ -43,6 +43,47 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	sgemmPacked(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
+// SgemmBias computes C = op(A)·op(B) + bias, the bias (n floats) added to
+// every row of C, which is overwritten (as by Sgemm with alpha 1 and beta
+// 0): a linear layer's forward pass. On the AVX-512 path the micro-kernel
+// starts each tile from the bias, which saves the pass over C that filling
+// it with the bias first (and adding the product with beta 1) takes;
+// elsewhere it does just that. It panics as Sgemm does, and on a bias
+// shorter than n.
+func SgemmBias(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, bias []float32, c []float32, ldc int) {
+	checkSgemm(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	if len(bias) < n {
+		panic("kernels: SgemmBias: insufficient length of bias")
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	if sgemmAVX512 && k > 0 && m > 1 && n > 1 && m*n*k > sgemmSmallWorkAVX2 {
+		sgemmPackedBias(sgemmDefaultBlocking(), transA, transB, m, n, k, 1, a, lda, b, ldb, 0, c, ldc, bias[:n])
+		return
+	}
+	biasRowsLoops.Run(0, biasRowsBody{c, bias[:n], ldc}, m, max(1, biasRowsGrain/n))
+	Sgemm(transA, transB, m, n, k, 1, a, lda, b, ldb, 1, c, ldc)
+}
+
+// biasRowsGrain is the number of floats of C one item of the bias fill
+// covers: 256 KiB.
+const biasRowsGrain = 1 << 16
+
+// biasRowsBody copies the bias into rows [lo, hi) of C.
+type biasRowsBody struct {
+	c, bias []float32
+	ldc     int
+}
+
+func (bd *biasRowsBody) Chunk(lo, hi int) {
+	for r := lo; r < hi; r++ {
+		copy(bd.c[r*bd.ldc:r*bd.ldc+len(bd.bias)], bd.bias)
+	}
+}
+
+var biasRowsLoops Chunks[biasRowsBody, *biasRowsBody]
+
 // checkSgemm panics as gonum's BLAS does, with the same conditions in the same
 // order, so that callers switching between the two see the same contract.
 func checkSgemm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {

@@ -91,19 +91,30 @@ func (j *sgemmJob) computeTile512(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]f
 			nr := min(sgemmNR512, cols-jr)
 			bPanels := ceilDiv(nr, sgemmNR)
 			bp := j.packB[(c0+jr)*kk+pc*sgemmNR:]
+			// SgemmBias: the first pass over C starts from the bias,
+			// zero-padded past the last column.
+			var bias []float32
+			var biasPad [sgemmNR512]float32
+			if j.bias != nil && pc == 0 && st.p0 == 0 {
+				col := st.j0 + c0 + jr
+				if bias = j.bias[col:]; len(bias) < bPanels*sgemmNR {
+					copy(biasPad[:], bias)
+					bias = biasPad[:]
+				}
+			}
 			for ir := 0; ir < rows; ir += sgemmMR512 {
 				mr := min(sgemmMR512, rows-ir)
 				aPanels := ceilDiv(mr, sgemmMR)
 				ap := j.packA[(r0+ir)*kk+pc*sgemmMR:]
 				off := (st.i0+r0+ir)*ldc + st.j0 + c0 + jr
 				if mr == aPanels*sgemmMR && nr == bPanels*sgemmNR {
-					sgemmKernel512(aPanels, bPanels, kc, ap, aStride, bp, bStride, j.c[off:], ldc, alpha, beta)
+					sgemmKernel512(aPanels, bPanels, kc, ap, aStride, bp, bStride, j.c[off:], ldc, alpha, beta, bias)
 					continue
 				}
 				// Edge tile: compute it whole into tmp, copy back the
 				// part inside C.
 				w := bPanels * sgemmNR
-				sgemmKernel512(aPanels, bPanels, kc, ap, aStride, bp, bStride, tmp[:], w, 1, 0)
+				sgemmKernel512(aPanels, bPanels, kc, ap, aStride, bp, bStride, tmp[:], w, 1, 0, bias)
 				for r := range mr {
 					crow := j.c[off+r*ldc : off+r*ldc+nr]
 					trow := tmp[r*w : r*w+nr]
@@ -127,10 +138,27 @@ func (j *sgemmJob) computeTile512(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]f
 // time by the Go kernel. The driver never calls it (it takes the AVX-512
 // path only when the assembly is enabled); it lets the kernel's test run,
 // and check the contract, at every level and in every build.
-func sgemmKernel512Go(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32) {
+func sgemmKernel512Go(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32, bias []float32) {
 	for i := range aPanels {
 		for h := range bPanels {
-			sgemmKernelGo(kc, a[i*aStride:], b[h*bStride:], c[i*sgemmMR*ldc+h*sgemmNR:], ldc, alpha, beta)
+			cc := c[i*sgemmMR*ldc+h*sgemmNR:]
+			if bias == nil {
+				sgemmKernelGo(kc, a[i*aStride:], b[h*bStride:], cc, ldc, alpha, beta)
+				continue
+			}
+			var t [sgemmMR * sgemmNR]float32
+			sgemmKernelGo(kc, a[i*aStride:], b[h*bStride:], t[:], sgemmNR, 1, 0)
+			bh := bias[h*sgemmNR : (h+1)*sgemmNR]
+			for r := range sgemmMR {
+				row := cc[r*ldc : r*ldc+sgemmNR]
+				for x, v := range t[r*sgemmNR : (r+1)*sgemmNR] {
+					if beta == 0 {
+						row[x] = alpha * (v + bh[x])
+					} else {
+						row[x] = alpha*(v+bh[x]) + beta*row[x]
+					}
+				}
+			}
 		}
 	}
 }

@@ -13,17 +13,33 @@ package kernels
 // sgemmKernel512 computes the (aPanels·6)×(bPanels·16) tile C =
 // alpha·A·B + beta·C with the AVX-512 kernel of that size: A is aPanels
 // packed A micro-panels aStride floats apart, B bPanels packed B
-// micro-panels bStride floats apart (1 or 2 of each). The slice
-// expressions are the bounds checks that keep the assembly in bounds. When
-// the AVX-512 implementation is not enabled it runs the portable form.
-func sgemmKernel512(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32) {
+// micro-panels bStride floats apart (1 or 2 of each). A non-nil bias (at
+// least bPanels·16 floats) is added to every row of the product before
+// alpha scales it: C = alpha·(A·B + bias) + beta·C. The slice expressions
+// are the bounds checks that keep the assembly in bounds. When the AVX-512
+// implementation is not enabled it runs the portable form.
+func sgemmKernel512(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32, bias []float32) {
 	if !sgemmAVX512 {
-		sgemmKernel512Go(aPanels, bPanels, kc, a, aStride, b, bStride, c, ldc, alpha, beta)
+		sgemmKernel512Go(aPanels, bPanels, kc, a, aStride, b, bStride, c, ldc, alpha, beta, bias)
 		return
 	}
 	_ = a[(aPanels-1)*aStride+kc*sgemmMR-1]
 	_ = b[(bPanels-1)*bStride+kc*sgemmNR-1]
 	_ = c[(aPanels*sgemmMR-1)*ldc+bPanels*sgemmNR-1]
+	if bias != nil {
+		_ = bias[bPanels*sgemmNR-1]
+		switch {
+		case aPanels == 2 && bPanels == 2:
+			sgemmKernel12x32BiasAVX512(kc, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+		case aPanels == 2:
+			sgemmKernel12x16BiasAVX512(kc, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+		case bPanels == 2:
+			sgemmKernel6x32BiasAVX512(kc, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+		default:
+			sgemmKernel6x16BiasAVX512(kc, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+		}
+		return
+	}
 	switch {
 	case aPanels == 2 && bPanels == 2:
 		sgemmKernel12x32AVX512(kc, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta)

@@ -39,3 +39,39 @@ func sgemmKernel6x32AVX512(kc int, a *float32, aStride int, b *float32, bStride 
 //
 //go:noescape
 func sgemmKernel6x16AVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32)
+
+// sgemmKernel12x32BiasAVX512 computes the 12×32 tile C = alpha·(A·B + bias) + beta·C, bias a row of 32 floats added to every row, over kc k steps.
+// A is 2 packed 6-row micro-panel(s), the second aStride floats after the
+// first; B is 2 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel12x32BiasAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+
+// sgemmKernel12x16BiasAVX512 computes the 12×16 tile C = alpha·(A·B + bias) + beta·C, bias a row of 16 floats added to every row, over kc k steps.
+// A is 2 packed 6-row micro-panel(s), the second aStride floats after the
+// first; B is 1 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel12x16BiasAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+
+// sgemmKernel6x32BiasAVX512 computes the 6×32 tile C = alpha·(A·B + bias) + beta·C, bias a row of 32 floats added to every row, over kc k steps.
+// A is 1 packed 6-row micro-panel(s), the second aStride floats after the
+// first; B is 2 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel6x32BiasAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+
+// sgemmKernel6x16BiasAVX512 computes the 6×16 tile C = alpha·(A·B + bias) + beta·C, bias a row of 16 floats added to every row, over kc k steps.
+// A is 1 packed 6-row micro-panel(s), the second aStride floats after the
+// first; B is 1 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel6x16BiasAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)

@@ -4,6 +4,6 @@ package kernels
 
 // sgemmKernel512 runs the portable form of the AVX-512 kernels' contract
 // (sgemmKernel512Go): there is no assembly here.
-func sgemmKernel512(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32) {
-	sgemmKernel512Go(aPanels, bPanels, kc, a, aStride, b, bStride, c, ldc, alpha, beta)
+func sgemmKernel512(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32, bias []float32) {
+	sgemmKernel512Go(aPanels, bPanels, kc, a, aStride, b, bStride, c, ldc, alpha, beta, bias)
 }

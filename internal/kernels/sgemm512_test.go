@@ -10,7 +10,8 @@ import (
 // portable form where the implementation is not enabled) with a float64
 // reference, over depths
 // that cover the unrolled loop and its remainder, the three epilogues (beta
-// 0, 1, other) and panels at a stride from each other.
+// 0, 1, other), panels at a stride from each other, and with and without a
+// bias row (the Bias variants).
 func TestSgemmKernel512(t *testing.T) {
 	forEachImpl(t, "sgemm", testSgemmKernel512)
 }
@@ -20,7 +21,8 @@ func testSgemmKernel512(t *testing.T) {
 	for _, sz := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
 		ap, bp := sz[0], sz[1]
 		mr, nr := ap*sgemmMR, bp*sgemmNR
-		for _, kc := range []int{1, 3, 4, 5, 8, 31, 256} {
+		for i, kc := range []int{1, 3, 4, 5, 8, 31, 256, 1, 4, 31, 256} {
+			withBias := i >= 7
 			for _, beta := range []float32{0, 1, -0.7} {
 				aStride, bStride := kc*sgemmMR+5, kc*sgemmNR+16
 				a := make([]float32, (ap-1)*aStride+kc*sgemmMR)
@@ -40,7 +42,14 @@ func testSgemmKernel512(t *testing.T) {
 					}
 				}
 				c0 := append([]float32(nil), c...)
-				sgemmKernel512(ap, bp, kc, a, aStride, b, bStride, c, ldc, 1.3, beta)
+				var bias []float32
+				if withBias {
+					bias = make([]float32, nr)
+					for i := range bias {
+						bias[i] = rng.Float32()*4 - 2
+					}
+				}
+				sgemmKernel512(ap, bp, kc, a, aStride, b, bStride, c, ldc, 1.3, beta, bias)
 				const u = 1.0 / (1 << 24)
 				gamma := float64(kc+3) * u / (1 - float64(kc+3)*u)
 				for i := range mr {
@@ -65,13 +74,17 @@ func testSgemmKernel512(t *testing.T) {
 							s += x
 							sa += math.Abs(x)
 						}
+						if bias != nil {
+							s += float64(bias[j])
+							sa += math.Abs(float64(bias[j]))
+						}
 						want, bound := 1.3*s, 1.3*sa
 						if beta != 0 {
 							want += float64(beta) * float64(c0[i*ldc+j])
 							bound += math.Abs(float64(beta) * float64(c0[i*ldc+j]))
 						}
 						if math.Abs(got-want) > gamma*bound {
-							t.Errorf("%dx%d kc=%d beta=%g: C[%d][%d] = %g, want %g", mr, nr, kc, beta, i, j, got, want)
+							t.Errorf("%dx%d kc=%d beta=%g bias=%v: C[%d][%d] = %g, want %g", mr, nr, kc, beta, withBias, i, j, got, want)
 						}
 					}
 				}
@@ -138,4 +151,54 @@ func TestSgemmPassDepth(t *testing.T) {
 			t.Errorf("sgemmPassDepth(%d, %d) = %d: %d passes", c.kk, c.kcMax, got, passes)
 		}
 	}
+}
+
+// TestTilesMR checks that row tiles come in whole micro-kernel tiles of the
+// alignment asked for, so that the AVX-512 path (mr = 12) runs its 6-row
+// kernel only at the matrix's last edge, and that the split still gives the
+// threads a multiple of their count where one exists.
+func TestTilesMR(t *testing.T) {
+	for _, mr := range []int{sgemmMR, sgemmMR512} {
+		for _, m := range []int{7, 90, 256, 1024, 2048, 3000} {
+			for _, n := range []int{16, 256, 768, 3072} {
+				for _, threads := range []int{1, 2, 4} {
+					mc, nt := tilesMR(m, n, threads, sgemmMC512, sgemmNT512, mr)
+					if mc%mr != 0 || nt%packBCols != 0 || mc <= 0 || nt <= 0 {
+						t.Errorf("tilesMR(%d, %d, %d, mr %d) = %d×%d: not whole tiles", m, n, threads, mr, mc, nt)
+					}
+				}
+			}
+		}
+	}
+	// The weight gradient of a 256-wide input at the small preset: 6-row
+	// alignment gave 90-row tiles, each ending in a 6-row edge.
+	if mc, _ := tilesMR(256, 768, 2, sgemmMC512, sgemmNT512, sgemmMR512); mc != 96 {
+		t.Errorf("tilesMR(256, 768, 2, mr 12): mc = %d, want 96", mc)
+	}
+	if mc, _ := tilesMR(256, 768, 2, sgemmMC512, sgemmNT512, sgemmMR); mc != 90 {
+		t.Errorf("tilesMR(256, 768, 2, mr 6): mc = %d, want 90", mc)
+	}
+}
+
+// TestSgemmBias checks SgemmBias against a float64 reference at every level:
+// shapes that take the fused AVX-512 path with ragged tile edges (the bias
+// zero-padded past the last column), deep products cut into several k
+// chunks (the bias goes into the first only), several threads, and the
+// shapes that fall back to filling C first (vectors, tiny products, k = 0).
+func TestSgemmBias(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(25, 26))
+		shapes := [][3]int{{1, 40, 9}, {40, 1, 9}, {3, 3, 3}, {5, 7, 0}, {13, 37, 19}, {71, 100, 33}, {200, 70, 300}, {300, 257, 64}}
+		if !testing.Short() {
+			shapes = append(shapes, [3]int{2100, 40, 1100}) // three k chunks of 512 or less
+		}
+		for _, s := range shapes {
+			for tr := range 4 {
+				sgemmCase{
+					transA: tr&1 != 0, transB: tr&2 != 0, m: s[0], n: s[1], k: s[2], alpha: 1,
+					padA: tr, padB: 1, padC: 2, bias: true,
+				}.run(t, rng)
+			}
+		}
+	})
 }

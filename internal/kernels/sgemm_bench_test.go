@@ -115,7 +115,7 @@ func BenchmarkSgemmKernel512(b *testing.B) {
 	c := make([]float32, sgemmMR512*sgemmNR512)
 	cpu0 := processCPU()
 	for b.Loop() {
-		sgemmKernel512(2, 2, sgemmKC512, a, sgemmKC512*sgemmMR, bb, sgemmKC512*sgemmNR, c, sgemmNR512, 1, 1)
+		sgemmKernel512(2, 2, sgemmKC512, a, sgemmKC512*sgemmMR, bb, sgemmKC512*sgemmNR, c, sgemmNR512, 1, 1, nil)
 	}
 	reportRate(b, 2*sgemmMR512*sgemmNR512*sgemmKC512, "GFLOP", cpu0)
 }

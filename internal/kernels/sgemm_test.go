@@ -23,6 +23,9 @@ type sgemmCase struct {
 	// blk, if set, runs the packed path with this blocking instead of
 	// Sgemm (m, n and k must then be positive).
 	blk *sgemmBlocking
+	// bias runs SgemmBias with a random bias row instead (alpha must be
+	// 1 and beta 0).
+	bias bool
 }
 
 func (tc sgemmCase) String() string {
@@ -84,9 +87,17 @@ func (tc sgemmCase) run(t *testing.T, rng *rand.Rand) {
 	}
 	c0 := append([]float32(nil), c...)
 
-	if tc.blk != nil {
+	var bias []float32
+	switch {
+	case tc.bias:
+		bias = make([]float32, n+2)
+		for i := range bias {
+			bias[i] = rng.Float32()*4 - 2
+		}
+		SgemmBias(tc.transA, tc.transB, m, n, k, a, lda, b, ldb, bias, c, ldc)
+	case tc.blk != nil:
 		sgemmPackedBlocking(*tc.blk, tc.transA, tc.transB, m, n, k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
-	} else {
+	default:
 		Sgemm(tc.transA, tc.transB, m, n, k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
 	}
 
@@ -125,6 +136,10 @@ func (tc sgemmCase) run(t *testing.T, rng *rand.Rand) {
 				x *= bj[p]
 				s += x
 				sa += math.Abs(x)
+			}
+			if bias != nil {
+				s += float64(bias[j])
+				sa += math.Abs(float64(bias[j]))
 			}
 			want := alpha * s
 			bound := math.Abs(alpha) * sa

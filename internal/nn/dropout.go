@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/chewxy/hm"
+	"github.com/galleon-ml/galleon/internal/kernels"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -67,19 +68,18 @@ func DropoutBits(bits []uint64, n int, p float32, seed, step, stream, offset uin
 	// kept is 1 when the 16 bits v are ≥ thr: the subtraction wraps (top
 	// bit set) exactly when they are below.
 	kept := func(v uint64) uint64 { return 1 ^ (v&0xffff-thr)>>63 }
-	for w := range words {
+	w0 := 0
+	if offset&3 == 0 {
+		// Every whole word comes from 16 aligned hashes (word w from
+		// those of counters base + offset/4 + 16w + q, q < 16):
+		// kernels.DropoutWords, vectorized where the CPU allows.
+		w0 = n / 64
+		kernels.DropoutWords(bits[:w0], d.base+offset>>2, uint32(thr))
+	}
+	for w := w0; w < words; w++ {
 		i0 := w * 64
 		g := offset + uint64(i0)
 		var word uint64
-		if g&3 == 0 && n-i0 >= 64 {
-			// A whole word from 16 aligned hashes.
-			for q := range uint64(16) {
-				h := mix64(d.base + g>>2 + q)
-				word |= (kept(h) | kept(h>>16)<<1 | kept(h>>32)<<2 | kept(h>>48)<<3) << (4 * q)
-			}
-			bits[w] = word
-			continue
-		}
 		h := mix64(d.base+g>>2) >> (16 * (g & 3))
 		for k := range min(64, n-i0) {
 			if g&3 == 0 && k > 0 {
@@ -111,12 +111,7 @@ func newDropoutDraw(p float32, seed, step, stream uint64) (dropoutDraw, error) {
 
 func (d dropoutDraw) dropped(i uint64) bool { return mix64(d.base+i)>>40 < d.threshold }
 
-func mix64(z uint64) uint64 {
-	z += 0x9e3779b97f4a7c15
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
+func mix64(z uint64) uint64 { return kernels.SplitMix64(z) }
 
 type dropoutOp struct {
 	OpBase

@@ -57,21 +57,17 @@ func linearForward(y, x, w, b []float32, n, in, out int, transW bool) {
 	if n == 0 {
 		return
 	}
-	// The bias goes in first and the product adds onto it (beta = 1): one
-	// pass over y instead of a product pass and a bias pass. The copy is
-	// split over the cores like the product: on the caller alone it was
-	// ~2% of a small-preset training step's wall time with the other core
-	// idle.
-	var beta float32
-	if b != nil {
-		biasRowsLoops.Run(0, biasRowsBody{y, b}, n, rowGrain(out))
-		beta = 1
-	}
+	ldw := out
 	if transW {
-		kernels.Sgemm(false, true, n, out, in, 1, x, in, w, in, beta, y, out)
-	} else {
-		kernels.Sgemm(false, false, n, out, in, 1, x, in, w, out, beta, y, out)
+		ldw = in
 	}
+	if b != nil {
+		// The product adds onto the bias, with no pass over y of its
+		// own where the AVX-512 kernel starts from it (SgemmBias).
+		kernels.SgemmBias(false, transW, n, out, in, x, in, w, ldw, b, y, out)
+		return
+	}
+	kernels.Sgemm(false, transW, n, out, in, 1, x, in, w, ldw, 0, y, out)
 }
 
 // LinearBackward accumulates the gradients of LinearForward (or, with
@@ -149,7 +145,8 @@ func linearBackwardW(dw, dy, x []float32, n, in, out int, transW bool, beta floa
 	}
 }
 
-// biasRowsBody copies the bias b into rows [lo, hi) of y (rows of len(b)).
+// biasRowsBody copies the bias b into rows [lo, hi) of y (rows of len(b)):
+// the bf16 forward pass starts its product from it (linearForwardBF16).
 type biasRowsBody struct{ y, b []float32 }
 
 func (bd *biasRowsBody) Chunk(lo, hi int) {

@@ -39,28 +39,38 @@ const (
 
 func main() {
 	ConstraintExpr("amd64,!purego")
-	for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
-		kernel(s[0], s[1])
+	for _, bias := range []bool{false, true} {
+		for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
+			kernel(s[0], s[1], bias)
+		}
 	}
 	Generate()
 }
 
 // kernel emits the micro-kernel for an (ap·6)×(bp·16) tile: ap A panels and
-// bp B panels.
-func kernel(ap, bp int) {
+// bp B panels; with bias, the variant whose accumulators start from a bias
+// row (the forward pass of a linear layer with a bias).
+func kernel(ap, bp int, bias bool) {
 	mr, nr := ap*panelRows, bp*panelCols
 	name := fmt.Sprintf("sgemmKernel%dx%dAVX512", mr, nr)
-	TEXT(name, NOSPLIT, "func(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha, beta float32)")
+	sig := "func(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha, beta float32)"
+	what := "C = alpha·A·B + beta·C"
+	if bias {
+		name = fmt.Sprintf("sgemmKernel%dx%dBiasAVX512", mr, nr)
+		sig = "func(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha, beta float32, bias *float32)"
+		what = fmt.Sprintf("C = alpha·(A·B + bias) + beta·C, bias a row of %d floats added to every row,", nr)
+	}
+	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
 	Doc(
-		fmt.Sprintf("%s computes the %d×%d tile C = alpha·A·B + beta·C over kc k steps.", name, mr, nr),
+		fmt.Sprintf("%s computes the %d×%d tile %s over kc k steps.", name, mr, nr, what),
 		fmt.Sprintf("A is %d packed 6-row micro-panel(s), the second aStride floats after the", ap),
 		fmt.Sprintf("first; B is %d packed 16-column micro-panel(s), the second bStride floats", bp),
 		"after the first. With beta == 0 C is only written, never read. ldc is the",
 		"row stride of C in elements. kc must be positive.",
 	)
 	zmmgemm.Emit(zmmgemm.Tile{AP: ap, BP: bp, PanelRows: panelRows, PanelCols: panelCols, Unroll: unroll,
-		PrefetchB: prefetchB, K: "kc", StepName: "k steps"}, func(i int, o zmmgemm.Operands) {
+		PrefetchB: prefetchB, K: "kc", StepName: "k steps", Bias: bias}, func(i int, o zmmgemm.Operands) {
 		bv, bc := []VecPhysical{Z24, Z25}, []VecPhysical{Z26, Z27}
 		for h := 0; h < bp; h++ {
 			VMOVUPS(o.BMem(i, h), bv[h])

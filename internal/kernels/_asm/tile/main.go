@@ -40,6 +40,8 @@ func main() {
 	kern6x32()
 	dotChain()
 	dotChain4()
+	scaleRows()
+	transpose8()
 	Generate()
 }
 
@@ -452,5 +454,170 @@ func dotChain4() {
 	for r := 0; r < 4; r++ {
 		VMOVSS(total[r], Mem{Base: RAX, Disp: 4 * r})
 	}
+	RET()
+}
+
+func scaleRows() {
+	TEXT("scaleRows", NOSPLIT, "func(dst *float32, ldd int, src *float32, lds int, rows, n8 int, s *float32, ss int)")
+	Pragma("noescape")
+	Doc(
+		"scaleRows sets dst[r·ldd + j] = s[r·ss]·src[r·lds + j] for r < rows and",
+		"j < 8·n8 (strides in elements; ss = 0 scales every row by s[0]): one",
+		"rounding per element, as scaleTo. rows and n8 must be positive.",
+	)
+	// Registers: AX dst row, BX src row, CX rows left, DX ldd·4, SI lds·4,
+	// DI scale pointer, R8 ss·4, R9 column groups left, R10/R11 running
+	// pointers.
+	MOVQ(paramAddr("dst"), RAX)
+	MOVQ(paramAddr("ldd"), RDX)
+	SHLQ(Imm(2), RDX)
+	MOVQ(paramAddr("src"), RBX)
+	MOVQ(paramAddr("lds"), RSI)
+	SHLQ(Imm(2), RSI)
+	MOVQ(paramAddr("rows"), RCX)
+	MOVQ(paramAddr("s"), RDI)
+	MOVQ(paramAddr("ss"), R8)
+	SHLQ(Imm(2), R8)
+
+	Label("srrow")
+	VBROADCASTSS(Mem{Base: RDI}, Y0)
+	MOVQ(RAX, R10)
+	MOVQ(RBX, R11)
+	MOVQ(paramAddr("n8"), R9)
+	CMPQ(R9, Imm(4))
+	JLT(LabelRef("srone"))
+
+	Label("srfour")
+	for u := 0; u < 4; u++ {
+		VMULPS(Mem{Base: R11, Disp: 32 * u}, Y0, []VecPhysical{Y1, Y2, Y3, Y4}[u])
+	}
+	for u := 0; u < 4; u++ {
+		VMOVUPS([]VecPhysical{Y1, Y2, Y3, Y4}[u], Mem{Base: R10, Disp: 32 * u})
+	}
+	ADDQ(Imm(128), R10)
+	ADDQ(Imm(128), R11)
+	SUBQ(Imm(4), R9)
+	CMPQ(R9, Imm(4))
+	JGE(LabelRef("srfour"))
+	TESTQ(R9, R9)
+	JZ(LabelRef("srnext"))
+
+	Label("srone")
+	VMULPS(Mem{Base: R11}, Y0, Y1)
+	VMOVUPS(Y1, Mem{Base: R10})
+	ADDQ(Imm(32), R10)
+	ADDQ(Imm(32), R11)
+	DECQ(R9)
+	JNZ(LabelRef("srone"))
+
+	Label("srnext")
+	ADDQ(RDX, RAX)
+	ADDQ(RSI, RBX)
+	ADDQ(R8, RDI)
+	DECQ(RCX)
+	JNZ(LabelRef("srrow"))
+	VZEROUPPER()
+	RET()
+}
+
+func transpose8() {
+	TEXT("transpose8", NOSPLIT, "func(dst *float32, ldd int, src *float32, lds int, nb, db int, s float32)")
+	Pragma("noescape")
+	Doc(
+		"transpose8 sets dst[x·ldd + c] = s·src[c·lds + x] for c < 8·nb and",
+		"x < 8·db (strides in elements), one rounding per element as",
+		"transposeRows: 8×8 blocks, transposed in registers. nb and db must be",
+		"positive.",
+	)
+	// Registers: AX src block row, BX dst block column, CX row blocks
+	// left, DX lds·4, SI ldd·4, R8 column blocks left, R9 src pointer, R10
+	// dst pointer, R13, R11 and R12 3, 5 and 7 times the stride of the
+	// rows being loaded or stored, Y15 the scale.
+	MOVQ(paramAddr("src"), RAX)
+	MOVQ(paramAddr("dst"), RBX)
+	MOVQ(paramAddr("lds"), RDX)
+	SHLQ(Imm(2), RDX)
+	MOVQ(paramAddr("ldd"), RSI)
+	SHLQ(Imm(2), RSI)
+	MOVQ(paramAddr("nb"), RCX)
+	VBROADCASTSS(paramAddr("s"), Y15)
+	r := []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7}
+	t := []VecPhysical{Y8, Y9, Y10, Y11, Y12, Y13, Y14}
+	// row addresses base + i·stride for i < 8 with stride in st, 3·st in
+	// R13, 5·st in R11, 7·st in R12.
+	rowAt := func(base, st Register, i int) Mem {
+		switch i {
+		case 0:
+			return Mem{Base: base}
+		case 1, 2, 4:
+			return Mem{Base: base, Index: st, Scale: uint8(i)}
+		case 3:
+			return Mem{Base: base, Index: R13, Scale: 1}
+		case 5:
+			return Mem{Base: base, Index: R11, Scale: 1}
+		case 6:
+			return Mem{Base: base, Index: R13, Scale: 2}
+		default:
+			return Mem{Base: base, Index: R12, Scale: 1}
+		}
+	}
+	multiples := func(st Register) {
+		LEAQ(Mem{Base: st, Index: st, Scale: 2}, R13)
+		LEAQ(Mem{Base: st, Index: st, Scale: 4}, R11)
+		LEAQ(Mem{Base: R13, Index: st, Scale: 4}, R12)
+	}
+
+	Label("trrow")
+	MOVQ(RAX, R9)
+	MOVQ(RBX, R10)
+	MOVQ(paramAddr("db"), R8)
+
+	Label("trcol")
+	multiples(RDX)
+	for i := 0; i < 8; i++ {
+		VMULPS(rowAt(R9, RDX, i), Y15, r[i])
+	}
+	// r[i] holds row i of the block (scaled). Pairs of rows, interleaved:
+	// t[2i] = unpcklps(r[2i], r[2i+1]), t[2i+1] the high halves; the last
+	// high half goes into r7 (one instruction reads r6 and r7 first).
+	for i := 0; i < 3; i++ {
+		VUNPCKLPS(r[2*i+1], r[2*i], t[2*i])
+		VUNPCKHPS(r[2*i+1], r[2*i], t[2*i+1])
+	}
+	VUNPCKLPS(r[7], r[6], t[6])
+	VUNPCKHPS(r[7], r[6], r[7])
+	// Groups of four rows: u[i] (in r[i]) holds column i of rows 0–3 in
+	// its low lane and column i+4 in its high lane, u[i+4] the same for
+	// rows 4–7.
+	VSHUFPS(Imm(0x44), t[2], t[0], r[0])
+	VSHUFPS(Imm(0xEE), t[2], t[0], r[1])
+	VSHUFPS(Imm(0x44), t[3], t[1], r[2])
+	VSHUFPS(Imm(0xEE), t[3], t[1], r[3])
+	VSHUFPS(Imm(0x44), t[6], t[4], r[4])
+	VSHUFPS(Imm(0xEE), t[6], t[4], r[5])
+	VSHUFPS(Imm(0x44), r[7], t[5], r[6])
+	VSHUFPS(Imm(0xEE), r[7], t[5], r[7])
+	// Column i is the low lanes of u[i] and u[i+4], column i+4 the highs.
+	for i := 0; i < 4; i++ {
+		VPERM2F128(Imm(0x20), r[i+4], r[i], t[i])
+		VPERM2F128(Imm(0x31), r[i+4], r[i], r[i+4])
+	}
+	multiples(RSI)
+	for i := 0; i < 4; i++ {
+		VMOVUPS(t[i], rowAt(R10, RSI, i))
+	}
+	for i := 4; i < 8; i++ {
+		VMOVUPS(r[i], rowAt(R10, RSI, i))
+	}
+	ADDQ(Imm(32), R9)                               // next 8 columns of src
+	LEAQ(Mem{Base: R10, Index: RSI, Scale: 8}, R10) // next 8 rows of dst
+	DECQ(R8)
+	JNZ(LabelRef("trcol"))
+
+	LEAQ(Mem{Base: RAX, Index: RDX, Scale: 8}, RAX) // next 8 rows of src
+	ADDQ(Imm(32), RBX)                              // next 8 columns of dst
+	DECQ(RCX)
+	JNZ(LabelRef("trrow"))
+	VZEROUPPER()
 	RET()
 }

@@ -25,6 +25,10 @@ type Tile struct {
 	PrefetchB            int    // bytes ahead each B micro-panel stream is prefetched
 	K                    string // the name of the k-count parameter
 	StepName             string // what one k step is, for the loop's comment ("k steps")
+	// Bias makes the accumulators start from a row vector, the parameter
+	// bias (BP·PanelCols floats, added to every row of the tile), instead
+	// of zero: C = alpha·(A·B + bias) + beta·C.
+	Bias bool
 }
 
 // Operands are the registers and addresses a k step works on.
@@ -67,9 +71,24 @@ func Emit(t Tile, step func(i int, o Operands)) {
 		}
 	}
 
-	for r := 0; r < mr; r++ {
+	if t.Bias {
+		// The bias row seeds every row's accumulators: a linear layer's
+		// bias costs no pass over C.
+		bias := R10
+		MOVQ(ParamAddr("bias"), bias)
 		for h := 0; h < bp; h++ {
-			VPXORD(acc(r, h), acc(r, h), acc(r, h))
+			VMOVUPS(Mem{Base: bias, Disp: 64 * h}, zmm(h))
+		}
+		for r := 1; r < mr; r++ {
+			for h := 0; h < bp; h++ {
+				VMOVAPS(zmm(h), acc(r, h))
+			}
+		}
+	} else {
+		for r := 0; r < mr; r++ {
+			for h := 0; h < bp; h++ {
+				VPXORD(acc(r, h), acc(r, h), acc(r, h))
+			}
 		}
 	}
 
