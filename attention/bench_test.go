@@ -118,15 +118,59 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
+// presetShapes are the attention shapes of the model presets
+// (model.LookupPreset) and of the LoRA step at SmolLM2-135M's shapes, all
+// causal.
+var presetShapes = []struct {
+	name            string
+	B, H, KVH, T, D int
+}{{"tiny", 8, 4, 4, 64, 32}, {"small", 8, 8, 8, 256, 32}, {"medium", 4, 8, 8, 256, 64}, {"smollm2", 4, 9, 3, 256, 64}}
+
+// BenchmarkPresetTiles times ForwardInto+BackwardInto (outputs reused, so
+// no page faults of new tensors) on the small and SmolLM2 shapes for a grid
+// of tile sizes; with BenchmarkTileSweep it chose DefaultBlockK.
+func BenchmarkPresetTiles(b *testing.B) {
+	for _, p := range presetShapes {
+		if p.name != "small" && p.name != "smollm2" {
+			continue
+		}
+		c := tcase{B: p.B, H: p.H, KVH: p.KVH, Tq: p.T, Tk: p.T, D: p.D, Causal: true}
+		in := c.inputs(1)
+		o, lse, err := Forward(in.q, in.k, in.v, c.opts())
+		if err != nil {
+			b.Fatal(err)
+		}
+		dq, dk, dv, err := Backward(in.q, in.k, in.v, o, lse, in.dO, c.opts())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, bq := range []int{48, 96, 192} {
+			for _, bk := range []int{64, 128, 256} {
+				b.Run(fmt.Sprintf("%s/bq=%d/bk=%d", p.name, bq, bk), func(b *testing.B) {
+					opts := c.opts()
+					opts.BlockQ, opts.BlockK = bq, bk
+					cpu0 := cputime.Process()
+					for i := 0; i < b.N; i++ {
+						if err := ForwardInto(o, lse, in.q, in.k, in.v, opts); err != nil {
+							b.Fatal(err)
+						}
+						if err := BackwardInto(dq, dk, dv, in.q, in.k, in.v, o, lse, in.dO, opts); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportMetric((cputime.Process()-cpu0).Seconds()*1e3/float64(b.N), "cpu-ms/op")
+				})
+			}
+		}
+	}
+}
+
 // BenchmarkPresets times forward+backward on the attention shapes of the
 // model presets (model.LookupPreset): tiny B=8 H=4 T=64 D=32, small B=8 H=8 T=256
 // D=32, medium B=4 H=8 T=256 D=64, and of the LoRA step at SmolLM2-135M's
 // shapes: B=4 H=9 KVH=3 T=256 D=64; causal.
 func BenchmarkPresets(b *testing.B) {
-	for _, p := range []struct {
-		name            string
-		B, H, KVH, T, D int
-	}{{"tiny", 8, 4, 4, 64, 32}, {"small", 8, 8, 8, 256, 32}, {"medium", 4, 8, 8, 256, 64}, {"smollm2", 4, 9, 3, 256, 64}} {
+	for _, p := range presetShapes {
 		c := tcase{B: p.B, H: p.H, KVH: p.KVH, Tq: p.T, Tk: p.T, D: p.D, Causal: true}
 		in := c.inputs(1)
 		for _, impl := range []struct {

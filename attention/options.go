@@ -17,17 +17,27 @@ import (
 //	best tile   111 64×256  362 96×128   199 48×256  715 192×256
 //	worst tile  195 128×256 475 128×32   278 192×32  903 128×32
 //
-// 96×128 is the fastest for forward+backward at D=64 (the training case)
-// and within 5% of the best elsewhere; the differences among tiles of at
-// least 64×128 are within the run-to-run noise. Narrow key tiles (32) cost
-// 15–30%: every tile pays the per-row softmax rescaling, so wider key tiles
-// amortize it. At D=64 a 96×128 tile keeps Q (24 KiB), K and V (32 KiB
-// each), the scores (48 KiB) and the accumulator (24 KiB) in L2, with one
-// key tile's rows streaming through L1; at D=128 all but the scores double,
-// still in L2. 96 query rows are a multiple of the 6-row register block.
+// 96×128 was the fastest for forward+backward at D=64 (the training case)
+// and within 5% of the best elsewhere; narrow key tiles (32) cost 15–30%:
+// every tile pays the per-row softmax rescaling, so wider key tiles
+// amortize it. Since the products skip the masked 6×16 blocks of diagonal
+// tiles (spans.go), a wide key tile no longer computes a wide masked
+// triangle, and 96×256 is the faster tile. Remeasured 2026-12-03, CPU ms
+// per call, two runs each (BenchmarkTileSweep; BenchmarkPresetTiles for
+// the last two columns):
+//
+//	                   D=64 fwd   D=64 fwd+bwd  D=128 fwd+bwd  small  SmolLM2
+//	96×128            110.6–110.9  352–364       722–742       16.0    15.3
+//	96×256            106.1–108.3  343–352       681–688       15.3    14.7
+//
+// (small: B=8 H=8 T=256 D=32; SmolLM2-135M: B=4 H=9 KVH=3 T=256 D=64,
+// causal.) At D=64 a 96×256 tile keeps Q (24 KiB), K and V (64 KiB each),
+// the scores (96 KiB) and the accumulator (24 KiB) in the 1 MiB L2, with
+// one key tile's rows streaming through L1. 96 query rows are a multiple
+// of the 6-row register block.
 const (
 	DefaultBlockQ = 96
-	DefaultBlockK = 128
+	DefaultBlockK = 256
 )
 
 // Options configures the attention kernels. The zero value is plain,

@@ -375,6 +375,9 @@ func (l *Layer) OwnsWeights() bool {
 // BuildGraph adds the base layer and, for the active adapter, the dropout,
 // down-projection (x·Aᵀ) and scaled up-projection added onto the base output.
 func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
+	if y, ok, err := l.buildFused(gc, x); ok || err != nil {
+		return y, err
+	}
 	y, err := l.base.BuildGraph(gc, x)
 	if err != nil {
 		return nil, err
@@ -392,10 +395,7 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 	if a == nil {
 		return y, nil
 	}
-	// The layer's own mask stream: its name and the adapter's seed, with the
-	// top bit set so it never meets the model's small stream numbers.
-	stream := (a.Config.Seed ^ hashString(l.name)) | 1<<63
-	h, err := newDown(x, gc.Node(a.A(l.name)), a.Config.Dropout, gc.Dropout(), stream)
+	h, err := newDown(x, gc.Node(a.A(l.name)), a.Config.Dropout, gc.Dropout(), l.stream(a))
 	if err != nil {
 		return nil, fmt.Errorf("lora: %s: %w", l.name, err)
 	}
@@ -408,6 +408,30 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 	}
 	return newUpAdd(y, h, gc.Node(a.B(l.name)), a.scales[l.name], inPlace)
 }
+
+// buildFused adds the layer as one fusedOp when its base is a frozen bf16
+// layer, the active adapter applies to it, and the low-rank products run at
+// its rank and widths; it reports false (and adds nothing) otherwise.
+func (l *Layer) buildFused(gc *model.GraphContext, x *G.Node) (*G.Node, bool, error) {
+	b, ok := l.base.(*model.BF16Linear)
+	a := l.owner.applied(l)
+	if !ok || a == nil {
+		return nil, false, nil
+	}
+	an := a.A(l.name)
+	if in, out := b.Dims(); !lowRank(an.Shape[0], in) || !lowRank(an.Shape[0], out) {
+		return nil, false, nil
+	}
+	y, err := newFused(b, x, gc.Node(an), gc.Node(a.B(l.name)), a.scales[l.name], a.Config.Dropout, gc.Dropout(), l.stream(a))
+	if err != nil {
+		return nil, true, fmt.Errorf("lora: %s: %w", l.name, err)
+	}
+	return y, true, nil
+}
+
+// stream is the layer's own mask stream: its name and the adapter's seed,
+// with the top bit set so it never meets the model's small stream numbers.
+func (l *Layer) stream(a *Adapter) uint64 { return (a.Config.Seed ^ hashString(l.name)) | 1<<63 }
 
 var scratch = sync.Pool{New: func() any { return new([]float32) }}
 

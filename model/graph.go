@@ -231,12 +231,16 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 	}
 	// A head held in bfloat16 (KeepBF16) is frozen: the tied embedding,
 	// or an lm_head BF16Linear ([V, D] as Llama stores it: transW).
+	// With checkpointing the head's logits are dropped after its op runs:
+	// the blocks' backward passes, which recompute each block, come after
+	// it and would otherwise run beside them.
+	release := ck != nil
 	if c.TiedEmbeddings && m.tokensBF16 != nil {
-		loss, err = nn.LinearCrossEntropyBF16(hidden, m.tokensBF16, targets, nn.LinearCEOpts{TransW: true})
+		loss, err = nn.LinearCrossEntropyBF16(hidden, m.tokensBF16, targets, nn.LinearCEOpts{TransW: true, Release: release})
 		return hidden, nil, loss, err
 	}
 	if b, ok := head.(*BF16Linear); ok && b.Bias == nil {
-		loss, err = nn.LinearCrossEntropyBF16(hidden, b.Weight, targets, nn.LinearCEOpts{TransW: b.OutIn})
+		loss, err = nn.LinearCrossEntropyBF16(hidden, b.Weight, targets, nn.LinearCEOpts{TransW: b.OutIn, Release: release})
 		return hidden, nil, loss, err
 	}
 	if d, ok := head.(*DenseLinear); c.TiedEmbeddings || ok && d.Bias == nil {
@@ -244,7 +248,7 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		if !c.TiedEmbeddings {
 			p, transW = d.Weight, false
 		}
-		opts := nn.LinearCEOpts{TransW: transW}
+		opts := nn.LinearCEOpts{TransW: transW, Release: release}
 		if !gc.Trainable(p) {
 			// No dW product: smaller chunks of logits cost little.
 			opts.Chunk = nn.LinearCEFrozenChunk(c.Vocab)

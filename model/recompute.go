@@ -346,6 +346,13 @@ func (op *blockGradOp) Do(in ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
+	if i == ck.r.model.Config.Layers-1 {
+		// The first backward pass: what ran since the last forward
+		// pass's collection (the head and the loss, whose chunk of
+		// logits is dropped with checkpointing) is garbage that would
+		// otherwise stay live through this pass.
+		collect()
+	}
 	if op.target.Deriv() == nil {
 		err := ck.backward(i, nil, x, dy)
 		collect()

@@ -485,7 +485,7 @@ func TestPackPairs(t *testing.T) {
 		for _, x := range []BF16Mat{{F32: f, Ld: ld}, {BF16: h, Ld: ld}} {
 			for _, trans := range []bool{false, true} {
 				for _, rows := range []int{1, 6, 16, 47, 48, 53, 101, 144, 203} {
-					for _, kk := range []int{1, 2, 7, 64, 257} {
+					for _, kk := range []int{1, 2, 7, 13, 15, 64, 257} {
 						kp := ceilDiv(kk, 2)
 						const i0, p0 = 3, 2
 						name := fmt.Sprintf("bf16=%v trans=%v rows=%d kk=%d", x.BF16 != nil, trans, rows, kk)

@@ -474,12 +474,22 @@ func packAPairs(dst []uint32, a BF16Mat, transA bool, i0, rows, p0, kk int) {
 		packA(f32s(dst), false, w, a.Ld/2, i0, rows, p0/2, kp)
 		return
 	}
-	// Otherwise six rows at a time are converted (rounded, or copied to
-	// a word boundary), bf16PairSeg pairs at a time, and packed from
-	// there.
+	// Otherwise six rows at a time: float32 ones by the vector routine,
+	// which rounds and lays out all their full pairs (an odd last k is
+	// added here); the rest are converted (rounded, or copied to a word
+	// boundary) bf16PairSeg pairs at a time and packed from there.
 	var tmp [sgemmMR * bf16PairSeg]uint32
 	for q := 0; q*sgemmMR < rows; q++ {
 		r := min(sgemmMR, rows-q*sgemmMR)
+		d, i := dst[q*sgemmMR*kp:], i0+q*sgemmMR
+		if a.BF16 == nil && r == sgemmMR && cvtA6Asm(d, a.F32[i*a.Ld+p0:], a.Ld, kk/2) {
+			if kk%2 == 1 {
+				for rr := range sgemmMR {
+					d[(kp-1)*sgemmMR+rr] = uint32(Float32ToBF16(a.F32[(i+rr)*a.Ld+p0+kk-1]))
+				}
+			}
+			continue
+		}
 		for s := 0; s < kp; s += bf16PairSeg {
 			sw := a.rowPairs(tmp[:], i0+q*sgemmMR, r, p0, kk, s)
 			packA(f32s(dst[q*sgemmMR*kp+s*sgemmMR:]), false, f32s(tmp[:]), sw, 0, r, 0, sw)
@@ -509,19 +519,19 @@ func (x BF16Mat) rowPairs(dst []uint32, i, r, p0, kk, s int) (sw int) {
 
 // packAPairsT is packAPairs for a transposed A: op(A)[i][p] = a[p·lda +
 // i], so the k pair pp of rows i… joins two stored rows. For float32 rows
-// the vector routine rounds them and deals the words six to each panel;
-// otherwise (bf16 rows, an odd last k, no vector routine) the words are
-// made for up to bf16Seg rows at a time and dealt from there.
+// the vector routine rounds the full pairs and deals their words six to
+// each panel; otherwise (bf16 rows, an odd last k, no vector routine) the
+// words are made for up to bf16Seg rows at a time and dealt from there.
 func packAPairsT(dst []uint32, a BF16Mat, i0, rows, p0, kk int) {
 	kp := ceilDiv(kk, 2)
+	start := 0
+	if a.BF16 == nil && cvtPairBlockAsm(sgemmMR, dst, sgemmMR*kp, a.F32[p0*a.Ld+i0:], a.Ld, rows, kk/2) {
+		start = kk / 2
+	}
 	var w [bf16Seg]uint32
-	for pp := range kp {
+	for pp := start; pp < kp; pp++ {
 		p, next := p0+2*pp, 2*pp+1 < kk
-		done := 0
-		if next && a.BF16 == nil {
-			done = cvtPairs6Asm(dst[pp*sgemmMR:], sgemmMR*kp, a.F32[p*a.Ld+i0:][:rows], a.F32[(p+1)*a.Ld+i0:][:rows])
-		}
-		for s := done; s < rows; s += bf16Seg { // bf16Seg is a multiple of 6
+		for s := 0; s < rows; s += bf16Seg { // bf16Seg is a multiple of 6
 			n := min(bf16Seg, rows-s)
 			a.pairRows(w[:], sgemmNR, p, next, i0+s, n)
 			for q := 0; q*sgemmMR < n; q++ {
@@ -544,12 +554,17 @@ func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
 	kp := ceilDiv(kk, 2)
 	if !transB {
 		// Rows p and p+1 of op(B) are contiguous: pair them, dealing 16
-		// columns to each panel.
+		// columns to each panel; float32 rows by the vector routine for
+		// all full pairs at once, which pads the last panel with zeros.
+		start := 0
+		if b.BF16 == nil && cvtPairBlockAsm(sgemmNR, dst, sgemmNR*kp, b.F32[p0*b.Ld+j0:], b.Ld, cols, kk/2) {
+			start = kk / 2
+		}
 		if cols%sgemmNR != 0 {
 			q := cols / sgemmNR
-			clear(dst[q*sgemmNR*kp : (q+1)*sgemmNR*kp])
+			clear(dst[q*sgemmNR*kp+start*sgemmNR : (q+1)*sgemmNR*kp])
 		}
-		for pp := range kp {
+		for pp := start; pp < kp; pp++ {
 			b.pairRows(dst[pp*sgemmNR:], sgemmNR*kp, p0+2*pp, 2*pp+1 < kk, j0, cols)
 		}
 		return

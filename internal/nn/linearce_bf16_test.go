@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/galleon-ml/galleon/internal/kernels"
@@ -192,5 +194,73 @@ func TestTokenEmbeddingForwardBF16(t *testing.T) {
 	}
 	if err := TokenEmbeddingForwardBF16(got[:3], w16, ids, C); !errors.Is(err, ErrShape) {
 		t.Errorf("short output: %v", err)
+	}
+}
+
+// TestLinearCERelease: with opts.Release the op keeps no chunk of logits
+// between runs, and its loss and gradients equal, bit for bit, those of the
+// op that keeps them, over two runs with different targets (float32 heads
+// trained and frozen, and a bfloat16 head).
+func TestLinearCERelease(t *testing.T) {
+	c := lceCases[1]
+	xD, _, w16, _, tg := bf16Data(c, 31)
+	_, wD, _ := lceData(c, 31)
+	type result struct {
+		loss   []float32
+		dx, dw [][]float32
+	}
+	for _, kind := range []string{"f32", "f32-frozen", "bf16"} {
+		runs := map[bool]result{}
+		for _, release := range []bool{false, true} {
+			targets := NewIDs(1, c.rows)
+			copy(targets.Data, tg)
+			g := G.NewGraph()
+			x := matNode(g, "x", xD, c.rows, c.D)
+			opts := LinearCEOpts{TransW: c.transW, Chunk: c.chunk, Release: release}
+			wr, wc := c.D, c.V
+			if c.transW {
+				wr, wc = wc, wr
+			}
+			var loss, w *G.Node
+			var err error
+			wrt := []*G.Node{x}
+			if kind == "bf16" {
+				loss, err = LinearCrossEntropyBF16(x, w16, targets, opts)
+			} else {
+				w = matNode(g, "w", wD, wr, wc)
+				if kind == "f32" {
+					wrt = append(wrt, w)
+				}
+				loss, err = LinearCrossEntropy(x, w, targets, opts)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := machine(t, loss, wrt...)
+			var r result
+			for pass := range 2 {
+				if pass == 1 {
+					for k := range targets.Data {
+						targets.Data[k] = int32((k*7 + 3) % c.V)
+					}
+					for _, n := range wrt {
+						zeroGrad(t, n)
+					}
+				}
+				run(t, m)
+				r.loss = append(r.loss, scalarOf(loss))
+				r.dx = append(r.dx, slices.Clone(gradOf(t, x)))
+				if kind == "f32" {
+					r.dw = append(r.dw, slices.Clone(gradOf(t, w)))
+				}
+				if held := loss.Op().(*linearCEOp).scratch != nil; held == release {
+					t.Errorf("%s, Release %t: the op holds logits after a run: %t", kind, release, held)
+				}
+			}
+			runs[release] = r
+		}
+		if !reflect.DeepEqual(runs[false], runs[true]) {
+			t.Errorf("%s: the loss or gradients differ with Release", kind)
+		}
 	}
 }

@@ -18,6 +18,12 @@ type LinearCEOpts struct {
 	// Chunk is the number of rows whose logits are held at once; 0 means
 	// LinearCEChunk(V).
 	Chunk int
+	// Release makes the op drop its chunk of logits at the end of every
+	// run (and allocate it again at the next) instead of keeping it: for a
+	// graph whose backward pass allocates memory of its own after the op
+	// ran (gradient checkpointing recomputes each block there), where
+	// kept logits would add to that pass's peak.
+	Release bool
 }
 
 type linearCEOp struct {
@@ -164,8 +170,12 @@ func (op *linearCEOp) Do(in ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 	}
-	if op.scratch == nil {
-		op.scratch = NewLinearCEScratch(op.opts.Chunk, op.V)
+	scratch := op.scratch
+	if scratch == nil {
+		scratch = NewLinearCEScratch(op.opts.Chunk, op.V)
+		if !op.opts.Release {
+			op.scratch = scratch
+		}
 	}
 	var dx, dw []float32
 	op.ran = [2]bool{op.x != nil && op.x.Deriv() != nil, op.w != nil && op.w.Deriv() != nil}
@@ -185,13 +195,13 @@ func (op *linearCEOp) Do(in ...G.Value) (G.Value, error) {
 	var count int
 	switch {
 	case op.w16 != nil && dx != nil:
-		sum, count, err = LinearCrossEntropyBackwardBF16(op.scratch, dx, x, op.w16, op.targets.Data, op.D, op.V, op.opts.TransW, 1)
+		sum, count, err = LinearCrossEntropyBackwardBF16(scratch, dx, x, op.w16, op.targets.Data, op.D, op.V, op.opts.TransW, 1)
 	case op.w16 != nil:
-		sum, count, err = LinearCrossEntropyForwardBF16(op.scratch, x, op.w16, op.targets.Data, op.D, op.V, op.opts.TransW)
+		sum, count, err = LinearCrossEntropyForwardBF16(scratch, x, op.w16, op.targets.Data, op.D, op.V, op.opts.TransW)
 	case dx != nil || dw != nil:
-		sum, count, err = LinearCrossEntropyBackward(op.scratch, dx, dw, x, w, op.targets.Data, op.D, op.V, op.opts.TransW, 1)
+		sum, count, err = LinearCrossEntropyBackward(scratch, dx, dw, x, w, op.targets.Data, op.D, op.V, op.opts.TransW, 1)
 	default:
-		sum, count, err = LinearCrossEntropyForward(op.scratch, x, w, op.targets.Data, op.D, op.V, op.opts.TransW)
+		sum, count, err = LinearCrossEntropyForward(scratch, x, w, op.targets.Data, op.D, op.V, op.opts.TransW)
 	}
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/galleon-ml/galleon/internal/cputime"
+	"github.com/galleon-ml/galleon/internal/kernels"
 )
 
 // Benchmarks of the Llama family's kernels at SmolLM2-135M's shapes: B·T =
@@ -189,5 +190,46 @@ func BenchmarkLinearCrossEntropyChunk(b *testing.B) {
 				b.ReportMetric(c.Seconds()/float64(b.N), "cpu-s/op")
 			}
 		})
+	}
+}
+
+// BenchmarkLinearCEFrozenChunk times the training form of a frozen head
+// (dx only, no dW product) at SmolLM2-135M's tied head (D 576, V 49,152),
+// bfloat16 and float32, for B=1 and B=4 windows of 256 tokens, in chunks of
+// the budgets LinearCEFrozenChunk could use: the choice behind
+// linearCEFrozenBudget. cpu-s/op is the process's CPU time per call.
+func BenchmarkLinearCEFrozenChunk(b *testing.B) {
+	r := newRand(7)
+	w := randn32(r, smolV*smolC, 0.05)
+	w16 := make([]uint16, len(w))
+	kernels.ToBF16(w16, w)
+	for _, rows := range []int{256, 1024} {
+		x := randn32(r, rows*smolC, 1)
+		targets := randIDs(r, rows, smolV)
+		dx := make([]float32, len(x))
+		for _, mib := range []int{64, 32, 16, 8} {
+			chunk := equalChunk(rows, max(16, (mib<<20)/4/smolV/16*16))
+			for _, bf16 := range []bool{true, false} {
+				b.Run(fmt.Sprintf("rows=%d/budget=%dMiB/bf16=%t", rows, mib, bf16), func(b *testing.B) {
+					s := NewLinearCEScratch(chunk, smolV)
+					c0 := cputime.Process()
+					for range b.N {
+						var err error
+						if bf16 {
+							_, _, err = LinearCrossEntropyBackwardBF16(s, dx, x, w16, targets, smolC, smolV, true, 1)
+						} else {
+							_, _, err = LinearCrossEntropyBackward(s, dx, nil, x, w, targets, smolC, smolV, true, 1)
+						}
+						if err != nil {
+							b.Fatal(err)
+						}
+					}
+					if c := cputime.Process() - c0; c > 0 {
+						b.ReportMetric(c.Seconds()/float64(b.N), "cpu-s/op")
+					}
+					b.ReportMetric(float64(chunk), "rows/chunk")
+				})
+			}
+		}
 	}
 }
