@@ -133,6 +133,14 @@ func (j *bwdJob) run() {
 	if p.B*p.KVH == 0 || p.Tk == 0 && p.Tq == 0 {
 		return
 	}
+	pairs := p.B * p.KVH
+	if pairs < minBackwardItems {
+		// Few (batch, kv head) pairs, e.g. one sequence of a GQA model:
+		// key blocks small enough that each pair's keys split into the
+		// items below (one 256-key block of T=256 would leave a core idle).
+		want := (minBackwardItems + pairs - 1) / pairs
+		p.bk = min(p.bk, max(roundUp((p.Tk+want-1)/want, microN), microN))
+	}
 	*g = bwdGeom{
 		ldt: roundUp(p.bk, microN),
 		lds: roundUp(p.bk, microN) + 8, // room for 6-row reads of Pᵀ past bc
@@ -140,7 +148,6 @@ func (j *bwdJob) run() {
 		tqp: p.Tq + microM,
 		nkb: (p.Tk + p.bk - 1) / p.bk,
 	}
-	pairs := p.B * p.KVH
 	g.nsplit = 1
 	if pairs < minBackwardItems && g.nkb > 1 {
 		g.nsplit = min((minBackwardItems+pairs-1)/pairs, g.nkb)

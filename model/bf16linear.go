@@ -68,6 +68,17 @@ func (l *BF16Linear) Forward(y, x []float32, rows int) error {
 	return nil
 }
 
+// BackwardInput computes the input gradient dx = dy·Wᵀ for rows rows on
+// the bf16 GEMM, as the layer's graph op does: for ops that fuse the frozen
+// layer with more work on the same input (lora's adapted layer).
+func (l *BF16Linear) BackwardInput(dx, dy []float32, rows int) error {
+	if rows < 0 || len(dx) != rows*l.In || len(dy) != rows*l.Out {
+		return fmt.Errorf("model: bf16 linear %d→%d: %d input and %d output gradients for %d rows", l.In, l.Out, len(dx), len(dy), rows)
+	}
+	l.backwardInput(dx, dy, rows)
+	return nil
+}
+
 // BuildGraph adds the layer as one frozen op whose only gradient is the
 // input's.
 func (l *BF16Linear) BuildGraph(gc *GraphContext, x *G.Node) (*G.Node, error) {

@@ -184,7 +184,12 @@ func TestBF16LinearGradient(t *testing.T) {
 			dy[i] = kernels.RoundBF16(float32(rng.NormFloat64()))
 		}
 		dx := make([]float32, rows*in)
-		l.backwardInput(dx, dy, rows)
+		if err := l.BackwardInput(dx, dy, rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.BackwardInput(dx, dy[:4], rows); err == nil {
+			t.Fatal("BackwardInput accepted a short gradient")
+		}
 		for r := range rows {
 			for o := range out {
 				s := float64(bias[o])

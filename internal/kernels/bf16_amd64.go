@@ -74,19 +74,38 @@ func cvtPairsAsm(dst []uint32, stride int, s0, s1 []float32) int {
 	return n
 }
 
-// cvtPairs6Asm is cvtPairsAsm for the 6-row micro-panels of a transposed
-// A: dst[g·stride+i] = pair(Float32ToBF16(s0[6g+i]), Float32ToBF16(s1[6g+i]))
-// for i < 6 and 6g < len(s0), the words of a last group past len(s0) zero
-// (the panel's rows past the edge). It returns the length done: all of s0,
-// or 0 without the vector routine. len(s1) ≥ len(s0).
-func cvtPairs6Asm(dst []uint32, stride int, s0, s1 []float32) int {
-	n := len(s0)
-	if !bf16CvtAVX512 || n == 0 {
-		return 0
+// cvtPairBlockAsm rounds kp k pairs of a float32 matrix stored with row
+// stride ld, pair pp joining stored rows 2pp and 2pp+1 of src, columns
+// c < n, into the micro-panels of group (6 for a transposed A, 16 for B)
+// columns: word (pp, c) to dst[pp·group + (c/group)·stride + c%group],
+// rounded as Float32ToBF16 and paired as pair; the words of a last group
+// past n are zero (the panel's columns past the edge). It reports false,
+// doing nothing, without the vector routine.
+func cvtPairBlockAsm(group int, dst []uint32, stride int, src []float32, ld, n, kp int) bool {
+	if !bf16CvtAVX512 || n == 0 || kp == 0 {
+		return false
 	}
-	_, _ = s1[n-1], dst[(ceilDiv(n, sgemmMR)-1)*stride+sgemmMR-1]
-	cvtPairs6AVX512(&dst[0], stride, &s0[0], &s1[0], n)
-	return n
+	_ = src[(2*kp-1)*ld+n-1]
+	_ = dst[(kp-1)*group+(ceilDiv(n, group)-1)*stride+group-1]
+	if group == sgemmMR {
+		cvtPairs6AVX512(&dst[0], stride, &src[0], ld, n, kp)
+	} else {
+		cvtPairs16AVX512(&dst[0], stride, &src[0], ld, n, kp)
+	}
+	return true
+}
+
+// cvtA6Asm packs six float32 rows of a plain A, row stride ld, into one
+// 6-row micro-panel of kp k pairs: dst[6pp+r] = pair(Float32ToBF16(src[r·ld
+// + 2pp]), Float32ToBF16(src[r·ld + 2pp + 1])). It reports false, doing
+// nothing, without the vector routine.
+func cvtA6Asm(dst []uint32, src []float32, ld, kp int) bool {
+	if !bf16CvtAVX512 || kp == 0 {
+		return false
+	}
+	_, _ = src[(sgemmMR-1)*ld+2*kp-1], dst[sgemmMR*kp-1]
+	cvtA6AVX512(&dst[0], &src[0], ld, kp)
+	return true
 }
 
 // dotBF16Asm returns the sum of a[i]·b[i] over the longest prefix the

@@ -37,6 +37,114 @@ DATA bf16Iota<>+56(SB)/4, $0x0000000e
 DATA bf16Iota<>+60(SB)/4, $0x0000000f
 GLOBL bf16Iota<>(SB), RODATA|NOPTR, $64
 
+DATA bf16A6Idx0<>+0(SB)/4, $0x00000000
+DATA bf16A6Idx0<>+4(SB)/4, $0x00000008
+DATA bf16A6Idx0<>+8(SB)/4, $0x00000010
+DATA bf16A6Idx0<>+12(SB)/4, $0x00000018
+DATA bf16A6Idx0<>+16(SB)/4, $0x00000000
+DATA bf16A6Idx0<>+20(SB)/4, $0x00000000
+DATA bf16A6Idx0<>+24(SB)/4, $0x00000001
+DATA bf16A6Idx0<>+28(SB)/4, $0x00000009
+DATA bf16A6Idx0<>+32(SB)/4, $0x00000011
+DATA bf16A6Idx0<>+36(SB)/4, $0x00000019
+DATA bf16A6Idx0<>+40(SB)/4, $0x00000000
+DATA bf16A6Idx0<>+44(SB)/4, $0x00000000
+DATA bf16A6Idx0<>+48(SB)/4, $0x00000002
+DATA bf16A6Idx0<>+52(SB)/4, $0x0000000a
+DATA bf16A6Idx0<>+56(SB)/4, $0x00000012
+DATA bf16A6Idx0<>+60(SB)/4, $0x0000001a
+GLOBL bf16A6Idx0<>(SB), RODATA|NOPTR, $64
+
+DATA bf16A6Idx45_0<>+0(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+4(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+8(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+12(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+16(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+20(SB)/4, $0x00000008
+DATA bf16A6Idx45_0<>+24(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+28(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+32(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+36(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+40(SB)/4, $0x00000001
+DATA bf16A6Idx45_0<>+44(SB)/4, $0x00000009
+DATA bf16A6Idx45_0<>+48(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+52(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+56(SB)/4, $0x00000000
+DATA bf16A6Idx45_0<>+60(SB)/4, $0x00000000
+GLOBL bf16A6Idx45_0<>(SB), RODATA|NOPTR, $64
+
+DATA bf16A6Idx1<>+0(SB)/4, $0x00000000
+DATA bf16A6Idx1<>+4(SB)/4, $0x00000000
+DATA bf16A6Idx1<>+8(SB)/4, $0x00000003
+DATA bf16A6Idx1<>+12(SB)/4, $0x0000000b
+DATA bf16A6Idx1<>+16(SB)/4, $0x00000013
+DATA bf16A6Idx1<>+20(SB)/4, $0x0000001b
+DATA bf16A6Idx1<>+24(SB)/4, $0x00000000
+DATA bf16A6Idx1<>+28(SB)/4, $0x00000000
+DATA bf16A6Idx1<>+32(SB)/4, $0x00000004
+DATA bf16A6Idx1<>+36(SB)/4, $0x0000000c
+DATA bf16A6Idx1<>+40(SB)/4, $0x00000014
+DATA bf16A6Idx1<>+44(SB)/4, $0x0000001c
+DATA bf16A6Idx1<>+48(SB)/4, $0x00000000
+DATA bf16A6Idx1<>+52(SB)/4, $0x00000000
+DATA bf16A6Idx1<>+56(SB)/4, $0x00000005
+DATA bf16A6Idx1<>+60(SB)/4, $0x0000000d
+GLOBL bf16A6Idx1<>(SB), RODATA|NOPTR, $64
+
+DATA bf16A6Idx45_1<>+0(SB)/4, $0x00000002
+DATA bf16A6Idx45_1<>+4(SB)/4, $0x0000000a
+DATA bf16A6Idx45_1<>+8(SB)/4, $0x00000000
+DATA bf16A6Idx45_1<>+12(SB)/4, $0x00000000
+DATA bf16A6Idx45_1<>+16(SB)/4, $0x00000000
+DATA bf16A6Idx45_1<>+20(SB)/4, $0x00000000
+DATA bf16A6Idx45_1<>+24(SB)/4, $0x00000003
+DATA bf16A6Idx45_1<>+28(SB)/4, $0x0000000b
+DATA bf16A6Idx45_1<>+32(SB)/4, $0x00000000
+DATA bf16A6Idx45_1<>+36(SB)/4, $0x00000000
+DATA bf16A6Idx45_1<>+40(SB)/4, $0x00000000
+DATA bf16A6Idx45_1<>+44(SB)/4, $0x00000000
+DATA bf16A6Idx45_1<>+48(SB)/4, $0x00000004
+DATA bf16A6Idx45_1<>+52(SB)/4, $0x0000000c
+DATA bf16A6Idx45_1<>+56(SB)/4, $0x00000000
+DATA bf16A6Idx45_1<>+60(SB)/4, $0x00000000
+GLOBL bf16A6Idx45_1<>(SB), RODATA|NOPTR, $64
+
+DATA bf16A6Idx2<>+0(SB)/4, $0x00000015
+DATA bf16A6Idx2<>+4(SB)/4, $0x0000001d
+DATA bf16A6Idx2<>+8(SB)/4, $0x00000000
+DATA bf16A6Idx2<>+12(SB)/4, $0x00000000
+DATA bf16A6Idx2<>+16(SB)/4, $0x00000006
+DATA bf16A6Idx2<>+20(SB)/4, $0x0000000e
+DATA bf16A6Idx2<>+24(SB)/4, $0x00000016
+DATA bf16A6Idx2<>+28(SB)/4, $0x0000001e
+DATA bf16A6Idx2<>+32(SB)/4, $0x00000000
+DATA bf16A6Idx2<>+36(SB)/4, $0x00000000
+DATA bf16A6Idx2<>+40(SB)/4, $0x00000007
+DATA bf16A6Idx2<>+44(SB)/4, $0x0000000f
+DATA bf16A6Idx2<>+48(SB)/4, $0x00000017
+DATA bf16A6Idx2<>+52(SB)/4, $0x0000001f
+DATA bf16A6Idx2<>+56(SB)/4, $0x00000000
+DATA bf16A6Idx2<>+60(SB)/4, $0x00000000
+GLOBL bf16A6Idx2<>(SB), RODATA|NOPTR, $64
+
+DATA bf16A6Idx45_2<>+0(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+4(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+8(SB)/4, $0x00000005
+DATA bf16A6Idx45_2<>+12(SB)/4, $0x0000000d
+DATA bf16A6Idx45_2<>+16(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+20(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+24(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+28(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+32(SB)/4, $0x00000006
+DATA bf16A6Idx45_2<>+36(SB)/4, $0x0000000e
+DATA bf16A6Idx45_2<>+40(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+44(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+48(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+52(SB)/4, $0x00000000
+DATA bf16A6Idx45_2<>+56(SB)/4, $0x00000007
+DATA bf16A6Idx45_2<>+60(SB)/4, $0x0000000f
+GLOBL bf16A6Idx45_2<>(SB), RODATA|NOPTR, $64
+
 // func f32ToBF16AVX512(dst *uint16, src *float32, n int)
 // Requires: AVX, AVX512F
 TEXT ·f32ToBF16AVX512(SB), NOSPLIT, $0-24
@@ -120,26 +228,52 @@ done:
 	VZEROUPPER
 	RET
 
-// func cvtPairs6AVX512(dst *uint32, stride int, s0 *float32, s1 *float32, n int)
-// Requires: AVX, AVX512F
-TEXT ·cvtPairs6AVX512(SB), NOSPLIT, $0-40
-	MOVQ         dst+0(FP), AX
-	MOVQ         stride+8(FP), CX
-	MOVQ         s0+16(FP), DX
-	MOVQ         s1+24(FP), BX
-	MOVQ         n+32(FP), SI
-	SHLQ         $0x02, CX
-	LEAQ         (CX)(CX*2), DI
-	MOVL         $0x0000003f, R8
-	KMOVW        R8, K1
+// func cvtPairs6AVX512(dst *uint32, stride int, src *float32, ld int, n int, kp int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·cvtPairs6AVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), CX
+	MOVQ         stride+8(FP), BX
+	MOVQ         src+16(FP), SI
+	MOVQ         ld+24(FP), DI
+	MOVQ         n+32(FP), R8
+	MOVQ         kp+40(FP), R9
+	SHLQ         $0x02, BX
+	SHLQ         $0x02, DI
+	LEAQ         (BX)(BX*2), R10
+	MOVL         $0x0000003f, AX
+	KMOVW        AX, K1
 	VPBROADCASTD bf16One<>+0(SB), Z0
 	VPBROADCASTD bf16Round<>+0(SB), Z1
 	VPBROADCASTD bf16Abs<>+0(SB), Z2
 	VPBROADCASTD bf16Inf<>+0(SB), Z3
 	VPBROADCASTD bf16Quiet<>+0(SB), Z4
+	MOVQ         R8, AX
+	XORL         DX, DX
+	MOVQ         $0x00000030, R11
+	DIVQ         R11
+	VMOVDQU32    bf16Iota<>+0(SB), Z5
+	MOVQ         DX, AX
+	VPBROADCASTD AX, Z6
+	VPCMPD       $0x01, Z6, Z5, K2
+	MOVQ         DX, AX
+	SUBQ         $0x10, AX
+	VPBROADCASTD AX, Z6
+	VPCMPD       $0x01, Z6, Z5, K3
+	MOVQ         DX, AX
+	SUBQ         $0x20, AX
+	VPBROADCASTD AX, Z6
+	VPCMPD       $0x01, Z6, Z5, K4
 
-loop:
-	CMPQ      SI, $0x30
+pair:
+	TESTQ R9, R9
+	JZ    ret
+	MOVQ  CX, AX
+	MOVQ  SI, DX
+	LEAQ  (SI)(DI*1), R11
+	MOVQ  R8, R12
+
+run:
+	CMPQ      R12, $0x30
 	JL        tail
 	VMOVDQU32 (DX), Z5
 	VPSRLD    $0x10, Z5, Z6
@@ -147,16 +281,16 @@ loop:
 	VPADDD    Z1, Z6, Z6
 	VPADDD    Z5, Z6, Z6
 	VPANDD    Z2, Z5, Z8
-	VPCMPUD   $0x06, Z3, Z8, K2
-	VPORD     Z4, Z5, K2, Z6
-	VMOVDQU32 (BX), Z5
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z6
+	VMOVDQU32 (R11), Z5
 	VPSRLD    $0x10, Z5, Z7
 	VPANDD    Z0, Z7, Z7
 	VPADDD    Z1, Z7, Z7
 	VPADDD    Z5, Z7, Z7
 	VPANDD    Z2, Z5, Z8
-	VPCMPUD   $0x06, Z3, Z8, K2
-	VPORD     Z4, Z5, K2, Z7
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z7
 	VPSRLD    $0x10, Z6, Z6
 	VPSRLD    $0x10, Z7, Z7
 	VPSLLD    $0x10, Z7, Z7
@@ -167,16 +301,16 @@ loop:
 	VPADDD    Z1, Z6, Z6
 	VPADDD    Z5, Z6, Z6
 	VPANDD    Z2, Z5, Z8
-	VPCMPUD   $0x06, Z3, Z8, K2
-	VPORD     Z4, Z5, K2, Z6
-	VMOVDQU32 64(BX), Z5
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z6
+	VMOVDQU32 64(R11), Z5
 	VPSRLD    $0x10, Z5, Z7
 	VPANDD    Z0, Z7, Z7
 	VPADDD    Z1, Z7, Z7
 	VPADDD    Z5, Z7, Z7
 	VPANDD    Z2, Z5, Z8
-	VPCMPUD   $0x06, Z3, Z8, K2
-	VPORD     Z4, Z5, K2, Z7
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z7
 	VPSRLD    $0x10, Z6, Z6
 	VPSRLD    $0x10, Z7, Z7
 	VPSLLD    $0x10, Z7, Z7
@@ -187,147 +321,550 @@ loop:
 	VPADDD    Z1, Z6, Z6
 	VPADDD    Z5, Z6, Z6
 	VPANDD    Z2, Z5, Z8
-	VPCMPUD   $0x06, Z3, Z8, K2
-	VPORD     Z4, Z5, K2, Z6
-	VMOVDQU32 128(BX), Z5
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z6
+	VMOVDQU32 128(R11), Z5
 	VPSRLD    $0x10, Z5, Z7
 	VPANDD    Z0, Z7, Z7
 	VPADDD    Z1, Z7, Z7
 	VPADDD    Z5, Z7, Z7
 	VPANDD    Z2, Z5, Z8
-	VPCMPUD   $0x06, Z3, Z8, K2
-	VPORD     Z4, Z5, K2, Z7
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z7
 	VPSRLD    $0x10, Z6, Z6
 	VPSRLD    $0x10, Z7, Z7
 	VPSLLD    $0x10, Z7, Z7
 	VPORD     Z7, Z6, Z6
-	LEAQ      (AX)(CX*4), R8
-	VMOVDQU32 Z9, K1, (AX)
+	LEAQ      (AX)(BX*4), R13
+	VMOVDQU32 Y9, K1, (AX)
 	VALIGND   $0x06, Z9, Z9, Z5
-	VMOVDQU32 Z5, K1, (AX)(CX*1)
+	VMOVDQU32 Y5, K1, (AX)(BX*1)
 	VALIGND   $0x0c, Z9, Z10, Z5
-	VMOVDQU32 Z5, K1, (AX)(CX*2)
+	VMOVDQU32 Y5, K1, (AX)(BX*2)
 	VALIGND   $0x02, Z10, Z10, Z5
-	VMOVDQU32 Z5, K1, (AX)(DI*1)
+	VMOVDQU32 Y5, K1, (AX)(R10*1)
 	VALIGND   $0x08, Z10, Z10, Z5
-	VMOVDQU32 Z5, K1, (R8)
+	VMOVDQU32 Y5, K1, (R13)
 	VALIGND   $0x0e, Z10, Z6, Z5
-	VMOVDQU32 Z5, K1, (R8)(CX*1)
+	VMOVDQU32 Y5, K1, (R13)(BX*1)
 	VALIGND   $0x04, Z6, Z6, Z5
-	VMOVDQU32 Z5, K1, (R8)(CX*2)
+	VMOVDQU32 Y5, K1, (R13)(BX*2)
 	VALIGND   $0x0a, Z6, Z6, Z5
-	VMOVDQU32 Z5, K1, (R8)(DI*1)
-	LEAQ      (R8)(CX*4), AX
+	VMOVDQU32 Y5, K1, (R13)(R10*1)
+	LEAQ      (R13)(BX*4), AX
 	ADDQ      $0x000000c0, DX
-	ADDQ      $0x000000c0, BX
-	SUBQ      $0x30, SI
-	JMP       loop
+	ADDQ      $0x000000c0, R11
+	SUBQ      $0x30, R12
+	JMP       run
 
 tail:
-	TESTQ        SI, SI
-	JZ           ret
+	TESTQ       R12, R12
+	JZ          next
+	VMOVDQU32.Z (DX), K2, Z5
+	VPSRLD      $0x10, Z5, Z6
+	VPANDD      Z0, Z6, Z6
+	VPADDD      Z1, Z6, Z6
+	VPADDD      Z5, Z6, Z6
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z6
+	VMOVDQU32.Z (R11), K2, Z5
+	VPSRLD      $0x10, Z5, Z7
+	VPANDD      Z0, Z7, Z7
+	VPADDD      Z1, Z7, Z7
+	VPADDD      Z5, Z7, Z7
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z7
+	VPSRLD      $0x10, Z6, Z6
+	VPSRLD      $0x10, Z7, Z7
+	VPSLLD      $0x10, Z7, Z7
+	VPORD       Z7, Z6, Z9
+	VMOVDQU32.Z 64(DX), K3, Z5
+	VPSRLD      $0x10, Z5, Z6
+	VPANDD      Z0, Z6, Z6
+	VPADDD      Z1, Z6, Z6
+	VPADDD      Z5, Z6, Z6
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z6
+	VMOVDQU32.Z 64(R11), K3, Z5
+	VPSRLD      $0x10, Z5, Z7
+	VPANDD      Z0, Z7, Z7
+	VPADDD      Z1, Z7, Z7
+	VPADDD      Z5, Z7, Z7
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z7
+	VPSRLD      $0x10, Z6, Z6
+	VPSRLD      $0x10, Z7, Z7
+	VPSLLD      $0x10, Z7, Z7
+	VPORD       Z7, Z6, Z10
+	VMOVDQU32.Z 128(DX), K4, Z5
+	VPSRLD      $0x10, Z5, Z6
+	VPANDD      Z0, Z6, Z6
+	VPADDD      Z1, Z6, Z6
+	VPADDD      Z5, Z6, Z6
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z6
+	VMOVDQU32.Z 128(R11), K4, Z5
+	VPSRLD      $0x10, Z5, Z7
+	VPANDD      Z0, Z7, Z7
+	VPADDD      Z1, Z7, Z7
+	VPADDD      Z5, Z7, Z7
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z7
+	VPSRLD      $0x10, Z6, Z6
+	VPSRLD      $0x10, Z7, Z7
+	VPSLLD      $0x10, Z7, Z7
+	VPORD       Z7, Z6, Z6
+	LEAQ        (AX)(BX*4), DX
+	VMOVDQU32   Y9, K1, (AX)
+	CMPQ        R12, $0x06
+	JLE         next
+	VALIGND     $0x06, Z9, Z9, Z5
+	VMOVDQU32   Y5, K1, (AX)(BX*1)
+	CMPQ        R12, $0x0c
+	JLE         next
+	VALIGND     $0x0c, Z9, Z10, Z5
+	VMOVDQU32   Y5, K1, (AX)(BX*2)
+	CMPQ        R12, $0x12
+	JLE         next
+	VALIGND     $0x02, Z10, Z10, Z5
+	VMOVDQU32   Y5, K1, (AX)(R10*1)
+	CMPQ        R12, $0x18
+	JLE         next
+	VALIGND     $0x08, Z10, Z10, Z5
+	VMOVDQU32   Y5, K1, (DX)
+	CMPQ        R12, $0x1e
+	JLE         next
+	VALIGND     $0x0e, Z10, Z6, Z5
+	VMOVDQU32   Y5, K1, (DX)(BX*1)
+	CMPQ        R12, $0x24
+	JLE         next
+	VALIGND     $0x04, Z6, Z6, Z5
+	VMOVDQU32   Y5, K1, (DX)(BX*2)
+	CMPQ        R12, $0x2a
+	JLE         next
+	VALIGND     $0x0a, Z6, Z6, Z5
+	VMOVDQU32   Y5, K1, (DX)(R10*1)
+	LEAQ        (DX)(BX*4), AX
+
+next:
+	ADDQ $0x00000018, CX
+	LEAQ (SI)(DI*2), SI
+	DECQ R9
+	JMP  pair
+
+ret:
+	VZEROUPPER
+	RET
+
+// func cvtPairs16AVX512(dst *uint32, stride int, src *float32, ld int, n int, kp int)
+// Requires: AVX, AVX512F
+TEXT ·cvtPairs16AVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), CX
+	MOVQ         stride+8(FP), BX
+	MOVQ         src+16(FP), SI
+	MOVQ         ld+24(FP), DI
+	MOVQ         n+32(FP), R8
+	MOVQ         kp+40(FP), R9
+	SHLQ         $0x02, BX
+	SHLQ         $0x02, DI
+	MOVL         $0x0000ffff, AX
+	KMOVW        AX, K1
+	VPBROADCASTD bf16One<>+0(SB), Z0
+	VPBROADCASTD bf16Round<>+0(SB), Z1
+	VPBROADCASTD bf16Abs<>+0(SB), Z2
+	VPBROADCASTD bf16Inf<>+0(SB), Z3
+	VPBROADCASTD bf16Quiet<>+0(SB), Z4
+	MOVQ         R8, AX
+	XORL         DX, DX
+	MOVQ         $0x00000030, R10
+	DIVQ         R10
 	VMOVDQU32    bf16Iota<>+0(SB), Z5
-	MOVQ         SI, R8
-	VPBROADCASTD R8, Z6
+	MOVQ         DX, AX
+	VPBROADCASTD AX, Z6
+	VPCMPD       $0x01, Z6, Z5, K2
+	MOVQ         DX, AX
+	SUBQ         $0x10, AX
+	VPBROADCASTD AX, Z6
 	VPCMPD       $0x01, Z6, Z5, K3
-	MOVQ         SI, R8
-	SUBQ         $0x10, R8
-	VPBROADCASTD R8, Z6
+	MOVQ         DX, AX
+	SUBQ         $0x20, AX
+	VPBROADCASTD AX, Z6
 	VPCMPD       $0x01, Z6, Z5, K4
-	MOVQ         SI, R8
-	SUBQ         $0x20, R8
-	VPBROADCASTD R8, Z6
-	VPCMPD       $0x01, Z6, Z5, K5
-	VMOVDQU32.Z  (DX), K3, Z5
-	VPSRLD       $0x10, Z5, Z6
-	VPANDD       Z0, Z6, Z6
-	VPADDD       Z1, Z6, Z6
-	VPADDD       Z5, Z6, Z6
-	VPANDD       Z2, Z5, Z8
-	VPCMPUD      $0x06, Z3, Z8, K2
-	VPORD        Z4, Z5, K2, Z6
-	VMOVDQU32.Z  (BX), K3, Z5
-	VPSRLD       $0x10, Z5, Z7
-	VPANDD       Z0, Z7, Z7
-	VPADDD       Z1, Z7, Z7
-	VPADDD       Z5, Z7, Z7
-	VPANDD       Z2, Z5, Z8
-	VPCMPUD      $0x06, Z3, Z8, K2
-	VPORD        Z4, Z5, K2, Z7
-	VPSRLD       $0x10, Z6, Z6
-	VPSRLD       $0x10, Z7, Z7
-	VPSLLD       $0x10, Z7, Z7
-	VPORD        Z7, Z6, Z9
-	VMOVDQU32.Z  64(DX), K4, Z5
-	VPSRLD       $0x10, Z5, Z6
-	VPANDD       Z0, Z6, Z6
-	VPADDD       Z1, Z6, Z6
-	VPADDD       Z5, Z6, Z6
-	VPANDD       Z2, Z5, Z8
-	VPCMPUD      $0x06, Z3, Z8, K2
-	VPORD        Z4, Z5, K2, Z6
-	VMOVDQU32.Z  64(BX), K4, Z5
-	VPSRLD       $0x10, Z5, Z7
-	VPANDD       Z0, Z7, Z7
-	VPADDD       Z1, Z7, Z7
-	VPADDD       Z5, Z7, Z7
-	VPANDD       Z2, Z5, Z8
-	VPCMPUD      $0x06, Z3, Z8, K2
-	VPORD        Z4, Z5, K2, Z7
-	VPSRLD       $0x10, Z6, Z6
-	VPSRLD       $0x10, Z7, Z7
-	VPSLLD       $0x10, Z7, Z7
-	VPORD        Z7, Z6, Z10
-	VMOVDQU32.Z  128(DX), K5, Z5
-	VPSRLD       $0x10, Z5, Z6
-	VPANDD       Z0, Z6, Z6
-	VPADDD       Z1, Z6, Z6
-	VPADDD       Z5, Z6, Z6
-	VPANDD       Z2, Z5, Z8
-	VPCMPUD      $0x06, Z3, Z8, K2
-	VPORD        Z4, Z5, K2, Z6
-	VMOVDQU32.Z  128(BX), K5, Z5
-	VPSRLD       $0x10, Z5, Z7
-	VPANDD       Z0, Z7, Z7
-	VPADDD       Z1, Z7, Z7
-	VPADDD       Z5, Z7, Z7
-	VPANDD       Z2, Z5, Z8
-	VPCMPUD      $0x06, Z3, Z8, K2
-	VPORD        Z4, Z5, K2, Z7
-	VPSRLD       $0x10, Z6, Z6
-	VPSRLD       $0x10, Z7, Z7
-	VPSLLD       $0x10, Z7, Z7
-	VPORD        Z7, Z6, Z6
-	LEAQ         (AX)(CX*4), R8
-	VMOVDQU32    Z9, K1, (AX)
-	CMPQ         SI, $0x06
-	JLE          ret
-	VALIGND      $0x06, Z9, Z9, Z5
-	VMOVDQU32    Z5, K1, (AX)(CX*1)
-	CMPQ         SI, $0x0c
-	JLE          ret
-	VALIGND      $0x0c, Z9, Z10, Z5
-	VMOVDQU32    Z5, K1, (AX)(CX*2)
-	CMPQ         SI, $0x12
-	JLE          ret
-	VALIGND      $0x02, Z10, Z10, Z5
-	VMOVDQU32    Z5, K1, (AX)(DI*1)
-	CMPQ         SI, $0x18
-	JLE          ret
-	VALIGND      $0x08, Z10, Z10, Z5
-	VMOVDQU32    Z5, K1, (R8)
-	CMPQ         SI, $0x1e
-	JLE          ret
-	VALIGND      $0x0e, Z10, Z6, Z5
-	VMOVDQU32    Z5, K1, (R8)(CX*1)
-	CMPQ         SI, $0x24
-	JLE          ret
-	VALIGND      $0x04, Z6, Z6, Z5
-	VMOVDQU32    Z5, K1, (R8)(CX*2)
-	CMPQ         SI, $0x2a
-	JLE          ret
-	VALIGND      $0x0a, Z6, Z6, Z5
-	VMOVDQU32    Z5, K1, (R8)(DI*1)
+
+pair:
+	TESTQ R9, R9
+	JZ    ret
+	MOVQ  CX, AX
+	MOVQ  SI, DX
+	LEAQ  (SI)(DI*1), R10
+	MOVQ  R8, R11
+
+run:
+	CMPQ      R11, $0x30
+	JL        tail
+	VMOVDQU32 (DX), Z5
+	VPSRLD    $0x10, Z5, Z6
+	VPANDD    Z0, Z6, Z6
+	VPADDD    Z1, Z6, Z6
+	VPADDD    Z5, Z6, Z6
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z6
+	VMOVDQU32 (R10), Z5
+	VPSRLD    $0x10, Z5, Z7
+	VPANDD    Z0, Z7, Z7
+	VPADDD    Z1, Z7, Z7
+	VPADDD    Z5, Z7, Z7
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z7
+	VPSRLD    $0x10, Z6, Z6
+	VPSRLD    $0x10, Z7, Z7
+	VPSLLD    $0x10, Z7, Z7
+	VPORD     Z7, Z6, Z9
+	VMOVDQU32 64(DX), Z5
+	VPSRLD    $0x10, Z5, Z6
+	VPANDD    Z0, Z6, Z6
+	VPADDD    Z1, Z6, Z6
+	VPADDD    Z5, Z6, Z6
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z6
+	VMOVDQU32 64(R10), Z5
+	VPSRLD    $0x10, Z5, Z7
+	VPANDD    Z0, Z7, Z7
+	VPADDD    Z1, Z7, Z7
+	VPADDD    Z5, Z7, Z7
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z7
+	VPSRLD    $0x10, Z6, Z6
+	VPSRLD    $0x10, Z7, Z7
+	VPSLLD    $0x10, Z7, Z7
+	VPORD     Z7, Z6, Z10
+	VMOVDQU32 128(DX), Z5
+	VPSRLD    $0x10, Z5, Z6
+	VPANDD    Z0, Z6, Z6
+	VPADDD    Z1, Z6, Z6
+	VPADDD    Z5, Z6, Z6
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z6
+	VMOVDQU32 128(R10), Z5
+	VPSRLD    $0x10, Z5, Z7
+	VPANDD    Z0, Z7, Z7
+	VPADDD    Z1, Z7, Z7
+	VPADDD    Z5, Z7, Z7
+	VPANDD    Z2, Z5, Z8
+	VPCMPUD   $0x06, Z3, Z8, K5
+	VPORD     Z4, Z5, K5, Z7
+	VPSRLD    $0x10, Z6, Z6
+	VPSRLD    $0x10, Z7, Z7
+	VPSLLD    $0x10, Z7, Z7
+	VPORD     Z7, Z6, Z5
+	VMOVDQU32 Z9, K1, (AX)
+	VMOVDQU32 Z10, K1, (AX)(BX*1)
+	VMOVDQU32 Z5, K1, (AX)(BX*2)
+	LEAQ      (AX)(BX*2), AX
+	ADDQ      BX, AX
+	ADDQ      $0x000000c0, DX
+	ADDQ      $0x000000c0, R10
+	SUBQ      $0x30, R11
+	JMP       run
+
+tail:
+	TESTQ       R11, R11
+	JZ          next
+	VMOVDQU32.Z (DX), K2, Z5
+	VPSRLD      $0x10, Z5, Z6
+	VPANDD      Z0, Z6, Z6
+	VPADDD      Z1, Z6, Z6
+	VPADDD      Z5, Z6, Z6
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z6
+	VMOVDQU32.Z (R10), K2, Z5
+	VPSRLD      $0x10, Z5, Z7
+	VPANDD      Z0, Z7, Z7
+	VPADDD      Z1, Z7, Z7
+	VPADDD      Z5, Z7, Z7
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z7
+	VPSRLD      $0x10, Z6, Z6
+	VPSRLD      $0x10, Z7, Z7
+	VPSLLD      $0x10, Z7, Z7
+	VPORD       Z7, Z6, Z9
+	VMOVDQU32.Z 64(DX), K3, Z5
+	VPSRLD      $0x10, Z5, Z6
+	VPANDD      Z0, Z6, Z6
+	VPADDD      Z1, Z6, Z6
+	VPADDD      Z5, Z6, Z6
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z6
+	VMOVDQU32.Z 64(R10), K3, Z5
+	VPSRLD      $0x10, Z5, Z7
+	VPANDD      Z0, Z7, Z7
+	VPADDD      Z1, Z7, Z7
+	VPADDD      Z5, Z7, Z7
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z7
+	VPSRLD      $0x10, Z6, Z6
+	VPSRLD      $0x10, Z7, Z7
+	VPSLLD      $0x10, Z7, Z7
+	VPORD       Z7, Z6, Z10
+	VMOVDQU32.Z 128(DX), K4, Z5
+	VPSRLD      $0x10, Z5, Z6
+	VPANDD      Z0, Z6, Z6
+	VPADDD      Z1, Z6, Z6
+	VPADDD      Z5, Z6, Z6
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z6
+	VMOVDQU32.Z 128(R10), K4, Z5
+	VPSRLD      $0x10, Z5, Z7
+	VPANDD      Z0, Z7, Z7
+	VPADDD      Z1, Z7, Z7
+	VPADDD      Z5, Z7, Z7
+	VPANDD      Z2, Z5, Z8
+	VPCMPUD     $0x06, Z3, Z8, K5
+	VPORD       Z4, Z5, K5, Z7
+	VPSRLD      $0x10, Z6, Z6
+	VPSRLD      $0x10, Z7, Z7
+	VPSLLD      $0x10, Z7, Z7
+	VPORD       Z7, Z6, Z5
+	VMOVDQU32   Z9, K1, (AX)
+	CMPQ        R11, $0x10
+	JLE         next
+	VMOVDQU32   Z10, K1, (AX)(BX*1)
+	CMPQ        R11, $0x20
+	JLE         next
+	VMOVDQU32   Z5, K1, (AX)(BX*2)
+	LEAQ        (AX)(BX*2), AX
+	ADDQ        BX, AX
+
+next:
+	ADDQ $0x00000040, CX
+	LEAQ (SI)(DI*2), SI
+	DECQ R9
+	JMP  pair
+
+ret:
+	VZEROUPPER
+	RET
+
+// func cvtA6AVX512(dst *uint32, src *float32, ld int, kp int)
+// Requires: AVX, AVX512DQ, AVX512F
+TEXT ·cvtA6AVX512(SB), NOSPLIT, $0-32
+	MOVQ         dst+0(FP), AX
+	MOVQ         src+8(FP), CX
+	MOVQ         ld+16(FP), DX
+	MOVQ         kp+24(FP), BX
+	SHLQ         $0x02, DX
+	LEAQ         (DX)(DX*2), SI
+	VPBROADCASTD bf16One<>+0(SB), Z0
+	VPBROADCASTD bf16Round<>+0(SB), Z1
+	VPBROADCASTD bf16Abs<>+0(SB), Z2
+	VPBROADCASTD bf16Inf<>+0(SB), Z3
+	VPBROADCASTD bf16Quiet<>+0(SB), Z4
+	VMOVDQU32    bf16A6Idx0<>+0(SB), Z5
+	VMOVDQU32    bf16A6Idx45_0<>+0(SB), Z6
+	MOVL         $0x00000c30, DI
+	KMOVW        DI, K1
+	VMOVDQU32    bf16A6Idx1<>+0(SB), Z7
+	VMOVDQU32    bf16A6Idx45_1<>+0(SB), Z8
+	MOVL         $0x000030c3, DI
+	KMOVW        DI, K2
+	VMOVDQU32    bf16A6Idx2<>+0(SB), Z9
+	VMOVDQU32    bf16A6Idx45_2<>+0(SB), Z10
+	MOVL         $0x0000c30c, DI
+	KMOVW        DI, K3
+
+loop:
+	CMPQ         BX, $0x08
+	JL           tail
+	LEAQ         (CX)(DX*4), DI
+	VMOVDQU32    (CX), Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y13
+	VMOVDQU32    (CX)(DX*1), Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y17
+	VMOVDQU32    (CX)(DX*2), Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y14
+	VMOVDQU32    (CX)(SI*1), Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y18
+	VMOVDQU32    (DI), Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y15
+	VMOVDQU32    (DI)(DX*1), Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y11
+	VINSERTI32X8 $0x01, Y17, Z13, Z13
+	VINSERTI32X8 $0x01, Y18, Z14, Z14
+	VINSERTI32X8 $0x01, Y11, Z15, Z15
+	VMOVDQA64    Z5, Z12
+	VPERMI2D     Z14, Z13, Z12
+	VPERMD       Z15, Z6, K1, Z12
+	VMOVDQU32    Z12, (AX)
+	VMOVDQA64    Z7, Z12
+	VPERMI2D     Z14, Z13, Z12
+	VPERMD       Z15, Z8, K2, Z12
+	VMOVDQU32    Z12, 64(AX)
+	VMOVDQA64    Z9, Z12
+	VPERMI2D     Z14, Z13, Z12
+	VPERMD       Z15, Z10, K3, Z12
+	VMOVDQU32    Z12, 128(AX)
+	ADDQ         $0x40, CX
+	ADDQ         $0x000000c0, AX
+	SUBQ         $0x08, BX
+	JMP          loop
+
+tail:
+	TESTQ        BX, BX
+	JZ           ret
+	LEAQ         (BX)(BX*1), DI
+	VPBROADCASTD DI, Z11
+	VPCMPD       $0x06, bf16Iota<>+0(SB), Z11, K4
+	LEAQ         (CX)(DX*4), DI
+	VMOVDQU32.Z  (CX), K4, Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y13
+	VMOVDQU32.Z  (CX)(DX*1), K4, Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y17
+	VMOVDQU32.Z  (CX)(DX*2), K4, Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y14
+	VMOVDQU32.Z  (CX)(SI*1), K4, Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y18
+	VMOVDQU32.Z  (DI), K4, Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y15
+	VMOVDQU32.Z  (DI)(DX*1), K4, Z11
+	VPSRLD       $0x10, Z11, Z12
+	VPANDD       Z0, Z12, Z12
+	VPADDD       Z1, Z12, Z12
+	VPADDD       Z11, Z12, Z12
+	VPANDD       Z2, Z11, Z16
+	VPCMPUD      $0x06, Z3, Z16, K5
+	VPORD        Z4, Z11, K5, Z12
+	VPSRLD       $0x10, Z12, Z12
+	VPMOVDW      Z12, Y11
+	VINSERTI32X8 $0x01, Y17, Z13, Z13
+	VINSERTI32X8 $0x01, Y18, Z14, Z14
+	VINSERTI32X8 $0x01, Y11, Z15, Z15
+	LEAQ         (BX)(BX*2), DI
+	SHLQ         $0x01, DI
+	VMOVDQA64    Z5, Z12
+	VPERMI2D     Z14, Z13, Z12
+	VPERMD       Z15, Z6, K1, Z12
+	VPBROADCASTD DI, Z11
+	VPCMPD       $0x06, bf16Iota<>+0(SB), Z11, K1
+	VMOVDQU32    Z12, K1, (AX)
+	SUBQ         $0x10, DI
+	VMOVDQA64    Z7, Z12
+	VPERMI2D     Z14, Z13, Z12
+	VPERMD       Z15, Z8, K2, Z12
+	VPBROADCASTD DI, Z11
+	VPCMPD       $0x06, bf16Iota<>+0(SB), Z11, K1
+	VMOVDQU32    Z12, K1, 64(AX)
+	SUBQ         $0x10, DI
+	VMOVDQA64    Z9, Z12
+	VPERMI2D     Z14, Z13, Z12
+	VPERMD       Z15, Z10, K3, Z12
+	VPBROADCASTD DI, Z11
+	VPCMPD       $0x06, bf16Iota<>+0(SB), Z11, K1
+	VMOVDQU32    Z12, K1, 128(AX)
+	SUBQ         $0x10, DI
 
 ret:
 	VZEROUPPER

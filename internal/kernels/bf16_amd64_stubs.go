@@ -15,12 +15,23 @@ func f32ToBF16AVX512(dst *uint16, src *float32, n int)
 //go:noescape
 func cvtPairsAVX512(dst *uint32, stride int, s0 *float32, s1 *float32, n int)
 
-// cvtPairs6AVX512 sets dst[g·stride+i] = bf16(s0[6g+i]) | bf16(s1[6g+i])<<16
-// for i < 6 and 6g < n, rounding to nearest even as f32ToBF16AVX512; the
-// words of a last group past n are zero.
+// cvtPairs6AVX512 sets dst[pp·6 + (c/6)·stride + c%6] = bf16(src[2pp·ld+c]) | bf16(src[(2pp+1)·ld+c])<<16
+// for pp < kp and c < n, rounding to nearest even as f32ToBF16AVX512; the words of a last group past n are zero.
 //
 //go:noescape
-func cvtPairs6AVX512(dst *uint32, stride int, s0 *float32, s1 *float32, n int)
+func cvtPairs6AVX512(dst *uint32, stride int, src *float32, ld int, n int, kp int)
+
+// cvtPairs16AVX512 sets dst[pp·16 + (c/16)·stride + c%16] = bf16(src[2pp·ld+c]) | bf16(src[(2pp+1)·ld+c])<<16
+// for pp < kp and c < n, rounding to nearest even as f32ToBF16AVX512; the words of a last group past n are zero.
+//
+//go:noescape
+func cvtPairs16AVX512(dst *uint32, stride int, src *float32, ld int, n int, kp int)
+
+// cvtA6AVX512 sets dst[6pp+r] = bf16(src[r·ld+2pp]) | bf16(src[r·ld+2pp+1])<<16
+// for r < 6 and pp < kp, rounding to nearest even as f32ToBF16AVX512.
+//
+//go:noescape
+func cvtA6AVX512(dst *uint32, src *float32, ld int, kp int)
 
 // bf16ToF32AVX512 widens src[:n&^15] to float32 into dst.
 //

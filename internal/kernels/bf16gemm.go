@@ -85,6 +85,31 @@ func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, bet
 	gemmBF16(gemmBF16Asm, bf16DefaultBlocking, transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
 }
 
+// GemmBF16Bias computes C = op(A)·op(B) + bias, the n values of bias added
+// to every row, as GemmBF16 with alpha = 1 and beta = 1 would onto a C
+// whose rows hold bias, and to the same bits; the old contents of C are
+// not read. On the paired path the bias goes into each tile of C just
+// before the tile's first kernel call, while the tile is in cache, rather
+// than in a pass over all of C first. It panics as GemmBF16 does, and if
+// bias is shorter than n.
+func GemmBF16Bias(transA, transB bool, m, n, k int, a, b BF16Mat, bias []float32, c []float32, ldc int) {
+	checkGemmBF16(transA, transB, m, n, k, a, b, c, ldc)
+	if len(bias) < n {
+		panic("kernels: GemmBF16Bias: bias shorter than n")
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	if !gemmBF16Asm || k == 0 || (m <= bf16GemvRows && transB) {
+		for r := range m {
+			copy(c[r*ldc:r*ldc+n], bias[:n])
+		}
+		GemmBF16(transA, transB, m, n, k, 1, a, b, 1, c, ldc)
+		return
+	}
+	gemmBF16Paired(bf16DefaultBlocking, transA, transB, m, n, k, 1, a, b, 0, bias[:n], c, ldc)
+}
+
 // bf16GemvRows is the most rows of op(A) that GemmBF16 multiplies by dot
 // products instead of packing: a decoding step's one row per sequence
 // reads each row of a transposed B (a torch.nn.Linear weight, [out, in])
@@ -240,6 +265,7 @@ type bf16Job struct {
 	m, n, k        int
 	alpha, beta    float32
 	a, b           BF16Mat
+	bias           []float32 // added to every row of C by the first k pass, or nil
 	c              []float32
 	ldc            int
 
@@ -266,9 +292,15 @@ func gemmBF16(paired bool, blk bf16Blocking, transA, transB bool, m, n, k int, a
 		gemmBF16F32(blk.packMax, transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
 		return
 	}
+	gemmBF16Paired(blk, transA, transB, m, n, k, alpha, a, b, beta, nil, c, ldc)
+}
+
+// gemmBF16Paired runs a product on the paired path; a non-nil bias (n
+// values, with beta 0) is added to every row of C.
+func gemmBF16Paired(blk bf16Blocking, transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, bias, c []float32, ldc int) {
 	j := bf16Jobs.Get()
 	*j = bf16Job{paired: true, blk: blk, transA: transA, transB: transB, m: m, n: n, k: k,
-		alpha: alpha, beta: beta, a: a, b: b, c: c, ldc: ldc}
+		alpha: alpha, beta: beta, a: a, b: b, bias: bias, c: c, ldc: ldc}
 	threads := Threads()
 	if work := m * n * k; work < sgemmParWorkAVX2*threads {
 		threads = max(1, min(threads, work/sgemmParWorkAVX2))
@@ -362,6 +394,16 @@ func (j *bf16Job) computeTile(ti, tj int, tmp *[sgemmTmpLen]float32) {
 		kc := min(j.blk.kp, kp-pc)
 		beta := j.cbeta
 		if pc > 0 {
+			beta = 1
+		}
+		if j.bias != nil && j.p0 == 0 && pc == 0 {
+			// The bias goes into the tile before its first pass (a row
+			// at a time: copies of a micro-tile's 32 columns cost more in
+			// calls than the pass over C they replace).
+			for r := range rows {
+				off := (r0+r)*ldc + j.j0 + c0
+				copy(j.c[off:off+cols], j.bias[j.j0+c0:j.j0+c0+cols])
+			}
 			beta = 1
 		}
 		for jr := 0; jr < cols; jr += sgemmNR512 {
@@ -474,12 +516,22 @@ func packAPairs(dst []uint32, a BF16Mat, transA bool, i0, rows, p0, kk int) {
 		packA(f32s(dst), false, w, a.Ld/2, i0, rows, p0/2, kp)
 		return
 	}
-	// Otherwise six rows at a time are converted (rounded, or copied to
-	// a word boundary), bf16PairSeg pairs at a time, and packed from
-	// there.
+	// Otherwise six rows at a time: float32 ones by the vector routine,
+	// which rounds and lays out all their full pairs (an odd last k is
+	// added here); the rest are converted (rounded, or copied to a word
+	// boundary) bf16PairSeg pairs at a time and packed from there.
 	var tmp [sgemmMR * bf16PairSeg]uint32
 	for q := 0; q*sgemmMR < rows; q++ {
 		r := min(sgemmMR, rows-q*sgemmMR)
+		d, i := dst[q*sgemmMR*kp:], i0+q*sgemmMR
+		if a.BF16 == nil && r == sgemmMR && cvtA6Asm(d, a.F32[i*a.Ld+p0:], a.Ld, kk/2) {
+			if kk%2 == 1 {
+				for rr := range sgemmMR {
+					d[(kp-1)*sgemmMR+rr] = uint32(Float32ToBF16(a.F32[(i+rr)*a.Ld+p0+kk-1]))
+				}
+			}
+			continue
+		}
 		for s := 0; s < kp; s += bf16PairSeg {
 			sw := a.rowPairs(tmp[:], i0+q*sgemmMR, r, p0, kk, s)
 			packA(f32s(dst[q*sgemmMR*kp+s*sgemmMR:]), false, f32s(tmp[:]), sw, 0, r, 0, sw)
@@ -509,19 +561,19 @@ func (x BF16Mat) rowPairs(dst []uint32, i, r, p0, kk, s int) (sw int) {
 
 // packAPairsT is packAPairs for a transposed A: op(A)[i][p] = a[p·lda +
 // i], so the k pair pp of rows i… joins two stored rows. For float32 rows
-// the vector routine rounds them and deals the words six to each panel;
-// otherwise (bf16 rows, an odd last k, no vector routine) the words are
-// made for up to bf16Seg rows at a time and dealt from there.
+// the vector routine rounds the full pairs and deals their words six to
+// each panel; otherwise (bf16 rows, an odd last k, no vector routine) the
+// words are made for up to bf16Seg rows at a time and dealt from there.
 func packAPairsT(dst []uint32, a BF16Mat, i0, rows, p0, kk int) {
 	kp := ceilDiv(kk, 2)
+	start := 0
+	if a.BF16 == nil && cvtPairBlockAsm(sgemmMR, dst, sgemmMR*kp, a.F32[p0*a.Ld+i0:], a.Ld, rows, kk/2) {
+		start = kk / 2
+	}
 	var w [bf16Seg]uint32
-	for pp := range kp {
+	for pp := start; pp < kp; pp++ {
 		p, next := p0+2*pp, 2*pp+1 < kk
-		done := 0
-		if next && a.BF16 == nil {
-			done = cvtPairs6Asm(dst[pp*sgemmMR:], sgemmMR*kp, a.F32[p*a.Ld+i0:][:rows], a.F32[(p+1)*a.Ld+i0:][:rows])
-		}
-		for s := done; s < rows; s += bf16Seg { // bf16Seg is a multiple of 6
+		for s := 0; s < rows; s += bf16Seg { // bf16Seg is a multiple of 6
 			n := min(bf16Seg, rows-s)
 			a.pairRows(w[:], sgemmNR, p, next, i0+s, n)
 			for q := 0; q*sgemmMR < n; q++ {
@@ -544,12 +596,17 @@ func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
 	kp := ceilDiv(kk, 2)
 	if !transB {
 		// Rows p and p+1 of op(B) are contiguous: pair them, dealing 16
-		// columns to each panel.
+		// columns to each panel; float32 rows by the vector routine for
+		// all full pairs at once, which pads the last panel with zeros.
+		start := 0
+		if b.BF16 == nil && cvtPairBlockAsm(sgemmNR, dst, sgemmNR*kp, b.F32[p0*b.Ld+j0:], b.Ld, cols, kk/2) {
+			start = kk / 2
+		}
 		if cols%sgemmNR != 0 {
 			q := cols / sgemmNR
-			clear(dst[q*sgemmNR*kp : (q+1)*sgemmNR*kp])
+			clear(dst[q*sgemmNR*kp+start*sgemmNR : (q+1)*sgemmNR*kp])
 		}
-		for pp := range kp {
+		for pp := start; pp < kp; pp++ {
 			b.pairRows(dst[pp*sgemmNR:], sgemmNR*kp, p0+2*pp, 2*pp+1 < kk, j0, cols)
 		}
 		return

@@ -57,16 +57,13 @@ func LowRankOuter(r, rows, n int, alpha float32, h []float32, ldh int, x []float
 
 // LowRankExpand sets c[i·ldc+q] = alpha·Σ_j H[j][i]·A[j][q] for i < rows
 // and q < n, j < r: C = alpha·Hᵀ·A, rows×n, with H r×rows (stride ldh) and A
-// r×n (stride lda). With acc the product is added onto c instead. With a
-// mask, c's element (i, q) is +0 where its bit (lo+i·ldc+q) is clear: the
-// mask applies to C, and acc must then be false.
+// r×n (stride lda). With acc the product is added onto c instead. A mask
+// applies to C: where the bit of c's element (i, q), lo+i·ldc+q, is clear,
+// the element is +0, or with acc has +0 added.
 func LowRankExpand(r, rows, n int, alpha float32, h []float32, ldh int, a []float32, lda int, acc bool, c []float32, ldc int, mask []uint64, lo int) {
 	checkLowRank("LowRankExpand", r, rows, n)
 	if rows == 0 || n == 0 {
 		return
-	}
-	if mask != nil && acc {
-		panic("kernels: LowRankExpand: a mask with acc")
 	}
 	checkMat("LowRankExpand", "h", h, r, rows, ldh)
 	checkMat("LowRankExpand", "a", a, r, n, lda)
@@ -153,7 +150,11 @@ func lowRankExpandGeneric(r, rows, n int, alpha float32, h []float32, ldh int, a
 			}
 			switch {
 			case !kept(mask, lo+i*ldc+q):
-				cr[q] = 0
+				if acc {
+					cr[q] += 0
+				} else {
+					cr[q] = 0
+				}
 			case acc:
 				cr[q] += alpha * s
 			default:

@@ -191,6 +191,8 @@ func (j *lowRankExpandJob) Item(_, it int) {
 	m := min(expandRows, j.rows-i0)
 	h, c := &j.hp[i0*8], &j.c[i0*j.ldc]
 	switch {
+	case j.words != nil && j.acc:
+		lowRankExpand8MaskAccAVX512(m, j.n/16, h, &j.a[0], j.lda, c, j.ldc, j.alpha, &j.words[(j.lo+i0*j.ldc)/16], j.ldc/16)
 	case j.words != nil:
 		lowRankExpand8MaskAVX512(m, j.n/16, h, &j.a[0], j.lda, c, j.ldc, j.alpha, &j.words[(j.lo+i0*j.ldc)/16], j.ldc/16)
 	case j.acc:

@@ -370,3 +370,61 @@ chunk:
 	JNZ         row
 	VZEROUPPER
 	RET
+
+// func lowRankExpand8MaskAccAVX512(rows int, nc int, h *float32, a *float32, lda int, c *float32, ldc int, alpha float32, mask *uint16, mstride int)
+// Requires: AVX, AVX512F
+TEXT ·lowRankExpand8MaskAccAVX512(SB), NOSPLIT, $0-80
+	MOVQ         rows+0(FP), AX
+	MOVQ         h+16(FP), SI
+	MOVQ         a+24(FP), DI
+	MOVQ         lda+32(FP), R8
+	SHLQ         $0x02, R8
+	MOVQ         c+40(FP), R9
+	MOVQ         ldc+48(FP), R10
+	SHLQ         $0x02, R10
+	MOVQ         mask+64(FP), R11
+	MOVQ         mstride+72(FP), R12
+	SHLQ         $0x01, R12
+	VBROADCASTSS alpha+56(FP), Z17
+
+row:
+	VBROADCASTSS (SI), Z8
+	VBROADCASTSS 4(SI), Z9
+	VBROADCASTSS 8(SI), Z10
+	VBROADCASTSS 12(SI), Z11
+	VBROADCASTSS 16(SI), Z12
+	VBROADCASTSS 20(SI), Z13
+	VBROADCASTSS 24(SI), Z14
+	VBROADCASTSS 28(SI), Z15
+	MOVQ         DI, R15
+	MOVQ         R9, DX
+	MOVQ         nc+8(FP), BX
+	MOVQ         R11, CX
+
+chunk:
+	LEAQ        (R15)(R8*2), R13
+	LEAQ        (R13)(R8*1), R14
+	VMULPS      (R15), Z8, Z16
+	VFMADD231PS (R15)(R8*1), Z9, Z16
+	VFMADD231PS (R13), Z10, Z16
+	VFMADD231PS (R14), Z11, Z16
+	VFMADD231PS (R15)(R8*4), Z12, Z16
+	VFMADD231PS (R14)(R8*2), Z13, Z16
+	VFMADD231PS (R13)(R8*4), Z14, Z16
+	VFMADD231PS (R14)(R8*4), Z15, Z16
+	KMOVW       (CX), K1
+	VMULPS.Z    Z16, Z17, K1, Z16
+	ADDQ        $0x02, CX
+	VADDPS      (DX), Z16, Z16
+	VMOVUPS     Z16, (DX)
+	ADDQ        $0x40, R15
+	ADDQ        $0x40, DX
+	DECQ        BX
+	JNZ         chunk
+	ADDQ        $0x20, SI
+	ADDQ        R10, R9
+	ADDQ        R12, R11
+	DECQ        AX
+	JNZ         row
+	VZEROUPPER
+	RET

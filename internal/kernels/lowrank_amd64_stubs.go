@@ -53,3 +53,12 @@ func lowRankExpand8AccAVX512(rows int, nc int, h *float32, a *float32, lda int, 
 //
 //go:noescape
 func lowRankExpand8MaskAVX512(rows int, nc int, h *float32, a *float32, lda int, c *float32, ldc int, alpha float32, mask *uint16, mstride int)
+
+// lowRankExpand8MaskAccAVX512 sets c[i][q] += alpha·Σ_j h[i·8+j]·A[j][q]
+// for i < rows and q < 16·nc (both > 0), A and c row-major with strides
+// lda and ldc.
+// +0 is added instead where bit q%16 of the 16-bit word
+// mask[i·mstride + q/16] is clear.
+//
+//go:noescape
+func lowRankExpand8MaskAccAVX512(rows int, nc int, h *float32, a *float32, lda int, c *float32, ldc int, alpha float32, mask *uint16, mstride int)

@@ -51,3 +51,28 @@ func sgemmKernel512(aPanels, bPanels, kc int, a []float32, aStride int, b []floa
 		sgemmKernel6x16AVX512(kc, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta)
 	}
 }
+
+// sgemmKernel512Direct is sgemmKernel512 for 12 rows of A read where they
+// are stored (row r at a[r·lda:], k steps contiguous) instead of from packed
+// panels, with 1 or 2 packed B panels.
+func sgemmKernel512Direct(bPanels, kc int, a []float32, lda int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32, bias []float32) {
+	if !sgemmAVX512 {
+		sgemmKernel512DirectGo(bPanels, kc, a, lda, b, bStride, c, ldc, alpha, beta, bias)
+		return
+	}
+	_ = a[(sgemmMR512-1)*lda+kc-1]
+	_ = b[(bPanels-1)*bStride+kc*sgemmNR-1]
+	_ = c[(sgemmMR512-1)*ldc+bPanels*sgemmNR-1]
+	switch {
+	case bias != nil && bPanels == 2:
+		_ = bias[2*sgemmNR-1]
+		sgemmKernel12x32DirectBiasAVX512(kc, &a[0], lda, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+	case bias != nil:
+		_ = bias[sgemmNR-1]
+		sgemmKernel12x16DirectBiasAVX512(kc, &a[0], lda, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+	case bPanels == 2:
+		sgemmKernel12x32DirectAVX512(kc, &a[0], lda, &b[0], bStride, &c[0], ldc, alpha, beta)
+	default:
+		sgemmKernel12x16DirectAVX512(kc, &a[0], lda, &b[0], bStride, &c[0], ldc, alpha, beta)
+	}
+}

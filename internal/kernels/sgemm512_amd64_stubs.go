@@ -6,7 +6,8 @@ package kernels
 
 // sgemmKernel12x32AVX512 computes the 12×32 tile C = alpha·A·B + beta·C over kc k steps.
 // A is 2 packed 6-row micro-panel(s), the second aStride floats after the
-// first; B is 2 packed 16-column micro-panel(s), the second bStride floats
+// first;
+// B is 2 packed 16-column micro-panel(s), the second bStride floats
 // after the first. With beta == 0 C is only written, never read. ldc is the
 // row stride of C in elements. kc must be positive.
 //
@@ -15,7 +16,8 @@ func sgemmKernel12x32AVX512(kc int, a *float32, aStride int, b *float32, bStride
 
 // sgemmKernel12x16AVX512 computes the 12×16 tile C = alpha·A·B + beta·C over kc k steps.
 // A is 2 packed 6-row micro-panel(s), the second aStride floats after the
-// first; B is 1 packed 16-column micro-panel(s), the second bStride floats
+// first;
+// B is 1 packed 16-column micro-panel(s), the second bStride floats
 // after the first. With beta == 0 C is only written, never read. ldc is the
 // row stride of C in elements. kc must be positive.
 //
@@ -24,7 +26,8 @@ func sgemmKernel12x16AVX512(kc int, a *float32, aStride int, b *float32, bStride
 
 // sgemmKernel6x32AVX512 computes the 6×32 tile C = alpha·A·B + beta·C over kc k steps.
 // A is 1 packed 6-row micro-panel(s), the second aStride floats after the
-// first; B is 2 packed 16-column micro-panel(s), the second bStride floats
+// first;
+// B is 2 packed 16-column micro-panel(s), the second bStride floats
 // after the first. With beta == 0 C is only written, never read. ldc is the
 // row stride of C in elements. kc must be positive.
 //
@@ -33,7 +36,8 @@ func sgemmKernel6x32AVX512(kc int, a *float32, aStride int, b *float32, bStride 
 
 // sgemmKernel6x16AVX512 computes the 6×16 tile C = alpha·A·B + beta·C over kc k steps.
 // A is 1 packed 6-row micro-panel(s), the second aStride floats after the
-// first; B is 1 packed 16-column micro-panel(s), the second bStride floats
+// first;
+// B is 1 packed 16-column micro-panel(s), the second bStride floats
 // after the first. With beta == 0 C is only written, never read. ldc is the
 // row stride of C in elements. kc must be positive.
 //
@@ -42,7 +46,8 @@ func sgemmKernel6x16AVX512(kc int, a *float32, aStride int, b *float32, bStride 
 
 // sgemmKernel12x32BiasAVX512 computes the 12×32 tile C = alpha·(A·B + bias) + beta·C, bias a row of 32 floats added to every row, over kc k steps.
 // A is 2 packed 6-row micro-panel(s), the second aStride floats after the
-// first; B is 2 packed 16-column micro-panel(s), the second bStride floats
+// first;
+// B is 2 packed 16-column micro-panel(s), the second bStride floats
 // after the first. With beta == 0 C is only written, never read. ldc is the
 // row stride of C in elements. kc must be positive.
 //
@@ -51,7 +56,8 @@ func sgemmKernel12x32BiasAVX512(kc int, a *float32, aStride int, b *float32, bSt
 
 // sgemmKernel12x16BiasAVX512 computes the 12×16 tile C = alpha·(A·B + bias) + beta·C, bias a row of 16 floats added to every row, over kc k steps.
 // A is 2 packed 6-row micro-panel(s), the second aStride floats after the
-// first; B is 1 packed 16-column micro-panel(s), the second bStride floats
+// first;
+// B is 1 packed 16-column micro-panel(s), the second bStride floats
 // after the first. With beta == 0 C is only written, never read. ldc is the
 // row stride of C in elements. kc must be positive.
 //
@@ -60,7 +66,8 @@ func sgemmKernel12x16BiasAVX512(kc int, a *float32, aStride int, b *float32, bSt
 
 // sgemmKernel6x32BiasAVX512 computes the 6×32 tile C = alpha·(A·B + bias) + beta·C, bias a row of 32 floats added to every row, over kc k steps.
 // A is 1 packed 6-row micro-panel(s), the second aStride floats after the
-// first; B is 2 packed 16-column micro-panel(s), the second bStride floats
+// first;
+// B is 2 packed 16-column micro-panel(s), the second bStride floats
 // after the first. With beta == 0 C is only written, never read. ldc is the
 // row stride of C in elements. kc must be positive.
 //
@@ -69,9 +76,46 @@ func sgemmKernel6x32BiasAVX512(kc int, a *float32, aStride int, b *float32, bStr
 
 // sgemmKernel6x16BiasAVX512 computes the 6×16 tile C = alpha·(A·B + bias) + beta·C, bias a row of 16 floats added to every row, over kc k steps.
 // A is 1 packed 6-row micro-panel(s), the second aStride floats after the
-// first; B is 1 packed 16-column micro-panel(s), the second bStride floats
+// first;
+// B is 1 packed 16-column micro-panel(s), the second bStride floats
 // after the first. With beta == 0 C is only written, never read. ldc is the
 // row stride of C in elements. kc must be positive.
 //
 //go:noescape
 func sgemmKernel6x16BiasAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+
+// sgemmKernel12x32DirectAVX512 computes the 12×32 tile C = alpha·A·B + beta·C over kc k steps.
+// A is 12 rows of a row-major matrix, aStride floats apart, read in place;
+// B is 2 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel12x32DirectAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32)
+
+// sgemmKernel12x16DirectAVX512 computes the 12×16 tile C = alpha·A·B + beta·C over kc k steps.
+// A is 12 rows of a row-major matrix, aStride floats apart, read in place;
+// B is 1 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel12x16DirectAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32)
+
+// sgemmKernel12x32DirectBiasAVX512 computes the 12×32 tile C = alpha·(A·B + bias) + beta·C, bias a row of 32 floats added to every row, over kc k steps.
+// A is 12 rows of a row-major matrix, aStride floats apart, read in place;
+// B is 2 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel12x32DirectBiasAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+
+// sgemmKernel12x16DirectBiasAVX512 computes the 12×16 tile C = alpha·(A·B + bias) + beta·C, bias a row of 16 floats added to every row, over kc k steps.
+// A is 12 rows of a row-major matrix, aStride floats apart, read in place;
+// B is 1 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel12x16DirectBiasAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)

@@ -7,3 +7,9 @@ package kernels
 func sgemmKernel512(aPanels, bPanels, kc int, a []float32, aStride int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32, bias []float32) {
 	sgemmKernel512Go(aPanels, bPanels, kc, a, aStride, b, bStride, c, ldc, alpha, beta, bias)
 }
+
+// sgemmKernel512Direct runs the portable form of the direct-A kernels'
+// contract (sgemmKernel512DirectGo).
+func sgemmKernel512Direct(bPanels, kc int, a []float32, lda int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32, bias []float32) {
+	sgemmKernel512DirectGo(bPanels, kc, a, lda, b, bStride, c, ldc, alpha, beta, bias)
+}

@@ -188,9 +188,10 @@ func TestTilesMR(t *testing.T) {
 func TestSgemmBias(t *testing.T) {
 	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(25, 26))
-		shapes := [][3]int{{1, 40, 9}, {40, 1, 9}, {3, 3, 3}, {5, 7, 0}, {13, 37, 19}, {71, 100, 33}, {200, 70, 300}, {300, 257, 64}}
+		shapes := [][3]int{{1, 40, 9}, {40, 1, 9}, {3, 3, 3}, {5, 7, 0}, {13, 37, 19}, {71, 100, 33}}
 		if !testing.Short() {
-			shapes = append(shapes, [3]int{2100, 40, 1100}) // three k chunks of 512 or less
+			shapes = append(shapes, [3]int{200, 70, 300}, [3]int{300, 257, 64},
+				[3]int{2100, 40, 1100}) // three k chunks of 512 or less
 		}
 		for _, s := range shapes {
 			for tr := range 4 {
@@ -198,6 +199,112 @@ func TestSgemmBias(t *testing.T) {
 					transA: tr&1 != 0, transB: tr&2 != 0, m: s[0], n: s[1], k: s[2], alpha: 1,
 					padA: tr, padB: 1, padC: 2, bias: true,
 				}.run(t, rng)
+			}
+		}
+	})
+}
+
+// TestSgemmKernel512Direct compares the direct-A kernels (12 rows of A read
+// in place) with a float64 reference at every level: both widths, with and
+// without a bias, the three epilogues, depths around the unrolled loop, and
+// rows padded with NaN past the k steps the kernel may read.
+func TestSgemmKernel512Direct(t *testing.T) {
+	forEachImpl(t, "sgemm", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(27, 28))
+		for _, bp := range []int{2, 1} {
+			nr := bp * sgemmNR
+			for _, kc := range []int{1, 3, 4, 5, 31, 256} {
+				for _, beta := range []float32{0, 1, -0.7} {
+					for _, withBias := range []bool{false, true} {
+						lda, bStride := kc+3, kc*sgemmNR+16
+						a := randPadded(rng, sgemmMR512, kc, lda)
+						b := make([]float32, (bp-1)*bStride+kc*sgemmNR)
+						for i := range b {
+							b[i] = rng.Float32()*2 - 1
+						}
+						var bias []float32
+						if withBias {
+							bias = make([]float32, nr)
+							for i := range bias {
+								bias[i] = rng.Float32()*4 - 2
+							}
+						}
+						ldc := nr + 3
+						c := make([]float32, (sgemmMR512-1)*ldc+nr)
+						for i := range c {
+							c[i] = rng.Float32()*2 - 1
+						}
+						c0 := append([]float32(nil), c...)
+						sgemmKernel512Direct(bp, kc, a, lda, b, bStride, c, ldc, 1.3, beta, bias)
+						const u = 1.0 / (1 << 24)
+						gamma := float64(kc+3) * u / (1 - float64(kc+3)*u)
+						for i := range sgemmMR512 {
+							for j := range nr {
+								var s, sa float64
+								for p := range kc {
+									x := float64(a[i*lda+p]) * float64(b[(j/sgemmNR)*bStride+p*sgemmNR+j%sgemmNR])
+									s += x
+									sa += math.Abs(x)
+								}
+								if bias != nil {
+									s += float64(bias[j])
+									sa += math.Abs(float64(bias[j]))
+								}
+								want, bound := 1.3*s, 1.3*sa
+								if beta != 0 {
+									want += float64(beta) * float64(c0[i*ldc+j])
+									bound += math.Abs(float64(beta) * float64(c0[i*ldc+j]))
+								}
+								if got := float64(c[i*ldc+j]); !(math.Abs(got-want) <= gamma*bound) {
+									t.Errorf("12x%d kc=%d beta=%g bias=%v: C[%d][%d] = %g, want %g", nr, kc, beta, withBias, i, j, got, want)
+								}
+							}
+							for j := nr; j < ldc && i*ldc+j < len(c); j++ {
+								if c[i*ldc+j] != c0[i*ldc+j] {
+									t.Errorf("12x%d kc=%d: C[%d][%d] outside the tile changed", nr, kc, i, j)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestSgemmDirectA runs products whose A the AVX-512 path reads in place
+// (not transposed, tiles of whole 12-row groups, the last tile packed) and
+// ones it must pack (a 4 KiB row stride), deep enough for several k chunks,
+// with and without a bias, against the float64 reference, and checks which
+// strides are read in place.
+func TestSgemmDirectA(t *testing.T) {
+	for _, c := range []struct {
+		transA bool
+		lda    int
+		want   bool
+	}{{false, 256, true}, {false, 768, true}, {false, 37, true}, {false, 1024, false}, {false, 512, false}, {false, 3072, false}, {true, 256, false}} {
+		if got := sgemmReadsAInPlace(c.transA, c.lda); got != c.want {
+			t.Errorf("sgemmReadsAInPlace(%v, %d) = %v, want %v", c.transA, c.lda, got, c.want)
+		}
+	}
+	forEachImpl(t, "sgemm", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(29, 30))
+		// 108 rows are two tiles of whole 12-row groups, 100 end in a
+		// packed tile; k = 1021 with padA 3 is the 4 KiB stride.
+		shapes := [][3]int{{24, 40, 37}, {108, 33, 40}, {100, 33, 40}, {24, 20, 1024 - 3}}
+		if !testing.Short() {
+			shapes = append(shapes, [3]int{96, 33, 300}, [3]int{200, 70, 64}, [3]int{256, 48, 1024 - 3},
+				[3]int{2100, 40, 1100}) // several k chunks
+		}
+		for _, s := range shapes {
+			for _, padA := range []int{0, 3} {
+				for _, bias := range []bool{false, true} {
+					tc := sgemmCase{m: s[0], n: s[1], k: s[2], alpha: 1, padA: padA, padB: 1, padC: 2, bias: bias}
+					if !bias {
+						tc.alpha, tc.beta = 0.7, -1.1
+					}
+					tc.run(t, rng)
+				}
 			}
 		}
 	})

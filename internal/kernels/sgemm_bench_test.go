@@ -169,3 +169,36 @@ func BenchmarkSgemmBlocking(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSgemmDirectA times the AVX-512 path with A packed and read in
+// place (sgemmDirectA), at the small preset's and GPT-2's row strides, in
+// GFLOP per CPU second; the comment on sgemmReadsAInPlace quotes it, run as
+//
+//	go test ./internal/kernels -run XXX -bench SgemmDirectA -benchtime 40x -count 3
+func BenchmarkSgemmDirectA(b *testing.B) {
+	restore, err := Select("sgemm", "avx512")
+	if err != nil {
+		b.Skip(err)
+	}
+	defer restore()
+	for _, s := range [][3]int{{2048, 256, 768}, {2048, 256, 1024}, {2048, 768, 256}, {2048, 1024, 256}} {
+		m, k, n := s[0], s[1], s[2]
+		a := make([]float32, m*k)
+		bb := make([]float32, k*n)
+		c := make([]float32, m*n)
+		for i := range a {
+			a[i] = float32(i%7) * 0.1
+		}
+		for _, direct := range []bool{false, true} {
+			b.Run(fmt.Sprintf("m=%d,k=%d,n=%d/direct=%v", m, k, n, direct), func(b *testing.B) {
+				sgemmDirectA = direct
+				defer func() { sgemmDirectA = true }()
+				cpu0 := processCPU()
+				for b.Loop() {
+					Sgemm(false, false, m, n, k, 1, a, k, bb, n, 0, c, n)
+				}
+				reportRate(b, float64(2*m*n*k), "GFLOP", cpu0)
+			})
+		}
+	}
+}

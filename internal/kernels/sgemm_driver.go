@@ -81,6 +81,9 @@ type sgemmJob struct {
 	// bias, when set (SgemmBias, AVX-512 path only), is added to every
 	// row of C by the micro-kernel of the first pass over each tile.
 	bias []float32
+	// directA: the AVX-512 kernel reads A in place, unpacked, in tiles of
+	// whole 12-row groups (sgemmReadsAInPlace).
+	directA bool
 
 	// Chunking: sizes and counts along m, n and k.
 	mChunk, nChunk, kChunk    int
@@ -190,6 +193,7 @@ func sgemmPackedBias(blk sgemmBlocking, transA, transB bool, m, n, k int, alpha 
 		threads = max(1, min(threads, work/parWork))
 	}
 	j.gemv = 0
+	j.directA = sgemmAVX512 && sgemmReadsAInPlace(transA, lda)
 	j.plan(threads)
 	j.execute(threads)
 }
@@ -236,6 +240,7 @@ func gemvThreads(outs, k int) int {
 func sgemvParallel(threads, mode int, trans bool, outs, k int, alpha float32, mat []float32, ld int, vec []float32, inc int, beta float32, c []float32, ldc int) {
 	j := getSgemmJob()
 	j.gemv, j.n, j.k = mode, outs, k
+	j.directA = false
 	j.transA, j.transB = trans, trans // the matrix's flag: B for rows, A for columns
 	j.alpha, j.beta, j.a, j.b, j.c = alpha, beta, vec, mat, c
 	j.lda, j.ldb, j.ldc = inc, ld, ldc

@@ -9,9 +9,12 @@
 //     integer instructions, rounding to nearest even exactly as the Go
 //     reference (Float32ToBF16) does, subnormals included. VCVTNEPS2BF16
 //     would be one instruction, but it flushes subnormal inputs and outputs
-//     to zero, so it is not used. The same rounding packs two float32 rows
-//     of B (or of a transposed A) straight into k-pair words
-//     (cvtPairsAVX512); interleaveBF16AVX512 pairs two bf16 rows.
+//     to zero, so it is not used. The same rounding packs float32
+//     operands straight into the GEMM's k-pair words: two rows of B, or of
+//     a transposed A, for one k pair (cvtPairsAVX512) or for all of a
+//     block's pairs (cvtPairs16AVX512, cvtPairs6AVX512), and six rows of a
+//     plain A into a micro-panel (cvtA6AVX512); interleaveBF16AVX512 pairs
+//     two bf16 rows.
 //   - the bf16 GEMM micro-kernels. They read operands packed by
 //     bf16gemm.go: an A micro-panel of 6 rows and a B micro-panel of 16
 //     columns hold, for each pair of adjacent k, one 32-bit word per row
@@ -64,7 +67,9 @@ func main() {
 	consts()
 	toBF16()
 	cvtPairs()
-	cvtPairs6()
+	cvtPairBlock(6)
+	cvtPairBlock(16)
+	cvtA6()
 	fromBF16()
 	interleave()
 	dotBF16()
@@ -75,6 +80,12 @@ func main() {
 }
 
 var cOne, cRound, cAbs, cInf, cQuiet, cIota Mem
+
+// cA6Idx and cA6Idx45 are cvtA6's permutes, cA6Mask45 its merge masks.
+var (
+	cA6Idx, cA6Idx45 [3]Mem
+	cA6Mask45        [3]uint16
+)
 
 func consts() {
 	c := func(name string, v uint32) Mem {
@@ -90,6 +101,32 @@ func consts() {
 	cIota = GLOBL("bf16Iota", RODATA|NOPTR)
 	for i := range 16 {
 		DATA(4*i, U32(uint32(i)))
+	}
+	// Output lane i of cvtA6's vector h is word j = 16h+i of a run of
+	// eight pairs: pair j/6 of row j%6. Rows 0 and 1 are lanes 0–7 and
+	// 8–15 of the first table of VPERMI2D, rows 2 and 3 those of the
+	// second (indices 16–31); rows 4 and 5 are lanes 0–7 and 8–15 of the
+	// table that VPERMD merges under the mask.
+	for h := range 3 {
+		cA6Idx[h] = GLOBL(fmt.Sprintf("bf16A6Idx%d", h), RODATA|NOPTR)
+		for i := range 16 {
+			pp, r := (16*h+i)/6, (16*h+i)%6
+			if r < 4 {
+				DATA(4*i, U32(uint32(16*(r/2)+8*(r%2)+pp)))
+			} else {
+				DATA(4*i, U32(0))
+			}
+		}
+		cA6Idx45[h] = GLOBL(fmt.Sprintf("bf16A6Idx45_%d", h), RODATA|NOPTR)
+		for i := range 16 {
+			pp, r := (16*h+i)/6, (16*h+i)%6
+			if r >= 4 {
+				DATA(4*i, U32(uint32(8*(r-4)+pp)))
+				cA6Mask45[h] |= 1 << i
+			} else {
+				DATA(4*i, U32(0))
+			}
+		}
 	}
 }
 
@@ -194,44 +231,73 @@ func cvtPairs() {
 	})
 }
 
-// cvtPairs6 emits cvtPairs6AVX512, cvtPairs for a transposed A: two
-// float32 rows (k steps) of the stored matrix are rounded into the k-pair
-// words of 48 rows of op(A) at a time, and each six words go to their
-// 6-row micro-panel: word 6g+i of the run goes to dst[g·stride+i]. Three
-// vectors of words hold eight panels' worth; VALIGND brings each six to
-// the bottom of a vector, and a store masked to six lanes writes them. A
-// last run of fewer than 48 is loaded under masks that zero the lanes past
-// n, so its last panel is padded with zero words.
-func cvtPairs6() {
-	TEXT("cvtPairs6AVX512", NOSPLIT, "func(dst *uint32, stride int, s0, s1 *float32, n int)")
+// cvtPairBlock emits cvtPairs6AVX512 (group 6) or cvtPairs16AVX512 (group
+// 16): cvtPairs over kp k pairs at once, two stored float32 rows each,
+// for the 6-row micro-panels of a transposed A or the 16-column ones of
+// B. Pair pp joins rows 2pp and 2pp+1 (ld floats apart), and its word for
+// column c goes to dst[pp·group + (c/group)·stride + c%group]. The columns
+// go 48 at a time (three vectors of words); each group's words are
+// brought to the bottom of a vector by VALIGND where they do not start
+// there, and stored under a mask of group lanes. The last run of fewer
+// than 48 is loaded under masks that zero the lanes past n, so its last
+// group is padded with zero words. Looping over the pairs in the routine
+// keeps the constants in registers and spares a call per pair.
+func cvtPairBlock(group int) {
+	name := fmt.Sprintf("cvtPairs%dAVX512", group)
+	TEXT(name, NOSPLIT, "func(dst *uint32, stride int, src *float32, ld, n, kp int)")
 	Pragma("noescape")
-	Doc("cvtPairs6AVX512 sets dst[g·stride+i] = bf16(s0[6g+i]) | bf16(s1[6g+i])<<16",
-		"for i < 6 and 6g < n, rounding to nearest even as f32ToBF16AVX512; the",
-		"words of a last group past n are zero.")
+	Doc(fmt.Sprintf("%s sets dst[pp·%d + (c/%d)·stride + c%%%d] = bf16(src[2pp·ld+c]) | bf16(src[(2pp+1)·ld+c])<<16", name, group, group, group),
+		fmt.Sprintf("for pp < kp and c < n, rounding to nearest even as f32ToBF16AVX512; the words of a last group past n are zero."))
 	dst, stride := Load(Param("dst"), GP64()), Load(Param("stride"), GP64())
-	s0, s1, n := Load(Param("s0"), GP64()), Load(Param("s1"), GP64()), Load(Param("n"), GP64())
+	src, ld := Load(Param("src"), GP64()), Load(Param("ld"), GP64())
+	n, kp := Load(Param("n"), GP64()), Load(Param("kp"), GP64())
 	SHLQ(Imm(2), stride)
-	s3, d4 := GP64(), GP64()
-	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
-	six, m := GP32(), K()
-	MOVL(U32(0x3f), six)
-	KMOVW(six, m)
+	SHLQ(Imm(2), ld)
+	var s3 Register
+	if group == 6 {
+		s3 = GP64()
+		LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
+	}
+	gm := K()
+	{
+		bits := GP32()
+		MOVL(U32(1<<group-1), bits)
+		KMOVW(bits, gm)
+	}
 	c := loadRoundConsts()
+	// The tail's masks: lane i of vector h is loaded if 16h+i < n%48.
+	masks := []Register{K(), K(), K()}
+	{
+		iota, nv, left, rem := ZMM(), ZMM(), GP64(), GP64()
+		MOVQ(n, RAX)
+		XORL(EDX, EDX)
+		MOVQ(U32(48), rem)
+		DIVQ(rem) // RDX = n % 48
+		VMOVDQU32(cIota, iota)
+		for h, mh := range masks {
+			MOVQ(RDX, left)
+			if h > 0 {
+				SUBQ(Imm(uint64(16*h)), left)
+			}
+			VPBROADCASTD(left.As32(), nv)
+			VPCMPD(Imm(1), nv, iota, mh) // iota < n%48 - 16h
+		}
+	}
 	x, t0, t1, a, t := ZMM(), ZMM(), ZMM(), ZMM(), ZMM()
 	w := []VecVirtual{ZMM(), ZMM(), ZMM()}
 	nan := K()
-	// pairs makes w from s0 and s1, loading each 16 under mask[h] when
-	// there are masks.
-	pairs := func(masks []Register) {
+	d, a0, a1, left := GP64(), GP64(), GP64(), GP64()
+	// pairs makes w from a0 and a1, loading each 16 under masks[h] when
+	// masked.
+	pairs := func(masked bool) {
 		for h, wh := range w {
-			for i, src := range []Register{s0, s1} {
-				ti := []VecVirtual{t0, t1}[i]
-				if masks == nil {
-					VMOVDQU32(Mem{Base: src, Disp: 64 * h}, x)
+			for i, row := range []Register{a0, a1} {
+				if !masked {
+					VMOVDQU32(Mem{Base: row, Disp: 64 * h}, x)
 				} else {
-					VMOVDQU32_Z(Mem{Base: src, Disp: 64 * h}, masks[h], x)
+					VMOVDQU32_Z(Mem{Base: row, Disp: 64 * h}, masks[h], x)
 				}
-				roundLoaded(c, x, ti, a, nan)
+				roundLoaded(c, x, []VecVirtual{t0, t1}[i], a, nan)
 			}
 			VPSRLD(Imm(16), t0, t0)
 			VPSRLD(Imm(16), t1, t1)
@@ -239,57 +305,166 @@ func cvtPairs6() {
 			VPORD(t1, t0, wh)
 		}
 	}
-	// store writes groups from the first of w; with tail, only while 6g <
-	// n.
+	// store writes the run's groups to d, d+stride, …; with tail, only
+	// while group·g < left. It leaves d at the next run's first group.
 	store := func(tail bool) {
-		LEAQ(Mem{Base: dst, Index: stride, Scale: 4}, d4)
-		dsts := []Mem{{Base: dst}, {Base: dst, Index: stride, Scale: 1}, {Base: dst, Index: stride, Scale: 2}, {Base: dst, Index: s3, Scale: 1},
-			{Base: d4}, {Base: d4, Index: stride, Scale: 1}, {Base: d4, Index: stride, Scale: 2}, {Base: d4, Index: s3, Scale: 1}}
-		for g, d := range dsts {
+		var dsts []Mem
+		if group == 6 {
+			d4 := GP64()
+			LEAQ(Mem{Base: d, Index: stride, Scale: 4}, d4)
+			dsts = []Mem{{Base: d}, {Base: d, Index: stride, Scale: 1}, {Base: d, Index: stride, Scale: 2}, {Base: d, Index: s3, Scale: 1},
+				{Base: d4}, {Base: d4, Index: stride, Scale: 1}, {Base: d4, Index: stride, Scale: 2}, {Base: d4, Index: s3, Scale: 1}}
+			defer LEAQ(Mem{Base: d4, Index: stride, Scale: 4}, d)
+		} else {
+			dsts = []Mem{{Base: d}, {Base: d, Index: stride, Scale: 1}, {Base: d, Index: stride, Scale: 2}}
+			defer func() {
+				LEAQ(Mem{Base: d, Index: stride, Scale: 2}, d)
+				ADDQ(stride, d)
+			}()
+		}
+		for g, m := range dsts {
 			if tail && g > 0 {
-				CMPQ(n, Imm(uint64(6*g)))
-				JLE(LabelRef("ret"))
+				CMPQ(left, Imm(uint64(group*g)))
+				JLE(LabelRef("next"))
 			}
-			lo, sh := 6*g/16, 6*g%16 // the group starts at lane sh of w[lo]
+			lo, sh := group*g/16, group*g%16 // the group starts at lane sh of w[lo]
 			src := w[lo]
 			if sh != 0 {
 				hi := w[lo]
-				if sh+6 > 16 {
+				if sh+group > 16 {
 					hi = w[lo+1]
 				}
 				VALIGND(Imm(uint64(sh)), w[lo], hi, t) // t = (hi:w[lo]) >> 32·sh
 				src = t
 			}
-			VMOVDQU32(src, m, d)
+			if group <= 8 {
+				VMOVDQU32(src.AsY(), gm, m) // a 256-bit store: half the work of a 512-bit one
+			} else {
+				VMOVDQU32(src, gm, m)
+			}
+		}
+	}
+	Label("pair")
+	TESTQ(kp, kp)
+	JZ(LabelRef("ret"))
+	MOVQ(dst, d)
+	MOVQ(src, a0)
+	LEAQ(Mem{Base: src, Index: ld, Scale: 1}, a1)
+	MOVQ(n, left)
+	Label("run")
+	CMPQ(left, Imm(48))
+	JL(LabelRef("tail"))
+	pairs(false)
+	store(false)
+	ADDQ(U32(192), a0)
+	ADDQ(U32(192), a1)
+	SUBQ(Imm(48), left)
+	JMP(LabelRef("run"))
+	Label("tail")
+	TESTQ(left, left)
+	JZ(LabelRef("next"))
+	pairs(true)
+	store(true)
+	Label("next")
+	ADDQ(U32(uint64(4*group)), dst)
+	LEAQ(Mem{Base: src, Index: ld, Scale: 2}, src)
+	DECQ(kp)
+	JMP(LabelRef("pair"))
+	Label("ret")
+	VZEROUPPER()
+	RET()
+}
+
+// cvtA6 emits cvtA6AVX512, the packing of six float32 rows of a plain
+// (not transposed) A into one 6-row micro-panel of k-pair words: word
+// (pp, r) = bf16(row r, k 2pp) | bf16(row r, k 2pp+1)<<16 goes to
+// dst[6pp + r]. Eight pairs at a time: each row's sixteen floats are
+// rounded and narrowed (VPMOVDW) into eight words, the six rows' words are
+// joined two rows to a vector, and two permutes per output vector
+// (VPERMI2D over rows 0–3, VPERMD merging rows 4 and 5, cA6Idx) lay the 48
+// words out in panel order for three contiguous stores. A last run of
+// fewer than eight pairs is loaded and stored under masks.
+func cvtA6() {
+	TEXT("cvtA6AVX512", NOSPLIT, "func(dst *uint32, src *float32, ld, kp int)")
+	Pragma("noescape")
+	Doc("cvtA6AVX512 sets dst[6pp+r] = bf16(src[r·ld+2pp]) | bf16(src[r·ld+2pp+1])<<16",
+		"for r < 6 and pp < kp, rounding to nearest even as f32ToBF16AVX512.")
+	dst, src := Load(Param("dst"), GP64()), Load(Param("src"), GP64())
+	ld, kp := Load(Param("ld"), GP64()), Load(Param("kp"), GP64())
+	SHLQ(Imm(2), ld)
+	l3, s4, tmp := GP64(), GP64(), GP64()
+	LEAQ(Mem{Base: ld, Index: ld, Scale: 2}, l3)
+	c := loadRoundConsts()
+	var idxA, idxB []VecVirtual
+	var m45 []Register
+	for h := range 3 {
+		ia, ib, k := ZMM(), ZMM(), K()
+		VMOVDQU32(cA6Idx[h], ia)
+		VMOVDQU32(cA6Idx45[h], ib)
+		MOVL(U32(uint32(cA6Mask45[h])), tmp.As32())
+		KMOVW(tmp.As32(), k)
+		idxA, idxB, m45 = append(idxA, ia), append(idxB, ib), append(m45, k)
+	}
+	// The tail's masks (made in the tail, where fewer are live): q =
+	// kp%8 pairs, so lanes < 2q of each row's load and lanes 16h+i < 6q
+	// of output vector h.
+	lm, nv := K(), ZMM()
+	tailMask := func(k Register, n GPVirtual) {
+		VPBROADCASTD(n.As32(), nv)
+		VPCMPD(Imm(6), cIota, nv, k) // n > iota
+	}
+	x, t, a, o := ZMM(), ZMM(), ZMM(), ZMM()
+	rz := []VecVirtual{ZMM(), ZMM(), ZMM(), ZMM(), ZMM(), ZMM()}
+	nan := K()
+	body := func(masked bool) {
+		LEAQ(Mem{Base: src, Index: ld, Scale: 4}, s4)
+		rows := []Mem{{Base: src}, {Base: src, Index: ld, Scale: 1}, {Base: src, Index: ld, Scale: 2}, {Base: src, Index: l3, Scale: 1},
+			{Base: s4}, {Base: s4, Index: ld, Scale: 1}}
+		for r, m := range rows {
+			if masked {
+				VMOVDQU32_Z(m, lm, x)
+			} else {
+				VMOVDQU32(m, x)
+			}
+			roundLoaded(c, x, t, a, nan)
+			VPSRLD(Imm(16), t, t)
+			VPMOVDW(t, rz[r].AsY()) // eight words, the upper half zeroed
+		}
+		for r := 0; r < 6; r += 2 {
+			VINSERTI32X8(Imm(1), rz[r+1].AsY(), rz[r], rz[r]) // rows r, r+1
+		}
+		if masked {
+			LEAQ(Mem{Base: kp, Index: kp, Scale: 2}, tmp)
+			SHLQ(Imm(1), tmp) // 6q
+		}
+		for h := range 3 {
+			VMOVDQA64(idxA[h], o)
+			VPERMI2D(rz[2], rz[0], o)
+			VPERMD(rz[4], idxB[h], m45[h], o)
+			if masked {
+				sm := K()
+				tailMask(sm, tmp)
+				VMOVDQU32(o, sm, Mem{Base: dst, Disp: 64 * h})
+				SUBQ(Imm(16), tmp)
+			} else {
+				VMOVDQU32(o, Mem{Base: dst, Disp: 64 * h})
+			}
 		}
 	}
 	Label("loop")
-	CMPQ(n, Imm(48))
+	CMPQ(kp, Imm(8))
 	JL(LabelRef("tail"))
-	pairs(nil)
-	store(false)
-	LEAQ(Mem{Base: d4, Index: stride, Scale: 4}, dst)
-	ADDQ(U32(192), s0)
-	ADDQ(U32(192), s1)
-	SUBQ(Imm(48), n)
+	body(false)
+	ADDQ(Imm(64), src)
+	ADDQ(U32(192), dst)
+	SUBQ(Imm(8), kp)
 	JMP(LabelRef("loop"))
-
-	Label("tail") // 0 ≤ n < 48: lane i of vector h is loaded if 16h+i < n
-	TESTQ(n, n)
+	Label("tail") // 0 ≤ kp < 8
+	TESTQ(kp, kp)
 	JZ(LabelRef("ret"))
-	iota, nv, left := ZMM(), ZMM(), GP64()
-	VMOVDQU32(cIota, iota)
-	masks := []Register{K(), K(), K()}
-	for h, mh := range masks {
-		MOVQ(n, left)
-		if h > 0 {
-			SUBQ(Imm(uint64(16*h)), left)
-		}
-		VPBROADCASTD(left.As32(), nv)
-		VPCMPD(Imm(1), nv, iota, mh) // iota < n - 16h
-	}
-	pairs(masks)
-	store(true)
+	LEAQ(Mem{Base: kp, Index: kp, Scale: 1}, tmp)
+	tailMask(lm, tmp)
+	body(true)
 	Label("ret")
 	VZEROUPPER()
 	RET()

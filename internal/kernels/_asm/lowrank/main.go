@@ -30,6 +30,7 @@ func main() {
 	}
 	expand(false, true)
 	expand(true, false)
+	expand(true, true)
 	Generate()
 }
 
@@ -217,7 +218,11 @@ func expand(masked, acc bool) {
 		"for i < rows and q < 16·nc (both > 0), A and c row-major with strides",
 		"lda and ldc.",
 	}
-	if masked {
+	switch {
+	case masked && acc:
+		doc = append(doc, "+0 is added instead where bit q%16 of the 16-bit word",
+			"mask[i·mstride + q/16] is clear.")
+	case masked:
 		doc = append(doc, "c[i][q] is +0 instead where bit q%16 of the 16-bit word",
 			"mask[i·mstride + q/16] is clear.")
 	}
@@ -273,6 +278,9 @@ func expand(masked, acc bool) {
 		KMOVW(Mem{Base: mp}, K1)
 		VMULPS_Z(sum, alpha, K1, sum)
 		ADDQ(Imm(2), mp)
+		if acc {
+			VADDPS(Mem{Base: cp}, sum, sum)
+		}
 	case acc:
 		VFMADD213PS(Mem{Base: cp}, alpha, sum) // sum = alpha·sum + c
 	default:

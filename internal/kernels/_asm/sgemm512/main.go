@@ -41,7 +41,12 @@ func main() {
 	ConstraintExpr("amd64,!purego")
 	for _, bias := range []bool{false, true} {
 		for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
-			kernel(s[0], s[1], bias)
+			kernel(s[0], s[1], bias, false)
+		}
+	}
+	for _, bias := range []bool{false, true} {
+		for _, bp := range []int{2, 1} {
+			kernel(2, bp, bias, true)
 		}
 	}
 	Generate()
@@ -50,27 +55,42 @@ func main() {
 // kernel emits the micro-kernel for an (ap·6)×(bp·16) tile: ap A panels and
 // bp B panels; with bias, the variant whose accumulators start from a bias
 // row (the forward pass of a linear layer with a bias).
-func kernel(ap, bp int, bias bool) {
+//
+// With direct, A is read where it is stored (12 rows aStride floats apart,
+// each row's k steps contiguous) instead of from packed panels: the
+// product's A, when not transposed, then needs no packing.
+func kernel(ap, bp int, bias, direct bool) {
 	mr, nr := ap*panelRows, bp*panelCols
-	name := fmt.Sprintf("sgemmKernel%dx%dAVX512", mr, nr)
+	variant := ""
+	if direct {
+		variant += "Direct"
+	}
 	sig := "func(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha, beta float32)"
 	what := "C = alpha·A·B + beta·C"
 	if bias {
-		name = fmt.Sprintf("sgemmKernel%dx%dBiasAVX512", mr, nr)
+		variant += "Bias"
 		sig = "func(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha, beta float32, bias *float32)"
 		what = fmt.Sprintf("C = alpha·(A·B + bias) + beta·C, bias a row of %d floats added to every row,", nr)
 	}
+	name := fmt.Sprintf("sgemmKernel%dx%d%sAVX512", mr, nr, variant)
 	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
-	Doc(
-		fmt.Sprintf("%s computes the %d×%d tile %s over kc k steps.", name, mr, nr, what),
+	aDoc := []string{
 		fmt.Sprintf("A is %d packed 6-row micro-panel(s), the second aStride floats after the", ap),
-		fmt.Sprintf("first; B is %d packed 16-column micro-panel(s), the second bStride floats", bp),
+		"first;",
+	}
+	if direct {
+		aDoc = []string{
+			fmt.Sprintf("A is %d rows of a row-major matrix, aStride floats apart, read in place;", mr),
+		}
+	}
+	Doc(append(append([]string{fmt.Sprintf("%s computes the %d×%d tile %s over kc k steps.", name, mr, nr, what)}, aDoc...),
+		fmt.Sprintf("B is %d packed 16-column micro-panel(s), the second bStride floats", bp),
 		"after the first. With beta == 0 C is only written, never read. ldc is the",
-		"row stride of C in elements. kc must be positive.",
+		"row stride of C in elements. kc must be positive.")...,
 	)
 	zmmgemm.Emit(zmmgemm.Tile{AP: ap, BP: bp, PanelRows: panelRows, PanelCols: panelCols, Unroll: unroll,
-		PrefetchB: prefetchB, K: "kc", StepName: "k steps", Bias: bias}, func(i int, o zmmgemm.Operands) {
+		PrefetchB: prefetchB, K: "kc", StepName: "k steps", Bias: bias, DirectA: direct}, func(i int, o zmmgemm.Operands) {
 		bv, bc := []VecPhysical{Z24, Z25}, []VecPhysical{Z26, Z27}
 		for h := 0; h < bp; h++ {
 			VMOVUPS(o.BMem(i, h), bv[h])

@@ -53,6 +53,12 @@ func paramAddr(name string) Mem {
 	return b.Addr
 }
 
+// byteStride loads the element stride argument name into r as bytes.
+func byteStride(name string, r Register) {
+	MOVQ(paramAddr(name), r)
+	SHLQ(Imm(2), r)
+}
+
 // acc returns the accumulator of row r, half h (columns 8h…8h+7).
 func acc(r, h int) VecPhysical {
 	return []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11}[2*r+h]
@@ -64,15 +70,12 @@ func acc(r, h int) VecPhysical {
 func loadTileArgs() {
 	MOVQ(paramAddr("n"), R11)
 	MOVQ(paramAddr("a"), R12)
-	MOVQ(paramAddr("sai"), RDX)
-	SHLQ(Imm(2), RDX)
+	byteStride("sai", RDX)
 	LEAQ(Mem{Base: RDX, Index: RDX, Scale: 2}, RSI)
 	LEAQ(Mem{Base: RDX, Index: RDX, Scale: 4}, RDI)
-	MOVQ(paramAddr("sak"), R8)
-	SHLQ(Imm(2), R8)
+	byteStride("sak", R8)
 	MOVQ(paramAddr("b"), R13)
-	MOVQ(paramAddr("ldb"), R9)
-	SHLQ(Imm(2), R9)
+	byteStride("ldb", R9)
 	MOVQ(paramAddr("c"), R10)
 }
 
@@ -127,8 +130,7 @@ func kern6x16() {
 	JNZ(LabelRef("kloop"))
 
 	Comment("Epilogue: BX walks the rows of the C block, CX is ldc·4.")
-	MOVQ(paramAddr("ldc"), RCX)
-	SHLQ(Imm(2), RCX)
+	byteStride("ldc", RCX)
 	MOVQ(R10, RBX)
 	MOVQ(paramAddr("mode"), RAX)
 	CMPQ(RAX, Imm(tileAdd))
@@ -321,8 +323,7 @@ func kern6x32() {
 	CMPQ(RCX, Imm(tileAdd))
 	JNE(LabelRef("zchunks"))
 	Comment("tileAdd: total = first chunk + C.")
-	MOVQ(paramAddr("ldc"), RCX)
-	SHLQ(Imm(2), RCX)
+	byteStride("ldc", RCX)
 	MOVQ(R10, RBX)
 	for r := 0; r < 6; r++ {
 		VADDPS(Mem{Base: RBX}, ztot(r, 0), ztot(r, 0))
@@ -352,8 +353,7 @@ func kern6x32() {
 
 	Label("zepilogue")
 	Comment("BX walks the rows of the C block, CX is ldc·4.")
-	MOVQ(paramAddr("ldc"), RCX)
-	SHLQ(Imm(2), RCX)
+	byteStride("ldc", RCX)
 	MOVQ(R10, RBX)
 	MOVQ(paramAddr("mode"), RAX)
 	CMPQ(RAX, Imm(tileDS))
@@ -404,14 +404,12 @@ func dotChain4() {
 	xs := []Register{RAX, RBX, RCX, RDX}
 	ys := []Register{RSI, RDI, R8, R9}
 	MOVQ(paramAddr("x"), RAX)
-	MOVQ(paramAddr("sx"), R10)
-	SHLQ(Imm(2), R10)
+	byteStride("sx", R10)
 	for r := 1; r < 4; r++ {
 		LEAQ(Mem{Base: xs[r-1], Index: R10, Scale: 1}, xs[r])
 	}
 	MOVQ(paramAddr("y"), RSI)
-	MOVQ(paramAddr("sy"), R10)
-	SHLQ(Imm(2), R10)
+	byteStride("sy", R10)
 	for r := 1; r < 4; r++ {
 		LEAQ(Mem{Base: ys[r-1], Index: R10, Scale: 1}, ys[r])
 	}
@@ -469,15 +467,12 @@ func scaleRows() {
 	// DI scale pointer, R8 ss·4, R9 column groups left, R10/R11 running
 	// pointers.
 	MOVQ(paramAddr("dst"), RAX)
-	MOVQ(paramAddr("ldd"), RDX)
-	SHLQ(Imm(2), RDX)
+	byteStride("ldd", RDX)
 	MOVQ(paramAddr("src"), RBX)
-	MOVQ(paramAddr("lds"), RSI)
-	SHLQ(Imm(2), RSI)
+	byteStride("lds", RSI)
 	MOVQ(paramAddr("rows"), RCX)
 	MOVQ(paramAddr("s"), RDI)
-	MOVQ(paramAddr("ss"), R8)
-	SHLQ(Imm(2), R8)
+	byteStride("ss", R8)
 
 	Label("srrow")
 	VBROADCASTSS(Mem{Base: RDI}, Y0)
@@ -535,10 +530,8 @@ func transpose8() {
 	// rows being loaded or stored, Y15 the scale.
 	MOVQ(paramAddr("src"), RAX)
 	MOVQ(paramAddr("dst"), RBX)
-	MOVQ(paramAddr("lds"), RDX)
-	SHLQ(Imm(2), RDX)
-	MOVQ(paramAddr("ldd"), RSI)
-	SHLQ(Imm(2), RSI)
+	byteStride("lds", RDX)
+	byteStride("ldd", RSI)
 	MOVQ(paramAddr("nb"), RCX)
 	VBROADCASTSS(paramAddr("s"), Y15)
 	r := []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7}

@@ -29,6 +29,10 @@ type Tile struct {
 	// bias (BP·PanelCols floats, added to every row of the tile), instead
 	// of zero: C = alpha·(A·B + bias) + beta·C.
 	Bias bool
+	// DirectA makes the kernel read A where it is stored instead of from
+	// packed micro-panels: AP·PanelRows rows, row r at a + r·aStride
+	// floats, k steps contiguous (a matrix that is not transposed).
+	DirectA bool
 }
 
 // Operands are the registers and addresses a k step works on.
@@ -92,9 +96,34 @@ func Emit(t Tile, step func(i int, o Operands)) {
 		}
 	}
 
+	// With DirectA, rows 0–3, 4–7 and 8–11 of A are addressed from three
+	// bases, each row as base + (0, 1, 2 or 3)·stride.
+	aRows := []Register{a}
+	var as3 Register
+	if t.DirectA {
+		as3 = R11
+		LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+		for q := 1; q*4 < mr; q++ {
+			base := []Register{RCX, RDX}[q-1]
+			LEAQ(Mem{Base: aRows[q-1], Index: as, Scale: 4}, base)
+			aRows = append(aRows, base)
+		}
+	}
 	ops := Operands{
 		Acc: acc,
 		AMem: func(i, r int) Mem {
+			if t.DirectA {
+				m := Mem{Base: aRows[r/4], Disp: i * 4}
+				switch r % 4 {
+				case 1:
+					m.Index, m.Scale = as, 1
+				case 2:
+					m.Index, m.Scale = as, 2
+				case 3:
+					m.Index, m.Scale = as3, 1
+				}
+				return m
+			}
 			m := Mem{Base: a, Disp: (i*t.PanelRows + r%t.PanelRows) * 4}
 			if r >= t.PanelRows {
 				m.Index, m.Scale = as, 1
@@ -122,7 +151,13 @@ func Emit(t Tile, step func(i int, o Operands)) {
 		}
 		step(i, ops)
 	}
-	ADDQ(U32(t.Unroll*t.PanelRows*4), a)
+	aStep := t.PanelRows * 4 // bytes of A per k step
+	if t.DirectA {
+		aStep = 4
+	}
+	for _, base := range aRows {
+		ADDQ(U32(t.Unroll*aStep), base)
+	}
 	ADDQ(U32(t.Unroll*t.PanelCols*4), b)
 	SUBQ(Imm(uint64(t.Unroll)), k)
 	JMP(LabelRef("loop"))
@@ -131,7 +166,9 @@ func Emit(t Tile, step func(i int, o Operands)) {
 	TESTQ(k, k)
 	JZ(LabelRef("store"))
 	step(0, ops)
-	ADDQ(Imm(uint64(t.PanelRows*4)), a)
+	for _, base := range aRows {
+		ADDQ(Imm(uint64(aStep)), base)
+	}
 	ADDQ(Imm(uint64(t.PanelCols*4)), b)
 	DECQ(k)
 	JMP(LabelRef("tail"))
