@@ -14,8 +14,9 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// TestFusedMatchesPair checks the fused adapted bf16 layer against the
-// pair of ops it replaces (a bf16 base op, downOp and upAddOp, whose
+// TestFusedMatchesPair checks the fused adapted layer, on a bf16 base and
+// on a frozen float32 one, against the pair of ops it replaces (the base's
+// op, downOp and upAddOp, whose
 // gradients TestAdaptedLinearGradients and TestDropout check against
 // references): the same output and gradients for x, A and B, run after run
 // with the dropout masks of the same source and stream, with and without
@@ -28,13 +29,15 @@ func TestFusedMatchesPair(t *testing.T) {
 	}{
 		{37, 32, 48, 8, 0.25}, {37, 32, 48, 3, 0}, {21, 48, 16, 5, 0.1}, {9, 19, 7, 2, 0.3},
 	} {
-		t.Run(fmt.Sprintf("%dx%d→%d_r%d_p%v", c.rows, c.in, c.out, c.r, c.p), func(t *testing.T) {
-			testFusedMatchesPair(t, c.rows, c.in, c.out, c.r, c.p)
-		})
+		for _, dense := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%dx%d→%d_r%d_p%v_dense=%t", c.rows, c.in, c.out, c.r, c.p, dense), func(t *testing.T) {
+				testFusedMatchesPair(t, c.rows, c.in, c.out, c.r, c.p, dense)
+			})
+		}
 	}
 }
 
-func testFusedMatchesPair(t *testing.T, rows, in, out, r int, p float64) {
+func testFusedMatchesPair(t *testing.T, rows, in, out, r int, p float64, dense bool) {
 	rng := rand.New(rand.NewPCG(uint64(in), uint64(r)))
 	randv := func(n int) []float32 {
 		v := make([]float32, n)
@@ -47,9 +50,17 @@ func testFusedMatchesPair(t *testing.T, rows, in, out, r int, p float64) {
 	for i := range w {
 		w[i] = kernels.Float32ToBF16(float32(rng.NormFloat64()))
 	}
-	base, err := model.NewBF16Linear(w, in, out, true, randv(out))
+	bias := randv(out)
+	base, err := model.NewBF16Linear(w, in, out, true, bias)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The float32 base: the same weights as W [in, out].
+	wf := make([]float32, in*out)
+	for o := range out {
+		for i := range in {
+			wf[i*out+o] = kernels.BF16ToFloat32(w[o*in+i])
+		}
 	}
 	x, A, B, R := randv(rows*in), randv(r*in), randv(out*r), randv(rows*out)
 	const scale, stream = 1.75, 99
@@ -61,13 +72,22 @@ func testFusedMatchesPair(t *testing.T, rows, in, out, r int, p float64) {
 			return G.NodeFromAny(g, tensor.New(tensor.WithShape(shape...), tensor.WithBacking(slices.Clone(v))), G.WithName(name))
 		}
 		xn, an, bn, rn := node("x", x, rows, in), node("A", A, r, in), node("B", B, out, r), node("R", R, rows, out)
+		wn, biasn := node("W", wf, in, out), node("bias", bias, out)
 		var y *G.Node
-		if fused {
-			if y, err = newFused(base, xn, an, bn, scale, p, src, stream); err != nil {
+		switch {
+		case fused && dense:
+			if y, err = newFused(denseBase{in: in, out: out, bias: true}, G.Nodes{wn, biasn}, xn, an, bn, scale, p, src, stream); err != nil {
 				t.Fatal(err)
 			}
-		} else {
+		case fused:
+			if y, err = newFused(bf16Base{base}, nil, xn, an, bn, scale, p, src, stream); err != nil {
+				t.Fatal(err)
+			}
+		default:
 			yb, err := base.BuildGraph(nil, xn)
+			if dense {
+				yb, err = nn.Linear(xn, wn, biasn, nn.LinearOpts{})
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -383,13 +383,7 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 		return nil, err
 	}
 	if d, ok := l.base.(*model.DenseLinear); ok {
-		nodes := []weak.Pointer[G.Node]{weak.Make(gc.Node(d.Weight))}
-		if d.Bias != nil {
-			nodes = append(nodes, weak.Make(gc.Node(d.Bias)))
-		}
-		l.mu.Lock()
-		l.baseNodes = nodes
-		l.mu.Unlock()
+		l.recordBase(denseNodes(gc, d))
 	}
 	a := l.owner.applied(l)
 	if a == nil {
@@ -409,24 +403,62 @@ func (l *Layer) BuildGraph(gc *model.GraphContext, x *G.Node) (*G.Node, error) {
 	return newUpAdd(y, h, gc.Node(a.B(l.name)), a.scales[l.name], inPlace)
 }
 
-// buildFused adds the layer as one fusedOp when its base is a frozen bf16
-// layer, the active adapter applies to it, and the low-rank products run at
-// its rank and widths; it reports false (and adds nothing) otherwise.
+// buildFused adds the layer as one fusedOp when its base is a bf16 layer
+// or a frozen float32 one (outside bf16 mixed precision, whose products the
+// dense op's bf16 mode computes), the active adapter applies to it, and the
+// low-rank products run at its rank and widths; it reports false (and adds
+// nothing) otherwise.
 func (l *Layer) buildFused(gc *model.GraphContext, x *G.Node) (*G.Node, bool, error) {
-	b, ok := l.base.(*model.BF16Linear)
 	a := l.owner.applied(l)
-	if !ok || a == nil {
+	if a == nil {
+		return nil, false, nil
+	}
+	var base frozenBase
+	var own []*G.Node
+	switch b := l.base.(type) {
+	case *model.BF16Linear:
+		base = bf16Base{b}
+	case *model.DenseLinear:
+		if gc.Precision() != model.PrecisionFP32 || gc.Trainable(b.Weight) || b.Bias != nil && gc.Trainable(b.Bias) {
+			return nil, false, nil
+		}
+		in, out := b.Dims()
+		base, own = denseBase{in: in, out: out, bias: b.Bias != nil}, denseNodes(gc, b)
+	default:
 		return nil, false, nil
 	}
 	an := a.A(l.name)
-	if in, out := b.Dims(); !lowRank(an.Shape[0], in) || !lowRank(an.Shape[0], out) {
+	if in, out := base.Dims(); !lowRank(an.Shape[0], in) || !lowRank(an.Shape[0], out) {
 		return nil, false, nil
 	}
-	y, err := newFused(b, x, gc.Node(an), gc.Node(a.B(l.name)), a.scales[l.name], a.Config.Dropout, gc.Dropout(), l.stream(a))
+	y, err := newFused(base, own, x, gc.Node(an), gc.Node(a.B(l.name)), a.scales[l.name], a.Config.Dropout, gc.Dropout(), l.stream(a))
 	if err != nil {
 		return nil, true, fmt.Errorf("lora: %s: %w", l.name, err)
 	}
+	if own != nil {
+		l.recordBase(own)
+	}
 	return y, true, nil
+}
+
+// denseNodes returns the nodes of d's weight and bias (when present).
+func denseNodes(gc *model.GraphContext, d *model.DenseLinear) []*G.Node {
+	nodes := []*G.Node{gc.Node(d.Weight)}
+	if d.Bias != nil {
+		nodes = append(nodes, gc.Node(d.Bias))
+	}
+	return nodes
+}
+
+// recordBase keeps weak pointers to the base parameters' nodes (baseNodes).
+func (l *Layer) recordBase(nodes []*G.Node) {
+	ws := make([]weak.Pointer[G.Node], len(nodes))
+	for i, n := range nodes {
+		ws[i] = weak.Make(n)
+	}
+	l.mu.Lock()
+	l.baseNodes = ws
+	l.mu.Unlock()
 }
 
 // stream is the layer's own mask stream: its name and the adapter's seed,

@@ -12,7 +12,9 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// The adapter path of a layer in the training graph is two nodes:
+// The adapter path of a layer in the training graph is two nodes (unless
+// Layer fuses it with a frozen bf16 or float32 base into one fusedOp,
+// fused.go):
 //
 //	hᵀ = A·dropout(x)ᵀ         downOp (A is [r, in])
 //	y = base + scale·h·Bᵀ      upAddOp (B is [out, r])
@@ -399,13 +401,7 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		if err != nil {
 			return err
 		}
-		if lowRank(r, out) {
-			bt, put := transposed(b, out, r)
-			defer put()
-			kernels.LowRankDot(r, rows, out, s, bt, out, dy, out, nil, 0, dst, rows)
-			return nil
-		}
-		kernels.Sgemm(true, true, r, rows, out, s, b, r, dy, out, 0, dst, rows)
+		upGradH(dst, dy, b, rows, out, r, s)
 		return nil
 	}, grad, inputs[2])
 	if err != nil {
@@ -420,24 +416,42 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		if err != nil {
 			return err
 		}
-		sp := blockPool.Get().(*[]float32)
-		defer blockPool.Put(sp)
-		if cap(*sp) < r*out {
-			*sp = make([]float32, r*out)
-		}
-		dbt := (*sp)[:r*out]
-		if lowRank(r, out) {
-			kernels.LowRankOuter(r, rows, out, s, ht, rows, dy, out, nil, 0, dbt, out)
-		} else {
-			kernels.Sgemm(false, false, r, out, rows, s, ht, rows, dy, out, 0, dbt, out)
-		}
-		transposeInto(dst, dbt, r, out)
+		upGradB(dst, dy, ht, rows, out, r, s)
 		return nil
 	}, grad, inputs[1])
 	if err != nil {
 		return nil, err
 	}
 	return G.Nodes{grad, dh, db}, nil
+}
+
+// upGradH computes the up-projection's dhᵀ = s·Bᵀ·dyᵀ ([r, rows]) from dy
+// [rows, out] and B [out, r].
+func upGradH(dst, dy, b []float32, rows, out, r int, s float32) {
+	if lowRank(r, out) {
+		bt, put := transposed(b, out, r)
+		defer put()
+		kernels.LowRankDot(r, rows, out, s, bt, out, dy, out, nil, 0, dst, rows)
+		return
+	}
+	kernels.Sgemm(true, true, r, rows, out, s, b, r, dy, out, 0, dst, rows)
+}
+
+// upGradB computes the up-projection's dB = s·dyᵀ·h ([out, r]) from dy
+// [rows, out] and hᵀ [r, rows], as its transpose s·hᵀ·dy (r rows).
+func upGradB(dst, dy, ht []float32, rows, out, r int, s float32) {
+	sp := blockPool.Get().(*[]float32)
+	defer blockPool.Put(sp)
+	if cap(*sp) < r*out {
+		*sp = make([]float32, r*out)
+	}
+	dbt := (*sp)[:r*out]
+	if lowRank(r, out) {
+		kernels.LowRankOuter(r, rows, out, s, ht, rows, dy, out, nil, 0, dbt, out)
+	} else {
+		kernels.Sgemm(false, false, r, out, rows, s, ht, rows, dy, out, 0, dbt, out)
+	}
+	transposeInto(dst, dbt, r, out)
 }
 
 // ---------------------------------------------------------------------------

@@ -523,3 +523,73 @@ func TestPackPairs(t *testing.T) {
 		}
 	})
 }
+
+// TestGemmBF16Bias checks GemmBF16Bias against a float64 reference and,
+// bit for bit, against GemmBF16 adding onto a C filled with the bias, on
+// the public entry (every level and implementation: the paired path, the
+// float32 one, the few-rows one) and on the paired path with blocking that
+// cuts k into several chunks and kernel passes, where the bias must go in
+// once.
+func TestGemmBF16Bias(t *testing.T) {
+	small := bf16Blocking{kp: 3, mc: 12, nt: 64, packMax: 700}
+	// ref is the product onto the bias-filled C that gemm must match.
+	run := func(t *testing.T, gemm func(transA, transB bool, m, n, k int, a, b BF16Mat, bias, c []float32, ldc int), ref func(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int)) {
+		rng := rand.New(rand.NewPCG(13, 14))
+		for _, s := range [][3]int{{1, 1, 1}, {3, 37, 300}, {13, 35, 1}, {25, 33, 70}, {31, 150, 19}, {50, 70, 513}, {2, 40, 21}} {
+			m, n, k := s[0], s[1], s[2]
+			for v := range 8 {
+				transA, transB, aBF := v&1 != 0, v&2 != 0, v&4 != 0
+				a, ra := bf16Operand(rng, transA, aBF, m, k, 3)
+				b, rb := bf16Operand(rng, transB, v%3 != 0, k, n, 1)
+				bias := make([]float32, n+1)
+				for i := range bias {
+					bias[i] = rng.Float32()*2 - 1
+				}
+				ldc := n + 2
+				c := make([]float32, (m-1)*ldc+n)
+				want := make([]float32, len(c))
+				for i := range c {
+					c[i] = float32(math.NaN()) // not read
+				}
+				for r := range m {
+					copy(want[r*ldc:r*ldc+n], bias)
+				}
+				gemm(transA, transB, m, n, k, a, b, bias, c, ldc)
+				ref(transA, transB, m, n, k, 1, a, b, 1, want, ldc)
+				for i := range m {
+					for j := range n {
+						var s, sa float64
+						for p := range k {
+							x := ra[i*k+p] * rb[p*n+j]
+							s += x
+							sa += math.Abs(x)
+						}
+						ref := s + float64(bias[j])
+						tol := 1.2e-7 * float64(k+4) * (sa + 2)
+						got := c[i*ldc+j]
+						if !(math.Abs(float64(got)-ref) <= tol) || math.Float32bits(got) != math.Float32bits(want[i*ldc+j]) {
+							t.Fatalf("m=%d n=%d k=%d transA=%v transB=%v: C[%d][%d] = %g, want %g (reference %g)",
+								m, n, k, transA, transB, i, j, got, want[i*ldc+j], ref)
+						}
+					}
+				}
+			}
+		}
+	}
+	forEachLevelImpl(t, "gemmbf16", func(t *testing.T) {
+		run(t, GemmBF16Bias, GemmBF16)
+		t.Run("paired", func(t *testing.T) {
+			run(t, func(transA, transB bool, m, n, k int, a, b BF16Mat, bias, c []float32, ldc int) {
+				gemmBF16Paired(small, transA, transB, m, n, k, 1, a, b, 0, bias[:n], c, ldc)
+			}, func(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, c []float32, ldc int) {
+				gemmBF16Paired(small, transA, transB, m, n, k, alpha, a, b, beta, nil, c, ldc)
+			})
+		})
+	})
+	defer func() {
+		if recover() == nil {
+			t.Error("a short bias did not panic")
+		}
+	}()
+	GemmBF16Bias(false, false, 1, 2, 1, BF16Mat{F32: []float32{1}, Ld: 1}, BF16Mat{F32: []float32{1, 2}, Ld: 2}, []float32{1}, make([]float32, 2), 2)
+}

@@ -85,6 +85,31 @@ func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, bet
 	gemmBF16(gemmBF16Asm, bf16DefaultBlocking, transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
 }
 
+// GemmBF16Bias computes C = op(A)·op(B) + bias, the n values of bias added
+// to every row, as GemmBF16 with alpha = 1 and beta = 1 would onto a C
+// whose rows hold bias, and to the same bits; the old contents of C are
+// not read. On the paired path the bias goes into each tile of C just
+// before the tile's first kernel call, while the tile is in cache, rather
+// than in a pass over all of C first. It panics as GemmBF16 does, and if
+// bias is shorter than n.
+func GemmBF16Bias(transA, transB bool, m, n, k int, a, b BF16Mat, bias []float32, c []float32, ldc int) {
+	checkGemmBF16(transA, transB, m, n, k, a, b, c, ldc)
+	if len(bias) < n {
+		panic("kernels: GemmBF16Bias: bias shorter than n")
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	if !gemmBF16Asm || k == 0 || (m <= bf16GemvRows && transB) {
+		for r := range m {
+			copy(c[r*ldc:r*ldc+n], bias[:n])
+		}
+		GemmBF16(transA, transB, m, n, k, 1, a, b, 1, c, ldc)
+		return
+	}
+	gemmBF16Paired(bf16DefaultBlocking, transA, transB, m, n, k, 1, a, b, 0, bias[:n], c, ldc)
+}
+
 // bf16GemvRows is the most rows of op(A) that GemmBF16 multiplies by dot
 // products instead of packing: a decoding step's one row per sequence
 // reads each row of a transposed B (a torch.nn.Linear weight, [out, in])
@@ -240,6 +265,7 @@ type bf16Job struct {
 	m, n, k        int
 	alpha, beta    float32
 	a, b           BF16Mat
+	bias           []float32 // added to every row of C by the first k pass, or nil
 	c              []float32
 	ldc            int
 
@@ -266,9 +292,15 @@ func gemmBF16(paired bool, blk bf16Blocking, transA, transB bool, m, n, k int, a
 		gemmBF16F32(blk.packMax, transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
 		return
 	}
+	gemmBF16Paired(blk, transA, transB, m, n, k, alpha, a, b, beta, nil, c, ldc)
+}
+
+// gemmBF16Paired runs a product on the paired path; a non-nil bias (n
+// values, with beta 0) is added to every row of C.
+func gemmBF16Paired(blk bf16Blocking, transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, beta float32, bias, c []float32, ldc int) {
 	j := bf16Jobs.Get()
 	*j = bf16Job{paired: true, blk: blk, transA: transA, transB: transB, m: m, n: n, k: k,
-		alpha: alpha, beta: beta, a: a, b: b, c: c, ldc: ldc}
+		alpha: alpha, beta: beta, a: a, b: b, bias: bias, c: c, ldc: ldc}
 	threads := Threads()
 	if work := m * n * k; work < sgemmParWorkAVX2*threads {
 		threads = max(1, min(threads, work/sgemmParWorkAVX2))
@@ -362,6 +394,16 @@ func (j *bf16Job) computeTile(ti, tj int, tmp *[sgemmTmpLen]float32) {
 		kc := min(j.blk.kp, kp-pc)
 		beta := j.cbeta
 		if pc > 0 {
+			beta = 1
+		}
+		if j.bias != nil && j.p0 == 0 && pc == 0 {
+			// The bias goes into the tile before its first pass (a row
+			// at a time: copies of a micro-tile's 32 columns cost more in
+			// calls than the pass over C they replace).
+			for r := range rows {
+				off := (r0+r)*ldc + j.j0 + c0
+				copy(j.c[off:off+cols], j.bias[j.j0+c0:j.j0+c0+cols])
+			}
 			beta = 1
 		}
 		for jr := 0; jr < cols; jr += sgemmNR512 {

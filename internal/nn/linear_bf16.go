@@ -22,18 +22,18 @@ func linearForwardBF16(y, x []float32, w kernels.BF16Mat, b []float32, n, in, ou
 	if n == 0 {
 		return
 	}
-	// The bias goes in first and the product adds onto it, as in
-	// linearForward, with the copy split over the cores in the same way.
-	var beta float32
-	if b != nil {
-		biasRowsLoops.Run(0, biasRowsBody{y, b}, n, rowGrain(out))
-		beta = 1
-	}
 	w.Ld = out
 	if transW {
 		w.Ld = in
 	}
-	kernels.GemmBF16(false, transW, n, out, in, 1, kernels.BF16Mat{F32: x, Ld: in}, w, beta, y, out)
+	xm := kernels.BF16Mat{F32: x, Ld: in}
+	if b != nil {
+		// The product adds onto the bias tile by tile, without a pass
+		// of its own over y.
+		kernels.GemmBF16Bias(false, transW, n, out, in, xm, w, b, y, out)
+		return
+	}
+	kernels.GemmBF16(false, transW, n, out, in, 1, xm, w, 0, y, out)
 }
 
 // LinearBackwardXBF16 computes dx = dy·Wᵀ (dy·W with transW), the input
