@@ -30,8 +30,10 @@
 // (online softmax) and saves one log-sum-exp per row. [Backward] recomputes
 // the probabilities from that log-sum-exp, block by block, so neither pass
 // allocates anything of size T×T. Tiles lying entirely outside the mask are
-// skipped, which halves the work of causal attention. Tile products run in
-// register-blocked AVX2/FMA kernels on amd64 (pure Go elsewhere, or with the
+// skipped, which halves the work of causal attention, and inside the tiles
+// on the mask's edges the products skip every block of 6 query rows × 16
+// keys that none of its rows sees. Tile products run in register-blocked
+// AVX2/FMA and AVX-512 kernels on amd64 (pure Go elsewhere, or with the
 // purego build tag); row-wise softmax work uses internal/kernels.
 //
 // Work is split into independent items — (batch, head, query block) in the

@@ -266,19 +266,19 @@ func backwardItem(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, kb0,
 		lse := a.lse[(b*p.H+h)*p.Tq : (b*p.H+h+1)*p.Tq]
 		kc := dotChunk(p.D)
 		i := 0
-		// Four rows at a time where all four are unmasked: one chain is
-		// bound by the FMA latency, four side by side are not.
-		for ; i+4 <= p.Tq; i += 4 {
-			if lse[i] == negInf || lse[i+1] == negInf || lse[i+2] == negInf || lse[i+3] == negInf {
-				for r := i; r < i+4; r++ {
+		// Eight rows at a time where all eight are unmasked: one chain is
+		// bound by the FMA latency, eight side by side are not.
+		for ; i+8 <= p.Tq; i += 8 {
+			if masked8(lse[i:]) {
+				for r := i; r < i+8; r++ {
 					if lse[r] != negInf {
 						di[hg*g.tqp+r] = rowDot(a.dO.Row(b, h, r), a.o.Row(b, h, r), kc)
 					}
 				}
 				continue
 			}
-			rowDot4(a.dO.Data[a.dO.Index(b, h, i, 0):], a.dO.StrideT, a.o.Data[a.o.Index(b, h, i, 0):], a.o.StrideT, p.D, kc,
-				(*[4]float32)(di[hg*g.tqp+i:]))
+			rowDot8(a.dO.Data[a.dO.Index(b, h, i, 0):], a.dO.StrideT, a.o.Data[a.o.Index(b, h, i, 0):], a.o.StrideT, p.D, kc,
+				(*[8]float32)(di[hg*g.tqp+i:]))
 		}
 		for ; i < p.Tq; i++ {
 			if lse[i] != negInf {
@@ -397,6 +397,17 @@ func backwardKeyBlock(p *problem, g *bwdGeom, s *bwdScratch, a *bwdArgs, b, kh, 
 	for c := 0; c < bc; c++ {
 		copy(a.dv.Row(b, kh, j0+c), dv[c*d:(c+1)*d])
 	}
+}
+
+// masked8 reports whether one of the first eight rows of lse is fully
+// masked (−Inf).
+func masked8(lse []float32) bool {
+	for _, x := range lse[:8] {
+		if x == negInf {
+			return true
+		}
+	}
+	return false
 }
 
 // padRows copies rows [i0, i0+br) of (b, h) of x into buf as an mr×D block

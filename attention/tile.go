@@ -64,15 +64,15 @@ func rowDot(x, y []float32, kc int) float32 {
 	return c
 }
 
-// rowDot4 sets out[r] = rowDot(x[r·sx:][:n], y[r·sy:][:n], kc) for r < 4,
-// bit for bit; the assembly runs the four chains side by side.
-func rowDot4(x []float32, sx int, y []float32, sy, n, kc int, out *[4]float32) {
+// rowDot8 sets out[r] = rowDot(x[r·sx:][:n], y[r·sy:][:n], kc) for r < 8,
+// bit for bit; the assembly runs the eight chains side by side.
+func rowDot8(x []float32, sx int, y []float32, sy, n, kc int, out *[8]float32) {
 	if n == 0 {
-		*out = [4]float32{}
+		*out = [8]float32{}
 		return
 	}
-	_, _ = x[3*sx+n-1], y[3*sy+n-1]
-	if rowDot4Asm(x, sx, y, sy, n, kc, out) {
+	_, _ = x[7*sx+n-1], y[7*sy+n-1]
+	if rowDot8Asm(x, sx, y, sy, n, kc, out) {
 		return
 	}
 	for r := range out {

@@ -30,13 +30,13 @@ func rowDotAsm(x, y []float32, kc int) (float32, bool) {
 	return dotChain(&x[0], &y[0], len(x), kc), true
 }
 
-// rowDot4Asm is rowDot4 with the assembly chains, when they are enabled.
-// rowDot4 has checked the bounds.
-func rowDot4Asm(x []float32, sx int, y []float32, sy, n, kc int, out *[4]float32) bool {
+// rowDot8Asm is rowDot8 with the assembly chains, when they are enabled.
+// rowDot8 has checked the bounds.
+func rowDot8Asm(x []float32, sx int, y []float32, sy, n, kc int, out *[8]float32) bool {
 	if !tileAVX2 && !tileAVX512 {
 		return false
 	}
-	dotChain4(&x[0], sx, &y[0], sy, n, kc, out)
+	dotChain8(&x[0], sx, &y[0], sy, n, kc, out)
 	return true
 }
 

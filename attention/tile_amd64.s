@@ -493,68 +493,83 @@ dcdone:
 	VMOVSS X0, ret+32(FP)
 	RET
 
-// func dotChain4(x *float32, sx int, y *float32, sy int, n int, kc int, out *[4]float32)
+// func dotChain8(x *float32, sx int, y *float32, sy int, n int, kc int, out *[8]float32)
 // Requires: AVX, CMOV, FMA3
-TEXT ·dotChain4(SB), NOSPLIT, $0-56
-	MOVQ   x+0(FP), AX
-	MOVQ   sx+8(FP), R10
-	SHLQ   $0x02, R10
-	LEAQ   (AX)(R10*1), BX
-	LEAQ   (BX)(R10*1), CX
-	LEAQ   (CX)(R10*1), DX
-	MOVQ   y+16(FP), SI
-	MOVQ   sy+24(FP), R10
-	SHLQ   $0x02, R10
-	LEAQ   (SI)(R10*1), DI
-	LEAQ   (DI)(R10*1), R8
-	LEAQ   (R8)(R10*1), R9
-	MOVQ   n+32(FP), R11
-	MOVQ   kc+40(FP), R12
-	VXORPS X4, X4, X4
-	VXORPS X5, X5, X5
-	VXORPS X6, X6, X6
-	VXORPS X7, X7, X7
+TEXT ·dotChain8(SB), NOSPLIT, $0-56
+	MOVQ    x+0(FP), AX
+	MOVQ    y+16(FP), BX
+	MOVQ    sx+8(FP), CX
+	SHLQ    $0x02, CX
+	LEAQ    (CX)(CX*2), DX
+	LEAQ    (CX)(CX*4), SI
+	LEAQ    (DX)(CX*4), DI
+	MOVQ    sy+24(FP), R8
+	SHLQ    $0x02, R8
+	LEAQ    (R8)(R8*2), R9
+	LEAQ    (R8)(R8*4), R10
+	LEAQ    (R9)(R8*4), R11
+	MOVQ    n+32(FP), R12
+	MOVQ    kc+40(FP), R13
+	MOVQ    out+48(FP), R15
+	VXORPS  X0, X0, X0
+	VMOVUPS X0, (R15)
+	VMOVUPS X0, 16(R15)
 
-dc4chunk:
-	MOVQ    R12, R10
-	CMPQ    R10, R11
-	CMOVQGT R11, R10
-	SUBQ    R10, R11
+dc8chunk:
+	MOVQ    R13, R14
+	CMPQ    R14, R12
+	CMOVQGT R12, R14
+	SUBQ    R14, R12
 	VXORPS  X0, X0, X0
 	VXORPS  X1, X1, X1
 	VXORPS  X2, X2, X2
 	VXORPS  X3, X3, X3
+	VXORPS  X4, X4, X4
+	VXORPS  X5, X5, X5
+	VXORPS  X6, X6, X6
+	VXORPS  X7, X7, X7
 
-dc4loop:
+dc8loop:
 	VMOVSS      (AX), X8
-	VFMADD231SS (SI), X8, X0
-	VMOVSS      (BX), X9
-	VFMADD231SS (DI), X9, X1
-	VMOVSS      (CX), X10
-	VFMADD231SS (R8), X10, X2
-	VMOVSS      (DX), X11
-	VFMADD231SS (R9), X11, X3
+	VFMADD231SS (BX), X8, X0
+	VMOVSS      (AX)(CX*1), X9
+	VFMADD231SS (BX)(R8*1), X9, X1
+	VMOVSS      (AX)(CX*2), X10
+	VFMADD231SS (BX)(R8*2), X10, X2
+	VMOVSS      (AX)(DX*1), X11
+	VFMADD231SS (BX)(R9*1), X11, X3
+	VMOVSS      (AX)(CX*4), X12
+	VFMADD231SS (BX)(R8*4), X12, X4
+	VMOVSS      (AX)(SI*1), X13
+	VFMADD231SS (BX)(R10*1), X13, X5
+	VMOVSS      (AX)(DX*2), X14
+	VFMADD231SS (BX)(R9*2), X14, X6
+	VMOVSS      (AX)(DI*1), X15
+	VFMADD231SS (BX)(R11*1), X15, X7
 	ADDQ        $0x04, AX
-	ADDQ        $0x04, SI
 	ADDQ        $0x04, BX
-	ADDQ        $0x04, DI
-	ADDQ        $0x04, CX
-	ADDQ        $0x04, R8
-	ADDQ        $0x04, DX
-	ADDQ        $0x04, R9
-	DECQ        R10
-	JNZ         dc4loop
-	VADDSS      X0, X4, X4
-	VADDSS      X1, X5, X5
-	VADDSS      X2, X6, X6
-	VADDSS      X3, X7, X7
-	TESTQ       R11, R11
-	JNZ         dc4chunk
-	MOVQ        out+48(FP), AX
-	VMOVSS      X4, (AX)
-	VMOVSS      X5, 4(AX)
-	VMOVSS      X6, 8(AX)
-	VMOVSS      X7, 12(AX)
+	DECQ        R14
+	JNZ         dc8loop
+
+	// total += chunk, in out
+	VADDSS (R15), X0, X0
+	VMOVSS X0, (R15)
+	VADDSS 4(R15), X1, X1
+	VMOVSS X1, 4(R15)
+	VADDSS 8(R15), X2, X2
+	VMOVSS X2, 8(R15)
+	VADDSS 12(R15), X3, X3
+	VMOVSS X3, 12(R15)
+	VADDSS 16(R15), X4, X4
+	VMOVSS X4, 16(R15)
+	VADDSS 20(R15), X5, X5
+	VMOVSS X5, 20(R15)
+	VADDSS 24(R15), X6, X6
+	VMOVSS X6, 24(R15)
+	VADDSS 28(R15), X7, X7
+	VMOVSS X7, 28(R15)
+	TESTQ  R12, R12
+	JNZ    dc8chunk
 	RET
 
 // func scaleRows(dst *float32, ldd int, src *float32, lds int, rows int, n8 int, s *float32, ss int)

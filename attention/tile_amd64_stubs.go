@@ -29,12 +29,13 @@ func kern6x32(n int, k int, kc int, a *float32, sai int, sak int, b *float32, ld
 //go:noescape
 func dotChain(x *float32, y *float32, n int, kc int) float32
 
-// dotChain4 sets out[r] to dotChain(x + r·sx, y + r·sy, n, kc) for r < 4
-// (strides in elements), bit for bit: the four chains run side by side,
-// so the FMA latency that bounds one chain is hidden. n must be positive.
+// dotChain8 sets out[r] to dotChain(x + r·sx, y + r·sy, n, kc) for r < 8
+// (strides in elements), bit for bit: the eight chains run side by side,
+// so neither the FMA latency that bounds one chain nor a single FMA
+// port bounds them. n must be positive.
 //
 //go:noescape
-func dotChain4(x *float32, sx int, y *float32, sy int, n int, kc int, out *[4]float32)
+func dotChain8(x *float32, sx int, y *float32, sy int, n int, kc int, out *[8]float32)
 
 // scaleRows sets dst[r·ldd + j] = s[r·ss]·src[r·lds + j] for r < rows and
 // j < 8·n8 (strides in elements; ss = 0 scales every row by s[0]): one

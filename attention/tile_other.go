@@ -6,7 +6,7 @@ package attention
 
 func rowDotAsm(x, y []float32, kc int) (float32, bool) { return 0, false }
 
-func rowDot4Asm(x []float32, sx int, y []float32, sy, n, kc int, out *[4]float32) bool {
+func rowDot8Asm(x []float32, sx int, y []float32, sy, n, kc int, out *[8]float32) bool {
 	return false
 }
 

@@ -207,18 +207,18 @@ func TestRowDotMatchesGemm(t *testing.T) {
 	})
 }
 
-// TestRowDot4 checks that rowDot4 rounds each of its rows exactly as
+// TestRowDot8 checks that rowDot8 rounds each of its rows exactly as
 // rowDot does, at odd lengths and strides.
-func TestRowDot4(t *testing.T) {
+func TestRowDot8(t *testing.T) {
 	forEachTileKernel(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, 8))
 		for _, d := range []int{0, 1, 7, 16, 32, 65, 200} {
 			for _, s := range []struct{ sx, sy int }{{d, d}, {d + 3, 2*d + 1}} {
 				kc := dotChunk(d)
-				x := randData(rng, 3*s.sx+d+1)
-				y := randData(rng, 3*s.sy+d+1)
-				var out [4]float32
-				rowDot4(x, s.sx, y, s.sy, d, kc, &out)
+				x := randData(rng, 7*s.sx+d+1)
+				y := randData(rng, 7*s.sy+d+1)
+				var out [8]float32
+				rowDot8(x, s.sx, y, s.sy, d, kc, &out)
 				for r := range out {
 					if want := rowDot(x[r*s.sx:][:d], y[r*s.sy:][:d], kc); math.Float32bits(out[r]) != math.Float32bits(want) {
 						t.Fatalf("d=%d strides %d,%d row %d: %v, rowDot %v", d, s.sx, s.sy, r, out[r], want)

@@ -39,7 +39,7 @@ func main() {
 	kern6x16()
 	kern6x32()
 	dotChain()
-	dotChain4()
+	dotChain8()
 	scaleRows()
 	transpose8()
 	Generate()
@@ -393,65 +393,78 @@ func kern6x32() {
 	RET()
 }
 
-func dotChain4() {
-	TEXT("dotChain4", NOSPLIT, "func(x *float32, sx int, y *float32, sy int, n, kc int, out *[4]float32)")
+func dotChain8() {
+	TEXT("dotChain8", NOSPLIT, "func(x *float32, sx int, y *float32, sy int, n, kc int, out *[8]float32)")
 	Pragma("noescape")
 	Doc(
-		"dotChain4 sets out[r] to dotChain(x + r·sx, y + r·sy, n, kc) for r < 4",
-		"(strides in elements), bit for bit: the four chains run side by side,",
-		"so the FMA latency that bounds one chain is hidden. n must be positive.",
+		"dotChain8 sets out[r] to dotChain(x + r·sx, y + r·sy, n, kc) for r < 8",
+		"(strides in elements), bit for bit: the eight chains run side by side,",
+		"so neither the FMA latency that bounds one chain nor a single FMA",
+		"port bounds them. n must be positive.",
 	)
-	xs := []Register{RAX, RBX, RCX, RDX}
-	ys := []Register{RSI, RDI, R8, R9}
+	// Registers: AX x, BX y (both running), CX, DX, SI, DI 1, 3, 5 and 7
+	// times sx·4, R8–R11 the same for sy, R12 k left, R13 kc, R14 steps
+	// left in the chunk, R15 out, whose elements hold the running totals
+	// (sixteen XMM registers hold the chunk sums and the loaded x values).
 	MOVQ(paramAddr("x"), RAX)
-	byteStride("sx", R10)
-	for r := 1; r < 4; r++ {
-		LEAQ(Mem{Base: xs[r-1], Index: R10, Scale: 1}, xs[r])
+	MOVQ(paramAddr("y"), RBX)
+	strides := func(name string, r1, r3, r5, r7 Register) {
+		byteStride(name, r1)
+		LEAQ(Mem{Base: r1, Index: r1, Scale: 2}, r3)
+		LEAQ(Mem{Base: r1, Index: r1, Scale: 4}, r5)
+		LEAQ(Mem{Base: r3, Index: r1, Scale: 4}, r7)
 	}
-	MOVQ(paramAddr("y"), RSI)
-	byteStride("sy", R10)
-	for r := 1; r < 4; r++ {
-		LEAQ(Mem{Base: ys[r-1], Index: R10, Scale: 1}, ys[r])
+	strides("sx", RCX, RDX, RSI, RDI)
+	strides("sy", R8, R9, R10, R11)
+	// row r of the operand at base, with 1, 3, 5, 7 times its stride in s.
+	row := func(base Register, s [4]Register, r int) Mem {
+		return []Mem{
+			{Base: base},
+			{Base: base, Index: s[0], Scale: 1},
+			{Base: base, Index: s[0], Scale: 2},
+			{Base: base, Index: s[1], Scale: 1},
+			{Base: base, Index: s[0], Scale: 4},
+			{Base: base, Index: s[2], Scale: 1},
+			{Base: base, Index: s[1], Scale: 2},
+			{Base: base, Index: s[3], Scale: 1},
+		}[r]
 	}
-	MOVQ(paramAddr("n"), R11)
-	MOVQ(paramAddr("kc"), R12)
-	chunk := []VecPhysical{X0, X1, X2, X3}
-	total := []VecPhysical{X4, X5, X6, X7}
-	tmp := []VecPhysical{X8, X9, X10, X11}
-	for _, t := range total {
-		VXORPS(t, t, t)
-	}
+	xs := [4]Register{RCX, RDX, RSI, RDI}
+	ys := [4]Register{R8, R9, R10, R11}
+	MOVQ(paramAddr("n"), R12)
+	MOVQ(paramAddr("kc"), R13)
+	MOVQ(paramAddr("out"), R15)
+	chunk := []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7}
+	tmp := []VecPhysical{X8, X9, X10, X11, X12, X13, X14, X15}
+	VXORPS(X0, X0, X0)
+	VMOVUPS(X0, Mem{Base: R15})
+	VMOVUPS(X0, Mem{Base: R15, Disp: 16})
 
-	Label("dc4chunk")
-	MOVQ(R12, R10)
-	CMPQ(R10, R11)
-	CMOVQGT(R11, R10)
-	SUBQ(R10, R11)
+	Label("dc8chunk")
+	MOVQ(R13, R14)
+	CMPQ(R14, R12)
+	CMOVQGT(R12, R14)
+	SUBQ(R14, R12)
 	for _, c := range chunk {
 		VXORPS(c, c, c)
 	}
 
-	Label("dc4loop")
-	for r := 0; r < 4; r++ {
-		VMOVSS(Mem{Base: xs[r]}, tmp[r])
-		VFMADD231SS(Mem{Base: ys[r]}, tmp[r], chunk[r])
+	Label("dc8loop")
+	for r := 0; r < 8; r++ {
+		VMOVSS(row(RAX, xs, r), tmp[r])
+		VFMADD231SS(row(RBX, ys, r), tmp[r], chunk[r])
 	}
-	for r := 0; r < 4; r++ {
-		ADDQ(Imm(4), xs[r])
-		ADDQ(Imm(4), ys[r])
+	ADDQ(Imm(4), RAX)
+	ADDQ(Imm(4), RBX)
+	DECQ(R14)
+	JNZ(LabelRef("dc8loop"))
+	Comment("total += chunk, in out")
+	for r := 0; r < 8; r++ {
+		VADDSS(Mem{Base: R15, Disp: 4 * r}, chunk[r], chunk[r])
+		VMOVSS(chunk[r], Mem{Base: R15, Disp: 4 * r})
 	}
-	DECQ(R10)
-	JNZ(LabelRef("dc4loop"))
-	for r := 0; r < 4; r++ {
-		VADDSS(chunk[r], total[r], total[r])
-	}
-	TESTQ(R11, R11)
-	JNZ(LabelRef("dc4chunk"))
-
-	MOVQ(paramAddr("out"), RAX)
-	for r := 0; r < 4; r++ {
-		VMOVSS(total[r], Mem{Base: RAX, Disp: 4 * r})
-	}
+	TESTQ(R12, R12)
+	JNZ(LabelRef("dc8chunk"))
 	RET()
 }
 
