@@ -233,14 +233,18 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 	// or an lm_head BF16Linear ([V, D] as Llama stores it: transW).
 	// With checkpointing the head's logits are dropped after its op runs:
 	// the blocks' backward passes, which recompute each block, come after
-	// it and would otherwise run beside them.
-	release := ck != nil
+	// it and would otherwise run beside them. A frozen head's chunks are
+	// then smaller, so that they stay below a recomputed block.
+	release, frozenChunk := ck != nil, nn.LinearCEFrozenChunk(c.Vocab)
+	if release {
+		frozenChunk = nn.LinearCECheckpointChunk(c.Vocab)
+	}
 	if c.TiedEmbeddings && m.tokensBF16 != nil {
-		loss, err = nn.LinearCrossEntropyBF16(hidden, m.tokensBF16, targets, nn.LinearCEOpts{TransW: true, Release: release})
+		loss, err = nn.LinearCrossEntropyBF16(hidden, m.tokensBF16, targets, nn.LinearCEOpts{TransW: true, Chunk: frozenChunk, Release: release})
 		return hidden, nil, loss, err
 	}
 	if b, ok := head.(*BF16Linear); ok && b.Bias == nil {
-		loss, err = nn.LinearCrossEntropyBF16(hidden, b.Weight, targets, nn.LinearCEOpts{TransW: b.OutIn, Release: release})
+		loss, err = nn.LinearCrossEntropyBF16(hidden, b.Weight, targets, nn.LinearCEOpts{TransW: b.OutIn, Chunk: frozenChunk, Release: release})
 		return hidden, nil, loss, err
 	}
 	if d, ok := head.(*DenseLinear); c.TiedEmbeddings || ok && d.Bias == nil {
@@ -251,7 +255,7 @@ func (m *Model) buildGraph(gc *GraphContext, inputs, targets *nn.IDs, drop *nn.D
 		opts := nn.LinearCEOpts{TransW: transW, Release: release}
 		if !gc.Trainable(p) {
 			// No dW product: smaller chunks of logits cost little.
-			opts.Chunk = nn.LinearCEFrozenChunk(c.Vocab)
+			opts.Chunk = frozenChunk
 		}
 		loss, err = nn.LinearCrossEntropy(hidden, gc.Node(p), targets, opts)
 		return hidden, nil, loss, err

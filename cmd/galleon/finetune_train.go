@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -100,6 +101,15 @@ func runFinetune(ctx context.Context, o *ftOptions, stdout, stderr io.Writer, af
 	if err := r.setup(ctx, stderr); err != nil {
 		return err
 	}
+	// Setting up leaves garbage behind (the tokenizer's parse, the
+	// tokenized text, the graphs built to check the model) whose pages the
+	// runtime keeps for reuse, interleaved with the weights; the steps'
+	// buffers do not fit them and grow the heap beside them. Returned to
+	// the system now, they no longer count: at SmolLM2-135M's shapes, LoRA
+	// on all linear layers, -batch 1 -seq 256 -grad-checkpointing, the
+	// peak RSS was 723 → 699 MB over a float32 base and 445 → 432 MB over
+	// a bf16 one (medians of 3).
+	debug.FreeOSMemory()
 	defer func() {
 		if cerr := r.tr.Close(); err == nil {
 			err = cerr

@@ -157,11 +157,15 @@ func TestLinearCrossEntropyBF16Op(t *testing.T) {
 	}
 }
 
-// TestLinearCEFrozenChunkBound: a frozen head's chunk of logits fits 64 MiB.
+// TestLinearCEFrozenChunkBound: a frozen head's chunk of logits fits 64 MiB,
+// and under gradient checkpointing 32 MiB.
 func TestLinearCEFrozenChunkBound(t *testing.T) {
 	for _, V := range []int{256, 32000, 49152, 128256, 151936} {
 		if c := LinearCEFrozenChunk(V); c < 16 || c%16 != 0 || c > 1024 || c*V*4 > linearCEFrozenBudget && c > 16 {
 			t.Errorf("V=%d: chunk %d rows (%d MiB of logits)", V, c, c*V*4>>20)
+		}
+		if c := LinearCECheckpointChunk(V); c < 16 || c%16 != 0 || c > 1024 || c*V*4 > linearCECheckpointBudget && c > 16 {
+			t.Errorf("V=%d: checkpointing chunk %d rows (%d MiB of logits)", V, c, c*V*4>>20)
 		}
 	}
 }

@@ -54,6 +54,26 @@ func LinearCEFrozenChunk(V int) int {
 	return min(max(c/16*16, 16), 1024)
 }
 
+// linearCECheckpointBudget is the size of one chunk of logits for a frozen
+// head under gradient checkpointing, whose op drops its logits after every
+// run (LinearCEOpts.Release). They are live only while the head runs, when
+// the step holds the blocks' outputs and little else, and the step's peak
+// is then the larger of them and one recomputed block's internals. At
+// SmolLM2-135M's shapes and one sequence of 256 tokens that block takes
+// 28 MiB: 48 MiB of logits (the frozen budget's 256 rows) set the peak of
+// `galleon finetune -grad-checkpointing -batch 1` 20 MiB above it, 24 (128
+// rows) stay below it. The smaller chunks cost 0.04–0.05 CPU-seconds per
+// step there (BenchmarkLinearCEFrozenChunk), about 1% of it.
+const linearCECheckpointBudget = 32 << 20
+
+// LinearCECheckpointChunk is LinearCEFrozenChunk for a frozen head under
+// gradient checkpointing, whose logits live only while it runs: as many
+// rows as fit in 32 MiB of logits, a multiple of 16 between 16 and 1024.
+func LinearCECheckpointChunk(V int) int {
+	c := linearCECheckpointBudget / 4 / max(V, 1)
+	return min(max(c/16*16, 16), 1024)
+}
+
 // LinearCEScratch is the memory of the fused linear cross-entropy kernels:
 // one chunk of logits (Rows×V float32) and the chunk's row losses. Reuse one
 // across calls so they allocate nothing; it is not safe for concurrent use.
