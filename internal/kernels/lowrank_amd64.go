@@ -120,30 +120,37 @@ func lowRankDotAsm(r, rows, k int, alpha float32, a []float32, lda int, x []floa
 }
 
 type lowRankOuterJob struct {
-	r, rows int
-	alpha   float32
-	hp      []float32
-	x       []float32
-	ldx     int
-	words   []uint16
-	lo      int
-	c       []float32
-	ldc     int
+	r, rows, n int
+	alpha      float32
+	hp         []float32
+	x          []float32
+	ldx        int
+	words      []uint16
+	lo         int
+	c          []float32
+	ldc        int
 }
 
-// Item computes columns [16·it, 16·it+16) of C.
+// Item computes the columns of C from 32·it: 32 of them, or the last 16
+// when n is an odd multiple of 16.
 func (j *lowRankOuterJob) Item(_, it int) {
-	var out [8 * 16]float32
-	q0 := it * 16
-	if j.words != nil {
-		lowRankOuter8x16MaskAVX512(j.rows, &j.hp[0], &j.x[q0], j.ldx, &out[0], 16, &j.words[(j.lo+q0)/16], j.ldx/16)
-	} else {
-		lowRankOuter8x16AVX512(j.rows, &j.hp[0], &j.x[q0], j.ldx, &out[0], 16)
+	var out [8 * 32]float32
+	q0 := it * 32
+	w := min(32, j.n-q0)
+	switch {
+	case j.words != nil && w == 32:
+		lowRankOuter8x32MaskAVX512(j.rows, &j.hp[0], &j.x[q0], j.ldx, &out[0], 32, &j.words[(j.lo+q0)/16], j.ldx/16)
+	case j.words != nil:
+		lowRankOuter8x16MaskAVX512(j.rows, &j.hp[0], &j.x[q0], j.ldx, &out[0], 32, &j.words[(j.lo+q0)/16], j.ldx/16)
+	case w == 32:
+		lowRankOuter8x32AVX512(j.rows, &j.hp[0], &j.x[q0], j.ldx, &out[0], 32)
+	default:
+		lowRankOuter8x16AVX512(j.rows, &j.hp[0], &j.x[q0], j.ldx, &out[0], 32)
 	}
 	for q := range j.r {
-		c := j.c[q*j.ldc+q0 : q*j.ldc+q0+16]
+		c := j.c[q*j.ldc+q0 : q*j.ldc+q0+w]
 		for i := range c {
-			c[i] = j.alpha * out[q*16+i]
+			c[i] = j.alpha * out[q*32+i]
 		}
 	}
 }
@@ -162,8 +169,8 @@ func lowRankOuterAsm(r, rows, n int, alpha float32, h []float32, ldh int, x []fl
 	}
 	hp := lowRankPackH(r, rows, h, ldh)
 	job := lowRankOuterJobs.Get()
-	*job = lowRankOuterJob{r: r, rows: rows, alpha: alpha, hp: *hp, x: x, ldx: ldx, words: maskWords(mask), lo: lo, c: c, ldc: ldc}
-	For(min(Threads(), max(1, rows*n/lowRankGrain)), n/16, job)
+	*job = lowRankOuterJob{r: r, rows: rows, n: n, alpha: alpha, hp: *hp, x: x, ldx: ldx, words: maskWords(mask), lo: lo, c: c, ldc: ldc}
+	For(min(Threads(), max(1, rows*n/lowRankGrain)), (n+31)/32, job)
 	*job = lowRankOuterJob{}
 	lowRankOuterJobs.Put(job)
 	PutFloats(hp)

@@ -15,11 +15,19 @@ func lowRankDot8AVX512(rows int, kc int, ap *float32, x *float32, ldx int, c *fl
 
 // lowRankOuter8x16AVX512 computes c[j·ldc+q] = Σ_i h[i·8+j]·X[i][q] for j < 8 and
 // q < 16 over i < rows (> 0), X row-major with stride ldx. With a mask,
-// X[i][q] counts as 0 where bit q of the 16-bit word mask[i·mstride]
+// X[i][q] counts as 0 where bit q%16 of the 16-bit word mask[i·mstride+q/16]
 // is clear.
 //
 //go:noescape
 func lowRankOuter8x16AVX512(rows int, h *float32, x *float32, ldx int, c *float32, ldc int)
+
+// lowRankOuter8x32AVX512 computes c[j·ldc+q] = Σ_i h[i·8+j]·X[i][q] for j < 8 and
+// q < 32 over i < rows (> 0), X row-major with stride ldx. With a mask,
+// X[i][q] counts as 0 where bit q%16 of the 16-bit word mask[i·mstride+q/16]
+// is clear.
+//
+//go:noescape
+func lowRankOuter8x32AVX512(rows int, h *float32, x *float32, ldx int, c *float32, ldc int)
 
 // lowRankDot8MaskAVX512 computes c[i·8+j] = Σ_p A[j][p]·X[i][p] for i < rows, j < 8 and
 // p < 16·kc: A packed in chunks of 16 p (the 16 values of row j at
@@ -32,11 +40,19 @@ func lowRankDot8MaskAVX512(rows int, kc int, ap *float32, x *float32, ldx int, c
 
 // lowRankOuter8x16MaskAVX512 computes c[j·ldc+q] = Σ_i h[i·8+j]·X[i][q] for j < 8 and
 // q < 16 over i < rows (> 0), X row-major with stride ldx. With a mask,
-// X[i][q] counts as 0 where bit q of the 16-bit word mask[i·mstride]
+// X[i][q] counts as 0 where bit q%16 of the 16-bit word mask[i·mstride+q/16]
 // is clear.
 //
 //go:noescape
 func lowRankOuter8x16MaskAVX512(rows int, h *float32, x *float32, ldx int, c *float32, ldc int, mask *uint16, mstride int)
+
+// lowRankOuter8x32MaskAVX512 computes c[j·ldc+q] = Σ_i h[i·8+j]·X[i][q] for j < 8 and
+// q < 32 over i < rows (> 0), X row-major with stride ldx. With a mask,
+// X[i][q] counts as 0 where bit q%16 of the 16-bit word mask[i·mstride+q/16]
+// is clear.
+//
+//go:noescape
+func lowRankOuter8x32MaskAVX512(rows int, h *float32, x *float32, ldx int, c *float32, ldc int, mask *uint16, mstride int)
 
 // lowRankExpand8AccAVX512 sets c[i][q] += alpha·Σ_j h[i·8+j]·A[j][q]
 // for i < rows and q < 16·nc (both > 0), A and c row-major with strides

@@ -26,7 +26,8 @@ func main() {
 	ConstraintExpr("amd64,!purego")
 	for _, masked := range []bool{false, true} {
 		dot(masked)
-		outer(masked)
+		outer(masked, 1)
+		outer(masked, 2)
 	}
 	expand(false, true)
 	expand(true, false)
@@ -139,10 +140,14 @@ func dot(masked bool) {
 	RET()
 }
 
-// outer emits lowRankOuter8x16[Mask]AVX512: the 8×16 block
-// c[j][q] = Σ_i h[i·8+j]·X[i][q] (q < 16) over rows rows of X.
-func outer(masked bool) {
-	name := "lowRankOuter8x16" + suffix(masked) + "AVX512"
+// outer emits lowRankOuter8x{16·w}[Mask]AVX512: the 8×16w block
+// c[j][q] = Σ_i h[i·8+j]·X[i][q] (q < 16w) over rows rows of X. Two chunks
+// (w = 2) read 128 contiguous bytes of each row, the pair of lines the
+// adjacent-line prefetcher fetches together, which matters when X is cold
+// (a layer input saved since the forward pass).
+func outer(masked bool, w int) {
+	cols := 16 * w
+	name := fmt.Sprintf("lowRankOuter8x%d%sAVX512", cols, suffix(masked))
 	sig := "func(rows int, h *float32, x *float32, ldx int, c *float32, ldc int)"
 	if masked {
 		sig = "func(rows int, h *float32, x *float32, ldx int, c *float32, ldc int, mask *uint16, mstride int)"
@@ -150,9 +155,9 @@ func outer(masked bool) {
 	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
 	Doc(
-		name+" computes c[j·ldc+q] = Σ_i h[i·8+j]·X[i][q] for j < 8 and",
-		"q < 16 over i < rows (> 0), X row-major with stride ldx. With a mask,",
-		"X[i][q] counts as 0 where bit q of the 16-bit word mask[i·mstride]",
+		fmt.Sprintf("%s computes c[j·ldc+q] = Σ_i h[i·8+j]·X[i][q] for j < 8 and", name),
+		fmt.Sprintf("q < %d over i < rows (> 0), X row-major with stride ldx. With a mask,", cols),
+		"X[i][q] counts as 0 where bit q%16 of the 16-bit word mask[i·mstride+q/16]",
 		"is clear.",
 	)
 	rows, h, x, ldx, c, ldc := RAX, RBX, RSI, RDI, R8, R9
@@ -166,28 +171,44 @@ func outer(masked bool) {
 	Load(Param("ldc"), ldc)
 	SHLQ(Imm(2), ldc)
 	maskArgs(masked, m, ms)
-	acc := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7}
-	xv := Z8
+	// acc[j·w+u]: row j of c, chunk u.
+	acc := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15}[:8*w]
+	xv := []VecPhysical{Z16, Z17}[:w]
+	ks := []OpmaskPhysical{K1, K2}
+	bc := Z18
 	for _, z := range acc {
 		VPXORD(z, z, z)
 	}
 	Label("row")
-	if masked {
-		KMOVW(Mem{Base: m}, K1)
-		VMOVUPS_Z(Mem{Base: x}, K1, xv)
-		ADDQ(ms, m)
-	} else {
-		VMOVUPS(Mem{Base: x}, xv)
+	for u := range w {
+		if masked {
+			KMOVW(Mem{Base: m, Disp: 2 * u}, ks[u])
+			VMOVUPS_Z(Mem{Base: x, Disp: 64 * u}, ks[u], xv[u])
+		} else {
+			VMOVUPS(Mem{Base: x, Disp: 64 * u}, xv[u])
+		}
 	}
-	for j, z := range acc {
-		VFMADD231PS_BCST(Mem{Base: h, Disp: 4 * j}, xv, z)
+	if masked {
+		ADDQ(ms, m)
+	}
+	for j := range 8 {
+		if w == 1 {
+			VFMADD231PS_BCST(Mem{Base: h, Disp: 4 * j}, xv[0], acc[j])
+			continue
+		}
+		VBROADCASTSS(Mem{Base: h, Disp: 4 * j}, bc)
+		for u := range w {
+			VFMADD231PS(bc, xv[u], acc[j*w+u])
+		}
 	}
 	ADDQ(Imm(32), h)
 	ADDQ(ldx, x)
 	DECQ(rows)
 	JNZ(LabelRef("row"))
-	for _, z := range acc {
-		VMOVUPS(z, Mem{Base: c})
+	for j := range 8 {
+		for u := range w {
+			VMOVUPS(acc[j*w+u], Mem{Base: c, Disp: 64 * u})
+		}
 		ADDQ(ldc, c)
 	}
 	VZEROUPPER()
