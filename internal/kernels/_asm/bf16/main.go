@@ -73,8 +73,10 @@ func main() {
 	fromBF16()
 	interleave()
 	dotBF16()
-	for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
-		kernel(s[0], s[1])
+	for _, bias := range []bool{false, true} {
+		for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
+			kernel(s[0], s[1], bias)
+		}
 	}
 	Generate()
 }
@@ -564,21 +566,30 @@ func dotBF16() {
 }
 
 // kernel emits the micro-kernel for an (ap·6)×(bp·16) tile: ap A panels and
-// bp B panels.
-func kernel(ap, bp int) {
+// bp B panels; with bias, the variant whose accumulators start from a bias
+// row (the forward pass of a linear layer with a bias).
+func kernel(ap, bp int, bias bool) {
 	mr, nr := ap*panelRows, bp*panelCols
-	name := fmt.Sprintf("bf16Kernel%dx%dAVX512", mr, nr)
-	TEXT(name, NOSPLIT, "func(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha, beta float32)")
+	variant := ""
+	sig := "func(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha, beta float32)"
+	what := "C = alpha·A·B + beta·C"
+	if bias {
+		variant = "Bias"
+		sig = "func(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha, beta float32, bias *float32)"
+		what = fmt.Sprintf("C = alpha·(A·B + bias) + beta·C, bias a row of %d floats added to every row,", nr)
+	}
+	name := fmt.Sprintf("bf16Kernel%dx%d%sAVX512", mr, nr, variant)
+	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
 	Doc(
-		fmt.Sprintf("%s computes the %d×%d tile C = alpha·A·B + beta·C over kp k pairs.", name, mr, nr),
+		fmt.Sprintf("%s computes the %d×%d tile %s over kp k pairs.", name, mr, nr, what),
 		fmt.Sprintf("A is %d packed 6-row micro-panel(s) of bf16 pairs, the second aStride", ap),
 		fmt.Sprintf("words after the first; B is %d packed 16-column micro-panel(s), the", bp),
 		"second bStride words after the first. With beta == 0 C is only written,",
 		"never read. ldc is the row stride of C in elements. kp must be positive.",
 	)
 	zmmgemm.Emit(zmmgemm.Tile{AP: ap, BP: bp, PanelRows: panelRows, PanelCols: panelCols, Unroll: unroll,
-		PrefetchB: prefetchB, K: "kp", StepName: "k pairs"}, func(i int, o zmmgemm.Operands) {
+		PrefetchB: prefetchB, K: "kp", StepName: "k pairs", Bias: bias}, func(i int, o zmmgemm.Operands) {
 		bv, bc := []VecPhysical{Z24, Z25}, []VecPhysical{Z26, Z27, Z28, Z29}
 		for h := 0; h < bp; h++ {
 			VMOVDQU32(o.BMem(i, h), bv[h])
