@@ -267,12 +267,7 @@ func checkGemmBF16Mats(t *testing.T, rng *rand.Rand, m, n, k int, transA, transB
 	gemm(transA, transB, m, n, k, alpha, a, b, beta, c, ldc)
 	for i := range m {
 		for j := range n {
-			var s, sa float64
-			for p := range k {
-				x := ra[i*k+p] * rb[p*n+j]
-				s += x
-				sa += math.Abs(x)
-			}
+			s, sa := refDot(ra, rb, i, j, n, k)
 			want := float64(alpha) * s
 			if beta != 0 {
 				want += float64(beta) * float64(c0[i*ldc+j])
@@ -284,6 +279,17 @@ func checkGemmBF16Mats(t *testing.T, rng *rand.Rand, m, n, k int, transA, transB
 			}
 		}
 	}
+}
+
+// refDot returns element (i, j) of the float64 product of ra (m×k) and rb
+// (k×n), and the sum of its terms' magnitudes (for the tolerance).
+func refDot(ra, rb []float64, i, j, n, k int) (s, sa float64) {
+	for p := range k {
+		x := ra[i*k+p] * rb[p*n+j]
+		s += x
+		sa += math.Abs(x)
+	}
+	return s, sa
 }
 
 // TestGemmBF16 compares GemmBF16 with a float64 reference on odd shapes,
@@ -569,12 +575,7 @@ func TestGemmBF16Bias(t *testing.T) {
 				}
 				for i := range m {
 					for j := range n {
-						var s, sa float64
-						for p := range k {
-							x := ra[i*k+p] * rb[p*n+j]
-							s += x
-							sa += math.Abs(x)
-						}
+						s, sa := refDot(ra, rb, i, j, n, k)
 						ref := s + float64(bias[j])
 						tol := 1.2e-7 * float64(k+4) * (sa + 2)
 						if got := c[i*ldc+j]; !(math.Abs(float64(got)-ref) <= tol) {

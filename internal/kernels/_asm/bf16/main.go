@@ -202,6 +202,16 @@ func toBF16() {
 	})
 }
 
+// joinPairs sets dst to the k-pair words of two rounded vectors (roundBF16's
+// t): the bf16 of t0 in the low halves, of t1 in the high halves, i.e.
+// t0>>16 | t1&0xffff0000. It clobbers t0 and t1.
+func joinPairs(t0, t1, dst VecVirtual) {
+	VPSRLD(Imm(16), t0, t0)
+	VPSRLD(Imm(16), t1, t1)
+	VPSLLD(Imm(16), t1, t1)
+	VPORD(t1, t0, dst)
+}
+
 // cvtPairs emits cvtPairsAVX512, the packing of two float32 rows of a k
 // pair: 16 words at a time, dst[g·stride+i] = bf16(s0[16g+i]) |
 // bf16(s1[16g+i])<<16 (rounded as toBF16 rounds), for 16g+i < n&^15. With
@@ -221,11 +231,7 @@ func cvtPairs() {
 	per16(n, func() {
 		roundBF16(c, Mem{Base: s0}, x, t0, a, nan)
 		roundBF16(c, Mem{Base: s1}, x, t1, a, nan)
-		// Low half from s0, high half from s1: t0>>16 | t1&0xffff0000.
-		VPSRLD(Imm(16), t0, t0)
-		VPSRLD(Imm(16), t1, t1)
-		VPSLLD(Imm(16), t1, t1)
-		VPORD(t1, t0, t0)
+		joinPairs(t0, t1, t0)
 		VMOVDQU32(t0, Mem{Base: dst})
 		ADDQ(Imm(64), s0)
 		ADDQ(Imm(64), s1)
@@ -301,10 +307,7 @@ func cvtPairBlock(group int) {
 				}
 				roundLoaded(c, x, []VecVirtual{t0, t1}[i], a, nan)
 			}
-			VPSRLD(Imm(16), t0, t0)
-			VPSRLD(Imm(16), t1, t1)
-			VPSLLD(Imm(16), t1, t1)
-			VPORD(t1, t0, wh)
+			joinPairs(t0, t1, wh)
 		}
 	}
 	// store writes the run's groups to d, d+stride, …; with tail, only
