@@ -122,16 +122,31 @@ func dotBF16Asm(a, b []uint16) (float32, int) {
 // bf16Kernel computes the (aPanels·6)×(bPanels·16) tile C = alpha·A·B +
 // beta·C over kp k pairs of packed bf16 operands (see bf16gemm.go) with the
 // VDPBF16PS kernel of that size, or with the portable form when it is not
-// enabled. The slice expressions are the bounds checks that keep the
-// assembly in bounds.
-func bf16Kernel(aPanels, bPanels, kp int, a []uint32, aStride int, b []uint32, bStride int, c []float32, ldc int, alpha, beta float32) {
+// enabled. A non-nil bias (at least bPanels·16 floats) seeds the sums:
+// C = alpha·(A·B + bias) + beta·C. The slice expressions are the bounds
+// checks that keep the assembly in bounds.
+func bf16Kernel(aPanels, bPanels, kp int, a []uint32, aStride int, b []uint32, bStride int, c []float32, ldc int, alpha, beta float32, bias []float32) {
 	if !gemmBF16Asm {
-		bf16KernelGo(aPanels, bPanels, kp, a, aStride, b, bStride, c, ldc, alpha, beta)
+		bf16KernelGo(aPanels, bPanels, kp, a, aStride, b, bStride, c, ldc, alpha, beta, bias)
 		return
 	}
 	_ = a[(aPanels-1)*aStride+kp*sgemmMR-1]
 	_ = b[(bPanels-1)*bStride+kp*sgemmNR-1]
 	_ = c[(aPanels*sgemmMR-1)*ldc+bPanels*sgemmNR-1]
+	if bias != nil {
+		_ = bias[bPanels*sgemmNR-1]
+		switch {
+		case aPanels == 2 && bPanels == 2:
+			bf16Kernel12x32BiasAVX512(kp, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+		case aPanels == 2:
+			bf16Kernel12x16BiasAVX512(kp, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+		case bPanels == 2:
+			bf16Kernel6x32BiasAVX512(kp, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+		default:
+			bf16Kernel6x16BiasAVX512(kp, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta, &bias[0])
+		}
+		return
+	}
 	switch {
 	case aPanels == 2 && bPanels == 2:
 		bf16Kernel12x32AVX512(kp, &a[0], aStride, &b[0], bStride, &c[0], ldc, alpha, beta)

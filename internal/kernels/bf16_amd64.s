@@ -4058,3 +4058,3055 @@ overwrite:
 	VMOVUPS Z5, (R8)
 	VZEROUPPER
 	RET
+
+// func bf16Kernel12x32BiasAVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·bf16Kernel12x32BiasAVX512(SB), NOSPLIT, $0-72
+	MOVQ       kp+0(FP), BX
+	MOVQ       a+8(FP), SI
+	MOVQ       aStride+16(FP), R12
+	SHLQ       $0x02, R12
+	MOVQ       b+24(FP), DI
+	MOVQ       bStride+32(FP), R13
+	SHLQ       $0x02, R13
+	MOVQ       c+40(FP), R8
+	MOVQ       ldc+48(FP), R9
+	SHLQ       $0x02, R9
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	MOVQ       bias+64(FP), R10
+	VMOVUPS    (R10), Z0
+	VMOVUPS    64(R10), Z1
+	VMOVAPS    Z0, Z2
+	VMOVAPS    Z1, Z3
+	VMOVAPS    Z0, Z4
+	VMOVAPS    Z1, Z5
+	VMOVAPS    Z0, Z6
+	VMOVAPS    Z1, Z7
+	VMOVAPS    Z0, Z8
+	VMOVAPS    Z1, Z9
+	VMOVAPS    Z0, Z10
+	VMOVAPS    Z1, Z11
+	VMOVAPS    Z0, Z12
+	VMOVAPS    Z1, Z13
+	VMOVAPS    Z0, Z14
+	VMOVAPS    Z1, Z15
+	VMOVAPS    Z0, Z16
+	VMOVAPS    Z1, Z17
+	VMOVAPS    Z0, Z18
+	VMOVAPS    Z1, Z19
+	VMOVAPS    Z0, Z20
+	VMOVAPS    Z1, Z21
+	VMOVAPS    Z0, Z22
+	VMOVAPS    Z1, Z23
+
+	// Main loop: 4 k pairs per trip.
+loop:
+	CMPQ         BX, $0x04
+	JL           tail
+	PREFETCHT0   1024(DI)
+	PREFETCHT0   1024(DI)(R13*1)
+	VMOVDQU32    (DI), Z24
+	VMOVDQU32    (DI)(R13*1), Z25
+	VPBROADCASTD (SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 4(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 8(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 12(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 16(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 20(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	VPBROADCASTD (SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z12, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z13, Z25, Z28 (Intel order)
+	VPBROADCASTD 4(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z14, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z15, Z25, Z29 (Intel order)
+	VPBROADCASTD 8(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z16, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z17, Z25, Z26 (Intel order)
+	VPBROADCASTD 12(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z18, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z19, Z25, Z27 (Intel order)
+	VPBROADCASTD 16(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z20, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z21, Z25, Z28 (Intel order)
+	VPBROADCASTD 20(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z22, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z23, Z25, Z29 (Intel order)
+	PREFETCHT0   1088(DI)
+	PREFETCHT0   1088(DI)(R13*1)
+	VMOVDQU32    64(DI), Z24
+	VMOVDQU32    64(DI)(R13*1), Z25
+	VPBROADCASTD 24(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 28(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 32(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 36(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 40(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 44(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	VPBROADCASTD 24(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z12, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z13, Z25, Z28 (Intel order)
+	VPBROADCASTD 28(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z14, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z15, Z25, Z29 (Intel order)
+	VPBROADCASTD 32(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z16, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z17, Z25, Z26 (Intel order)
+	VPBROADCASTD 36(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z18, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z19, Z25, Z27 (Intel order)
+	VPBROADCASTD 40(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z20, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z21, Z25, Z28 (Intel order)
+	VPBROADCASTD 44(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z22, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z23, Z25, Z29 (Intel order)
+	PREFETCHT0   1152(DI)
+	PREFETCHT0   1152(DI)(R13*1)
+	VMOVDQU32    128(DI), Z24
+	VMOVDQU32    128(DI)(R13*1), Z25
+	VPBROADCASTD 48(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 52(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 56(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 60(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 64(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 68(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	VPBROADCASTD 48(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z12, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z13, Z25, Z28 (Intel order)
+	VPBROADCASTD 52(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z14, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z15, Z25, Z29 (Intel order)
+	VPBROADCASTD 56(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z16, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z17, Z25, Z26 (Intel order)
+	VPBROADCASTD 60(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z18, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z19, Z25, Z27 (Intel order)
+	VPBROADCASTD 64(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z20, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z21, Z25, Z28 (Intel order)
+	VPBROADCASTD 68(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z22, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z23, Z25, Z29 (Intel order)
+	PREFETCHT0   1216(DI)
+	PREFETCHT0   1216(DI)(R13*1)
+	VMOVDQU32    192(DI), Z24
+	VMOVDQU32    192(DI)(R13*1), Z25
+	VPBROADCASTD 72(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 76(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 80(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 84(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 88(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 92(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	VPBROADCASTD 72(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z12, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z13, Z25, Z28 (Intel order)
+	VPBROADCASTD 76(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z14, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z15, Z25, Z29 (Intel order)
+	VPBROADCASTD 80(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z16, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z17, Z25, Z26 (Intel order)
+	VPBROADCASTD 84(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z18, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z19, Z25, Z27 (Intel order)
+	VPBROADCASTD 88(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z20, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z21, Z25, Z28 (Intel order)
+	VPBROADCASTD 92(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z22, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z23, Z25, Z29 (Intel order)
+	ADDQ $0x00000060, SI
+	ADDQ $0x00000100, DI
+	SUBQ $0x04, BX
+	JMP  loop
+
+tail:
+	TESTQ        BX, BX
+	JZ           store
+	VMOVDQU32    (DI), Z24
+	VMOVDQU32    (DI)(R13*1), Z25
+	VPBROADCASTD (SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 4(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 8(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 12(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 16(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 20(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	VPBROADCASTD (SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z12, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z13, Z25, Z28 (Intel order)
+	VPBROADCASTD 4(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z14, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z15, Z25, Z29 (Intel order)
+	VPBROADCASTD 8(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z16, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z17, Z25, Z26 (Intel order)
+	VPBROADCASTD 12(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z18, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z19, Z25, Z27 (Intel order)
+	VPBROADCASTD 16(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z20, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z21, Z25, Z28 (Intel order)
+	VPBROADCASTD 20(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x82
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z22, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z23, Z25, Z29 (Intel order)
+	ADDQ $0x18, SI
+	ADDQ $0x40, DI
+	DECQ BX
+	JMP  tail
+
+store:
+	MOVQ         c+40(FP), R8
+	VBROADCASTSS alpha+56(FP), Z24
+	MOVL         beta+60(FP), AX
+	SHLL         $0x01, AX
+	JZ           overwrite
+	VBROADCASTSS beta+60(FP), Z25
+	VMULPS       Z24, Z0, Z0
+	VFMADD231PS  (R8), Z25, Z0
+	VMOVUPS      Z0, (R8)
+	VMULPS       Z24, Z1, Z1
+	VFMADD231PS  64(R8), Z25, Z1
+	VMOVUPS      Z1, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z2, Z2
+	VFMADD231PS  (R8), Z25, Z2
+	VMOVUPS      Z2, (R8)
+	VMULPS       Z24, Z3, Z3
+	VFMADD231PS  64(R8), Z25, Z3
+	VMOVUPS      Z3, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z4, Z4
+	VFMADD231PS  (R8), Z25, Z4
+	VMOVUPS      Z4, (R8)
+	VMULPS       Z24, Z5, Z5
+	VFMADD231PS  64(R8), Z25, Z5
+	VMOVUPS      Z5, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z6, Z6
+	VFMADD231PS  (R8), Z25, Z6
+	VMOVUPS      Z6, (R8)
+	VMULPS       Z24, Z7, Z7
+	VFMADD231PS  64(R8), Z25, Z7
+	VMOVUPS      Z7, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z8, Z8
+	VFMADD231PS  (R8), Z25, Z8
+	VMOVUPS      Z8, (R8)
+	VMULPS       Z24, Z9, Z9
+	VFMADD231PS  64(R8), Z25, Z9
+	VMOVUPS      Z9, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z10, Z10
+	VFMADD231PS  (R8), Z25, Z10
+	VMOVUPS      Z10, (R8)
+	VMULPS       Z24, Z11, Z11
+	VFMADD231PS  64(R8), Z25, Z11
+	VMOVUPS      Z11, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z12, Z12
+	VFMADD231PS  (R8), Z25, Z12
+	VMOVUPS      Z12, (R8)
+	VMULPS       Z24, Z13, Z13
+	VFMADD231PS  64(R8), Z25, Z13
+	VMOVUPS      Z13, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z14, Z14
+	VFMADD231PS  (R8), Z25, Z14
+	VMOVUPS      Z14, (R8)
+	VMULPS       Z24, Z15, Z15
+	VFMADD231PS  64(R8), Z25, Z15
+	VMOVUPS      Z15, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z16, Z16
+	VFMADD231PS  (R8), Z25, Z16
+	VMOVUPS      Z16, (R8)
+	VMULPS       Z24, Z17, Z17
+	VFMADD231PS  64(R8), Z25, Z17
+	VMOVUPS      Z17, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z18, Z18
+	VFMADD231PS  (R8), Z25, Z18
+	VMOVUPS      Z18, (R8)
+	VMULPS       Z24, Z19, Z19
+	VFMADD231PS  64(R8), Z25, Z19
+	VMOVUPS      Z19, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z20, Z20
+	VFMADD231PS  (R8), Z25, Z20
+	VMOVUPS      Z20, (R8)
+	VMULPS       Z24, Z21, Z21
+	VFMADD231PS  64(R8), Z25, Z21
+	VMOVUPS      Z21, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z22, Z22
+	VFMADD231PS  (R8), Z25, Z22
+	VMOVUPS      Z22, (R8)
+	VMULPS       Z24, Z23, Z23
+	VFMADD231PS  64(R8), Z25, Z23
+	VMOVUPS      Z23, 64(R8)
+	VZEROUPPER
+	RET
+
+overwrite:
+	VMULPS  Z24, Z0, Z0
+	VMOVUPS Z0, (R8)
+	VMULPS  Z24, Z1, Z1
+	VMOVUPS Z1, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z2, Z2
+	VMOVUPS Z2, (R8)
+	VMULPS  Z24, Z3, Z3
+	VMOVUPS Z3, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z4, Z4
+	VMOVUPS Z4, (R8)
+	VMULPS  Z24, Z5, Z5
+	VMOVUPS Z5, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z6, Z6
+	VMOVUPS Z6, (R8)
+	VMULPS  Z24, Z7, Z7
+	VMOVUPS Z7, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z8, Z8
+	VMOVUPS Z8, (R8)
+	VMULPS  Z24, Z9, Z9
+	VMOVUPS Z9, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z10, Z10
+	VMOVUPS Z10, (R8)
+	VMULPS  Z24, Z11, Z11
+	VMOVUPS Z11, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z12, Z12
+	VMOVUPS Z12, (R8)
+	VMULPS  Z24, Z13, Z13
+	VMOVUPS Z13, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z14, Z14
+	VMOVUPS Z14, (R8)
+	VMULPS  Z24, Z15, Z15
+	VMOVUPS Z15, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z16, Z16
+	VMOVUPS Z16, (R8)
+	VMULPS  Z24, Z17, Z17
+	VMOVUPS Z17, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z18, Z18
+	VMOVUPS Z18, (R8)
+	VMULPS  Z24, Z19, Z19
+	VMOVUPS Z19, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z20, Z20
+	VMOVUPS Z20, (R8)
+	VMULPS  Z24, Z21, Z21
+	VMOVUPS Z21, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z22, Z22
+	VMOVUPS Z22, (R8)
+	VMULPS  Z24, Z23, Z23
+	VMOVUPS Z23, 64(R8)
+	VZEROUPPER
+	RET
+
+// func bf16Kernel12x16BiasAVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·bf16Kernel12x16BiasAVX512(SB), NOSPLIT, $0-72
+	MOVQ       kp+0(FP), BX
+	MOVQ       a+8(FP), SI
+	MOVQ       aStride+16(FP), R12
+	SHLQ       $0x02, R12
+	MOVQ       b+24(FP), DI
+	MOVQ       bStride+32(FP), R13
+	SHLQ       $0x02, R13
+	MOVQ       c+40(FP), R8
+	MOVQ       ldc+48(FP), R9
+	SHLQ       $0x02, R9
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	MOVQ       bias+64(FP), R10
+	VMOVUPS    (R10), Z0
+	VMOVAPS    Z0, Z1
+	VMOVAPS    Z0, Z2
+	VMOVAPS    Z0, Z3
+	VMOVAPS    Z0, Z4
+	VMOVAPS    Z0, Z5
+	VMOVAPS    Z0, Z6
+	VMOVAPS    Z0, Z7
+	VMOVAPS    Z0, Z8
+	VMOVAPS    Z0, Z9
+	VMOVAPS    Z0, Z10
+	VMOVAPS    Z0, Z11
+
+	// Main loop: 4 k pairs per trip.
+loop:
+	CMPQ         BX, $0x04
+	JL           tail
+	PREFETCHT0   1024(DI)
+	VMOVDQU32    (DI), Z24
+	VPBROADCASTD (SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 4(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 8(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 12(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 16(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 20(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	VPBROADCASTD (SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf4
+
+	// ^ VDPBF16PS Z6, Z24, Z28 (Intel order)
+	VPBROADCASTD 4(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xfd
+
+	// ^ VDPBF16PS Z7, Z24, Z29 (Intel order)
+	VPBROADCASTD 8(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	VPBROADCASTD 12(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z9, Z24, Z27 (Intel order)
+	VPBROADCASTD 16(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z10, Z24, Z28 (Intel order)
+	VPBROADCASTD 20(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z11, Z24, Z29 (Intel order)
+	PREFETCHT0   1088(DI)
+	VMOVDQU32    64(DI), Z24
+	VPBROADCASTD 24(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 28(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 32(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 36(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 40(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 44(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	VPBROADCASTD 24(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf4
+
+	// ^ VDPBF16PS Z6, Z24, Z28 (Intel order)
+	VPBROADCASTD 28(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xfd
+
+	// ^ VDPBF16PS Z7, Z24, Z29 (Intel order)
+	VPBROADCASTD 32(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	VPBROADCASTD 36(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z9, Z24, Z27 (Intel order)
+	VPBROADCASTD 40(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z10, Z24, Z28 (Intel order)
+	VPBROADCASTD 44(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z11, Z24, Z29 (Intel order)
+	PREFETCHT0   1152(DI)
+	VMOVDQU32    128(DI), Z24
+	VPBROADCASTD 48(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 52(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 56(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 60(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 64(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 68(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	VPBROADCASTD 48(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf4
+
+	// ^ VDPBF16PS Z6, Z24, Z28 (Intel order)
+	VPBROADCASTD 52(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xfd
+
+	// ^ VDPBF16PS Z7, Z24, Z29 (Intel order)
+	VPBROADCASTD 56(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	VPBROADCASTD 60(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z9, Z24, Z27 (Intel order)
+	VPBROADCASTD 64(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z10, Z24, Z28 (Intel order)
+	VPBROADCASTD 68(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z11, Z24, Z29 (Intel order)
+	PREFETCHT0   1216(DI)
+	VMOVDQU32    192(DI), Z24
+	VPBROADCASTD 72(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 76(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 80(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 84(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 88(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 92(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	VPBROADCASTD 72(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf4
+
+	// ^ VDPBF16PS Z6, Z24, Z28 (Intel order)
+	VPBROADCASTD 76(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xfd
+
+	// ^ VDPBF16PS Z7, Z24, Z29 (Intel order)
+	VPBROADCASTD 80(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	VPBROADCASTD 84(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z9, Z24, Z27 (Intel order)
+	VPBROADCASTD 88(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z10, Z24, Z28 (Intel order)
+	VPBROADCASTD 92(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z11, Z24, Z29 (Intel order)
+	ADDQ $0x00000060, SI
+	ADDQ $0x00000100, DI
+	SUBQ $0x04, BX
+	JMP  loop
+
+tail:
+	TESTQ        BX, BX
+	JZ           store
+	VMOVDQU32    (DI), Z24
+	VPBROADCASTD (SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 4(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 8(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 12(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 16(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 20(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	VPBROADCASTD (SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf4
+
+	// ^ VDPBF16PS Z6, Z24, Z28 (Intel order)
+	VPBROADCASTD 4(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xfd
+
+	// ^ VDPBF16PS Z7, Z24, Z29 (Intel order)
+	VPBROADCASTD 8(SI)(R12*1), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	VPBROADCASTD 12(SI)(R12*1), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z9, Z24, Z27 (Intel order)
+	VPBROADCASTD 16(SI)(R12*1), Z28
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z10, Z24, Z28 (Intel order)
+	VPBROADCASTD 20(SI)(R12*1), Z29
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z11, Z24, Z29 (Intel order)
+	ADDQ $0x18, SI
+	ADDQ $0x40, DI
+	DECQ BX
+	JMP  tail
+
+store:
+	MOVQ         c+40(FP), R8
+	VBROADCASTSS alpha+56(FP), Z24
+	MOVL         beta+60(FP), AX
+	SHLL         $0x01, AX
+	JZ           overwrite
+	VBROADCASTSS beta+60(FP), Z25
+	VMULPS       Z24, Z0, Z0
+	VFMADD231PS  (R8), Z25, Z0
+	VMOVUPS      Z0, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z1, Z1
+	VFMADD231PS  (R8), Z25, Z1
+	VMOVUPS      Z1, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z2, Z2
+	VFMADD231PS  (R8), Z25, Z2
+	VMOVUPS      Z2, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z3, Z3
+	VFMADD231PS  (R8), Z25, Z3
+	VMOVUPS      Z3, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z4, Z4
+	VFMADD231PS  (R8), Z25, Z4
+	VMOVUPS      Z4, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z5, Z5
+	VFMADD231PS  (R8), Z25, Z5
+	VMOVUPS      Z5, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z6, Z6
+	VFMADD231PS  (R8), Z25, Z6
+	VMOVUPS      Z6, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z7, Z7
+	VFMADD231PS  (R8), Z25, Z7
+	VMOVUPS      Z7, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z8, Z8
+	VFMADD231PS  (R8), Z25, Z8
+	VMOVUPS      Z8, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z9, Z9
+	VFMADD231PS  (R8), Z25, Z9
+	VMOVUPS      Z9, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z10, Z10
+	VFMADD231PS  (R8), Z25, Z10
+	VMOVUPS      Z10, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z11, Z11
+	VFMADD231PS  (R8), Z25, Z11
+	VMOVUPS      Z11, (R8)
+	VZEROUPPER
+	RET
+
+overwrite:
+	VMULPS  Z24, Z0, Z0
+	VMOVUPS Z0, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z1, Z1
+	VMOVUPS Z1, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z2, Z2
+	VMOVUPS Z2, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z3, Z3
+	VMOVUPS Z3, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z4, Z4
+	VMOVUPS Z4, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z5, Z5
+	VMOVUPS Z5, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z6, Z6
+	VMOVUPS Z6, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z7, Z7
+	VMOVUPS Z7, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z8, Z8
+	VMOVUPS Z8, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z9, Z9
+	VMOVUPS Z9, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z10, Z10
+	VMOVUPS Z10, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z11, Z11
+	VMOVUPS Z11, (R8)
+	VZEROUPPER
+	RET
+
+// func bf16Kernel6x32BiasAVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·bf16Kernel6x32BiasAVX512(SB), NOSPLIT, $0-72
+	MOVQ       kp+0(FP), BX
+	MOVQ       a+8(FP), SI
+	MOVQ       aStride+16(FP), R12
+	SHLQ       $0x02, R12
+	MOVQ       b+24(FP), DI
+	MOVQ       bStride+32(FP), R13
+	SHLQ       $0x02, R13
+	MOVQ       c+40(FP), R8
+	MOVQ       ldc+48(FP), R9
+	SHLQ       $0x02, R9
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	PREFETCHT0 64(R8)
+	MOVQ       bias+64(FP), R10
+	VMOVUPS    (R10), Z0
+	VMOVUPS    64(R10), Z1
+	VMOVAPS    Z0, Z2
+	VMOVAPS    Z1, Z3
+	VMOVAPS    Z0, Z4
+	VMOVAPS    Z1, Z5
+	VMOVAPS    Z0, Z6
+	VMOVAPS    Z1, Z7
+	VMOVAPS    Z0, Z8
+	VMOVAPS    Z1, Z9
+	VMOVAPS    Z0, Z10
+	VMOVAPS    Z1, Z11
+
+	// Main loop: 4 k pairs per trip.
+loop:
+	CMPQ         BX, $0x04
+	JL           tail
+	PREFETCHT0   1024(DI)
+	PREFETCHT0   1024(DI)(R13*1)
+	VMOVDQU32    (DI), Z24
+	VMOVDQU32    (DI)(R13*1), Z25
+	VPBROADCASTD (SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 4(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 8(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 12(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 16(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 20(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	PREFETCHT0   1088(DI)
+	PREFETCHT0   1088(DI)(R13*1)
+	VMOVDQU32    64(DI), Z24
+	VMOVDQU32    64(DI)(R13*1), Z25
+	VPBROADCASTD 24(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 28(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 32(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 36(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 40(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 44(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	PREFETCHT0   1152(DI)
+	PREFETCHT0   1152(DI)(R13*1)
+	VMOVDQU32    128(DI), Z24
+	VMOVDQU32    128(DI)(R13*1), Z25
+	VPBROADCASTD 48(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 52(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 56(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 60(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 64(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 68(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	PREFETCHT0   1216(DI)
+	PREFETCHT0   1216(DI)(R13*1)
+	VMOVDQU32    192(DI), Z24
+	VMOVDQU32    192(DI)(R13*1), Z25
+	VPBROADCASTD 72(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 76(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 80(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 84(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 88(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 92(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	ADDQ $0x00000060, SI
+	ADDQ $0x00000100, DI
+	SUBQ $0x04, BX
+	JMP  loop
+
+tail:
+	TESTQ        BX, BX
+	JZ           store
+	VMOVDQU32    (DI), Z24
+	VMOVDQU32    (DI)(R13*1), Z25
+	VPBROADCASTD (SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z1, Z25, Z26 (Intel order)
+	VPBROADCASTD 4(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z2, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z3, Z25, Z27 (Intel order)
+	VPBROADCASTD 8(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe4
+
+	// ^ VDPBF16PS Z4, Z24, Z28 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// ^ VDPBF16PS Z5, Z25, Z28 (Intel order)
+	VPBROADCASTD 12(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xf5
+
+	// ^ VDPBF16PS Z6, Z24, Z29 (Intel order)
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfd
+
+	// ^ VDPBF16PS Z7, Z25, Z29 (Intel order)
+	VPBROADCASTD 16(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z8, Z24, Z26 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xca
+
+	// ^ VDPBF16PS Z9, Z25, Z26 (Intel order)
+	VPBROADCASTD 20(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x12
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd3
+
+	// ^ VDPBF16PS Z10, Z24, Z27 (Intel order)
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// ^ VDPBF16PS Z11, Z25, Z27 (Intel order)
+	ADDQ $0x18, SI
+	ADDQ $0x40, DI
+	DECQ BX
+	JMP  tail
+
+store:
+	MOVQ         c+40(FP), R8
+	VBROADCASTSS alpha+56(FP), Z24
+	MOVL         beta+60(FP), AX
+	SHLL         $0x01, AX
+	JZ           overwrite
+	VBROADCASTSS beta+60(FP), Z25
+	VMULPS       Z24, Z0, Z0
+	VFMADD231PS  (R8), Z25, Z0
+	VMOVUPS      Z0, (R8)
+	VMULPS       Z24, Z1, Z1
+	VFMADD231PS  64(R8), Z25, Z1
+	VMOVUPS      Z1, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z2, Z2
+	VFMADD231PS  (R8), Z25, Z2
+	VMOVUPS      Z2, (R8)
+	VMULPS       Z24, Z3, Z3
+	VFMADD231PS  64(R8), Z25, Z3
+	VMOVUPS      Z3, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z4, Z4
+	VFMADD231PS  (R8), Z25, Z4
+	VMOVUPS      Z4, (R8)
+	VMULPS       Z24, Z5, Z5
+	VFMADD231PS  64(R8), Z25, Z5
+	VMOVUPS      Z5, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z6, Z6
+	VFMADD231PS  (R8), Z25, Z6
+	VMOVUPS      Z6, (R8)
+	VMULPS       Z24, Z7, Z7
+	VFMADD231PS  64(R8), Z25, Z7
+	VMOVUPS      Z7, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z8, Z8
+	VFMADD231PS  (R8), Z25, Z8
+	VMOVUPS      Z8, (R8)
+	VMULPS       Z24, Z9, Z9
+	VFMADD231PS  64(R8), Z25, Z9
+	VMOVUPS      Z9, 64(R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z10, Z10
+	VFMADD231PS  (R8), Z25, Z10
+	VMOVUPS      Z10, (R8)
+	VMULPS       Z24, Z11, Z11
+	VFMADD231PS  64(R8), Z25, Z11
+	VMOVUPS      Z11, 64(R8)
+	VZEROUPPER
+	RET
+
+overwrite:
+	VMULPS  Z24, Z0, Z0
+	VMOVUPS Z0, (R8)
+	VMULPS  Z24, Z1, Z1
+	VMOVUPS Z1, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z2, Z2
+	VMOVUPS Z2, (R8)
+	VMULPS  Z24, Z3, Z3
+	VMOVUPS Z3, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z4, Z4
+	VMOVUPS Z4, (R8)
+	VMULPS  Z24, Z5, Z5
+	VMOVUPS Z5, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z6, Z6
+	VMOVUPS Z6, (R8)
+	VMULPS  Z24, Z7, Z7
+	VMOVUPS Z7, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z8, Z8
+	VMOVUPS Z8, (R8)
+	VMULPS  Z24, Z9, Z9
+	VMOVUPS Z9, 64(R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z10, Z10
+	VMOVUPS Z10, (R8)
+	VMULPS  Z24, Z11, Z11
+	VMOVUPS Z11, 64(R8)
+	VZEROUPPER
+	RET
+
+// func bf16Kernel6x16BiasAVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·bf16Kernel6x16BiasAVX512(SB), NOSPLIT, $0-72
+	MOVQ       kp+0(FP), BX
+	MOVQ       a+8(FP), SI
+	MOVQ       aStride+16(FP), R12
+	SHLQ       $0x02, R12
+	MOVQ       b+24(FP), DI
+	MOVQ       bStride+32(FP), R13
+	SHLQ       $0x02, R13
+	MOVQ       c+40(FP), R8
+	MOVQ       ldc+48(FP), R9
+	SHLQ       $0x02, R9
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	ADDQ       R9, R8
+	PREFETCHT0 (R8)
+	MOVQ       bias+64(FP), R10
+	VMOVUPS    (R10), Z0
+	VMOVAPS    Z0, Z1
+	VMOVAPS    Z0, Z2
+	VMOVAPS    Z0, Z3
+	VMOVAPS    Z0, Z4
+	VMOVAPS    Z0, Z5
+
+	// Main loop: 4 k pairs per trip.
+loop:
+	CMPQ         BX, $0x04
+	JL           tail
+	PREFETCHT0   1024(DI)
+	VMOVDQU32    (DI), Z24
+	VPBROADCASTD (SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 4(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 8(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 12(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 16(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 20(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	PREFETCHT0   1088(DI)
+	VMOVDQU32    64(DI), Z24
+	VPBROADCASTD 24(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 28(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 32(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 36(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 40(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 44(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	PREFETCHT0   1152(DI)
+	VMOVDQU32    128(DI), Z24
+	VPBROADCASTD 48(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 52(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 56(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 60(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 64(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 68(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	PREFETCHT0   1216(DI)
+	VMOVDQU32    192(DI), Z24
+	VPBROADCASTD 72(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 76(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 80(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 84(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 88(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 92(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	ADDQ $0x00000060, SI
+	ADDQ $0x00000100, DI
+	SUBQ $0x04, BX
+	JMP  loop
+
+tail:
+	TESTQ        BX, BX
+	JZ           store
+	VMOVDQU32    (DI), Z24
+	VPBROADCASTD (SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xc2
+
+	// ^ VDPBF16PS Z0, Z24, Z26 (Intel order)
+	VPBROADCASTD 4(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xcb
+
+	// ^ VDPBF16PS Z1, Z24, Z27 (Intel order)
+	VPBROADCASTD 8(SI), Z28
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xd4
+
+	// ^ VDPBF16PS Z2, Z24, Z28 (Intel order)
+	VPBROADCASTD 12(SI), Z29
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xdd
+
+	// ^ VDPBF16PS Z3, Z24, Z29 (Intel order)
+	VPBROADCASTD 16(SI), Z26
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xe2
+
+	// ^ VDPBF16PS Z4, Z24, Z26 (Intel order)
+	VPBROADCASTD 20(SI), Z27
+	BYTE         $0x62
+	BYTE         $0x92
+	BYTE         $0x3e
+	BYTE         $0x40
+	BYTE         $0x52
+	BYTE         $0xeb
+
+	// ^ VDPBF16PS Z5, Z24, Z27 (Intel order)
+	ADDQ $0x18, SI
+	ADDQ $0x40, DI
+	DECQ BX
+	JMP  tail
+
+store:
+	MOVQ         c+40(FP), R8
+	VBROADCASTSS alpha+56(FP), Z24
+	MOVL         beta+60(FP), AX
+	SHLL         $0x01, AX
+	JZ           overwrite
+	VBROADCASTSS beta+60(FP), Z25
+	VMULPS       Z24, Z0, Z0
+	VFMADD231PS  (R8), Z25, Z0
+	VMOVUPS      Z0, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z1, Z1
+	VFMADD231PS  (R8), Z25, Z1
+	VMOVUPS      Z1, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z2, Z2
+	VFMADD231PS  (R8), Z25, Z2
+	VMOVUPS      Z2, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z3, Z3
+	VFMADD231PS  (R8), Z25, Z3
+	VMOVUPS      Z3, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z4, Z4
+	VFMADD231PS  (R8), Z25, Z4
+	VMOVUPS      Z4, (R8)
+	ADDQ         R9, R8
+	VMULPS       Z24, Z5, Z5
+	VFMADD231PS  (R8), Z25, Z5
+	VMOVUPS      Z5, (R8)
+	VZEROUPPER
+	RET
+
+overwrite:
+	VMULPS  Z24, Z0, Z0
+	VMOVUPS Z0, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z1, Z1
+	VMOVUPS Z1, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z2, Z2
+	VMOVUPS Z2, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z3, Z3
+	VMOVUPS Z3, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z4, Z4
+	VMOVUPS Z4, (R8)
+	ADDQ    R9, R8
+	VMULPS  Z24, Z5, Z5
+	VMOVUPS Z5, (R8)
+	VZEROUPPER
+	RET

@@ -83,3 +83,39 @@ func bf16Kernel6x32AVX512(kp int, a *uint32, aStride int, b *uint32, bStride int
 //
 //go:noescape
 func bf16Kernel6x16AVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32)
+
+// bf16Kernel12x32BiasAVX512 computes the 12×32 tile C = alpha·(A·B + bias) + beta·C, bias a row of 32 floats added to every row, over kp k pairs.
+// A is 2 packed 6-row micro-panel(s) of bf16 pairs, the second aStride
+// words after the first; B is 2 packed 16-column micro-panel(s), the
+// second bStride words after the first. With beta == 0 C is only written,
+// never read. ldc is the row stride of C in elements. kp must be positive.
+//
+//go:noescape
+func bf16Kernel12x32BiasAVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+
+// bf16Kernel12x16BiasAVX512 computes the 12×16 tile C = alpha·(A·B + bias) + beta·C, bias a row of 16 floats added to every row, over kp k pairs.
+// A is 2 packed 6-row micro-panel(s) of bf16 pairs, the second aStride
+// words after the first; B is 1 packed 16-column micro-panel(s), the
+// second bStride words after the first. With beta == 0 C is only written,
+// never read. ldc is the row stride of C in elements. kp must be positive.
+//
+//go:noescape
+func bf16Kernel12x16BiasAVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+
+// bf16Kernel6x32BiasAVX512 computes the 6×32 tile C = alpha·(A·B + bias) + beta·C, bias a row of 32 floats added to every row, over kp k pairs.
+// A is 1 packed 6-row micro-panel(s) of bf16 pairs, the second aStride
+// words after the first; B is 2 packed 16-column micro-panel(s), the
+// second bStride words after the first. With beta == 0 C is only written,
+// never read. ldc is the row stride of C in elements. kp must be positive.
+//
+//go:noescape
+func bf16Kernel6x32BiasAVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+
+// bf16Kernel6x16BiasAVX512 computes the 6×16 tile C = alpha·(A·B + bias) + beta·C, bias a row of 16 floats added to every row, over kp k pairs.
+// A is 1 packed 6-row micro-panel(s) of bf16 pairs, the second aStride
+// words after the first; B is 1 packed 16-column micro-panel(s), the
+// second bStride words after the first. With beta == 0 C is only written,
+// never read. ldc is the row stride of C in elements. kp must be positive.
+//
+//go:noescape
+func bf16Kernel6x16BiasAVX512(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)

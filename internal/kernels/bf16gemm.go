@@ -86,12 +86,11 @@ func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a, b BF16Mat, bet
 }
 
 // GemmBF16Bias computes C = op(A)·op(B) + bias, the n values of bias added
-// to every row, as GemmBF16 with alpha = 1 and beta = 1 would onto a C
-// whose rows hold bias, and to the same bits; the old contents of C are
-// not read. On the paired path the bias goes into each tile of C just
-// before the tile's first kernel call, while the tile is in cache, rather
-// than in a pass over all of C first. It panics as GemmBF16 does, and if
-// bias is shorter than n.
+// to every row; the old contents of C are not read. The sums start from the
+// bias (the kernels' accumulators are seeded with it, so the bias costs no
+// pass over C), except where the paired kernels do not run: there C is
+// filled with the bias and GemmBF16 adds the product onto it. It panics as
+// GemmBF16 does, and if bias is shorter than n.
 func GemmBF16Bias(transA, transB bool, m, n, k int, a, b BF16Mat, bias []float32, c []float32, ldc int) {
 	checkGemmBF16(transA, transB, m, n, k, a, b, c, ldc)
 	if len(bias) < n {
@@ -396,31 +395,31 @@ func (j *bf16Job) computeTile(ti, tj int, tmp *[sgemmTmpLen]float32) {
 		if pc > 0 {
 			beta = 1
 		}
-		if j.bias != nil && j.p0 == 0 && pc == 0 {
-			// The bias goes into the tile before its first pass (a row
-			// at a time: copies of a micro-tile's 32 columns cost more in
-			// calls than the pass over C they replace).
-			for r := range rows {
-				off := (r0+r)*ldc + j.j0 + c0
-				copy(j.c[off:off+cols], j.bias[j.j0+c0:j.j0+c0+cols])
-			}
-			beta = 1
-		}
 		for jr := 0; jr < cols; jr += sgemmNR512 {
 			nr := min(sgemmNR512, cols-jr)
 			bPanels := ceilDiv(nr, sgemmNR)
 			bp := j.wb[(c0+jr)*kp+pc*sgemmNR:]
+			// GemmBF16Bias: the first pass starts its sums from the
+			// bias, zero-padded past the last column.
+			var bias []float32
+			var biasPad [sgemmNR512]float32
+			if j.bias != nil && j.p0 == 0 && pc == 0 {
+				if bias = j.bias[j.j0+c0+jr:]; len(bias) < bPanels*sgemmNR {
+					copy(biasPad[:], bias)
+					bias = biasPad[:]
+				}
+			}
 			for ir := 0; ir < rows; ir += sgemmMR512 {
 				mr := min(sgemmMR512, rows-ir)
 				aPanels := ceilDiv(mr, sgemmMR)
 				ap := j.wa[(r0+ir)*kp+pc*sgemmMR:]
 				off := (r0+ir)*ldc + j.j0 + c0 + jr
 				if mr == aPanels*sgemmMR && nr == bPanels*sgemmNR {
-					bf16Kernel(aPanels, bPanels, kc, ap, aStride, bp, bStride, j.c[off:], ldc, alpha, beta)
+					bf16Kernel(aPanels, bPanels, kc, ap, aStride, bp, bStride, j.c[off:], ldc, alpha, beta, bias)
 					continue
 				}
 				w := bPanels * sgemmNR
-				bf16Kernel(aPanels, bPanels, kc, ap, aStride, bp, bStride, tmp[:], w, 1, 0)
+				bf16Kernel(aPanels, bPanels, kc, ap, aStride, bp, bStride, tmp[:], w, 1, 0, bias)
 				for r := range mr {
 					crow := j.c[off+r*ldc : off+r*ldc+nr]
 					trow := tmp[r*w : r*w+nr]
@@ -634,11 +633,16 @@ func packBPairs(dst []uint32, b BF16Mat, transB bool, p0, kk, j0, cols int) {
 // bf16KernelGo is the portable form of the paired kernels' contract (see
 // bf16Kernel): each float32 lane adds the products of both halves of its
 // pair, as VDPBF16PS does.
-func bf16KernelGo(aPanels, bPanels, kp int, a []uint32, aStride int, b []uint32, bStride int, c []float32, ldc int, alpha, beta float32) {
+func bf16KernelGo(aPanels, bPanels, kp int, a []uint32, aStride int, b []uint32, bStride int, c []float32, ldc int, alpha, beta float32, bias []float32) {
 	for i := range aPanels {
 		for h := range bPanels {
 			ap, bp := a[i*aStride:], b[h*bStride:]
 			var acc [sgemmMR * sgemmNR]float32
+			if bias != nil {
+				for r := range sgemmMR {
+					copy(acc[r*sgemmNR:(r+1)*sgemmNR], bias[h*sgemmNR:(h+1)*sgemmNR])
+				}
+			}
 			for pp := range kp {
 				bw := bp[pp*sgemmNR:][:sgemmNR]
 				for r := range sgemmMR {

@@ -118,7 +118,7 @@ func BenchmarkBF16Kernel(b *testing.B) {
 	c := make([]float32, sgemmMR512*sgemmNR512)
 	cpu0 := processCPU()
 	for b.Loop() {
-		bf16Kernel(2, 2, kp, a, kp*sgemmMR, bb, kp*sgemmNR, c, sgemmNR512, 1, 1)
+		bf16Kernel(2, 2, kp, a, kp*sgemmMR, bb, kp*sgemmNR, c, sgemmNR512, 1, 1, nil)
 	}
 	reportRate(b, 2*sgemmMR512*sgemmNR512*2*kp, "GFLOP", cpu0)
 }
@@ -143,7 +143,7 @@ func BenchmarkBF16KernelTile(b *testing.B) {
 	for b.Loop() {
 		ia, ib := i%na, (i/na)%nb
 		off := ia*sgemmMR512*ldc + ib*sgemmNR512
-		bf16Kernel(2, 2, kp, a[ia*aw:], kp*sgemmMR, bb[ib*bw:], kp*sgemmNR, c[off:], ldc, 1, 1)
+		bf16Kernel(2, 2, kp, a[ia*aw:], kp*sgemmMR, bb[ib*bw:], kp*sgemmNR, c[off:], ldc, 1, 1, nil)
 		i++
 	}
 	reportRate(b, 2*sgemmMR512*sgemmNR512*2*kp, "GFLOP", cpu0)

@@ -111,14 +111,21 @@ func (j *sgemmJob) computeTile512(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]f
 				aPanels := ceilDiv(mr, sgemmMR)
 				ap := j.packA[(r0+ir)*kk+pc*sgemmMR:]
 				off := (st.i0+r0+ir)*ldc + st.j0 + c0 + jr
-				var aIn []float32 // the rows of A in place, when direct
+				var aIn []float32 // A in place, when direct
 				if direct {
-					aIn = j.a[(st.i0+r0+ir)*j.lda+st.p0+pc:]
+					if j.transA {
+						aIn = j.a[(st.p0+pc)*j.lda+st.i0+r0+ir:]
+					} else {
+						aIn = j.a[(st.i0+r0+ir)*j.lda+st.p0+pc:]
+					}
 				}
 				if mr == aPanels*sgemmMR && nr == bPanels*sgemmNR {
-					if direct {
+					switch {
+					case direct && j.transA:
+						sgemmKernel512DirectT(bPanels, kc, aIn, j.lda, bp, bStride, j.c[off:], ldc, alpha, beta)
+					case direct:
 						sgemmKernel512Direct(bPanels, kc, aIn, j.lda, bp, bStride, j.c[off:], ldc, alpha, beta, bias)
-					} else {
+					default:
 						sgemmKernel512(aPanels, bPanels, kc, ap, aStride, bp, bStride, j.c[off:], ldc, alpha, beta, bias)
 					}
 					continue
@@ -126,9 +133,12 @@ func (j *sgemmJob) computeTile512(st *sgemmStep, ti, tj int, tmp *[sgemmTmpLen]f
 				// Edge tile: compute it whole into tmp, copy back the
 				// part inside C.
 				w := bPanels * sgemmNR
-				if direct {
+				switch {
+				case direct && j.transA:
+					sgemmKernel512DirectT(bPanels, kc, aIn, j.lda, bp, bStride, tmp[:], w, 1, 0)
+				case direct:
 					sgemmKernel512Direct(bPanels, kc, aIn, j.lda, bp, bStride, tmp[:], w, 1, 0, bias)
-				} else {
+				default:
 					sgemmKernel512(aPanels, bPanels, kc, ap, aStride, bp, bStride, tmp[:], w, 1, 0, bias)
 				}
 				for r := range mr {
@@ -197,19 +207,28 @@ func sgemmKernel512DirectGo(bPanels, kc int, a []float32, lda int, b []float32, 
 var sgemmDirectA = true
 
 // sgemmReadsAInPlace reports whether the AVX-512 path reads an A with row
-// stride lda in place instead of packing it: when it is not transposed and
-// the 12 rows the kernel reads at once fall into L1 sets (64 sets of 64-byte
-// lines) at most 4 to a set. Rows 4 KiB apart (lda 1024) all share one set
-// and evict each other; BenchmarkSgemmDirectA, GFLOP per CPU second, 3 runs
-// each, packed → in place:
+// stride lda in place instead of packing it. A transposed A always is: k
+// step p of a tile's 12 rows is the contiguous run a[p·lda:], as in a packed
+// panel, and each run serves one k step, so no row needs to stay in L1. An
+// A that is not transposed is read in place when the 12 rows the kernel
+// reads at once fall into L1 sets (64 sets of 64-byte lines) at most 4 to a
+// set: rows 4 KiB apart (lda 1024) all share one set and evict each other.
+// BenchmarkSgemmDirectA, GFLOP per CPU second, 3 runs each, packed → in
+// place (the first run before the transposed kernels existed):
 //
 //	m=2048,k=256,n=768   (lda 256)   97.8  97.5 100.3 → 101.5 101.5 100.9
 //	m=2048,k=256,n=1024  (lda 256)   98.3  98.4  97.8 →  99.5  99.5  98.9
 //	m=2048,k=768,n=256   (lda 768)   92.1  93.9  90.1 → 100.9 104.0  99.1
 //	m=2048,k=1024,n=256  (lda 1024)  92.6  96.2  94.9 →  92.6  89.4  87.0
+//	m=1024,k=2048,n=256,transA       92.8  91.3  93.3 →  98.3 101.2 105.1
+//	m=256,k=2048,n=768,transA        95.6  95.9  94.2 →  94.2  96.6  97.0
+//	m=256,k=2048,n=1024,transA       95.7  97.0  93.7 →  97.7  96.7  95.7
 func sgemmReadsAInPlace(transA bool, lda int) bool {
-	if !sgemmDirectA || transA {
+	if !sgemmDirectA {
 		return false
+	}
+	if transA {
+		return true
 	}
 	var perSet [64]int
 	for r := range sgemmMR512 {
@@ -219,4 +238,17 @@ func sgemmReadsAInPlace(transA bool, lda int) bool {
 		}
 	}
 	return true
+}
+
+// sgemmKernel512DirectTGo is the portable form of the transposed direct-A
+// kernels' contract (sgemmKernel512DirectT): the 12 columns packed into two
+// panels, then the portable tile. It is for the kernels' test.
+func sgemmKernel512DirectTGo(bPanels, kc int, a []float32, lda int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32) {
+	ap := make([]float32, sgemmMR512*kc)
+	for p := range kc {
+		for r, v := range a[p*lda : p*lda+sgemmMR512] {
+			ap[(r/sgemmMR)*sgemmMR*kc+p*sgemmMR+r%sgemmMR] = v
+		}
+	}
+	sgemmKernel512Go(2, bPanels, kc, ap, sgemmMR*kc, b, bStride, c, ldc, alpha, beta, nil)
 }

@@ -76,3 +76,21 @@ func sgemmKernel512Direct(bPanels, kc int, a []float32, lda int, b []float32, bS
 		sgemmKernel12x16DirectAVX512(kc, &a[0], lda, &b[0], bStride, &c[0], ldc, alpha, beta)
 	}
 }
+
+// sgemmKernel512DirectT is sgemmKernel512 for 12 rows of a transposed A read
+// where they are stored (k step p of the rows is a[p·lda:p·lda+12]), with 1
+// or 2 packed B panels and no bias.
+func sgemmKernel512DirectT(bPanels, kc int, a []float32, lda int, b []float32, bStride int, c []float32, ldc int, alpha, beta float32) {
+	if !sgemmAVX512 {
+		sgemmKernel512DirectTGo(bPanels, kc, a, lda, b, bStride, c, ldc, alpha, beta)
+		return
+	}
+	_ = a[(kc-1)*lda+sgemmMR512-1]
+	_ = b[(bPanels-1)*bStride+kc*sgemmNR-1]
+	_ = c[(sgemmMR512-1)*ldc+bPanels*sgemmNR-1]
+	if bPanels == 2 {
+		sgemmKernel12x32DirectTAVX512(kc, &a[0], lda, &b[0], bStride, &c[0], ldc, alpha, beta)
+		return
+	}
+	sgemmKernel12x16DirectTAVX512(kc, &a[0], lda, &b[0], bStride, &c[0], ldc, alpha, beta)
+}

@@ -119,3 +119,23 @@ func sgemmKernel12x32DirectBiasAVX512(kc int, a *float32, aStride int, b *float3
 //
 //go:noescape
 func sgemmKernel12x16DirectBiasAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32, bias *float32)
+
+// sgemmKernel12x32DirectTAVX512 computes the 12×32 tile C = alpha·A·B + beta·C over kc k steps.
+// A is read in place from a transposed matrix: k step p of its 12 rows is the
+// contiguous run at a + p·aStride floats;
+// B is 2 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel12x32DirectTAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32)
+
+// sgemmKernel12x16DirectTAVX512 computes the 12×16 tile C = alpha·A·B + beta·C over kc k steps.
+// A is read in place from a transposed matrix: k step p of its 12 rows is the
+// contiguous run at a + p·aStride floats;
+// B is 1 packed 16-column micro-panel(s), the second bStride floats
+// after the first. With beta == 0 C is only written, never read. ldc is the
+// row stride of C in elements. kc must be positive.
+//
+//go:noescape
+func sgemmKernel12x16DirectTAVX512(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha float32, beta float32)

@@ -205,9 +205,10 @@ func TestSgemmBias(t *testing.T) {
 }
 
 // TestSgemmKernel512Direct compares the direct-A kernels (12 rows of A read
-// in place) with a float64 reference at every level: both widths, with and
-// without a bias, the three epilogues, depths around the unrolled loop, and
-// rows padded with NaN past the k steps the kernel may read.
+// in place, stored by rows or transposed) with a float64 reference at every
+// level: both widths, with and without a bias (rows only), the three
+// epilogues, depths around the unrolled loop, and A padded with NaN past
+// what the kernel may read.
 func TestSgemmKernel512Direct(t *testing.T) {
 	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(27, 28))
@@ -215,9 +216,16 @@ func TestSgemmKernel512Direct(t *testing.T) {
 			nr := bp * sgemmNR
 			for _, kc := range []int{1, 3, 4, 5, 31, 256} {
 				for _, beta := range []float32{0, 1, -0.7} {
-					for _, withBias := range []bool{false, true} {
+					for _, form := range []string{"rows", "rows+bias", "transposed"} {
+						withBias, trans := form == "rows+bias", form == "transposed"
 						lda, bStride := kc+3, kc*sgemmNR+16
 						a := randPadded(rng, sgemmMR512, kc, lda)
+						at := func(i, p int) float32 { return a[i*lda+p] }
+						if trans {
+							lda = sgemmMR512 + 5
+							a = randPadded(rng, kc, sgemmMR512, lda)
+							at = func(i, p int) float32 { return a[p*lda+i] }
+						}
 						b := make([]float32, (bp-1)*bStride+kc*sgemmNR)
 						for i := range b {
 							b[i] = rng.Float32()*2 - 1
@@ -235,14 +243,18 @@ func TestSgemmKernel512Direct(t *testing.T) {
 							c[i] = rng.Float32()*2 - 1
 						}
 						c0 := append([]float32(nil), c...)
-						sgemmKernel512Direct(bp, kc, a, lda, b, bStride, c, ldc, 1.3, beta, bias)
+						if trans {
+							sgemmKernel512DirectT(bp, kc, a, lda, b, bStride, c, ldc, 1.3, beta)
+						} else {
+							sgemmKernel512Direct(bp, kc, a, lda, b, bStride, c, ldc, 1.3, beta, bias)
+						}
 						const u = 1.0 / (1 << 24)
 						gamma := float64(kc+3) * u / (1 - float64(kc+3)*u)
 						for i := range sgemmMR512 {
 							for j := range nr {
 								var s, sa float64
 								for p := range kc {
-									x := float64(a[i*lda+p]) * float64(b[(j/sgemmNR)*bStride+p*sgemmNR+j%sgemmNR])
+									x := float64(at(i, p)) * float64(b[(j/sgemmNR)*bStride+p*sgemmNR+j%sgemmNR])
 									s += x
 									sa += math.Abs(x)
 								}
@@ -256,7 +268,7 @@ func TestSgemmKernel512Direct(t *testing.T) {
 									bound += math.Abs(float64(beta) * float64(c0[i*ldc+j]))
 								}
 								if got := float64(c[i*ldc+j]); !(math.Abs(got-want) <= gamma*bound) {
-									t.Errorf("12x%d kc=%d beta=%g bias=%v: C[%d][%d] = %g, want %g", nr, kc, beta, withBias, i, j, got, want)
+									t.Errorf("12x%d %s kc=%d beta=%g: C[%d][%d] = %g, want %g", nr, form, kc, beta, i, j, got, want)
 								}
 							}
 							for j := nr; j < ldc && i*ldc+j < len(c); j++ {
@@ -273,16 +285,16 @@ func TestSgemmKernel512Direct(t *testing.T) {
 }
 
 // TestSgemmDirectA runs products whose A the AVX-512 path reads in place
-// (not transposed, tiles of whole 12-row groups, the last tile packed) and
-// ones it must pack (a 4 KiB row stride), deep enough for several k chunks,
-// with and without a bias, against the float64 reference, and checks which
-// strides are read in place.
+// (transposed or not, tiles of whole 12-row groups, the last tile packed)
+// and ones it must pack (a 4 KiB row stride, a transposed A with a bias),
+// deep enough for several k chunks, with and without a bias, against the
+// float64 reference, and checks which strides are read in place.
 func TestSgemmDirectA(t *testing.T) {
 	for _, c := range []struct {
 		transA bool
 		lda    int
 		want   bool
-	}{{false, 256, true}, {false, 768, true}, {false, 37, true}, {false, 1024, false}, {false, 512, false}, {false, 3072, false}, {true, 256, false}} {
+	}{{false, 256, true}, {false, 768, true}, {false, 37, true}, {false, 1024, false}, {false, 512, false}, {false, 3072, false}, {true, 256, true}, {true, 1024, true}} {
 		if got := sgemmReadsAInPlace(c.transA, c.lda); got != c.want {
 			t.Errorf("sgemmReadsAInPlace(%v, %d) = %v, want %v", c.transA, c.lda, got, c.want)
 		}
@@ -298,8 +310,12 @@ func TestSgemmDirectA(t *testing.T) {
 		}
 		for _, s := range shapes {
 			for _, padA := range []int{0, 3} {
-				for _, bias := range []bool{false, true} {
-					tc := sgemmCase{m: s[0], n: s[1], k: s[2], alpha: 1, padA: padA, padB: 1, padC: 2, bias: bias}
+				for v := range 4 {
+					bias, transA := v&1 != 0, v&2 != 0
+					if bias && s[0]*s[1]*s[2] > 1e7 {
+						continue // the deep product once per transpose
+					}
+					tc := sgemmCase{transA: transA, m: s[0], n: s[1], k: s[2], alpha: 1, padA: padA, padB: 1, padC: 2, bias: bias}
 					if !bias {
 						tc.alpha, tc.beta = 0.7, -1.1
 					}

@@ -181,8 +181,9 @@ func BenchmarkSgemmDirectA(b *testing.B) {
 		b.Skip(err)
 	}
 	defer restore()
-	for _, s := range [][3]int{{2048, 256, 768}, {2048, 256, 1024}, {2048, 768, 256}, {2048, 1024, 256}} {
-		m, k, n := s[0], s[1], s[2]
+	for _, s := range [][4]int{{2048, 256, 768, 0}, {2048, 256, 1024, 0}, {2048, 768, 256, 0}, {2048, 1024, 256, 0},
+		{256, 2048, 768, 1}, {1024, 2048, 256, 1}, {256, 2048, 1024, 1}} {
+		m, k, n, transA := s[0], s[1], s[2], s[3] == 1
 		a := make([]float32, m*k)
 		bb := make([]float32, k*n)
 		c := make([]float32, m*n)
@@ -190,12 +191,17 @@ func BenchmarkSgemmDirectA(b *testing.B) {
 			a[i] = float32(i%7) * 0.1
 		}
 		for _, direct := range []bool{false, true} {
-			b.Run(fmt.Sprintf("m=%d,k=%d,n=%d/direct=%v", m, k, n, direct), func(b *testing.B) {
+			name := fmt.Sprintf("m=%d,k=%d,n=%d", m, k, n)
+			lda := k
+			if transA {
+				name, lda = name+",transA", m
+			}
+			b.Run(fmt.Sprintf("%s/direct=%v", name, direct), func(b *testing.B) {
 				sgemmDirectA = direct
 				defer func() { sgemmDirectA = true }()
 				cpu0 := processCPU()
 				for b.Loop() {
-					Sgemm(false, false, m, n, k, 1, a, k, bb, n, 0, c, n)
+					Sgemm(transA, false, m, n, k, 1, a, lda, bb, n, 0, c, n)
 				}
 				reportRate(b, float64(2*m*n*k), "GFLOP", cpu0)
 			})

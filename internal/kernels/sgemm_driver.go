@@ -81,8 +81,8 @@ type sgemmJob struct {
 	// bias, when set (SgemmBias, AVX-512 path only), is added to every
 	// row of C by the micro-kernel of the first pass over each tile.
 	bias []float32
-	// directA: the AVX-512 kernel reads A in place, unpacked, in tiles of
-	// whole 12-row groups (sgemmReadsAInPlace).
+	// directA: the AVX-512 kernel reads A (transposed or not) in place,
+	// unpacked, in tiles of whole 12-row groups (sgemmReadsAInPlace).
 	directA bool
 
 	// Chunking: sizes and counts along m, n and k.
@@ -193,7 +193,8 @@ func sgemmPackedBias(blk sgemmBlocking, transA, transB bool, m, n, k int, alpha 
 		threads = max(1, min(threads, work/parWork))
 	}
 	j.gemv = 0
-	j.directA = sgemmAVX512 && sgemmReadsAInPlace(transA, lda)
+	// The transposed in-place kernels have no bias variant.
+	j.directA = sgemmAVX512 && sgemmReadsAInPlace(transA, lda) && !(transA && bias != nil)
 	j.plan(threads)
 	j.execute(threads)
 }

@@ -36,6 +36,30 @@ func DequantI8(dst []float32, src []int8, s float32) {
 	dequantI8(dst, src, s)
 }
 
+// AddRows adds rows rows of m, ld floats apart, into s: s[j] += m[r·ld+j]
+// for j < len(s), the rows in order (r = 0, 1, …), so each sum has the bits
+// of a loop of Axpy(1, row, s) over the rows (a bias gradient's column
+// sums). m must hold (rows−1)·ld + len(s) floats, and ld ≥ len(s).
+func AddRows(s, m []float32, rows, ld int) {
+	if rows <= 0 || len(s) == 0 {
+		return
+	}
+	if ld < len(s) || len(m) < (rows-1)*ld+len(s) {
+		panic("kernels: AddRows: m too short for its rows")
+	}
+	addRows(s, m, rows, ld)
+}
+
+// addRowsGeneric is AddRows by a row-by-row axpy.
+func addRowsGeneric(s, m []float32, rows, ld int) {
+	if len(s) == 0 {
+		return
+	}
+	for r := range rows {
+		axpy(1, m[r*ld:r*ld+len(s)], s)
+	}
+}
+
 // Axpy computes y[i] += alpha·x[i]. x and y must have the same length.
 func Axpy(alpha float32, x, y []float32) {
 	checkSameLen("Axpy", len(x), len(y))

@@ -47,6 +47,19 @@ func axpy(alpha float32, x, y []float32) {
 	axpyGeneric(alpha, x, y)
 }
 
+// addRows sums strips of 64 columns in registers (colSums64AVX2), the
+// rest row by row.
+func addRows(s, m []float32, rows, ld int) {
+	j := 0
+	if vecAVX2 {
+		for ; j+64 <= len(s); j += 64 {
+			_ = m[(rows-1)*ld+j+63]
+			colSums64AVX2(&s[j], &m[j], rows, ld)
+		}
+	}
+	addRowsGeneric(s[j:], m[j:], rows, ld)
+}
+
 func scale(alpha float32, x []float32) {
 	if vecAVX2 {
 		scaleAVX2(alpha, x)

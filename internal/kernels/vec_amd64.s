@@ -1652,3 +1652,43 @@ swdu_set_tail:
 swdu_set_done:
 	VZEROUPPER
 	RET
+
+// func colSums64AVX2(s *float32, m *float32, rows int, ld int)
+// Requires: AVX
+TEXT ·colSums64AVX2(SB), NOSPLIT, $0-32
+	MOVQ    s+0(FP), AX
+	MOVQ    m+8(FP), CX
+	MOVQ    rows+16(FP), DX
+	MOVQ    ld+24(FP), BX
+	SHLQ    $0x02, BX
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	VMOVUPS 128(AX), Y4
+	VMOVUPS 160(AX), Y5
+	VMOVUPS 192(AX), Y6
+	VMOVUPS 224(AX), Y7
+
+colsums64loop:
+	VADDPS  (CX), Y0, Y0
+	VADDPS  32(CX), Y1, Y1
+	VADDPS  64(CX), Y2, Y2
+	VADDPS  96(CX), Y3, Y3
+	VADDPS  128(CX), Y4, Y4
+	VADDPS  160(CX), Y5, Y5
+	VADDPS  192(CX), Y6, Y6
+	VADDPS  224(CX), Y7, Y7
+	ADDQ    BX, CX
+	DECQ    DX
+	JNZ     colsums64loop
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	VMOVUPS Y2, 64(AX)
+	VMOVUPS Y3, 96(AX)
+	VMOVUPS Y4, 128(AX)
+	VMOVUPS Y5, 160(AX)
+	VMOVUPS Y6, 192(AX)
+	VMOVUPS Y7, 224(AX)
+	VZEROUPPER
+	RET

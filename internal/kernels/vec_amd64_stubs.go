@@ -82,3 +82,9 @@ func swigluGateGradAVX2(dg []float32, dy []float32, g []float32, u []float32, s 
 //
 //go:noescape
 func swigluUpGradAVX2(du []float32, dy []float32, g []float32, s []float32, acc bool)
+
+// colSums64AVX2 adds m[r·ld+j] into s[j] for j < 64, r = 0, 1, … rows−1 in
+// order; rows must be positive.
+//
+//go:noescape
+func colSums64AVX2(s *float32, m *float32, rows int, ld int)

@@ -12,6 +12,7 @@ func dotI8(x []float32, w []int8) float32            { return dotI8Generic(x, w)
 func dequantI8(dst []float32, src []int8, s float32) { dequantI8Generic(dst, src, s) }
 func axpy(alpha float32, x, y []float32)             { axpyGeneric(alpha, x, y) }
 func scale(alpha float32, x []float32)               { scaleGeneric(alpha, x) }
+func addRows(s, m []float32, rows, ld int)           { addRowsGeneric(s, m, rows, ld) }
 func maxVec(x []float32) float32                     { return maxGeneric(x) }
 func sum(x []float32) float32                        { return sumGeneric(x) }
 func exp(dst, src []float32)                         { expGeneric(dst, src) }

@@ -562,3 +562,48 @@ func TestLengthMismatchPanics(t *testing.T) {
 		}
 	})
 }
+
+// TestAddRows checks AddRows against a float64 reference and, bit for bit,
+// against the row-by-row float32 sums it promises, at widths around the
+// 64-column strips, with rows padded with NaN past the sums' width.
+func TestAddRows(t *testing.T) {
+	forEachImpl(t, "vec", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(31, 32))
+		for _, w := range []int{1, 7, 63, 64, 65, 130, 256, 300} {
+			for _, rows := range []int{1, 2, 37} {
+				ld := w + 5
+				m := randPadded(rng, rows, w, ld)
+				s := make([]float32, w)
+				randFill(rng, s, -1, 1)
+				want := append([]float32(nil), s...)
+				for r := range rows {
+					for j := range want {
+						want[j] += m[r*ld+j]
+					}
+				}
+				ref := make([]float64, w)
+				for j := range ref {
+					ref[j] = float64(s[j])
+					for r := range rows {
+						ref[j] += float64(m[r*ld+j])
+					}
+				}
+				AddRows(s, m, rows, ld)
+				for j := range s {
+					if s[j] != want[j] {
+						t.Errorf("w=%d rows=%d: s[%d] = %g, want %g (the rows' float32 sum in order)", w, rows, j, s[j], want[j])
+					}
+					if math.Abs(float64(s[j])-ref[j]) > 1e-5*float64(rows+1) {
+						t.Errorf("w=%d rows=%d: s[%d] = %g, float64 sum %g", w, rows, j, s[j], ref[j])
+					}
+				}
+			}
+		}
+	})
+	defer func() {
+		if recover() == nil {
+			t.Error("AddRows: no panic on a short m")
+		}
+	}()
+	AddRows(make([]float32, 8), make([]float32, 15), 2, 8)
+}

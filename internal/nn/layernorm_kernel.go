@@ -249,8 +249,5 @@ type columnSumsBody struct {
 var columnSumsLoops kernels.Chunks[columnSumsBody, *columnSumsBody]
 
 func (bd *columnSumsBody) Chunk(lo, hi int) {
-	s, m, C := bd.s[lo:hi], bd.m, bd.C
-	for r := 0; r < len(m)/C; r++ {
-		kernels.Axpy(1, m[r*C+lo:r*C+hi], s)
-	}
+	kernels.AddRows(bd.s[lo:hi], bd.m[lo:], len(bd.m)/bd.C, bd.C)
 }

@@ -73,8 +73,10 @@ func main() {
 	fromBF16()
 	interleave()
 	dotBF16()
-	for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
-		kernel(s[0], s[1])
+	for _, bias := range []bool{false, true} {
+		for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
+			kernel(s[0], s[1], bias)
+		}
 	}
 	Generate()
 }
@@ -200,6 +202,16 @@ func toBF16() {
 	})
 }
 
+// joinPairs sets dst to the k-pair words of two rounded vectors (roundBF16's
+// t): the bf16 of t0 in the low halves, of t1 in the high halves, i.e.
+// t0>>16 | t1&0xffff0000. It clobbers t0 and t1.
+func joinPairs(t0, t1, dst VecVirtual) {
+	VPSRLD(Imm(16), t0, t0)
+	VPSRLD(Imm(16), t1, t1)
+	VPSLLD(Imm(16), t1, t1)
+	VPORD(t1, t0, dst)
+}
+
 // cvtPairs emits cvtPairsAVX512, the packing of two float32 rows of a k
 // pair: 16 words at a time, dst[g·stride+i] = bf16(s0[16g+i]) |
 // bf16(s1[16g+i])<<16 (rounded as toBF16 rounds), for 16g+i < n&^15. With
@@ -219,11 +231,7 @@ func cvtPairs() {
 	per16(n, func() {
 		roundBF16(c, Mem{Base: s0}, x, t0, a, nan)
 		roundBF16(c, Mem{Base: s1}, x, t1, a, nan)
-		// Low half from s0, high half from s1: t0>>16 | t1&0xffff0000.
-		VPSRLD(Imm(16), t0, t0)
-		VPSRLD(Imm(16), t1, t1)
-		VPSLLD(Imm(16), t1, t1)
-		VPORD(t1, t0, t0)
+		joinPairs(t0, t1, t0)
 		VMOVDQU32(t0, Mem{Base: dst})
 		ADDQ(Imm(64), s0)
 		ADDQ(Imm(64), s1)
@@ -299,10 +307,7 @@ func cvtPairBlock(group int) {
 				}
 				roundLoaded(c, x, []VecVirtual{t0, t1}[i], a, nan)
 			}
-			VPSRLD(Imm(16), t0, t0)
-			VPSRLD(Imm(16), t1, t1)
-			VPSLLD(Imm(16), t1, t1)
-			VPORD(t1, t0, wh)
+			joinPairs(t0, t1, wh)
 		}
 	}
 	// store writes the run's groups to d, d+stride, …; with tail, only
@@ -564,21 +569,30 @@ func dotBF16() {
 }
 
 // kernel emits the micro-kernel for an (ap·6)×(bp·16) tile: ap A panels and
-// bp B panels.
-func kernel(ap, bp int) {
+// bp B panels; with bias, the variant whose accumulators start from a bias
+// row (the forward pass of a linear layer with a bias).
+func kernel(ap, bp int, bias bool) {
 	mr, nr := ap*panelRows, bp*panelCols
-	name := fmt.Sprintf("bf16Kernel%dx%dAVX512", mr, nr)
-	TEXT(name, NOSPLIT, "func(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha, beta float32)")
+	variant := ""
+	sig := "func(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha, beta float32)"
+	what := "C = alpha·A·B + beta·C"
+	if bias {
+		variant = "Bias"
+		sig = "func(kp int, a *uint32, aStride int, b *uint32, bStride int, c *float32, ldc int, alpha, beta float32, bias *float32)"
+		what = fmt.Sprintf("C = alpha·(A·B + bias) + beta·C, bias a row of %d floats added to every row,", nr)
+	}
+	name := fmt.Sprintf("bf16Kernel%dx%d%sAVX512", mr, nr, variant)
+	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
 	Doc(
-		fmt.Sprintf("%s computes the %d×%d tile C = alpha·A·B + beta·C over kp k pairs.", name, mr, nr),
+		fmt.Sprintf("%s computes the %d×%d tile %s over kp k pairs.", name, mr, nr, what),
 		fmt.Sprintf("A is %d packed 6-row micro-panel(s) of bf16 pairs, the second aStride", ap),
 		fmt.Sprintf("words after the first; B is %d packed 16-column micro-panel(s), the", bp),
 		"second bStride words after the first. With beta == 0 C is only written,",
 		"never read. ldc is the row stride of C in elements. kp must be positive.",
 	)
 	zmmgemm.Emit(zmmgemm.Tile{AP: ap, BP: bp, PanelRows: panelRows, PanelCols: panelCols, Unroll: unroll,
-		PrefetchB: prefetchB, K: "kp", StepName: "k pairs"}, func(i int, o zmmgemm.Operands) {
+		PrefetchB: prefetchB, K: "kp", StepName: "k pairs", Bias: bias}, func(i int, o zmmgemm.Operands) {
 		bv, bc := []VecPhysical{Z24, Z25}, []VecPhysical{Z26, Z27, Z28, Z29}
 		for h := 0; h < bp; h++ {
 			VMOVDQU32(o.BMem(i, h), bv[h])

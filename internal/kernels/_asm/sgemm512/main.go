@@ -37,17 +37,27 @@ const (
 	prefetchB = 1024
 )
 
+// How a kernel reads A (kernel's aForm).
+const (
+	packed     = iota // packed 6-row micro-panels
+	directRows        // the rows of a row-major matrix, in place
+	directCols        // a transposed matrix, in place
+)
+
 func main() {
 	ConstraintExpr("amd64,!purego")
 	for _, bias := range []bool{false, true} {
 		for _, s := range [][2]int{{2, 2}, {2, 1}, {1, 2}, {1, 1}} {
-			kernel(s[0], s[1], bias, false)
+			kernel(s[0], s[1], bias, packed)
 		}
 	}
 	for _, bias := range []bool{false, true} {
 		for _, bp := range []int{2, 1} {
-			kernel(2, bp, bias, true)
+			kernel(2, bp, bias, directRows)
 		}
+	}
+	for _, bp := range []int{2, 1} {
+		kernel(2, bp, false, directCols)
 	}
 	Generate()
 }
@@ -56,14 +66,19 @@ func main() {
 // bp B panels; with bias, the variant whose accumulators start from a bias
 // row (the forward pass of a linear layer with a bias).
 //
-// With direct, A is read where it is stored (12 rows aStride floats apart,
-// each row's k steps contiguous) instead of from packed panels: the
-// product's A, when not transposed, then needs no packing.
-func kernel(ap, bp int, bias, direct bool) {
+// With directRows, A is read where it is stored (12 rows aStride floats
+// apart, each row's k steps contiguous) instead of from packed panels: the
+// product's A, when not transposed, then needs no packing. With directCols,
+// A is a transposed matrix read in place: k step p of the 12 rows is the
+// contiguous run at a + p·aStride.
+func kernel(ap, bp int, bias bool, aForm int) {
 	mr, nr := ap*panelRows, bp*panelCols
 	variant := ""
-	if direct {
+	switch aForm {
+	case directRows:
 		variant += "Direct"
+	case directCols:
+		variant += "DirectT"
 	}
 	sig := "func(kc int, a *float32, aStride int, b *float32, bStride int, c *float32, ldc int, alpha, beta float32)"
 	what := "C = alpha·A·B + beta·C"
@@ -79,9 +94,15 @@ func kernel(ap, bp int, bias, direct bool) {
 		fmt.Sprintf("A is %d packed 6-row micro-panel(s), the second aStride floats after the", ap),
 		"first;",
 	}
-	if direct {
+	switch aForm {
+	case directRows:
 		aDoc = []string{
 			fmt.Sprintf("A is %d rows of a row-major matrix, aStride floats apart, read in place;", mr),
+		}
+	case directCols:
+		aDoc = []string{
+			fmt.Sprintf("A is read in place from a transposed matrix: k step p of its %d rows is the", mr),
+			"contiguous run at a + p·aStride floats;",
 		}
 	}
 	Doc(append(append([]string{fmt.Sprintf("%s computes the %d×%d tile %s over kc k steps.", name, mr, nr, what)}, aDoc...),
@@ -90,7 +111,8 @@ func kernel(ap, bp int, bias, direct bool) {
 		"row stride of C in elements. kc must be positive.")...,
 	)
 	zmmgemm.Emit(zmmgemm.Tile{AP: ap, BP: bp, PanelRows: panelRows, PanelCols: panelCols, Unroll: unroll,
-		PrefetchB: prefetchB, K: "kc", StepName: "k steps", Bias: bias, DirectA: direct}, func(i int, o zmmgemm.Operands) {
+		PrefetchB: prefetchB, K: "kc", StepName: "k steps", Bias: bias,
+		DirectA: aForm == directRows, DirectAT: aForm == directCols}, func(i int, o zmmgemm.Operands) {
 		bv, bc := []VecPhysical{Z24, Z25}, []VecPhysical{Z26, Z27}
 		for h := 0; h < bp; h++ {
 			VMOVUPS(o.BMem(i, h), bv[h])

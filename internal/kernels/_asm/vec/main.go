@@ -48,6 +48,7 @@ func main() {
 	adamw()
 	swiglu()
 	swigluGrad()
+	colSums()
 	Generate()
 }
 
@@ -797,4 +798,38 @@ func swigluGrad() {
 		VZEROUPPER()
 		RET()
 	}
+}
+
+// colSums adds a strip of 64 columns of a matrix, row by row, into 64
+// sums held in eight YMM registers: the bias gradient's column sums with
+// one load per element and no store until the strip's last row (the
+// row-by-row axpy loads and stores the sums once per row).
+func colSums() {
+	TEXT("colSums64AVX2", NOSPLIT, "func(s *float32, m *float32, rows int, ld int)")
+	Pragma("noescape")
+	Doc(
+		"colSums64AVX2 adds m[r·ld+j] into s[j] for j < 64, r = 0, 1, … rows−1 in",
+		"order; rows must be positive.",
+	)
+	s := Load(Param("s"), GP64())
+	m := Load(Param("m"), GP64())
+	n := Load(Param("rows"), GP64())
+	ld := Load(Param("ld"), GP64())
+	SHLQ(Imm(2), ld)
+	acc := ymms(8)
+	for i, a := range acc {
+		VMOVUPS(Mem{Base: s, Disp: 32 * i}, a)
+	}
+	Label("colsums64loop")
+	for i, a := range acc {
+		VADDPS(Mem{Base: m, Disp: 32 * i}, a, a)
+	}
+	ADDQ(ld, m)
+	DECQ(n)
+	JNZ(LabelRef("colsums64loop"))
+	for i, a := range acc {
+		VMOVUPS(a, Mem{Base: s, Disp: 32 * i})
+	}
+	VZEROUPPER()
+	RET()
 }

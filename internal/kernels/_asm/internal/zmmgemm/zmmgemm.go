@@ -33,6 +33,10 @@ type Tile struct {
 	// packed micro-panels: AP·PanelRows rows, row r at a + r·aStride
 	// floats, k steps contiguous (a matrix that is not transposed).
 	DirectA bool
+	// DirectAT is DirectA for a transposed A: k step p of the tile's
+	// AP·PanelRows rows is the contiguous run a[p·aStride:], as a packed
+	// panel's is a[p·PanelRows:].
+	DirectAT bool
 }
 
 // Operands are the registers and addresses a k step works on.
@@ -100,6 +104,10 @@ func Emit(t Tile, step func(i int, o Operands)) {
 	// bases, each row as base + (0, 1, 2 or 3)·stride.
 	aRows := []Register{a}
 	var as3 Register
+	if t.DirectAT {
+		as3 = R11
+		LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+	}
 	if t.DirectA {
 		as3 = R11
 		LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
@@ -112,6 +120,18 @@ func Emit(t Tile, step func(i int, o Operands)) {
 	ops := Operands{
 		Acc: acc,
 		AMem: func(i, r int) Mem {
+			if t.DirectAT {
+				m := Mem{Base: a, Disp: r * 4}
+				switch i {
+				case 1:
+					m.Index, m.Scale = as, 1
+				case 2:
+					m.Index, m.Scale = as, 2
+				case 3:
+					m.Index, m.Scale = as3, 1
+				}
+				return m
+			}
 			if t.DirectA {
 				m := Mem{Base: aRows[r/4], Disp: i * 4}
 				switch r % 4 {
@@ -155,8 +175,15 @@ func Emit(t Tile, step func(i int, o Operands)) {
 	if t.DirectA {
 		aStep = 4
 	}
-	for _, base := range aRows {
-		ADDQ(U32(t.Unroll*aStep), base)
+	if t.DirectAT {
+		if t.Unroll != 4 {
+			panic("zmmgemm: DirectAT addresses 4 k steps per trip")
+		}
+		LEAQ(Mem{Base: a, Index: as, Scale: 4}, a)
+	} else {
+		for _, base := range aRows {
+			ADDQ(U32(t.Unroll*aStep), base)
+		}
 	}
 	ADDQ(U32(t.Unroll*t.PanelCols*4), b)
 	SUBQ(Imm(uint64(t.Unroll)), k)
@@ -166,8 +193,12 @@ func Emit(t Tile, step func(i int, o Operands)) {
 	TESTQ(k, k)
 	JZ(LabelRef("store"))
 	step(0, ops)
-	for _, base := range aRows {
-		ADDQ(Imm(uint64(aStep)), base)
+	if t.DirectAT {
+		ADDQ(as, a)
+	} else {
+		for _, base := range aRows {
+			ADDQ(Imm(uint64(aStep)), base)
+		}
 	}
 	ADDQ(Imm(uint64(t.PanelCols*4)), b)
 	DECQ(k)
