@@ -37,11 +37,7 @@ type fusedOp struct {
 	out   int
 	scale float32
 	ht    []float32 // hᵀ of the last forward run
-	// dbt is dBᵀ when FusedGradH computed it with dh (dbtReady) for
-	// FusedGradB of the same run.
-	dbt      []float32
-	dbtReady bool
-	y        nn.OutBuf
+	y     nn.OutBuf
 }
 
 // frozenBase is the base layer of a fusedOp: its forward product and input
@@ -190,10 +186,9 @@ func (op *fusedOp) DiffWRT(int) []bool {
 }
 
 // SymDiff: dhᵀ = scale·Bᵀ·dyᵀ (a node, read by the gradients of x and A),
-// dx = dy·Wᵀ + (dh·A)∘m, dA = dhᵀ·(x∘m) and dB = scale·dyᵀ·h, reading the
-// mask or hᵀ of the forward run (the forward node is an input, so the tape
-// orders them after it). With the low-rank products dB is computed with dh,
-// in the same pass over dy (kernels.LowRankDotOuter).
+// dx = dy·Wᵀ + (dh·A)∘m, dA = dhᵀ·(x∘m) and dB = scale·dyᵀ·h, the last
+// three reading the mask or hᵀ of the forward run (the forward node is an
+// input, so the tape orders them after it).
 func (op *fusedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != op.Arity() {
 		return nil, fmt.Errorf("lora: adapted layer: %d inputs, want %d", len(inputs), op.Arity())
@@ -209,21 +204,9 @@ func (op *fusedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		if err != nil {
 			return err
 		}
-		if lowRank(r, out) && len(op.ht) == r*rows {
-			// dh and dBᵀ = scale·hᵀ·dy in one pass over dy; FusedGradB
-			// (run after this node) takes dBᵀ from the op.
-			bt, put := transposed(b, out, r)
-			defer put()
-			if len(op.dbt) != r*out {
-				op.dbt = make([]float32, r*out)
-			}
-			kernels.LowRankDotOuter(r, rows, out, s, bt, out, s, op.ht, rows, dy, out, dst, rows, op.dbt, out)
-			op.dbtReady = true
-			return nil
-		}
 		upGradH(dst, dy, b, rows, out, r, s)
 		return nil
-	}, grad, inputs[2], output)
+	}, grad, inputs[2])
 	if err != nil {
 		return nil, err
 	}
@@ -271,17 +254,12 @@ func (op *fusedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		if err != nil {
 			return err
 		}
-		if op.dbtReady {
-			op.dbtReady = false
-			transposeInto(dst, op.dbt, r, out)
-			return nil
-		}
 		if len(op.ht) != r*rows {
 			return fmt.Errorf("lora: adapted layer: gradient of B before a forward run")
 		}
 		upGradB(dst, dy, op.ht, rows, out, r, s)
 		return nil
-	}, grad, output, dh)
+	}, grad, output)
 	if err != nil {
 		return nil, err
 	}

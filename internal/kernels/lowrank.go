@@ -55,27 +55,6 @@ func LowRankOuter(r, rows, n int, alpha float32, h []float32, ldh int, x []float
 	}
 }
 
-// LowRankDotOuter computes LowRankDot's D = alphaD·A·Xᵀ (r×rows, stride
-// ldd) and LowRankOuter's C = alphaC·H·X (r×n, stride ldc) in one pass over
-// X (rows×n, stride ldx, no mask), A r×n (stride lda) and H r×rows (stride
-// ldh): the two products of a low-rank layer's backward that read its
-// output gradient.
-func LowRankDotOuter(r, rows, n int, alphaD float32, a []float32, lda int, alphaC float32, h []float32, ldh int, x []float32, ldx int, d []float32, ldd int, c []float32, ldc int) {
-	checkLowRank("LowRankDotOuter", r, rows, n)
-	if r == 0 || rows == 0 && n == 0 {
-		return
-	}
-	checkMat("LowRankDotOuter", "a", a, r, n, lda)
-	checkMat("LowRankDotOuter", "h", h, r, rows, ldh)
-	checkMat("LowRankDotOuter", "x", x, rows, n, ldx)
-	checkMat("LowRankDotOuter", "d", d, r, rows, ldd)
-	checkMat("LowRankDotOuter", "c", c, r, n, ldc)
-	if !lowRankDotOuterAsm(r, rows, n, alphaD, a, lda, alphaC, h, ldh, x, ldx, d, ldd, c, ldc) {
-		lowRankDotGeneric(r, rows, n, alphaD, a, lda, x, ldx, nil, 0, d, ldd)
-		lowRankOuterGeneric(r, rows, n, alphaC, h, ldh, x, ldx, nil, 0, c, ldc)
-	}
-}
-
 // LowRankExpand sets c[i·ldc+q] = alpha·Σ_j H[j][i]·A[j][q] for i < rows
 // and q < n, j < r: C = alpha·Hᵀ·A, rows×n, with H r×rows (stride ldh) and A
 // r×n (stride lda). With acc the product is added onto c instead. A mask

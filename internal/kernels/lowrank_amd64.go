@@ -56,24 +56,6 @@ func lowRankPackH(r, rows int, h []float32, ldh int) *[]float32 {
 	return p
 }
 
-// lowRankPackA returns A (r×k, stride lda; k a multiple of 16) in chunks
-// of 16 columns, its 8 rows (zero past r) together: the dot kernels' ap.
-func lowRankPackA(r, k int, a []float32, lda int) *[]float32 {
-	pp := GetFloats(8 * k)
-	ap := *pp
-	for ch := 0; ch < k; ch += 16 {
-		blk := ap[ch*8 : ch*8+128]
-		for j := range 8 {
-			if j < r {
-				copy(blk[j*16:j*16+16], a[j*lda+ch:])
-			} else {
-				clear(blk[j*16 : j*16+16])
-			}
-		}
-	}
-	return pp
-}
-
 // dotRows is the number of rows per call of the dot kernel: its output
 // block is on the item's stack.
 const dotRows = 64
@@ -114,8 +96,19 @@ func lowRankDotAsm(r, rows, k int, alpha float32, a []float32, lda int, x []floa
 	if k == 0 || !lowRankAligned(k, mask, lo, ldx) {
 		return false
 	}
-	pp := lowRankPackA(r, k, a, lda)
+	// A in chunks of 16 columns, its 8 rows (zero past r) together.
+	pp := GetFloats(8 * k)
 	ap := *pp
+	for ch := 0; ch < k; ch += 16 {
+		blk := ap[ch*8 : ch*8+128]
+		for j := range 8 {
+			if j < r {
+				copy(blk[j*16:j*16+16], a[j*lda+ch:])
+			} else {
+				clear(blk[j*16 : j*16+16])
+			}
+		}
+	}
 	job := lowRankDotJobs.Get()
 	*job = lowRankDotJob{r: r, rows: rows, k: k, alpha: alpha, ap: ap, x: x, ldx: ldx, words: maskWords(mask), lo: lo, c: c, ldc: ldc}
 	items := (rows + dotRows - 1) / dotRows
@@ -248,67 +241,5 @@ func lowRankExpandAsm(r, rows, n int, alpha float32, h []float32, ldh int, a []f
 	if ap != nil {
 		PutFloats(ap)
 	}
-	return true
-}
-
-// lowRankDotOuterJob is LowRankDotOuter over blocks of dotRows rows; each
-// worker adds its blocks' outer sums into its own part of cs, which the
-// caller sums.
-type lowRankDotOuterJob struct {
-	r, rows, n int
-	alphaD     float32
-	ap, hp     []float32
-	x          []float32
-	ldx        int
-	d          []float32
-	ldd        int
-	cs         []float32 // one n·8 part per worker
-}
-
-func (j *lowRankDotOuterJob) Item(worker, it int) {
-	var out [dotRows * 8]float32
-	i0 := it * dotRows
-	m := min(dotRows, j.rows-i0)
-	part := j.cs[worker*j.n*8 : (worker+1)*j.n*8]
-	lowRankDotOuter8AVX512(m, j.n/16, &j.ap[0], &j.hp[i0*8], &j.x[i0*j.ldx], j.ldx, &out[0], &part[0])
-	for q := range j.r {
-		d := j.d[q*j.ldd+i0 : q*j.ldd+i0+m]
-		for i := range d {
-			d[i] = j.alphaD * out[i*8+q]
-		}
-	}
-}
-
-var lowRankDotOuterJobs FreeList[lowRankDotOuterJob]
-
-func lowRankDotOuterAsm(r, rows, n int, alphaD float32, a []float32, lda int, alphaC float32, h []float32, ldh int, x []float32, ldx int, d []float32, ldd int, c []float32, ldc int) bool {
-	if rows == 0 || n == 0 || !lowRankAligned(n, nil, 0, ldx) {
-		return false
-	}
-	workers := min(Threads(), max(1, rows*n/lowRankGrain), (rows+dotRows-1)/dotRows)
-	pp, hp := lowRankPackA(r, n, a, lda), lowRankPackH(r, rows, h, ldh)
-	cp := GetFloats(workers * n * 8)
-	clear(*cp)
-	job := lowRankDotOuterJobs.Get()
-	*job = lowRankDotOuterJob{r: r, rows: rows, n: n, alphaD: alphaD, ap: *pp, hp: *hp, x: x, ldx: ldx, d: d, ldd: ldd, cs: *cp}
-	For(workers, (rows+dotRows-1)/dotRows, job)
-	*job = lowRankDotOuterJob{}
-	lowRankDotOuterJobs.Put(job)
-	// C[q][p] = alphaC·Σ over the workers' parts of cs[(p/16·8+q)·16 + p%16].
-	cs := *cp
-	for q := range r {
-		cr := c[q*ldc : q*ldc+n]
-		for p := range cr {
-			o := (p/16*8+q)*16 + p%16
-			var s float32
-			for w := range workers {
-				s += cs[w*n*8+o]
-			}
-			cr[p] = alphaC * s
-		}
-	}
-	PutFloats(pp)
-	PutFloats(hp)
-	PutFloats(cp)
 	return true
 }

@@ -54,13 +54,6 @@ func lowRankOuter8x16MaskAVX512(rows int, h *float32, x *float32, ldx int, c *fl
 //go:noescape
 func lowRankOuter8x32MaskAVX512(rows int, h *float32, x *float32, ldx int, c *float32, ldc int, mask *uint16, mstride int)
 
-// lowRankDotOuter8AVX512 computes, for i < rows and j < 8, d[i·8+j] = Σ_p A[j][p]·X[i][p]
-// (A packed as for lowRankDot8AVX512) and adds h[i·8+j]·X[i][p] to
-// cs[(p/16·8+j)·16 + p%16], for p < 16·kc; rows, kc > 0.
-//
-//go:noescape
-func lowRankDotOuter8AVX512(rows int, kc int, ap *float32, hp *float32, x *float32, ldx int, d *float32, cs *float32)
-
 // lowRankExpand8AccAVX512 sets c[i][q] += alpha·Σ_j h[i·8+j]·A[j][q]
 // for i < rows and q < 16·nc (both > 0), A and c row-major with strides
 // lda and ldc.

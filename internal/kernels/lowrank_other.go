@@ -18,7 +18,3 @@ func lowRankOuterAsm(r, rows, n int, alpha float32, h []float32, ldh int, x []fl
 func lowRankExpandAsm(r, rows, n int, alpha float32, h []float32, ldh int, a []float32, lda int, acc bool, c []float32, ldc int, mask []uint64, lo int) bool {
 	return false
 }
-
-func lowRankDotOuterAsm(r, rows, n int, alphaD float32, a []float32, lda int, alphaC float32, h []float32, ldh int, x []float32, ldx int, d []float32, ldd int, c []float32, ldc int) bool {
-	return false
-}

@@ -29,7 +29,6 @@ func main() {
 		outer(masked, 1)
 		outer(masked, 2)
 	}
-	dotOuter()
 	expand(false, true)
 	expand(true, false)
 	expand(true, true)
@@ -113,26 +112,12 @@ func dot(masked bool) {
 	DECQ(n)
 	JNZ(LabelRef("chunk"))
 
-	reduce8(c)
-	ADDQ(Imm(32), c)
-	ADDQ(ldx, x)
-	if masked {
-		ADDQ(ms, m)
-	}
-	DECQ(rows)
-	JNZ(LabelRef("row"))
-	VZEROUPPER()
-	RET()
-}
-
-// reduce8 stores the sums of the sixteen lanes of Z0…Z7 as eight floats
-// at c (clobbering Z0…Z8): it folds each accumulator to 256 bits, then adds
-// pairs horizontally (within each 128-bit half) twice and the two halves.
-func reduce8(c GPPhysical) {
-	acc := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7}
-	for _, z := range acc {
+	// Eight sums of sixteen lanes into one YMM of eight: fold each
+	// accumulator to 256 bits, then add pairs horizontally (within each
+	// 128-bit half) twice and the two halves.
+	for j, z := range acc {
 		VEXTRACTF32X8(Imm(1), z, Y8)
-		VADDPS(Y8, z.AsY(), z.AsY())
+		VADDPS(Y8, z.AsY(), acc[j].AsY())
 	}
 	VHADDPS(Y1, Y0, Y0) // 128-bit halves: [0 0 1 1 | 0 0 1 1]
 	VHADDPS(Y3, Y2, Y2)
@@ -144,60 +129,11 @@ func reduce8(c GPPhysical) {
 	VPERM2F128(Imm(0x31), Y4, Y0, Y2) // the high halves
 	VADDPS(Y2, Y1, Y1)
 	VMOVUPS(Y1, Mem{Base: c})
-}
-
-// dotOuter emits lowRankDotOuter8AVX512: dot's products and outer's in one
-// pass over X, the outer sums kept in memory (cs, chunk-major) since they
-// span all of a row's chunks.
-func dotOuter() {
-	name := "lowRankDotOuter8AVX512"
-	TEXT(name, NOSPLIT, "func(rows, kc int, ap *float32, hp *float32, x *float32, ldx int, d *float32, cs *float32)")
-	Pragma("noescape")
-	Doc(
-		name+" computes, for i < rows and j < 8, d[i·8+j] = Σ_p A[j][p]·X[i][p]",
-		"(A packed as for lowRankDot8AVX512) and adds h[i·8+j]·X[i][p] to",
-		"cs[(p/16·8+j)·16 + p%16], for p < 16·kc; rows, kc > 0.",
-	)
-	rows, ap, hp, x, ldx, d, cs := RAX, RSI, RBX, RDI, R8, R9, R10
-	xp, a, cp, n := R11, R12, R13, R14
-	Load(Param("rows"), rows)
-	Load(Param("ap"), ap)
-	Load(Param("hp"), hp)
-	Load(Param("x"), x)
-	Load(Param("ldx"), ldx)
-	SHLQ(Imm(2), ldx)
-	Load(Param("d"), d)
-	Load(Param("cs"), cs)
-	acc := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7}
-	hb := []VecPhysical{Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15}
-	tmp := []VecPhysical{Z17, Z18, Z19, Z20, Z21, Z22, Z23, Z24}
-	xv := Z16
-	Label("row")
-	for j, z := range acc {
-		VPXORD(z, z, z)
-		VBROADCASTSS(Mem{Base: hp, Disp: 4 * j}, hb[j])
-	}
-	MOVQ(x, xp)
-	MOVQ(ap, a)
-	MOVQ(cs, cp)
-	Load(Param("kc"), n)
-	Label("chunk")
-	VMOVUPS(Mem{Base: xp}, xv)
-	for j := range 8 {
-		VMOVUPS(Mem{Base: cp, Disp: 64 * j}, tmp[j])
-		VFMADD231PS(Mem{Base: a, Disp: 64 * j}, xv, acc[j])
-		VFMADD231PS(xv, hb[j], tmp[j])
-		VMOVUPS(tmp[j], Mem{Base: cp, Disp: 64 * j})
-	}
-	ADDQ(Imm(64), xp)
-	ADDQ(U32(64*8), a)
-	ADDQ(U32(64*8), cp)
-	DECQ(n)
-	JNZ(LabelRef("chunk"))
-	reduce8(d)
-	ADDQ(Imm(32), d)
-	ADDQ(Imm(32), hp)
+	ADDQ(Imm(32), c)
 	ADDQ(ldx, x)
+	if masked {
+		ADDQ(ms, m)
+	}
 	DECQ(rows)
 	JNZ(LabelRef("row"))
 	VZEROUPPER()
