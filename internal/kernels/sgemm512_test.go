@@ -66,23 +66,8 @@ func testSgemmKernel512(t *testing.T) {
 							}
 							continue
 						}
-						var s, sa float64
-						for p := range kc {
-							av := a[(i/sgemmMR)*aStride+p*sgemmMR+i%sgemmMR]
-							bv := b[(j/sgemmNR)*bStride+p*sgemmNR+j%sgemmNR]
-							x := float64(av) * float64(bv)
-							s += x
-							sa += math.Abs(x)
-						}
-						if bias != nil {
-							s += float64(bias[j])
-							sa += math.Abs(float64(bias[j]))
-						}
-						want, bound := 1.3*s, 1.3*sa
-						if beta != 0 {
-							want += float64(beta) * float64(c0[i*ldc+j])
-							bound += math.Abs(float64(beta) * float64(c0[i*ldc+j]))
-						}
+						want, bound := tileRef(kc, func(p int) float32 { return a[(i/sgemmMR)*aStride+p*sgemmMR+i%sgemmMR] },
+							func(p int) float32 { return b[(j/sgemmNR)*bStride+p*sgemmNR+j%sgemmNR] }, bias, j, beta, c0[i*ldc+j])
 						if math.Abs(got-want) > gamma*bound {
 							t.Errorf("%dx%d kc=%d beta=%g bias=%v: C[%d][%d] = %g, want %g", mr, nr, kc, beta, withBias, i, j, got, want)
 						}
@@ -204,6 +189,29 @@ func TestSgemmBias(t *testing.T) {
 	})
 }
 
+// tileRef returns, in float64, element j's 1.3·(Σ_p a(p)·b(p) + bias[j]) +
+// beta·c0 (no bias when bias is nil, no c0 when beta is 0), the kernel
+// tests' alpha being 1.3, and the sum of the magnitudes of its terms, which
+// bounds the float32 error.
+func tileRef(kc int, a, b func(p int) float32, bias []float32, j int, beta, c0 float32) (want, bound float64) {
+	var s, sa float64
+	for p := range kc {
+		x := float64(a(p)) * float64(b(p))
+		s += x
+		sa += math.Abs(x)
+	}
+	if bias != nil {
+		s += float64(bias[j])
+		sa += math.Abs(float64(bias[j]))
+	}
+	want, bound = 1.3*s, 1.3*sa
+	if beta != 0 {
+		want += float64(beta) * float64(c0)
+		bound += math.Abs(float64(beta) * float64(c0))
+	}
+	return want, bound
+}
+
 // TestSgemmKernel512Direct compares the direct-A kernels (12 rows of A read
 // in place, stored by rows or transposed) with a float64 reference at every
 // level: both widths, with and without a bias (rows only), the three
@@ -252,21 +260,8 @@ func TestSgemmKernel512Direct(t *testing.T) {
 						gamma := float64(kc+3) * u / (1 - float64(kc+3)*u)
 						for i := range sgemmMR512 {
 							for j := range nr {
-								var s, sa float64
-								for p := range kc {
-									x := float64(at(i, p)) * float64(b[(j/sgemmNR)*bStride+p*sgemmNR+j%sgemmNR])
-									s += x
-									sa += math.Abs(x)
-								}
-								if bias != nil {
-									s += float64(bias[j])
-									sa += math.Abs(float64(bias[j]))
-								}
-								want, bound := 1.3*s, 1.3*sa
-								if beta != 0 {
-									want += float64(beta) * float64(c0[i*ldc+j])
-									bound += math.Abs(float64(beta) * float64(c0[i*ldc+j]))
-								}
+								want, bound := tileRef(kc, func(p int) float32 { return at(i, p) },
+									func(p int) float32 { return b[(j/sgemmNR)*bStride+p*sgemmNR+j%sgemmNR] }, bias, j, beta, c0[i*ldc+j])
 								if got := float64(c[i*ldc+j]); !(math.Abs(got-want) <= gamma*bound) {
 									t.Errorf("12x%d %s kc=%d beta=%g: C[%d][%d] = %g, want %g", nr, form, kc, beta, i, j, got, want)
 								}

@@ -144,16 +144,3 @@ func linearBackwardW(dw, dy, x []float32, n, in, out int, transW bool, beta floa
 		kernels.Sgemm(true, false, in, out, n, 1, x, in, dy, out, beta, dw, out)
 	}
 }
-
-// biasRowsBody copies the bias b into rows [lo, hi) of y (rows of len(b)):
-// the bf16 forward pass starts its product from it (linearForwardBF16).
-type biasRowsBody struct{ y, b []float32 }
-
-func (bd *biasRowsBody) Chunk(lo, hi int) {
-	w := len(bd.b)
-	for r := lo; r < hi; r++ {
-		copy(bd.y[r*w:(r+1)*w], bd.b)
-	}
-}
-
-var biasRowsLoops kernels.Chunks[biasRowsBody, *biasRowsBody]

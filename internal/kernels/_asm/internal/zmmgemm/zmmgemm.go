@@ -120,9 +120,9 @@ func Emit(t Tile, step func(i int, o Operands)) {
 	ops := Operands{
 		Acc: acc,
 		AMem: func(i, r int) Mem {
-			if t.DirectAT {
-				m := Mem{Base: a, Disp: r * 4}
-				switch i {
+			// base + q·stride for q < 4: as, as·2 and as3 = 3·as.
+			strided := func(m Mem, q int) Mem {
+				switch q {
 				case 1:
 					m.Index, m.Scale = as, 1
 				case 2:
@@ -132,17 +132,11 @@ func Emit(t Tile, step func(i int, o Operands)) {
 				}
 				return m
 			}
+			if t.DirectAT {
+				return strided(Mem{Base: a, Disp: r * 4}, i)
+			}
 			if t.DirectA {
-				m := Mem{Base: aRows[r/4], Disp: i * 4}
-				switch r % 4 {
-				case 1:
-					m.Index, m.Scale = as, 1
-				case 2:
-					m.Index, m.Scale = as, 2
-				case 3:
-					m.Index, m.Scale = as3, 1
-				}
-				return m
+				return strided(Mem{Base: aRows[r/4], Disp: i * 4}, r%4)
 			}
 			m := Mem{Base: a, Disp: (i*t.PanelRows + r%t.PanelRows) * 4}
 			if r >= t.PanelRows {
