@@ -195,18 +195,7 @@ func (op *fusedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 	}
 	d := &op.down
 	rows, in, out, r, s := d.rows, d.in, op.out, d.r, op.scale
-	dh, err := newGrad(d.Serial(), "FusedGradH", inputs[1], r, rows, func(dst []float32, vals []G.Value) error {
-		dy, err := nn.Float32s("lora", "FusedGradH", "dy", vals[0], rows*out, nn.ErrShape)
-		if err != nil {
-			return err
-		}
-		b, err := nn.Float32s("lora", "FusedGradH", "lora_B", vals[1], out*r, nn.ErrShape)
-		if err != nil {
-			return err
-		}
-		upGradH(dst, dy, b, rows, out, r, s)
-		return nil
-	}, grad, inputs[2])
+	dh, err := upGradHNode(d.Serial(), "FusedGradH", inputs[1], inputs[2], grad, rows, out, r, s)
 	if err != nil {
 		return nil, err
 	}

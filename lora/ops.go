@@ -392,18 +392,7 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		return nil, fmt.Errorf("lora: up-projection: %d inputs, want 3", len(inputs))
 	}
 	rows, r, out, s := op.rows, op.r, op.out, op.scale
-	dh, err := newGrad(op.Serial(), "UpAddGradH", inputs[1], r, rows, func(dst []float32, vals []G.Value) error {
-		dy, err := nn.Float32s("lora", "UpAddGradH", "dy", vals[0], rows*out, nn.ErrShape)
-		if err != nil {
-			return err
-		}
-		b, err := nn.Float32s("lora", "UpAddGradH", "lora_B", vals[1], out*r, nn.ErrShape)
-		if err != nil {
-			return err
-		}
-		upGradH(dst, dy, b, rows, out, r, s)
-		return nil
-	}, grad, inputs[2])
+	dh, err := upGradHNode(op.Serial(), "UpAddGradH", inputs[1], inputs[2], grad, rows, out, r, s)
 	if err != nil {
 		return nil, err
 	}
@@ -423,6 +412,24 @@ func (op *upAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 		return nil, err
 	}
 	return G.Nodes{grad, dh, db}, nil
+}
+
+// upGradHNode is the gradient node of an up-projection's input hᵀ (the
+// node h, [r, rows]): upGradH over the output gradient grad and B (the
+// node b), under the op name name; fwd is the forward op's serial.
+func upGradHNode(fwd uint64, name string, h, b, grad *G.Node, rows, out, r int, s float32) (*G.Node, error) {
+	return newGrad(fwd, name, h, r, rows, func(dst []float32, vals []G.Value) error {
+		dy, err := nn.Float32s("lora", name, "dy", vals[0], rows*out, nn.ErrShape)
+		if err != nil {
+			return err
+		}
+		bw, err := nn.Float32s("lora", name, "lora_B", vals[1], out*r, nn.ErrShape)
+		if err != nil {
+			return err
+		}
+		upGradH(dst, dy, bw, rows, out, r, s)
+		return nil
+	}, grad, b)
 }
 
 // upGradH computes the up-projection's dhᵀ = s·Bᵀ·dyᵀ ([r, rows]) from dy
