@@ -202,10 +202,6 @@ func sgemmKernel512DirectGo(bPanels, kc int, a []float32, lda int, b []float32, 
 	sgemmKernel512Go(2, bPanels, kc, ap, sgemmMR*kc, b, bStride, c, ldc, alpha, beta, bias)
 }
 
-// sgemmDirectA enables reading A in place; the benchmark that compares
-// both paths (BenchmarkSgemmDirectA) turns it off.
-var sgemmDirectA = true
-
 // sgemmReadsAInPlace reports whether the AVX-512 path reads an A with row
 // stride lda in place instead of packing it. A transposed A always is: k
 // step p of a tile's 12 rows is the contiguous run a[p·lda:], as in a packed
@@ -224,9 +220,6 @@ var sgemmDirectA = true
 //	m=256,k=2048,n=768,transA        95.6  95.9  94.2 →  94.2  96.6  97.0
 //	m=256,k=2048,n=1024,transA       95.7  97.0  93.7 →  97.7  96.7  95.7
 func sgemmReadsAInPlace(transA bool, lda int) bool {
-	if !sgemmDirectA {
-		return false
-	}
 	if transA {
 		return true
 	}

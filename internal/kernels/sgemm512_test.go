@@ -108,7 +108,7 @@ func TestSgemmEdges512(t *testing.T) {
 func TestSgemmBlockings(t *testing.T) {
 	forEachImpl(t, "sgemm", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(23, 24))
-		for _, blk := range []sgemmBlocking{{64, 24, 64}, {128, 48, 128}, {384, 144, 768}} {
+		for _, blk := range []sgemmBlocking{{kc: 64, mc: 24, nt: 64}, {kc: 128, mc: 48, nt: 128}, {kc: 384, mc: 144, nt: 768}} {
 			for tr := range 4 {
 				tc := sgemmCase{transA: tr&1 != 0, transB: tr&2 != 0, m: 101, n: 203, k: 419, alpha: 0.9, beta: 1.1}
 				tc.blk = &blk

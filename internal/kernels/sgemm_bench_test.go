@@ -132,13 +132,13 @@ func BenchmarkSgemmBlocking(b *testing.B) {
 	def := sgemmDefaultBlocking()
 	blks := []sgemmBlocking{def}
 	for _, kc := range []int{128, 256, 384, 512, 1024} {
-		blks = append(blks, sgemmBlocking{kc, def.mc, def.nt})
+		blks = append(blks, sgemmBlocking{kc: kc, mc: def.mc, nt: def.nt})
 	}
 	for _, mc := range []int{48, 72, 144, 192} {
-		blks = append(blks, sgemmBlocking{def.kc, mc, def.nt})
+		blks = append(blks, sgemmBlocking{kc: def.kc, mc: mc, nt: def.nt})
 	}
 	for _, nt := range []int{256, 1024} {
-		blks = append(blks, sgemmBlocking{def.kc, def.mc, nt})
+		blks = append(blks, sgemmBlocking{kc: def.kc, mc: def.mc, nt: nt})
 	}
 	b.Logf("implementation: %s", Implementation())
 	for _, s := range [][3]int{{1024, 1024, 1024}, {2048, 768, 3072}} {
@@ -171,7 +171,7 @@ func BenchmarkSgemmBlocking(b *testing.B) {
 }
 
 // BenchmarkSgemmDirectA times the AVX-512 path with A packed and read in
-// place (sgemmDirectA), at the small preset's and GPT-2's row strides, in
+// place (sgemmBlocking.packA), at the small preset's and GPT-2's row strides, in
 // GFLOP per CPU second; the comment on sgemmReadsAInPlace quotes it, run as
 //
 //	go test ./internal/kernels -run XXX -bench SgemmDirectA -benchtime 40x -count 3
@@ -197,11 +197,11 @@ func BenchmarkSgemmDirectA(b *testing.B) {
 				name, lda = name+",transA", m
 			}
 			b.Run(fmt.Sprintf("%s/direct=%v", name, direct), func(b *testing.B) {
-				sgemmDirectA = direct
-				defer func() { sgemmDirectA = true }()
+				blk := sgemmDefaultBlocking()
+				blk.packA = !direct
 				cpu0 := processCPU()
 				for b.Loop() {
-					Sgemm(transA, false, m, n, k, 1, a, lda, bb, n, 0, c, n)
+					sgemmPackedBlocking(blk, transA, false, m, n, k, 1, a, lda, bb, n, 0, c, n)
 				}
 				reportRate(b, float64(2*m*n*k), "GFLOP", cpu0)
 			})

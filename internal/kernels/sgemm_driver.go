@@ -157,15 +157,20 @@ func sgemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 // sgemmBlocking is the cache blocking of the packed path: the depth kc of
 // one micro-kernel call, and the default row height mc and (maximum)
 // column width nt of a compute task.
-type sgemmBlocking struct{ kc, mc, nt int }
+type sgemmBlocking struct {
+	kc, mc, nt int
+	// packA packs every A, even one the AVX-512 path could read in place
+	// (sgemmReadsAInPlace); BenchmarkSgemmDirectA compares the two.
+	packA bool
+}
 
 // sgemmDefaultBlocking returns the blocking tuned for the micro-kernel in
 // use (see the constants above and sgemm512.go).
 func sgemmDefaultBlocking() sgemmBlocking {
 	if sgemmAVX512 {
-		return sgemmBlocking{sgemmKC512, sgemmMC512, sgemmNT512}
+		return sgemmBlocking{kc: sgemmKC512, mc: sgemmMC512, nt: sgemmNT512}
 	}
-	return sgemmBlocking{sgemmKC, sgemmMC, sgemmNT}
+	return sgemmBlocking{kc: sgemmKC, mc: sgemmMC, nt: sgemmNT}
 }
 
 // sgemmPackedBlocking is sgemmPacked with the given blocking; the sweep
@@ -194,7 +199,7 @@ func sgemmPackedBias(blk sgemmBlocking, transA, transB bool, m, n, k int, alpha 
 	}
 	j.gemv = 0
 	// The transposed in-place kernels have no bias variant.
-	j.directA = sgemmAVX512 && sgemmReadsAInPlace(transA, lda) && !(transA && bias != nil)
+	j.directA = sgemmAVX512 && !blk.packA && sgemmReadsAInPlace(transA, lda) && !(transA && bias != nil)
 	j.plan(threads)
 	j.execute(threads)
 }
